@@ -1,0 +1,53 @@
+"""The api service's composition root: builds and injects every adapter."""
+
+from __future__ import annotations
+
+import logging
+
+from services.api.servicer import ServersServicer
+from services.api.settings import ApiSettings
+from services.api.usecases import CreateServers, ServerQueries
+from services.common.app import RunningService
+from services.common.db.engine import Database
+from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.rpc.channels import ChannelPool
+from services.common.rpc.conductor_client import BuildCaster
+from services.common.rpc.server import Registration, start_server
+
+log = logging.getLogger("services.api")
+
+SERVICE_NAME = servers_pb2.DESCRIPTOR.services_by_name["Servers"].full_name
+
+
+async def start_api(settings: ApiSettings) -> RunningService:
+    db = Database(settings.database_url)
+    channels = ChannelPool()
+    caster = BuildCaster(channels, settings.conductor_addresses)
+    create = CreateServers(db, caster)
+    servicer = ServersServicer(create, ServerQueries(db), default_project=settings.default_project)
+    server = await start_server(
+        settings.listen,
+        [Registration(servers_pb2_grpc.add_ServersServicer_to_server, servicer, SERVICE_NAME)],
+    )
+    caster.start()
+    create.start()
+
+    async def close_db() -> None:
+        db.close()
+
+    service = RunningService(
+        "api",
+        server,
+        settings.listen,
+        closers=[create.close, caster.close, channels.close, close_db],
+        grace=settings.shutdown_grace_seconds,
+    )
+    if not await db.ping():
+        log.warning("the database does not answer yet; requests will fail until it does")
+    await server.set_serving(True)
+    log.info(
+        "api serving on %s (conductors: %s)",
+        service.address,
+        ",".join(settings.conductor_addresses),
+    )
+    return service

@@ -1,0 +1,37 @@
+"""Table and JSON rendering for novactl."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def print_json(data: Any, out: TextIO) -> None:
+    out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO) -> None:
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    out.write(line([c.upper() for c in columns]) + "\n")
+    for row in cells:
+        out.write(line(row) + "\n")
+
+
+def print_record(record: Mapping[str, Any], out: TextIO) -> None:
+    width = max((len(k) for k in record), default=0)
+    for key, value in record.items():
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        out.write(f"{key.ljust(width)}  {shown}\n")

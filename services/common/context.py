@@ -1,0 +1,18 @@
+"""Per-request context carried through a service (and across services in gRPC metadata)."""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+
+REQUEST_ID_HEADER = "x-request-id"
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def new_request_id() -> str:
+    return "req-" + str(uuid.uuid4())
+
+
+def current_request_id() -> str:
+    return request_id_var.get()

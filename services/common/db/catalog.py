@@ -1,0 +1,59 @@
+"""Flavors and images: looked up by id or by name, as Nova's flavorRef and imageRef."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, RowMapping, or_, select
+
+from services.common.db.models import FLAVORS, IMAGES
+from services.common.domain import Flavor, Image
+from services.common.errors import InvalidArgument
+
+
+def flavor_from_row(m: RowMapping) -> Flavor:
+    return Flavor(m["id"], m["name"], m["vcpus"], m["memory_mb"], m["root_gb"], m["is_public"])
+
+
+def image_from_row(m: RowMapping) -> Image:
+    return Image(
+        id=m["id"],
+        name=m["name"],
+        disk_format=m["disk_format"],
+        container_format=m["container_format"],
+        location=m["location"],
+        checksum=m["checksum"],
+        size_bytes=m["size_bytes"],
+        status=m["status"],
+    )
+
+
+def find_flavor(connection: Connection, ref: str) -> Flavor | None:
+    """By id, else by name (ids win: Nova resolves flavorRef the same way)."""
+    rows = connection.execute(
+        select(FLAVORS).where(or_(FLAVORS.c.id == ref, FLAVORS.c.name == ref))
+    ).all()
+    by_id = [r for r in rows if r._mapping["id"] == ref]
+    chosen = by_id or rows
+    return flavor_from_row(chosen[0]._mapping) if chosen else None
+
+
+def list_flavors(connection: Connection) -> list[Flavor]:
+    rows = connection.execute(select(FLAVORS).order_by(FLAVORS.c.memory_mb, FLAVORS.c.id))
+    return [flavor_from_row(r._mapping) for r in rows]
+
+
+def find_image(connection: Connection, ref: str, *, field: str = "image_ref") -> Image | None:
+    """By id, else by name; a name shared by several images is ambiguous (as in Glance)."""
+    by_id = connection.execute(select(IMAGES).where(IMAGES.c.id == ref)).first()
+    if by_id is not None:
+        return image_from_row(by_id._mapping)
+    rows = connection.execute(select(IMAGES).where(IMAGES.c.name == ref).limit(2)).all()
+    if len(rows) > 1:
+        raise InvalidArgument(field, f"image name {ref!r} is ambiguous: use the image id")
+    return image_from_row(rows[0]._mapping) if rows else None
+
+
+def images_by_id(connection: Connection, ids: set[str]) -> dict[str, Image]:
+    if not ids:
+        return {}
+    rows = connection.execute(select(IMAGES).where(IMAGES.c.id.in_(ids)))
+    return {r._mapping["id"]: image_from_row(r._mapping) for r in rows}

@@ -1,0 +1,137 @@
+"""The database adapter: engines, units of work, and a thread pool so that asyncio services
+never block their event loop on a query.
+
+SQLite (the embedded default) gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers:
+several processes share the file, and a deferred transaction that reads then writes can fail
+with SQLITE_BUSY without ever waiting. Readers keep a plain deferred ``BEGIN`` so they never
+queue behind writers. Any other SQLAlchemy URL (PostgreSQL through psycopg 3) is used as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from services.common.errors import Unavailable
+
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` and route it to psycopg 3, the driver we ship."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_engine(url: str, *, begin: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite so that BEGIN is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+def make_engines(url: str, *, pool_size: int = 5) -> tuple[Engine, Engine]:
+    """(writer, reader) engines for ``url``; the same engine twice outside SQLite."""
+    url = normalise_url(url)
+    if is_sqlite(url):
+        return _sqlite_engine(url, begin="BEGIN IMMEDIATE"), _sqlite_engine(url, begin="BEGIN")
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return engine, engine
+
+
+class Database:
+    """Runs units of work in worker threads and turns connection loss into ``Unavailable``."""
+
+    def __init__(self, url: str, *, writers: int | None = None, readers: int = 4) -> None:
+        self.url = normalise_url(url)
+        self.is_sqlite = is_sqlite(self.url)
+        # SQLite has one writer at a time whatever we do: more writer threads only contend.
+        writers = writers if writers is not None else (1 if self.is_sqlite else 4)
+        self.writer, self.reader = make_engines(self.url, pool_size=max(writers, readers))
+        self._write_pool = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
+        self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write unit of work in the calling thread: commit on success, roll back on error."""
+        with _translate_errors(), self.writer.begin() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def begin_read(self) -> Iterator[Connection]:
+        with _translate_errors(), self.reader.begin() as connection:
+            yield connection
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one write transaction on a database thread."""
+
+        def run() -> T:
+            with self.begin() as connection:
+                return work(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._write_pool, run)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self.begin_read() as connection:
+                return work(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
+
+    async def ping(self) -> bool:
+        try:
+            await self.read(lambda c: c.exec_driver_sql("SELECT 1").scalar())
+        except Unavailable:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._write_pool.shutdown(wait=True)
+        self._read_pool.shutdown(wait=True)
+        self.writer.dispose()
+        self.reader.dispose()
+
+
+@contextlib.contextmanager
+def _translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        raise Unavailable(f"database unavailable: {exc.orig}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable(f"database connection lost: {exc.orig}") from exc
+        raise

@@ -1,0 +1,271 @@
+"""Instances and their faults: bulk inserts, bulk state changes, and the reads the API serves.
+
+Every write here takes a list so that callers batch: one statement (executemany) per kind of
+change, whatever the number of instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, RowMapping, and_, bindparam, func, select, update
+
+from services.common.db.models import FAULTS, INSTANCES
+from services.common.domain import (
+    Fault,
+    Flavor,
+    Instance,
+    PowerState,
+    TaskState,
+    VmState,
+)
+
+FAULT_MESSAGE_MAX = 255
+
+
+def instance_from_row(m: RowMapping, fault: Fault | None = None) -> Instance:
+    return Instance(
+        uuid=m["uuid"],
+        id=m["id"],
+        display_name=m["display_name"],
+        project_id=m["project_id"],
+        flavor=Flavor(m["flavor_id"], m["flavor_name"], m["vcpus"], m["memory_mb"], m["root_gb"]),
+        image_id=m["image_id"],
+        reservation_id=m["reservation_id"],
+        vm_state=VmState(m["vm_state"]),
+        task_state=TaskState(m["task_state"]) if m["task_state"] else None,
+        power_state=PowerState(m["power_state"]),
+        host=m["host"],
+        node=m["node"],
+        metadata=dict(m["server_metadata"] or {}),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        launched_at=m["launched_at"],
+        fault=fault,
+        request_id=m["request_id"],
+    )
+
+
+def insert_instances(connection: Connection, instances: Sequence[Instance]) -> None:
+    """One multi-row INSERT for a whole batch of creates."""
+    if not instances:
+        return
+    connection.execute(
+        INSTANCES.insert(),
+        [
+            {
+                "uuid": i.uuid,
+                "display_name": i.display_name,
+                "project_id": i.project_id,
+                "flavor_id": i.flavor.id,
+                "flavor_name": i.flavor.name,
+                "vcpus": i.flavor.vcpus,
+                "memory_mb": i.flavor.memory_mb,
+                "root_gb": i.flavor.root_gb,
+                "image_id": i.image_id,
+                "reservation_id": i.reservation_id,
+                "vm_state": i.vm_state.value,
+                "task_state": i.task_state.value if i.task_state else None,
+                "power_state": int(i.power_state),
+                "host": i.host,
+                "node": i.node,
+                "server_metadata": i.metadata,
+                "request_id": i.request_id,
+                "created_at": i.created_at,
+                "updated_at": None,
+                "launched_at": None,
+                "terminated_at": None,
+            }
+            for i in instances
+        ],
+    )
+
+
+def _latest_faults(connection: Connection, uuids: Iterable[str]) -> dict[str, Fault]:
+    wanted = list(uuids)
+    if not wanted:
+        return {}
+    newest = (
+        select(FAULTS.c.instance_uuid, func.max(FAULTS.c.id).label("id"))
+        .where(FAULTS.c.instance_uuid.in_(wanted))
+        .group_by(FAULTS.c.instance_uuid)
+        .subquery()
+    )
+    rows = connection.execute(select(FAULTS).join(newest, FAULTS.c.id == newest.c.id))
+    return {
+        r.instance_uuid: Fault(code=r.code, message=r.message, created_at=r.created_at)
+        for r in rows
+    }
+
+
+def _with_faults(connection: Connection, rows: Sequence[RowMapping]) -> list[Instance]:
+    faults = _latest_faults(
+        connection, (m["uuid"] for m in rows if m["vm_state"] == VmState.ERROR.value)
+    )
+    return [instance_from_row(m, faults.get(m["uuid"])) for m in rows]
+
+
+def get_instance(connection: Connection, uuid: str, *, project_id: str | None) -> Instance | None:
+    """One instance; ``project_id=None`` means any project (admin and internal callers)."""
+    query = select(INSTANCES).where(INSTANCES.c.uuid == uuid)
+    if project_id is not None:
+        query = query.where(INSTANCES.c.project_id == project_id)
+    row = connection.execute(query).first()
+    return None if row is None else _with_faults(connection, [row._mapping])[0]
+
+
+def list_instances(
+    connection: Connection,
+    *,
+    project_id: str | None,
+    reservation_id: str | None = None,
+    limit: int = 1000,
+) -> list[Instance]:
+    query = select(INSTANCES)
+    if project_id is not None:
+        query = query.where(INSTANCES.c.project_id == project_id)
+    if reservation_id:
+        query = query.where(INSTANCES.c.reservation_id == reservation_id)
+    query = query.order_by(INSTANCES.c.created_at.desc(), INSTANCES.c.id.desc()).limit(limit)
+    return _with_faults(connection, [r._mapping for r in connection.execute(query)])
+
+
+def load_instances(connection: Connection, uuids: Sequence[str]) -> list[Instance]:
+    """Many instances by uuid in one query (the conductor's per-batch load)."""
+    if not uuids:
+        return []
+    rows = connection.execute(select(INSTANCES).where(INSTANCES.c.uuid.in_(list(uuids))))
+    return [instance_from_row(r._mapping) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    uuid: str
+    host: str
+    node: str
+
+
+def mark_placed(connection: Connection, placements: Sequence[Placement], now: datetime) -> int:
+    """Record the chosen host; only instances still waiting for one move (idempotent)."""
+    if not placements:
+        return 0
+    statement = (
+        update(INSTANCES)
+        .where(
+            and_(
+                INSTANCES.c.uuid == bindparam("b_uuid"),
+                INSTANCES.c.vm_state == VmState.BUILDING.value,
+            )
+        )
+        .values(
+            host=bindparam("b_host"),
+            node=bindparam("b_node"),
+            task_state=None,
+            updated_at=bindparam("b_now"),
+        )
+    )
+    result = connection.execute(
+        statement,
+        [{"b_uuid": p.uuid, "b_host": p.host, "b_node": p.node, "b_now": now} for p in placements],
+    )
+    return result.rowcount
+
+
+def set_task_state(
+    connection: Connection,
+    uuids: Sequence[str],
+    task_state: TaskState | None,
+    now: datetime,
+    *,
+    expected_vm_state: VmState = VmState.BUILDING,
+) -> None:
+    if not uuids:
+        return
+    connection.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state == expected_vm_state.value)
+        .values(task_state=task_state.value if task_state else None, updated_at=now)
+    )
+
+
+def mark_active(
+    connection: Connection, launched: Sequence[tuple[str, str, datetime]], now: datetime
+) -> None:
+    """(uuid, host, launched_at) for each instance whose domain runs."""
+    if not launched:
+        return
+    connection.execute(
+        update(INSTANCES)
+        .where(
+            and_(
+                INSTANCES.c.uuid == bindparam("b_uuid"),
+                INSTANCES.c.vm_state == VmState.BUILDING.value,
+            )
+        )
+        .values(
+            vm_state=VmState.ACTIVE.value,
+            task_state=None,
+            power_state=int(PowerState.RUNNING),
+            host=bindparam("b_host"),
+            launched_at=bindparam("b_launched"),
+            updated_at=now,
+        ),
+        [{"b_uuid": u, "b_host": h, "b_launched": at} for u, h, at in launched],
+    )
+
+
+def set_power_states(
+    connection: Connection, states: Sequence[tuple[str, PowerState]], now: datetime
+) -> None:
+    if not states:
+        return
+    connection.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.uuid == bindparam("b_uuid"))
+        .values(power_state=bindparam("b_power"), updated_at=now),
+        [{"b_uuid": u, "b_power": int(p)} for u, p in states],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRecord:
+    uuid: str
+    code: int
+    message: str
+    details: str = ""
+    host: str | None = None
+
+
+def mark_error(connection: Connection, faults: Sequence[FaultRecord], now: datetime) -> None:
+    """ERROR plus a fault row saying why, for every instance given."""
+    if not faults:
+        return
+    connection.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.uuid == bindparam("b_uuid"))
+        .values(vm_state=VmState.ERROR.value, task_state=None, updated_at=now),
+        [{"b_uuid": f.uuid} for f in faults],
+    )
+    connection.execute(
+        FAULTS.insert(),
+        [
+            {
+                "instance_uuid": f.uuid,
+                "code": f.code,
+                "message": f.message[:FAULT_MESSAGE_MAX],
+                "details": f.details,
+                "host": f.host,
+                "created_at": now,
+            }
+            for f in faults
+        ],
+    )
+
+
+def count_by_state(connection: Connection) -> dict[str, int]:
+    rows = connection.execute(
+        select(INSTANCES.c.vm_state, func.count()).group_by(INSTANCES.c.vm_state)
+    )
+    return {state: count for state, count in rows}

@@ -1,0 +1,181 @@
+"""SQLAlchemy 2 models: the schema of record. Alembic migrations create it; a test checks
+that the migrations and these models never drift apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones, PostgreSQL does; the
+    domain only ever sees aware UTC datetimes either way."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime()}
+
+
+class FlavorRow(Base):
+    __tablename__ = "flavors"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    root_gb: Mapped[int] = mapped_column(Integer)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    disk_format: Mapped[str] = mapped_column(String(32))
+    container_format: Mapped[str] = mapped_column(String(32))
+    location: Mapped[str] = mapped_column(Text, default="")
+    checksum: Mapped[str] = mapped_column(String(128), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(32), default="active")
+    properties: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+
+
+class ComputeNodeRow(Base):
+    __tablename__ = "compute_nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(255), unique=True)
+    hypervisor_hostname: Mapped[str] = mapped_column(String(255))
+    rpc_address: Mapped[str] = mapped_column(String(255))
+    hypervisor_type: Mapped[str] = mapped_column(String(32))
+    cpu_arch: Mapped[str] = mapped_column(String(32))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(BigInteger)
+    local_gb: Mapped[int] = mapped_column(BigInteger)
+    cpu_allocation_ratio: Mapped[float] = mapped_column(Float)
+    ram_allocation_ratio: Mapped[float] = mapped_column(Float)
+    disk_allocation_ratio: Mapped[float] = mapped_column(Float)
+    availability_zone: Mapped[str] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    # Bumped by every claim: ``UPDATE ... WHERE generation = :seen`` detects a lost race.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    last_heartbeat_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime | None]
+
+
+class InstanceRow(Base):
+    __tablename__ = "instances"
+    __table_args__ = (
+        Index("ix_instances_project_id_created_at", "project_id", "created_at"),
+        Index("ix_instances_vm_state_task_state", "vm_state", "task_state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    display_name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255))
+    # The flavor is copied onto the instance (as Nova embeds it): later flavor edits must not
+    # change what an existing instance consumes.
+    flavor_id: Mapped[str] = mapped_column(String(36))
+    flavor_name: Mapped[str] = mapped_column(String(255))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    root_gb: Mapped[int] = mapped_column(Integer)
+    image_id: Mapped[str] = mapped_column(String(36))
+    reservation_id: Mapped[str] = mapped_column(String(64), index=True)
+    vm_state: Mapped[str] = mapped_column(String(32))
+    task_state: Mapped[str | None] = mapped_column(String(32))
+    power_state: Mapped[int] = mapped_column(Integer, default=0)
+    host: Mapped[str | None] = mapped_column(String(255), index=True)
+    node: Mapped[str | None] = mapped_column(String(255))
+    server_metadata: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime | None]
+    launched_at: Mapped[datetime | None]
+    terminated_at: Mapped[datetime | None]
+
+
+class AllocationRow(Base):
+    """What one instance holds on one compute node. At most one per instance."""
+
+    __tablename__ = "allocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    compute_node_id: Mapped[int] = mapped_column(
+        ForeignKey("compute_nodes.id", ondelete="CASCADE"), index=True
+    )
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class InstanceFaultRow(Base):
+    __tablename__ = "instance_faults"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    code: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(String(255))
+    details: Mapped[str] = mapped_column(Text, default="")
+    host: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+
+
+def _table(row: type[Base]) -> Table:
+    return cast(Table, row.__table__)
+
+
+# Core tables for the bulk statements the repositories issue.
+FLAVORS = _table(FlavorRow)
+IMAGES = _table(ImageRow)
+NODES = _table(ComputeNodeRow)
+INSTANCES = _table(InstanceRow)
+ALLOCATIONS = _table(AllocationRow)
+FAULTS = _table(InstanceFaultRow)

@@ -1,0 +1,200 @@
+"""Compute nodes and allocations: the placement model.
+
+A claim is atomic without a lock service: it bumps the node's ``generation`` with
+``UPDATE ... WHERE generation = :seen`` and inserts the allocations in the same transaction.
+Zero rows updated means another claim (another conductor) got there first; the caller reloads
+and tries again. Frees never bump the generation: they only make room, so a claim computed
+against the older, fuller picture is still safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, delete, func, select, update
+
+from services.common.db.models import ALLOCATIONS, NODES
+from services.common.domain import ZERO, ComputeNodeReport, HostState, Resources
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRatios:
+    cpu: float = 16.0
+    ram: float = 1.5
+    disk: float = 1.0
+
+
+def upsert_compute_node(
+    connection: Connection,
+    report: ComputeNodeReport,
+    *,
+    ratios: AllocationRatios,
+    now: datetime,
+) -> int:
+    """Register a node or refresh its heartbeat; a capacity change bumps the generation so
+    that no claim computed against the old capacity can land."""
+    row = connection.execute(select(NODES).where(NODES.c.host == report.host)).first()
+    values = {
+        "hypervisor_hostname": report.hypervisor_hostname,
+        "rpc_address": report.rpc_address,
+        "hypervisor_type": report.hypervisor_type,
+        "cpu_arch": report.cpu_arch,
+        "vcpus": report.vcpus,
+        "memory_mb": report.memory_mb,
+        "local_gb": report.local_gb,
+        "availability_zone": report.availability_zone,
+        "last_heartbeat_at": now,
+    }
+    if row is None:
+        result = connection.execute(
+            NODES.insert().values(
+                host=report.host,
+                cpu_allocation_ratio=ratios.cpu,
+                ram_allocation_ratio=ratios.ram,
+                disk_allocation_ratio=ratios.disk,
+                enabled=True,
+                disabled_reason=None,
+                generation=0,
+                created_at=now,
+                updated_at=now,
+                **values,
+            )
+        )
+        assert result.inserted_primary_key is not None
+        node_id: int = result.inserted_primary_key[0]
+        return node_id
+    m = row._mapping
+    capacity_changed = (m["vcpus"], m["memory_mb"], m["local_gb"]) != (
+        report.vcpus,
+        report.memory_mb,
+        report.local_gb,
+    )
+    changes = dict(values)
+    if capacity_changed or m["rpc_address"] != report.rpc_address:
+        changes["updated_at"] = now
+    if capacity_changed:
+        changes["generation"] = NODES.c.generation + 1
+    connection.execute(update(NODES).where(NODES.c.id == m["id"]).values(**changes))
+    node_id = m["id"]
+    return node_id
+
+
+def load_host_states(
+    connection: Connection, *, now: datetime, service_down_time: timedelta
+) -> list[HostState]:
+    """Every node with its usage, in one query (the scheduler's per-batch bulk load)."""
+    usage = (
+        select(
+            ALLOCATIONS.c.compute_node_id,
+            func.sum(ALLOCATIONS.c.vcpus).label("vcpus"),
+            func.sum(ALLOCATIONS.c.memory_mb).label("memory_mb"),
+            func.sum(ALLOCATIONS.c.disk_gb).label("disk_gb"),
+            func.count().label("instances"),
+        )
+        .group_by(ALLOCATIONS.c.compute_node_id)
+        .subquery()
+    )
+    query = select(
+        NODES,
+        func.coalesce(usage.c.vcpus, 0).label("used_vcpus"),
+        func.coalesce(usage.c.memory_mb, 0).label("used_memory_mb"),
+        func.coalesce(usage.c.disk_gb, 0).label("used_disk_gb"),
+        func.coalesce(usage.c.instances, 0).label("used_instances"),
+    ).outerjoin(usage, usage.c.compute_node_id == NODES.c.id)
+    oldest_alive = now - service_down_time
+    states = []
+    for row in connection.execute(query):
+        m = row._mapping
+        states.append(
+            HostState(
+                node_id=m["id"],
+                host=m["host"],
+                hypervisor_hostname=m["hypervisor_hostname"],
+                rpc_address=m["rpc_address"],
+                total=Resources(m["vcpus"], m["memory_mb"], m["local_gb"]),
+                used=Resources(
+                    int(m["used_vcpus"]), int(m["used_memory_mb"]), int(m["used_disk_gb"])
+                ),
+                cpu_allocation_ratio=m["cpu_allocation_ratio"],
+                ram_allocation_ratio=m["ram_allocation_ratio"],
+                disk_allocation_ratio=m["disk_allocation_ratio"],
+                generation=m["generation"],
+                enabled=m["enabled"],
+                is_up=m["last_heartbeat_at"] >= oldest_alive,
+                availability_zone=m["availability_zone"],
+                instance_count=int(m["used_instances"]),
+                extra={"hypervisor_type": m["hypervisor_type"], "cpu_arch": m["cpu_arch"]},
+            )
+        )
+    return states
+
+
+def claim(
+    connection: Connection,
+    host: HostState,
+    requests: Sequence[tuple[str, Resources]],
+    now: datetime,
+) -> bool:
+    """Allocate ``requests`` (instance uuid, resources) on ``host`` if its generation is still
+    the one we saw. Runs in a savepoint: a lost race leaves the outer transaction intact."""
+    if not requests:
+        return True
+    with connection.begin_nested() as savepoint:
+        bumped = connection.execute(
+            update(NODES)
+            .where(NODES.c.id == host.node_id, NODES.c.generation == host.generation)
+            .values(generation=host.generation + 1)
+        )
+        if bumped.rowcount != 1:
+            savepoint.rollback()
+            return False
+        connection.execute(
+            ALLOCATIONS.insert(),
+            [
+                {
+                    "instance_uuid": uuid,
+                    "compute_node_id": host.node_id,
+                    "vcpus": r.vcpus,
+                    "memory_mb": r.memory_mb,
+                    "disk_gb": r.disk_gb,
+                    "created_at": now,
+                }
+                for uuid, r in requests
+            ],
+        )
+    host.generation += 1
+    return True
+
+
+def allocated_instances(connection: Connection, uuids: Sequence[str]) -> dict[str, int]:
+    """instance uuid -> compute node id, for those of ``uuids`` that hold an allocation."""
+    if not uuids:
+        return {}
+    rows = connection.execute(
+        select(ALLOCATIONS.c.instance_uuid, ALLOCATIONS.c.compute_node_id).where(
+            ALLOCATIONS.c.instance_uuid.in_(list(uuids))
+        )
+    )
+    return {uuid: node for uuid, node in rows}
+
+
+def free_allocations(connection: Connection, uuids: Sequence[str]) -> int:
+    if not uuids:
+        return 0
+    result = connection.execute(
+        delete(ALLOCATIONS).where(ALLOCATIONS.c.instance_uuid.in_(list(uuids)))
+    )
+    return result.rowcount
+
+
+def node_usage(connection: Connection, node_id: int) -> Resources:
+    row = connection.execute(
+        select(
+            func.coalesce(func.sum(ALLOCATIONS.c.vcpus), 0),
+            func.coalesce(func.sum(ALLOCATIONS.c.memory_mb), 0),
+            func.coalesce(func.sum(ALLOCATIONS.c.disk_gb), 0),
+        ).where(ALLOCATIONS.c.compute_node_id == node_id)
+    ).one()
+    return Resources(int(row[0]), int(row[1]), int(row[2])) if row else ZERO

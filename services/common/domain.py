@@ -1,0 +1,214 @@
+"""Domain types shared by the services: plain dataclasses and enums, no I/O, no transport.
+
+The state model is Nova's: ``vm_state`` says what the instance is, ``task_state`` what is being
+done to it, ``power_state`` what the hypervisor last reported. The status a user sees is derived
+from the first two and never stored.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class VmState(enum.StrEnum):
+    BUILDING = "building"
+    ACTIVE = "active"
+    STOPPED = "stopped"
+    ERROR = "error"
+    DELETED = "deleted"
+
+
+class TaskState(enum.StrEnum):
+    SCHEDULING = "scheduling"
+    BLOCK_DEVICE_MAPPING = "block_device_mapping"
+    NETWORKING = "networking"
+    SPAWNING = "spawning"
+    DELETING = "deleting"
+
+
+class PowerState(enum.IntEnum):
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+class ServerStatus(enum.StrEnum):
+    BUILD = "BUILD"
+    ACTIVE = "ACTIVE"
+    ERROR = "ERROR"
+    DELETED = "DELETED"
+    SHUTOFF = "SHUTOFF"
+
+
+def server_status(vm_state: VmState, task_state: TaskState | None) -> ServerStatus:
+    """The status a user sees (Nova's ``common.status_from_state``, reduced to our states)."""
+    del task_state  # every task we run keeps the status of its vm_state
+    return {
+        VmState.BUILDING: ServerStatus.BUILD,
+        VmState.ACTIVE: ServerStatus.ACTIVE,
+        VmState.STOPPED: ServerStatus.SHUTOFF,
+        VmState.ERROR: ServerStatus.ERROR,
+        VmState.DELETED: ServerStatus.DELETED,
+    }[vm_state]
+
+
+@dataclass(frozen=True, slots=True)
+class Flavor:
+    id: str
+    name: str
+    vcpus: int
+    memory_mb: int
+    root_gb: int
+    is_public: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    id: str
+    name: str
+    disk_format: str
+    container_format: str
+    location: str
+    checksum: str
+    size_bytes: int
+    status: str = "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    code: int
+    message: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    uuid: str
+    id: int | None
+    display_name: str
+    project_id: str
+    flavor: Flavor
+    image_id: str
+    reservation_id: str
+    vm_state: VmState
+    task_state: TaskState | None
+    power_state: PowerState
+    host: str | None
+    node: str | None
+    metadata: dict[str, str]
+    created_at: datetime
+    updated_at: datetime | None = None
+    launched_at: datetime | None = None
+    fault: Fault | None = None
+    request_id: str = ""
+
+    @property
+    def status(self) -> ServerStatus:
+        return server_status(self.vm_state, self.task_state)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What an instance consumes on a host (Placement's VCPU, MEMORY_MB, DISK_GB)."""
+
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(
+            self.vcpus + other.vcpus,
+            self.memory_mb + other.memory_mb,
+            self.disk_gb + other.disk_gb,
+        )
+
+    @staticmethod
+    def of(flavor: Flavor) -> Resources:
+        return Resources(flavor.vcpus, flavor.memory_mb, flavor.root_gb)
+
+
+ZERO = Resources(0, 0, 0)
+
+
+@dataclass(slots=True)
+class HostState:
+    """One compute node as the scheduler sees it for one batch: capacity, usage, generation."""
+
+    node_id: int
+    host: str
+    hypervisor_hostname: str
+    rpc_address: str
+    total: Resources
+    used: Resources
+    cpu_allocation_ratio: float
+    ram_allocation_ratio: float
+    disk_allocation_ratio: float
+    generation: int
+    enabled: bool = True
+    is_up: bool = True
+    availability_zone: str = "nova"
+    instance_count: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def free(self) -> Resources:
+        return Resources(
+            int(self.total.vcpus * self.cpu_allocation_ratio) - self.used.vcpus,
+            int(self.total.memory_mb * self.ram_allocation_ratio) - self.used.memory_mb,
+            int(self.total.disk_gb * self.disk_allocation_ratio) - self.used.disk_gb,
+        )
+
+    def fits(self, request: Resources) -> bool:
+        free = self.free
+        return (
+            request.vcpus <= free.vcpus
+            and request.memory_mb <= free.memory_mb
+            and request.disk_gb <= free.disk_gb
+        )
+
+    def consume(self, request: Resources) -> None:
+        self.used = self.used + request
+        self.instance_count += 1
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeNodeReport:
+    host: str
+    hypervisor_hostname: str
+    rpc_address: str
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    hypervisor_type: str
+    cpu_arch: str
+    availability_zone: str
+
+
+class InstanceEventKind(enum.StrEnum):
+    SPAWNING = "spawning"
+    ACTIVE = "active"
+    RESCHEDULE = "reschedule"
+    FAILED = "failed"
+    POWER_STATE = "power_state"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceEvent:
+    """A state change compute reports for one instance."""
+
+    instance_uuid: str
+    host: str
+    kind: InstanceEventKind
+    occurred_at: datetime
+    power_state: PowerState = PowerState.NOSTATE
+    reason: str = ""
+    request_id: str = ""

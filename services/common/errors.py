@@ -1,0 +1,61 @@
+"""Domain errors. They carry no transport codes: one server interceptor maps each class to a
+gRPC status code (services.common.rpc.errors). Every error that concerns one request field
+names it, so the client learns which field to fix.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error a use case may raise on purpose."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidArgument(DomainError):
+    """The request is malformed: a field has a value no state of the system would accept."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", field=field)
+        self.reason = message
+
+
+class NotFound(DomainError):
+    """A referenced object does not exist (or is not visible to the caller)."""
+
+    def __init__(self, kind: str, ref: str, *, field: str | None = None) -> None:
+        where = f"{field}: " if field else ""
+        super().__init__(f"{where}{kind} {ref!r} not found", field=field)
+        self.kind = kind
+        self.ref = ref
+
+
+class WrongState(DomainError):
+    """The object exists but is in a state that does not allow the operation."""
+
+
+class PermissionDenied(DomainError):
+    """The caller may not do this."""
+
+
+class QuotaExceeded(DomainError):
+    """A per-project limit would be exceeded."""
+
+    def __init__(self, resource: str, *, limit: int, in_use: int, requested: int) -> None:
+        over = in_use + requested - limit
+        super().__init__(
+            f"quota exceeded for {resource}: limit {limit}, in use {in_use}, "
+            f"requested {requested} ({over} over)",
+            field=resource,
+        )
+        self.resource = resource
+        self.limit = limit
+        self.in_use = in_use
+        self.requested = requested
+
+
+class Unavailable(DomainError):
+    """A dependency (database, another service) cannot be reached now; retrying may work."""

@@ -1,0 +1,69 @@
+"""Typed client of the compute services (the conductor's side)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.common.builds import BuildRequest
+from services.common.context import REQUEST_ID_HEADER
+from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
+from services.common.rpc.channels import ChannelPool
+from services.common.rpc.convert import to_timestamp
+from services.common.rpc.retry import with_retries
+
+
+def build_to_proto(build: BuildRequest) -> compute_pb2.InstanceBuild:
+    instance, image, flavor = build.instance, build.image, build.instance.flavor
+    return compute_pb2.InstanceBuild(
+        instance_uuid=instance.uuid,
+        instance_id=instance.id or 0,
+        display_name=instance.display_name,
+        project_id=instance.project_id,
+        flavor=compute_pb2.FlavorSpec(
+            id=flavor.id,
+            name=flavor.name,
+            vcpus=flavor.vcpus,
+            memory_mb=flavor.memory_mb,
+            root_gb=flavor.root_gb,
+        ),
+        image=compute_pb2.ImageSpec(
+            id=image.id,
+            name=image.name,
+            disk_format=image.disk_format,
+            location=image.location,
+            checksum=image.checksum,
+        ),
+        metadata=instance.metadata,
+        created_at=to_timestamp(instance.created_at),
+        attempt=build.attempt,
+        request_id=build.request_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BuildAck:
+    queued: int
+    duplicates: list[str]
+
+
+class ComputeClient:
+    def __init__(self, channels: ChannelPool, *, timeout: float) -> None:
+        self._channels = channels
+        self._timeout = timeout
+
+    async def build_and_run(
+        self, address: str, builds: Sequence[BuildRequest], *, request_id: str = ""
+    ) -> BuildAck:
+        """Idempotent on the compute side (by instance uuid), so retrying is safe."""
+        stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
+        request = compute_pb2.BuildAndRunInstanceRequest(builds=[build_to_proto(b) for b in builds])
+        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+
+        async def call() -> BuildAck:
+            reply = await stub.BuildAndRunInstance(
+                request, timeout=self._timeout, metadata=metadata
+            )
+            return BuildAck(reply.queued, list(reply.duplicates))
+
+        return await with_retries(call, attempts=4)

@@ -1,0 +1,110 @@
+"""Builds a service's gRPC server: health, reflection, the error interceptor, limits, and a
+clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.rpc.errors import ErrorInterceptor
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+# Keepalive lets the long-lived BuildInstances stream notice a dead peer within seconds.
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A servicer to mount: the generated ``add_XServicer_to_server`` and its service name."""
+
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    service_name: str
+
+
+class ServiceServer:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health: HealthServicer,
+        port: int,
+        service_names: Sequence[str],
+    ) -> None:
+        self.server = server
+        self.health = health
+        self.port = port
+        self.service_names = list(service_names)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(listen: str, registrations: Sequence[Registration]) -> ServiceServer:
+    """Bind ``listen`` (port 0 picks a free port), mount the servicers and start.
+
+    Health starts NOT_SERVING; the service flips it once its dependencies answer."""
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor()])
+    for registration in registrations:
+        registration.add_to_server(registration.servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [r.service_name for r in registrations]
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    service_server = ServiceServer(server, health, port, names)
+    await service_server.set_serving(False)
+    return service_server
+
+
+def bound_address(listen: str, port: int) -> str:
+    host = listen.rsplit(":", 1)[0]
+    return f"{host}:{port}"
+
+
+def stop_event_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: the service's cue to drain and exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

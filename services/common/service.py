@@ -1,0 +1,60 @@
+"""What every service's ``__main__`` shares: parse settings, log, run until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from services.common.app import RunningService
+from services.common.config import ConfigError, load_settings
+from services.common.logging_setup import configure_logging
+from services.common.rpc.server import stop_event_on_signals
+
+S = TypeVar("S")
+
+log = logging.getLogger(__name__)
+
+
+def write_ready_file(path: str, address: str) -> None:
+    """Atomically publish the bound address (tests and launchers wait for this file)."""
+    if not path:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(target.suffix + ".tmp")
+    temporary.write_text(address + "\n")
+    os.replace(temporary, target)
+
+
+def main_for(
+    settings_type: type[S],
+    start: Callable[[S], Coroutine[object, object, RunningService]],
+    *,
+    prog: str,
+    description: str,
+    log_name: Callable[[S], str],
+    argv: Sequence[str] | None = None,
+) -> int:
+    try:
+        settings = load_settings(settings_type, argv, prog=prog, description=description)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        configure_logging(log_name(settings), str(getattr(settings, "log_level", "INFO")))
+        stop = stop_event_on_signals()
+        service = await start(settings)
+        write_ready_file(str(getattr(settings, "ready_file", "")), service.address)
+        await stop.wait()
+        await service.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0

@@ -1,0 +1,74 @@
+"""The internal Compute service: protobuf stops here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from services.common.builds import BuildRequest
+from services.common.domain import (
+    Flavor,
+    Image,
+    Instance,
+    PowerState,
+    TaskState,
+    VmState,
+)
+from services.common.errors import InvalidArgument, Unavailable
+from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
+from services.common.rpc.convert import from_timestamp
+from services.compute.manager import ComputeManager
+from services.compute.virt.driver import HypervisorError
+
+
+def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
+    if not message.instance_uuid:
+        raise InvalidArgument("builds.instance_uuid", "must not be empty")
+    flavor = message.flavor
+    if flavor.vcpus < 1 or flavor.memory_mb < 1:
+        raise InvalidArgument("builds.flavor", "vcpus and memory_mb must be positive")
+    instance = Instance(
+        uuid=message.instance_uuid,
+        id=message.instance_id,
+        display_name=message.display_name,
+        project_id=message.project_id,
+        flavor=Flavor(flavor.id, flavor.name, flavor.vcpus, flavor.memory_mb, flavor.root_gb),
+        image_id=message.image.id,
+        reservation_id="",
+        vm_state=VmState.BUILDING,
+        task_state=TaskState.SPAWNING,
+        power_state=PowerState.NOSTATE,
+        host=None,
+        node=None,
+        metadata=dict(message.metadata),
+        created_at=from_timestamp(message.created_at),
+        request_id=message.request_id,
+    )
+    image = Image(
+        id=message.image.id,
+        name=message.image.name,
+        disk_format=message.image.disk_format,
+        container_format="bare",
+        location=message.image.location,
+        checksum=message.image.checksum,
+        size_bytes=0,
+    )
+    return BuildRequest(instance, image, attempt=message.attempt, request_id=message.request_id)
+
+
+class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
+    def __init__(self, manager: ComputeManager) -> None:
+        self._manager = manager
+
+    async def BuildAndRunInstance(
+        self,
+        request: compute_pb2.BuildAndRunInstanceRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> compute_pb2.BuildAndRunInstanceResponse:
+        builds = [build_from_proto(b) for b in request.builds]
+        try:
+            queued, duplicates = self._manager.accept(builds)
+        except HypervisorError as exc:
+            raise Unavailable(str(exc)) from exc
+        return compute_pb2.BuildAndRunInstanceResponse(queued=queued, duplicates=duplicates)

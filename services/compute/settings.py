@@ -1,0 +1,71 @@
+"""The compute service's settings."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from services.common.config import require, setting
+
+VIRT_TYPES = ("test", "qemu", "kvm")
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    listen: str = setting(
+        "127.0.0.1:8790", "Address the internal Compute service listens on (host:port)."
+    )
+    advertise_address: str = setting(
+        "", "host:port the conductor uses to reach this service (default: the bound address)."
+    )
+    host: str = field(
+        default_factory=socket.gethostname,
+        metadata={"help": "This compute host's name, unique in the deployment (default: hostname)"},
+    )
+    conductor_addresses: tuple[str, ...] = setting(
+        ("127.0.0.1:8780",), "Conductor addresses (comma-separated) for reports and heartbeats."
+    )
+    libvirt_uri: str = setting(
+        "test:///default", "libvirt connection URI (test:///default, qemu:///system, ...)."
+    )
+    virt_type: str = setting(
+        "test", "Domain type: test (libvirt's test driver), qemu (TCG) or kvm."
+    )
+    max_concurrent_builds: int = setting(
+        10, "Builds running at once; more wait in a queue (Nova's default: 10)."
+    )
+    instances_path: str = setting(
+        "var/instances", "Directory for per-instance files (disks, console logs)."
+    )
+    instance_name_template: str = setting(
+        "instance-%08x", "libvirt domain name: instance-%08x (database id) or %(uuid)s."
+    )
+    availability_zone: str = setting("nova", "Availability zone this host belongs to.")
+    heartbeat_interval: float = setting(
+        10.0, "Seconds between heartbeats to the conductor (Nova's report_interval: 10)."
+    )
+    spawn_timeout: float = setting(
+        300.0, "Seconds a domain may take to reach RUNNING before the build fails."
+    )
+    shutdown_timeout: float = setting(
+        30.0, "On SIGTERM, seconds to let queued and running builds finish before exiting."
+    )
+    ready_file: str = setting(
+        "", "When set, the bound address is written here once the service is serving."
+    )
+    log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+
+    def __post_init__(self) -> None:
+        require(":" in self.listen, "listen", "must be host:port")
+        require(bool(self.host), "host", "must not be empty")
+        require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
+        require(self.virt_type in VIRT_TYPES, "virt_type", f"must be one of {VIRT_TYPES}")
+        require(self.max_concurrent_builds >= 1, "max_concurrent_builds", "must be >= 1")
+        require(self.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
+        try:
+            if "%(uuid)s" in self.instance_name_template:
+                self.instance_name_template % {"uuid": "x"}
+            else:
+                self.instance_name_template % 1
+        except (TypeError, ValueError, KeyError) as exc:
+            require(False, "instance_name_template", f"is not a valid template: {exc}")

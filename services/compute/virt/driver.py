@@ -1,0 +1,65 @@
+"""The hypervisor port. The compute manager only ever talks to this; LibvirtDriver implements
+it (virt/libvirt), and unit tests use a hand-written fake."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from services.common.domain import PowerState
+
+
+class HypervisorError(Exception):
+    """The hypervisor refused or failed an operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostResources:
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    hypervisor_type: str
+    hypervisor_hostname: str
+    cpu_arch: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnSpec:
+    """Everything the driver needs to create one guest."""
+
+    uuid: str
+    name: str
+    display_name: str
+    project_id: str
+    flavor_name: str
+    vcpus: int
+    memory_mb: int
+    root_gb: int
+    image_id: str
+    created_at: datetime
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    power_state: PowerState
+
+
+class VirtDriver(Protocol):
+    def host_resources(self) -> HostResources: ...
+
+    def spawn(self, spec: SpawnSpec) -> None:
+        """Define and start the guest; return once the hypervisor says it runs.
+        On failure, leave nothing behind and raise HypervisorError."""
+
+    def destroy(self, uuid: str) -> bool:
+        """Stop and undefine; True if there was something to remove. Idempotent."""
+
+    def power_state(self, uuid: str) -> PowerState:
+        """NOSTATE when the hypervisor does not know the guest."""
+
+    def list_domains(self) -> list[DomainInfo]: ...

@@ -1,0 +1,124 @@
+"""The only module that imports libvirt: a thin, thread-safe wrapper of one connection that
+turns libvirt errors into HypervisorError. libvirt-python releases the GIL in its calls, so the
+manager runs these on a thread pool."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import libvirt
+
+from services.compute.virt.driver import HypervisorError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    cpu_model: str
+    memory_mb: int
+    cpus: int
+    hypervisor_type: str
+    hostname: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawDomain:
+    uuid: str
+    name: str
+    state: int
+
+
+def _quiet_error_handler(_ctx: object, _error: object) -> None:
+    """libvirt prints every error to stderr by default; we raise them instead."""
+
+
+class LibvirtHost:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._connection: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        libvirt.registerErrorHandler(_quiet_error_handler, None)
+        try:
+            self._connection = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot connect to {self.uri}: {exc}") from exc
+
+    @property
+    def connection(self) -> libvirt.virConnect:
+        if self._connection is None:
+            with self._lock:
+                if self._connection is None:
+                    self.connect()
+        assert self._connection is not None
+        return self._connection
+
+    def node_info(self) -> NodeInfo:
+        try:
+            model, memory_mb, cpus, *_ = self.connection.getInfo()
+            return NodeInfo(
+                cpu_model=str(model),
+                memory_mb=int(memory_mb),
+                cpus=int(cpus),
+                hypervisor_type=self.connection.getType(),
+                hostname=self.connection.getHostname(),
+            )
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"getInfo failed: {exc}") from exc
+
+    def define_and_start(self, xml: str) -> None:
+        try:
+            domain = self.connection.defineXML(xml)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"defineXML failed: {exc}") from exc
+        try:
+            domain.create()
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"starting the domain failed: {exc}") from exc
+
+    def state(self, uuid: str) -> int | None:
+        """libvirt's domain state number, or None when the domain does not exist."""
+        try:
+            domain = self.connection.lookupByUUIDString(uuid)
+            state, _reason = domain.state()
+            return int(state)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise HypervisorError(f"reading the state of {uuid} failed: {exc}") from exc
+
+    def destroy_and_undefine(self, uuid: str) -> bool:
+        try:
+            domain = self.connection.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise HypervisorError(f"looking up {uuid} failed: {exc}") from exc
+        try:
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()  # our guests boot BIOS or direct kernel: no NVRAM to remove
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise HypervisorError(f"removing {uuid} failed: {exc}") from exc
+        return True
+
+    def list_domains(self) -> list[RawDomain]:
+        try:
+            domains = self.connection.listAllDomains(0)
+            return [RawDomain(d.UUIDString(), d.name(), int(d.state()[0])) for d in domains]
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"listing domains failed: {exc}") from exc
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except libvirt.libvirtError as exc:
+                log.debug("closing the libvirt connection: %s", exc)
+            self._connection = None

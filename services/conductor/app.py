@@ -1,0 +1,67 @@
+"""The conductor service's composition root: builds and injects every adapter."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from services.common.app import RunningService
+from services.common.db.engine import Database
+from services.common.db.placement import AllocationRatios
+from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
+from services.common.rpc.channels import ChannelPool
+from services.common.rpc.compute_client import ComputeClient
+from services.common.rpc.server import Registration, start_server
+from services.conductor.build_task import BuildTask
+from services.conductor.events import InstanceEvents
+from services.conductor.nodes import ComputeNodes
+from services.conductor.scheduler.filters.capacity import CapacityFilter
+from services.conductor.scheduler.filters.compute import ComputeFilter
+from services.conductor.scheduler.scheduler import Scheduler
+from services.conductor.scheduler.weighers.ram import RAMWeigher
+from services.conductor.servicer import ConductorServicer
+from services.conductor.settings import ConductorSettings
+
+log = logging.getLogger("services.conductor")
+
+SERVICE_NAME = conductor_pb2.DESCRIPTOR.services_by_name["Conductor"].full_name
+
+
+async def start_conductor(settings: ConductorSettings) -> RunningService:
+    db = Database(settings.database_url)
+    channels = ChannelPool()
+    scheduler = Scheduler([ComputeFilter(), CapacityFilter()], [RAMWeigher()])
+    builds = BuildTask(
+        db,
+        ComputeClient(channels, timeout=settings.build_rpc_timeout),
+        scheduler,
+        service_down_time=timedelta(seconds=settings.service_down_time),
+        batch_size=settings.schedule_batch_size,
+    )
+    events = InstanceEvents(db)
+    ratios = AllocationRatios(
+        settings.cpu_allocation_ratio, settings.ram_allocation_ratio, settings.disk_allocation_ratio
+    )
+    servicer = ConductorServicer(builds, events, ComputeNodes(db, ratios))
+    server = await start_server(
+        settings.listen,
+        [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],
+    )
+    builds.start()
+    events.start()
+
+    async def close_db() -> None:
+        db.close()
+
+    service = RunningService(
+        "conductor",
+        server,
+        settings.listen,
+        closers=[events.close, builds.close, channels.close, close_db],
+        grace=settings.shutdown_grace_seconds,
+    )
+    if not await db.ping():
+        log.warning("the database does not answer yet")
+    await server.set_serving(True)
+    log.info("conductor serving on %s", service.address)
+    return service

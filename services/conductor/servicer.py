@@ -1,0 +1,107 @@
+"""The internal Conductor service: protobuf stops here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from services.common.domain import ComputeNodeReport, InstanceEvent, InstanceEventKind, PowerState
+from services.common.errors import InvalidArgument
+from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
+from services.common.rpc.convert import from_timestamp
+from services.conductor.build_task import BuildTask
+from services.conductor.events import InstanceEvents
+from services.conductor.nodes import ComputeNodes
+
+log = logging.getLogger(__name__)
+
+_KINDS = {
+    conductor_pb2.SPAWNING: InstanceEventKind.SPAWNING,
+    conductor_pb2.ACTIVE: InstanceEventKind.ACTIVE,
+    conductor_pb2.RESCHEDULE: InstanceEventKind.RESCHEDULE,
+    conductor_pb2.FAILED: InstanceEventKind.FAILED,
+    conductor_pb2.POWER_STATE: InstanceEventKind.POWER_STATE,
+}
+
+
+def event_from_proto(message: conductor_pb2.InstanceEvent) -> InstanceEvent:
+    kind = _KINDS.get(message.kind)
+    if kind is None:
+        raise InvalidArgument("events.kind", f"unknown event kind {message.kind}")
+    if not message.instance_uuid:
+        raise InvalidArgument("events.instance_uuid", "must not be empty")
+    try:
+        power_state = PowerState(message.power_state)
+    except ValueError as exc:
+        raise InvalidArgument("events.power_state", str(exc)) from exc
+    return InstanceEvent(
+        instance_uuid=message.instance_uuid,
+        host=message.host,
+        kind=kind,
+        occurred_at=from_timestamp(message.occurred_at),
+        power_state=power_state,
+        reason=message.reason,
+        request_id=message.request_id,
+    )
+
+
+def node_from_proto(message: conductor_pb2.ComputeNodeReport) -> ComputeNodeReport:
+    if not message.host:
+        raise InvalidArgument("host", "must not be empty")
+    if not message.rpc_address:
+        raise InvalidArgument("rpc_address", "must not be empty")
+    if message.vcpus < 0 or message.memory_mb < 0 or message.local_gb < 0:
+        raise InvalidArgument("vcpus", "capacities must not be negative")
+    return ComputeNodeReport(
+        host=message.host,
+        hypervisor_hostname=message.hypervisor_hostname or message.host,
+        rpc_address=message.rpc_address,
+        vcpus=message.vcpus,
+        memory_mb=message.memory_mb,
+        local_gb=message.local_gb,
+        hypervisor_type=message.hypervisor_type,
+        cpu_arch=message.cpu_arch,
+        availability_zone=message.availability_zone or "nova",
+    )
+
+
+class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[misc]
+    def __init__(self, builds: BuildTask, events: InstanceEvents, nodes: ComputeNodes) -> None:
+        self._builds = builds
+        self._events = events
+        self._nodes = nodes
+
+    async def BuildInstances(
+        self,
+        request_iterator: AsyncIterator[conductor_pb2.BuildInstancesRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> conductor_pb2.BuildInstancesSummary:
+        messages = instances = 0
+        peer = context.peer()
+        log.info("build stream opened by %s", peer)
+        async for message in request_iterator:
+            messages += 1
+            instances += len(message.instance_uuids)
+            self._builds.submit(message.instance_uuids, message.request_id)
+        log.info("build stream from %s closed after %d messages", peer, messages)
+        return conductor_pb2.BuildInstancesSummary(messages=messages, instances=instances)
+
+    async def ReportInstanceEvents(
+        self,
+        request: conductor_pb2.ReportInstanceEventsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> conductor_pb2.ReportInstanceEventsResponse:
+        events = [event_from_proto(e) for e in request.events]
+        applied = await self._events.apply(events)
+        return conductor_pb2.ReportInstanceEventsResponse(applied=applied)
+
+    async def ReportComputeNode(
+        self,
+        request: conductor_pb2.ComputeNodeReport,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> conductor_pb2.ComputeNodeAck:
+        node_id = await self._nodes.report(node_from_proto(request))
+        return conductor_pb2.ComputeNodeAck(compute_node_id=node_id)

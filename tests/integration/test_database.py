@@ -1,0 +1,99 @@
+"""The schema, the seed data and the placement primitives on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, select
+
+from services.common.db import catalog, placement
+from services.common.db.engine import Database
+from services.common.db.models import ALLOCATIONS, Base
+from services.common.domain import ComputeNodeReport, Resources, utcnow
+
+
+def report(host: str, memory_mb: int = 4096) -> ComputeNodeReport:
+    return ComputeNodeReport(host, host, f"{host}:1", 4, memory_mb, 40, "QEMU", "x86_64", "nova")
+
+
+def test_migrations_create_exactly_the_models(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        with db.writer.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert diff == []
+    finally:
+        db.close()
+
+
+def test_seed_flavors_and_image_exist(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        with db.begin_read() as connection:
+            flavors = {f.name: f for f in catalog.list_flavors(connection)}
+            image = catalog.find_image(connection, "nova-tiny")
+            by_id = catalog.find_flavor(connection, "1")
+    finally:
+        db.close()
+    assert {"m1.tiny", "m1.small", "m1.medium", "m1.large"} <= set(flavors)
+    tiny = flavors["m1.tiny"]
+    assert (tiny.vcpus, tiny.memory_mb, tiny.root_gb) == (1, 512, 1)
+    assert by_id is not None and by_id.name == "m1.tiny"
+    assert image is not None and image.status == "active"
+
+
+def test_a_claim_against_a_stale_generation_loses(database_url: str) -> None:
+    db = Database(database_url)
+    ratios = placement.AllocationRatios(1.0, 1.0, 1.0)
+    try:
+        with db.begin() as connection:
+            placement.upsert_compute_node(connection, report("h1"), ratios=ratios, now=utcnow())
+        with db.begin_read() as connection:
+            (seen,) = placement.load_host_states(
+                connection, now=utcnow(), service_down_time=timedelta(seconds=60)
+            )
+        racer = copy.deepcopy(seen)
+        tiny = Resources(1, 512, 1)
+        with db.begin() as connection:
+            assert placement.claim(connection, seen, [("a", tiny)], utcnow())
+        with db.begin() as connection:
+            # Another conductor computed its choice from the same picture: it must lose.
+            assert not placement.claim(connection, racer, [("b", tiny)], utcnow())
+        with db.begin_read() as connection:
+            count = connection.execute(select(func.count()).select_from(ALLOCATIONS)).scalar()
+            (fresh,) = placement.load_host_states(
+                connection, now=utcnow(), service_down_time=timedelta(seconds=60)
+            )
+        assert count == 1
+        assert fresh.used == tiny and fresh.generation == seen.generation
+    finally:
+        db.close()
+
+
+def test_heartbeats_keep_a_node_up_and_capacity_changes_bump_generation(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    ratios = placement.AllocationRatios()
+    try:
+        with db.begin() as connection:
+            node_id = placement.upsert_compute_node(
+                connection, report("h1"), ratios=ratios, now=utcnow() - timedelta(seconds=120)
+            )
+            (stale,) = placement.load_host_states(
+                connection, now=utcnow(), service_down_time=timedelta(seconds=60)
+            )
+            again = placement.upsert_compute_node(
+                connection, report("h1", memory_mb=8192), ratios=ratios, now=utcnow()
+            )
+            (fresh,) = placement.load_host_states(
+                connection, now=utcnow(), service_down_time=timedelta(seconds=60)
+            )
+    finally:
+        db.close()
+    assert again == node_id
+    assert not stale.is_up and fresh.is_up
+    assert fresh.total.memory_mb == 8192 and fresh.generation == stale.generation + 1

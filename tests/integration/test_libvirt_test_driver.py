@@ -1,0 +1,87 @@
+"""LibvirtDriver against libvirt's own in-process test hypervisor (test:///default)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.common.domain import PowerState
+from services.compute.virt.driver import HypervisorError, SpawnSpec
+from services.compute.virt.libvirt.config import METADATA_NS
+from services.compute.virt.libvirt.driver import LibvirtDriver
+from services.compute.virt.libvirt.host import LibvirtHost
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> LibvirtDriver:
+    host = LibvirtHost("test:///default")
+    host.connect()
+    return LibvirtDriver(host, virt_type="test", instances_path=tmp_path)
+
+
+def spec(display_name: str = "web", memory_mb: int = 64) -> SpawnSpec:
+    instance_uuid = str(uuid.uuid4())
+    return SpawnSpec(
+        uuid=instance_uuid,
+        name=f"instance-{instance_uuid}",
+        display_name=display_name,
+        project_id="demo",
+        flavor_name="m1.tiny",
+        vcpus=1,
+        memory_mb=memory_mb,
+        root_gb=1,
+        image_id="img",
+        created_at=datetime.now(UTC),
+        metadata={"owner": display_name},
+    )
+
+
+def test_host_resources_come_from_get_info(driver: LibvirtDriver) -> None:
+    resources = driver.host_resources()
+    assert resources.vcpus == 16 and resources.memory_mb == 3072  # the test node's figures
+    assert resources.hypervisor_type.lower() == "test"
+    assert resources.local_gb > 0
+
+
+def test_spawn_runs_the_domain_and_destroy_removes_it(driver: LibvirtDriver) -> None:
+    s = spec()
+    driver.spawn(s)
+    assert driver.power_state(s.uuid) is PowerState.RUNNING
+    assert s.uuid in {d.uuid for d in driver.list_domains()}
+    assert driver.destroy(s.uuid) is True
+    assert driver.power_state(s.uuid) is PowerState.NOSTATE
+    assert driver.destroy(s.uuid) is False  # idempotent
+
+
+def test_hostile_display_names_reach_libvirt_intact(driver: LibvirtDriver) -> None:
+    hostile = "</nova:name>]]><x a='1'/> & \" ' <"
+    s = spec(hostile)
+    driver.spawn(s)
+    try:
+        domain = driver._host.connection.lookupByUUIDString(s.uuid)
+        root = ET.fromstring(domain.XMLDesc(0))
+        name = root.find(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}name")
+        assert name is not None and name.text == hostile
+        assert root.findtext("name") == s.name
+    finally:
+        driver.destroy(s.uuid)
+
+
+def test_a_refused_spawn_raises_and_leaves_the_other_domain_alone(
+    driver: LibvirtDriver,
+) -> None:
+    first = spec()
+    driver.spawn(first)
+    clash = dataclasses.replace(first, uuid=str(uuid.uuid4()))  # same libvirt name
+    try:
+        with pytest.raises(HypervisorError, match="defineXML failed"):
+            driver.spawn(clash)
+        uuids = {d.uuid for d in driver.list_domains()}
+        assert clash.uuid not in uuids and first.uuid in uuids
+    finally:
+        driver.destroy(first.uuid)

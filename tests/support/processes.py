@@ -1,0 +1,100 @@
+"""Start the services as real processes (``python -m services.X``) and stop them cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    address: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class ServiceSet:
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+
+    def start(self, name: str, module: str, args: Sequence[str], timeout: float = 30) -> Service:
+        ready = self.workdir / f"{name}.addr"
+        ready.unlink(missing_ok=True)
+        log_path = self.workdir / f"{name}.log"
+        log_file = log_path.open("wb")
+        env = {**os.environ, **self.env}
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *args, "--ready-file", str(ready)],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited ({process.returncode}):\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"{name} not ready in {timeout}s:\n{log_path.read_text()}")
+            time.sleep(0.02)
+        service = Service(name, process, ready.read_text().strip(), log_path)
+        self.services.append(service)
+        return service
+
+    def stop(self, timeout: float = 20) -> dict[str, int]:
+        """SIGTERM everything (newest first); returns each exit status."""
+        codes = {}
+        for service in reversed(self.services):
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        for service in reversed(self.services):
+            try:
+                codes[service.name] = service.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                codes[service.name] = service.process.wait()
+        self.services.clear()
+        return codes
+
+    def _compute_args(self, i: int, conductor: Service, extra: Sequence[str]) -> list[str]:
+        return [
+            *("--listen", "127.0.0.1:0"),
+            *("--conductor-addresses", conductor.address),
+            *("--host", f"compute{i}"),
+            *("--instances-path", str(self.workdir / f"instances{i}")),
+            *extra,
+        ]
+
+    def start_all_in_one(
+        self, database_url: str, *, computes: int = 1, compute_args: Sequence[str] = ()
+    ) -> tuple[Service, Service, list[Service]]:
+        """Conductor, ``computes`` compute services (test:///default) and the api."""
+        self.env["NOVA_GRPC_DATABASE_URL"] = database_url
+        conductor = self.start("conductor", "services.conductor", ["--listen", "127.0.0.1:0"])
+        compute_services = [
+            self.start(
+                f"compute{i}", "services.compute", self._compute_args(i, conductor, compute_args)
+            )
+            for i in range(1, computes + 1)
+        ]
+        api = self.start(
+            "api",
+            "services.api",
+            ["--listen", "127.0.0.1:0", "--conductor-addresses", conductor.address],
+        )
+        return api, conductor, compute_services

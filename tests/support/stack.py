@@ -1,0 +1,85 @@
+"""The three services in this test's event loop, each a real gRPC server on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+
+from services.api.app import start_api
+from services.api.settings import ApiSettings
+from services.common.app import RunningService
+from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.compute.app import start_compute
+from services.compute.settings import ComputeSettings
+from services.conductor.app import start_conductor
+from services.conductor.settings import ConductorSettings
+
+
+@dataclass
+class Stack:
+    api: RunningService
+    conductor: RunningService
+    computes: list[RunningService]
+    channel: grpc.aio.Channel
+
+    @property
+    def servers(self) -> servers_pb2_grpc.ServersStub:
+        return servers_pb2_grpc.ServersStub(self.channel)
+
+    async def wait_settled(self, ids: list[str], timeout: float = 20) -> list[servers_pb2.Server]:
+        """Poll until none of ``ids`` is in BUILD; returns them in order."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            found = [
+                await self.servers.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5)
+                for i in ids
+            ]
+            if all(s.status != servers_pb2.BUILD for s in found):
+                return found
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError([servers_pb2.ServerStatus.Name(s.status) for s in found])
+            await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running_stack(
+    database_url: str, tmp_path: Path, *, computes: int = 1, compute: ComputeSettings | None = None
+) -> AsyncIterator[Stack]:
+    conductor = await start_conductor(
+        ConductorSettings(listen="127.0.0.1:0", database_url=database_url)
+    )
+    base = compute or ComputeSettings()
+    compute_services = []
+    for i in range(computes):
+        settings = replace(
+            base,
+            listen="127.0.0.1:0",
+            host=f"{tmp_path.name}-compute{i}",
+            conductor_addresses=(conductor.address,),
+            instances_path=str(tmp_path / f"instances{i}"),
+            # test:///default is one hypervisor per process, shared by every test here:
+            # name domains by uuid so that ids from different databases never clash.
+            instance_name_template="%(uuid)s",
+        )
+        compute_services.append(await start_compute(settings))
+    api = await start_api(
+        ApiSettings(
+            listen="127.0.0.1:0",
+            database_url=database_url,
+            conductor_addresses=(conductor.address,),
+        )
+    )
+    channel = grpc.aio.insecure_channel(api.address)
+    try:
+        yield Stack(api, conductor, compute_services, channel)
+    finally:
+        await channel.close()
+        await api.stop()
+        for service in compute_services:
+            await service.stop()
+        await conductor.stop()

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.api.settings import ApiSettings
+from services.common.config import ConfigError, describe, load_settings, require, setting
+from services.compute.settings import ComputeSettings
+
+
+@dataclass(frozen=True)
+class Example:
+    listen: str = setting("127.0.0.1:1", "where")
+    workers: int = setting(2, "how many")
+    verbose: bool = setting(False, "chatty")
+    peers: tuple[str, ...] = setting(("a:1",), "peers")
+
+    def __post_init__(self) -> None:
+        require(self.workers > 0, "workers", "must be > 0")
+
+
+def test_defaults_apply_without_any_source() -> None:
+    assert load_settings(Example, [], environ={}) == Example()
+
+
+def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('workers = 3\nlisten = "file:1"\npeers = ["x:1", "y:2"]\n')
+    env = {"NOVA_GRPC_WORKERS": "4", "NOVA_GRPC_VERBOSE": "yes"}
+    settings = load_settings(Example, ["--config-file", str(config), "--workers", "5"], environ=env)
+    assert settings == Example(listen="file:1", workers=5, verbose=True, peers=("x:1", "y:2"))
+
+
+def test_comma_separated_tuples_from_environment() -> None:
+    settings = load_settings(Example, [], environ={"NOVA_GRPC_PEERS": "a:1, b:2,"})
+    assert settings.peers == ("a:1", "b:2")
+
+
+def test_bad_values_name_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings(Example, ["--workers", "many"], environ={})
+    with pytest.raises(ConfigError, match="workers: must be > 0"):
+        load_settings(Example, ["--workers", "0"], environ={})
+    with pytest.raises(ConfigError, match="verbose"):
+        load_settings(Example, [], environ={"NOVA_GRPC_VERBOSE": "perhaps"})
+    config = tmp_path / "c.toml"
+    config.write_text("nonsense = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting 'nonsense'"):
+        load_settings(Example, ["--config-file", str(config)], environ={})
+
+
+def test_every_service_setting_has_help_and_an_environment_name() -> None:
+    for settings_type in (ApiSettings, ComputeSettings):
+        for name, flag, env, _default, help_text in describe(settings_type):
+            assert help_text, name
+            assert flag == "--" + name.replace("_", "-")
+            assert env == "NOVA_GRPC_" + name.upper()
+
+
+def test_compute_settings_reject_an_unknown_virt_type() -> None:
+    with pytest.raises(ConfigError, match="virt_type"):
+        load_settings(ComputeSettings, ["--virt-type", "xen"], environ={})
+    with pytest.raises(ConfigError, match="instance_name_template"):
+        load_settings(ComputeSettings, ["--instance-name-template", "%(nope)s"], environ={})

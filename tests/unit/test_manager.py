@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from services.common.builds import BuildRequest
+from services.common.domain import (
+    Flavor,
+    Image,
+    Instance,
+    InstanceEvent,
+    InstanceEventKind,
+    PowerState,
+    TaskState,
+    VmState,
+)
+from services.compute.manager import ComputeManager, InstanceLocks, instance_name
+from services.compute.virt.driver import (
+    DomainInfo,
+    HostResources,
+    HypervisorError,
+    SpawnSpec,
+)
+
+
+class FakeDriver:
+    """A hand-written hypervisor double: records concurrency, fails on request."""
+
+    def __init__(self, *, spawn_seconds: float = 0.0, fail: set[str] | None = None) -> None:
+        self.spawn_seconds = spawn_seconds
+        self.fail = fail or set()
+        self.running: dict[str, SpawnSpec] = {}
+        self.in_spawn = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+        self.release = threading.Event()
+        self.release.set()
+
+    def host_resources(self) -> HostResources:
+        return HostResources(8, 8192, 80, "fake", "fake-node", "x86_64")
+
+    def spawn(self, spec: SpawnSpec) -> None:
+        with self._lock:
+            self.in_spawn += 1
+            self.peak = max(self.peak, self.in_spawn)
+        try:
+            self.release.wait(5)
+            if self.spawn_seconds:
+                threading.Event().wait(self.spawn_seconds)
+            if spec.uuid in self.fail:
+                raise HypervisorError("no space left on device")
+            self.running[spec.uuid] = spec
+        finally:
+            with self._lock:
+                self.in_spawn -= 1
+
+    def destroy(self, uuid: str) -> bool:
+        return self.running.pop(uuid, None) is not None
+
+    def power_state(self, uuid: str) -> PowerState:
+        return PowerState.RUNNING if uuid in self.running else PowerState.NOSTATE
+
+    def list_domains(self) -> list[DomainInfo]:
+        return [DomainInfo(u, s.name, PowerState.RUNNING) for u, s in self.running.items()]
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.events: list[InstanceEvent] = []
+
+    def report(self, event: InstanceEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self, uuid: str) -> list[InstanceEventKind]:
+        return [e.kind for e in self.events if e.instance_uuid == uuid]
+
+
+def build(n: int) -> BuildRequest:
+    instance = Instance(
+        uuid=f"00000000-0000-0000-0000-{n:012d}",
+        id=n,
+        display_name=f"vm-{n}",
+        project_id="p",
+        flavor=Flavor("1", "m1.tiny", 1, 512, 1),
+        image_id="img",
+        reservation_id="r-1",
+        vm_state=VmState.BUILDING,
+        task_state=TaskState.SPAWNING,
+        power_state=PowerState.NOSTATE,
+        host=None,
+        node=None,
+        metadata={},
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    return BuildRequest(instance, Image("img", "img", "raw", "bare", "", "", 0))
+
+
+def manager(driver: FakeDriver, sink: RecordingSink, limit: int) -> ComputeManager:
+    return ComputeManager(
+        driver, sink, ThreadPoolExecutor(16), host="h1", max_concurrent_builds=limit
+    )
+
+
+async def test_max_concurrent_builds_holds_and_every_build_finishes() -> None:
+    driver, sink = FakeDriver(spawn_seconds=0.01), RecordingSink()
+    compute = manager(driver, sink, limit=4)
+    queued, duplicates = compute.accept([build(i) for i in range(30)])
+    assert (queued, duplicates) == (30, [])
+    assert await compute.drain(10) == 0
+    assert driver.peak == 4
+    assert len(driver.running) == 30
+    assert all(sink.kinds(build(i).uuid)[-1] is InstanceEventKind.ACTIVE for i in range(30))
+
+
+async def test_accept_returns_before_any_build_runs_and_queue_is_visible() -> None:
+    driver, sink = FakeDriver(), RecordingSink()
+    driver.release.clear()
+    compute = manager(driver, sink, limit=2)
+    compute.accept([build(i) for i in range(5)])
+    await asyncio.sleep(0.05)
+    status = compute.status
+    assert (status.building, status.queued) == (2, 3)
+    driver.release.set()
+    await compute.drain(5)
+    assert compute.status.active == 5
+
+
+async def test_duplicate_builds_are_ignored() -> None:
+    driver, sink = FakeDriver(), RecordingSink()
+    compute = manager(driver, sink, limit=2)
+    compute.accept([build(1)])
+    queued, duplicates = compute.accept([build(1), build(2)])
+    assert queued == 1 and duplicates == [build(1).uuid]
+    await compute.drain(5)
+    assert sink.kinds(build(1).uuid).count(InstanceEventKind.ACTIVE) == 1
+
+
+async def test_a_failed_spawn_reports_reschedule_with_the_reason() -> None:
+    failing = build(7)
+    driver, sink = FakeDriver(fail={failing.uuid}), RecordingSink()
+    compute = manager(driver, sink, limit=2)
+    compute.accept([failing])
+    await compute.drain(5)
+    last = [e for e in sink.events if e.instance_uuid == failing.uuid][-1]
+    assert last.kind is InstanceEventKind.RESCHEDULE
+    assert "no space left" in last.reason
+    assert failing.uuid not in driver.running
+
+
+async def test_instance_lock_serialises_one_uuid() -> None:
+    locks = InstanceLocks()
+    order: list[str] = []
+
+    async def hold(tag: str) -> None:
+        async with locks.hold("u"):
+            order.append(f"{tag}-in")
+            await asyncio.sleep(0.01)
+            order.append(f"{tag}-out")
+
+    await asyncio.gather(hold("a"), hold("b"))
+    assert order == ["a-in", "a-out", "b-in", "b-out"]
+    assert len(locks) == 0
+
+
+def test_instance_names_come_from_the_template() -> None:
+    assert instance_name("instance-%08x", 42, "u") == "instance-0000002a"
+    assert instance_name("%(uuid)s", 42, "abc") == "abc"
