@@ -38,12 +38,23 @@ class Launcher:
         self.state_dir = state_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, module: str, args: Sequence[str]) -> str:
-        """Start ``python -m module``; wait for its ready file; return its bound address."""
+    def start(
+        self, name: str, module: str, args: Sequence[str], *, log: Path | None = None
+    ) -> str:
+        """Start ``python -m module``; wait for its ready file; return its bound address.
+        Its output goes to ``log`` when given, else to this terminal."""
         ready = self.state_dir / "run" / f"{name}.addr"
         ready.unlink(missing_ok=True)
         command = [sys.executable, "-m", module, *args, "--ready-file", str(ready)]
-        process = subprocess.Popen(command, start_new_session=True)
+        output = None if log is None else log.open("ab")
+        process = subprocess.Popen(
+            command,
+            start_new_session=True,
+            stdout=output,
+            stderr=None if output is None else subprocess.STDOUT,
+        )
+        if output is not None:
+            output.close()
         self.children.append((name, process))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not ready.exists():

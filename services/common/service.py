@@ -47,14 +47,19 @@ def main_for(
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
 
-    async def run() -> None:
+    async def run() -> int:
         configure_logging(log_name(settings), str(getattr(settings, "log_level", "INFO")))
         stop = stop_event_on_signals()
-        service = await start(settings)
+        try:
+            service = await start(settings)
+        except Exception as exc:  # a dependency refused us at start: say which, plainly
+            log.error("%s cannot start: %s", prog, exc)
+            return 1
         write_ready_file(str(getattr(settings, "ready_file", "")), service.address)
         await stop.wait()
         await service.stop()
+        return 0
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        return asyncio.run(run())
     return 0

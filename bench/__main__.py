@@ -1,0 +1,48 @@
+"""``make bench``: start the three services as processes and measure the create path.
+
+Prints a table and writes bench/results/latest.json. Each figure carries its conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+from bench.e2e import run_e2e
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser.add_argument("--computes", type=int, default=4)
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=100, help="max_count per create")
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients for latency")
+    parser.add_argument("--workdir", default="var/bench")
+    args = parser.parse_args(argv)
+    results = run_e2e(
+        Path(args.workdir),
+        computes=args.computes,
+        instances=args.instances,
+        batch=args.batch,
+        latency_samples=args.latency_samples,
+        clients=args.clients,
+    )
+    width = max(len(r["figure"]) for r in results)
+    print(f"\n{'figure'.ljust(width)}  {'value':>12}  conditions")
+    for r in results:
+        print(f"{r['figure'].ljust(width)}  {r['value']:>12.2f}  {r['unit']}; {r['conditions']}")
+    out = Path("bench/results/latest.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"machine": platform.platform(), "results": results}, indent=2) + "\n"
+    )
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
