@@ -10,7 +10,7 @@ SYSTEM_DEPS := $(VENV)/.system-deps
 GENERATED := services/common/generated/.stamp
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test lint typecheck unit integration functional e2e proto deps system-deps clean
+.PHONY: run test lint typecheck unit integration functional e2e proto deps system-deps bench clean
 
 ## run: start api, conductor and compute on SQLite + test:///default (Ctrl-C stops all three)
 run: deps
@@ -28,6 +28,9 @@ integration: deps
 	$(PY) -m pytest tests/integration
 functional: deps
 	$(PY) -m pytest tests/functional
+bench: deps
+	$(PY) -m bench
+
 lint: deps
 	$(PY) -m ruff check services tests bench
 typecheck: deps
