@@ -6,12 +6,12 @@ import logging
 
 from services.api.servicer import ServersServicer
 from services.api.settings import ApiSettings
-from services.api.usecases import CreateServers, ServerQueries
+from services.api.usecases import CreateServers, DeleteServer, ServerQueries
 from services.common.app import RunningService
 from services.common.db.engine import Database
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.rpc.channels import ChannelPool
-from services.common.rpc.conductor_client import BuildCaster
+from services.common.rpc.conductor_client import BuildCaster, ConductorClient
 from services.common.rpc.server import Registration, start_server
 
 log = logging.getLogger("services.api")
@@ -24,7 +24,13 @@ async def start_api(settings: ApiSettings) -> RunningService:
     channels = ChannelPool()
     caster = BuildCaster(channels, settings.conductor_addresses)
     create = CreateServers(db, caster)
-    servicer = ServersServicer(create, ServerQueries(db), default_project=settings.default_project)
+    conductor = ConductorClient(channels, settings.conductor_addresses)
+    servicer = ServersServicer(
+        create,
+        ServerQueries(db),
+        DeleteServer(db, conductor),
+        default_project=settings.default_project,
+    )
     server = await start_server(
         settings.listen,
         [Registration(servers_pb2_grpc.add_ServersServicer_to_server, servicer, SERVICE_NAME)],

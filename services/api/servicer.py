@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 
 from services.api.usecases import (
     CreateServerCommand,
     CreateServers,
+    DeleteServer,
     RequestContext,
     ServerQueries,
 )
@@ -49,10 +51,16 @@ def server_to_proto(instance: Instance) -> servers_pb2.Server:
 
 class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
     def __init__(
-        self, create: CreateServers, queries: ServerQueries, *, default_project: str
+        self,
+        create: CreateServers,
+        queries: ServerQueries,
+        delete: DeleteServer,
+        *,
+        default_project: str,
     ) -> None:
         self._create = create
         self._queries = queries
+        self._delete = delete
         self._default_project = default_project
 
     def _context(self, context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
@@ -91,3 +99,9 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             self._context(context), reservation_id=request.reservation_id
         )
         return servers_pb2.ListServersResponse(servers=[server_to_proto(i) for i in found])
+
+    async def DeleteServer(
+        self, request: servers_pb2.DeleteServerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> empty_pb2.Empty:
+        await self._delete(request.id, self._context(context))
+        return empty_pb2.Empty()

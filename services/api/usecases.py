@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+import grpc
 from sqlalchemy import Connection
 
 from services.api import validation
@@ -60,6 +61,12 @@ class CreateServerCommand:
 class CreateServerResult:
     server_ids: list[str]
     reservation_id: str
+
+
+class Deleter(Protocol):
+    """The conductor's DeleteInstances."""
+
+    async def delete_instances(self, uuids: Sequence[str], *, request_id: str = "") -> int: ...
 
 
 class BuildCaster(Protocol):
@@ -233,3 +240,30 @@ class ServerQueries:
                 c, project_id=project, reservation_id=reservation_id or None
             )
         )
+
+
+class DeleteServer:
+    """Records the intent (task_state ``deleting``) durably, then asks the conductor to finish.
+    A conductor that cannot be reached leaves the intent for its reconciler."""
+
+    def __init__(self, db: Database, conductor: Deleter) -> None:
+        self._db = db
+        self._conductor = conductor
+
+    async def __call__(self, server_id: str, context: RequestContext) -> None:
+        server_id = validation.check_uuid_ref("id", server_id)
+        project = None if context.is_admin else context.project_id
+        now = utcnow()
+        found = await self._db.write(
+            lambda c: instance_repo.mark_deleting(c, server_id, project_id=project, now=now)
+        )
+        if found is None:
+            raise NotFound("server", server_id, field="id")
+        try:
+            await self._conductor.delete_instances([server_id], request_id=context.request_id)
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "conductor did not take the delete of %s (%s); the reconciler will finish it",
+                server_id,
+                exc.code().name,
+            )

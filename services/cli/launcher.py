@@ -38,9 +38,7 @@ class Launcher:
         self.state_dir = state_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(
-        self, name: str, module: str, args: Sequence[str], *, log: Path | None = None
-    ) -> str:
+    def start(self, name: str, module: str, args: Sequence[str], *, log: Path | None = None) -> str:
         """Start ``python -m module``; wait for its ready file; return its bound address.
         Its output goes to ``log`` when given, else to this terminal."""
         ready = self.state_dir / "run" / f"{name}.addr"

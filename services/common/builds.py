@@ -13,6 +13,8 @@ class BuildRequest:
     image: Image
     attempt: int = 1
     request_id: str = ""
+    # One NIC per entry ("auto": the host's default network); empty: no NIC.
+    networks: tuple[str, ...] = ()
 
     @property
     def uuid(self) -> str:

@@ -8,6 +8,7 @@ from the first two and never stored.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -81,6 +82,7 @@ class Image:
     checksum: str
     size_bytes: int
     status: str = "active"
+    properties: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,9 @@ class ComputeNodeReport:
     hypervisor_type: str
     cpu_arch: str
     availability_zone: str
+    cpu_allocation_ratio: float = 16.0
+    ram_allocation_ratio: float = 1.5
+    disk_allocation_ratio: float = 1.0
 
 
 class InstanceEventKind(enum.StrEnum):
@@ -199,6 +204,8 @@ class InstanceEventKind(enum.StrEnum):
     RESCHEDULE = "reschedule"
     FAILED = "failed"
     POWER_STATE = "power_state"
+    DELETED = "deleted"
+    LOST = "lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,3 +219,14 @@ class InstanceEvent:
     power_state: PowerState = PowerState.NOSTATE
     reason: str = ""
     request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HostInstance:
+    """What the database says one host should have (compute's start-up and sync view)."""
+
+    uuid: str
+    vm_state: VmState
+    task_state: TaskState | None
+    power_state: PowerState
+    resources: Resources

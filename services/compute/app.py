@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from services.common.app import RunningService
-from services.common.domain import ComputeNodeReport
+from services.common.domain import ComputeNodeReport, Resources
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.rpc.channels import ChannelPool
-from services.common.rpc.conductor_client import EventReporter, NodeReporter
+from services.common.rpc.conductor_client import ConductorClient, EventReporter, NodeReporter
 from services.common.rpc.server import Registration, bound_address, start_server
 from services.compute.manager import ComputeManager
+from services.compute.resource_tracker import Ratios, ResourceTracker
 from services.compute.servicer import ComputeServicer
 from services.compute.settings import ComputeSettings
+from services.compute.sync import HostSync
 from services.compute.virt.driver import HostResources, VirtDriver
-from services.compute.virt.libvirt.driver import LibvirtDriver
+from services.compute.virt.images import InstanceStorage
+from services.compute.virt.libvirt.driver import LibvirtDriver, LibvirtOptions, parse_interface
 from services.compute.virt.libvirt.host import LibvirtHost
 
 log = logging.getLogger("services.compute")
@@ -40,23 +44,25 @@ def node_report(
         hypervisor_type=resources.hypervisor_type,
         cpu_arch=resources.cpu_arch,
         availability_zone=settings.availability_zone,
+        cpu_allocation_ratio=settings.cpu_allocation_ratio,
+        ram_allocation_ratio=settings.ram_allocation_ratio,
+        disk_allocation_ratio=settings.disk_allocation_ratio,
     )
 
 
 class Heartbeat:
-    """Registers the node, then heartbeats every ``heartbeat_interval``; never gives up."""
+    """Registers the node, then heartbeats every ``heartbeat_interval``; never gives up.
+    Each beat re-reads the hypervisor's capacity, so a resized host is seen."""
 
     def __init__(
         self,
         nodes: NodeReporter,
-        driver: VirtDriver,
-        executor: ThreadPoolExecutor,
+        manager: ComputeManager,
         settings: ComputeSettings,
         address: str,
     ) -> None:
         self._nodes = nodes
-        self._driver = driver
-        self._executor = executor
+        self._manager = manager
         self._settings = settings
         self._address = address
         self._task: asyncio.Task[None] | None = None
@@ -66,10 +72,13 @@ class Heartbeat:
         self._task = asyncio.create_task(self._run(), name="heartbeat")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        driver: VirtDriver = self._manager.driver
         while True:
             try:
-                resources = await loop.run_in_executor(self._executor, self._driver.host_resources)
+                resources: HostResources = await self._manager.run_blocking(driver.host_resources)
+                self._manager.tracker.set_capacity(
+                    Resources(resources.vcpus, resources.memory_mb, resources.local_gb)
+                )
                 node_id = await self._nodes.report(
                     node_report(self._settings, resources, self._address)
                 )
@@ -96,22 +105,43 @@ class Heartbeat:
                 await self._task
 
 
-async def start_compute(settings: ComputeSettings) -> RunningService:
-    executor = ThreadPoolExecutor(settings.max_concurrent_builds + 2, thread_name_prefix="virt")
+def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDriver:
+    return LibvirtDriver(
+        host,
+        InstanceStorage(Path(settings.instances_path)),
+        LibvirtOptions(
+            virt_type=settings.virt_type,
+            spawn_timeout=settings.spawn_timeout,
+            interface=parse_interface(settings.network_interface),
+        ),
+    )
+
+
+async def start_compute(
+    settings: ComputeSettings,
+    *,
+    wrap_driver: Callable[[LibvirtDriver], VirtDriver] | None = None,
+) -> RunningService:
+    """``wrap_driver`` lets a test put a gate or a fault in front of the real driver."""
+    executor = ThreadPoolExecutor(settings.max_concurrent_builds + 4, thread_name_prefix="virt")
     libvirt_host = LibvirtHost(settings.libvirt_uri)
     await asyncio.get_running_loop().run_in_executor(executor, libvirt_host.connect)
-    driver = LibvirtDriver(
-        libvirt_host,
-        virt_type=settings.virt_type,
-        instances_path=Path(settings.instances_path),
-        spawn_timeout=settings.spawn_timeout,
-    )
+    real = libvirt_driver(settings, libvirt_host)
+    driver: VirtDriver = real if wrap_driver is None else wrap_driver(real)
     channels = ChannelPool()
     events = EventReporter(channels, settings.conductor_addresses)
+    tracker = ResourceTracker(
+        Ratios(
+            settings.cpu_allocation_ratio,
+            settings.ram_allocation_ratio,
+            settings.disk_allocation_ratio,
+        )
+    )
     manager = ComputeManager(
         driver,
         events,
         executor,
+        tracker,
         host=settings.host,
         max_concurrent_builds=settings.max_concurrent_builds,
         instance_name_template=settings.instance_name_template,
@@ -128,10 +158,16 @@ async def start_compute(settings: ComputeSettings) -> RunningService:
     )
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(
-        NodeReporter(channels, settings.conductor_addresses), driver, executor, settings, address
+        NodeReporter(channels, settings.conductor_addresses), manager, settings, address
+    )
+    sync = HostSync(
+        manager,
+        ConductorClient(channels, settings.conductor_addresses),
+        interval=settings.sync_power_state_interval,
     )
     events.start()
     heartbeat.start()
+    sync.start()
 
     async def drain_builds() -> None:
         log.info("draining builds (up to %.0fs)", settings.shutdown_timeout)
@@ -151,7 +187,7 @@ async def start_compute(settings: ComputeSettings) -> RunningService:
         settings.listen,
         advertised=address,
         draining=[drain_builds],
-        closers=[heartbeat.close, events.close, channels.close, close_libvirt],
+        closers=[sync.close, heartbeat.close, events.close, channels.close, close_libvirt],
         grace=1.0,
     )
     await server.set_serving(True)

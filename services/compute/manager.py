@@ -1,9 +1,10 @@
-"""The compute manager: accepts builds at once and runs them on a bounded pool.
+"""The compute manager: accepts builds and terminations at once and runs them in the
+background.
 
 As Nova's ``build_and_run_instance``: the RPC returns as soon as the build is queued; each
 build takes the instance's lock (no two operations on one uuid at once), then one of
-``max_concurrent_builds`` slots, and only then touches the hypervisor. Every outcome is
-reported to the conductor; an exception never dies silently in a task.
+``max_concurrent_builds`` slots, and only then claims resources and touches the hypervisor.
+Every outcome is reported to the conductor; an exception never dies silently in a task.
 """
 
 from __future__ import annotations
@@ -12,24 +13,41 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.common.builds import BuildRequest
 from services.common.context import request_id_var
-from services.common.domain import InstanceEvent, InstanceEventKind, PowerState, utcnow
-from services.compute.virt.driver import HypervisorError, SpawnSpec, VirtDriver
+from services.common.domain import (
+    InstanceEvent,
+    InstanceEventKind,
+    PowerState,
+    Resources,
+    utcnow,
+)
+from services.compute.resource_tracker import ClaimRefused, ResourceTracker
+from services.compute.virt.driver import (
+    HypervisorError,
+    ImageRef,
+    InvalidBuild,
+    SpawnSpec,
+    VirtDriver,
+)
 
 log = logging.getLogger(__name__)
+
+# Terminated uuids remembered so that a build cast that arrives after its delete is dropped.
+TOMBSTONES = 100_000
 
 
 class EventSink(Protocol):
     def report(self, event: InstanceEvent) -> None: ...
 
 
-class BuildPhase(enum.StrEnum):
+class Phase(enum.StrEnum):
     QUEUED = "queued"
     BUILDING = "building"
     ACTIVE = "active"
@@ -41,7 +59,9 @@ class ManagerStatus:
     queued: int
     building: int
     max_concurrent_builds: int
-    active: int
+    instances: int
+    claimed: Resources
+    succeeded: int
     failed: int
 
 
@@ -76,116 +96,195 @@ def instance_name(template: str, instance_id: int, uuid: str) -> str:
     return template % instance_id
 
 
+def spawn_spec(build: BuildRequest, template: str) -> SpawnSpec:
+    instance, image = build.instance, build.image
+    return SpawnSpec(
+        uuid=instance.uuid,
+        name=instance_name(template, instance.id or 0, instance.uuid),
+        display_name=instance.display_name,
+        project_id=instance.project_id,
+        flavor_name=instance.flavor.name,
+        vcpus=instance.flavor.vcpus,
+        memory_mb=instance.flavor.memory_mb,
+        root_gb=instance.flavor.root_gb,
+        image=ImageRef(
+            image.id, image.name, image.disk_format, image.location, image.checksum,
+            dict(image.properties),
+        ),
+        created_at=instance.created_at,
+        metadata=instance.metadata,
+        networks=build.networks,
+    )  # fmt: skip
+
+
 class ComputeManager:
     def __init__(
         self,
         driver: VirtDriver,
         events: EventSink,
         executor: Executor,
+        tracker: ResourceTracker,
         *,
         host: str,
         max_concurrent_builds: int,
         instance_name_template: str = "instance-%08x",
     ) -> None:
-        self._driver = driver
+        self.driver = driver
+        self.tracker = tracker
+        self.host = host
         self._events = events
         self._executor = executor
-        self._host = host
         self._max = max_concurrent_builds
         self._slots = asyncio.Semaphore(max_concurrent_builds)
-        self._locks = InstanceLocks()
+        self.locks = InstanceLocks()
         self._template = instance_name_template
-        self._phases: dict[str, BuildPhase] = {}
+        self.phases: dict[str, Phase] = {}
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting = 0
         self._building = 0
+        self._succeeded = 0
+        self._failed = 0
         self._accepting = True
 
     @property
     def status(self) -> ManagerStatus:
-        phases = list(self._phases.values())
         return ManagerStatus(
             queued=self._waiting,
             building=self._building,
             max_concurrent_builds=self._max,
-            active=phases.count(BuildPhase.ACTIVE),
-            failed=phases.count(BuildPhase.FAILED),
+            instances=len(self.tracker),
+            claimed=self.tracker.used,
+            succeeded=self._succeeded,
+            failed=self._failed,
         )
+
+    async def run_blocking(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def spawn_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def tombstone(self, uuid: str) -> None:
+        self._tombstones[uuid] = None
+        self._tombstones.move_to_end(uuid)
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
 
     def accept(self, builds: Sequence[BuildRequest]) -> tuple[int, list[str]]:
         """Queue the builds; return (queued, duplicates). Never blocks on the hypervisor."""
         if not self._accepting:
             raise HypervisorError("compute service is shutting down")
         duplicates = []
-        queued = 0
         for build in builds:
-            phase = self._phases.get(build.uuid)
-            # A build that failed here may come back (reschedule with the same host in a
-            # later attempt); one queued, running or built here is a duplicate cast.
-            if phase is not None and phase is not BuildPhase.FAILED:
+            phase = self.phases.get(build.uuid)
+            # Queued, running or built here, or deleted since: a repeated cast, not new work.
+            if (phase is not None and phase is not Phase.FAILED) or build.uuid in self._tombstones:
                 duplicates.append(build.uuid)
                 continue
-            self._phases[build.uuid] = BuildPhase.QUEUED
-            task = asyncio.create_task(self._build(build), name=f"build-{build.uuid}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            queued += 1
-        if self._waiting + queued > self._max:
+            self.phases[build.uuid] = Phase.QUEUED
+            self._waiting += 1
+            self.spawn_task(self._build(build), f"build-{build.uuid}")
+        queued = len(builds) - len(duplicates)
+        if self._waiting > max(0, self._max - self._building):
             log.info(
-                "build queue: %d waiting for one of %d slots",
-                self._waiting + queued - max(0, self._max - self._building),
+                "build queue: %d waiting, %d of %d slots busy",
+                self._waiting,
+                self._building,
                 self._max,
             )
         return queued, duplicates
 
     async def _build(self, build: BuildRequest) -> None:
         request_id_var.set(build.request_id)
-        self._waiting += 1
+        started = False
         try:
-            async with self._locks.hold(build.uuid), self._slots:
+            async with self.locks.hold(build.uuid), self._slots:
                 self._waiting -= 1
+                started = True
+                if build.uuid in self._tombstones:
+                    return  # deleted while it waited in the queue
                 self._building += 1
                 try:
                     await self._run_build(build)
                 finally:
                     self._building -= 1
-        except BaseException:
-            if self._phases.get(build.uuid) is BuildPhase.QUEUED:
+        finally:
+            if not started:
                 self._waiting -= 1
-            raise
 
     async def _run_build(self, build: BuildRequest) -> None:
         uuid = build.uuid
-        self._phases[uuid] = BuildPhase.BUILDING
-        self._report(build, InstanceEventKind.SPAWNING)
-        spec = self._spawn_spec(build)
-        loop = asyncio.get_running_loop()
+        self.phases[uuid] = Phase.BUILDING
         try:
-            await loop.run_in_executor(self._executor, self._driver.spawn, spec)
-        except Exception as exc:  # every failure ends as a report, never lost in a task
-            self._phases[uuid] = BuildPhase.FAILED
-            reason = str(exc) if isinstance(exc, HypervisorError) else f"{type(exc).__name__}"
-            log.warning("build of %s failed: %s", uuid, exc)
-            self._report(build, InstanceEventKind.RESCHEDULE, reason=reason)
+            self.tracker.claim(uuid, Resources.of(build.instance.flavor))
+        except ClaimRefused as exc:
+            self._fail(build, InstanceEventKind.RESCHEDULE, f"claim refused: {exc}")
             return
-        self._phases[uuid] = BuildPhase.ACTIVE
-        log.debug("instance %s running as %s", uuid, spec.name)
+        self._report(build, InstanceEventKind.SPAWNING)
+        try:
+            await self.run_blocking(self.driver.spawn, spawn_spec(build, self._template))
+        except InvalidBuild as exc:
+            self.tracker.release(uuid)
+            self._fail(build, InstanceEventKind.FAILED, str(exc))
+            return
+        except Exception as exc:  # every failure ends as a report, never lost in a task
+            self.tracker.release(uuid)
+            reason = str(exc) if isinstance(exc, HypervisorError) else type(exc).__name__
+            self._fail(build, InstanceEventKind.RESCHEDULE, reason)
+            return
+        self.phases[uuid] = Phase.ACTIVE
+        self._succeeded += 1
         self._report(build, InstanceEventKind.ACTIVE, power_state=PowerState.RUNNING)
 
-    def _spawn_spec(self, build: BuildRequest) -> SpawnSpec:
-        instance = build.instance
-        return SpawnSpec(
-            uuid=instance.uuid,
-            name=instance_name(self._template, instance.id or 0, instance.uuid),
-            display_name=instance.display_name,
-            project_id=instance.project_id,
-            flavor_name=instance.flavor.name,
-            vcpus=instance.flavor.vcpus,
-            memory_mb=instance.flavor.memory_mb,
-            root_gb=instance.flavor.root_gb,
-            image_id=build.image.id,
-            created_at=instance.created_at,
-            metadata=instance.metadata,
+    def _fail(self, build: BuildRequest, kind: InstanceEventKind, reason: str) -> None:
+        log.warning("build of %s failed (%s): %s", build.uuid, kind.value, reason)
+        self.phases[build.uuid] = Phase.FAILED
+        self._failed += 1
+        self._report(build, kind, reason=reason)
+
+    def terminate(self, uuids: Sequence[str], request_id: str = "") -> int:
+        """Queue the removal of each instance; a queued build of it is dropped."""
+        for uuid in uuids:
+            self.tombstone(uuid)
+            self.spawn_task(self._terminate(uuid, request_id), f"terminate-{uuid}")
+        return len(uuids)
+
+    async def _terminate(self, uuid: str, request_id: str) -> None:
+        request_id_var.set(request_id)
+        async with self.locks.hold(uuid):
+            try:
+                removed = await self.run_blocking(self.driver.destroy, uuid)
+            except Exception as exc:
+                log.error("terminating %s failed: %s", uuid, exc)
+                self.report(uuid, InstanceEventKind.LOST, reason=f"terminate failed: {exc}")
+                return
+            self.tracker.release(uuid)
+            self.phases.pop(uuid, None)
+            log.info("terminated %s (%s)", uuid, "removed" if removed else "nothing to remove")
+            self.report(uuid, InstanceEventKind.DELETED, request_id=request_id)
+
+    def report(
+        self,
+        uuid: str,
+        kind: InstanceEventKind,
+        *,
+        reason: str = "",
+        power_state: PowerState = PowerState.NOSTATE,
+        request_id: str = "",
+    ) -> None:
+        self._events.report(
+            InstanceEvent(
+                instance_uuid=uuid,
+                host=self.host,
+                kind=kind,
+                occurred_at=utcnow(),
+                power_state=power_state,
+                reason=reason,
+                request_id=request_id,
+            )
         )
 
     def _report(
@@ -196,24 +295,22 @@ class ComputeManager:
         reason: str = "",
         power_state: PowerState = PowerState.NOSTATE,
     ) -> None:
-        self._events.report(
-            InstanceEvent(
-                instance_uuid=build.uuid,
-                host=self._host,
-                kind=kind,
-                occurred_at=utcnow(),
-                power_state=power_state,
-                reason=reason,
-                request_id=build.request_id,
-            )
+        self.report(
+            build.uuid, kind, reason=reason, power_state=power_state, request_id=build.request_id
         )
 
+    async def wait_idle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for the queued and running work (including work that this
+        work starts); returns how many tasks were still unfinished."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return len(self._tasks)
+            await asyncio.wait(list(self._tasks), timeout=remaining)
+        return 0
+
     async def drain(self, timeout: float) -> int:
-        """Stop accepting; wait up to ``timeout`` for queued and running builds. Returns how
-        many were still unfinished."""
+        """Stop accepting, then wait for what is queued or running (see ``wait_idle``)."""
         self._accepting = False
-        pending = list(self._tasks)
-        if not pending:
-            return 0
-        _done, still = await asyncio.wait(pending, timeout=timeout)
-        return len(still)
+        return await self.wait_idle(timeout)

@@ -52,9 +52,16 @@ def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
         container_format="bare",
         location=message.image.location,
         checksum=message.image.checksum,
-        size_bytes=0,
+        size_bytes=message.image.size_bytes,
+        properties=dict(message.image.properties),
     )
-    return BuildRequest(instance, image, attempt=message.attempt, request_id=message.request_id)
+    return BuildRequest(
+        instance,
+        image,
+        attempt=message.attempt,
+        request_id=message.request_id,
+        networks=tuple(message.networks),
+    )
 
 
 class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
@@ -72,3 +79,32 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
         except HypervisorError as exc:
             raise Unavailable(str(exc)) from exc
         return compute_pb2.BuildAndRunInstanceResponse(queued=queued, duplicates=duplicates)
+
+    async def TerminateInstance(
+        self,
+        request: compute_pb2.TerminateInstanceRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> compute_pb2.TerminateInstanceResponse:
+        if any(not uuid for uuid in request.instance_uuids):
+            raise InvalidArgument("instance_uuids", "must not contain empty ids")
+        queued = self._manager.terminate(list(request.instance_uuids), request.request_id)
+        return compute_pb2.TerminateInstanceResponse(queued=queued)
+
+    async def GetComputeStatus(
+        self,
+        request: compute_pb2.GetComputeStatusRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> compute_pb2.ComputeStatus:
+        status = self._manager.status
+        return compute_pb2.ComputeStatus(
+            host=self._manager.host,
+            queued=status.queued,
+            building=status.building,
+            max_concurrent_builds=status.max_concurrent_builds,
+            instances=status.instances,
+            claimed_vcpus=status.claimed.vcpus,
+            claimed_memory_mb=status.claimed.memory_mb,
+            claimed_disk_gb=status.claimed.disk_gb,
+            builds_succeeded=status.succeeded,
+            builds_failed=status.failed,
+        )

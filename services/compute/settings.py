@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 from services.common.config import require, setting
+from services.compute.virt.libvirt.driver import parse_interface
 
 VIRT_TYPES = ("test", "qemu", "kvm")
 
@@ -41,6 +42,15 @@ class ComputeSettings:
         "instance-%08x", "libvirt domain name: instance-%08x (database id) or %(uuid)s."
     )
     availability_zone: str = setting("nova", "Availability zone this host belongs to.")
+    network_interface: str = setting(
+        "user", "NIC for each requested network: user (slirp), network:<name> or bridge:<name>."
+    )
+    cpu_allocation_ratio: float = setting(16.0, "vCPU overcommit of this host (Nova: 16.0).")
+    ram_allocation_ratio: float = setting(1.5, "RAM overcommit of this host (Nova: 1.5).")
+    disk_allocation_ratio: float = setting(1.0, "Disk overcommit of this host (Nova: 1.0).")
+    sync_power_state_interval: float = setting(
+        60.0, "Seconds between comparisons of libvirt's power states with the database's."
+    )
     heartbeat_interval: float = setting(
         10.0, "Seconds between heartbeats to the conductor (Nova's report_interval: 10)."
     )
@@ -62,6 +72,13 @@ class ComputeSettings:
         require(self.virt_type in VIRT_TYPES, "virt_type", f"must be one of {VIRT_TYPES}")
         require(self.max_concurrent_builds >= 1, "max_concurrent_builds", "must be >= 1")
         require(self.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
+        require(self.sync_power_state_interval > 0, "sync_power_state_interval", "must be > 0")
+        for name in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio"):
+            require(getattr(self, name) > 0, name, "must be > 0")
+        try:
+            parse_interface(self.network_interface)
+        except ValueError as exc:
+            require(False, "network_interface", str(exc))
         try:
             if "%(uuid)s" in self.instance_name_template:
                 self.instance_name_template % {"uuid": "x"}

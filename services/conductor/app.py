@@ -7,12 +7,12 @@ from datetime import timedelta
 
 from services.common.app import RunningService
 from services.common.db.engine import Database
-from services.common.db.placement import AllocationRatios
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.compute_client import ComputeClient
 from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
+from services.conductor.deletes import DeleteInstances
 from services.conductor.events import InstanceEvents
 from services.conductor.nodes import ComputeNodes
 from services.conductor.scheduler.filters.capacity import CapacityFilter
@@ -31,18 +31,16 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
     channels = ChannelPool()
     scheduler = Scheduler([ComputeFilter(), CapacityFilter()], [RAMWeigher()])
+    computes = ComputeClient(channels, timeout=settings.build_rpc_timeout)
     builds = BuildTask(
         db,
-        ComputeClient(channels, timeout=settings.build_rpc_timeout),
+        computes,
         scheduler,
         service_down_time=timedelta(seconds=settings.service_down_time),
         batch_size=settings.schedule_batch_size,
     )
     events = InstanceEvents(db)
-    ratios = AllocationRatios(
-        settings.cpu_allocation_ratio, settings.ram_allocation_ratio, settings.disk_allocation_ratio
-    )
-    servicer = ConductorServicer(builds, events, ComputeNodes(db, ratios))
+    servicer = ConductorServicer(builds, events, ComputeNodes(db), DeleteInstances(db, computes))
     server = await start_server(
         settings.listen,
         [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],

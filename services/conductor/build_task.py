@@ -147,7 +147,7 @@ class BuildTask:
         self, connection: Connection, request_ids: dict[str, str], now: datetime
     ) -> BatchPlan:
         plan = BatchPlan()
-        loaded = instance_repo.load_instances(connection, list(request_ids))
+        loaded = instance_repo.load_instances(connection, list(request_ids), for_update=True)
         allocated = placement.allocated_instances(connection, [i.uuid for i in loaded])
         waiting = [
             i

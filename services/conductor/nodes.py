@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from services.common.db import instances as instance_repo
 from services.common.db import placement
 from services.common.db.engine import Database
-from services.common.domain import ComputeNodeReport, utcnow
+from services.common.domain import ComputeNodeReport, HostInstance, utcnow
 
 
 class ComputeNodes:
-    def __init__(self, db: Database, ratios: placement.AllocationRatios) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._ratios = ratios
 
     async def report(self, report: ComputeNodeReport) -> int:
         return await self._db.write(
-            lambda c: placement.upsert_compute_node(c, report, ratios=self._ratios, now=utcnow())
+            lambda c: placement.upsert_compute_node(c, report, now=utcnow())
         )
+
+    async def host_instances(self, host: str) -> list[HostInstance]:
+        return await self._db.read(lambda c: instance_repo.host_instances(c, host))

@@ -13,6 +13,7 @@ from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.convert import from_timestamp
 from services.conductor.build_task import BuildTask
+from services.conductor.deletes import DeleteInstances
 from services.conductor.events import InstanceEvents
 from services.conductor.nodes import ComputeNodes
 
@@ -24,6 +25,8 @@ _KINDS = {
     conductor_pb2.RESCHEDULE: InstanceEventKind.RESCHEDULE,
     conductor_pb2.FAILED: InstanceEventKind.FAILED,
     conductor_pb2.POWER_STATE: InstanceEventKind.POWER_STATE,
+    conductor_pb2.DELETED: InstanceEventKind.DELETED,
+    conductor_pb2.LOST: InstanceEventKind.LOST,
 }
 
 
@@ -65,14 +68,24 @@ def node_from_proto(message: conductor_pb2.ComputeNodeReport) -> ComputeNodeRepo
         hypervisor_type=message.hypervisor_type,
         cpu_arch=message.cpu_arch,
         availability_zone=message.availability_zone or "nova",
+        cpu_allocation_ratio=message.cpu_allocation_ratio or 16.0,
+        ram_allocation_ratio=message.ram_allocation_ratio or 1.5,
+        disk_allocation_ratio=message.disk_allocation_ratio or 1.0,
     )
 
 
 class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[misc]
-    def __init__(self, builds: BuildTask, events: InstanceEvents, nodes: ComputeNodes) -> None:
+    def __init__(
+        self,
+        builds: BuildTask,
+        events: InstanceEvents,
+        nodes: ComputeNodes,
+        deletes: DeleteInstances,
+    ) -> None:
         self._builds = builds
         self._events = events
         self._nodes = nodes
+        self._deletes = deletes
 
     async def BuildInstances(
         self,
@@ -105,3 +118,36 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
     ) -> conductor_pb2.ComputeNodeAck:
         node_id = await self._nodes.report(node_from_proto(request))
         return conductor_pb2.ComputeNodeAck(compute_node_id=node_id)
+
+    async def ListHostInstances(
+        self,
+        request: conductor_pb2.ListHostInstancesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> conductor_pb2.ListHostInstancesResponse:
+        if not request.host:
+            raise InvalidArgument("host", "must not be empty")
+        found = await self._nodes.host_instances(request.host)
+        return conductor_pb2.ListHostInstancesResponse(
+            instances=[
+                conductor_pb2.HostInstance(
+                    instance_uuid=i.uuid,
+                    vm_state=i.vm_state.value,
+                    task_state=i.task_state.value if i.task_state else "",
+                    power_state=int(i.power_state),
+                    vcpus=i.resources.vcpus,
+                    memory_mb=i.resources.memory_mb,
+                    root_gb=i.resources.disk_gb,
+                )
+                for i in found
+            ]
+        )
+
+    async def DeleteInstances(
+        self,
+        request: conductor_pb2.DeleteInstancesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> conductor_pb2.DeleteInstancesResponse:
+        if any(not uuid for uuid in request.instance_uuids):
+            raise InvalidArgument("instance_uuids", "must not contain empty ids")
+        accepted = await self._deletes(list(request.instance_uuids), request.request_id)
+        return conductor_pb2.DeleteInstancesResponse(accepted=accepted)

@@ -20,15 +20,6 @@ class ConductorSettings:
     service_down_time: float = setting(
         60.0, "Seconds without a heartbeat after which a compute node counts as down (Nova: 60)."
     )
-    cpu_allocation_ratio: float = setting(
-        16.0, "vCPU overcommit for newly registered compute nodes (Nova's initial ratio: 16.0)."
-    )
-    ram_allocation_ratio: float = setting(
-        1.5, "RAM overcommit for newly registered compute nodes (Nova's initial ratio: 1.5)."
-    )
-    disk_allocation_ratio: float = setting(
-        1.0, "Disk overcommit for newly registered compute nodes (Nova's initial ratio: 1.0)."
-    )
     schedule_batch_size: int = setting(
         500, "Most instances placed in one scheduling pass (one host-state load, one commit)."
     )
@@ -46,7 +37,5 @@ class ConductorSettings:
     def __post_init__(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(self.service_down_time > 0, "service_down_time", "must be > 0")
-        for name in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio"):
-            require(getattr(self, name) > 0, name, "must be > 0")
         require(self.schedule_batch_size >= 1, "schedule_batch_size", "must be >= 1")
         require(self.build_rpc_timeout > 0, "build_rpc_timeout", "must be > 0")

@@ -15,8 +15,10 @@ from services.common.db.models import ALLOCATIONS, Base
 from services.common.domain import ComputeNodeReport, Resources, utcnow
 
 
-def report(host: str, memory_mb: int = 4096) -> ComputeNodeReport:
-    return ComputeNodeReport(host, host, f"{host}:1", 4, memory_mb, 40, "QEMU", "x86_64", "nova")
+def report(host: str, memory_mb: int = 4096, ratio: float = 1.0) -> ComputeNodeReport:
+    return ComputeNodeReport(
+        host, host, f"{host}:1", 4, memory_mb, 40, "QEMU", "x86_64", "nova", ratio, ratio, ratio
+    )
 
 
 def test_migrations_create_exactly_the_models(database_url: str) -> None:
@@ -47,10 +49,9 @@ def test_seed_flavors_and_image_exist(database_url: str) -> None:
 
 def test_a_claim_against_a_stale_generation_loses(database_url: str) -> None:
     db = Database(database_url)
-    ratios = placement.AllocationRatios(1.0, 1.0, 1.0)
     try:
         with db.begin() as connection:
-            placement.upsert_compute_node(connection, report("h1"), ratios=ratios, now=utcnow())
+            placement.upsert_compute_node(connection, report("h1"), now=utcnow())
         with db.begin_read() as connection:
             (seen,) = placement.load_host_states(
                 connection, now=utcnow(), service_down_time=timedelta(seconds=60)
@@ -77,17 +78,16 @@ def test_heartbeats_keep_a_node_up_and_capacity_changes_bump_generation(
     database_url: str,
 ) -> None:
     db = Database(database_url)
-    ratios = placement.AllocationRatios()
     try:
         with db.begin() as connection:
             node_id = placement.upsert_compute_node(
-                connection, report("h1"), ratios=ratios, now=utcnow() - timedelta(seconds=120)
+                connection, report("h1"), now=utcnow() - timedelta(seconds=120)
             )
             (stale,) = placement.load_host_states(
                 connection, now=utcnow(), service_down_time=timedelta(seconds=60)
             )
             again = placement.upsert_compute_node(
-                connection, report("h1", memory_mb=8192), ratios=ratios, now=utcnow()
+                connection, report("h1", memory_mb=8192), now=utcnow()
             )
             (fresh,) = placement.load_host_states(
                 connection, now=utcnow(), service_down_time=timedelta(seconds=60)

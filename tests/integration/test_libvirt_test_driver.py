@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from services.common.domain import PowerState
-from services.compute.virt.driver import HypervisorError, SpawnSpec
+from services.compute.virt.driver import HypervisorError, ImageRef, SpawnSpec
+from services.compute.virt.images import InstanceStorage
 from services.compute.virt.libvirt.config import METADATA_NS
-from services.compute.virt.libvirt.driver import LibvirtDriver
+from services.compute.virt.libvirt.driver import LibvirtDriver, LibvirtOptions
 from services.compute.virt.libvirt.host import LibvirtHost
 
 
@@ -21,7 +22,7 @@ from services.compute.virt.libvirt.host import LibvirtHost
 def driver(tmp_path: Path) -> LibvirtDriver:
     host = LibvirtHost("test:///default")
     host.connect()
-    return LibvirtDriver(host, virt_type="test", instances_path=tmp_path)
+    return LibvirtDriver(host, InstanceStorage(tmp_path), LibvirtOptions(virt_type="test"))
 
 
 def spec(display_name: str = "web", memory_mb: int = 64) -> SpawnSpec:
@@ -35,7 +36,7 @@ def spec(display_name: str = "web", memory_mb: int = 64) -> SpawnSpec:
         vcpus=1,
         memory_mb=memory_mb,
         root_gb=1,
-        image_id="img",
+        image=ImageRef("img", "nova-tiny", "raw", "", ""),
         created_at=datetime.now(UTC),
         metadata={"owner": display_name},
     )

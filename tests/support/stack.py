@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -13,9 +13,12 @@ import grpc
 from services.api.app import start_api
 from services.api.settings import ApiSettings
 from services.common.app import RunningService
+from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.compute.app import start_compute
 from services.compute.settings import ComputeSettings
+from services.compute.virt.driver import VirtDriver
+from services.compute.virt.libvirt.driver import LibvirtDriver
 from services.conductor.app import start_conductor
 from services.conductor.settings import ConductorSettings
 
@@ -26,10 +29,36 @@ class Stack:
     conductor: RunningService
     computes: list[RunningService]
     channel: grpc.aio.Channel
+    exit_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_exit(self, hook: Callable[[], None]) -> None:
+        self.exit_hooks.append(hook)
 
     @property
     def servers(self) -> servers_pb2_grpc.ServersStub:
         return servers_pb2_grpc.ServersStub(self.channel)
+
+    async def compute_status(self, index: int = 0) -> compute_pb2.ComputeStatus:
+        async with grpc.aio.insecure_channel(self.computes[index].address) as channel:
+            stub = compute_pb2_grpc.ComputeStub(channel)
+            status: compute_pb2.ComputeStatus = await stub.GetComputeStatus(
+                compute_pb2.GetComputeStatusRequest(), timeout=5
+            )
+            return status
+
+    async def wait_status(
+        self, server_id: str, wanted: int, timeout: float = 20
+    ) -> servers_pb2.Server:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            server = await self.servers.GetServer(
+                servers_pb2.GetServerRequest(id=server_id), timeout=5
+            )
+            if server.status == wanted:
+                return server
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(servers_pb2.ServerStatus.Name(server.status))
+            await asyncio.sleep(0.02)
 
     async def wait_settled(self, ids: list[str], timeout: float = 20) -> list[servers_pb2.Server]:
         """Poll until none of ``ids`` is in BUILD; returns them in order."""
@@ -48,7 +77,13 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    database_url: str, tmp_path: Path, *, computes: int = 1, compute: ComputeSettings | None = None
+    database_url: str,
+    tmp_path: Path,
+    *,
+    computes: int = 1,
+    compute: ComputeSettings | None = None,
+    wrap_driver: Callable[[LibvirtDriver], VirtDriver] | None = None,
+    name_template: str = "%(uuid)s",
 ) -> AsyncIterator[Stack]:
     conductor = await start_conductor(
         ConductorSettings(listen="127.0.0.1:0", database_url=database_url)
@@ -64,9 +99,9 @@ async def running_stack(
             instances_path=str(tmp_path / f"instances{i}"),
             # test:///default is one hypervisor per process, shared by every test here:
             # name domains by uuid so that ids from different databases never clash.
-            instance_name_template="%(uuid)s",
+            instance_name_template=name_template,
         )
-        compute_services.append(await start_compute(settings))
+        compute_services.append(await start_compute(settings, wrap_driver=wrap_driver))
     api = await start_api(
         ApiSettings(
             listen="127.0.0.1:0",
@@ -75,9 +110,12 @@ async def running_stack(
         )
     )
     channel = grpc.aio.insecure_channel(api.address)
+    stack = Stack(api, conductor, compute_services, channel)
     try:
-        yield Stack(api, conductor, compute_services, channel)
+        yield stack
     finally:
+        for hook in stack.exit_hooks:
+            hook()
         await channel.close()
         await api.stop()
         for service in compute_services:

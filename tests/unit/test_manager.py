@@ -13,14 +13,17 @@ from services.common.domain import (
     InstanceEvent,
     InstanceEventKind,
     PowerState,
+    Resources,
     TaskState,
     VmState,
 )
 from services.compute.manager import ComputeManager, InstanceLocks, instance_name
+from services.compute.resource_tracker import Ratios, ResourceTracker
 from services.compute.virt.driver import (
     DomainInfo,
     HostResources,
     HypervisorError,
+    InvalidBuild,
     SpawnSpec,
 )
 
@@ -63,7 +66,10 @@ class FakeDriver:
         return PowerState.RUNNING if uuid in self.running else PowerState.NOSTATE
 
     def list_domains(self) -> list[DomainInfo]:
-        return [DomainInfo(u, s.name, PowerState.RUNNING) for u, s in self.running.items()]
+        return [DomainInfo(u, s.name, PowerState.RUNNING, True) for u, s in self.running.items()]
+
+    def instance_files(self) -> set[str]:
+        return set(self.running)
 
 
 class RecordingSink:
@@ -97,9 +103,16 @@ def build(n: int) -> BuildRequest:
     return BuildRequest(instance, Image("img", "img", "raw", "bare", "", "", 0))
 
 
-def manager(driver: FakeDriver, sink: RecordingSink, limit: int) -> ComputeManager:
+def manager(
+    driver: FakeDriver, sink: RecordingSink, limit: int, tracker: ResourceTracker | None = None
+) -> ComputeManager:
     return ComputeManager(
-        driver, sink, ThreadPoolExecutor(16), host="h1", max_concurrent_builds=limit
+        driver,
+        sink,
+        ThreadPoolExecutor(16),
+        ResourceTracker(Ratios(1.0, 1.0, 1.0)) if tracker is None else tracker,
+        host="h1",
+        max_concurrent_builds=limit,
     )
 
 
@@ -124,7 +137,7 @@ async def test_accept_returns_before_any_build_runs_and_queue_is_visible() -> No
     assert (status.building, status.queued) == (2, 3)
     driver.release.set()
     await compute.drain(5)
-    assert compute.status.active == 5
+    assert (compute.status.succeeded, compute.status.instances) == (5, 5)
 
 
 async def test_duplicate_builds_are_ignored() -> None:
@@ -167,3 +180,64 @@ async def test_instance_lock_serialises_one_uuid() -> None:
 def test_instance_names_come_from_the_template() -> None:
     assert instance_name("instance-%08x", 42, "u") == "instance-0000002a"
     assert instance_name("%(uuid)s", 42, "abc") == "abc"
+
+
+async def test_a_build_that_does_not_fit_is_refused_before_the_hypervisor() -> None:
+    driver, sink = FakeDriver(), RecordingSink()
+    tracker = ResourceTracker(Ratios(1.0, 1.0, 1.0))
+    tracker.set_capacity(Resources(1, 1024, 10))
+    compute = manager(driver, sink, limit=4, tracker=tracker)
+    compute.accept([build(1), build(2)])  # each m1.tiny: 1 vCPU, the host has one
+    await compute.drain(5)
+    kinds = {b.uuid: sink.kinds(b.uuid)[-1] for b in (build(1), build(2))}
+    assert sorted(kinds.values()) == [InstanceEventKind.ACTIVE, InstanceEventKind.RESCHEDULE]
+    refused = next(e for e in sink.events if e.kind is InstanceEventKind.RESCHEDULE)
+    assert "claim refused" in refused.reason and "vCPUs" in refused.reason
+    assert len(driver.running) == 1 and len(tracker) == 1
+
+
+async def test_an_invalid_build_fails_without_reschedule_and_frees_its_claim() -> None:
+    class Refusing(FakeDriver):
+        def spawn(self, spec: SpawnSpec) -> None:
+            raise InvalidBuild("image nova-tiny has no file to boot from")
+
+    sink = RecordingSink()
+    tracker = ResourceTracker(Ratios(1.0, 1.0, 1.0))
+    compute = manager(Refusing(), sink, limit=1, tracker=tracker)
+    compute.accept([build(3)])
+    await compute.drain(5)
+    assert sink.kinds(build(3).uuid) == [InstanceEventKind.SPAWNING, InstanceEventKind.FAILED]
+    assert len(tracker) == 0 and compute.status.failed == 1
+
+
+async def test_terminate_drops_a_queued_build_and_reports_deleted() -> None:
+    driver, sink = FakeDriver(), RecordingSink()
+    driver.release.clear()
+    compute = manager(driver, sink, limit=1)
+    compute.accept([build(1), build(2)])  # 2 waits behind 1 for the only slot
+    await asyncio.sleep(0.02)
+    compute.terminate([build(2).uuid])
+    driver.release.set()
+    await compute.wait_idle(5)
+    assert sink.kinds(build(2).uuid) == [InstanceEventKind.DELETED]
+    assert build(2).uuid not in driver.running
+    # a late duplicate cast of the deleted build is dropped
+    queued, duplicates = compute.accept([build(2)])
+    assert (queued, duplicates) == (0, [build(2).uuid])
+
+
+async def test_terminate_waits_for_a_running_build_then_removes_it() -> None:
+    driver, sink = FakeDriver(), RecordingSink()
+    driver.release.clear()
+    tracker = ResourceTracker(Ratios(1.0, 1.0, 1.0))
+    compute = manager(driver, sink, limit=1, tracker=tracker)
+    compute.accept([build(5)])
+    await asyncio.sleep(0.02)
+    compute.terminate([build(5).uuid])
+    driver.release.set()
+    await compute.wait_idle(5)
+    assert sink.kinds(build(5).uuid)[-1] is InstanceEventKind.DELETED
+    assert driver.running == {} and len(tracker) == 0
+    compute.terminate([build(5).uuid])  # idempotent: nothing left, DELETED again
+    await compute.wait_idle(5)
+    assert sink.kinds(build(5).uuid)[-1] is InstanceEventKind.DELETED

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Connection, RowMapping, or_, select
 
 from services.common.db.models import FLAVORS, IMAGES
@@ -23,6 +25,7 @@ def image_from_row(m: RowMapping) -> Image:
         checksum=m["checksum"],
         size_bytes=m["size_bytes"],
         status=m["status"],
+        properties=dict(m["properties"] or {}),
     )
 
 
@@ -57,3 +60,20 @@ def images_by_id(connection: Connection, ids: set[str]) -> dict[str, Image]:
         return {}
     rows = connection.execute(select(IMAGES).where(IMAGES.c.id.in_(ids)))
     return {r._mapping["id"]: image_from_row(r._mapping) for r in rows}
+
+
+def add_image(connection: Connection, image: Image, now: datetime) -> None:
+    connection.execute(
+        IMAGES.insert().values(
+            id=image.id,
+            name=image.name,
+            disk_format=image.disk_format,
+            container_format=image.container_format,
+            location=image.location,
+            checksum=image.checksum,
+            size_bytes=image.size_bytes,
+            status=image.status,
+            properties=dict(image.properties),
+            created_at=now,
+        )
+    )

@@ -10,19 +10,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, and_, bindparam, func, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, func, or_, select, update
 
 from services.common.db.models import FAULTS, INSTANCES
 from services.common.domain import (
     Fault,
     Flavor,
+    HostInstance,
     Instance,
     PowerState,
+    Resources,
     TaskState,
     VmState,
 )
 
 FAULT_MESSAGE_MAX = 255
+
+# A delete in progress wins over every late report of a build.
+NOT_DELETING = or_(
+    INSTANCES.c.task_state.is_(None), INSTANCES.c.task_state != TaskState.DELETING.value
+)
 
 
 def instance_from_row(m: RowMapping, fault: Fault | None = None) -> Instance:
@@ -122,8 +129,11 @@ def list_instances(
     project_id: str | None,
     reservation_id: str | None = None,
     limit: int = 1000,
+    include_deleted: bool = False,
 ) -> list[Instance]:
     query = select(INSTANCES)
+    if not include_deleted:
+        query = query.where(INSTANCES.c.vm_state != VmState.DELETED.value)
     if project_id is not None:
         query = query.where(INSTANCES.c.project_id == project_id)
     if reservation_id:
@@ -132,11 +142,18 @@ def list_instances(
     return _with_faults(connection, [r._mapping for r in connection.execute(query)])
 
 
-def load_instances(connection: Connection, uuids: Sequence[str]) -> list[Instance]:
-    """Many instances by uuid in one query (the conductor's per-batch load)."""
+def load_instances(
+    connection: Connection, uuids: Sequence[str], *, for_update: bool = False
+) -> list[Instance]:
+    """Many instances by uuid in one query (the conductor's per-batch load). ``for_update``
+    locks the rows on PostgreSQL until commit, so a concurrent delete waits for the placement
+    (SQLite's BEGIN IMMEDIATE already serialises writers)."""
     if not uuids:
         return []
-    rows = connection.execute(select(INSTANCES).where(INSTANCES.c.uuid.in_(list(uuids))))
+    query = select(INSTANCES).where(INSTANCES.c.uuid.in_(list(uuids)))
+    if for_update:
+        query = query.with_for_update()
+    rows = connection.execute(query)
     return [instance_from_row(r._mapping) for r in rows]
 
 
@@ -157,6 +174,7 @@ def mark_placed(connection: Connection, placements: Sequence[Placement], now: da
             and_(
                 INSTANCES.c.uuid == bindparam("b_uuid"),
                 INSTANCES.c.vm_state == VmState.BUILDING.value,
+                INSTANCES.c.task_state == TaskState.SCHEDULING.value,
             )
         )
         .values(
@@ -185,7 +203,11 @@ def set_task_state(
         return
     connection.execute(
         update(INSTANCES)
-        .where(INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state == expected_vm_state.value)
+        .where(
+            INSTANCES.c.uuid.in_(list(uuids)),
+            INSTANCES.c.vm_state == expected_vm_state.value,
+            NOT_DELETING,
+        )
         .values(task_state=task_state.value if task_state else None, updated_at=now)
     )
 
@@ -202,6 +224,7 @@ def mark_active(
             and_(
                 INSTANCES.c.uuid == bindparam("b_uuid"),
                 INSTANCES.c.vm_state == VmState.BUILDING.value,
+                NOT_DELETING,
             )
         )
         .values(
@@ -216,16 +239,31 @@ def mark_active(
     )
 
 
+STOPPED_POWER_STATES = (int(PowerState.SHUTDOWN), int(PowerState.CRASHED))
+
+
 def set_power_states(
     connection: Connection, states: Sequence[tuple[str, PowerState]], now: datetime
 ) -> None:
+    """Record what the hypervisor reports; an ACTIVE instance found shut off becomes STOPPED
+    (the outcome of Nova's ``_sync_power_states``)."""
     if not states:
         return
     connection.execute(
         update(INSTANCES)
-        .where(INSTANCES.c.uuid == bindparam("b_uuid"))
+        .where(INSTANCES.c.uuid == bindparam("b_uuid"), NOT_DELETING)
         .values(power_state=bindparam("b_power"), updated_at=now),
         [{"b_uuid": u, "b_power": int(p)} for u, p in states],
+    )
+    connection.execute(
+        update(INSTANCES)
+        .where(
+            INSTANCES.c.uuid.in_([u for u, _ in states]),
+            INSTANCES.c.vm_state == VmState.ACTIVE.value,
+            INSTANCES.c.power_state.in_(STOPPED_POWER_STATES),
+            INSTANCES.c.task_state.is_(None),
+        )
+        .values(vm_state=VmState.STOPPED.value, updated_at=now)
     )
 
 
@@ -262,6 +300,62 @@ def mark_error(connection: Connection, faults: Sequence[FaultRecord], now: datet
             for f in faults
         ],
     )
+
+
+def mark_deleting(
+    connection: Connection, uuid: str, *, project_id: str | None, now: datetime
+) -> Instance | None:
+    """Record the intent to delete (task_state ``deleting``); None if no such live instance."""
+    query = update(INSTANCES).where(
+        INSTANCES.c.uuid == uuid, INSTANCES.c.vm_state != VmState.DELETED.value
+    )
+    if project_id is not None:
+        query = query.where(INSTANCES.c.project_id == project_id)
+    result = connection.execute(query.values(task_state=TaskState.DELETING.value, updated_at=now))
+    if result.rowcount == 0:
+        return None
+    return get_instance(connection, uuid, project_id=project_id)
+
+
+def mark_deleted(connection: Connection, uuids: Sequence[str], now: datetime) -> None:
+    if not uuids:
+        return
+    connection.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state != VmState.DELETED.value)
+        .values(
+            vm_state=VmState.DELETED.value,
+            task_state=None,
+            power_state=int(PowerState.NOSTATE),
+            terminated_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def host_instances(connection: Connection, host: str) -> list[HostInstance]:
+    """Every live instance the database places on ``host``."""
+    rows = connection.execute(
+        select(
+            INSTANCES.c.uuid,
+            INSTANCES.c.vm_state,
+            INSTANCES.c.task_state,
+            INSTANCES.c.power_state,
+            INSTANCES.c.vcpus,
+            INSTANCES.c.memory_mb,
+            INSTANCES.c.root_gb,
+        ).where(INSTANCES.c.host == host, INSTANCES.c.vm_state != VmState.DELETED.value)
+    )
+    return [
+        HostInstance(
+            uuid=r.uuid,
+            vm_state=VmState(r.vm_state),
+            task_state=TaskState(r.task_state) if r.task_state else None,
+            power_state=PowerState(r.power_state),
+            resources=Resources(r.vcpus, r.memory_mb, r.root_gb),
+        )
+        for r in rows
+    ]
 
 
 def count_by_state(connection: Connection) -> dict[str, int]:

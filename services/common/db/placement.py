@@ -10,7 +10,6 @@ against the older, fuller picture is still safe.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -19,22 +18,14 @@ from services.common.db.models import ALLOCATIONS, NODES
 from services.common.domain import ZERO, ComputeNodeReport, HostState, Resources
 
 
-@dataclass(frozen=True, slots=True)
-class AllocationRatios:
-    cpu: float = 16.0
-    ram: float = 1.5
-    disk: float = 1.0
-
-
 def upsert_compute_node(
     connection: Connection,
     report: ComputeNodeReport,
     *,
-    ratios: AllocationRatios,
     now: datetime,
 ) -> int:
-    """Register a node or refresh its heartbeat; a capacity change bumps the generation so
-    that no claim computed against the old capacity can land."""
+    """Register a node or refresh its heartbeat; a capacity change (size or overcommit)
+    bumps the generation so that no claim computed against the old capacity can land."""
     row = connection.execute(select(NODES).where(NODES.c.host == report.host)).first()
     values = {
         "hypervisor_hostname": report.hypervisor_hostname,
@@ -45,15 +36,15 @@ def upsert_compute_node(
         "memory_mb": report.memory_mb,
         "local_gb": report.local_gb,
         "availability_zone": report.availability_zone,
+        "cpu_allocation_ratio": report.cpu_allocation_ratio,
+        "ram_allocation_ratio": report.ram_allocation_ratio,
+        "disk_allocation_ratio": report.disk_allocation_ratio,
         "last_heartbeat_at": now,
     }
     if row is None:
         result = connection.execute(
             NODES.insert().values(
                 host=report.host,
-                cpu_allocation_ratio=ratios.cpu,
-                ram_allocation_ratio=ratios.ram,
-                disk_allocation_ratio=ratios.disk,
                 enabled=True,
                 disabled_reason=None,
                 generation=0,
@@ -66,10 +57,20 @@ def upsert_compute_node(
         node_id: int = result.inserted_primary_key[0]
         return node_id
     m = row._mapping
-    capacity_changed = (m["vcpus"], m["memory_mb"], m["local_gb"]) != (
+    capacity_changed = (
+        m["vcpus"],
+        m["memory_mb"],
+        m["local_gb"],
+        m["cpu_allocation_ratio"],
+        m["ram_allocation_ratio"],
+        m["disk_allocation_ratio"],
+    ) != (
         report.vcpus,
         report.memory_mb,
         report.local_gb,
+        report.cpu_allocation_ratio,
+        report.ram_allocation_ratio,
+        report.disk_allocation_ratio,
     )
     changes = dict(values)
     if capacity_changed or m["rpc_address"] != report.rpc_address:

@@ -33,11 +33,14 @@ def build_to_proto(build: BuildRequest) -> compute_pb2.InstanceBuild:
             disk_format=image.disk_format,
             location=image.location,
             checksum=image.checksum,
+            properties=dict(image.properties),
+            size_bytes=image.size_bytes,
         ),
         metadata=instance.metadata,
         created_at=to_timestamp(instance.created_at),
         attempt=build.attempt,
         request_id=build.request_id,
+        networks=list(build.networks),
     )
 
 
@@ -67,3 +70,16 @@ class ComputeClient:
             return BuildAck(reply.queued, list(reply.duplicates))
 
         return await with_retries(call, attempts=4)
+
+    async def terminate(self, address: str, uuids: Sequence[str], *, request_id: str = "") -> int:
+        """Idempotent: an instance the host no longer has is reported DELETED at once."""
+        stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
+        request = compute_pb2.TerminateInstanceRequest(
+            instance_uuids=list(uuids), request_id=request_id
+        )
+
+        async def call() -> int:
+            reply = await stub.TerminateInstance(request, timeout=self._timeout)
+            return int(reply.queued)
+
+        return await with_retries(call, attempts=3)

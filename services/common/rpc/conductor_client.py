@@ -11,7 +11,16 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from services.common.context import REQUEST_ID_HEADER
-from services.common.domain import ComputeNodeReport, InstanceEvent, InstanceEventKind
+from services.common.domain import (
+    ComputeNodeReport,
+    HostInstance,
+    InstanceEvent,
+    InstanceEventKind,
+    PowerState,
+    Resources,
+    TaskState,
+    VmState,
+)
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.retry import with_retries
@@ -26,6 +35,8 @@ _EVENT_KINDS = {
     InstanceEventKind.RESCHEDULE: conductor_pb2.RESCHEDULE,
     InstanceEventKind.FAILED: conductor_pb2.FAILED,
     InstanceEventKind.POWER_STATE: conductor_pb2.POWER_STATE,
+    InstanceEventKind.DELETED: conductor_pb2.DELETED,
+    InstanceEventKind.LOST: conductor_pb2.LOST,
 }
 
 
@@ -213,6 +224,9 @@ def node_report_to_proto(report: ComputeNodeReport) -> conductor_pb2.ComputeNode
         hypervisor_type=report.hypervisor_type,
         cpu_arch=report.cpu_arch,
         availability_zone=report.availability_zone,
+        cpu_allocation_ratio=report.cpu_allocation_ratio,
+        ram_allocation_ratio=report.ram_allocation_ratio,
+        disk_allocation_ratio=report.disk_allocation_ratio,
     )
 
 
@@ -238,3 +252,50 @@ class NodeReporter:
             return int(ack.compute_node_id)
 
         return await with_retries(call)
+
+
+class ConductorClient:
+    """Unary calls to a conductor (tries the next address when one does not answer)."""
+
+    def __init__(self, channels: ChannelPool, addresses: Sequence[str]) -> None:
+        self._channels = channels
+        self._addresses = list(addresses)
+        self._next = 0
+
+    def _stub(self) -> conductor_pb2_grpc.ConductorStub:
+        address = self._addresses[self._next % len(self._addresses)]
+        self._next += 1
+        return conductor_pb2_grpc.ConductorStub(self._channels.get(address))
+
+    async def list_host_instances(self, host: str) -> list[HostInstance]:
+        async def call() -> conductor_pb2.ListHostInstancesResponse:
+            reply: conductor_pb2.ListHostInstancesResponse = await self._stub().ListHostInstances(
+                conductor_pb2.ListHostInstancesRequest(host=host), timeout=REPORT_DEADLINE_S
+            )
+            return reply
+
+        reply = await with_retries(call)
+        return [
+            HostInstance(
+                uuid=i.instance_uuid,
+                vm_state=VmState(i.vm_state),
+                task_state=TaskState(i.task_state) if i.task_state else None,
+                power_state=PowerState(i.power_state),
+                resources=Resources(i.vcpus, i.memory_mb, i.root_gb),
+            )
+            for i in reply.instances
+        ]
+
+    async def delete_instances(self, uuids: Sequence[str], *, request_id: str = "") -> int:
+        request = conductor_pb2.DeleteInstancesRequest(
+            instance_uuids=list(uuids), request_id=request_id
+        )
+        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+
+        async def call() -> int:
+            reply = await self._stub().DeleteInstances(
+                request, timeout=REPORT_DEADLINE_S, metadata=metadata
+            )
+            return int(reply.accepted)
+
+        return await with_retries(call, attempts=3)

@@ -12,7 +12,11 @@ from services.common.domain import PowerState
 
 
 class HypervisorError(Exception):
-    """The hypervisor refused or failed an operation."""
+    """The hypervisor refused or failed an operation: another host may do better."""
+
+
+class InvalidBuild(HypervisorError):
+    """The build cannot work on any host (no image file, flavor smaller than the image...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,18 @@ class HostResources:
     hypervisor_type: str
     hypervisor_hostname: str
     cpu_arch: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """The image to boot: a disk file (qcow2/raw) or a kernel with its initrd in properties."""
+
+    id: str
+    name: str
+    disk_format: str
+    location: str
+    checksum: str
+    properties: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +53,11 @@ class SpawnSpec:
     vcpus: int
     memory_mb: int
     root_gb: int
-    image_id: str
+    image: ImageRef
     created_at: datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # One NIC per entry ("auto" is the host's default network); empty: no NIC.
+    networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +65,8 @@ class DomainInfo:
     uuid: str
     name: str
     power_state: PowerState
+    # Carries our metadata namespace: created by nova-grpc, so ours to reap when orphaned.
+    managed: bool = False
 
 
 class VirtDriver(Protocol):
@@ -57,9 +77,13 @@ class VirtDriver(Protocol):
         On failure, leave nothing behind and raise HypervisorError."""
 
     def destroy(self, uuid: str) -> bool:
-        """Stop and undefine; True if there was something to remove. Idempotent."""
+        """Stop and undefine, remove the instance's files; True if there was something to
+        remove. Idempotent."""
 
     def power_state(self, uuid: str) -> PowerState:
         """NOSTATE when the hypervisor does not know the guest."""
 
     def list_domains(self) -> list[DomainInfo]: ...
+
+    def instance_files(self) -> set[str]:
+        """uuids that have files (disk, console log) on this host."""

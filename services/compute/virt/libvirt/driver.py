@@ -5,16 +5,26 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from services.common.domain import PowerState
 from services.compute.virt.driver import (
     DomainInfo,
     HostResources,
     HypervisorError,
+    InvalidBuild,
     SpawnSpec,
 )
-from services.compute.virt.libvirt.config import DomainConfig, InstanceMetadata, domain_xml
+from services.compute.virt.images import CachedImage, InstanceFiles, InstanceStorage
+from services.compute.virt.libvirt.config import (
+    METADATA_NS,
+    DirectBoot,
+    DiskConfig,
+    DomainConfig,
+    InstanceMetadata,
+    InterfaceConfig,
+    domain_xml,
+)
 from services.compute.virt.libvirt.host import LibvirtHost
 
 log = logging.getLogger(__name__)
@@ -39,24 +49,40 @@ def power_state_of(libvirt_state: int | None) -> PowerState:
     return POWER_STATES.get(libvirt_state, PowerState.NOSTATE)
 
 
+def parse_interface(setting: str) -> InterfaceConfig:
+    """``user`` | ``network:<name>`` | ``bridge:<name>`` (the compute setting)."""
+    kind, _, source = setting.partition(":")
+    if kind == "user" and not source:
+        return InterfaceConfig("user")
+    if kind in {"network", "bridge"} and source:
+        return InterfaceConfig(kind, source)
+    raise ValueError(f"network_interface {setting!r}: use user, network:<name> or bridge:<name>")
+
+
+@dataclass(frozen=True, slots=True)
+class LibvirtOptions:
+    virt_type: str
+    spawn_timeout: float = 300.0
+    interface: InterfaceConfig = field(default_factory=InterfaceConfig)
+    emulator: str = ""
+
+
 class LibvirtDriver:
     def __init__(
-        self,
-        host: LibvirtHost,
-        *,
-        virt_type: str,
-        instances_path: Path,
-        spawn_timeout: float = 300.0,
+        self, host: LibvirtHost, storage: InstanceStorage, options: LibvirtOptions
     ) -> None:
         self._host = host
-        self._virt_type = virt_type
-        self._instances_path = instances_path
-        self._spawn_timeout = spawn_timeout
+        self._storage = storage
+        self._options = options
+
+    @property
+    def host(self) -> LibvirtHost:
+        return self._host
 
     def host_resources(self) -> HostResources:
         info = self._host.node_info()
-        self._instances_path.mkdir(parents=True, exist_ok=True)
-        disk_gb = shutil.disk_usage(self._instances_path).total // (1024**3)
+        self._storage.root.mkdir(parents=True, exist_ok=True)
+        disk_gb = shutil.disk_usage(self._storage.root).total // (1024**3)
         return HostResources(
             vcpus=info.cpus,
             memory_mb=info.memory_mb,
@@ -66,9 +92,17 @@ class LibvirtDriver:
             cpu_arch=info.cpu_model,
         )
 
-    def domain_config(self, spec: SpawnSpec) -> DomainConfig:
+    def domain_config(
+        self, spec: SpawnSpec, files: InstanceFiles, image: CachedImage | None
+    ) -> DomainConfig:
+        is_test = self._options.virt_type == "test"
+        boot = None
+        if image is not None and image.kernel is not None:
+            initrd = str(image.initrd) if image.initrd else ""
+            boot = DirectBoot(str(image.kernel), initrd, image.cmdline)
+        disks = [DiskConfig(str(files.disk))] if files.disk is not None else []
         return DomainConfig(
-            virt_type=self._virt_type,
+            virt_type=self._options.virt_type,
             name=spec.name,
             uuid=spec.uuid,
             memory_mb=spec.memory_mb,
@@ -80,45 +114,69 @@ class LibvirtDriver:
                 created_at=spec.created_at,
                 properties=spec.metadata,
             ),
-            os_arch="i686" if self._virt_type == "test" else "x86_64",
+            os_arch="i686" if is_test else "x86_64",
+            direct_boot=boot,
+            disks=disks,
+            interfaces=[self._options.interface for _ in spec.networks],
+            console_log="" if is_test else str(files.console_log),
+            emulator=self._options.emulator,
         )
 
+    def _image(self, spec: SpawnSpec) -> CachedImage | None:
+        if not spec.image.location:
+            if self._options.virt_type == "test":
+                return None  # libvirt's test driver never reads a disk
+            raise InvalidBuild(f"image {spec.image.name} has no file to boot from")
+        return self._storage.images.fetch(spec.image)
+
     def spawn(self, spec: SpawnSpec) -> None:
-        xml = domain_xml(self.domain_config(spec))
         try:
-            self._host.define_and_start(xml)
+            image = self._image(spec)
+            files = self._storage.prepare(spec.uuid, image, spec.root_gb)
+            self._host.define_and_start(domain_xml(self.domain_config(spec, files, image)))
             self._wait_running(spec.uuid)
         except HypervisorError:
             self._cleanup(spec.uuid)
             raise
+        except Exception as exc:
+            self._cleanup(spec.uuid)
+            raise HypervisorError(f"{type(exc).__name__}: {exc}") from exc
 
     def _wait_running(self, uuid: str) -> None:
-        deadline = time.monotonic() + self._spawn_timeout
+        deadline = time.monotonic() + self._options.spawn_timeout
         delay = 0.001
         while True:
             state = self._host.state(uuid)
             if state == VIR_DOMAIN_RUNNING:
                 return
-            if state is None or power_state_of(state) in {PowerState.CRASHED}:
+            if state is None or power_state_of(state) is PowerState.CRASHED:
                 raise HypervisorError(f"domain {uuid} stopped while starting (state {state})")
             if time.monotonic() > deadline:
-                raise HypervisorError(f"domain {uuid} not running after {self._spawn_timeout}s")
+                raise HypervisorError(
+                    f"domain {uuid} not running after {self._options.spawn_timeout:.0f}s"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
 
     def _cleanup(self, uuid: str) -> None:
         try:
-            self._host.destroy_and_undefine(uuid)
+            self.destroy(uuid)
         except HypervisorError as exc:
             log.error("cleanup of failed spawn %s: %s", uuid, exc)
 
     def destroy(self, uuid: str) -> bool:
-        return self._host.destroy_and_undefine(uuid)
+        had_domain = self._host.destroy_and_undefine(uuid)
+        had_files = self._storage.remove(uuid)
+        return had_domain or had_files
 
     def power_state(self, uuid: str) -> PowerState:
         return power_state_of(self._host.state(uuid))
 
     def list_domains(self) -> list[DomainInfo]:
         return [
-            DomainInfo(d.uuid, d.name, power_state_of(d.state)) for d in self._host.list_domains()
+            DomainInfo(d.uuid, d.name, power_state_of(d.state), d.managed)
+            for d in self._host.list_domains(METADATA_NS)
         ]
+
+    def instance_files(self) -> set[str]:
+        return self._storage.known_instances()

@@ -29,6 +29,7 @@ class RawDomain:
     uuid: str
     name: str
     state: int
+    managed: bool
 
 
 def _quiet_error_handler(_ctx: object, _error: object) -> None:
@@ -108,10 +109,14 @@ class LibvirtHost:
             raise HypervisorError(f"removing {uuid} failed: {exc}") from exc
         return True
 
-    def list_domains(self) -> list[RawDomain]:
+    def list_domains(self, metadata_ns: str) -> list[RawDomain]:
+        """Every domain, and whether it carries an element of ``metadata_ns``."""
         try:
             domains = self.connection.listAllDomains(0)
-            return [RawDomain(d.UUIDString(), d.name(), int(d.state()[0])) for d in domains]
+            return [
+                RawDomain(d.UUIDString(), d.name(), int(d.state()[0]), _has(d, metadata_ns))
+                for d in domains
+            ]
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"listing domains failed: {exc}") from exc
 
@@ -122,3 +127,11 @@ class LibvirtHost:
             except libvirt.libvirtError as exc:
                 log.debug("closing the libvirt connection: %s", exc)
             self._connection = None
+
+
+def _has(domain: libvirt.virDomain, namespace: str) -> bool:
+    try:
+        domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace)
+    except libvirt.libvirtError:
+        return False
+    return True

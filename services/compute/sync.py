@@ -1,0 +1,182 @@
+"""Keeping the host and the database in agreement.
+
+At start-up (as Nova's ``init_host``): claims are rebuilt for the instances the database places
+here; a build that was running when the service died is cleaned up and handed back for
+rescheduling; a domain or instance directory that belongs to no live instance of ours is
+reaped; a domain that is not ours is reported and left alone; an instance whose domain has
+vanished is reported LOST.
+
+Periodically (as Nova's ``_sync_power_states``): each instance's power state as libvirt sees
+it is compared with the database's, and differences are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from services.common.domain import HostInstance, InstanceEventKind, TaskState, VmState
+from services.compute.manager import ComputeManager, Phase
+from services.compute.virt.driver import DomainInfo
+
+log = logging.getLogger(__name__)
+
+SETTLED = (VmState.ACTIVE, VmState.STOPPED)
+
+
+class HostInventory(Protocol):
+    async def list_host_instances(self, host: str) -> list[HostInstance]: ...
+
+
+@dataclass
+class RecoveryReport:
+    restored: int = 0
+    rescheduled: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    reaped: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)
+
+
+class HostSync:
+    def __init__(
+        self, manager: ComputeManager, inventory: HostInventory, *, interval: float
+    ) -> None:
+        self._manager = manager
+        self._inventory = inventory
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.recovered = asyncio.Event()
+        self.last_recovery: RecoveryReport | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="host-sync")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while not self.recovered.is_set():
+            try:
+                self.last_recovery = await self.recover()
+                self.recovered.set()
+            except Exception as exc:  # the conductor may not answer yet: keep trying
+                log.warning("start-up sync failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.sync_power_states()
+            except Exception as exc:
+                log.warning("power-state sync failed: %s", exc)
+
+    async def _snapshot(self) -> tuple[list[HostInstance], dict[str, DomainInfo], set[str]]:
+        manager = self._manager
+        instances = await self._inventory.list_host_instances(manager.host)
+        domains = await manager.run_blocking(manager.driver.list_domains)
+        files = await manager.run_blocking(manager.driver.instance_files)
+        return instances, {d.uuid: d for d in domains}, files
+
+    async def recover(self) -> RecoveryReport:
+        manager = self._manager
+        instances, domains, files = await self._snapshot()
+        report = RecoveryReport()
+        for instance in instances:
+            self._recover_one(instance, domains.get(instance.uuid), report)
+        known = {i.uuid for i in instances}
+        await self._reap(
+            [d for u, d in domains.items() if u not in known], files - known - set(domains), report
+        )
+        for uuid in report.rescheduled:
+            manager.report(
+                uuid,
+                InstanceEventKind.RESCHEDULE,
+                reason=f"compute service on {manager.host} restarted during the build",
+            )
+        log.info(
+            "start-up sync: %d instances restored, %d builds handed back, %d lost, "
+            "%d orphans reaped, %d foreign domains left alone",
+            report.restored,
+            len(report.rescheduled),
+            len(report.lost),
+            len(report.reaped),
+            len(report.foreign),
+        )
+        return report
+
+    def _recover_one(
+        self, instance: HostInstance, domain: DomainInfo | None, report: RecoveryReport
+    ) -> None:
+        manager, uuid = self._manager, instance.uuid
+        if instance.task_state is TaskState.DELETING:
+            manager.terminate([uuid])
+            report.terminated.append(uuid)
+        elif instance.vm_state in SETTLED:
+            manager.tracker.restore(uuid, instance.resources)
+            manager.phases[uuid] = Phase.ACTIVE
+            report.restored += 1
+            if domain is None:
+                report.lost.append(uuid)
+                manager.report(uuid, InstanceEventKind.LOST, reason="domain not found at start-up")
+            elif domain.power_state is not instance.power_state:
+                manager.report(uuid, InstanceEventKind.POWER_STATE, power_state=domain.power_state)
+        elif instance.vm_state is VmState.BUILDING and uuid not in manager.phases:
+            # Its build died with the previous process: clean up, hand it back, and make sure
+            # a late cast of the same build is dropped.
+            manager.tombstone(uuid)
+            report.rescheduled.append(uuid)
+        elif instance.vm_state is VmState.ERROR and domain is not None:
+            manager.tracker.restore(uuid, instance.resources)
+
+    async def _reap(
+        self, orphan_domains: Sequence[DomainInfo], orphan_files: set[str], report: RecoveryReport
+    ) -> None:
+        manager = self._manager
+        doomed = set(report.rescheduled) | orphan_files
+        for domain in orphan_domains:
+            if domain.managed:
+                doomed.add(domain.uuid)
+            else:
+                report.foreign.append(domain.uuid)
+                log.warning(
+                    "domain %s (%s) is not managed by nova-grpc; leaving it alone",
+                    domain.name,
+                    domain.uuid,
+                )
+        for uuid in sorted(doomed):
+            async with manager.locks.hold(uuid):
+                await manager.run_blocking(manager.driver.destroy, uuid)
+            if uuid not in report.rescheduled:
+                report.reaped.append(uuid)
+
+    async def sync_power_states(self) -> int:
+        """Report each settled instance whose power state libvirt sees differently."""
+        manager = self._manager
+        instances, domains, _files = await self._snapshot()
+        changes = 0
+        for instance in instances:
+            if instance.vm_state not in SETTLED or instance.task_state is not None:
+                continue
+            domain = domains.get(instance.uuid)
+            if domain is None:
+                manager.report(
+                    instance.uuid, InstanceEventKind.LOST, reason="domain vanished from the host"
+                )
+                changes += 1
+            elif domain.power_state is not instance.power_state:
+                manager.report(
+                    instance.uuid, InstanceEventKind.POWER_STATE, power_state=domain.power_state
+                )
+                changes += 1
+        if changes:
+            log.info("power-state sync: %d changes reported", changes)
+        return changes
