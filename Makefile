@@ -10,17 +10,26 @@ SYSTEM_DEPS := $(VENV)/.system-deps
 GENERATED := services/common/generated/.stamp
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test lint typecheck unit integration functional e2e proto deps system-deps bench clean
+.PHONY: run test lint typecheck unit integration functional e2e proto deps system-deps bench guest-image clean
 
 ## run: start api, conductor and compute on SQLite + test:///default (Ctrl-C stops all three)
 run: deps
 	$(PY) -m services.cli.launcher
 
 ## test: install what the tests need, then lint, type-check and run every suite
-test: deps
-	$(PY) -m ruff check services tests bench
+test: deps $(TEST_SYSTEM_DEPS)
+	$(PY) -m ruff check services tests bench deploy
 	$(PY) -m mypy
 	$(PY) -m pytest tests
+
+## guest-image: build the tiny bootable guest (Debian cloud kernel + busybox initramfs) and
+## register it as image "tiny-guest" in the default database (or NOVA_GRPC_DATABASE_URL)
+GUEST_DIR := var/images/tiny-guest
+GUEST_CMDLINE := console=ttyS0 panic=-1 rdinit=/init
+guest-image: deps $(TEST_SYSTEM_DEPS)
+	$(PY) deploy/guest/build_guest_image.py --out $(GUEST_DIR) --cmdline "$(GUEST_CMDLINE)" >/dev/null
+	$(PY) -m services.cli.manage image register --name tiny-guest --disk-format kernel \
+	  --file $(GUEST_DIR)/vmlinuz --initrd $(GUEST_DIR)/initrd.img --cmdline "$(GUEST_CMDLINE)"
 
 unit: deps
 	$(PY) -m pytest tests/unit
@@ -28,6 +37,8 @@ integration: deps
 	$(PY) -m pytest tests/integration
 functional: deps
 	$(PY) -m pytest tests/functional
+e2e: deps $(TEST_SYSTEM_DEPS)
+	$(PY) -m pytest tests/e2e
 bench: deps
 	$(PY) -m bench
 
@@ -38,19 +49,22 @@ typecheck: deps
 
 deps: $(INSTALLED) $(GENERATED)
 
-## system-deps: Debian packages: libvirt-dev + pkg-config (libvirt-python builds against them)
-## and PostgreSQL 15 (the integration tests run on it too). Root; apt-get update first.
-DEBIAN_PACKAGES := libvirt-dev pkg-config postgresql
+## Debian packages. Running needs what libvirt-python builds against; testing also needs
+## PostgreSQL (integration tests run on it) and libvirtd + QEMU + xorriso (the e2e guest).
+## Keep TEST_PACKAGES in sync with tests/support/libvirtd.py (a unit test checks).
+RUN_PACKAGES := libvirt-dev pkg-config
+TEST_PACKAGES := postgresql libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+	qemu-system-x86 qemu-utils xorriso
+TEST_SYSTEM_DEPS := $(VENV)/.test-system-deps
+
 system-deps: $(SYSTEM_DEPS)
 $(SYSTEM_DEPS):
-	@missing=""; \
-	pkg-config --exists libvirt 2>/dev/null || missing="$$missing libvirt-dev pkg-config"; \
-	command -v pg_ctlcluster >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
-	fi
+	deploy/install-debian-packages.sh $(RUN_PACKAGES)
 	@mkdir -p $(VENV) && touch $@
+
+$(TEST_SYSTEM_DEPS): $(SYSTEM_DEPS)
+	deploy/install-debian-packages.sh $(TEST_PACKAGES)
+	@touch $@
 
 $(INSTALLED): pyproject.toml $(SYSTEM_DEPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

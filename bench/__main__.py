@@ -10,8 +10,11 @@ import json
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
+from bench.compute_builds import run_compute_builds
 from bench.e2e import run_e2e
+from bench.real_guest import run_real_guest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,15 +25,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients for latency")
     parser.add_argument("--workdir", default="var/bench")
+    parser.add_argument(
+        "--only", choices=("e2e", "compute", "guest"), action="append",
+        help="run only these parts (default: all)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    results = run_e2e(
-        Path(args.workdir),
+    parts = set(args.only or ("e2e", "compute", "guest"))
+    results = []
+    if "compute" in parts:
+        results += run_compute_builds(Path(args.workdir) / "compute", count=args.instances)
+    if "guest" in parts:
+        results += run_real_guest(Path(args.workdir) / "guest")
+    if "e2e" not in parts:
+        return _report(results)
+    results += run_e2e(
+        Path(args.workdir) / "e2e",
         computes=args.computes,
         instances=args.instances,
         batch=args.batch,
         latency_samples=args.latency_samples,
         clients=args.clients,
     )
+    return _report(results)
+
+
+def _report(results: list[dict[str, Any]]) -> int:
     width = max(len(r["figure"]) for r in results)
     print(f"\n{'figure'.ljust(width)}  {'value':>12}  conditions")
     for r in results:

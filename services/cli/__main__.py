@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--reservation-id", default="")
     show = server.add_parser("show", help="show one server")
     show.add_argument("id")
+    delete = server.add_parser("delete", help="delete servers (any state)")
+    delete.add_argument("ids", nargs="+", metavar="ID")
+    delete.add_argument("--wait", action="store_true", help="wait until they are DELETED")
+    delete.add_argument("--wait-timeout", type=float, default=300.0)
     return parser
 
 
@@ -170,7 +174,34 @@ def _show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-COMMANDS = {("server", "create"): _create, ("server", "list"): _list, ("server", "show"): _show}
+def _delete(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    for server_id in args.ids:
+        client.call(client.servers.DeleteServer, servers_pb2.DeleteServerRequest(id=server_id))
+        out.write(f"delete of {server_id} accepted\n")
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.wait_timeout
+    pending = set(args.ids)
+    while pending:
+        for server_id in list(pending):
+            server = client.call(
+                client.servers.GetServer, servers_pb2.GetServerRequest(id=server_id)
+            )
+            if server.status == servers_pb2.DELETED:
+                pending.discard(server_id)
+                out.write(f"{server_id} DELETED\n")
+        if pending and time.monotonic() > deadline:
+            raise CliError(f"timed out waiting for {len(pending)} deletes")
+        time.sleep(0.1 if pending else 0)
+    return 0
+
+
+COMMANDS = {
+    ("server", "create"): _create,
+    ("server", "list"): _list,
+    ("server", "show"): _show,
+    ("server", "delete"): _delete,
+}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:

@@ -65,11 +65,33 @@ def image_from_files(
     )
 
 
-def register_image(database_url: str, image: Image) -> None:
+def _same_files(a: Image, b: Image) -> bool:
+    keys = ("initrd_checksum", "kernel_cmdline")
+    return (a.checksum, a.disk_format, *(a.properties.get(k) for k in keys)) == (
+        b.checksum,
+        b.disk_format,
+        *(b.properties.get(k) for k in keys),
+    )
+
+
+def register_image(database_url: str, image: Image, *, replace: bool = False) -> Image:
+    """Register ``image``; the same files under the same name again is a no-op (returns the
+    existing record). Different files under a taken name need ``replace``, which retires the
+    old record (instances built from it keep working)."""
     db = Database(database_url)
     try:
         with db.begin() as connection:
+            existing = catalog.images_named(connection, image.name)
+            for old in existing:
+                if _same_files(old, image):
+                    return old
+            if existing and not replace:
+                raise ValueError(
+                    f"an image named {image.name!r} with other files exists; use --replace"
+                )
+            catalog.retire_images(connection, [old.id for old in existing])
             catalog.add_image(connection, image, utcnow())
+            return image
     finally:
         db.close()
 
@@ -96,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--initrd", type=Path, help="initrd (kernel images)")
     register.add_argument("--cmdline", default="", help="kernel command line (kernel images)")
     register.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
+    register.add_argument(
+        "--replace", action="store_true", help="retire an image of that name with other files"
+    )
     return parser
 
 

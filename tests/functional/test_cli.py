@@ -40,6 +40,11 @@ def test_create_wait_list_show(system: tuple[Service, ServiceSet]) -> None:
     assert len(cli_rows) == 2
     shown = novactl(api, "server", "show", cli_rows[0]["id"])
     assert shown.returncode == 0 and "RUNNING" in shown.stdout
+    deleted = novactl(api, "server", "delete", "--wait", *(r["id"] for r in cli_rows))
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.count("DELETED") == 2
+    after = json.loads(novactl(api, "-o", "json", "server", "list").stdout)
+    assert not [r for r in after if r["name"].startswith("cli-")]
 
 
 def test_cli_reports_errors_with_the_status_code(system: tuple[Service, ServiceSet]) -> None:

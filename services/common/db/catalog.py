@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, or_, select
+from sqlalchemy import Connection, RowMapping, or_, select, update
 
 from services.common.db.models import FLAVORS, IMAGES
 from services.common.domain import Flavor, Image
@@ -49,7 +49,9 @@ def find_image(connection: Connection, ref: str, *, field: str = "image_ref") ->
     by_id = connection.execute(select(IMAGES).where(IMAGES.c.id == ref)).first()
     if by_id is not None:
         return image_from_row(by_id._mapping)
-    rows = connection.execute(select(IMAGES).where(IMAGES.c.name == ref).limit(2)).all()
+    rows = connection.execute(
+        select(IMAGES).where(IMAGES.c.name == ref, IMAGES.c.status != "deleted").limit(2)
+    ).all()
     if len(rows) > 1:
         raise InvalidArgument(field, f"image name {ref!r} is ambiguous: use the image id")
     return image_from_row(rows[0]._mapping) if rows else None
@@ -77,3 +79,16 @@ def add_image(connection: Connection, image: Image, now: datetime) -> None:
             created_at=now,
         )
     )
+
+
+def images_named(connection: Connection, name: str) -> list[Image]:
+    rows = connection.execute(
+        select(IMAGES).where(IMAGES.c.name == name, IMAGES.c.status != "deleted")
+    )
+    return [image_from_row(r._mapping) for r in rows]
+
+
+def retire_images(connection: Connection, ids: list[str]) -> None:
+    """Hide images from name lookups; instances built from them keep their id."""
+    if ids:
+        connection.execute(update(IMAGES).where(IMAGES.c.id.in_(ids)).values(status="deleted"))
