@@ -17,6 +17,7 @@ from services.cli.manage import image_from_files, register_image
 from services.common.db.engine import Database
 from services.common.db.models import ALLOCATIONS
 from services.common.generated.novagrpc.v1 import servers_pb2
+from services.compute.settings import ComputeSettings
 from services.compute.virt.driver import SpawnSpec, VirtDriver
 from services.compute.virt.images import qemu_img
 from services.compute.virt.libvirt.driver import LibvirtDriver
@@ -167,3 +168,23 @@ async def test_delete_during_build_and_in_error(sqlite_url: str, tmp_path: Path)
                 servers_pb2.DeleteServerRequest(id=building), timeout=5
             )
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_power_changes_behind_our_back_are_synced(sqlite_url: str, tmp_path: Path) -> None:
+    settings = ComputeSettings(sync_power_state_interval=0.2)
+    async with running_stack(sqlite_url, tmp_path, compute=settings) as stack:
+        await wait_for_compute(sqlite_url)
+        reply = await stack.servers.CreateServer(create(max_count=2), timeout=5)
+        stopped_id, vanished_id = reply.server_ids
+        await stack.wait_settled(list(reply.server_ids))
+        outsider = LibvirtHost("test:///default")
+        outsider.connect()
+        try:  # an operator with virsh: one domain shut off, the other removed altogether
+            outsider.connection.lookupByUUIDString(stopped_id).destroy()
+            outsider.destroy_and_undefine(vanished_id)
+        finally:
+            outsider.close()
+        stopped = await stack.wait_status(stopped_id, servers_pb2.SHUTOFF)
+        assert stopped.power_state == servers_pb2.SHUTDOWN
+        vanished = await stack.wait_status(vanished_id, servers_pb2.ERROR)
+        assert "domain is gone" in vanished.fault.message
