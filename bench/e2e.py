@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from services.cli.launcher import Launcher
+from services.cli.manage import issue_token
 from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 
@@ -86,12 +87,14 @@ def run_e2e(
         )  # fmt: skip
         time.sleep(1.0)  # let every compute register its node
         channel = grpc.insecure_channel(api)
+        _, token = issue_token(url, "bench")
+        metadata = (("authorization", f"Bearer {token}"),)
         stub = servers_pb2_grpc.ServersStub(channel)
-        stub.CreateServer(_request("warmup", 1), timeout=10)
+        stub.CreateServer(_request("warmup", 1), timeout=10, metadata=metadata)
 
         def one(i: int) -> float:
             started = time.perf_counter()
-            stub.CreateServer(_request(f"lat-{i}", 1), timeout=10)
+            stub.CreateServer(_request(f"lat-{i}", 1), timeout=10, metadata=metadata)
             return (time.perf_counter() - started) * 1000
 
         with ThreadPoolExecutor(clients) as pool:
@@ -105,7 +108,7 @@ def run_e2e(
         before = _counts(database)
         started = time.perf_counter()
         for i in range(instances // batch):
-            stub.CreateServer(_request(f"tp-{i}", batch), timeout=30)
+            stub.CreateServer(_request(f"tp-{i}", batch), timeout=30, metadata=metadata)
         after = _wait_settled(database, 300)
         elapsed = time.perf_counter() - started
         active = after.get("active", 0) - before.get("active", 0)

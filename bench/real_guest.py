@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from services.cli.launcher import Launcher
-from services.cli.manage import image_from_files, register_image
+from services.cli.manage import image_from_files, issue_token, register_image
 from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from tests.support.libvirtd import ensure_libvirtd
@@ -84,6 +84,8 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
         )  # fmt: skip
         time.sleep(1.0)
         with grpc.insecure_channel(api) as channel:
+            _, token = issue_token(url, "bench")
+            metadata = (("authorization", f"Bearer {token}"),)
             stub = servers_pb2_grpc.ServersStub(channel)
             started = time.perf_counter()
             reply = stub.CreateServer(
@@ -91,11 +93,14 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
                     name="bench", flavor_ref="m1.tiny", image_ref="tiny-guest"
                 ),
                 timeout=10,
+                metadata=metadata,
             )
             server_id = reply.server_ids[0]
 
             def status() -> int:
-                found = stub.GetServer(servers_pb2.GetServerRequest(id=server_id), timeout=10)
+                found = stub.GetServer(
+                    servers_pb2.GetServerRequest(id=server_id), timeout=10, metadata=metadata
+                )
                 return int(found.status)
 
             _wait(lambda: status() != servers_pb2.BUILD, 120)
@@ -103,7 +108,9 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
             console = workdir / "instances" / server_id / "console.log"
             _wait(lambda: console.exists() and MARKER in console.read_text(errors="replace"), 120)
             to_marker = time.perf_counter() - started
-            stub.DeleteServer(servers_pb2.DeleteServerRequest(id=server_id), timeout=10)
+            stub.DeleteServer(
+                servers_pb2.DeleteServerRequest(id=server_id), timeout=10, metadata=metadata
+            )
             _wait(lambda: status() == servers_pb2.DELETED, 60)
     finally:
         launcher.stop()

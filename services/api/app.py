@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from services.api.auth import Authenticator
 from services.api.servicer import ServersServicer
 from services.api.settings import ApiSettings
 from services.api.usecases import CreateServers, DeleteServer, ServerQueries
@@ -29,7 +30,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         create,
         ServerQueries(db),
         DeleteServer(db, conductor),
-        default_project=settings.default_project,
+        Authenticator(db, cache_seconds=settings.auth_cache_seconds),
     )
     server = await start_server(
         settings.listen,

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from services.api.auth import Authenticator
 from services.api.usecases import (
     CreateServerCommand,
     CreateServers,
@@ -14,13 +15,10 @@ from services.api.usecases import (
     RequestContext,
     ServerQueries,
 )
-from services.api.validation import check_name
 from services.common.context import current_request_id, new_request_id
 from services.common.domain import Instance
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.rpc.convert import to_timestamp
-
-PROJECT_HEADER = "x-project-id"
 
 
 def server_to_proto(instance: Instance) -> servers_pb2.Server:
@@ -55,21 +53,20 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         create: CreateServers,
         queries: ServerQueries,
         delete: DeleteServer,
-        *,
-        default_project: str,
+        authenticator: Authenticator,
     ) -> None:
         self._create = create
         self._queries = queries
         self._delete = delete
-        self._default_project = default_project
+        self._auth = authenticator
 
-    def _context(self, context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
-        project = self._default_project
-        for key, value in context.invocation_metadata() or ():
-            if key == PROJECT_HEADER and isinstance(value, str):
-                project = check_name(PROJECT_HEADER, value)
-        request_id = current_request_id() or new_request_id()
-        return RequestContext(project_id=project, request_id=request_id)
+    async def _context(self, context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
+        identity = await self._auth.identify(context.invocation_metadata())
+        return RequestContext(
+            project_id=identity.project_id,
+            request_id=current_request_id() or new_request_id(),
+            is_admin=identity.is_admin,
+        )
 
     async def CreateServer(
         self, request: servers_pb2.CreateServerRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -82,7 +79,7 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             max_count=request.max_count if request.HasField("max_count") else None,
             metadata=dict(request.metadata),
         )
-        result = await self._create(command, self._context(context))
+        result = await self._create(command, await self._context(context))
         return servers_pb2.CreateServerResponse(
             server_ids=result.server_ids, reservation_id=result.reservation_id
         )
@@ -90,18 +87,18 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
     async def GetServer(
         self, request: servers_pb2.GetServerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> servers_pb2.Server:
-        return server_to_proto(await self._queries.get(request.id, self._context(context)))
+        return server_to_proto(await self._queries.get(request.id, await self._context(context)))
 
     async def ListServers(
         self, request: servers_pb2.ListServersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> servers_pb2.ListServersResponse:
         found = await self._queries.list(
-            self._context(context), reservation_id=request.reservation_id
+            await self._context(context), reservation_id=request.reservation_id
         )
         return servers_pb2.ListServersResponse(servers=[server_to_proto(i) for i in found])
 
     async def DeleteServer(
         self, request: servers_pb2.DeleteServerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> empty_pb2.Empty:
-        await self._delete(request.id, self._context(context))
+        await self._delete(request.id, await self._context(context))
         return empty_pb2.Empty()

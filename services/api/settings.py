@@ -20,8 +20,8 @@ class ApiSettings:
     conductor_addresses: tuple[str, ...] = setting(
         ("127.0.0.1:8780",), "Conductor addresses (comma-separated); one build stream each."
     )
-    default_project: str = setting(
-        "demo", "Project of requests that name none (x-project-id metadata) until auth lands."
+    auth_cache_seconds: float = setting(
+        30.0, "How long a token lookup is cached (a revoked token works at most this long)."
     )
     ready_file: str = setting(
         "", "When set, the bound address is written here once the service is serving."
@@ -34,5 +34,5 @@ class ApiSettings:
     def __post_init__(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
-        require(bool(self.default_project), "default_project", "must not be empty")
+        require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
         require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")

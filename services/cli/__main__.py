@@ -32,9 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         help="api address host:port [env NOVACTL_ENDPOINT; default %(default)s]",
     )
     parser.add_argument(
-        "--project",
-        default=os.environ.get("NOVACTL_PROJECT", ""),
-        help="project to act in [env NOVACTL_PROJECT; default: the api's default project]",
+        "--token",
+        default=os.environ.get("NOVACTL_TOKEN", ""),
+        help="bearer token (nova-grpc-manage token create) [env NOVACTL_TOKEN]",
     )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-call deadline (s)")
@@ -78,7 +78,7 @@ class Client:
         self._channel = grpc.insecure_channel(args.endpoint)
         self.servers = servers_pb2_grpc.ServersStub(self._channel)
         self.timeout = args.timeout
-        self.metadata = (("x-project-id", args.project),) if args.project else ()
+        self.metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
 
     def call(self, method: Any, request: Any) -> Any:
         return method(request, timeout=self.timeout, metadata=self.metadata)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.cli.manage import issue_token, token_is_valid
 from services.common.db.migrate import upgrade
 
 READY_TIMEOUT_S = 30.0
@@ -93,6 +94,17 @@ class Launcher:
         return "signal"
 
 
+def dev_token(database_url: str, state_dir: Path) -> Path:
+    """The development token of project 'demo' (created once, kept in the state dir, 0600)."""
+    path = state_dir / "dev-token"
+    if path.exists() and token_is_valid(database_url, path.read_text().strip()):
+        return path
+    _record, secret = issue_token(database_url, "demo", description="make run development token")
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     state_dir = Path(args.state_dir).resolve()
@@ -100,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     database_url = args.database_url or f"sqlite:///{state_dir / 'nova.sqlite'}"
     upgrade(database_url)
     os.environ["NOVA_GRPC_DATABASE_URL"] = database_url
+    token_file = dev_token(database_url, state_dir)
     launcher = Launcher(state_dir)
     try:
         conductor = launcher.start(
@@ -134,9 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"\nnova-grpc is running: api on {api}, conductor on {conductor}, "
         f"database {database_url}\n"
-        f"Try:  {novactl} --endpoint {api} server create --flavor m1.tiny "
+        f"A development token for project 'demo' is in {token_file}. Try:\n"
+        f"  export NOVACTL_TOKEN=$(cat {token_file})\n"
+        f"  {novactl} --endpoint {api} server create --flavor m1.tiny "
         f"--image nova-tiny --name web --wait\n"
-        f"      {novactl} --endpoint {api} server list\n"
+        f"  {novactl} --endpoint {api} server list\n"
+        f'  grpcurl -plaintext -H "authorization: Bearer $NOVACTL_TOKEN" {api} list\n'
         f"Ctrl-C stops all three services.\n",
         flush=True,
     )

@@ -13,9 +13,10 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
-from services.common.db import catalog
+from services.common.db import catalog, tokens
 from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.domain import Image, utcnow
@@ -96,6 +97,71 @@ def register_image(database_url: str, image: Image, *, replace: bool = False) ->
         db.close()
 
 
+def issue_token(
+    database_url: str,
+    project_id: str,
+    *,
+    admin: bool = False,
+    description: str = "",
+    expires_days: float | None = None,
+) -> tuple[tokens.TokenRecord, str]:
+    """A new bearer token for ``project_id``; the secret is returned once, stored hashed."""
+    if not project_id or len(project_id) > 255:
+        raise ValueError("project must be 1 to 255 characters")
+    now = utcnow()
+    expires = now + timedelta(days=expires_days) if expires_days else None
+    roles = ["member", "admin"] if admin else ["member"]
+    db = Database(database_url)
+    try:
+        with db.begin() as connection:
+            return tokens.create_token(
+                connection,
+                project_id=project_id,
+                roles=roles,
+                description=description,
+                now=now,
+                expires_at=expires,
+            )
+    finally:
+        db.close()
+
+
+def token_is_valid(database_url: str, secret: str) -> bool:
+    db = Database(database_url)
+    try:
+        with db.begin_read() as connection:
+            record = tokens.find_by_secret(connection, secret)
+        return record is not None and record.usable(utcnow())
+    finally:
+        db.close()
+
+
+def _token_command(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        record, secret = issue_token(
+            args.database_url, args.project, admin=args.admin,
+            description=args.description, expires_days=args.expires_days,
+        )  # fmt: skip
+        print(f"token {record.id} for project {record.project_id} ({','.join(record.roles)}):")
+        print(secret)
+        print("shown once: keep it (novactl --token or NOVACTL_TOKEN)", file=sys.stderr)
+        return 0
+    db = Database(args.database_url)
+    try:
+        if args.action == "list":
+            with db.begin_read() as connection:
+                for r in tokens.list_tokens(connection):
+                    state = "revoked" if r.revoked_at else "active"
+                    print(f"{r.id}  {r.project_id}  {','.join(r.roles)}  {state}  {r.description}")
+            return 0
+        with db.begin() as connection:
+            revoked = tokens.revoke(connection, args.id, utcnow())
+        print("revoked" if revoked else "no such active token")
+        return 0 if revoked else 1
+    finally:
+        db.close()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nova-grpc-manage",
@@ -121,6 +187,15 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument(
         "--replace", action="store_true", help="retire an image of that name with other files"
     )
+    token = groups.add_parser("token").add_subparsers(dest="action", required=True)
+    create = token.add_parser("create", help="create a bearer token (printed once)")
+    create.add_argument("--project", required=True)
+    create.add_argument("--admin", action="store_true", help="grant the admin role")
+    create.add_argument("--description", default="")
+    create.add_argument("--expires-days", type=float, default=None)
+    token.add_parser("list", help="list tokens (never their secrets)")
+    revoke = token.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
     return parser
 
 
@@ -130,6 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         upgrade(args.database_url)
         print("database schema is current")
         return 0
+    if args.group == "token":
+        try:
+            return _token_command(args)
+        except ValueError as exc:
+            print(f"nova-grpc-manage: {exc}", file=sys.stderr)
+            return 2
     try:
         properties = dict(p.split("=", 1) for p in args.property)
         image = image_from_files(

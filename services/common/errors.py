@@ -37,6 +37,10 @@ class WrongState(DomainError):
     """The object exists but is in a state that does not allow the operation."""
 
 
+class Unauthenticated(DomainError):
+    """No valid credentials came with the request."""
+
+
 class PermissionDenied(DomainError):
     """The caller may not do this."""
 

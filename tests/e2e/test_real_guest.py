@@ -11,12 +11,13 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
-from services.cli.manage import image_from_files, register_image
+from services.cli.manage import image_from_files, issue_token, register_image
 from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.db.models import ALLOCATIONS
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.compute.virt.libvirt.host import LibvirtHost
+from tests.support.auth import Authed
 from tests.support.processes import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -61,7 +62,8 @@ def test_tiny_guest_boots_and_delete_cleans_up(
     hypervisor.connect()
     try:
         with grpc.insecure_channel(api.address) as channel:
-            stub = servers_pb2_grpc.ServersStub(channel)
+            _, token = issue_token(url, "demo")
+            stub = Authed(servers_pb2_grpc.ServersStub(channel), token)
             started = time.monotonic()
             reply = stub.CreateServer(
                 servers_pb2.CreateServerRequest(

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Service, ServiceSet
+from tests.functional.conftest import System
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def novactl(api: Service, *args: str) -> subprocess.CompletedProcess[str]:
+def novactl(system: System, *args: str) -> subprocess.CompletedProcess[str]:
     binary = str(Path(sys.executable).with_name("novactl"))
     return subprocess.run(
-        [binary, "--endpoint", api.address, *args],
+        [binary, "--endpoint", system.api.address, "--token", system.token, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -25,8 +25,8 @@ def novactl(api: Service, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_create_wait_list_show(system: tuple[Service, ServiceSet]) -> None:
-    api, _ = system
+def test_create_wait_list_show(system: System) -> None:
+    api = system
     created = novactl(
         api, "server", "create", "--flavor", "m1.tiny", "--image", "nova-tiny",
         "--name", "cli", "--count", "2", "--wait",
@@ -47,8 +47,8 @@ def test_create_wait_list_show(system: tuple[Service, ServiceSet]) -> None:
     assert not [r for r in after if r["name"].startswith("cli-")]
 
 
-def test_cli_reports_errors_with_the_status_code(system: tuple[Service, ServiceSet]) -> None:
-    api, _ = system
+def test_cli_reports_errors_with_the_status_code(system: System) -> None:
+    api = system
     result = novactl(
         api, "server", "create", "--flavor", "m1.nope", "--image", "nova-tiny", "--name", "x"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Service, ServiceSet
+from tests.functional.conftest import System
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -23,8 +23,9 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_reflection_create_and_get(system: tuple[Service, ServiceSet]) -> None:
-    api, _ = system
+def test_reflection_create_and_get(system: System) -> None:
+    api = system.api
+    auth = f"authorization: Bearer {system.token}"
     listed = grpcurl(api.address, "list")
     assert listed.returncode == 0, listed.stderr
     assert {"novagrpc.v1.Servers", "grpc.health.v1.Health"} <= set(listed.stdout.split())
@@ -33,15 +34,16 @@ def test_reflection_create_and_get(system: tuple[Service, ServiceSet]) -> None:
     assert "rpc CreateServer" in described.stdout
 
     body = json.dumps({"name": "curl", "flavor_ref": "m1.tiny", "image_ref": "nova-tiny"})
-    created = grpcurl("-d", body, api.address, "novagrpc.v1.Servers/CreateServer")
+    created = grpcurl("-H", auth, "-d", body, api.address, "novagrpc.v1.Servers/CreateServer")
     assert created.returncode == 0, created.stderr
     server_id = json.loads(created.stdout)["server_ids"][0]
 
     deadline = time.monotonic() + 30
     while True:
         shown = grpcurl(
-            "-d", json.dumps({"id": server_id}), api.address, "novagrpc.v1.Servers/GetServer"
-        )
+            "-H", auth, "-d", json.dumps({"id": server_id}), api.address,
+            "novagrpc.v1.Servers/GetServer",
+        )  # fmt: skip
         assert shown.returncode == 0, shown.stderr
         server = json.loads(shown.stdout)
         if server["status"] != "BUILD":
@@ -51,17 +53,20 @@ def test_reflection_create_and_get(system: tuple[Service, ServiceSet]) -> None:
     assert server["status"] == "ACTIVE" and server["name"] == "curl"
 
 
-def test_grpcurl_shows_the_field_of_a_bad_request(system: tuple[Service, ServiceSet]) -> None:
-    api, _ = system
+def test_grpcurl_shows_the_field_of_a_bad_request(system: System) -> None:
+    api = system.api
     body = json.dumps({"name": "", "flavor_ref": "m1.tiny", "image_ref": "nova-tiny"})
-    result = grpcurl("-d", body, api.address, "novagrpc.v1.Servers/CreateServer")
+    result = grpcurl(
+        "-H", f"authorization: Bearer {system.token}", "-d", body, api.address,
+        "novagrpc.v1.Servers/CreateServer",
+    )  # fmt: skip
     assert result.returncode != 0
     assert "InvalidArgument" in result.stderr and "name" in result.stderr
     assert "google.rpc.BadRequest" in result.stderr
 
 
-def test_every_service_serves_reflection(system: tuple[Service, ServiceSet]) -> None:
-    _, services = system
+def test_every_service_serves_reflection(system: System) -> None:
+    services = system.services
     expected = {
         "api": "novagrpc.v1.Servers",
         "conductor": "novagrpc.internal.v1.Conductor",

@@ -33,9 +33,10 @@ def test_launcher_runs_the_system_and_ctrl_c_stops_all_three(tmp_path: Path) -> 
             time.sleep(0.05)
         api = api_file.read_text().strip()
         novactl = str(Path(sys.executable).with_name("novactl"))
+        token = (tmp_path / "dev-token").read_text().strip()
         created = subprocess.run(
-            [novactl, "--endpoint", api, "server", "create", "--flavor", "m1.tiny",
-             "--image", "nova-tiny", "--name", "web", "--wait"],
+            [novactl, "--endpoint", api, "--token", token, "server", "create",
+             "--flavor", "m1.tiny", "--image", "nova-tiny", "--name", "web", "--wait"],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
@@ -44,6 +45,7 @@ def test_launcher_runs_the_system_and_ctrl_c_stops_all_three(tmp_path: Path) -> 
         launcher.send_signal(signal.SIGINT)
         output, _ = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, output
-    assert "nova-grpc is running" in output and "Try:" in output
+    assert "nova-grpc is running" in output and "export NOVACTL_TOKEN" in output
+    assert oct((tmp_path / "dev-token").stat().st_mode & 0o777) == "0o600"
     for service in ("api stopped", "conductor stopped", "compute compute-1 stopped"):
         assert service in output, output

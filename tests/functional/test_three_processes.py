@@ -9,14 +9,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
-from tests.support.processes import Service, ServiceSet
+from tests.functional.conftest import System
+from tests.support.auth import Authed
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def wait_settled(
-    stub: servers_pb2_grpc.ServersStub, ids: list[str], timeout: float = 30
-) -> list[servers_pb2.Server]:
+def wait_settled(stub: Authed, ids: list[str], timeout: float = 30) -> list[servers_pb2.Server]:
     deadline = time.monotonic() + timeout
     while True:
         servers = [stub.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5) for i in ids]
@@ -26,10 +25,9 @@ def wait_settled(
         time.sleep(0.05)
 
 
-def test_three_servers_reach_active_and_running(system: tuple[Service, ServiceSet]) -> None:
-    api, services = system
-    with grpc.insecure_channel(api.address) as channel:
-        stub = servers_pb2_grpc.ServersStub(channel)
+def test_three_servers_reach_active_and_running(system: System) -> None:
+    with grpc.insecure_channel(system.api.address) as channel:
+        stub = Authed(servers_pb2_grpc.ServersStub(channel), system.token)
         started = time.monotonic()
         reply = stub.CreateServer(
             servers_pb2.CreateServerRequest(
@@ -50,14 +48,26 @@ def test_three_servers_reach_active_and_running(system: tuple[Service, ServiceSe
         )
         assert sorted(s.id for s in listed.servers) == sorted(reply.server_ids)
     assert accepted < 5  # generous: the create answered without waiting for the build
-    compute_log = next(s for s in services.services if s.name == "compute1").log()
+    compute_log = next(s for s in system.services.services if s.name == "compute1").log()
     assert "registered compute node compute1" in compute_log
 
 
-def test_every_service_reports_serving_health(system: tuple[Service, ServiceSet]) -> None:
-    _api, services = system
-    for service in services.services:
+def test_every_service_reports_serving_health(system: System) -> None:
+    for service in system.services.services:
         with grpc.insecure_channel(service.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service.name
+
+
+def test_calls_without_a_valid_token_are_unauthenticated(system: System) -> None:
+    with grpc.insecure_channel(system.api.address) as channel:
+        bare = servers_pb2_grpc.ServersStub(channel)
+        for stub in (bare, Authed(bare, "ngt_not-a-real-token")):
+            try:
+                stub.ListServers(servers_pb2.ListServersRequest(), timeout=5)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert "ngt_not-a-real-token" not in (exc.details() or "")
+            else:
+                raise AssertionError("a call without a valid token was answered")

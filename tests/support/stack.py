@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from services.api.app import start_api
 from services.api.settings import ApiSettings
+from services.cli.manage import issue_token
 from services.common.app import RunningService
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
@@ -21,6 +23,7 @@ from services.compute.virt.driver import VirtDriver
 from services.compute.virt.libvirt.driver import LibvirtDriver
 from services.conductor.app import start_conductor
 from services.conductor.settings import ConductorSettings
+from tests.support.auth import Authed
 
 
 @dataclass
@@ -29,14 +32,25 @@ class Stack:
     conductor: RunningService
     computes: list[RunningService]
     channel: grpc.aio.Channel
+    token: str
+    admin_token: str
     exit_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     def on_exit(self, hook: Callable[[], None]) -> None:
         self.exit_hooks.append(hook)
 
     @property
-    def servers(self) -> servers_pb2_grpc.ServersStub:
-        return servers_pb2_grpc.ServersStub(self.channel)
+    def servers(self) -> Any:
+        """The Servers stub as project 'demo' (member)."""
+        return Authed(servers_pb2_grpc.ServersStub(self.channel), self.token)
+
+    @property
+    def admin(self) -> Any:
+        """The Servers stub as an admin (project 'ops')."""
+        return Authed(servers_pb2_grpc.ServersStub(self.channel), self.admin_token)
+
+    def servers_as(self, token: str) -> Any:
+        return Authed(servers_pb2_grpc.ServersStub(self.channel), token)
 
     async def compute_status(self, index: int = 0) -> compute_pb2.ComputeStatus:
         async with grpc.aio.insecure_channel(self.computes[index].address) as channel:
@@ -110,7 +124,9 @@ async def running_stack(
         )
     )
     channel = grpc.aio.insecure_channel(api.address)
-    stack = Stack(api, conductor, compute_services, channel)
+    _, token = issue_token(database_url, "demo")
+    _, admin_token = issue_token(database_url, "ops", admin=True)
+    stack = Stack(api, conductor, compute_services, channel, token, admin_token)
     try:
         yield stack
     finally:

@@ -179,3 +179,22 @@ NODES = _table(ComputeNodeRow)
 INSTANCES = _table(InstanceRow)
 ALLOCATIONS = _table(AllocationRow)
 FAULTS = _table(InstanceFaultRow)
+
+
+class ApiTokenRow(Base):
+    """A bearer token; only its SHA-256 is stored (tokens are 256-bit random, so a fast hash
+    is enough: there is nothing to brute-force)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    roles: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+API_TOKENS = _table(ApiTokenRow)

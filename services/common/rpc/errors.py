@@ -24,6 +24,7 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
     QuotaExceeded,
+    Unauthenticated,
     Unavailable,
     WrongState,
 )
@@ -37,6 +38,7 @@ _CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (WrongState, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]

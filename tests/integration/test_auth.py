@@ -1,0 +1,72 @@
+"""Bearer tokens on the public API, and project isolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.cli.manage import issue_token
+from services.common.db import tokens
+from services.common.db.engine import Database
+from services.common.domain import utcnow
+from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from tests.integration.test_pipeline import create, wait_for_compute
+from tests.support.stack import running_stack
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_missing_malformed_unknown_and_revoked_tokens_are_refused(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(sqlite_url, tmp_path) as stack:
+        bare = servers_pb2_grpc.ServersStub(stack.channel)
+        record, secret = issue_token(sqlite_url, "demo")
+        db = Database(sqlite_url)
+        with db.begin() as connection:
+            assert tokens.revoke(connection, record.id, utcnow())
+        db.close()
+        cases = [
+            (),
+            (("authorization", "Basic dXNlcjpwYXNz"),),
+            (("authorization", "Bearer ngt_unknown"),),
+            (("authorization", f"Bearer {secret}"),),  # revoked before its first use
+        ]
+        for metadata in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await bare.ListServers(
+                    servers_pb2.ListServersRequest(), timeout=5, metadata=metadata
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert secret not in (caught.value.details() or "")
+        # the secret itself is never stored
+        with db.begin_read() as connection:
+            stored = [r.id for r in tokens.list_tokens(connection)]
+        assert record.id in stored
+        assert tokens.hash_token(secret) != secret
+
+
+async def test_a_project_sees_only_its_own_servers(sqlite_url: str, tmp_path: Path) -> None:
+    async with running_stack(sqlite_url, tmp_path) as stack:
+        await wait_for_compute(sqlite_url)
+        _, other_token = issue_token(sqlite_url, "other")
+        mine = (await stack.servers.CreateServer(create("mine"), timeout=5)).server_ids[0]
+        other = stack.servers_as(other_token)
+        theirs = (await other.CreateServer(create("theirs"), timeout=5)).server_ids[0]
+
+        listed = await stack.servers.ListServers(servers_pb2.ListServersRequest(), timeout=5)
+        assert {s.id for s in listed.servers} == {mine}
+        for call, request in [
+            (stack.servers.GetServer, servers_pb2.GetServerRequest(id=theirs)),
+            (stack.servers.DeleteServer, servers_pb2.DeleteServerRequest(id=theirs)),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(request, timeout=5)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        still = await other.GetServer(servers_pb2.GetServerRequest(id=theirs), timeout=5)
+        assert still.status != servers_pb2.DELETED
+        # an admin sees everyone's
+        everything = await stack.admin.ListServers(servers_pb2.ListServersRequest(), timeout=5)
+        assert {mine, theirs} <= {s.id for s in everything.servers}
