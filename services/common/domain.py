@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 
 def utcnow() -> datetime:
@@ -112,6 +113,9 @@ class Instance:
     launched_at: datetime | None = None
     fault: Fault | None = None
     request_id: str = ""
+    availability_zone: str | None = None
+    # The StoredSpec as JSON (services.common.request_spec); None for rows written before it.
+    request_spec: Mapping[str, Any] | None = None
 
     @property
     def status(self) -> ServerStatus:
@@ -159,6 +163,7 @@ class HostState:
     is_up: bool = True
     availability_zone: str = "nova"
     instance_count: int = 0
+    failed_builds: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -180,6 +185,14 @@ class HostState:
     def consume(self, request: Resources) -> None:
         self.used = self.used + request
         self.instance_count += 1
+
+    def release(self, request: Resources) -> None:
+        self.used = Resources(
+            self.used.vcpus - request.vcpus,
+            self.used.memory_mb - request.memory_mb,
+            self.used.disk_gb - request.disk_gb,
+        )
+        self.instance_count -= 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,6 +164,7 @@ async def start_compute(
         manager,
         ConductorClient(channels, settings.conductor_addresses),
         interval=settings.sync_power_state_interval,
+        handback_grace=settings.build_handback_grace,
     )
     events.start()
     heartbeat.start()

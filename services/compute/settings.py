@@ -51,6 +51,11 @@ class ComputeSettings:
     sync_power_state_interval: float = setting(
         60.0, "Seconds between comparisons of libvirt's power states with the database's."
     )
+    build_handback_grace: float = setting(
+        60.0,
+        "After a restart, seconds to wait for builds placed here before handing back those "
+        "that never arrive (they died with the previous process).",
+    )
     heartbeat_interval: float = setting(
         10.0, "Seconds between heartbeats to the conductor (Nova's report_interval: 10)."
     )

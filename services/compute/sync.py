@@ -1,10 +1,12 @@
 """Keeping the host and the database in agreement.
 
 At start-up (as Nova's ``init_host``): claims are rebuilt for the instances the database places
-here; a build that was running when the service died is cleaned up and handed back for
-rescheduling; a domain or instance directory that belongs to no live instance of ours is
-reaped; a domain that is not ours is reported and left alone; an instance whose domain has
-vanished is reported LOST.
+here; a domain or instance directory that belongs to no live instance of ours is reaped; a
+domain that is not ours is reported and left alone; an instance whose domain has vanished is
+reported LOST. A build the database places here that this process never received was either
+running when the previous process died or is on its way right now (placed after the
+snapshot): after ``handback_grace`` seconds, those still not received are cleaned up and
+handed back for rescheduling.
 
 Periodically (as Nova's ``_sync_power_states``): each instance's power state as libvirt sees
 it is compared with the database's, and differences are reported.
@@ -35,6 +37,8 @@ class HostInventory(Protocol):
 @dataclass
 class RecoveryReport:
     restored: int = 0
+    # Building here per the database, never received by this process: checked again later.
+    suspects: list[str] = field(default_factory=list)
     rescheduled: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     reaped: list[str] = field(default_factory=list)
@@ -44,11 +48,17 @@ class RecoveryReport:
 
 class HostSync:
     def __init__(
-        self, manager: ComputeManager, inventory: HostInventory, *, interval: float
+        self,
+        manager: ComputeManager,
+        inventory: HostInventory,
+        *,
+        interval: float,
+        handback_grace: float = 60.0,
     ) -> None:
         self._manager = manager
         self._inventory = inventory
         self._interval = interval
+        self._grace = handback_grace
         self._task: asyncio.Task[None] | None = None
         self.recovered = asyncio.Event()
         self.last_recovery: RecoveryReport | None = None
@@ -66,8 +76,11 @@ class HostSync:
         delay = 0.2
         while not self.recovered.is_set():
             try:
-                self.last_recovery = await self.recover()
+                await self.recover()
                 self.recovered.set()
+                if self.last_recovery and self.last_recovery.suspects:
+                    await asyncio.sleep(self._grace)
+                    await self.hand_back(self.last_recovery.suspects)
             except Exception as exc:  # the conductor may not answer yet: keep trying
                 log.warning("start-up sync failed (%s); retrying", exc)
                 await asyncio.sleep(delay)
@@ -87,26 +100,19 @@ class HostSync:
         return instances, {d.uuid: d for d in domains}, files
 
     async def recover(self) -> RecoveryReport:
-        manager = self._manager
         instances, domains, files = await self._snapshot()
-        report = RecoveryReport()
+        report = self.last_recovery = RecoveryReport()
         for instance in instances:
             self._recover_one(instance, domains.get(instance.uuid), report)
         known = {i.uuid for i in instances}
         await self._reap(
             [d for u, d in domains.items() if u not in known], files - known - set(domains), report
         )
-        for uuid in report.rescheduled:
-            manager.report(
-                uuid,
-                InstanceEventKind.RESCHEDULE,
-                reason=f"compute service on {manager.host} restarted during the build",
-            )
         log.info(
-            "start-up sync: %d instances restored, %d builds handed back, %d lost, "
+            "start-up sync: %d instances restored, %d builds to check again, %d lost, "
             "%d orphans reaped, %d foreign domains left alone",
             report.restored,
-            len(report.rescheduled),
+            len(report.suspects),
             len(report.lost),
             len(report.reaped),
             len(report.foreign),
@@ -130,10 +136,7 @@ class HostSync:
             elif domain.power_state is not instance.power_state:
                 manager.report(uuid, InstanceEventKind.POWER_STATE, power_state=domain.power_state)
         elif instance.vm_state is VmState.BUILDING and uuid not in manager.phases:
-            # Its build died with the previous process: clean up, hand it back, and make sure
-            # a late cast of the same build is dropped.
-            manager.tombstone(uuid)
-            report.rescheduled.append(uuid)
+            report.suspects.append(uuid)
         elif instance.vm_state is VmState.ERROR and domain is not None:
             manager.tracker.restore(uuid, instance.resources)
 
@@ -141,7 +144,7 @@ class HostSync:
         self, orphan_domains: Sequence[DomainInfo], orphan_files: set[str], report: RecoveryReport
     ) -> None:
         manager = self._manager
-        doomed = set(report.rescheduled) | orphan_files
+        doomed = set(orphan_files)
         for domain in orphan_domains:
             if domain.managed:
                 doomed.add(domain.uuid)
@@ -155,8 +158,29 @@ class HostSync:
         for uuid in sorted(doomed):
             async with manager.locks.hold(uuid):
                 await manager.run_blocking(manager.driver.destroy, uuid)
-            if uuid not in report.rescheduled:
-                report.reaped.append(uuid)
+            report.reaped.append(uuid)
+
+    async def hand_back(self, suspects: Sequence[str]) -> list[str]:
+        """Builds placed here that never arrived (they died with the previous process): clean
+        up what they left, drop any late cast of them, report them for rescheduling."""
+        manager = self._manager
+        instances = await self._inventory.list_host_instances(manager.host)
+        building = {i.uuid for i in instances if i.vm_state is VmState.BUILDING}
+        handed = [u for u in suspects if u in building and u not in manager.phases]
+        for uuid in handed:
+            manager.tombstone(uuid)
+            async with manager.locks.hold(uuid):
+                await manager.run_blocking(manager.driver.destroy, uuid)
+            manager.report(
+                uuid,
+                InstanceEventKind.RESCHEDULE,
+                reason=f"compute service on {manager.host} restarted during the build",
+            )
+        if handed:
+            log.info("handed %d interrupted builds back for rescheduling", len(handed))
+        if self.last_recovery is not None:
+            self.last_recovery.rescheduled.extend(handed)
+        return handed
 
     async def sync_power_states(self) -> int:
         """Report each settled instance whose power state libvirt sees differently."""

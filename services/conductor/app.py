@@ -13,12 +13,10 @@ from services.common.rpc.compute_client import ComputeClient
 from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
-from services.conductor.events import InstanceEvents
+from services.conductor.events import EventPolicy, InstanceEvents
 from services.conductor.nodes import ComputeNodes
-from services.conductor.scheduler.filters.capacity import CapacityFilter
-from services.conductor.scheduler.filters.compute import ComputeFilter
+from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
 from services.conductor.scheduler.scheduler import Scheduler
-from services.conductor.scheduler.weighers.ram import RAMWeigher
 from services.conductor.servicer import ConductorServicer
 from services.conductor.settings import ConductorSettings
 
@@ -30,7 +28,12 @@ SERVICE_NAME = conductor_pb2.DESCRIPTOR.services_by_name["Conductor"].full_name
 async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
     channels = ChannelPool()
-    scheduler = Scheduler([ComputeFilter(), CapacityFilter()], [RAMWeigher()])
+    scheduler = Scheduler(
+        build_filters(settings.enabled_filters),
+        build_weighers(parse_weights(settings.weights)),
+        host_subset_size=settings.host_subset_size,
+        max_attempts=settings.max_attempts,
+    )
     computes = ComputeClient(channels, timeout=settings.build_rpc_timeout)
     builds = BuildTask(
         db,
@@ -39,7 +42,15 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         service_down_time=timedelta(seconds=settings.service_down_time),
         batch_size=settings.schedule_batch_size,
     )
-    events = InstanceEvents(db)
+    events = InstanceEvents(
+        db,
+        builds.dispatch,
+        EventPolicy(
+            max_attempts=settings.max_attempts,
+            service_down_time=timedelta(seconds=settings.service_down_time),
+        ),
+    )
+    builds.report_failures = events.apply
     servicer = ConductorServicer(builds, events, ComputeNodes(db), DeleteInstances(db, computes))
     server = await start_server(
         settings.listen,

@@ -1,10 +1,11 @@
 """The conductor's build task: place instances in batches and hand them to their hosts.
 
-One pass takes every instance queued so far (up to ``batch_size``), loads all host states in
-one query, places the whole batch in memory, claims per host with the generation check, records
-the hosts and the no-valid-host faults, commits once, then sends one BuildAndRunInstance per
-host. Everything is keyed by instance uuid: an instance already placed (or no longer waiting)
-is skipped, so a message cast twice builds once.
+One pass takes the casts queued so far (whole messages, so that a multi-create is placed
+together), loads every host's state in one query, places the whole batch in memory, claims
+per host with the generation check, records the hosts, alternates and the no-valid-host
+faults, commits once, then sends one BuildAndRunInstance per host. Everything is keyed by
+instance uuid: an instance already placed (or no longer waiting) is skipped, so a message
+cast twice builds once.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -21,18 +22,21 @@ import grpc
 from sqlalchemy import Connection
 
 from services.common.builds import BuildRequest
-from services.common.db import catalog, placement
+from services.common.db import actions, catalog, groups, placement
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.domain import (
     HostState,
     Image,
     Instance,
+    InstanceEvent,
+    InstanceEventKind,
     Resources,
     TaskState,
     VmState,
     utcnow,
 )
+from services.common.request_spec import StoredSpec
 from services.common.rpc.compute_client import BuildAck
 from services.conductor.scheduler.request import RequestSpec
 from services.conductor.scheduler.scheduler import Decision, Scheduler
@@ -60,6 +64,7 @@ class HostBuilds:
 class BatchPlan:
     by_host: dict[str, HostBuilds] = field(default_factory=dict)
     failed: list[instance_repo.FaultRecord] = field(default_factory=list)
+    placements: list[instance_repo.Placement] = field(default_factory=list)
     skipped: int = 0
 
 
@@ -70,6 +75,7 @@ class _Batch:
     connection: Connection
     plan: BatchPlan
     instances: dict[str, Instance]
+    stored: dict[str, StoredSpec]
     images: dict[str, Image]
     request_ids: dict[str, str]
     now: datetime
@@ -83,6 +89,42 @@ def no_valid_host_message(rejected: dict[str, int], host_count: int) -> tuple[st
     counts = ", ".join(f"{name} removed {n}" for name, n in rejected.items())
     message = f"{NO_VALID_HOST}: no host fits the request"
     return message, f"hosts: {host_count}; {counts or 'claims lost to concurrent requests'}"
+
+
+def request_spec(
+    instance: Instance,
+    stored: StoredSpec,
+    *,
+    policies: dict[str, str],
+    member_hosts: dict[str, dict[str, int]],
+    hint_hosts: dict[str, str],
+) -> RequestSpec:
+    """The scheduler's view of one instance, with group and hint hosts resolved."""
+    group = stored.group if stored.group in policies else None
+    same = (
+        frozenset(hint_hosts[u] for u in stored.same_host if u in hint_hosts)
+        if stored.same_host
+        else None
+    )
+    return RequestSpec(
+        instance_uuid=instance.uuid,
+        project_id=instance.project_id,
+        resources=Resources.of(instance.flavor),
+        availability_zone=stored.availability_zone,
+        force_host=stored.force_host,
+        force_node=stored.force_node,
+        image_properties=stored.image_properties,
+        group_uuid=group,
+        group_policy=policies.get(group) if group else None,
+        group_hosts=member_hosts.get(group, {}) if group else {},
+        same_host_hosts=same,
+        different_host_hosts=frozenset(
+            hint_hosts[u] for u in stored.different_host if u in hint_hosts
+        ),
+        ignore_hosts=frozenset(stored.tried_hosts),
+        reservation_id=instance.reservation_id,
+        min_count=stored.min_count,
+    )
 
 
 class BuildTask:
@@ -100,10 +142,14 @@ class BuildTask:
         self._scheduler = scheduler
         self._down_time = service_down_time
         self._batch_size = batch_size
-        self._queue: list[tuple[str, str]] = []
+        self._queue: list[tuple[list[str], str]] = []
+        self._queued = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dispatches: set[asyncio.Task[None]] = set()
+        # Where builds go that could not be handed to their host: rescheduling (set by the
+        # composition root to InstanceEvents.apply); without it they fail for good.
+        self.report_failures: Callable[[Sequence[InstanceEvent]], Awaitable[object]] | None = None
         self.placed = 0
         self.no_valid_host = 0
 
@@ -111,12 +157,25 @@ class BuildTask:
         self._task = asyncio.create_task(self._run(), name="build-task")
 
     def submit(self, instance_uuids: Sequence[str], request_id: str = "") -> None:
-        self._queue.extend((uuid, request_id) for uuid in instance_uuids)
-        self._wakeup.set()
+        """Queue one cast (kept whole: a multi-create is placed in one pass)."""
+        if instance_uuids:
+            self._queue.append((list(instance_uuids), request_id))
+            self._queued += len(instance_uuids)
+            self._wakeup.set()
 
     @property
     def backlog(self) -> int:
-        return len(self._queue)
+        return self._queued
+
+    def _next_batch(self) -> list[tuple[str, str]]:
+        batch: list[tuple[str, str]] = []
+        while self._queue and (
+            not batch or len(batch) + len(self._queue[0][0]) <= self._batch_size
+        ):
+            uuids, request_id = self._queue.pop(0)
+            batch.extend((u, request_id) for u in uuids)
+        self._queued -= len(batch)
+        return batch
 
     async def _run(self) -> None:
         while True:
@@ -124,8 +183,7 @@ class BuildTask:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = self._queue[: self._batch_size]
-            del self._queue[: self._batch_size]
+            batch = self._next_batch()
             try:
                 await self.schedule(batch)
             except Exception:
@@ -135,13 +193,19 @@ class BuildTask:
     async def schedule(self, batch: Sequence[tuple[str, str]]) -> BatchPlan:
         request_ids = dict(batch)
         plan = await self._db.write(lambda c: self._plan(c, request_ids, utcnow()))
-        self.placed += sum(len(h.builds) for h in plan.by_host.values())
+        self.placed += len(plan.placements)
         self.no_valid_host += len(plan.failed)
-        for host_builds in plan.by_host.values():
+        self.dispatch(list(plan.by_host.values()))
+        return plan
+
+    def dispatch(self, work: Sequence[HostBuilds]) -> None:
+        """Send each host its builds (after the commit that recorded them)."""
+        for host_builds in work:
             task = asyncio.create_task(self._dispatch(host_builds))
             self._dispatches.add(task)
             task.add_done_callback(self._dispatches.discard)
-        return plan
+
+    # -- planning, inside one transaction ----------------------------------------------
 
     def _plan(
         self, connection: Connection, request_ids: dict[str, str], now: datetime
@@ -163,73 +227,155 @@ class BuildTask:
             connection=connection,
             plan=plan,
             instances={i.uuid: i for i in waiting},
+            stored={i.uuid: StoredSpec.from_json(i.request_spec) for i in waiting},
             images=catalog.images_by_id(connection, {i.image_id for i in waiting}),
             request_ids=request_ids,
             now=now,
         )
-        pending = [RequestSpec(i.uuid, i.project_id, Resources.of(i.flavor)) for i in waiting]
-        hosts: list[HostState] = []
+        pending = [i.uuid for i in waiting]
+        host_count = 0
         for _ in range(MAX_CLAIM_ROUNDS):
             hosts = placement.load_host_states(
                 connection, now=now, service_down_time=self._down_time
             )
-            pending = self._claim(batch, self._scheduler.place(pending, hosts), len(hosts))
+            host_count = len(hosts)
+            specs = self._specs(batch, pending)
+            pending = self._claim(batch, self._scheduler.place(specs, hosts))
             if not pending:
                 break
-        for spec in pending:  # still losing races after every round: give up honestly
-            self._fail(plan, spec.instance_uuid, {}, len(hosts))
-        instance_repo.mark_placed(
-            connection,
-            [
-                instance_repo.Placement(b.uuid, hb.host.host, hb.host.hypervisor_hostname)
-                for hb in plan.by_host.values()
-                for b in hb.builds
-            ],
-            now,
-        )
+        for uuid in pending:  # still losing races after every round: give up honestly
+            self._fail(batch, uuid, {}, host_count)
+        self._enforce_min_count(batch)
+        instance_repo.mark_placed(connection, plan.placements, now)
         instance_repo.mark_error(connection, plan.failed, now)
+        self._record_actions(batch)
         return plan
 
-    def _claim(
-        self, batch: _Batch, decisions: Sequence[Decision], host_count: int
-    ) -> list[RequestSpec]:
-        """Claim each host's share; return the specs whose host was taken meanwhile."""
+    def _specs(self, batch: _Batch, uuids: Sequence[str]) -> list[RequestSpec]:
+        stored = [batch.stored[u] for u in uuids]
+        group_uuids = sorted({s.group for s in stored if s.group})
+        found = groups.get_groups(batch.connection, group_uuids, project_id=None)
+        policies = {u: g.policy for u, g in found.items()}
+        member_hosts = groups.member_hosts(batch.connection, list(policies))
+        hinted = sorted({u for s in stored for u in (*s.same_host, *s.different_host)})
+        hint_hosts = groups.instance_hosts(batch.connection, hinted)
+        return [
+            request_spec(
+                batch.instances[u],
+                batch.stored[u],
+                policies=policies,
+                member_hosts={g: dict(c) for g, c in member_hosts.items()},
+                hint_hosts=hint_hosts,
+            )
+            for u in uuids
+        ]
+
+    def _claim(self, batch: _Batch, decisions: Sequence[Decision]) -> list[str]:
+        """Claim each host's share; return the instances whose host was taken meanwhile."""
         per_host: dict[int, list[Decision]] = defaultdict(list)
         for decision in decisions:
             if decision.host is None:
                 uuid = decision.spec.instance_uuid
-                self._fail(batch.plan, uuid, decision.rejected_by, host_count)
+                self._fail(batch, uuid, decision.rejected_by, decision.host_count)
             else:
                 per_host[decision.host.node_id].append(decision)
-        lost: list[RequestSpec] = []
+        lost: list[str] = []
         for chosen in per_host.values():
             host = chosen[0].host
             assert host is not None
             requests = [(d.spec.instance_uuid, d.spec.resources) for d in chosen]
             if not placement.claim(batch.connection, host, requests, batch.now):
-                lost.extend(d.spec for d in chosen)
+                lost.extend(d.spec.instance_uuid for d in chosen)
                 continue
-            entry = batch.plan.by_host.setdefault(host.host, HostBuilds(host))
-            for d in chosen:
-                instance = batch.instances[d.spec.instance_uuid]
-                image = batch.images.get(instance.image_id)
-                if image is None:
-                    self._fail_missing_image(batch.plan, instance)
-                    continue
-                request_id = batch.request_ids.get(instance.uuid) or instance.request_id
-                entry.builds.append(BuildRequest(instance, image, request_id=request_id))
+            for decision in chosen:
+                self._accept(batch, host, decision)
         return lost
 
-    def _fail(self, plan: BatchPlan, uuid: str, rejected: dict[str, int], host_count: int) -> None:
-        message, details = no_valid_host_message(rejected, host_count)
-        plan.failed.append(instance_repo.FaultRecord(uuid, 500, message, details))
-
-    def _fail_missing_image(self, plan: BatchPlan, instance: Instance) -> None:
-        plan.failed.append(
-            instance_repo.FaultRecord(
-                instance.uuid, 400, f"image {instance.image_id} no longer exists"
+    def _accept(self, batch: _Batch, host: HostState, decision: Decision) -> None:
+        instance = batch.instances[decision.spec.instance_uuid]
+        image = batch.images.get(instance.image_id)
+        if image is None:
+            placement.free_allocations(batch.connection, [instance.uuid])
+            batch.plan.failed.append(
+                instance_repo.FaultRecord(
+                    instance.uuid, 400, f"image {instance.image_id} no longer exists"
+                )
+            )
+            return
+        stored = replace(
+            batch.stored[instance.uuid], alternates=tuple(h.host for h in decision.alternates)
+        )
+        batch.stored[instance.uuid] = stored
+        batch.plan.placements.append(
+            instance_repo.Placement(
+                instance.uuid, host.host, host.hypervisor_hostname, stored.to_json()
             )
         )
+        request_id = batch.request_ids.get(instance.uuid) or instance.request_id
+        entry = batch.plan.by_host.setdefault(host.host, HostBuilds(host))
+        entry.builds.append(
+            BuildRequest(
+                replace(instance, host=host.host, node=host.hypervisor_hostname),
+                image,
+                attempt=len(stored.tried_hosts) + 1,
+                request_id=request_id,
+            )
+        )
+
+    def _fail(self, batch: _Batch, uuid: str, rejected: dict[str, int], host_count: int) -> None:
+        message, details = no_valid_host_message(rejected, host_count)
+        batch.plan.failed.append(instance_repo.FaultRecord(uuid, 500, message, details))
+
+    def _enforce_min_count(self, batch: _Batch) -> None:
+        """A multi-create that could not place min_count instances builds none of them."""
+        by_reservation: dict[str, list[str]] = defaultdict(list)
+        for uuid, instance in batch.instances.items():
+            by_reservation[instance.reservation_id].append(uuid)
+        placed = {p.uuid for p in batch.plan.placements}
+        for reservation, uuids in by_reservation.items():
+            wanted = batch.stored[uuids[0]].min_count
+            fitted = sum(1 for u in uuids if u in placed)
+            if wanted <= 1 or fitted >= wanted:
+                continue
+            placement.free_allocations(batch.connection, [u for u in uuids if u in placed])
+            doomed = set(uuids)
+            plan = batch.plan
+            plan.placements = [p for p in plan.placements if p.uuid not in doomed]
+            for host_builds in plan.by_host.values():
+                host_builds.builds = [b for b in host_builds.builds if b.uuid not in doomed]
+            plan.failed = [f for f in plan.failed if f.uuid not in doomed]
+            message = (
+                f"{NO_VALID_HOST}: only {fitted} of the {wanted} servers required "
+                f"(min_count) fit, so none of reservation {reservation} is built"
+            )
+            plan.failed.extend(instance_repo.FaultRecord(u, 500, message) for u in uuids)
+
+    def _record_actions(self, batch: _Batch) -> None:
+        events = [
+            actions.EventRecord(p.uuid, actions.CREATE, actions.CONDUCTOR_SCHEDULE, None,
+                                actions.SUCCESS, f"host {p.host}")
+            for p in batch.plan.placements
+        ] + [
+            actions.EventRecord(f.uuid, actions.CREATE, actions.CONDUCTOR_SCHEDULE, None,
+                                actions.ERROR, f"{f.message} ({f.details})")
+            for f in batch.plan.failed
+        ]  # fmt: skip
+        actions.add_events(batch.connection, events, batch.now)
+        actions.add_events(
+            batch.connection,
+            [
+                actions.EventRecord(
+                    p.uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN, p.host, finish=False
+                )
+                for p in batch.plan.placements
+            ],
+            batch.now,
+        )
+        failed = [f.uuid for f in batch.plan.failed]
+        actions.finish_actions(batch.connection, failed, actions.CREATE, batch.now,
+                               message=NO_VALID_HOST)  # fmt: skip
+
+    # -- sending ------------------------------------------------------------------------
 
     async def _dispatch(self, host_builds: HostBuilds) -> None:
         host, builds = host_builds.host, host_builds.builds
@@ -248,8 +394,18 @@ class BuildTask:
             )
         except grpc.aio.AioRpcError as exc:
             reason = f"compute host {host.host} unreachable: {exc.code().name}"
-            log.warning("%s; failing %d builds", reason, len(builds))
-            await self.fail_builds([b.uuid for b in builds], reason, host=host.host)
+            log.warning("%s; rescheduling %d builds", reason, len(builds))
+            if self.report_failures is None:
+                await self.fail_builds([b.uuid for b in builds], reason, host=host.host)
+                return
+            now = utcnow()
+            await self.report_failures(
+                [
+                    InstanceEvent(b.uuid, host.host, InstanceEventKind.RESCHEDULE, now,
+                                  reason=reason, request_id=b.request_id)
+                    for b in builds
+                ]
+            )  # fmt: skip
 
     async def fail_builds(self, uuids: Sequence[str], reason: str, *, host: str | None) -> None:
         """Free the claims and put the instances in ERROR with the reason as their fault."""
@@ -262,6 +418,7 @@ class BuildTask:
                 [instance_repo.FaultRecord(u, 500, reason, host=host) for u in uuids],
                 now,
             )
+            actions.finish_actions(connection, uuids, actions.CREATE, now, message=reason)
 
         await self._db.write(work)
 

@@ -3,36 +3,48 @@
 Every change is guarded by the state it expects, so a late or repeated report is harmless:
 an ACTIVE report for an instance no longer building changes nothing, a failure report from a
 host the instance is no longer on changes nothing, and nothing a build reports overrides a
-delete in progress.
+delete in progress. Failed builds go through rescheduling (conductor/reschedule.py); the
+builds it moves are sent to their new hosts after the commit.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Connection
 
 from services.common.batching import Batcher
+from services.common.db import actions, placement
 from services.common.db import instances as instance_repo
-from services.common.db import placement
 from services.common.db.engine import Database
-from services.common.domain import (
-    InstanceEvent,
-    InstanceEventKind,
-    TaskState,
-    VmState,
-    utcnow,
-)
+from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
+from services.conductor.build_task import HostBuilds
+from services.conductor.reschedule import handle_failed_builds
 
 log = logging.getLogger(__name__)
 
 Kind = InstanceEventKind
 
 
+@dataclass(frozen=True, slots=True)
+class EventPolicy:
+    max_attempts: int = 3
+    service_down_time: timedelta = timedelta(seconds=60)
+
+
 class InstanceEvents:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        dispatch: Callable[[Sequence[HostBuilds]], None],
+        policy: EventPolicy,
+    ) -> None:
         self._db = db
+        self._dispatch = dispatch
+        self._policy = policy
         self._batcher: Batcher[Sequence[InstanceEvent], int] = Batcher(
             self._apply_batch, max_batch=64, name="instance-events"
         )
@@ -52,14 +64,19 @@ class InstanceEvents:
         self, reports: Sequence[Sequence[InstanceEvent]]
     ) -> list[int | BaseException]:
         flat = [event for report in reports for event in report]
-        await self._db.write(lambda c: apply_events(c, flat))
+        moved = await self._db.write(lambda c: apply_events(c, flat, self._policy))
         self.applied += len(flat)
+        if moved:
+            self._dispatch(moved)
         return [len(report) for report in reports]
 
 
-def apply_events(connection: Connection, events: Sequence[InstanceEvent]) -> None:
+def apply_events(
+    connection: Connection, events: Sequence[InstanceEvent], policy: EventPolicy
+) -> list[HostBuilds]:
     """Kinds are applied in the order a build produces them; each update is guarded by the
-    state it expects, so the order of kinds inside one batch cannot matter."""
+    state it expects, so the order of kinds inside one batch cannot matter. Returns the builds
+    moved to another host, to be sent after the commit."""
     now = utcnow()
     by_kind: dict[Kind, list[InstanceEvent]] = {k: [] for k in Kind}
     for event in events:
@@ -67,14 +84,18 @@ def apply_events(connection: Connection, events: Sequence[InstanceEvent]) -> Non
     instance_repo.set_task_state(
         connection, [e.instance_uuid for e in by_kind[Kind.SPAWNING]], TaskState.SPAWNING, now
     )
-    instance_repo.mark_active(
-        connection,
-        [(e.instance_uuid, e.host, e.occurred_at) for e in by_kind[Kind.ACTIVE]],
-        now,
-    )
+    _activate(connection, by_kind[Kind.ACTIVE])
+    moved: list[HostBuilds] = []
     failures = by_kind[Kind.RESCHEDULE] + by_kind[Kind.FAILED]
     if failures:
-        _fail_builds(connection, failures)
+        outcome = handle_failed_builds(
+            connection,
+            failures,
+            max_attempts=policy.max_attempts,
+            service_down_time=policy.service_down_time,
+            now=now,
+        )
+        moved = list(outcome.moved.values())
     instance_repo.set_power_states(
         connection, [(e.instance_uuid, e.power_state) for e in by_kind[Kind.POWER_STATE]], now
     )
@@ -84,37 +105,37 @@ def apply_events(connection: Connection, events: Sequence[InstanceEvent]) -> Non
     if deleted:
         placement.free_allocations(connection, deleted)
         instance_repo.mark_deleted(connection, deleted, now)
+        actions.finish_events(
+            connection,
+            [
+                actions.EventRecord(e.instance_uuid, actions.DELETE, actions.COMPUTE_TERMINATE,
+                                    e.host, actions.SUCCESS)
+                for e in by_kind[Kind.DELETED]
+            ],
+            now,
+        )  # fmt: skip
+        actions.finish_actions(connection, deleted, actions.DELETE, now)
+    return moved
 
 
-def _fail_builds(connection: Connection, failures: Sequence[InstanceEvent]) -> None:
-    """A failed build on its host: free the claim and record ERROR with the reason.
-    (Rescheduling to an alternate host arrives with the scheduler issue.)"""
-    current = {
-        i.uuid: i
-        for i in instance_repo.load_instances(connection, [e.instance_uuid for e in failures])
-    }
-    relevant = [
-        e
-        for e in failures
-        if (i := current.get(e.instance_uuid)) is not None
-        and i.vm_state is VmState.BUILDING
-        and i.task_state is not TaskState.DELETING
-        and i.host == e.host
-    ]
-    if not relevant:
+def _activate(connection: Connection, events: Sequence[InstanceEvent]) -> None:
+    if not events:
         return
-    placement.free_allocations(connection, [e.instance_uuid for e in relevant])
-    instance_repo.mark_error(
+    stamp = utcnow()
+    instance_repo.mark_active(
+        connection, [(e.instance_uuid, e.host, e.occurred_at) for e in events], stamp
+    )
+    placement.note_build_results(connection, failed_on=[], succeeded_on=[e.host for e in events])
+    actions.finish_events(
         connection,
         [
-            instance_repo.FaultRecord(
-                e.instance_uuid, 500, f"Build failed on {e.host}: {e.reason}", host=e.host
-            )
-            for e in relevant
+            actions.EventRecord(e.instance_uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
+                                e.host, actions.SUCCESS)
+            for e in events
         ],
-        utcnow(),
-    )
-    log.info("%d builds failed: %s", len(relevant), "; ".join(e.reason for e in relevant[:3]))
+        stamp,
+    )  # fmt: skip
+    actions.finish_actions(connection, [e.instance_uuid for e in events], actions.CREATE, stamp)
 
 
 def _mark_lost(connection: Connection, events: Sequence[InstanceEvent]) -> None:

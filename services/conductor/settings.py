@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import require, setting
+from services.conductor.scheduler.registry import (
+    DEFAULT_FILTERS,
+    DEFAULT_WEIGHTS,
+    build_filters,
+    parse_weights,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
 
@@ -19,6 +25,18 @@ class ConductorSettings:
     )
     service_down_time: float = setting(
         60.0, "Seconds without a heartbeat after which a compute node counts as down (Nova: 60)."
+    )
+    enabled_filters: tuple[str, ...] = setting(
+        DEFAULT_FILTERS, "Scheduler filters, in order (comma-separated names)."
+    )
+    weights: tuple[str, ...] = setting(
+        DEFAULT_WEIGHTS, "Scheduler weighers and multipliers: Name=multiplier, comma-separated."
+    )
+    host_subset_size: int = setting(
+        1, "Choose at random among this many best hosts (spreads concurrent requests)."
+    )
+    max_attempts: int = setting(
+        3, "Build attempts per instance: the chosen host plus max_attempts - 1 alternates."
     )
     schedule_batch_size: int = setting(
         500, "Most instances placed in one scheduling pass (one host-state load, one commit)."
@@ -38,4 +56,14 @@ class ConductorSettings:
         require(":" in self.listen, "listen", "must be host:port")
         require(self.service_down_time > 0, "service_down_time", "must be > 0")
         require(self.schedule_batch_size >= 1, "schedule_batch_size", "must be >= 1")
+        require(self.host_subset_size >= 1, "host_subset_size", "must be >= 1")
+        require(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+        try:
+            build_filters(self.enabled_filters)
+        except ValueError as exc:
+            require(False, "enabled_filters", str(exc))
+        try:
+            parse_weights(self.weights)
+        except ValueError as exc:
+            require(False, "weights", str(exc))
         require(self.build_rpc_timeout > 0, "build_rpc_timeout", "must be > 0")

@@ -141,7 +141,7 @@ async def test_delete_during_build_and_in_error(sqlite_url: str, tmp_path: Path)
         stack.on_exit(gated[0].gate.set)  # never leave a spawn parked at shutdown
         await wait_for_compute(sqlite_url)
         building = (await stack.servers.CreateServer(create("slow"), timeout=5)).server_ids[0]
-        await asyncio.to_thread(gated[0].waiting.wait, 10)
+        assert await asyncio.to_thread(gated[0].waiting.wait, 10), "the build never started"
         server = await stack.servers.GetServer(servers_pb2.GetServerRequest(id=building), timeout=5)
         assert server.status == servers_pb2.BUILD and server.task_state == "spawning"
         await stack.servers.DeleteServer(servers_pb2.DeleteServerRequest(id=building), timeout=5)

@@ -73,10 +73,19 @@ async def test_start_up_recovery_restores_reaps_and_hands_back() -> None:
             live("being-deleted", VmState.ACTIVE, TaskState.DELETING),
         ]
     )
-    report = await HostSync(compute, inventory, interval=60).recover()
+    sync = HostSync(compute, inventory, interval=60)
+    report = await sync.recover()
+    assert report.suspects == ["half-built"] and report.rescheduled == []
+    # a build placed here after the snapshot arrives in the grace period: not handed back
+    in_flight = build(9)
+    inventory.instances.append(
+        live(in_flight.uuid, VmState.BUILDING, TaskState.SCHEDULING, PowerState.NOSTATE)
+    )
+    compute.accept([in_flight])
+    assert await sync.hand_back(["half-built", in_flight.uuid]) == ["half-built"]
     await compute.wait_idle(5)
 
-    assert report.restored == 3 and len(compute.tracker) == 3
+    assert report.restored == 3 and len(compute.tracker) == 4  # 3 restored + the new build
     assert compute.phases["running"] is Phase.ACTIVE
     assert report.lost == ["vanished"]
     assert report.rescheduled == ["half-built"]
@@ -86,6 +95,7 @@ async def test_start_up_recovery_restores_reaps_and_hands_back() -> None:
     assert {"half-built", "orphan", "being-deleted"} <= set(driver.destroyed)
     assert sink.kinds("vanished") == [InstanceEventKind.LOST]
     assert sink.kinds("half-built") == [InstanceEventKind.RESCHEDULE]
+    assert sink.kinds(in_flight.uuid)[-1] is InstanceEventKind.ACTIVE
     assert sink.kinds("being-deleted") == [InstanceEventKind.DELETED]
     power = [e for e in sink.events if e.instance_uuid == "stopped-behind-our-back"]
     assert [(e.kind, e.power_state) for e in power] == [

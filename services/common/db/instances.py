@@ -6,9 +6,10 @@ change, whatever the number of instances.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, bindparam, func, or_, select, update
 
@@ -52,6 +53,8 @@ def instance_from_row(m: RowMapping, fault: Fault | None = None) -> Instance:
         launched_at=m["launched_at"],
         fault=fault,
         request_id=m["request_id"],
+        availability_zone=m["availability_zone"],
+        request_spec=m["request_spec"],
     )
 
 
@@ -80,6 +83,8 @@ def insert_instances(connection: Connection, instances: Sequence[Instance]) -> N
                 "node": i.node,
                 "server_metadata": i.metadata,
                 "request_id": i.request_id,
+                "availability_zone": i.availability_zone,
+                "request_spec": dict(i.request_spec) if i.request_spec is not None else None,
                 "created_at": i.created_at,
                 "updated_at": None,
                 "launched_at": None,
@@ -162,6 +167,7 @@ class Placement:
     uuid: str
     host: str
     node: str
+    request_spec: Mapping[str, Any] | None = None
 
 
 def mark_placed(connection: Connection, placements: Sequence[Placement], now: datetime) -> int:
@@ -180,15 +186,42 @@ def mark_placed(connection: Connection, placements: Sequence[Placement], now: da
         .values(
             host=bindparam("b_host"),
             node=bindparam("b_node"),
+            request_spec=bindparam("b_spec"),
             task_state=None,
             updated_at=bindparam("b_now"),
         )
     )
     result = connection.execute(
         statement,
-        [{"b_uuid": p.uuid, "b_host": p.host, "b_node": p.node, "b_now": now} for p in placements],
+        [
+            {
+                "b_uuid": p.uuid,
+                "b_host": p.host,
+                "b_node": p.node,
+                "b_spec": dict(p.request_spec) if p.request_spec is not None else None,
+                "b_now": now,
+            }
+            for p in placements
+        ],
     )
     return result.rowcount
+
+
+def move_build(
+    connection: Connection,
+    uuid: str,
+    *,
+    host: str,
+    node: str,
+    spec: Mapping[str, Any],
+    now: datetime,
+) -> None:
+    """A rescheduled build: same instance, next host (still building)."""
+    connection.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.uuid == uuid, INSTANCES.c.vm_state == VmState.BUILDING.value)
+        .values(host=host, node=node, request_spec=dict(spec), task_state=None, updated_at=now)
+    )
 
 
 def set_task_state(

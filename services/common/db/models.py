@@ -102,6 +102,8 @@ class ComputeNodeRow(Base):
     disabled_reason: Mapped[str | None] = mapped_column(String(255))
     # Bumped by every claim: ``UPDATE ... WHERE generation = :seen`` detects a lost race.
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    # Builds that failed here since the last success (the BuildFailureWeigher's input).
+    failed_builds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_heartbeat_at: Mapped[datetime]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime | None]
@@ -134,6 +136,10 @@ class InstanceRow(Base):
     node: Mapped[str | None] = mapped_column(String(255))
     server_metadata: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     request_id: Mapped[str] = mapped_column(String(64), default="")
+    availability_zone: Mapped[str | None] = mapped_column(String(255))
+    # What the scheduler needs to place (and re-place) the instance: hints, image properties,
+    # zone, forced host, min_count, the alternates chosen and the hosts already tried.
+    request_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime | None]
     launched_at: Mapped[datetime | None]
@@ -197,4 +203,60 @@ class ApiTokenRow(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class ServerGroupRow(Base):
+    __tablename__ = "server_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    policy: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+
+class ServerGroupMemberRow(Base):
+    __tablename__ = "server_group_members"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    group_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at: Mapped[datetime]
+
+
+class InstanceActionRow(Base):
+    """One user-visible operation on an instance (create, delete, ...), as Nova's."""
+
+    __tablename__ = "instance_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(255))
+    start_time: Mapped[datetime]
+    finish_time: Mapped[datetime | None]
+    message: Mapped[str | None] = mapped_column(String(255))
+
+
+class InstanceActionEventRow(Base):
+    """A step of an action (conductor_schedule, compute_build_and_run) and its result."""
+
+    __tablename__ = "instance_action_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    action_id: Mapped[int] = mapped_column(
+        ForeignKey("instance_actions.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    start_time: Mapped[datetime]
+    finish_time: Mapped[datetime | None]
+    result: Mapped[str | None] = mapped_column(String(16))
+    details: Mapped[str] = mapped_column(Text, default="")
+
+
 API_TOKENS = _table(ApiTokenRow)
+SERVER_GROUPS = _table(ServerGroupRow)
+GROUP_MEMBERS = _table(ServerGroupMemberRow)
+ACTIONS = _table(InstanceActionRow)
+ACTION_EVENTS = _table(InstanceActionEventRow)

@@ -83,9 +83,14 @@ def upsert_compute_node(
 
 
 def load_host_states(
-    connection: Connection, *, now: datetime, service_down_time: timedelta
+    connection: Connection,
+    *,
+    now: datetime,
+    service_down_time: timedelta,
+    hosts: Sequence[str] | None = None,
 ) -> list[HostState]:
-    """Every node with its usage, in one query (the scheduler's per-batch bulk load)."""
+    """Every node (or those named) with its usage, in one query (the scheduler's per-batch
+    bulk load)."""
     usage = (
         select(
             ALLOCATIONS.c.compute_node_id,
@@ -104,6 +109,8 @@ def load_host_states(
         func.coalesce(usage.c.disk_gb, 0).label("used_disk_gb"),
         func.coalesce(usage.c.instances, 0).label("used_instances"),
     ).outerjoin(usage, usage.c.compute_node_id == NODES.c.id)
+    if hosts is not None:
+        query = query.where(NODES.c.host.in_(list(hosts)))
     oldest_alive = now - service_down_time
     states = []
     for row in connection.execute(query):
@@ -126,6 +133,7 @@ def load_host_states(
                 is_up=m["last_heartbeat_at"] >= oldest_alive,
                 availability_zone=m["availability_zone"],
                 instance_count=int(m["used_instances"]),
+                failed_builds=m["failed_builds"],
                 extra={"hypervisor_type": m["hypervisor_type"], "cpu_arch": m["cpu_arch"]},
             )
         )
@@ -199,3 +207,22 @@ def node_usage(connection: Connection, node_id: int) -> Resources:
         ).where(ALLOCATIONS.c.compute_node_id == node_id)
     ).one()
     return Resources(int(row[0]), int(row[1]), int(row[2])) if row else ZERO
+
+
+def note_build_results(
+    connection: Connection, *, failed_on: Sequence[str], succeeded_on: Sequence[str]
+) -> None:
+    """Count failed builds per host (the BuildFailureWeigher's input); a success resets the
+    count, as in Nova."""
+    for host in failed_on:
+        connection.execute(
+            update(NODES)
+            .where(NODES.c.host == host)
+            .values(failed_builds=NODES.c.failed_builds + 1)
+        )
+    if succeeded_on:
+        connection.execute(
+            update(NODES)
+            .where(NODES.c.host.in_(sorted(set(succeeded_on))), NODES.c.failed_builds > 0)
+            .values(failed_builds=0)
+        )

@@ -1,0 +1,206 @@
+"""Instance actions and their events: how a user learns what happened to a server and why
+(Nova's ``os-instance-actions``). Every write takes a list, for the batched callers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, bindparam, func, select, update
+
+from services.common.db.models import ACTION_EVENTS, ACTIONS
+
+CREATE = "create"
+DELETE = "delete"
+CONDUCTOR_SCHEDULE = "conductor_schedule"
+COMPUTE_BUILD_AND_RUN = "compute_build_and_run"
+COMPUTE_TERMINATE = "compute_terminate"
+SUCCESS = "Success"
+ERROR = "Error"
+DETAILS_MAX = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class NewAction:
+    instance_uuid: str
+    action: str
+    request_id: str
+    project_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event to add, or (``finish_only``) the open event of that name and host to close."""
+
+    instance_uuid: str
+    action: str
+    event: str
+    host: str | None
+    result: str | None = None
+    details: str = ""
+    finish: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEvent:
+    event: str
+    host: str | None
+    start_time: datetime
+    finish_time: datetime | None
+    result: str | None
+    details: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    instance_uuid: str
+    action: str
+    request_id: str
+    project_id: str
+    start_time: datetime
+    finish_time: datetime | None
+    message: str | None
+    events: tuple[ActionEvent, ...]
+
+
+def start_actions(connection: Connection, actions: Sequence[NewAction], now: datetime) -> None:
+    if actions:
+        connection.execute(
+            ACTIONS.insert(),
+            [
+                {
+                    "instance_uuid": a.instance_uuid,
+                    "action": a.action,
+                    "request_id": a.request_id,
+                    "project_id": a.project_id,
+                    "start_time": now,
+                    "finish_time": None,
+                    "message": None,
+                }
+                for a in actions
+            ],
+        )
+
+
+def _latest_action_ids(connection: Connection, uuids: Sequence[str], action: str) -> dict[str, int]:
+    rows = connection.execute(
+        select(ACTIONS.c.instance_uuid, func.max(ACTIONS.c.id))
+        .where(ACTIONS.c.instance_uuid.in_(list(uuids)), ACTIONS.c.action == action)
+        .group_by(ACTIONS.c.instance_uuid)
+    )
+    return {u: int(i) for u, i in rows}
+
+
+def add_events(connection: Connection, events: Sequence[EventRecord], now: datetime) -> None:
+    """Insert events (started now; finished now when ``finish``)."""
+    if not events:
+        return
+    ids: dict[tuple[str, str], int] = {}
+    for action in {e.action for e in events}:
+        uuids = [e.instance_uuid for e in events if e.action == action]
+        for uuid, action_id in _latest_action_ids(connection, uuids, action).items():
+            ids[(uuid, action)] = action_id
+    rows = [
+        {
+            "action_id": ids[(e.instance_uuid, e.action)],
+            "event": e.event,
+            "host": e.host,
+            "start_time": now,
+            "finish_time": now if e.finish else None,
+            "result": e.result if e.finish else None,
+            "details": e.details[:DETAILS_MAX],
+        }
+        for e in events
+        if (e.instance_uuid, e.action) in ids
+    ]
+    if rows:
+        connection.execute(ACTION_EVENTS.insert(), rows)
+
+
+def finish_events(connection: Connection, events: Sequence[EventRecord], now: datetime) -> None:
+    """Close the open event of each (instance, event, host) with its result."""
+    if not events:
+        return
+    ids: dict[tuple[str, str], int] = {}
+    for action in {e.action for e in events}:
+        uuids = [e.instance_uuid for e in events if e.action == action]
+        for uuid, action_id in _latest_action_ids(connection, uuids, action).items():
+            ids[(uuid, action)] = action_id
+    params = [
+        {
+            "b_action": ids[(e.instance_uuid, e.action)],
+            "b_event": e.event,
+            "b_host": e.host,
+            "b_result": e.result,
+            "b_details": e.details[:DETAILS_MAX],
+        }
+        for e in events
+        if (e.instance_uuid, e.action) in ids
+    ]
+    if params:
+        connection.execute(
+            update(ACTION_EVENTS)
+            .where(
+                and_(
+                    ACTION_EVENTS.c.action_id == bindparam("b_action"),
+                    ACTION_EVENTS.c.event == bindparam("b_event"),
+                    ACTION_EVENTS.c.host == bindparam("b_host"),
+                    ACTION_EVENTS.c.finish_time.is_(None),
+                )
+            )
+            .values(finish_time=now, result=bindparam("b_result"), details=bindparam("b_details")),
+            params,
+        )
+
+
+def finish_actions(
+    connection: Connection,
+    uuids: Sequence[str],
+    action: str,
+    now: datetime,
+    *,
+    message: str | None = None,
+) -> None:
+    if uuids:
+        connection.execute(
+            update(ACTIONS)
+            .where(
+                ACTIONS.c.instance_uuid.in_(list(uuids)),
+                ACTIONS.c.action == action,
+                ACTIONS.c.finish_time.is_(None),
+            )
+            .values(finish_time=now, message=message[:255] if message else None)
+        )
+
+
+def list_actions(connection: Connection, instance_uuid: str) -> list[Action]:
+    actions = [
+        r._mapping
+        for r in connection.execute(
+            select(ACTIONS).where(ACTIONS.c.instance_uuid == instance_uuid).order_by(ACTIONS.c.id)
+        )
+    ]
+    events = connection.execute(
+        select(ACTION_EVENTS)
+        .where(ACTION_EVENTS.c.action_id.in_([a["id"] for a in actions]))
+        .order_by(ACTION_EVENTS.c.id)
+    )
+    by_action: dict[int, list[ActionEvent]] = {}
+    for e in events:
+        by_action.setdefault(e.action_id, []).append(
+            ActionEvent(e.event, e.host, e.start_time, e.finish_time, e.result, e.details)
+        )
+    return [
+        Action(
+            a["instance_uuid"],
+            a["action"],
+            a["request_id"],
+            a["project_id"],
+            a["start_time"],
+            a["finish_time"],
+            a["message"],
+            tuple(by_action.get(a["id"], ())),
+        )
+        for a in actions
+    ]

@@ -1,0 +1,174 @@
+"""What happens after a build fails on its host (Nova's reschedule with alternates).
+
+The failed host's claim is freed and the host is remembered as tried. If the failure may be
+the host's fault (RESCHEDULE) and attempts remain, the instance moves to the next alternate
+chosen with it at scheduling time: a fresh look at that host, an atomic claim, and a new
+BuildAndRunInstance. A failure that no host would fix (FAILED), a forced host, spent
+attempts or spent alternates end in ERROR with a fault that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from services.common.builds import BuildRequest
+from services.common.db import actions, catalog, placement
+from services.common.db import instances as instance_repo
+from services.common.domain import (
+    Image,
+    Instance,
+    InstanceEvent,
+    InstanceEventKind,
+    Resources,
+    TaskState,
+    VmState,
+)
+from services.common.request_spec import StoredSpec
+from services.conductor.build_task import NO_VALID_HOST, HostBuilds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RescheduleOutcome:
+    moved: dict[str, HostBuilds] = field(default_factory=dict)
+    failed: list[instance_repo.FaultRecord] = field(default_factory=list)
+
+
+def _still_building_on(instance: Instance | None, host: str) -> bool:
+    return (
+        instance is not None
+        and instance.vm_state is VmState.BUILDING
+        and instance.task_state is not TaskState.DELETING
+        and instance.host == host
+    )
+
+
+def handle_failed_builds(
+    connection: Connection,
+    failures: Sequence[InstanceEvent],
+    *,
+    max_attempts: int,
+    service_down_time: timedelta,
+    now: datetime,
+) -> RescheduleOutcome:
+    outcome = RescheduleOutcome()
+    current = {
+        i.uuid: i
+        for i in instance_repo.load_instances(
+            connection, [e.instance_uuid for e in failures], for_update=True
+        )
+    }
+    relevant = [e for e in failures if _still_building_on(current.get(e.instance_uuid), e.host)]
+    if not relevant:
+        return outcome
+    placement.free_allocations(connection, [e.instance_uuid for e in relevant])
+    placement.note_build_results(connection, failed_on=[e.host for e in relevant], succeeded_on=[])
+    actions.finish_events(
+        connection,
+        [
+            actions.EventRecord(e.instance_uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
+                                e.host, actions.ERROR, e.reason)
+            for e in relevant
+        ],
+        now,
+    )  # fmt: skip
+    images = catalog.images_by_id(connection, {current[e.instance_uuid].image_id for e in relevant})
+    for event in relevant:
+        instance = current[event.instance_uuid]
+        stored = StoredSpec.from_json(instance.request_spec).with_attempt_on(event.host)
+        why = _no_retry_reason(event, stored, max_attempts)
+        if why is None:
+            moved = _move_to_alternate(
+                connection, instance, stored, image=images.get(instance.image_id),
+                service_down_time=service_down_time, now=now, request_id=event.request_id,
+            )  # fmt: skip
+            if moved is not None:
+                outcome.moved.setdefault(moved.host.host, HostBuilds(moved.host)).builds.extend(
+                    moved.builds
+                )
+                continue
+            why = (
+                f"{NO_VALID_HOST}: no alternate host could take the build after "
+                f"{len(stored.tried_hosts)} attempt(s)"
+            )
+        outcome.failed.append(
+            instance_repo.FaultRecord(
+                instance.uuid, 500, f"{why}; last error on {event.host}: {event.reason}",
+                details=f"tried hosts: {', '.join(stored.tried_hosts)}", host=event.host,
+            )
+        )  # fmt: skip
+    instance_repo.mark_error(connection, outcome.failed, now)
+    for fault in outcome.failed:
+        actions.finish_actions(connection, [fault.uuid], actions.CREATE, now, message=fault.message)
+    return outcome
+
+
+def _no_retry_reason(event: InstanceEvent, stored: StoredSpec, max_attempts: int) -> str | None:
+    if event.kind is InstanceEventKind.FAILED:
+        return "Build failed"
+    if stored.force_host:
+        return "Build failed on the forced host (no reschedule)"
+    if len(stored.tried_hosts) >= max_attempts:
+        return f"Exceeded maximum number of retries ({max_attempts} attempts)"
+    return None
+
+
+def _move_to_alternate(
+    connection: Connection,
+    instance: Instance,
+    stored: StoredSpec,
+    *,
+    image: Image | None,
+    service_down_time: timedelta,
+    now: datetime,
+    request_id: str,
+) -> HostBuilds | None:
+    """Claim the first alternate that still takes the instance; record the move."""
+    if image is None:
+        return None
+    resources = Resources.of(instance.flavor)
+    remaining = [h for h in stored.alternates if h not in stored.tried_hosts]
+    for position, name in enumerate(remaining):
+        found = placement.load_host_states(
+            connection, now=now, service_down_time=service_down_time, hosts=[name]
+        )
+        if not found:
+            continue
+        host = found[0]
+        if not (host.enabled and host.is_up and host.fits(resources)):
+            continue
+        if not placement.claim(connection, host, [(instance.uuid, resources)], now):
+            continue  # taken meanwhile: try the next one
+        spec = replace(stored, alternates=tuple(remaining[position + 1 :]))
+        instance_repo.move_build(
+            connection, instance.uuid, host=host.host, node=host.hypervisor_hostname,
+            spec=spec.to_json(), now=now,
+        )  # fmt: skip
+        actions.add_events(
+            connection,
+            [actions.EventRecord(instance.uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
+                                 host.host, finish=False,
+                                 details=f"attempt {len(spec.tried_hosts) + 1}")],
+            now,
+        )  # fmt: skip
+        log.info(
+            "rescheduling %s from %s to %s (attempt %d)",
+            instance.uuid,
+            stored.tried_hosts[-1],
+            host.host,
+            len(spec.tried_hosts) + 1,
+        )
+        build = BuildRequest(
+            replace(instance, host=host.host, node=host.hypervisor_hostname),
+            image,
+            attempt=len(spec.tried_hosts) + 1,
+            request_id=request_id or instance.request_id,
+        )
+        return HostBuilds(host, [build])
+    return None

@@ -1,0 +1,19 @@
+"""ServerGroupSoftAffinityWeigher: prefer hosts with more members of a soft-affinity group."""
+
+from __future__ import annotations
+
+from services.common.domain import HostState
+from services.common.request_spec import GroupPolicy
+from services.conductor.scheduler.request import RequestSpec
+
+
+class ServerGroupSoftAffinityWeigher:
+    name = "ServerGroupSoftAffinityWeigher"
+
+    def __init__(self, multiplier: float = 1.0) -> None:
+        self.multiplier = multiplier
+
+    def raw(self, host: HostState, spec: RequestSpec) -> float:
+        if spec.group_policy != GroupPolicy.SOFT_AFFINITY:
+            return 0.0
+        return float(spec.group_hosts.get(host.host, 0))
