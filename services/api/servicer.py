@@ -1,50 +1,38 @@
-"""The public Servers service: protobuf stops here; inside, plain dataclasses."""
+"""The public services: protobuf stops here; inside, plain dataclasses."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
 
 from services.api.auth import Authenticator
-from services.api.usecases import (
-    CreateServerCommand,
-    CreateServers,
-    DeleteServer,
-    RequestContext,
-    ServerQueries,
-)
+from services.api.context import RequestContext
+from services.api.convert import action_to_proto, group_to_proto, server_to_proto
+from services.api.create import CreateServerCommand, CreateServers
+from services.api.delete import DeleteServer
+from services.api.groups import ServerGroupUseCases
+from services.api.queries import ServerQueries
 from services.common.context import current_request_id, new_request_id
-from services.common.domain import Instance
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
-from services.common.rpc.convert import to_timestamp
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
-def server_to_proto(instance: Instance) -> servers_pb2.Server:
-    server = servers_pb2.Server(
-        id=instance.uuid,
-        name=instance.display_name,
-        status=instance.status.value,
-        vm_state=instance.vm_state.value,
-        task_state=instance.task_state.value if instance.task_state else "",
-        power_state=instance.power_state.name,
-        project_id=instance.project_id,
-        flavor_id=instance.flavor.id,
-        flavor_name=instance.flavor.name,
-        image_id=instance.image_id,
-        reservation_id=instance.reservation_id,
-        host=instance.host or "",
-        metadata=instance.metadata,
-        created_at=to_timestamp(instance.created_at),
-        updated_at=to_timestamp(instance.updated_at),
-        launched_at=to_timestamp(instance.launched_at),
-    )
-    if instance.fault is not None:
-        server.fault.code = instance.fault.code
-        server.fault.message = instance.fault.message
-        server.fault.created_at.FromDatetime(instance.fault.created_at)
-    return server
+class Identify:
+    """Turns a call's bearer token into a RequestContext (shared by the public servicers)."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+
+    async def __call__(self, context: Context) -> RequestContext:
+        identity = await self._auth.identify(context.invocation_metadata())
+        return RequestContext(
+            project_id=identity.project_id,
+            request_id=current_request_id() or new_request_id(),
+            is_admin=identity.is_admin,
+        )
 
 
 class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
@@ -53,24 +41,17 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         create: CreateServers,
         queries: ServerQueries,
         delete: DeleteServer,
-        authenticator: Authenticator,
+        identify: Identify,
     ) -> None:
         self._create = create
         self._queries = queries
         self._delete = delete
-        self._auth = authenticator
-
-    async def _context(self, context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
-        identity = await self._auth.identify(context.invocation_metadata())
-        return RequestContext(
-            project_id=identity.project_id,
-            request_id=current_request_id() or new_request_id(),
-            is_admin=identity.is_admin,
-        )
+        self._identify = identify
 
     async def CreateServer(
-        self, request: servers_pb2.CreateServerRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: servers_pb2.CreateServerRequest, context: Context
     ) -> servers_pb2.CreateServerResponse:
+        hints = request.scheduler_hints
         command = CreateServerCommand(
             name=request.name,
             flavor_ref=request.flavor_ref,
@@ -78,27 +59,75 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             min_count=request.min_count if request.HasField("min_count") else None,
             max_count=request.max_count if request.HasField("max_count") else None,
             metadata=dict(request.metadata),
+            availability_zone=request.availability_zone,
+            group=hints.group,
+            same_host=list(hints.same_host),
+            different_host=list(hints.different_host),
         )
-        result = await self._create(command, await self._context(context))
+        result = await self._create(command, await self._identify(context))
         return servers_pb2.CreateServerResponse(
             server_ids=result.server_ids, reservation_id=result.reservation_id
         )
 
     async def GetServer(
-        self, request: servers_pb2.GetServerRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: servers_pb2.GetServerRequest, context: Context
     ) -> servers_pb2.Server:
-        return server_to_proto(await self._queries.get(request.id, await self._context(context)))
+        caller = await self._identify(context)
+        return server_to_proto(await self._queries.get(request.id, caller), admin=caller.is_admin)
 
     async def ListServers(
-        self, request: servers_pb2.ListServersRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: servers_pb2.ListServersRequest, context: Context
     ) -> servers_pb2.ListServersResponse:
-        found = await self._queries.list(
-            await self._context(context), reservation_id=request.reservation_id
+        caller = await self._identify(context)
+        found = await self._queries.list_servers(caller, reservation_id=request.reservation_id)
+        return servers_pb2.ListServersResponse(
+            servers=[server_to_proto(i, admin=caller.is_admin) for i in found]
         )
-        return servers_pb2.ListServersResponse(servers=[server_to_proto(i) for i in found])
 
     async def DeleteServer(
-        self, request: servers_pb2.DeleteServerRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: servers_pb2.DeleteServerRequest, context: Context
     ) -> empty_pb2.Empty:
-        await self._delete(request.id, await self._context(context))
+        await self._delete(request.id, await self._identify(context))
+        return empty_pb2.Empty()
+
+    async def ListServerActions(
+        self, request: servers_pb2.ListServerActionsRequest, context: Context
+    ) -> servers_pb2.ListServerActionsResponse:
+        caller = await self._identify(context)
+        found = await self._queries.actions(request.server_id, caller)
+        return servers_pb2.ListServerActionsResponse(
+            actions=[action_to_proto(a, admin=caller.is_admin) for a in found]
+        )
+
+
+class ServerGroupsServicer(servers_pb2_grpc.ServerGroupsServicer):  # type: ignore[misc]
+    def __init__(self, groups: ServerGroupUseCases, identify: Identify) -> None:
+        self._groups = groups
+        self._identify = identify
+
+    async def CreateServerGroup(
+        self, request: servers_pb2.CreateServerGroupRequest, context: Context
+    ) -> servers_pb2.ServerGroup:
+        caller = await self._identify(context)
+        return group_to_proto(await self._groups.create(request.name, request.policy, caller))
+
+    async def GetServerGroup(
+        self, request: servers_pb2.GetServerGroupRequest, context: Context
+    ) -> servers_pb2.ServerGroup:
+        caller = await self._identify(context)
+        return group_to_proto(await self._groups.get(request.id, caller))
+
+    async def ListServerGroups(
+        self, request: servers_pb2.ListServerGroupsRequest, context: Context
+    ) -> servers_pb2.ListServerGroupsResponse:
+        caller = await self._identify(context)
+        found = await self._groups.list_groups(caller)
+        return servers_pb2.ListServerGroupsResponse(
+            server_groups=[group_to_proto(g) for g in found]
+        )
+
+    async def DeleteServerGroup(
+        self, request: servers_pb2.DeleteServerGroupRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._groups.delete(request.id, await self._identify(context))
         return empty_pb2.Empty()

@@ -6,6 +6,7 @@ import unicodedata
 from collections.abc import Mapping
 
 from services.common.errors import InvalidArgument
+from services.common.request_spec import parse_availability_zone
 
 NAME_MAX = 255
 REF_MAX = 255
@@ -76,3 +77,22 @@ def check_uuid_ref(field: str, value: str) -> str:
     if len(value) > 64 or _has_control_chars(value):
         raise InvalidArgument(field, "is not a server id")
     return value
+
+
+MAX_HINT_SERVERS = 64
+
+
+def check_availability_zone(value: str) -> tuple[str | None, str | None, str | None]:
+    """Nova's ``zone[:host[:node]]``; the host part is checked for admin rights elsewhere."""
+    if len(value) > 255 or _has_control_chars(value):
+        raise InvalidArgument("availability_zone", "must be at most 255 printable characters")
+    try:
+        return parse_availability_zone(value)
+    except ValueError as exc:
+        raise InvalidArgument("availability_zone", str(exc)) from exc
+
+
+def check_server_list(field: str, values: list[str]) -> tuple[str, ...]:
+    if len(values) > MAX_HINT_SERVERS:
+        raise InvalidArgument(field, f"at most {MAX_HINT_SERVERS} servers")
+    return tuple(check_uuid_ref(field, v) for v in values)

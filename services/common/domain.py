@@ -91,6 +91,7 @@ class Fault:
     code: int
     message: str
     created_at: datetime
+    details: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,7 @@ class InstanceLocks:
 
 def instance_name(template: str, instance_id: int, uuid: str) -> str:
     """The libvirt name: from the template, never from the user's display name."""
-    if "%(uuid)s" in template:
+    if "%(uuid)" in template:
         return template % {"uuid": uuid}
     return template % instance_id
 

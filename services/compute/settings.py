@@ -85,7 +85,7 @@ class ComputeSettings:
         except ValueError as exc:
             require(False, "network_interface", str(exc))
         try:
-            if "%(uuid)s" in self.instance_name_template:
+            if "%(uuid)" in self.instance_name_template:
                 self.instance_name_template % {"uuid": "x"}
             else:
                 self.instance_name_template % 1

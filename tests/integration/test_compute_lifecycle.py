@@ -142,7 +142,13 @@ async def test_delete_during_build_and_in_error(sqlite_url: str, tmp_path: Path)
         await wait_for_compute(sqlite_url)
         building = (await stack.servers.CreateServer(create("slow"), timeout=5)).server_ids[0]
         assert await asyncio.to_thread(gated[0].waiting.wait, 10), "the build never started"
-        server = await stack.servers.GetServer(servers_pb2.GetServerRequest(id=building), timeout=5)
+        for _ in range(500):  # the spawning report lands a moment after the spawn starts
+            server = await stack.servers.GetServer(
+                servers_pb2.GetServerRequest(id=building), timeout=5
+            )
+            if server.task_state == "spawning":
+                break
+            await asyncio.sleep(0.01)
         assert server.status == servers_pb2.BUILD and server.task_state == "spawning"
         await stack.servers.DeleteServer(servers_pb2.DeleteServerRequest(id=building), timeout=5)
         gated[0].gate.set()  # the build finishes; the queued terminate then removes it

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,7 +65,7 @@ class Stack:
     ) -> servers_pb2.Server:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            server = await self.servers.GetServer(
+            server = await self.admin.GetServer(
                 servers_pb2.GetServerRequest(id=server_id), timeout=5
             )
             if server.status == wanted:
@@ -75,11 +75,11 @@ class Stack:
             await asyncio.sleep(0.02)
 
     async def wait_settled(self, ids: list[str], timeout: float = 20) -> list[servers_pb2.Server]:
-        """Poll until none of ``ids`` is in BUILD; returns them in order."""
+        """Poll (as an admin, who sees every project) until none of ``ids`` is in BUILD."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             found = [
-                await self.servers.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5)
+                await self.admin.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5)
                 for i in ids
             ]
             if all(s.status != servers_pb2.BUILD for s in found):
@@ -98,9 +98,11 @@ async def running_stack(
     compute: ComputeSettings | None = None,
     wrap_driver: Callable[[LibvirtDriver], VirtDriver] | None = None,
     name_template: str = "%(uuid)s",
+    per_compute: Sequence[Mapping[str, Any]] = (),
+    conductor: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
-    conductor = await start_conductor(
-        ConductorSettings(listen="127.0.0.1:0", database_url=database_url)
+    conductor_service = await start_conductor(
+        ConductorSettings(listen="127.0.0.1:0", database_url=database_url, **(conductor or {}))
     )
     base = compute or ComputeSettings()
     compute_services = []
@@ -109,24 +111,26 @@ async def running_stack(
             base,
             listen="127.0.0.1:0",
             host=f"{tmp_path.name}-compute{i}",
-            conductor_addresses=(conductor.address,),
+            conductor_addresses=(conductor_service.address,),
             instances_path=str(tmp_path / f"instances{i}"),
             # test:///default is one hypervisor per process, shared by every test here:
             # name domains by uuid so that ids from different databases never clash.
             instance_name_template=name_template,
         )
+        if i < len(per_compute):
+            settings = replace(settings, **per_compute[i])
         compute_services.append(await start_compute(settings, wrap_driver=wrap_driver))
     api = await start_api(
         ApiSettings(
             listen="127.0.0.1:0",
             database_url=database_url,
-            conductor_addresses=(conductor.address,),
+            conductor_addresses=(conductor_service.address,),
         )
     )
     channel = grpc.aio.insecure_channel(api.address)
     _, token = issue_token(database_url, "demo")
     _, admin_token = issue_token(database_url, "ops", admin=True)
-    stack = Stack(api, conductor, compute_services, channel, token, admin_token)
+    stack = Stack(api, conductor_service, compute_services, channel, token, admin_token)
     try:
         yield stack
     finally:
@@ -136,4 +140,4 @@ async def running_stack(
         await api.stop()
         for service in compute_services:
             await service.stop()
-        await conductor.stop()
+        await conductor_service.stop()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from services.api import validation
-from services.api.usecases import display_names, new_reservation_id
+from services.api.create import display_names, new_reservation_id
 from services.common.errors import InvalidArgument
 
 

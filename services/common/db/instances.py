@@ -107,7 +107,9 @@ def _latest_faults(connection: Connection, uuids: Iterable[str]) -> dict[str, Fa
     )
     rows = connection.execute(select(FAULTS).join(newest, FAULTS.c.id == newest.c.id))
     return {
-        r.instance_uuid: Fault(code=r.code, message=r.message, created_at=r.created_at)
+        r.instance_uuid: Fault(
+            code=r.code, message=r.message, created_at=r.created_at, details=r.details
+        )
         for r in rows
     }
 

@@ -1,4 +1,4 @@
-"""The api's use cases: create (validate, record, cast), get and list servers.
+"""CreateServer: validate, resolve, record durably, cast.
 
 Creates are group-committed: concurrent CreateServer calls share one transaction (natural
 batching), and the casts to the conductor are sent by the batch after its commit, so a client
@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-import grpc
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from services.api import validation
+from services.api.context import RequestContext
 from services.common.batching import Batcher
-from services.common.db import catalog
+from services.common.db import actions, catalog, groups
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
+from services.common.db.models import INSTANCES, NODES
 from services.common.domain import (
     Flavor,
     Image,
@@ -33,18 +34,12 @@ from services.common.domain import (
     VmState,
     utcnow,
 )
-from services.common.errors import DomainError, InvalidArgument, NotFound
+from services.common.errors import DomainError, InvalidArgument, NotFound, PermissionDenied
+from services.common.request_spec import StoredSpec
 
 log = logging.getLogger(__name__)
 
 _RESERVATION_ALPHABET = string.ascii_lowercase + string.digits
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    project_id: str
-    request_id: str
-    is_admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +50,16 @@ class CreateServerCommand:
     min_count: int | None = None
     max_count: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    availability_zone: str = ""
+    group: str = ""
+    same_host: Sequence[str] = ()
+    different_host: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class CreateServerResult:
     server_ids: list[str]
     reservation_id: str
-
-
-class Deleter(Protocol):
-    """The conductor's DeleteInstances."""
-
-    async def delete_instances(self, uuids: Sequence[str], *, request_id: str = "") -> int: ...
 
 
 class BuildCaster(Protocol):
@@ -85,6 +78,12 @@ class _ValidCreate:
     min_count: int
     max_count: int
     metadata: dict[str, str]
+    zone: str | None
+    force_host: str | None
+    force_node: str | None
+    group: str | None
+    same_host: tuple[str, ...]
+    different_host: tuple[str, ...]
     context: RequestContext
 
 
@@ -95,6 +94,35 @@ def new_reservation_id() -> str:
 def display_names(name: str, count: int) -> list[str]:
     """Nova's multi_instance_display_name_template: ``name-1``, ``name-2``, ... for count > 1."""
     return [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+
+
+def validate(command: CreateServerCommand, context: RequestContext) -> _ValidCreate:
+    """Everything that needs no database: each rejection names its field."""
+    min_count, max_count = validation.check_counts(command.min_count, command.max_count)
+    zone, force_host, force_node = validation.check_availability_zone(command.availability_zone)
+    if force_host and not context.is_admin:
+        raise PermissionDenied("availability_zone: forcing a host (zone:host) is admin-only")
+    return _ValidCreate(
+        name=validation.check_name("name", command.name),
+        flavor_ref=validation.check_ref("flavor_ref", command.flavor_ref),
+        image_ref=validation.check_ref("image_ref", command.image_ref),
+        min_count=min_count,
+        max_count=max_count,
+        metadata=validation.check_metadata(command.metadata),
+        zone=zone,
+        force_host=force_host,
+        force_node=force_node,
+        group=validation.check_uuid_ref("scheduler_hints.group", command.group)
+        if command.group
+        else None,
+        same_host=validation.check_server_list(
+            "scheduler_hints.same_host", list(command.same_host)
+        ),
+        different_host=validation.check_server_list(
+            "scheduler_hints.different_host", list(command.different_host)
+        ),
+        context=context,
+    )
 
 
 class CreateServers:
@@ -114,17 +142,7 @@ class CreateServers:
     async def __call__(
         self, command: CreateServerCommand, context: RequestContext
     ) -> CreateServerResult:
-        min_count, max_count = validation.check_counts(command.min_count, command.max_count)
-        valid = _ValidCreate(
-            name=validation.check_name("name", command.name),
-            flavor_ref=validation.check_ref("flavor_ref", command.flavor_ref),
-            image_ref=validation.check_ref("image_ref", command.image_ref),
-            min_count=min_count,
-            max_count=max_count,
-            metadata=validation.check_metadata(command.metadata),
-            context=context,
-        )
-        return await self._batcher.submit(valid)
+        return await self._batcher.submit(validate(command, context))
 
     async def _record_batch(
         self, creates: Sequence[_ValidCreate]
@@ -145,34 +163,46 @@ class CreateServers:
     ]:
         """Resolve references and insert every accepted create in this one transaction.
         A create that fails resolution writes nothing; the others are unaffected."""
-        lookup = _CatalogLookup(connection)
+        lookup = _Lookup(connection)
         results: list[CreateServerResult | BaseException] = []
         accepted: list[tuple[CreateServerResult, _ValidCreate]] = []
         rows: list[Instance] = []
+        members: list[tuple[str, list[str]]] = []
         now = utcnow()
         for create in creates:
             try:
                 flavor = lookup.flavor(create.flavor_ref)
                 image = lookup.image(create.image_ref)
+                lookup.check_placement(create)
             except DomainError as exc:
                 results.append(exc)
                 continue
             new = _new_instances(create, flavor, image, now)
             rows.extend(new)
+            if create.group:
+                members.append((create.group, [i.uuid for i in new]))
             result = CreateServerResult([i.uuid for i in new], new[0].reservation_id)
             results.append(result)
             accepted.append((result, create))
         instance_repo.insert_instances(connection, rows)
+        for group_uuid, uuids in members:
+            groups.add_members(connection, group_uuid, uuids, now)
+        actions.start_actions(
+            connection,
+            [actions.NewAction(i.uuid, actions.CREATE, i.request_id, i.project_id) for i in rows],
+            now,
+        )
         return results, accepted
 
 
-class _CatalogLookup:
-    """Flavor and image resolution for one batch: each reference is read once."""
+class _Lookup:
+    """References resolved for one batch: each flavor, image, zone list read once."""
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._flavors: dict[str, Flavor | None] = {}
         self._images: dict[str, Image | None] = {}
+        self._zones: set[str] | None = None
 
     def flavor(self, ref: str) -> Flavor:
         if ref not in self._flavors:
@@ -192,11 +222,59 @@ class _CatalogLookup:
             raise InvalidArgument("image_ref", f"image {found.name!r} is {found.status}")
         return found
 
+    def check_placement(self, create: _ValidCreate) -> None:
+        if create.zone is not None:
+            if self._zones is None:
+                rows = self._connection.execute(select(NODES.c.availability_zone).distinct())
+                self._zones = {z for (z,) in rows}
+            if create.zone not in self._zones:
+                raise InvalidArgument(
+                    "availability_zone", f"zone {create.zone!r} has no compute hosts"
+                )
+        if create.force_host is not None:
+            found = self._connection.execute(
+                select(NODES.c.host).where(NODES.c.host == create.force_host)
+            ).first()
+            if found is None:
+                raise NotFound("compute host", create.force_host, field="availability_zone")
+        scope = create.context.scope
+        if create.group is not None and not groups.get_groups(
+            self._connection, [create.group], project_id=scope
+        ):
+            raise NotFound("server group", create.group, field="scheduler_hints.group")
+        for hint, servers in (("same_host", create.same_host),
+                              ("different_host", create.different_host)):  # fmt: skip
+            self._check_servers(f"scheduler_hints.{hint}", servers, scope)
+
+    def _check_servers(self, field_name: str, uuids: Sequence[str], scope: str | None) -> None:
+        if not uuids:
+            return
+        query = select(INSTANCES.c.uuid).where(
+            INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state != VmState.DELETED.value
+        )
+        if scope is not None:
+            query = query.where(INSTANCES.c.project_id == scope)
+        found = {u for (u,) in self._connection.execute(query)}
+        missing = [u for u in uuids if u not in found]
+        if missing:
+            raise NotFound("server", missing[0], field=field_name)
+
 
 def _new_instances(
     create: _ValidCreate, flavor: Flavor, image: Image, now: datetime
 ) -> list[Instance]:
     reservation_id = new_reservation_id()
+    spec = StoredSpec(
+        availability_zone=create.zone,
+        force_host=create.force_host,
+        force_node=create.force_node,
+        group=create.group,
+        same_host=create.same_host,
+        different_host=create.different_host,
+        image_properties=dict(image.properties),
+        min_count=create.min_count,
+        num_instances=create.max_count,
+    ).to_json()
     return [
         Instance(
             uuid=str(uuid.uuid4()),
@@ -214,56 +292,8 @@ def _new_instances(
             metadata=create.metadata,
             created_at=now,
             request_id=create.context.request_id,
+            availability_zone=create.zone,
+            request_spec=spec,
         )
         for name in display_names(create.name, create.max_count)
     ]
-
-
-class ServerQueries:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def get(self, server_id: str, context: RequestContext) -> Instance:
-        server_id = validation.check_uuid_ref("id", server_id)
-        project = None if context.is_admin else context.project_id
-        found = await self._db.read(
-            lambda c: instance_repo.get_instance(c, server_id, project_id=project)
-        )
-        if found is None:
-            raise NotFound("server", server_id, field="id")
-        return found
-
-    async def list(self, context: RequestContext, *, reservation_id: str = "") -> list[Instance]:
-        project = None if context.is_admin else context.project_id
-        return await self._db.read(
-            lambda c: instance_repo.list_instances(
-                c, project_id=project, reservation_id=reservation_id or None
-            )
-        )
-
-
-class DeleteServer:
-    """Records the intent (task_state ``deleting``) durably, then asks the conductor to finish.
-    A conductor that cannot be reached leaves the intent for its reconciler."""
-
-    def __init__(self, db: Database, conductor: Deleter) -> None:
-        self._db = db
-        self._conductor = conductor
-
-    async def __call__(self, server_id: str, context: RequestContext) -> None:
-        server_id = validation.check_uuid_ref("id", server_id)
-        project = None if context.is_admin else context.project_id
-        now = utcnow()
-        found = await self._db.write(
-            lambda c: instance_repo.mark_deleting(c, server_id, project_id=project, now=now)
-        )
-        if found is None:
-            raise NotFound("server", server_id, field="id")
-        try:
-            await self._conductor.delete_instances([server_id], request_id=context.request_id)
-        except grpc.aio.AioRpcError as exc:
-            log.warning(
-                "conductor did not take the delete of %s (%s); the reconciler will finish it",
-                server_id,
-                exc.code().name,
-            )

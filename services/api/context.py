@@ -1,0 +1,17 @@
+"""Who is asking: the project and roles of the caller's token, and the request id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    project_id: str
+    request_id: str
+    is_admin: bool = False
+
+    @property
+    def scope(self) -> str | None:
+        """The project filter for reads and writes: None (all projects) for admins."""
+        return None if self.is_admin else self.project_id

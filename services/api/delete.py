@@ -1,0 +1,64 @@
+"""DeleteServer: record the intent durably, then let the conductor finish."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import grpc
+from sqlalchemy import Connection
+
+from services.api import validation
+from services.api.context import RequestContext
+from services.common.db import actions
+from services.common.db import instances as instance_repo
+from services.common.db.engine import Database
+from services.common.domain import Instance, utcnow
+from services.common.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+class Deleter(Protocol):
+    """The conductor's DeleteInstances."""
+
+    async def delete_instances(self, uuids: Sequence[str], *, request_id: str = "") -> int: ...
+
+
+class DeleteServer:
+    """Marks the server ``deleting`` and opens a delete action in one transaction, then asks
+    the conductor to finish. A conductor that cannot be reached leaves the intent for its
+    reconciler: the delete is never lost once this returns."""
+
+    def __init__(self, db: Database, conductor: Deleter) -> None:
+        self._db = db
+        self._conductor = conductor
+
+    async def __call__(self, server_id: str, context: RequestContext) -> None:
+        server_id = validation.check_uuid_ref("id", server_id)
+
+        def record(connection: Connection) -> Instance | None:
+            now = utcnow()
+            found = instance_repo.mark_deleting(
+                connection, server_id, project_id=context.scope, now=now
+            )
+            if found is not None:
+                actions.start_actions(
+                    connection,
+                    [actions.NewAction(server_id, actions.DELETE, context.request_id,
+                                       found.project_id)],
+                    now,
+                )  # fmt: skip
+            return found
+
+        if await self._db.write(record) is None:
+            raise NotFound("server", server_id, field="id")
+        try:
+            await self._conductor.delete_instances([server_id], request_id=context.request_id)
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "conductor did not take the delete of %s (%s); the reconciler will finish it",
+                server_id,
+                exc.code().name,
+            )

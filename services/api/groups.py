@@ -1,0 +1,42 @@
+"""Server groups: create, show, list, delete (Nova's os-server-groups)."""
+
+from __future__ import annotations
+
+from services.api import validation
+from services.api.context import RequestContext
+from services.common.db import groups
+from services.common.db.engine import Database
+from services.common.domain import utcnow
+from services.common.errors import InvalidArgument, NotFound
+from services.common.request_spec import GroupPolicy
+
+
+class ServerGroupUseCases:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, name: str, policy: str, context: RequestContext) -> groups.ServerGroup:
+        name = validation.check_name("name", name)
+        if policy not in GroupPolicy.ALL:
+            raise InvalidArgument("policy", f"must be one of {', '.join(GroupPolicy.ALL)}")
+        return await self._db.write(
+            lambda c: groups.create_group(
+                c, name=name, project_id=context.project_id, policy=policy, now=utcnow()
+            )
+        )
+
+    async def get(self, group_id: str, context: RequestContext) -> groups.ServerGroup:
+        group_id = validation.check_uuid_ref("id", group_id)
+        found = await self._db.read(
+            lambda c: groups.get_groups(c, [group_id], project_id=context.scope)
+        )
+        if group_id not in found:
+            raise NotFound("server group", group_id, field="id")
+        return found[group_id]
+
+    async def list_groups(self, context: RequestContext) -> list[groups.ServerGroup]:
+        return await self._db.read(lambda c: groups.list_groups(c, project_id=context.scope))
+
+    async def delete(self, group_id: str, context: RequestContext) -> None:
+        await self.get(group_id, context)
+        await self._db.write(lambda c: groups.delete_group(c, group_id))
