@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 # A claim lost to another conductor is retried against freshly loaded host states.
 MAX_CLAIM_ROUNDS = 5
+# A batch whose transaction fails (database away) is tried again; after that the instances
+# stay in `scheduling` for the reconciler.
+BATCH_ATTEMPTS = 3
 NO_VALID_HOST = "No valid host was found"
 
 
@@ -184,11 +187,15 @@ class BuildTask:
                 await self._wakeup.wait()
                 continue
             batch = self._next_batch()
-            try:
-                await self.schedule(batch)
-            except Exception:
-                # The instances stay in `scheduling` in the database; the reconciler re-drives.
-                log.exception("scheduling a batch of %d failed", len(batch))
+            for attempt in range(1, BATCH_ATTEMPTS + 1):
+                try:
+                    await self.schedule(batch)
+                    break
+                except Exception:
+                    # Nothing was committed: the instances are still `scheduling`.
+                    log.exception("scheduling a batch of %d failed (attempt %d of %d)",
+                                  len(batch), attempt, BATCH_ATTEMPTS)  # fmt: skip
+                    await asyncio.sleep(0.2 * attempt)
 
     async def schedule(self, batch: Sequence[tuple[str, str]]) -> BatchPlan:
         request_ids = dict(batch)
@@ -280,15 +287,19 @@ class BuildTask:
             else:
                 per_host[decision.host.node_id].append(decision)
         lost: list[str] = []
-        for chosen in per_host.values():
+        allocations: list[tuple[int, str, Resources]] = []
+        # Hosts in node-id order: two conductors claiming overlapping hosts lock the node rows
+        # in the same order, so PostgreSQL never has to break a deadlock between them.
+        for node_id, chosen in sorted(per_host.items()):
             host = chosen[0].host
             assert host is not None
-            requests = [(d.spec.instance_uuid, d.spec.resources) for d in chosen]
-            if not placement.claim(batch.connection, host, requests, batch.now):
+            if not placement.bump_generation(batch.connection, host):
                 lost.extend(d.spec.instance_uuid for d in chosen)
                 continue
             for decision in chosen:
+                allocations.append((node_id, decision.spec.instance_uuid, decision.spec.resources))
                 self._accept(batch, host, decision)
+        placement.insert_allocations(batch.connection, allocations, batch.now)
         return lost
 
     def _accept(self, batch: _Batch, host: HostState, decision: Decision) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,11 +98,20 @@ class Database:
             yield connection
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one write transaction on a database thread."""
+        """Run ``work`` in one write transaction on a database thread. A transaction that
+        PostgreSQL aborts to break a deadlock (or a serialisation failure) is run again from
+        the start, so ``work`` must build all its state inside (it does: plain functions)."""
 
         def run() -> T:
-            with self.begin() as connection:
-                return work(connection)
+            for attempt in range(1, DEADLOCK_RETRIES + 1):
+                try:
+                    with self.begin() as connection:
+                        return work(connection)
+                except DBAPIError as exc:
+                    if not _is_retryable(exc) or attempt == DEADLOCK_RETRIES:
+                        raise
+                    time.sleep(0.01 * attempt * (1 + random.random()))
+            raise AssertionError("unreachable")
 
         return await asyncio.get_running_loop().run_in_executor(self._write_pool, run)
 
@@ -125,11 +136,22 @@ class Database:
         self.reader.dispose()
 
 
+DEADLOCK_RETRIES = 5
+# deadlock_detected, serialization_failure
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
 @contextlib.contextmanager
 def _translate_errors() -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
+        if _is_retryable(exc):
+            raise
         raise Unavailable(f"database unavailable: {exc.orig}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:

@@ -140,6 +140,42 @@ def load_host_states(
     return states
 
 
+def bump_generation(connection: Connection, host: HostState) -> bool:
+    """The claim's guard: move the node to the next generation if it is still at the one this
+    host state was read at. False means another claim got there first; nothing was written.
+    (No savepoint needed: a losing UPDATE changes no row.)"""
+    bumped = connection.execute(
+        update(NODES)
+        .where(NODES.c.id == host.node_id, NODES.c.generation == host.generation)
+        .values(generation=host.generation + 1)
+    )
+    if bumped.rowcount != 1:
+        return False
+    host.generation += 1
+    return True
+
+
+def insert_allocations(
+    connection: Connection, rows: Sequence[tuple[int, str, Resources]], now: datetime
+) -> None:
+    """(compute node id, instance uuid, resources) rows, in one statement."""
+    if rows:
+        connection.execute(
+            ALLOCATIONS.insert(),
+            [
+                {
+                    "instance_uuid": uuid,
+                    "compute_node_id": node_id,
+                    "vcpus": r.vcpus,
+                    "memory_mb": r.memory_mb,
+                    "disk_gb": r.disk_gb,
+                    "created_at": now,
+                }
+                for node_id, uuid, r in rows
+            ],
+        )
+
+
 def claim(
     connection: Connection,
     host: HostState,
@@ -147,33 +183,12 @@ def claim(
     now: datetime,
 ) -> bool:
     """Allocate ``requests`` (instance uuid, resources) on ``host`` if its generation is still
-    the one we saw. Runs in a savepoint: a lost race leaves the outer transaction intact."""
+    the one we saw; False (and nothing written) when another claim won."""
     if not requests:
         return True
-    with connection.begin_nested() as savepoint:
-        bumped = connection.execute(
-            update(NODES)
-            .where(NODES.c.id == host.node_id, NODES.c.generation == host.generation)
-            .values(generation=host.generation + 1)
-        )
-        if bumped.rowcount != 1:
-            savepoint.rollback()
-            return False
-        connection.execute(
-            ALLOCATIONS.insert(),
-            [
-                {
-                    "instance_uuid": uuid,
-                    "compute_node_id": host.node_id,
-                    "vcpus": r.vcpus,
-                    "memory_mb": r.memory_mb,
-                    "disk_gb": r.disk_gb,
-                    "created_at": now,
-                }
-                for uuid, r in requests
-            ],
-        )
-    host.generation += 1
+    if not bump_generation(connection, host):
+        return False
+    insert_allocations(connection, [(host.node_id, u, r) for u, r in requests], now)
     return True
 
 
@@ -214,7 +229,7 @@ def note_build_results(
 ) -> None:
     """Count failed builds per host (the BuildFailureWeigher's input); a success resets the
     count, as in Nova."""
-    for host in failed_on:
+    for host in sorted(failed_on):  # a stable lock order, as the claims use
         connection.execute(
             update(NODES)
             .where(NODES.c.host == host)

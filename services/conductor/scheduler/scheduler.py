@@ -108,13 +108,20 @@ class Scheduler:
     def raw_scores(self, host: HostState, spec: RequestSpec) -> list[float]:
         return [w.raw(host, spec) for w in self._weighers]
 
-    def rank(self, candidates: npt.NDArray[np.intp], raw: FloatArray, want: int) -> list[int]:
+    def rank(
+        self,
+        candidates: npt.NDArray[np.intp],
+        raw: FloatArray,
+        want: int,
+        multipliers: FloatArray | None = None,
+    ) -> list[int]:
         """The ``want`` best candidates (positions into ``candidates``), best first."""
         if len(candidates) == 0:
             return []
         if raw.shape[0] == 0 or len(candidates) == 1:
             return list(range(min(want, len(candidates))))
-        total = normalised_total(raw, self._multipliers)
+        weights = self._multipliers if multipliers is None else multipliers
+        total = normalised_total(raw, weights)
         if want < len(total):
             top = np.argpartition(-total, want - 1)[:want]
         else:
@@ -123,9 +130,13 @@ class Scheduler:
         return sorted(top.tolist(), key=lambda p: (-total[p], candidates[p]))
 
     def choose(
-        self, hosts: Sequence[HostState], candidates: npt.NDArray[np.intp], raw: FloatArray
+        self,
+        hosts: Sequence[HostState],
+        candidates: npt.NDArray[np.intp],
+        raw: FloatArray,
+        multipliers: FloatArray | None = None,
     ) -> tuple[HostState, list[HostState]]:
-        order = self.rank(candidates, raw, self._subset + self._alternates)
+        order = self.rank(candidates, raw, self._subset + self._alternates, multipliers)
         pick = self._rng.randrange(min(self._subset, len(order)))
         chosen = order.pop(pick)
         alternates = [hosts[candidates[p]] for p in order[: self._alternates]]
@@ -184,9 +195,19 @@ class _Bucket:
         self._alive = np.zeros(len(hosts), dtype=bool)
         self._alive[kept] = True
         self._rejected: Counter[str] = Counter(rejected)
-        self._raw = np.zeros((len(scheduler._weighers), len(hosts)))
+        raw = np.zeros((len(scheduler._weighers), len(hosts)))
         for i in kept:
-            self._raw[:, i] = scheduler.raw_scores(hosts[i], spec)
+            raw[:, i] = scheduler.raw_scores(hosts[i], spec)
+        # Rows that are flat over the candidates and that no consumption can change weigh
+        # nothing for the whole batch (e.g. soft-group weighers for requests without a group):
+        # leave them out of every per-request normalisation.
+        self._rows = [
+            r
+            for r, weigher in enumerate(scheduler._weighers)
+            if weigher.uses_consumption or (kept and np.ptp(raw[r, kept]) > 0)
+        ]
+        self._raw = raw[self._rows]
+        self._multipliers = scheduler._multipliers[self._rows]
         self._seen = 0
 
     def _refresh(self, spec: RequestSpec, consumed: list[int]) -> None:
@@ -199,7 +220,8 @@ class _Bucket:
                 self._alive[i] = False
                 self._rejected[name] += 1
             else:
-                self._raw[:, i] = self._scheduler.raw_scores(self._hosts[i], spec)
+                scores = self._scheduler.raw_scores(self._hosts[i], spec)
+                self._raw[:, i] = [scores[r] for r in self._rows]
         self._seen = len(consumed)
 
     def place(self, spec: RequestSpec, consumed: list[int]) -> Decision:
@@ -209,5 +231,7 @@ class _Bucket:
             return Decision(
                 spec, None, rejected_by=dict(self._rejected), host_count=len(self._hosts)
             )
-        host, alternates = self._scheduler.choose(self._hosts, candidates, self._raw[:, candidates])
+        host, alternates = self._scheduler.choose(
+            self._hosts, candidates, self._raw[:, candidates], self._multipliers
+        )
         return Decision(spec, host, alternates, dict(self._rejected), len(self._hosts))

@@ -11,5 +11,8 @@ from services.conductor.scheduler.request import RequestSpec
 class HostWeigher(Protocol):
     name: str
     multiplier: float
+    # False when consuming resources on a host cannot change the raw score: a bucket whose
+    # candidates all score the same on such a weigher can leave it out (it weighs nothing).
+    uses_consumption: bool
 
     def raw(self, host: HostState, spec: RequestSpec) -> float: ...

@@ -10,6 +10,9 @@ from services.conductor.scheduler.request import RequestSpec
 class BuildFailureWeigher:
     name = "BuildFailureWeigher"
 
+    # Nothing a batch consumes changes the score (only the database or the group does).
+    uses_consumption = False
+
     def __init__(self, multiplier: float = 1_000_000.0) -> None:
         self.multiplier = multiplier
 

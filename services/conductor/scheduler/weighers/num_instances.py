@@ -10,6 +10,9 @@ from services.conductor.scheduler.request import RequestSpec
 class NumInstancesWeigher:
     name = "NumInstancesWeigher"
 
+    # Consumption within a batch changes the score.
+    uses_consumption = True
+
     def __init__(self, multiplier: float = 0.0) -> None:
         self.multiplier = multiplier
 

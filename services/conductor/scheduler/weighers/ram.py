@@ -9,6 +9,9 @@ from services.conductor.scheduler.request import RequestSpec
 class RAMWeigher:
     name = "RAMWeigher"
 
+    # Consumption within a batch changes the score.
+    uses_consumption = True
+
     def __init__(self, multiplier: float = 1.0) -> None:
         self.multiplier = multiplier
 

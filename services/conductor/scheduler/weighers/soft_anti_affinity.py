@@ -11,6 +11,9 @@ from services.conductor.scheduler.request import RequestSpec
 class ServerGroupSoftAntiAffinityWeigher:
     name = "ServerGroupSoftAntiAffinityWeigher"
 
+    # Nothing a batch consumes changes the score (only the database or the group does).
+    uses_consumption = False
+
     def __init__(self, multiplier: float = 1.0) -> None:
         self.multiplier = multiplier
 
