@@ -83,7 +83,8 @@ def run_e2e(
         api = launcher.start(
             "api", "services.api",
             ["--listen", "127.0.0.1:0", "--database-url", url, "--conductor-addresses",
-             conductor, "--log-level", "WARNING"], log=log,
+             conductor, "--log-level", "WARNING", "--quota-instances", "-1",
+             "--quota-cores", "-1", "--quota-ram", "-1"], log=log,
         )  # fmt: skip
         time.sleep(1.0)  # let every compute register its node
         channel = grpc.insecure_channel(api)

@@ -3,46 +3,100 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from pathlib import Path
 
+from services.api.account_servicers import (
+    ComputeServicesServicer,
+    KeypairsServicer,
+    QuotasServicer,
+)
 from services.api.auth import Authenticator
+from services.api.catalog import FlavorUseCases, ImageUseCases
+from services.api.catalog_servicer import FlavorsServicer, ImagesServicer
+from services.api.compute_services import ComputeServiceUseCases
 from services.api.create import CreateServers
 from services.api.delete import DeleteServer
 from services.api.groups import ServerGroupUseCases
+from services.api.groups_servicer import ServerGroupsServicer
+from services.api.keypairs import KeypairUseCases
 from services.api.queries import ServerQueries
-from services.api.servicer import Identify, ServerGroupsServicer, ServersServicer
+from services.api.quotas import QuotaUseCases
+from services.api.servicer import Identify, ServersServicer
 from services.api.settings import ApiSettings
 from services.common.app import RunningService
 from services.common.db.engine import Database
-from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.generated.novagrpc.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    compute_services_pb2,
+    compute_services_pb2_grpc,
+    keypairs_pb2,
+    keypairs_pb2_grpc,
+    quotas_pb2,
+    quotas_pb2_grpc,
+    server_groups_pb2,
+    server_groups_pb2_grpc,
+    servers_pb2,
+    servers_pb2_grpc,
+)
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import BuildCaster, ConductorClient
 from services.common.rpc.server import Registration, start_server
 
 log = logging.getLogger("services.api")
 
-SERVICE_NAME = servers_pb2.DESCRIPTOR.services_by_name["Servers"].full_name
-GROUPS_SERVICE_NAME = servers_pb2.DESCRIPTOR.services_by_name["ServerGroups"].full_name
+
+def _name(module: object, service: str) -> str:
+    return str(module.DESCRIPTOR.services_by_name[service].full_name)  # type: ignore[attr-defined]
+
+
+SERVICE_NAME = _name(servers_pb2, "Servers")
 
 
 async def start_api(settings: ApiSettings) -> RunningService:
     db = Database(settings.database_url)
     channels = ChannelPool()
     caster = BuildCaster(channels, settings.conductor_addresses)
-    create = CreateServers(db, caster)
+    create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
     identify = Identify(Authenticator(db, cache_seconds=settings.auth_cache_seconds))
-    servicer = ServersServicer(create, ServerQueries(db), DeleteServer(db, conductor), identify)
-    server = await start_server(
-        settings.listen,
-        [
-            Registration(servers_pb2_grpc.add_ServersServicer_to_server, servicer, SERVICE_NAME),
-            Registration(
-                servers_pb2_grpc.add_ServerGroupsServicer_to_server,
-                ServerGroupsServicer(ServerGroupUseCases(db), identify),
-                GROUPS_SERVICE_NAME,
-            ),
-        ],
-    )
+    servers = ServersServicer(create, ServerQueries(db), DeleteServer(db, conductor), identify)
+    down = timedelta(seconds=settings.service_down_time)
+    registrations = [
+        Registration(servers_pb2_grpc.add_ServersServicer_to_server, servers, SERVICE_NAME),
+        Registration(
+            server_groups_pb2_grpc.add_ServerGroupsServicer_to_server,
+            ServerGroupsServicer(ServerGroupUseCases(db), identify),
+            _name(server_groups_pb2, "ServerGroups"),
+        ),
+        Registration(
+            catalog_pb2_grpc.add_FlavorsServicer_to_server,
+            FlavorsServicer(FlavorUseCases(db), identify),
+            _name(catalog_pb2, "Flavors"),
+        ),
+        Registration(
+            catalog_pb2_grpc.add_ImagesServicer_to_server,
+            ImagesServicer(ImageUseCases(db, Path(settings.image_store_path)), identify),
+            _name(catalog_pb2, "Images"),
+        ),
+        Registration(
+            keypairs_pb2_grpc.add_KeypairsServicer_to_server,
+            KeypairsServicer(KeypairUseCases(db), identify),
+            _name(keypairs_pb2, "Keypairs"),
+        ),
+        Registration(
+            quotas_pb2_grpc.add_QuotasServicer_to_server,
+            QuotasServicer(QuotaUseCases(db, settings.default_quotas), identify),
+            _name(quotas_pb2, "Quotas"),
+        ),
+        Registration(
+            compute_services_pb2_grpc.add_ComputeServicesServicer_to_server,
+            ComputeServicesServicer(ComputeServiceUseCases(db, service_down_time=down), identify),
+            _name(compute_services_pb2, "ComputeServices"),
+        ),
+    ]
+    server = await start_server(settings.listen, registrations)
     caster.start()
     create.start()
 

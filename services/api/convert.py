@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from services.common.db import actions, groups
-from services.common.domain import Instance
-from services.common.generated.novagrpc.v1 import servers_pb2
+from services.api.quotas import QuotaView
+from services.common.db import actions, groups, keypairs, placement
+from services.common.domain import Flavor, Image, Instance
+from services.common.generated.novagrpc.v1 import (
+    catalog_pb2,
+    compute_services_pb2,
+    keypairs_pb2,
+    quotas_pb2,
+    server_groups_pb2,
+    servers_pb2,
+)
 from services.common.rpc.convert import to_timestamp
 
 
@@ -58,12 +66,85 @@ def action_to_proto(action: actions.Action, *, admin: bool) -> servers_pb2.Serve
     )
 
 
-def group_to_proto(group: groups.ServerGroup) -> servers_pb2.ServerGroup:
-    return servers_pb2.ServerGroup(
+def group_to_proto(group: groups.ServerGroup) -> server_groups_pb2.ServerGroup:
+    return server_groups_pb2.ServerGroup(
         id=group.uuid,
         name=group.name,
         policy=group.policy,
         project_id=group.project_id,
         members=list(group.members),
         created_at=to_timestamp(group.created_at),
+    )
+
+
+def flavor_to_proto(flavor: Flavor) -> catalog_pb2.Flavor:
+    return catalog_pb2.Flavor(
+        id=flavor.id,
+        name=flavor.name,
+        vcpus=flavor.vcpus,
+        ram=flavor.memory_mb,
+        disk=flavor.root_gb,
+        is_public=flavor.is_public,
+    )
+
+
+def image_to_proto(image: Image) -> catalog_pb2.Image:
+    # Where the files lie on the image store is the operators' business, not the users'.
+    visible = {k: v for k, v in image.properties.items() if not k.endswith("_location")}
+    return catalog_pb2.Image(
+        id=image.id,
+        name=image.name,
+        disk_format=image.disk_format,
+        container_format=image.container_format,
+        status=image.status,
+        size=image.size_bytes,
+        checksum=image.checksum,
+        properties=visible,
+        created_at=to_timestamp(image.created_at),
+        owner=image.owner or "",
+    )
+
+
+def keypair_to_proto(keypair: keypairs.Keypair) -> keypairs_pb2.Keypair:
+    return keypairs_pb2.Keypair(
+        name=keypair.name,
+        public_key=keypair.public_key,
+        fingerprint=keypair.fingerprint,
+        type=keypair.type,
+        created_at=to_timestamp(keypair.created_at),
+    )
+
+
+def quota_to_proto(view: QuotaView) -> quotas_pb2.QuotaSet:
+    return quotas_pb2.QuotaSet(
+        project_id=view.project_id,
+        instances=quotas_pb2.QuotaUsage(
+            limit=view.limits["instances"], in_use=view.usage.instances
+        ),
+        cores=quotas_pb2.QuotaUsage(limit=view.limits["cores"], in_use=view.usage.cores),
+        ram=quotas_pb2.QuotaUsage(limit=view.limits["ram"], in_use=view.usage.ram),
+    )
+
+
+def node_to_proto(view: placement.NodeView) -> compute_services_pb2.ComputeService:
+    state = view.state
+    return compute_services_pb2.ComputeService(
+        host=state.host,
+        hypervisor_hostname=state.hypervisor_hostname,
+        hypervisor_type=state.extra.get("hypervisor_type", ""),
+        availability_zone=state.availability_zone,
+        state="up" if state.is_up else "down",
+        status="enabled" if state.enabled else "disabled",
+        disabled_reason=view.disabled_reason or "",
+        vcpus=state.total.vcpus,
+        vcpus_used=state.used.vcpus,
+        memory_mb=state.total.memory_mb,
+        memory_mb_used=state.used.memory_mb,
+        local_gb=state.total.disk_gb,
+        local_gb_used=state.used.disk_gb,
+        running_vms=state.instance_count,
+        cpu_allocation_ratio=state.cpu_allocation_ratio,
+        ram_allocation_ratio=state.ram_allocation_ratio,
+        disk_allocation_ratio=state.disk_allocation_ratio,
+        last_heartbeat=to_timestamp(view.last_heartbeat),
     )

@@ -12,16 +12,18 @@ import secrets
 import string
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import Connection, select
 
 from services.api import validation
 from services.api.context import RequestContext
+from services.api.keypairs import check_key_name
+from services.api.quotas import QuotaTracker
 from services.common.batching import Batcher
-from services.common.db import actions, catalog, groups
+from services.common.db import actions, catalog, groups, idempotency, keypairs, quotas
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
@@ -40,6 +42,7 @@ from services.common.request_spec import StoredSpec
 log = logging.getLogger(__name__)
 
 _RESERVATION_ALPHABET = string.ascii_lowercase + string.digits
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +57,36 @@ class CreateServerCommand:
     group: str = ""
     same_host: Sequence[str] = ()
     different_host: Sequence[str] = ()
+    description: str = ""
+    key_name: str = ""
+    user_data: str = ""
+    admin_password: str = ""
+    networks: Sequence[str] = ()
+    security_groups: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    client_request_id: str = ""
+    # (source_type, destination_type, size in GiB)
+    block_devices: Sequence[tuple[str, str, int]] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class CreateServerResult:
     server_ids: list[str]
     reservation_id: str
+    # Shown once; empty when an idempotent retry returns an earlier create's servers.
+    admin_password: str = ""
 
 
 class BuildCaster(Protocol):
     """The one-way path to the conductor (a client stream in production)."""
 
     def cast(
-        self, instance_uuids: Sequence[str], *, reservation_id: str, request_id: str
+        self,
+        instance_uuids: Sequence[str],
+        *,
+        reservation_id: str,
+        request_id: str,
+        admin_password: str = "",
     ) -> None: ...
 
 
@@ -85,6 +105,15 @@ class _ValidCreate:
     same_host: tuple[str, ...]
     different_host: tuple[str, ...]
     context: RequestContext
+    description: str | None
+    key_name: str | None
+    user_data: str | None
+    admin_password: str
+    networks: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    tags: tuple[str, ...]
+    client_request_id: str | None
+    block_devices: tuple[dict[str, int], ...]
 
 
 def new_reservation_id() -> str:
@@ -122,13 +151,34 @@ def validate(command: CreateServerCommand, context: RequestContext) -> _ValidCre
             "scheduler_hints.different_host", list(command.different_host)
         ),
         context=context,
+        description=validation.check_name("description", command.description)
+        if command.description
+        else None,
+        key_name=check_key_name("key_name", command.key_name) if command.key_name else None,
+        user_data=validation.check_user_data(command.user_data),
+        # Generated when absent (as Nova); it travels with the cast and is never stored.
+        admin_password=validation.check_admin_password(command.admin_password)
+        or secrets.token_urlsafe(12),
+        networks=validation.check_networks(list(command.networks)),
+        security_groups=validation.check_security_groups(list(command.security_groups)),
+        tags=validation.check_tags(list(command.tags)),
+        client_request_id=validation.check_client_request_id(command.client_request_id),
+        block_devices=validation.check_block_devices(list(command.block_devices)),
     )
 
 
 class CreateServers:
-    def __init__(self, db: Database, caster: BuildCaster, *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        db: Database,
+        caster: BuildCaster,
+        *,
+        quota_defaults: dict[str, int] | None = None,
+        max_batch: int = 256,
+    ) -> None:
         self._db = db
         self._caster = caster
+        self._quota_defaults = dict(quotas.DEFAULTS if quota_defaults is None else quota_defaults)
         self._batcher: Batcher[_ValidCreate, CreateServerResult] = Batcher(
             self._record_batch, max_batch=max_batch, name="create-servers"
         )
@@ -153,6 +203,7 @@ class CreateServers:
                 result.server_ids,
                 reservation_id=result.reservation_id,
                 request_id=create.context.request_id,
+                admin_password=create.admin_password,
             )
         return results
 
@@ -164,6 +215,8 @@ class CreateServers:
         """Resolve references and insert every accepted create in this one transaction.
         A create that fails resolution writes nothing; the others are unaffected."""
         lookup = _Lookup(connection)
+        quota = QuotaTracker(connection, self._quota_defaults)
+        earlier = _EarlierCreates(connection)
         results: list[CreateServerResult | BaseException] = []
         accepted: list[tuple[CreateServerResult, _ValidCreate]] = []
         rows: list[Instance] = []
@@ -171,17 +224,30 @@ class CreateServers:
         now = utcnow()
         for create in creates:
             try:
+                previous = earlier.find(create, now)
+                if previous is not None:
+                    results.append(previous)
+                    continue
                 flavor = lookup.flavor(create.flavor_ref)
                 image = lookup.image(create.image_ref)
-                lookup.check_placement(create)
+                key_data = lookup.check_placement(create)
+                count = quota.allow(
+                    create.context.project_id, count=create.max_count, vcpus=flavor.vcpus,
+                    ram=flavor.memory_mb, minimum=create.min_count,
+                )  # fmt: skip
             except DomainError as exc:
                 results.append(exc)
                 continue
-            new = _new_instances(create, flavor, image, now)
+            new = _new_instances(create, flavor, image, now, count=count, key_data=key_data)
+            result = CreateServerResult(
+                [i.uuid for i in new], new[0].reservation_id, create.admin_password
+            )
+            if not earlier.claim(create, result, now):
+                results.append(earlier.find(create, now) or result)
+                continue
             rows.extend(new)
             if create.group:
                 members.append((create.group, [i.uuid for i in new]))
-            result = CreateServerResult([i.uuid for i in new], new[0].reservation_id)
             results.append(result)
             accepted.append((result, create))
         instance_repo.insert_instances(connection, rows)
@@ -193,6 +259,40 @@ class CreateServers:
             now,
         )
         return results, accepted
+
+
+class _EarlierCreates:
+    """client_request_id idempotency: the same id from the same project within 24 h gets the
+    first create's servers back. The key is written before the instances, in the same
+    transaction, so two racing creates with one key cannot both build (the second waits on the
+    unique key and then finds the first)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._in_batch: dict[tuple[str, str], CreateServerResult] = {}
+
+    def find(self, create: _ValidCreate, now: datetime) -> CreateServerResult | None:
+        if create.client_request_id is None:
+            return None
+        key = (create.context.project_id, create.client_request_id)
+        if key in self._in_batch:
+            return replace(self._in_batch[key], admin_password="")
+        found = idempotency.find(self._connection, *key, since=now - IDEMPOTENCY_WINDOW)
+        if found is None:
+            return None
+        return CreateServerResult(list(found.server_ids), found.reservation_id)
+
+    def claim(self, create: _ValidCreate, result: CreateServerResult, now: datetime) -> bool:
+        if create.client_request_id is None:
+            return True
+        key = (create.context.project_id, create.client_request_id)
+        claimed = idempotency.claim(
+            self._connection, *key, reservation_id=result.reservation_id,
+            server_ids=result.server_ids, now=now, expired_before=now - IDEMPOTENCY_WINDOW,
+        )  # fmt: skip
+        if claimed:
+            self._in_batch[key] = result
+        return claimed
 
 
 class _Lookup:
@@ -222,7 +322,9 @@ class _Lookup:
             raise InvalidArgument("image_ref", f"image {found.name!r} is {found.status}")
         return found
 
-    def check_placement(self, create: _ValidCreate) -> None:
+    def check_placement(self, create: _ValidCreate) -> str | None:
+        """Zone, forced host, group, hinted servers and key pair exist; returns the key's
+        public key (copied onto the instances, as Nova does)."""
         if create.zone is not None:
             if self._zones is None:
                 rows = self._connection.execute(select(NODES.c.availability_zone).distinct())
@@ -245,6 +347,14 @@ class _Lookup:
         for hint, servers in (("same_host", create.same_host),
                               ("different_host", create.different_host)):  # fmt: skip
             self._check_servers(f"scheduler_hints.{hint}", servers, scope)
+        if create.key_name is None:
+            return None
+        key = keypairs.get(
+            self._connection, project_id=create.context.project_id, name=create.key_name
+        )
+        if key is None:
+            raise NotFound("keypair", create.key_name, field="key_name")
+        return key.public_key
 
     def _check_servers(self, field_name: str, uuids: Sequence[str], scope: str | None) -> None:
         if not uuids:
@@ -261,7 +371,13 @@ class _Lookup:
 
 
 def _new_instances(
-    create: _ValidCreate, flavor: Flavor, image: Image, now: datetime
+    create: _ValidCreate,
+    flavor: Flavor,
+    image: Image,
+    now: datetime,
+    *,
+    count: int,
+    key_data: str | None,
 ) -> list[Instance]:
     reservation_id = new_reservation_id()
     spec = StoredSpec(
@@ -273,7 +389,7 @@ def _new_instances(
         different_host=create.different_host,
         image_properties=dict(image.properties),
         min_count=create.min_count,
-        num_instances=create.max_count,
+        num_instances=count,
     ).to_json()
     return [
         Instance(
@@ -294,6 +410,15 @@ def _new_instances(
             request_id=create.context.request_id,
             availability_zone=create.zone,
             request_spec=spec,
+            description=create.description,
+            key_name=create.key_name,
+            key_data=key_data,
+            user_data=create.user_data,
+            security_groups=create.security_groups,
+            networks=create.networks,
+            block_devices=create.block_devices,
+            config_drive=bool(create.user_data or key_data),
+            tags=create.tags,
         )
-        for name in display_names(create.name, create.max_count)
+        for name in display_names(create.name, count)
     ]

@@ -9,10 +9,9 @@ from google.protobuf import empty_pb2
 
 from services.api.auth import Authenticator
 from services.api.context import RequestContext
-from services.api.convert import action_to_proto, group_to_proto, server_to_proto
+from services.api.convert import action_to_proto, server_to_proto
 from services.api.create import CreateServerCommand, CreateServers
 from services.api.delete import DeleteServer
-from services.api.groups import ServerGroupUseCases
 from services.api.queries import ServerQueries
 from services.common.context import current_request_id, new_request_id
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
@@ -98,36 +97,3 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         return servers_pb2.ListServerActionsResponse(
             actions=[action_to_proto(a, admin=caller.is_admin) for a in found]
         )
-
-
-class ServerGroupsServicer(servers_pb2_grpc.ServerGroupsServicer):  # type: ignore[misc]
-    def __init__(self, groups: ServerGroupUseCases, identify: Identify) -> None:
-        self._groups = groups
-        self._identify = identify
-
-    async def CreateServerGroup(
-        self, request: servers_pb2.CreateServerGroupRequest, context: Context
-    ) -> servers_pb2.ServerGroup:
-        caller = await self._identify(context)
-        return group_to_proto(await self._groups.create(request.name, request.policy, caller))
-
-    async def GetServerGroup(
-        self, request: servers_pb2.GetServerGroupRequest, context: Context
-    ) -> servers_pb2.ServerGroup:
-        caller = await self._identify(context)
-        return group_to_proto(await self._groups.get(request.id, caller))
-
-    async def ListServerGroups(
-        self, request: servers_pb2.ListServerGroupsRequest, context: Context
-    ) -> servers_pb2.ListServerGroupsResponse:
-        caller = await self._identify(context)
-        found = await self._groups.list_groups(caller)
-        return servers_pb2.ListServerGroupsResponse(
-            server_groups=[group_to_proto(g) for g in found]
-        )
-
-    async def DeleteServerGroup(
-        self, request: servers_pb2.DeleteServerGroupRequest, context: Context
-    ) -> empty_pb2.Empty:
-        await self._groups.delete(request.id, await self._identify(context))
-        return empty_pb2.Empty()

@@ -29,10 +29,25 @@ class ApiSettings:
     shutdown_grace_seconds: float = setting(
         5.0, "How long in-flight RPCs may run after SIGTERM before they are cancelled."
     )
+    image_store_path: str = setting(
+        "var/images", "Directory holding image files; RegisterImage only reads files inside it."
+    )
+    service_down_time: float = setting(
+        60.0, "Seconds without a heartbeat after which a compute host is shown as down."
+    )
+    quota_instances: int = setting(10, "Default instances per project (-1: unlimited).")
+    quota_cores: int = setting(20, "Default vCPUs per project (-1: unlimited).")
+    quota_ram: int = setting(51200, "Default MiB of RAM per project (-1: unlimited).")
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
     def __post_init__(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
         require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
+        for name in ("quota_instances", "quota_cores", "quota_ram"):
+            require(getattr(self, name) >= -1, name, "must be -1 (unlimited) or more")
+
+    @property
+    def default_quotas(self) -> dict[str, int]:
+        return {"instances": self.quota_instances, "cores": self.quota_cores, "ram": self.quota_ram}
         require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")

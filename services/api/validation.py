@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import unicodedata
 from collections.abc import Mapping
 
@@ -54,20 +56,18 @@ def check_counts(min_count: int | None, max_count: int | None) -> tuple[int, int
     return low, high
 
 
-def check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+def check_metadata(metadata: Mapping[str, str], *, field: str = "metadata") -> dict[str, str]:
     if len(metadata) > METADATA_MAX_ITEMS:
-        raise InvalidArgument(
-            "metadata", f"at most {METADATA_MAX_ITEMS} items, got {len(metadata)}"
-        )
+        raise InvalidArgument(field, f"at most {METADATA_MAX_ITEMS} items, got {len(metadata)}")
     for key, value in metadata.items():
         if not key or len(key) > METADATA_KEY_MAX:
-            raise InvalidArgument("metadata", f"keys must be 1 to {METADATA_KEY_MAX} characters")
+            raise InvalidArgument(field, f"keys must be 1 to {METADATA_KEY_MAX} characters")
         if len(value) > METADATA_VALUE_MAX:
             raise InvalidArgument(
-                f"metadata[{key[:40]}]", f"values must be at most {METADATA_VALUE_MAX} characters"
+                f"{field}[{key[:40]}]", f"values must be at most {METADATA_VALUE_MAX} characters"
             )
-        if _has_control_chars(key):
-            raise InvalidArgument("metadata", "keys must not contain control characters")
+        if _has_control_chars(key) or "\x00" in value:
+            raise InvalidArgument(field, "keys and values must not contain control characters")
     return dict(metadata)
 
 
@@ -96,3 +96,93 @@ def check_server_list(field: str, values: list[str]) -> tuple[str, ...]:
     if len(values) > MAX_HINT_SERVERS:
         raise InvalidArgument(field, f"at most {MAX_HINT_SERVERS} servers")
     return tuple(check_uuid_ref(field, v) for v in values)
+
+
+USER_DATA_MAX = 64 * 1024
+TAGS_MAX = 50
+TAG_MAX = 60
+NETWORKS_MAX = 16
+SECURITY_GROUPS_MAX = 32
+BLOCK_DEVICES_MAX = 8
+BLOCK_DEVICE_MAX_GB = 1024
+ADMIN_PASSWORD_MAX = 255
+
+
+def check_user_data(value: str) -> str | None:
+    """Base64 as the user sent it (kept for the config drive), checked to decode to at most
+    64 KiB; None when empty."""
+    if not value:
+        return None
+    if len(value) > USER_DATA_MAX * 4 // 3 + 4:
+        raise InvalidArgument("user_data", f"at most {USER_DATA_MAX} bytes once decoded")
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument("user_data", "must be base64") from exc
+    if len(decoded) > USER_DATA_MAX:
+        raise InvalidArgument(
+            "user_data", f"at most {USER_DATA_MAX} bytes once decoded, got {len(decoded)}"
+        )
+    return value
+
+
+def check_tags(tags: list[str]) -> tuple[str, ...]:
+    if len(tags) > TAGS_MAX:
+        raise InvalidArgument("tags", f"at most {TAGS_MAX} tags, got {len(tags)}")
+    for tag in tags:
+        if not tag or len(tag) > TAG_MAX or "/" in tag or "," in tag or _has_control_chars(tag):
+            raise InvalidArgument("tags", f"each tag: 1 to {TAG_MAX} characters, no '/' or ','")
+    return tuple(dict.fromkeys(tags))
+
+
+def check_networks(networks: list[str]) -> tuple[str, ...]:
+    """("auto",) by default (one NIC on the host's default network), () for "none"."""
+    if not networks:
+        return ("auto",)
+    if "none" in networks:
+        if len(networks) > 1:
+            raise InvalidArgument("networks", "'none' cannot be combined with other networks")
+        return ()
+    if len(networks) > NETWORKS_MAX:
+        raise InvalidArgument("networks", f"at most {NETWORKS_MAX} networks")
+    for name in networks:
+        check_name("networks", name)
+    return tuple(networks)
+
+
+def check_security_groups(names: list[str]) -> tuple[str, ...]:
+    if len(names) > SECURITY_GROUPS_MAX:
+        raise InvalidArgument("security_groups", f"at most {SECURITY_GROUPS_MAX} groups")
+    return tuple(check_name("security_groups", n) for n in names) or ("default",)
+
+
+def check_admin_password(value: str) -> str:
+    if len(value) > ADMIN_PASSWORD_MAX or _has_control_chars(value):
+        raise InvalidArgument(
+            "admin_password", f"at most {ADMIN_PASSWORD_MAX} printable characters"
+        )
+    return value
+
+
+def check_client_request_id(value: str) -> str | None:
+    if not value:
+        return None
+    return check_name("client_request_id", value)
+
+
+def check_block_devices(mappings: list[tuple[str, str, int]]) -> tuple[dict[str, int], ...]:
+    """(source_type, destination_type, size GiB): only blank local disks are supported."""
+    if len(mappings) > BLOCK_DEVICES_MAX:
+        raise InvalidArgument("block_device_mapping", f"at most {BLOCK_DEVICES_MAX} disks")
+    disks = []
+    for source, destination, size in mappings:
+        if source != "blank" or destination != "local":
+            raise InvalidArgument(
+                "block_device_mapping", "only source_type 'blank' with destination_type 'local'"
+            )
+        if not 1 <= size <= BLOCK_DEVICE_MAX_GB:
+            raise InvalidArgument(
+                "block_device_mapping.volume_size", f"must be 1 to {BLOCK_DEVICE_MAX_GB} GiB"
+            )
+        disks.append({"size_gb": size})
+    return tuple(disks)

@@ -8,7 +8,6 @@ nova-grpc-manage image register --name N --file F [--disk-format qcow2|raw|kerne
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import uuid
@@ -20,16 +19,9 @@ from services.common.db import catalog, tokens
 from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.domain import Image, utcnow
+from services.common.files import sha256_of
 
 DEFAULT_URL = "sqlite:///var/nova.sqlite"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as reader:
-        while chunk := reader.read(4 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def image_from_files(

@@ -84,6 +84,8 @@ class Image:
     size_bytes: int
     status: str = "active"
     properties: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,16 @@ class Instance:
     availability_zone: str | None = None
     # The StoredSpec as JSON (services.common.request_spec); None for rows written before it.
     request_spec: Mapping[str, Any] | None = None
+    description: str | None = None
+    key_name: str | None = None
+    key_data: str | None = None
+    user_data: str | None = None
+    security_groups: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+    # Extra blank local disks: ({"size_gb": n}, ...)
+    block_devices: tuple[Mapping[str, Any], ...] = ()
+    config_drive: bool = False
+    tags: tuple[str, ...] = ()
 
     @property
     def status(self) -> ServerStatus:

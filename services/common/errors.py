@@ -33,6 +33,10 @@ class NotFound(DomainError):
         self.ref = ref
 
 
+class AlreadyExists(DomainError):
+    """An object with that name (or id) exists already."""
+
+
 class WrongState(DomainError):
     """The object exists but is in a state that does not allow the operation."""
 

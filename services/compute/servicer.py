@@ -44,6 +44,13 @@ def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
         metadata=dict(message.metadata),
         created_at=from_timestamp(message.created_at),
         request_id=message.request_id,
+        availability_zone=message.availability_zone or None,
+        key_name=message.key_name or None,
+        key_data=message.key_data or None,
+        user_data=message.user_data or None,
+        networks=tuple(message.networks),
+        block_devices=tuple({"size_gb": int(gb)} for gb in message.ephemeral_disks_gb),
+        config_drive=message.config_drive,
     )
     image = Image(
         id=message.image.id,
@@ -55,12 +62,14 @@ def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
         size_bytes=message.image.size_bytes,
         properties=dict(message.image.properties),
     )
+    if any(gb < 1 for gb in message.ephemeral_disks_gb):
+        raise InvalidArgument("builds.ephemeral_disks_gb", "sizes must be positive")
     return BuildRequest(
         instance,
         image,
         attempt=message.attempt,
         request_id=message.request_id,
-        networks=tuple(message.networks),
+        admin_password=message.admin_password,
     )
 
 

@@ -48,6 +48,7 @@ MAX_CLAIM_ROUNDS = 5
 # A batch whose transaction fails (database away) is tried again; after that the instances
 # stay in `scheduling` for the reconciler.
 BATCH_ATTEMPTS = 3
+PASSWORDS_KEPT = 100_000
 NO_VALID_HOST = "No valid host was found"
 
 
@@ -145,7 +146,7 @@ class BuildTask:
         self._scheduler = scheduler
         self._down_time = service_down_time
         self._batch_size = batch_size
-        self._queue: list[tuple[list[str], str]] = []
+        self._queue: list[tuple[list[str], str, str]] = []
         self._queued = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -155,14 +156,19 @@ class BuildTask:
         self.report_failures: Callable[[Sequence[InstanceEvent]], Awaitable[object]] | None = None
         self.placed = 0
         self.no_valid_host = 0
+        # Admin passwords of recent casts, kept in memory only, so that a build rescheduled to
+        # an alternate host still gets its password (insertion-ordered: oldest dropped first).
+        self._passwords: dict[str, str] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="build-task")
 
-    def submit(self, instance_uuids: Sequence[str], request_id: str = "") -> None:
+    def submit(
+        self, instance_uuids: Sequence[str], request_id: str = "", admin_password: str = ""
+    ) -> None:
         """Queue one cast (kept whole: a multi-create is placed in one pass)."""
         if instance_uuids:
-            self._queue.append((list(instance_uuids), request_id))
+            self._queue.append((list(instance_uuids), request_id, admin_password))
             self._queued += len(instance_uuids)
             self._wakeup.set()
 
@@ -170,13 +176,14 @@ class BuildTask:
     def backlog(self) -> int:
         return self._queued
 
-    def _next_batch(self) -> list[tuple[str, str]]:
-        batch: list[tuple[str, str]] = []
+    def _next_batch(self) -> list[tuple[str, str, str]]:
+        """(uuid, request id, admin password) for whole casts, up to the batch size."""
+        batch: list[tuple[str, str, str]] = []
         while self._queue and (
             not batch or len(batch) + len(self._queue[0][0]) <= self._batch_size
         ):
-            uuids, request_id = self._queue.pop(0)
-            batch.extend((u, request_id) for u in uuids)
+            uuids, request_id, password = self._queue.pop(0)
+            batch.extend((u, request_id, password) for u in uuids)
         self._queued -= len(batch)
         return batch
 
@@ -197,8 +204,13 @@ class BuildTask:
                                   len(batch), attempt, BATCH_ATTEMPTS)  # fmt: skip
                     await asyncio.sleep(0.2 * attempt)
 
-    async def schedule(self, batch: Sequence[tuple[str, str]]) -> BatchPlan:
-        request_ids = dict(batch)
+    async def schedule(self, batch: Sequence[tuple[str, str, str]]) -> BatchPlan:
+        request_ids = {uuid: request_id for uuid, request_id, _ in batch}
+        for uuid, _, password in batch:
+            if password:
+                self._passwords[uuid] = password
+        while len(self._passwords) > PASSWORDS_KEPT:
+            self._passwords.pop(next(iter(self._passwords)))
         plan = await self._db.write(lambda c: self._plan(c, request_ids, utcnow()))
         self.placed += len(plan.placements)
         self.no_valid_host += len(plan.failed)
@@ -208,6 +220,11 @@ class BuildTask:
     def dispatch(self, work: Sequence[HostBuilds]) -> None:
         """Send each host its builds (after the commit that recorded them)."""
         for host_builds in work:
+            host_builds.builds = [
+                b if b.admin_password or b.uuid not in self._passwords
+                else replace(b, admin_password=self._passwords[b.uuid])
+                for b in host_builds.builds
+            ]  # fmt: skip
             task = asyncio.create_task(self._dispatch(host_builds))
             self._dispatches.add(task)
             task.add_done_callback(self._dispatches.discard)
@@ -330,6 +347,7 @@ class BuildTask:
                 image,
                 attempt=len(stored.tried_hosts) + 1,
                 request_id=request_id,
+                admin_password=self._passwords.get(instance.uuid, ""),
             )
         )
 

@@ -98,7 +98,7 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         async for message in request_iterator:
             messages += 1
             instances += len(message.instance_uuids)
-            self._builds.submit(message.instance_uuids, message.request_id)
+            self._builds.submit(message.instance_uuids, message.request_id, message.admin_password)
         log.info("build stream from %s closed after %d messages", peer, messages)
         return conductor_pb2.BuildInstancesSummary(messages=messages, instances=instances)
 

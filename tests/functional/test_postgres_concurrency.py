@@ -86,7 +86,15 @@ def create_all(api: Service, token: str) -> list[str]:
 def test_two_conductors_never_overfill_a_host(postgres_url: str, tmp_path: Path) -> None:
     node = tmp_path / "node.xml"
     node.write_text(NODE_XML)
-    services = ServiceSet(tmp_path, env={"NOVA_GRPC_DATABASE_URL": postgres_url})
+    services = ServiceSet(
+        tmp_path,
+        env={
+            "NOVA_GRPC_DATABASE_URL": postgres_url,
+            "NOVA_GRPC_QUOTA_INSTANCES": "-1",
+            "NOVA_GRPC_QUOTA_CORES": "-1",
+            "NOVA_GRPC_QUOTA_RAM": "-1",
+        },
+    )
     db = Database(postgres_url)
     try:
         api, computes = start_fleet(services, node, tmp_path)

@@ -9,7 +9,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.generated.novagrpc.v1 import (
+    server_groups_pb2,
+    server_groups_pb2_grpc,
+    servers_pb2,
+)
 from services.compute.virt.libvirt.host import LibvirtHost
 from tests.integration.test_pipeline import create, wait_for_compute
 from tests.support.auth import Authed
@@ -42,9 +46,9 @@ def hostname(stack: Stack, index: int) -> str:
 
 
 async def group(stack: Stack, policy: str) -> str:
-    stub = Authed(servers_pb2_grpc.ServerGroupsStub(stack.channel), stack.token)
+    stub = Authed(server_groups_pb2_grpc.ServerGroupsStub(stack.channel), stack.token)
     created = await stub.CreateServerGroup(
-        servers_pb2.CreateServerGroupRequest(name=policy, policy=policy), timeout=5
+        server_groups_pb2.CreateServerGroupRequest(name=policy, policy=policy), timeout=5
     )
     return str(created.id)
 
@@ -141,8 +145,10 @@ async def test_anti_affinity_and_affinity_groups(sqlite_url: str, tmp_path: Path
         servers = await stack.wait_settled(list(reply.server_ids))
         assert {s.status for s in servers} == {servers_pb2.ACTIVE}
         assert len({s.host for s in servers}) == 1
-        stub = Authed(servers_pb2_grpc.ServerGroupsStub(stack.channel), stack.token)
-        shown = await stub.GetServerGroup(servers_pb2.GetServerGroupRequest(id=together), timeout=5)
+        stub = Authed(server_groups_pb2_grpc.ServerGroupsStub(stack.channel), stack.token)
+        shown = await stub.GetServerGroup(
+            server_groups_pb2.GetServerGroupRequest(id=together), timeout=5
+        )
         assert sorted(shown.members) == sorted(reply.server_ids)
 
 

@@ -83,8 +83,11 @@ class ServiceSet:
     def start_all_in_one(
         self, database_url: str, *, computes: int = 1, compute_args: Sequence[str] = ()
     ) -> tuple[Service, Service, list[Service]]:
-        """Conductor, ``computes`` compute services (test:///default) and the api."""
+        """Conductor, ``computes`` compute services (test:///default) and the api (with
+        unlimited quotas unless the environment sets them)."""
         self.env["NOVA_GRPC_DATABASE_URL"] = database_url
+        for name in ("INSTANCES", "CORES", "RAM"):
+            self.env.setdefault(f"NOVA_GRPC_QUOTA_{name}", "-1")
         conductor = self.start("conductor", "services.conductor", ["--listen", "127.0.0.1:0"])
         compute_services = [
             self.start(

@@ -100,7 +100,9 @@ async def running_stack(
     name_template: str = "%(uuid)s",
     per_compute: Sequence[Mapping[str, Any]] = (),
     conductor: Mapping[str, Any] | None = None,
+    api: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
+    """Quotas are unlimited unless ``api`` sets them: most tests are about other things."""
     conductor_service = await start_conductor(
         ConductorSettings(listen="127.0.0.1:0", database_url=database_url, **(conductor or {}))
     )
@@ -120,24 +122,32 @@ async def running_stack(
         if i < len(per_compute):
             settings = replace(settings, **per_compute[i])
         compute_services.append(await start_compute(settings, wrap_driver=wrap_driver))
-    api = await start_api(
+    api_settings: dict[str, Any] = {
+        "quota_instances": -1,
+        "quota_cores": -1,
+        "quota_ram": -1,
+        "image_store_path": str(tmp_path / "images"),
+        **(api or {}),
+    }
+    api_service = await start_api(
         ApiSettings(
             listen="127.0.0.1:0",
             database_url=database_url,
             conductor_addresses=(conductor_service.address,),
+            **api_settings,
         )
     )
-    channel = grpc.aio.insecure_channel(api.address)
+    channel = grpc.aio.insecure_channel(api_service.address)
     _, token = issue_token(database_url, "demo")
     _, admin_token = issue_token(database_url, "ops", admin=True)
-    stack = Stack(api, conductor_service, compute_services, channel, token, admin_token)
+    stack = Stack(api_service, conductor_service, compute_services, channel, token, admin_token)
     try:
         yield stack
     finally:
         for hook in stack.exit_hooks:
             hook()
         await channel.close()
-        await api.stop()
+        await api_service.stop()
         for service in compute_services:
             await service.stop()
         await conductor_service.stop()

@@ -26,6 +26,8 @@ def image_from_row(m: RowMapping) -> Image:
         size_bytes=m["size_bytes"],
         status=m["status"],
         properties=dict(m["properties"] or {}),
+        created_at=m["created_at"],
+        owner=m["owner"],
     )
 
 
@@ -77,6 +79,7 @@ def add_image(connection: Connection, image: Image, now: datetime) -> None:
             status=image.status,
             properties=dict(image.properties),
             created_at=now,
+            owner=image.owner,
         )
     )
 
@@ -92,3 +95,41 @@ def retire_images(connection: Connection, ids: list[str]) -> None:
     """Hide images from name lookups; instances built from them keep their id."""
     if ids:
         connection.execute(update(IMAGES).where(IMAGES.c.id.in_(ids)).values(status="deleted"))
+
+
+def create_flavor(connection: Connection, flavor: Flavor, now: datetime) -> None:
+    connection.execute(
+        FLAVORS.insert().values(
+            id=flavor.id,
+            name=flavor.name,
+            vcpus=flavor.vcpus,
+            memory_mb=flavor.memory_mb,
+            root_gb=flavor.root_gb,
+            is_public=flavor.is_public,
+            created_at=now,
+        )
+    )
+
+
+def flavor_taken(connection: Connection, flavor_id: str, name: str) -> str | None:
+    """'id' or 'name' when a flavor already has that id or name."""
+    row = connection.execute(
+        select(FLAVORS.c.id, FLAVORS.c.name).where(
+            or_(FLAVORS.c.id == flavor_id, FLAVORS.c.name == name)
+        )
+    ).first()
+    if row is None:
+        return None
+    return "id" if row[0] == flavor_id else "name"
+
+
+def delete_flavor(connection: Connection, flavor_id: str) -> bool:
+    """Instances keep their own copy of the flavor's sizes, so a plain delete is safe."""
+    return connection.execute(FLAVORS.delete().where(FLAVORS.c.id == flavor_id)).rowcount == 1
+
+
+def list_images(connection: Connection) -> list[Image]:
+    rows = connection.execute(
+        select(IMAGES).where(IMAGES.c.status != "deleted").order_by(IMAGES.c.name, IMAGES.c.id)
+    )
+    return [image_from_row(r._mapping) for r in rows]

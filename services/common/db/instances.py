@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, bindparam, func, or_, select, update
 
-from services.common.db.models import FAULTS, INSTANCES
+from services.common.db.models import FAULTS, INSTANCE_TAGS, INSTANCES
 from services.common.domain import (
     Fault,
     Flavor,
@@ -33,7 +33,9 @@ NOT_DELETING = or_(
 )
 
 
-def instance_from_row(m: RowMapping, fault: Fault | None = None) -> Instance:
+def instance_from_row(
+    m: RowMapping, fault: Fault | None = None, tags: tuple[str, ...] = ()
+) -> Instance:
     return Instance(
         uuid=m["uuid"],
         id=m["id"],
@@ -55,6 +57,15 @@ def instance_from_row(m: RowMapping, fault: Fault | None = None) -> Instance:
         request_id=m["request_id"],
         availability_zone=m["availability_zone"],
         request_spec=m["request_spec"],
+        description=m["description"],
+        key_name=m["key_name"],
+        key_data=m["key_data"],
+        user_data=m["user_data"],
+        security_groups=tuple(m["security_groups"] or ()),
+        networks=tuple(m["networks"] or ()),
+        block_devices=tuple(m["block_devices"] or ()),
+        config_drive=bool(m["config_drive"]),
+        tags=tags,
     )
 
 
@@ -85,6 +96,14 @@ def insert_instances(connection: Connection, instances: Sequence[Instance]) -> N
                 "request_id": i.request_id,
                 "availability_zone": i.availability_zone,
                 "request_spec": dict(i.request_spec) if i.request_spec is not None else None,
+                "description": i.description,
+                "key_name": i.key_name,
+                "key_data": i.key_data,
+                "user_data": i.user_data,
+                "security_groups": list(i.security_groups),
+                "networks": list(i.networks),
+                "block_devices": [dict(b) for b in i.block_devices],
+                "config_drive": i.config_drive,
                 "created_at": i.created_at,
                 "updated_at": None,
                 "launched_at": None,
@@ -93,6 +112,23 @@ def insert_instances(connection: Connection, instances: Sequence[Instance]) -> N
             for i in instances
         ],
     )
+    tags = [{"instance_uuid": i.uuid, "tag": t} for i in instances for t in i.tags]
+    if tags:
+        connection.execute(INSTANCE_TAGS.insert(), tags)
+
+
+def _tags(connection: Connection, uuids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    if not uuids:
+        return {}
+    found: dict[str, list[str]] = {}
+    rows = connection.execute(
+        select(INSTANCE_TAGS.c.instance_uuid, INSTANCE_TAGS.c.tag)
+        .where(INSTANCE_TAGS.c.instance_uuid.in_(list(uuids)))
+        .order_by(INSTANCE_TAGS.c.tag)
+    )
+    for uuid, tag in rows:
+        found.setdefault(uuid, []).append(tag)
+    return {u: tuple(t) for u, t in found.items()}
 
 
 def _latest_faults(connection: Connection, uuids: Iterable[str]) -> dict[str, Fault]:
@@ -114,11 +150,13 @@ def _latest_faults(connection: Connection, uuids: Iterable[str]) -> dict[str, Fa
     }
 
 
-def _with_faults(connection: Connection, rows: Sequence[RowMapping]) -> list[Instance]:
+def with_details(connection: Connection, rows: Sequence[RowMapping]) -> list[Instance]:
+    """Rows as instances with their latest fault and their tags (two queries per page)."""
     faults = _latest_faults(
         connection, (m["uuid"] for m in rows if m["vm_state"] == VmState.ERROR.value)
     )
-    return [instance_from_row(m, faults.get(m["uuid"])) for m in rows]
+    tags = _tags(connection, [m["uuid"] for m in rows])
+    return [instance_from_row(m, faults.get(m["uuid"]), tags.get(m["uuid"], ())) for m in rows]
 
 
 def get_instance(connection: Connection, uuid: str, *, project_id: str | None) -> Instance | None:
@@ -127,7 +165,7 @@ def get_instance(connection: Connection, uuid: str, *, project_id: str | None) -
     if project_id is not None:
         query = query.where(INSTANCES.c.project_id == project_id)
     row = connection.execute(query).first()
-    return None if row is None else _with_faults(connection, [row._mapping])[0]
+    return None if row is None else with_details(connection, [row._mapping])[0]
 
 
 def list_instances(
@@ -146,7 +184,7 @@ def list_instances(
     if reservation_id:
         query = query.where(INSTANCES.c.reservation_id == reservation_id)
     query = query.order_by(INSTANCES.c.created_at.desc(), INSTANCES.c.id.desc()).limit(limit)
-    return _with_faults(connection, [r._mapping for r in connection.execute(query)])
+    return with_details(connection, [r._mapping for r in connection.execute(query)])
 
 
 def load_instances(

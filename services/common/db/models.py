@@ -19,6 +19,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -80,6 +82,7 @@ class ImageRow(Base):
     status: Mapped[str] = mapped_column(String(32), default="active")
     properties: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]
+    owner: Mapped[str | None] = mapped_column(String(255))
 
 
 class ComputeNodeRow(Base):
@@ -114,6 +117,8 @@ class InstanceRow(Base):
     __table_args__ = (
         Index("ix_instances_project_id_created_at", "project_id", "created_at"),
         Index("ix_instances_vm_state_task_state", "vm_state", "task_state"),
+        # WatchServers follows changes by this column.
+        Index("ix_instances_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -140,6 +145,16 @@ class InstanceRow(Base):
     # What the scheduler needs to place (and re-place) the instance: hints, image properties,
     # zone, forced host, min_count, the alternates chosen and the hosts already tried.
     request_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(String(255))
+    key_name: Mapped[str | None] = mapped_column(String(255))
+    # The keypair's public key as it was at create time (as Nova keeps it).
+    key_data: Mapped[str | None] = mapped_column(Text)
+    # Base64, as the user sent it; the guest reads it from its config drive.
+    user_data: Mapped[str | None] = mapped_column(Text)
+    security_groups: Mapped[list[str] | None] = mapped_column(JSON)
+    networks: Mapped[list[str] | None] = mapped_column(JSON)
+    block_devices: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    config_drive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime | None]
     launched_at: Mapped[datetime | None]
@@ -255,7 +270,55 @@ class InstanceActionEventRow(Base):
     details: Mapped[str] = mapped_column(Text, default="")
 
 
+class InstanceTagRow(Base):
+    __tablename__ = "instance_tags"
+
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(60), primary_key=True, index=True)
+
+
+class KeypairRow(Base):
+    __tablename__ = "keypairs"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+
+class QuotaRow(Base):
+    """A project's limit for one resource; projects without a row get the defaults."""
+
+    __tablename__ = "quotas"
+
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hard_limit: Mapped[int] = mapped_column(BigInteger)
+
+
+class CreateRequestRow(Base):
+    """A create with a client_request_id: a retry within 24 h gets these servers back."""
+
+    __tablename__ = "create_requests"
+    __table_args__ = (UniqueConstraint("project_id", "client_request_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    client_request_id: Mapped[str] = mapped_column(String(255))
+    reservation_id: Mapped[str] = mapped_column(String(64))
+    server_ids: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
 API_TOKENS = _table(ApiTokenRow)
+INSTANCE_TAGS = _table(InstanceTagRow)
+KEYPAIRS = _table(KeypairRow)
+QUOTAS = _table(QuotaRow)
+CREATE_REQUESTS = _table(CreateRequestRow)
 SERVER_GROUPS = _table(ServerGroupRow)
 GROUP_MEMBERS = _table(ServerGroupMemberRow)
 ACTIONS = _table(InstanceActionRow)

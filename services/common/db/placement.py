@@ -10,6 +10,7 @@ against the older, fuller picture is still safe.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -241,3 +242,38 @@ def note_build_results(
             .where(NODES.c.host.in_(sorted(set(succeeded_on))), NODES.c.failed_builds > 0)
             .values(failed_builds=0)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """A compute node as an operator sees it (os-services + os-hypervisors)."""
+
+    state: HostState
+    disabled_reason: str | None
+    last_heartbeat: datetime
+
+
+def list_nodes(
+    connection: Connection, *, now: datetime, service_down_time: timedelta
+) -> list[NodeView]:
+    states = {
+        s.host: s
+        for s in load_host_states(connection, now=now, service_down_time=service_down_time)
+    }
+    rows = connection.execute(
+        select(NODES.c.host, NODES.c.disabled_reason, NODES.c.last_heartbeat_at).order_by(
+            NODES.c.host
+        )
+    )
+    return [NodeView(states[h], reason, beat) for h, reason, beat in rows if h in states]
+
+
+def set_node_status(
+    connection: Connection, host: str, *, enabled: bool, reason: str | None, now: datetime
+) -> bool:
+    result = connection.execute(
+        update(NODES)
+        .where(NODES.c.host == host)
+        .values(enabled=enabled, disabled_reason=None if enabled else reason, updated_at=now)
+    )
+    return result.rowcount == 1

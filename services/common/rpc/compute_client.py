@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.builds import BuildRequest
+from services.common.builds import BuildRequest, hostname_for
 from services.common.context import REQUEST_ID_HEADER
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.rpc.channels import ChannelPool
@@ -41,6 +41,14 @@ def build_to_proto(build: BuildRequest) -> compute_pb2.InstanceBuild:
         attempt=build.attempt,
         request_id=build.request_id,
         networks=list(build.networks),
+        config_drive=instance.config_drive,
+        hostname=hostname_for(instance.display_name, instance.uuid),
+        availability_zone=instance.availability_zone or "",
+        key_name=instance.key_name or "",
+        key_data=instance.key_data or "",
+        user_data=instance.user_data or "",
+        admin_password=build.admin_password,
+        ephemeral_disks_gb=[int(d["size_gb"]) for d in instance.block_devices],
     )
 
 

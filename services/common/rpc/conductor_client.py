@@ -68,12 +68,20 @@ class BuildCaster:
     def backlog(self) -> int:
         return self._queue.qsize()
 
-    def cast(self, instance_uuids: Sequence[str], *, reservation_id: str, request_id: str) -> None:
+    def cast(
+        self,
+        instance_uuids: Sequence[str],
+        *,
+        reservation_id: str,
+        request_id: str,
+        admin_password: str = "",
+    ) -> None:
         self._queue.put_nowait(
             conductor_pb2.BuildInstancesRequest(
                 instance_uuids=list(instance_uuids),
                 reservation_id=reservation_id,
                 request_id=request_id,
+                admin_password=admin_password,
             )
         )
 

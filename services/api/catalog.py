@@ -1,0 +1,141 @@
+"""Flavors and images: the catalogue servers are built from."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from pathlib import Path
+
+from sqlalchemy import Connection
+
+from services.api import validation
+from services.api.context import RequestContext
+from services.common.db import catalog
+from services.common.db.engine import Database
+from services.common.domain import Flavor, Image, utcnow
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from services.common.files import sha256_of
+
+MAX_VCPUS = 1024
+MAX_RAM_MB = 16 * 1024 * 1024
+MAX_DISK_GB = 1024 * 1024
+FLAVOR_ID = re.compile(r"^[A-Za-z0-9._-]{1,36}$")
+DISK_FORMATS = ("qcow2", "raw", "kernel")
+
+
+def _require_admin(context: RequestContext, what: str) -> None:
+    if not context.is_admin:
+        raise PermissionDenied(f"{what} is admin-only")
+
+
+def _bounded(field: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise InvalidArgument(field, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+class FlavorUseCases:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, context: RequestContext, *, name: str, flavor_id: str, vcpus: int, ram: int,
+        disk: int,
+    ) -> Flavor:  # fmt: skip
+        _require_admin(context, "creating flavors")
+        flavor = Flavor(
+            id=flavor_id or str(uuid.uuid4()),
+            name=validation.check_name("name", name),
+            vcpus=_bounded("vcpus", vcpus, 1, MAX_VCPUS),
+            memory_mb=_bounded("ram", ram, 1, MAX_RAM_MB),
+            root_gb=_bounded("disk", disk, 0, MAX_DISK_GB),
+        )
+        if not FLAVOR_ID.match(flavor.id):
+            raise InvalidArgument("id", "use 1 to 36 letters, digits, '.', '_' or '-'")
+
+        def work(connection: Connection) -> None:
+            taken = catalog.flavor_taken(connection, flavor.id, flavor.name)
+            if taken is not None:
+                ref = flavor.id if taken == "id" else flavor.name
+                raise AlreadyExists(f"{taken}: a flavor {ref!r} exists already", field=taken)
+            catalog.create_flavor(connection, flavor, utcnow())
+
+        await self._db.write(work)
+        return flavor
+
+    async def get(self, ref: str) -> Flavor:
+        ref = validation.check_ref("id", ref)
+        found = await self._db.read(lambda c: catalog.find_flavor(c, ref))
+        if found is None:
+            raise NotFound("flavor", ref, field="id")
+        return found
+
+    async def list_flavors(self) -> list[Flavor]:
+        return await self._db.read(catalog.list_flavors)
+
+    async def delete(self, context: RequestContext, flavor_id: str) -> None:
+        _require_admin(context, "deleting flavors")
+        flavor_id = validation.check_ref("id", flavor_id)
+        if not await self._db.write(lambda c: catalog.delete_flavor(c, flavor_id)):
+            raise NotFound("flavor", flavor_id, field="id")
+
+
+class ImageUseCases:
+    def __init__(self, db: Database, store: Path) -> None:
+        self._db = db
+        self._store = store.resolve()
+
+    def _in_store(self, field: str, relative: str) -> Path:
+        """A regular file inside the image store; nothing else can be read this way."""
+        if not relative or "\x00" in relative or len(relative) > 1024:
+            raise InvalidArgument(field, "must be a path relative to the image store")
+        candidate = (self._store / relative).resolve()
+        if not candidate.is_relative_to(self._store) or os.path.isabs(relative):
+            raise InvalidArgument(field, "must be a path inside the image store")
+        if not candidate.is_file():
+            raise NotFound("image file", relative, field=field)
+        return candidate
+
+    async def register(
+        self, context: RequestContext, *, name: str, file: str, disk_format: str,
+        initrd_file: str, kernel_cmdline: str, properties: dict[str, str],
+    ) -> Image:  # fmt: skip
+        name = validation.check_name("name", name)
+        if disk_format not in DISK_FORMATS:
+            raise InvalidArgument("disk_format", f"must be one of {', '.join(DISK_FORMATS)}")
+        props = validation.check_metadata(properties, field="properties")
+        path = self._in_store("file", file)
+        if disk_format == "kernel":
+            if initrd_file:
+                initrd = self._in_store("initrd_file", initrd_file)
+                props["initrd_location"] = str(initrd)
+                props["initrd_checksum"] = await asyncio.to_thread(sha256_of, initrd)
+            props["kernel_cmdline"] = kernel_cmdline[:1024]
+        elif initrd_file or kernel_cmdline:
+            raise InvalidArgument("initrd_file", "only kernel images take an initrd or cmdline")
+        checksum = await asyncio.to_thread(sha256_of, path)
+        image = Image(
+            id=str(uuid.uuid4()), name=name, disk_format=disk_format, container_format="bare",
+            location=str(path), checksum=checksum, size_bytes=path.stat().st_size,
+            properties=props, owner=context.project_id,
+        )  # fmt: skip
+        await self._db.write(lambda c: catalog.add_image(c, image, utcnow()))
+        return await self.get(image.id)
+
+    async def get(self, ref: str) -> Image:
+        ref = validation.check_ref("id", ref)
+        found = await self._db.read(lambda c: catalog.find_image(c, ref, field="id"))
+        if found is None or found.status == "deleted":
+            raise NotFound("image", ref, field="id")
+        return found
+
+    async def list_images(self) -> list[Image]:
+        return await self._db.read(catalog.list_images)
+
+    async def delete(self, context: RequestContext, ref: str) -> None:
+        image = await self.get(ref)
+        if not context.is_admin and image.owner != context.project_id:
+            raise PermissionDenied("only the image's owner or an admin may delete it")
+        await self._db.write(lambda c: catalog.retire_images(c, [image.id]))

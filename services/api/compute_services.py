@@ -1,0 +1,45 @@
+"""Compute hosts for admins: capacity, usage, up/down; enable and disable with a reason."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.api.context import RequestContext
+from services.api.validation import check_name
+from services.common.db import placement
+from services.common.db.engine import Database
+from services.common.domain import utcnow
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied
+
+
+class ComputeServiceUseCases:
+    def __init__(self, db: Database, *, service_down_time: timedelta) -> None:
+        self._db = db
+        self._down = service_down_time
+
+    async def list_services(self, context: RequestContext) -> list[placement.NodeView]:
+        if not context.is_admin:
+            raise PermissionDenied("listing compute services is admin-only")
+        return await self._db.read(
+            lambda c: placement.list_nodes(c, now=utcnow(), service_down_time=self._down)
+        )
+
+    async def set_status(
+        self, context: RequestContext, host: str, *, enabled: bool, reason: str
+    ) -> placement.NodeView:
+        if not context.is_admin:
+            raise PermissionDenied("enabling or disabling compute services is admin-only")
+        host = check_name("host", host)
+        if not enabled:
+            reason = check_name("disabled_reason", reason)
+        elif reason:
+            raise InvalidArgument("disabled_reason", "only a disable takes a reason")
+        changed = await self._db.write(
+            lambda c: placement.set_node_status(
+                c, host, enabled=enabled, reason=reason or None, now=utcnow()
+            )
+        )
+        if not changed:
+            raise NotFound("compute host", host, field="host")
+        views = await self.list_services(context)
+        return next(v for v in views if v.state.host == host)

@@ -1,0 +1,92 @@
+"""Quotas: limits per project and the check every create passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from services.api.context import RequestContext
+from services.api.validation import check_name
+from services.common.db import quotas
+from services.common.db.engine import Database
+from services.common.errors import InvalidArgument, PermissionDenied, QuotaExceeded
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaView:
+    project_id: str
+    limits: dict[str, int]
+    usage: quotas.Usage
+
+
+class QuotaTracker:
+    """Usage per project inside one create batch: each create sees the ones before it."""
+
+    def __init__(self, connection: Connection, defaults: dict[str, int]) -> None:
+        self._connection = connection
+        self._defaults = defaults
+        self._state: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+
+    def allow(self, project_id: str, *, count: int, vcpus: int, ram: int, minimum: int) -> int:
+        """How many of ``count`` servers (between ``minimum`` and ``count``) fit the project's
+        quota, as Nova lowers max_count to what fits; QuotaExceeded if not even ``minimum``."""
+        if project_id not in self._state:
+            current = quotas.usage(self._connection, project_id)
+            self._state[project_id] = (
+                quotas.limits(self._connection, project_id, self._defaults),
+                {r: current.get(r) for r in quotas.RESOURCES},
+            )
+        limits, used = self._state[project_id]
+        per_server = {"instances": 1, "cores": vcpus, "ram": ram}
+        fits = count
+        for resource, each in per_server.items():
+            limit = limits[resource]
+            if limit == quotas.UNLIMITED or each == 0:
+                continue
+            fits = min(fits, max(0, (limit - used[resource]) // each))
+        if fits < minimum:
+            resource = next(
+                r
+                for r, each in per_server.items()
+                if limits[r] != quotas.UNLIMITED and used[r] + each * minimum > limits[r]
+            )
+            raise QuotaExceeded(
+                resource,
+                limit=limits[resource],
+                in_use=used[resource],
+                requested=per_server[resource] * minimum,
+            )
+        for resource, each in per_server.items():
+            used[resource] += each * fits
+        return fits
+
+
+class QuotaUseCases:
+    def __init__(self, db: Database, defaults: dict[str, int]) -> None:
+        self._db = db
+        self._defaults = defaults
+
+    async def get(self, context: RequestContext, project_id: str) -> QuotaView:
+        project = check_name("project_id", project_id) if project_id else context.project_id
+        if project != context.project_id and not context.is_admin:
+            raise PermissionDenied("reading another project's quota is admin-only")
+
+        def read(connection: Connection) -> QuotaView:
+            return QuotaView(
+                project,
+                quotas.limits(connection, project, self._defaults),
+                quotas.usage(connection, project),
+            )
+
+        return await self._db.read(read)
+
+    async def set(self, context: RequestContext, project_id: str, new: dict[str, int]) -> QuotaView:
+        if not context.is_admin:
+            raise PermissionDenied("setting quotas is admin-only")
+        project = check_name("project_id", project_id)
+        for resource, limit in new.items():
+            if limit < quotas.UNLIMITED:
+                raise InvalidArgument(resource, f"must be -1 (unlimited) or more, got {limit}")
+        await self._db.write(lambda c: quotas.set_limits(c, project, new))
+        return await self.get(context, project)

@@ -1,0 +1,63 @@
+"""Per-project quotas (instances, cores, ram) and what a project uses now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from services.common.db.models import INSTANCES, QUOTAS
+from services.common.domain import VmState
+
+RESOURCES = ("instances", "cores", "ram")
+# Nova's defaults: 10 instances, 20 cores, 50 GiB of RAM.
+DEFAULTS = {"instances": 10, "cores": 20, "ram": 51200}
+UNLIMITED = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    instances: int
+    cores: int
+    ram: int
+
+    def get(self, resource: str) -> int:
+        value: int = getattr(self, resource)
+        return value
+
+
+def limits(
+    connection: Connection, project_id: str, defaults: dict[str, int] | None = None
+) -> dict[str, int]:
+    found = dict(DEFAULTS if defaults is None else defaults)
+    rows = connection.execute(
+        select(QUOTAS.c.resource, QUOTAS.c.hard_limit).where(QUOTAS.c.project_id == project_id)
+    )
+    for resource, limit in rows:
+        found[resource] = int(limit)
+    return found
+
+
+def set_limits(connection: Connection, project_id: str, new: dict[str, int]) -> None:
+    for resource, limit in new.items():
+        updated = connection.execute(
+            QUOTAS.update()
+            .where(QUOTAS.c.project_id == project_id, QUOTAS.c.resource == resource)
+            .values(hard_limit=limit)
+        )
+        if updated.rowcount == 0:
+            connection.execute(
+                QUOTAS.insert().values(project_id=project_id, resource=resource, hard_limit=limit)
+            )
+
+
+def usage(connection: Connection, project_id: str) -> Usage:
+    """Every instance that is not deleted counts (as in Nova, ERROR ones too)."""
+    row = connection.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(INSTANCES.c.vcpus), 0),
+            func.coalesce(func.sum(INSTANCES.c.memory_mb), 0),
+        ).where(INSTANCES.c.project_id == project_id, INSTANCES.c.vm_state != VmState.DELETED.value)
+    ).one()
+    return Usage(int(row[0]), int(row[1]), int(row[2]))

@@ -1,0 +1,82 @@
+"""ListServers' filters and keyset pagination, in SQL: one query for the page (plus faults
+and tags for it), whatever the filters, stable under concurrent inserts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, RowMapping, and_, exists, or_, select
+
+from services.common.db.instances import with_details
+from services.common.db.models import INSTANCE_TAGS, INSTANCES
+from services.common.domain import Instance, VmState
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFilter:
+    project_id: str | None
+    reservation_id: str | None = None
+    name_regex: str | None = None
+    vm_states: tuple[VmState, ...] = ()
+    flavor_ids: tuple[str, ...] = ()
+    image_id: str | None = None
+    tags: tuple[str, ...] = ()
+    changes_since: datetime | None = None
+    host: str | None = None
+    include_deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The last row of a page: the next page starts strictly after it."""
+
+    created_at: datetime
+    id: int
+
+
+def search(
+    connection: Connection, f: ServerFilter, *, limit: int, after: Cursor | None = None
+) -> tuple[list[Instance], Cursor | None]:
+    query = select(INSTANCES)
+    if f.project_id is not None:
+        query = query.where(INSTANCES.c.project_id == f.project_id)
+    if not f.include_deleted and f.changes_since is None and VmState.DELETED not in f.vm_states:
+        query = query.where(INSTANCES.c.vm_state != VmState.DELETED.value)
+    if f.reservation_id:
+        query = query.where(INSTANCES.c.reservation_id == f.reservation_id)
+    if f.name_regex:
+        query = query.where(INSTANCES.c.display_name.regexp_match(f.name_regex))
+    if f.vm_states:
+        query = query.where(INSTANCES.c.vm_state.in_([s.value for s in f.vm_states]))
+    if f.flavor_ids:
+        query = query.where(INSTANCES.c.flavor_id.in_(list(f.flavor_ids)))
+    if f.image_id:
+        query = query.where(INSTANCES.c.image_id == f.image_id)
+    for tag in f.tags:
+        query = query.where(
+            exists().where(
+                INSTANCE_TAGS.c.instance_uuid == INSTANCES.c.uuid, INSTANCE_TAGS.c.tag == tag
+            )
+        )
+    if f.changes_since is not None:
+        query = query.where(
+            or_(
+                INSTANCES.c.updated_at >= f.changes_since,
+                and_(INSTANCES.c.updated_at.is_(None), INSTANCES.c.created_at >= f.changes_since),
+            )
+        )
+    if f.host:
+        query = query.where(INSTANCES.c.host == f.host)
+    if after is not None:
+        query = query.where(
+            or_(
+                INSTANCES.c.created_at < after.created_at,
+                and_(INSTANCES.c.created_at == after.created_at, INSTANCES.c.id < after.id),
+            )
+        )
+    query = query.order_by(INSTANCES.c.created_at.desc(), INSTANCES.c.id.desc()).limit(limit + 1)
+    rows: list[RowMapping] = [r._mapping for r in connection.execute(query)]
+    page = rows[:limit]
+    cursor = Cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+    return with_details(connection, page), cursor
