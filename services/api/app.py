@@ -20,10 +20,12 @@ from services.api.delete import DeleteServer
 from services.api.groups import ServerGroupUseCases
 from services.api.groups_servicer import ServerGroupsServicer
 from services.api.keypairs import KeypairUseCases
+from services.api.power import PowerActions
 from services.api.queries import ServerQueries
 from services.api.quotas import QuotaUseCases
-from services.api.servicer import Identify, ServersServicer
+from services.api.servicer import Identify, ServersServicer, ServerUseCases
 from services.api.settings import ApiSettings
+from services.api.watch import ServerWatch
 from services.common.app import RunningService
 from services.common.db.engine import Database
 from services.common.generated.novagrpc.v1 import (
@@ -61,7 +63,14 @@ async def start_api(settings: ApiSettings) -> RunningService:
     create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
     identify = Identify(Authenticator(db, cache_seconds=settings.auth_cache_seconds))
-    servers = ServersServicer(create, ServerQueries(db), DeleteServer(db, conductor), identify)
+    watch = ServerWatch(db)
+    servers = ServersServicer(
+        ServerUseCases(
+            create, ServerQueries(db), DeleteServer(db, conductor), PowerActions(db, conductor),
+            watch,
+        ),
+        identify,
+    )  # fmt: skip
     down = timedelta(seconds=settings.service_down_time)
     registrations = [
         Registration(servers_pb2_grpc.add_ServersServicer_to_server, servers, SERVICE_NAME),
@@ -107,7 +116,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         "api",
         server,
         settings.listen,
-        closers=[create.close, caster.close, channels.close, close_db],
+        closers=[watch.close, create.close, caster.close, channels.close, close_db],
         grace=settings.shutdown_grace_seconds,
     )
     if not await db.ping():

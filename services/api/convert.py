@@ -35,6 +35,12 @@ def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
         updated_at=to_timestamp(instance.updated_at),
         launched_at=to_timestamp(instance.launched_at),
         availability_zone=instance.availability_zone or "",
+        description=instance.description or "",
+        key_name=instance.key_name or "",
+        tags=list(instance.tags),
+        security_groups=list(instance.security_groups),
+        networks=list(instance.networks) or ["none"],
+        config_drive=instance.config_drive,
     )
     if instance.fault is not None:
         server.fault.code = instance.fault.code

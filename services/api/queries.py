@@ -2,13 +2,64 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection
+
 from services.api import validation
 from services.api.context import RequestContext
-from services.common.db import actions
+from services.common.db import actions, catalog
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
-from services.common.domain import Instance
-from services.common.errors import NotFound
+from services.common.db.server_search import Cursor, ServerFilter, search
+from services.common.domain import Instance, VmState
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+REGEX_MAX = 255
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    reservation_id: str = ""
+    name: str = ""
+    vm_states: tuple[VmState, ...] = ()
+    flavor: str = ""
+    image: str = ""
+    tags: tuple[str, ...] = ()
+    changes_since: datetime | None = None
+    host: str = ""
+    all_projects: bool = False
+    limit: int = 0
+    page_token: str = ""
+
+
+def check_regex(field: str, pattern: str) -> None:
+    if len(pattern) > REGEX_MAX:
+        raise InvalidArgument(field, f"at most {REGEX_MAX} characters")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise InvalidArgument(field, f"not a valid regular expression: {exc}") from exc
+
+
+def encode_page_token(cursor: Cursor) -> str:
+    raw = json.dumps({"c": cursor.created_at.isoformat(), "i": cursor.id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        return Cursor(datetime.fromisoformat(data["c"]), int(data["i"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument("page_token", "is not a token this service issued") from exc
 
 
 class ServerQueries:
@@ -27,11 +78,44 @@ class ServerQueries:
     async def list_servers(
         self, context: RequestContext, *, reservation_id: str = ""
     ) -> list[Instance]:
-        return await self._db.read(
-            lambda c: instance_repo.list_instances(
-                c, project_id=context.scope, reservation_id=reservation_id or None
+        page, _ = await self.search(context, ListQuery(reservation_id=reservation_id, limit=1000))
+        return page
+
+    async def search(self, context: RequestContext, query: ListQuery) -> tuple[list[Instance], str]:
+        """One page of servers and the token of the next page ("" on the last)."""
+        if (query.host or query.all_projects) and not context.is_admin:
+            field = "host" if query.host else "all_projects"
+            raise PermissionDenied(f"{field}: filtering by host or across projects is admin-only")
+        limit = query.limit or DEFAULT_PAGE
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument("limit", f"must be 1 to {MAX_PAGE}, got {limit}")
+        if query.name:
+            check_regex("name", query.name)
+        after = decode_page_token(query.page_token) if query.page_token else None
+        project = None if (context.is_admin and query.all_projects) else context.project_id
+        if context.is_admin and not query.all_projects and query.host:
+            project = None
+
+        def run(connection: Connection) -> tuple[list[Instance], Cursor | None]:
+            flavor_ids: tuple[str, ...] = ()
+            if query.flavor:
+                found = catalog.find_flavor(connection, query.flavor)
+                flavor_ids = (found.id,) if found is not None else ("\x00none",)
+            filters = ServerFilter(
+                project_id=project,
+                reservation_id=query.reservation_id or None,
+                name_regex=query.name or None,
+                vm_states=query.vm_states,
+                flavor_ids=flavor_ids,
+                image_id=query.image or None,
+                tags=tuple(query.tags),
+                changes_since=query.changes_since,
+                host=query.host or None,
             )
-        )
+            return search(connection, filters, limit=limit, after=after)
+
+        page, cursor = await self._db.read(run)
+        return page, encode_page_token(cursor) if cursor is not None else ""
 
     async def actions(self, server_id: str, context: RequestContext) -> list[actions.Action]:
         server = await self.get(server_id, context, field="server_id")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
@@ -12,11 +14,24 @@ from services.api.context import RequestContext
 from services.api.convert import action_to_proto, server_to_proto
 from services.api.create import CreateServerCommand, CreateServers
 from services.api.delete import DeleteServer
-from services.api.queries import ServerQueries
+from services.api.power import PowerActions
+from services.api.queries import ListQuery, ServerQueries
+from services.api.watch import ServerWatch
 from services.common.context import current_request_id, new_request_id
+from services.common.domain import PowerAction, VmState
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.rpc.convert import from_timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+_STATUS_STATES: dict[int, tuple[VmState, ...]] = {
+    servers_pb2.BUILD: (VmState.BUILDING,),
+    servers_pb2.ACTIVE: (VmState.ACTIVE,),
+    servers_pb2.ERROR: (VmState.ERROR,),
+    servers_pb2.DELETED: (VmState.DELETED,),
+    servers_pb2.SHUTOFF: (VmState.STOPPED,),
+}
 
 
 class Identify:
@@ -34,17 +49,22 @@ class Identify:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ServerUseCases:
+    create: CreateServers
+    queries: ServerQueries
+    delete: DeleteServer
+    power: PowerActions
+    watch: ServerWatch
+
+
 class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
-    def __init__(
-        self,
-        create: CreateServers,
-        queries: ServerQueries,
-        delete: DeleteServer,
-        identify: Identify,
-    ) -> None:
-        self._create = create
-        self._queries = queries
-        self._delete = delete
+    def __init__(self, use_cases: ServerUseCases, identify: Identify) -> None:
+        self._create = use_cases.create
+        self._queries = use_cases.queries
+        self._delete = use_cases.delete
+        self._power = use_cases.power
+        self._watch = use_cases.watch
         self._identify = identify
 
     async def CreateServer(
@@ -62,10 +82,24 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             group=hints.group,
             same_host=list(hints.same_host),
             different_host=list(hints.different_host),
+            description=request.description,
+            key_name=request.key_name,
+            user_data=request.user_data,
+            admin_password=request.admin_password,
+            networks=list(request.networks),
+            security_groups=list(request.security_groups),
+            tags=list(request.tags),
+            client_request_id=request.client_request_id,
+            block_devices=[
+                (b.source_type, b.destination_type, b.volume_size)
+                for b in request.block_device_mapping
+            ],
         )
         result = await self._create(command, await self._identify(context))
         return servers_pb2.CreateServerResponse(
-            server_ids=result.server_ids, reservation_id=result.reservation_id
+            server_ids=result.server_ids,
+            reservation_id=result.reservation_id,
+            admin_password=result.admin_password,
         )
 
     async def GetServer(
@@ -78,9 +112,25 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         self, request: servers_pb2.ListServersRequest, context: Context
     ) -> servers_pb2.ListServersResponse:
         caller = await self._identify(context)
-        found = await self._queries.list_servers(caller, reservation_id=request.reservation_id)
+        query = ListQuery(
+            reservation_id=request.reservation_id,
+            name=request.name,
+            vm_states=_STATUS_STATES.get(request.status, ()),
+            flavor=request.flavor,
+            image=request.image,
+            tags=tuple(request.tags),
+            changes_since=from_timestamp(request.changes_since)
+            if request.HasField("changes_since")
+            else None,
+            host=request.host,
+            all_projects=request.all_projects,
+            limit=request.limit,
+            page_token=request.page_token,
+        )
+        found, next_token = await self._queries.search(caller, query)
         return servers_pb2.ListServersResponse(
-            servers=[server_to_proto(i, admin=caller.is_admin) for i in found]
+            servers=[server_to_proto(i, admin=caller.is_admin) for i in found],
+            next_page_token=next_token,
         )
 
     async def DeleteServer(
@@ -97,3 +147,34 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         return servers_pb2.ListServerActionsResponse(
             actions=[action_to_proto(a, admin=caller.is_admin) for a in found]
         )
+
+    async def StartServer(
+        self, request: servers_pb2.ServerActionRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._power(request.id, PowerAction.START, await self._identify(context))
+        return empty_pb2.Empty()
+
+    async def StopServer(
+        self, request: servers_pb2.ServerActionRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._power(request.id, PowerAction.STOP, await self._identify(context))
+        return empty_pb2.Empty()
+
+    async def RebootServer(
+        self, request: servers_pb2.RebootServerRequest, context: Context
+    ) -> empty_pb2.Empty:
+        hard = request.type == servers_pb2.RebootServerRequest.HARD
+        action = PowerAction.REBOOT_HARD if hard else PowerAction.REBOOT_SOFT
+        await self._power(request.id, action, await self._identify(context))
+        return empty_pb2.Empty()
+
+    async def WatchServers(
+        self, request: servers_pb2.WatchServersRequest, context: Context
+    ) -> AsyncIterator[servers_pb2.ServerEvent]:
+        caller = await self._identify(context)
+        async for instance, change in self._watch.watch(
+            caller, server_id=request.server_id, reservation_id=request.reservation_id
+        ):
+            yield servers_pb2.ServerEvent(
+                server=server_to_proto(instance, admin=caller.is_admin), change=change
+            )

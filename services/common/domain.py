@@ -32,6 +32,10 @@ class TaskState(enum.StrEnum):
     NETWORKING = "networking"
     SPAWNING = "spawning"
     DELETING = "deleting"
+    POWERING_OFF = "powering-off"
+    POWERING_ON = "powering-on"
+    REBOOTING = "rebooting"
+    REBOOTING_HARD = "rebooting_hard"
 
 
 class PowerState(enum.IntEnum):
@@ -232,6 +236,17 @@ class InstanceEventKind(enum.StrEnum):
     POWER_STATE = "power_state"
     DELETED = "deleted"
     LOST = "lost"
+    STOPPED = "stopped"
+    STARTED = "started"
+    REBOOTED = "rebooted"
+    ACTION_FAILED = "action_failed"
+
+
+class PowerAction(enum.StrEnum):
+    START = "start"
+    STOP = "stop"
+    REBOOT_SOFT = "reboot_soft"
+    REBOOT_HARD = "reboot_hard"
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,7 @@ async def start_compute(
         host=settings.host,
         max_concurrent_builds=settings.max_concurrent_builds,
         instance_name_template=settings.instance_name_template,
+        clean_shutdown_timeout=settings.clean_shutdown_timeout,
     )
     server = await start_server(
         settings.listen,

@@ -24,6 +24,7 @@ from services.common.context import request_id_var
 from services.common.domain import (
     InstanceEvent,
     InstanceEventKind,
+    PowerAction,
     PowerState,
     Resources,
     utcnow,
@@ -128,8 +129,10 @@ class ComputeManager:
         host: str,
         max_concurrent_builds: int,
         instance_name_template: str = "instance-%08x",
+        clean_shutdown_timeout: float = 30.0,
     ) -> None:
         self.driver = driver
+        self.clean_shutdown_timeout = clean_shutdown_timeout
         self.tracker = tracker
         self.host = host
         self._events = events
@@ -244,6 +247,39 @@ class ComputeManager:
         self.phases[build.uuid] = Phase.FAILED
         self._failed += 1
         self._report(build, kind, reason=reason)
+
+    def power_action(self, uuid: str, action: PowerAction, request_id: str = "") -> None:
+        """Queue a start/stop/reboot under the instance's lock; reported when done."""
+        if not self._accepting:
+            raise HypervisorError("compute service is shutting down")
+        self.spawn_task(self._power_action(uuid, action, request_id), f"{action}-{uuid}")
+
+    async def _power_action(self, uuid: str, action: PowerAction, request_id: str) -> None:
+        request_id_var.set(request_id)
+        driver, timeout = self.driver, self.clean_shutdown_timeout
+        steps = {
+            PowerAction.START: (lambda: driver.power_on(uuid), InstanceEventKind.STARTED),
+            PowerAction.STOP: (lambda: driver.power_off(uuid, timeout), InstanceEventKind.STOPPED),
+            PowerAction.REBOOT_SOFT: (
+                lambda: driver.reboot(uuid, hard=False, timeout=timeout),
+                InstanceEventKind.REBOOTED,
+            ),
+            PowerAction.REBOOT_HARD: (
+                lambda: driver.reboot(uuid, hard=True, timeout=timeout),
+                InstanceEventKind.REBOOTED,
+            ),
+        }
+        work, done = steps[action]
+        async with self.locks.hold(uuid):
+            try:
+                await self.run_blocking(work)
+            except Exception as exc:
+                log.warning("%s of %s failed: %s", action, uuid, exc)
+                self.report(uuid, InstanceEventKind.ACTION_FAILED, reason=f"{action}: {exc}",
+                            request_id=request_id)  # fmt: skip
+                return
+        power = PowerState.SHUTDOWN if done is InstanceEventKind.STOPPED else PowerState.RUNNING
+        self.report(uuid, done, power_state=power, request_id=request_id)
 
     def terminate(self, uuids: Sequence[str], request_id: str = "") -> int:
         """Queue the removal of each instance; a queued build of it is dropped."""

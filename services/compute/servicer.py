@@ -11,6 +11,7 @@ from services.common.domain import (
     Flavor,
     Image,
     Instance,
+    PowerAction,
     PowerState,
     TaskState,
     VmState,
@@ -117,3 +118,20 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
             builds_succeeded=status.succeeded,
             builds_failed=status.failed,
         )
+
+    async def PowerAction(
+        self,
+        request: compute_pb2.ComputePowerActionRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> compute_pb2.ComputePowerActionResponse:
+        if not request.instance_uuid:
+            raise InvalidArgument("instance_uuid", "must not be empty")
+        try:
+            action = PowerAction(request.action)
+        except ValueError as exc:
+            raise InvalidArgument("action", f"unknown power action {request.action!r}") from exc
+        try:
+            self._manager.power_action(request.instance_uuid, action, request.request_id)
+        except HypervisorError as exc:
+            raise Unavailable(str(exc)) from exc
+        return compute_pb2.ComputePowerActionResponse()

@@ -62,6 +62,9 @@ class ComputeSettings:
     spawn_timeout: float = setting(
         300.0, "Seconds a domain may take to reach RUNNING before the build fails."
     )
+    clean_shutdown_timeout: float = setting(
+        30.0, "Seconds a guest gets to shut down cleanly on stop before it is destroyed."
+    )
     shutdown_timeout: float = setting(
         30.0, "On SIGTERM, seconds to let queued and running builds finish before exiting."
     )

@@ -15,6 +15,7 @@ from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
 from services.conductor.nodes import ComputeNodes
+from services.conductor.power import PowerActions
 from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
 from services.conductor.scheduler.scheduler import Scheduler
 from services.conductor.servicer import ConductorServicer
@@ -51,7 +52,9 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         ),
     )
     builds.report_failures = events.apply
-    servicer = ConductorServicer(builds, events, ComputeNodes(db), DeleteInstances(db, computes))
+    servicer = ConductorServicer(
+        builds, events, ComputeNodes(db), DeleteInstances(db, computes), PowerActions(db, computes)
+    )
     server = await start_server(
         settings.listen,
         [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],

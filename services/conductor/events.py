@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -20,7 +20,14 @@ from services.common.batching import Batcher
 from services.common.db import actions, placement
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
-from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
+from services.common.domain import (
+    InstanceEvent,
+    InstanceEventKind,
+    PowerState,
+    TaskState,
+    VmState,
+    utcnow,
+)
 from services.conductor.build_task import HostBuilds
 from services.conductor.reschedule import handle_failed_builds
 
@@ -101,6 +108,7 @@ def apply_events(
     )
     if by_kind[Kind.LOST]:
         _mark_lost(connection, by_kind[Kind.LOST])
+    _power_results(connection, by_kind, now)
     deleted = [e.instance_uuid for e in by_kind[Kind.DELETED]]
     if deleted:
         placement.free_allocations(connection, deleted)
@@ -116,6 +124,37 @@ def apply_events(
         )  # fmt: skip
         actions.finish_actions(connection, deleted, actions.DELETE, now)
     return moved
+
+
+_POWER_TASKS = {
+    Kind.STOPPED: (VmState.STOPPED, PowerState.SHUTDOWN, "stop"),
+    Kind.STARTED: (VmState.ACTIVE, PowerState.RUNNING, "start"),
+    Kind.REBOOTED: (VmState.ACTIVE, PowerState.RUNNING, "reboot"),
+}
+
+
+def _power_results(
+    connection: Connection, by_kind: dict[Kind, list[InstanceEvent]], now: datetime
+) -> None:
+    """A finished start/stop/reboot settles vm_state and power_state and clears the task; a
+    failed one clears the task and keeps the error in the action (as Nova)."""
+    for kind, (vm_state, power, action) in _POWER_TASKS.items():
+        uuids = [e.instance_uuid for e in by_kind[kind]]
+        if not uuids:
+            continue
+        instance_repo.settle_power_action(connection, uuids, vm_state, power, now)
+        actions.finish_actions(connection, uuids, action, now)
+    failed = by_kind[Kind.ACTION_FAILED]
+    if failed:
+        instance_repo.settle_power_action(
+            connection, [e.instance_uuid for e in failed], None, None, now
+        )
+        for event in failed:
+            name = event.reason.split(":", 1)[0]
+            action = {"reboot_soft": "reboot", "reboot_hard": "reboot"}.get(name, name)
+            actions.finish_actions(
+                connection, [event.instance_uuid], action, now, message=event.reason
+            )
 
 
 def _activate(connection: Connection, events: Sequence[InstanceEvent]) -> None:

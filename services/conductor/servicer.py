@@ -8,7 +8,13 @@ from typing import Any
 
 import grpc
 
-from services.common.domain import ComputeNodeReport, InstanceEvent, InstanceEventKind, PowerState
+from services.common.domain import (
+    ComputeNodeReport,
+    InstanceEvent,
+    InstanceEventKind,
+    PowerAction,
+    PowerState,
+)
 from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.convert import from_timestamp
@@ -16,6 +22,7 @@ from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import InstanceEvents
 from services.conductor.nodes import ComputeNodes
+from services.conductor.power import PowerActions
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,18 @@ _KINDS = {
     conductor_pb2.POWER_STATE: InstanceEventKind.POWER_STATE,
     conductor_pb2.DELETED: InstanceEventKind.DELETED,
     conductor_pb2.LOST: InstanceEventKind.LOST,
+    conductor_pb2.STOPPED: InstanceEventKind.STOPPED,
+    conductor_pb2.STARTED: InstanceEventKind.STARTED,
+    conductor_pb2.REBOOTED: InstanceEventKind.REBOOTED,
+    conductor_pb2.ACTION_FAILED: InstanceEventKind.ACTION_FAILED,
+}
+
+
+_POWER_ACTIONS = {
+    conductor_pb2.START: PowerAction.START,
+    conductor_pb2.STOP: PowerAction.STOP,
+    conductor_pb2.REBOOT_SOFT: PowerAction.REBOOT_SOFT,
+    conductor_pb2.REBOOT_HARD: PowerAction.REBOOT_HARD,
 }
 
 
@@ -81,11 +100,13 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         events: InstanceEvents,
         nodes: ComputeNodes,
         deletes: DeleteInstances,
+        power: PowerActions,
     ) -> None:
         self._builds = builds
         self._events = events
         self._nodes = nodes
         self._deletes = deletes
+        self._power = power
 
     async def BuildInstances(
         self,
@@ -151,3 +172,16 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
             raise InvalidArgument("instance_uuids", "must not contain empty ids")
         accepted = await self._deletes(list(request.instance_uuids), request.request_id)
         return conductor_pb2.DeleteInstancesResponse(accepted=accepted)
+
+    async def PowerAction(
+        self,
+        request: conductor_pb2.PowerActionRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> conductor_pb2.PowerActionResponse:
+        action = _POWER_ACTIONS.get(request.action)
+        if action is None:
+            raise InvalidArgument("action", f"unknown power action {request.action}")
+        if not request.instance_uuid:
+            raise InvalidArgument("instance_uuid", "must not be empty")
+        await self._power(request.instance_uuid, action, request.request_id)
+        return conductor_pb2.PowerActionResponse()

@@ -67,6 +67,8 @@ async def test_a_project_sees_only_its_own_servers(sqlite_url: str, tmp_path: Pa
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         still = await other.GetServer(servers_pb2.GetServerRequest(id=theirs), timeout=5)
         assert still.status != servers_pb2.DELETED
-        # an admin sees everyone's
-        everything = await stack.admin.ListServers(servers_pb2.ListServersRequest(), timeout=5)
+        # an admin sees everyone's when asking for all projects
+        everything = await stack.admin.ListServers(
+            servers_pb2.ListServersRequest(all_projects=True), timeout=5
+        )
         assert {mine, theirs} <= {s.id for s in everything.servers}

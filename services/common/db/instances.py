@@ -436,3 +436,54 @@ def count_by_state(connection: Connection) -> dict[str, int]:
         select(INSTANCES.c.vm_state, func.count()).group_by(INSTANCES.c.vm_state)
     )
     return {state: count for state, count in rows}
+
+
+POWER_TASKS = (
+    TaskState.POWERING_OFF.value,
+    TaskState.POWERING_ON.value,
+    TaskState.REBOOTING.value,
+    TaskState.REBOOTING_HARD.value,
+)
+
+
+def start_power_action(
+    connection: Connection,
+    uuid: str,
+    *,
+    project_id: str | None,
+    allowed: Sequence[VmState],
+    task: TaskState,
+    now: datetime,
+) -> Instance | None:
+    """Set ``task`` if the instance is in one of ``allowed`` with no task running; None if
+    not (the caller reports why from the current state)."""
+    query = update(INSTANCES).where(
+        INSTANCES.c.uuid == uuid,
+        INSTANCES.c.vm_state.in_([s.value for s in allowed]),
+        INSTANCES.c.task_state.is_(None),
+    )
+    if project_id is not None:
+        query = query.where(INSTANCES.c.project_id == project_id)
+    if connection.execute(query.values(task_state=task.value, updated_at=now)).rowcount != 1:
+        return None
+    return get_instance(connection, uuid, project_id=project_id)
+
+
+def settle_power_action(
+    connection: Connection,
+    uuids: Sequence[str],
+    vm_state: VmState | None,
+    power: PowerState | None,
+    now: datetime,
+) -> None:
+    """End a power task: the new states when it succeeded (None: leave them, it failed)."""
+    values: dict[str, Any] = {"task_state": None, "updated_at": now}
+    if vm_state is not None:
+        values["vm_state"] = vm_state.value
+    if power is not None:
+        values["power_state"] = int(power)
+    connection.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.task_state.in_(POWER_TASKS))
+        .values(**values)
+    )

@@ -91,3 +91,12 @@ class ComputeClient:
             return int(reply.queued)
 
         return await with_retries(call, attempts=3)
+
+    async def power_action(
+        self, address: str, uuid: str, action: str, *, request_id: str = ""
+    ) -> None:
+        stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
+        request = compute_pb2.ComputePowerActionRequest(
+            instance_uuid=uuid, action=action, request_id=request_id
+        )
+        await stub.PowerAction(request, timeout=self._timeout)

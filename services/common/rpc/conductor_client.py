@@ -16,6 +16,7 @@ from services.common.domain import (
     HostInstance,
     InstanceEvent,
     InstanceEventKind,
+    PowerAction,
     PowerState,
     Resources,
     TaskState,
@@ -37,6 +38,18 @@ _EVENT_KINDS = {
     InstanceEventKind.POWER_STATE: conductor_pb2.POWER_STATE,
     InstanceEventKind.DELETED: conductor_pb2.DELETED,
     InstanceEventKind.LOST: conductor_pb2.LOST,
+    InstanceEventKind.STOPPED: conductor_pb2.STOPPED,
+    InstanceEventKind.STARTED: conductor_pb2.STARTED,
+    InstanceEventKind.REBOOTED: conductor_pb2.REBOOTED,
+    InstanceEventKind.ACTION_FAILED: conductor_pb2.ACTION_FAILED,
+}
+
+
+_POWER_ACTIONS = {
+    PowerAction.START: conductor_pb2.START,
+    PowerAction.STOP: conductor_pb2.STOP,
+    PowerAction.REBOOT_SOFT: conductor_pb2.REBOOT_SOFT,
+    PowerAction.REBOOT_HARD: conductor_pb2.REBOOT_HARD,
 }
 
 
@@ -307,3 +320,11 @@ class ConductorClient:
             return int(reply.accepted)
 
         return await with_retries(call, attempts=3)
+
+    async def power_action(self, uuid: str, action: PowerAction, *, request_id: str = "") -> None:
+        """Not retried: a reboot must not happen twice. Errors surface to the caller."""
+        request = conductor_pb2.PowerActionRequest(
+            instance_uuid=uuid, action=_POWER_ACTIONS[action], request_id=request_id
+        )
+        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+        await self._stub().PowerAction(request, timeout=REPORT_DEADLINE_S, metadata=metadata)

@@ -83,6 +83,15 @@ class VirtDriver(Protocol):
     def power_state(self, uuid: str) -> PowerState:
         """NOSTATE when the hypervisor does not know the guest."""
 
+    def power_off(self, uuid: str, timeout: float) -> None:
+        """Clean shutdown; after ``timeout`` seconds, pull the plug. Idempotent."""
+
+    def power_on(self, uuid: str) -> None:
+        """Start the defined domain and wait until it runs. Idempotent."""
+
+    def reboot(self, uuid: str, *, hard: bool, timeout: float) -> None:
+        """Soft: clean shutdown (hard after ``timeout``) then start; hard: destroy then start."""
+
     def list_domains(self) -> list[DomainInfo]: ...
 
     def instance_files(self) -> set[str]:

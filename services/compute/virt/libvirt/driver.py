@@ -172,6 +172,37 @@ class LibvirtDriver:
     def power_state(self, uuid: str) -> PowerState:
         return power_state_of(self._host.state(uuid))
 
+    def _wait_for(self, uuid: str, wanted: PowerState, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while power_state_of(self._host.state(uuid)) is not wanted:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        return True
+
+    def power_off(self, uuid: str, timeout: float) -> None:
+        self._host.shutdown(uuid)
+        if not self._wait_for(uuid, PowerState.SHUTDOWN, timeout):
+            # The guest ignored ACPI (the tiny guest has no ACPI daemon): as Nova does after
+            # its clean-shutdown timeout, destroy it.
+            log.info("domain %s did not shut down in %.0fs; destroying it", uuid, timeout)
+            self._host.destroy(uuid)
+            self._wait_for(uuid, PowerState.SHUTDOWN, 30)
+
+    def power_on(self, uuid: str) -> None:
+        self._host.start(uuid)
+        self._wait_running(uuid)
+
+    def reboot(self, uuid: str, *, hard: bool, timeout: float) -> None:
+        if hard:
+            self._host.destroy(uuid)
+            self._wait_for(uuid, PowerState.SHUTDOWN, 30)
+        else:
+            self.power_off(uuid, timeout)
+        self.power_on(uuid)
+
     def list_domains(self) -> list[DomainInfo]:
         return [
             DomainInfo(d.uuid, d.name, power_state_of(d.state), d.managed)

@@ -92,6 +92,38 @@ class LibvirtHost:
                 return None
             raise HypervisorError(f"reading the state of {uuid} failed: {exc}") from exc
 
+    def _domain(self, uuid: str) -> libvirt.virDomain:
+        try:
+            return self.connection.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"domain {uuid} not found: {exc}") from exc
+
+    def shutdown(self, uuid: str) -> None:
+        """Ask the guest to shut down (ACPI); returns at once."""
+        domain = self._domain(uuid)
+        try:
+            if domain.isActive():
+                domain.shutdown()
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"shutdown of {uuid} failed: {exc}") from exc
+
+    def destroy(self, uuid: str) -> None:
+        """Pull the plug; the domain stays defined."""
+        domain = self._domain(uuid)
+        try:
+            if domain.isActive():
+                domain.destroy()
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"destroy of {uuid} failed: {exc}") from exc
+
+    def start(self, uuid: str) -> None:
+        domain = self._domain(uuid)
+        try:
+            if not domain.isActive():
+                domain.create()
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"start of {uuid} failed: {exc}") from exc
+
     def destroy_and_undefine(self, uuid: str) -> bool:
         try:
             domain = self.connection.lookupByUUIDString(uuid)

@@ -1,0 +1,78 @@
+"""StartServer, StopServer, RebootServer: check the state, record the task, hand it over."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from services.api import validation
+from services.api.context import RequestContext
+from services.common.db import actions
+from services.common.db import instances as instance_repo
+from services.common.db.engine import Database
+from services.common.domain import Instance, PowerAction, TaskState, VmState, utcnow
+from services.common.errors import NotFound, WrongState
+
+# action -> (states it may start from, the task it sets, the instance action it records)
+RULES: dict[PowerAction, tuple[tuple[VmState, ...], TaskState, str]] = {
+    PowerAction.START: ((VmState.STOPPED,), TaskState.POWERING_ON, "start"),
+    PowerAction.STOP: ((VmState.ACTIVE, VmState.ERROR), TaskState.POWERING_OFF, "stop"),
+    PowerAction.REBOOT_SOFT: ((VmState.ACTIVE,), TaskState.REBOOTING, "reboot"),
+    PowerAction.REBOOT_HARD: (
+        (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR),
+        TaskState.REBOOTING_HARD,
+        "reboot",
+    ),
+}
+
+
+class PowerActionSender(Protocol):
+    async def power_action(
+        self, uuid: str, action: PowerAction, *, request_id: str = ""
+    ) -> None: ...
+
+
+class PowerActions:
+    def __init__(self, db: Database, conductor: PowerActionSender) -> None:
+        self._db = db
+        self._conductor = conductor
+
+    async def __call__(self, server_id: str, action: PowerAction, context: RequestContext) -> None:
+        server_id = validation.check_uuid_ref("id", server_id)
+        allowed, task, name = RULES[action]
+
+        def record(connection: Connection) -> Instance | None:
+            now = utcnow()
+            started = instance_repo.start_power_action(
+                connection, server_id, project_id=context.scope, allowed=allowed, task=task,
+                now=now,
+            )  # fmt: skip
+            if started is not None:
+                actions.start_actions(
+                    connection,
+                    [actions.NewAction(server_id, name, context.request_id, started.project_id)],
+                    now,
+                )
+                return started
+            current = instance_repo.get_instance(connection, server_id, project_id=context.scope)
+            if current is None or current.vm_state is VmState.DELETED:
+                raise NotFound("server", server_id, field="id")
+            raise _wrong_state(action, current, allowed)
+
+        await self._db.write(record)
+        await self._conductor.power_action(server_id, action, request_id=context.request_id)
+
+
+def _wrong_state(action: PowerAction, current: Instance, allowed: Sequence[VmState]) -> WrongState:
+    if current.task_state is not None:
+        return WrongState(
+            f"id: cannot {action.value.replace('_', ' ')} while the server is "
+            f"{current.task_state.value}"
+        )
+    wanted = " or ".join(s.value for s in allowed)
+    return WrongState(
+        f"id: cannot {action.value.replace('_', ' ')} a server that is {current.vm_state.value} "
+        f"(it must be {wanted})"
+    )
