@@ -138,6 +138,14 @@ class Instance:
     def status(self) -> ServerStatus:
         return server_status(self.vm_state, self.task_state)
 
+    @property
+    def resources(self) -> Resources:
+        """What the instance holds on its host: the flavor plus its extra local disks."""
+        flavor = self.flavor
+        return Resources(
+            flavor.vcpus, flavor.memory_mb, flavor.root_gb + extra_disk_gb(self.block_devices)
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Resources:
@@ -160,6 +168,10 @@ class Resources:
 
 
 ZERO = Resources(0, 0, 0)
+
+
+def extra_disk_gb(block_devices: tuple[Mapping[str, Any], ...]) -> int:
+    return sum(int(d.get("size_gb", 0)) for d in block_devices)
 
 
 @dataclass(slots=True)

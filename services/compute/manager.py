@@ -19,7 +19,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.common.builds import BuildRequest
+from services.common.builds import BuildRequest, hostname_for
 from services.common.context import request_id_var
 from services.common.domain import (
     InstanceEvent,
@@ -30,6 +30,7 @@ from services.common.domain import (
     utcnow,
 )
 from services.compute.resource_tracker import ClaimRefused, ResourceTracker
+from services.compute.virt.configdrive import ConfigDriveContent
 from services.compute.virt.driver import (
     HypervisorError,
     ImageRef,
@@ -97,6 +98,24 @@ def instance_name(template: str, instance_id: int, uuid: str) -> str:
     return template % instance_id
 
 
+def config_drive_content(build: BuildRequest) -> ConfigDriveContent | None:
+    instance = build.instance
+    if not instance.config_drive:
+        return None
+    return ConfigDriveContent(
+        uuid=instance.uuid,
+        name=instance.display_name,
+        hostname=hostname_for(instance.display_name, instance.uuid),
+        project_id=instance.project_id,
+        availability_zone=instance.availability_zone or "",
+        metadata=instance.metadata,
+        key_name=instance.key_name or "",
+        key_data=instance.key_data or "",
+        user_data=instance.user_data or "",
+        admin_password=build.admin_password,
+    )
+
+
 def spawn_spec(build: BuildRequest, template: str) -> SpawnSpec:
     instance, image = build.instance, build.image
     return SpawnSpec(
@@ -115,6 +134,8 @@ def spawn_spec(build: BuildRequest, template: str) -> SpawnSpec:
         created_at=instance.created_at,
         metadata=instance.metadata,
         networks=build.networks,
+        config_drive=config_drive_content(build),
+        ephemeral_gb=tuple(int(d["size_gb"]) for d in instance.block_devices),
     )  # fmt: skip
 
 
@@ -222,7 +243,7 @@ class ComputeManager:
         uuid = build.uuid
         self.phases[uuid] = Phase.BUILDING
         try:
-            self.tracker.claim(uuid, Resources.of(build.instance.flavor))
+            self.tracker.claim(uuid, build.instance.resources)
         except ClaimRefused as exc:
             self._fail(build, InstanceEventKind.RESCHEDULE, f"claim refused: {exc}")
             return

@@ -113,7 +113,7 @@ def request_spec(
     return RequestSpec(
         instance_uuid=instance.uuid,
         project_id=instance.project_id,
-        resources=Resources.of(instance.flavor),
+        resources=instance.resources,
         availability_zone=stored.availability_zone,
         force_host=stored.force_host,
         force_node=stored.force_node,

@@ -24,7 +24,6 @@ from services.common.domain import (
     Instance,
     InstanceEvent,
     InstanceEventKind,
-    Resources,
     TaskState,
     VmState,
 )
@@ -132,7 +131,7 @@ def _move_to_alternate(
     """Claim the first alternate that still takes the instance; record the move."""
     if image is None:
         return None
-    resources = Resources.of(instance.flavor)
+    resources = instance.resources
     remaining = [h for h in stored.alternates if h not in stored.tried_hosts]
     for position, name in enumerate(remaining):
         found = placement.load_host_states(

@@ -3,6 +3,7 @@ serial console, delete it, and find nothing left behind."""
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from pathlib import Path
@@ -15,9 +16,15 @@ from services.cli.manage import image_from_files, issue_token, register_image
 from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.db.models import ALLOCATIONS
-from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.generated.novagrpc.v1 import (
+    keypairs_pb2,
+    keypairs_pb2_grpc,
+    servers_pb2,
+    servers_pb2_grpc,
+)
 from services.compute.virt.libvirt.host import LibvirtHost
 from tests.support.auth import Authed
+from tests.support.keys import ed25519_public_key
 from tests.support.processes import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -64,13 +71,23 @@ def test_tiny_guest_boots_and_delete_cleans_up(
         with grpc.insecure_channel(api.address) as channel:
             _, token = issue_token(url, "demo")
             stub = Authed(servers_pb2_grpc.ServersStub(channel), token)
+            keypairs = Authed(keypairs_pb2_grpc.KeypairsStub(channel), token)
+            keypairs.ImportKeypair(
+                keypairs_pb2.ImportKeypairRequest(name="e2e", public_key=ed25519_public_key()),
+                timeout=10,
+            )
+            marker = f"#!/bin/sh e2e-{uuid.uuid4().hex[:8]}"
+            user_data = base64.b64encode(f"{marker}\necho hello\n".encode()).decode()
             started = time.monotonic()
             reply = stub.CreateServer(
                 servers_pb2.CreateServerRequest(
-                    name="tiny", flavor_ref="m1.tiny", image_ref="tiny-guest"
+                    name="Tiny Guest", flavor_ref="m1.tiny", image_ref="tiny-guest",
+                    key_name="e2e", user_data=user_data,
+                    block_device_mapping=[servers_pb2.BlockDeviceMapping(
+                        source_type="blank", destination_type="local", volume_size=1)],
                 ),
                 timeout=10,
-            )
+            )  # fmt: skip
             server_id = reply.server_ids[0]
 
             def status() -> servers_pb2.Server:

@@ -23,6 +23,7 @@ from services.common.domain import (
     Resources,
     TaskState,
     VmState,
+    extra_disk_gb,
 )
 
 FAULT_MESSAGE_MAX = 255
@@ -417,6 +418,7 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             INSTANCES.c.vcpus,
             INSTANCES.c.memory_mb,
             INSTANCES.c.root_gb,
+            INSTANCES.c.block_devices,
         ).where(INSTANCES.c.host == host, INSTANCES.c.vm_state != VmState.DELETED.value)
     )
     return [
@@ -425,7 +427,9 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             vm_state=VmState(r.vm_state),
             task_state=TaskState(r.task_state) if r.task_state else None,
             power_state=PowerState(r.power_state),
-            resources=Resources(r.vcpus, r.memory_mb, r.root_gb),
+            resources=Resources(
+                r.vcpus, r.memory_mb, r.root_gb + extra_disk_gb(tuple(r.block_devices or ()))
+            ),
         )
         for r in rows
     ]

@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from services.common.domain import PowerState
+
+if TYPE_CHECKING:
+    from services.compute.virt.configdrive import ConfigDriveContent
 
 
 class HypervisorError(Exception):
@@ -58,6 +61,10 @@ class SpawnSpec:
     metadata: Mapping[str, str] = field(default_factory=dict)
     # One NIC per entry ("auto" is the host's default network); empty: no NIC.
     networks: tuple[str, ...] = ()
+    # What the guest finds on its config drive; None: no config drive.
+    config_drive: ConfigDriveContent | None = None
+    # Extra blank local disks, GiB each.
+    ephemeral_gb: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,10 @@ import os
 import shutil
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from services.compute.virt.configdrive import ConfigDriveContent, build_config_drive
 from services.compute.virt.driver import HypervisorError, ImageRef, InvalidBuild
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class InstanceFiles:
     directory: Path
     disk: Path | None
     console_log: Path
+    config_drive: Path | None = None
+    ephemeral: tuple[Path, ...] = ()
 
 
 def _sha256_copy(source: Path, target: Path) -> str:
@@ -172,6 +175,21 @@ class InstanceStorage:
         else:
             qemu_img("create", "-q", "-f", "qcow2", str(disk), size or "1G")
         return InstanceFiles(directory, disk, console)
+
+    def extras(
+        self, files: InstanceFiles, *, ephemeral_gb: tuple[int, ...],
+        config_drive: ConfigDriveContent | None,
+    ) -> InstanceFiles:  # fmt: skip
+        """Blank qcow2 disks and the config drive, next to the root disk."""
+        extra = []
+        for index, size in enumerate(ephemeral_gb):
+            path = files.directory / f"disk.eph{index}"
+            qemu_img("create", "-q", "-f", "qcow2", str(path), f"{size}G")
+            extra.append(path)
+        drive = None
+        if config_drive is not None:
+            drive = build_config_drive(config_drive, files.directory / "disk.config")
+        return replace(files, config_drive=drive, ephemeral=tuple(extra))
 
     def remove(self, uuid: str) -> bool:
         directory = self.directory(uuid)

@@ -101,6 +101,14 @@ class LibvirtDriver:
             initrd = str(image.initrd) if image.initrd else ""
             boot = DirectBoot(str(image.kernel), initrd, image.cmdline)
         disks = [DiskConfig(str(files.disk))] if files.disk is not None else []
+        for index, path in enumerate(files.ephemeral):
+            disks.append(DiskConfig(str(path), target_dev=f"vd{chr(ord('b') + index)}"))
+        if files.config_drive is not None:
+            # IDE on the pc machine type, as Nova: the Debian cloud kernel has no AHCI (SATA).
+            disks.append(
+                DiskConfig(str(files.config_drive), target_dev="hdc", driver_type="raw",
+                           bus="ide", device="cdrom", readonly=True)
+            )  # fmt: skip
         return DomainConfig(
             virt_type=self._options.virt_type,
             name=spec.name,
@@ -117,10 +125,18 @@ class LibvirtDriver:
             os_arch="i686" if is_test else "x86_64",
             direct_boot=boot,
             disks=disks,
-            interfaces=[self._options.interface for _ in spec.networks],
+            interfaces=[self._interface(network) for network in spec.networks],
             console_log="" if is_test else str(files.console_log),
             emulator=self._options.emulator,
         )
+
+    def _interface(self, network: str) -> InterfaceConfig:
+        """``auto`` is the host's default NIC; a named network is a libvirt network of that
+        name when the host uses libvirt networks, else the host's default."""
+        default = self._options.interface
+        if network == "auto" or default.kind != "network":
+            return default
+        return InterfaceConfig("network", network, default.model)
 
     def _image(self, spec: SpawnSpec) -> CachedImage | None:
         if not spec.image.location:
@@ -133,6 +149,9 @@ class LibvirtDriver:
         try:
             image = self._image(spec)
             files = self._storage.prepare(spec.uuid, image, spec.root_gb)
+            files = self._storage.extras(
+                files, ephemeral_gb=spec.ephemeral_gb, config_drive=spec.config_drive
+            )
             self._host.define_and_start(domain_xml(self.domain_config(spec, files, image)))
             self._wait_running(spec.uuid)
         except HypervisorError:
