@@ -48,6 +48,10 @@ class _Watcher:
     )
     sent: dict[str, datetime] = field(default_factory=dict)
     overflowed: bool = False
+    # Until its snapshot is out, changes the poller finds wait here (newest per server), so
+    # that a client's first event for every server is its snapshot.
+    ready: bool = False
+    early: dict[str, tuple[Instance, str]] = field(default_factory=dict)
 
     def matches(self, instance: Instance) -> bool:
         if self.project_id is not None and instance.project_id != self.project_id:
@@ -59,6 +63,11 @@ class _Watcher:
         return True
 
     def offer(self, instance: Instance, change: str) -> None:
+        if not self.ready and change != "snapshot":
+            held = self.early.get(instance.uuid)
+            if held is None or _version(held[0]) < _version(instance):
+                self.early[instance.uuid] = (instance, change)
+            return
         version = _version(instance)
         last = self.sent.get(instance.uuid)
         if last is not None and version <= last:
@@ -101,6 +110,10 @@ class ServerWatch:
                 raise NotFound("server", server_id, field="server_id")
             for instance in snapshot:
                 watcher.offer(instance, "snapshot")
+            watcher.ready = True
+            for instance, change in watcher.early.values():
+                watcher.offer(instance, change)  # only what is newer than the snapshot
+            watcher.early.clear()
             while not watcher.overflowed:
                 instance, change = await watcher.queue.get()
                 yield instance, change

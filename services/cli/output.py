@@ -10,12 +10,17 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 
-def to_dict(message: Message) -> dict[str, Any]:
-    return MessageToDict(message, preserving_proto_field_name=True)
+def to_dict(message: Message, *, defaults: bool = False) -> dict[str, Any]:
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=defaults
+    )
 
 
-def print_json(data: Any, out: TextIO) -> None:
-    out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+def emit(data: Any, output: str, out: TextIO) -> None:
+    if output == "json":
+        out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        print_record(data, out)
 
 
 def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO) -> None:

@@ -1,0 +1,122 @@
+"""novactl flavor ... and image ...: the catalogue."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, TextIO
+
+from services.cli.client import Client
+from services.cli.output import emit, print_record, print_table, to_dict
+from services.common.generated.novagrpc.v1 import catalog_pb2
+
+FLAVOR_COLUMNS = ("id", "name", "vcpus", "ram", "disk")
+IMAGE_COLUMNS = ("id", "name", "disk_format", "status", "size", "owner")
+
+
+def _flavor_create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    flavor = client.call(
+        client.flavors.CreateFlavor,
+        catalog_pb2.CreateFlavorRequest(
+            name=args.name, id=args.id or "", vcpus=args.vcpus, ram=args.ram, disk=args.disk
+        ),
+    )
+    _show_one(to_dict(flavor), args, out)
+    return 0
+
+
+def _flavor_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    reply = client.call(client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest())
+    _show_many([to_dict(f) for f in reply.flavors], FLAVOR_COLUMNS, args, out)
+    return 0
+
+
+def _flavor_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    flavor = client.call(client.flavors.GetFlavor, catalog_pb2.GetFlavorRequest(id=args.id))
+    _show_one(to_dict(flavor), args, out)
+    return 0
+
+
+def _flavor_delete(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    client.call(client.flavors.DeleteFlavor, catalog_pb2.DeleteFlavorRequest(id=args.id))
+    out.write(f"flavor {args.id} deleted\n")
+    return 0
+
+
+def _image_register(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    properties = dict(p.split("=", 1) for p in args.property if "=" in p)
+    image = client.call(
+        client.images.RegisterImage,
+        catalog_pb2.RegisterImageRequest(
+            name=args.name, file=args.file, disk_format=args.disk_format,
+            initrd_file=args.initrd or "", kernel_cmdline=args.cmdline or "",
+            properties=properties,
+        ),
+    )  # fmt: skip
+    _show_one(to_dict(image), args, out)
+    return 0
+
+
+def _image_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    reply = client.call(client.images.ListImages, catalog_pb2.ListImagesRequest())
+    _show_many([to_dict(i) for i in reply.images], IMAGE_COLUMNS, args, out)
+    return 0
+
+
+def _image_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    image = client.call(client.images.GetImage, catalog_pb2.GetImageRequest(id=args.id))
+    _show_one(to_dict(image), args, out)
+    return 0
+
+
+def _image_delete(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    client.call(client.images.DeleteImage, catalog_pb2.DeleteImageRequest(id=args.id))
+    out.write(f"image {args.id} deleted\n")
+    return 0
+
+
+def _show_one(data: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
+    emit(data, "json", out) if args.output == "json" else print_record(data, out)
+
+
+def _show_many(
+    rows: list[dict[str, Any]], columns: tuple[str, ...], args: argparse.Namespace, out: TextIO
+) -> None:
+    emit(rows, "json", out) if args.output == "json" else print_table(rows, columns, out)
+
+
+def register(commands: Any) -> None:
+    flavor = commands.add_parser("flavor", help="flavors").add_subparsers(
+        dest="action", required=True
+    )
+    create = flavor.add_parser("create", help="create a flavor (admin)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--id")
+    create.add_argument("--vcpus", type=int, required=True)
+    create.add_argument("--ram", type=int, required=True, help="MiB")
+    create.add_argument("--disk", type=int, default=0, help="GiB")
+    create.set_defaults(func=_flavor_create)
+    flavor.add_parser("list", help="list flavors").set_defaults(func=_flavor_list)
+    show = flavor.add_parser("show", help="show a flavor")
+    show.add_argument("id")
+    show.set_defaults(func=_flavor_show)
+    delete = flavor.add_parser("delete", help="delete a flavor (admin)")
+    delete.add_argument("id")
+    delete.set_defaults(func=_flavor_delete)
+
+    image = commands.add_parser("image", help="images").add_subparsers(dest="action", required=True)
+    register_image = image.add_parser("register", help="register a file of the image store")
+    register_image.add_argument("--name", required=True)
+    register_image.add_argument("--file", required=True, help="path inside the image store")
+    register_image.add_argument("--disk-format", default="qcow2",
+                                choices=("qcow2", "raw", "kernel"))  # fmt: skip
+    register_image.add_argument("--initrd", help="kernel images: initrd in the image store")
+    register_image.add_argument("--cmdline", help="kernel images: kernel command line")
+    register_image.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
+    register_image.set_defaults(func=_image_register)
+    image.add_parser("list", help="list images").set_defaults(func=_image_list)
+    show_image = image.add_parser("show", help="show an image")
+    show_image.add_argument("id")
+    show_image.set_defaults(func=_image_show)
+    delete_image = image.add_parser("delete", help="delete an image")
+    delete_image.add_argument("id")
+    delete_image.set_defaults(func=_image_delete)
