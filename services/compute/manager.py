@@ -165,6 +165,8 @@ class ComputeManager:
         self.phases: dict[str, Phase] = {}
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Builds accepted but still waiting for their lock or a slot.
+        self._queued: dict[str, tuple[BuildRequest, asyncio.Task[None]]] = {}
         self._waiting = 0
         self._building = 0
         self._succeeded = 0
@@ -186,10 +188,11 @@ class ComputeManager:
     async def run_blocking(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    def spawn_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    def spawn_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def tombstone(self, uuid: str) -> None:
         self._tombstones[uuid] = None
@@ -210,7 +213,10 @@ class ComputeManager:
                 continue
             self.phases[build.uuid] = Phase.QUEUED
             self._waiting += 1
-            self.spawn_task(self._build(build), f"build-{build.uuid}")
+            self._queued[build.uuid] = (
+                build,
+                self.spawn_task(self._build(build), f"build-{build.uuid}"),
+            )
         queued = len(builds) - len(duplicates)
         if self._waiting > max(0, self._max - self._building):
             log.info(
@@ -228,8 +234,12 @@ class ComputeManager:
             async with self.locks.hold(build.uuid), self._slots:
                 self._waiting -= 1
                 started = True
+                self._queued.pop(build.uuid, None)
                 if build.uuid in self._tombstones:
                     return  # deleted while it waited in the queue
+                if not self._accepting:
+                    self._hand_back(build)
+                    return
                 self._building += 1
                 try:
                     await self._run_build(build)
@@ -238,6 +248,7 @@ class ComputeManager:
         finally:
             if not started:
                 self._waiting -= 1
+                self._queued.pop(build.uuid, None)
 
     async def _run_build(self, build: BuildRequest) -> None:
         uuid = build.uuid
@@ -367,7 +378,23 @@ class ComputeManager:
             await asyncio.wait(list(self._tasks), timeout=remaining)
         return 0
 
+    def _hand_back(self, build: BuildRequest) -> None:
+        """A queued build this service will not run (it is stopping): back to the conductor,
+        which places it elsewhere; a late cast of it is dropped here."""
+        self.tombstone(build.uuid)
+        self.phases.pop(build.uuid, None)
+        self._report(
+            build, InstanceEventKind.RESCHEDULE, reason=f"compute service on {self.host} stopping"
+        )
+
     async def drain(self, timeout: float) -> int:
-        """Stop accepting, then wait for what is queued or running (see ``wait_idle``)."""
+        """Stop accepting; hand back every build still waiting for a slot at once; let the
+        running ones finish within ``timeout``. Returns how many tasks were unfinished."""
         self._accepting = False
+        waiting = list(self._queued.values())
+        for build, task in waiting:
+            task.cancel()
+            self._hand_back(build)
+        if waiting:
+            log.info("handed %d queued builds back to the conductor", len(waiting))
         return await self.wait_idle(timeout)

@@ -16,6 +16,7 @@ from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
 from services.conductor.nodes import ComputeNodes
 from services.conductor.power import PowerActions
+from services.conductor.reconciler import ReconcilePolicy, Reconciler
 from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
 from services.conductor.scheduler.scheduler import Scheduler
 from services.conductor.servicer import ConductorServicer
@@ -52,8 +53,22 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         ),
     )
     builds.report_failures = events.apply
+    deletes = DeleteInstances(db, computes)
     servicer = ConductorServicer(
-        builds, events, ComputeNodes(db), DeleteInstances(db, computes), PowerActions(db, computes)
+        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes)
+    )
+    reconciler = Reconciler(
+        db,
+        schedule=builds.submit,
+        finish_deletes=deletes,
+        report_failures=events.apply,
+        policy=ReconcilePolicy(
+            interval=settings.reconcile_interval,
+            scheduling_grace=timedelta(seconds=settings.scheduling_grace),
+            service_down_time=timedelta(seconds=settings.service_down_time),
+            instance_build_timeout=timedelta(seconds=settings.instance_build_timeout),
+            power_action_timeout=timedelta(seconds=settings.power_action_timeout),
+        ),
     )
     server = await start_server(
         settings.listen,
@@ -61,6 +76,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     )
     builds.start()
     events.start()
+    reconciler.start()
 
     async def close_db() -> None:
         db.close()
@@ -69,7 +85,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         "conductor",
         server,
         settings.listen,
-        closers=[events.close, builds.close, channels.close, close_db],
+        closers=[reconciler.close, events.close, builds.close, channels.close, close_db],
         grace=settings.shutdown_grace_seconds,
     )
     if not await db.ping():

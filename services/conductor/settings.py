@@ -44,6 +44,20 @@ class ConductorSettings:
     build_rpc_timeout: float = setting(
         10.0, "Deadline in seconds of each BuildAndRunInstance call to a compute service."
     )
+    reconcile_interval: float = setting(
+        15.0, "Seconds between reconciler passes (stuck casts, deletes, builds, power actions)."
+    )
+    scheduling_grace: float = setting(
+        30.0,
+        "Seconds an instance may wait in scheduling (or a delete in deleting) before the "
+        "reconciler re-drives it.",
+    )
+    instance_build_timeout: float = setting(
+        600.0, "Seconds after which an unfinished build ends in ERROR (Nova's default: 600)."
+    )
+    power_action_timeout: float = setting(
+        300.0, "Seconds after which an unfinished start/stop/reboot is given back."
+    )
     ready_file: str = setting(
         "", "When set, the bound address is written here once the service is serving."
     )
@@ -67,3 +81,6 @@ class ConductorSettings:
         except ValueError as exc:
             require(False, "weights", str(exc))
         require(self.build_rpc_timeout > 0, "build_rpc_timeout", "must be > 0")
+        for name in ("reconcile_interval", "scheduling_grace", "instance_build_timeout",
+                     "power_action_timeout"):  # fmt: skip
+            require(getattr(self, name) > 0, name, "must be > 0")

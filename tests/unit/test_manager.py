@@ -5,6 +5,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+import pytest
+
 from services.common.builds import BuildRequest
 from services.common.domain import (
     Flavor,
@@ -121,7 +123,7 @@ async def test_max_concurrent_builds_holds_and_every_build_finishes() -> None:
     compute = manager(driver, sink, limit=4)
     queued, duplicates = compute.accept([build(i) for i in range(30)])
     assert (queued, duplicates) == (30, [])
-    assert await compute.drain(10) == 0
+    assert await compute.wait_idle(10) == 0
     assert driver.peak == 4
     assert len(driver.running) == 30
     assert all(sink.kinds(build(i).uuid)[-1] is InstanceEventKind.ACTIVE for i in range(30))
@@ -136,7 +138,7 @@ async def test_accept_returns_before_any_build_runs_and_queue_is_visible() -> No
     status = compute.status
     assert (status.building, status.queued) == (2, 3)
     driver.release.set()
-    await compute.drain(5)
+    await compute.wait_idle(5)
     assert (compute.status.succeeded, compute.status.instances) == (5, 5)
 
 
@@ -146,7 +148,7 @@ async def test_duplicate_builds_are_ignored() -> None:
     compute.accept([build(1)])
     queued, duplicates = compute.accept([build(1), build(2)])
     assert queued == 1 and duplicates == [build(1).uuid]
-    await compute.drain(5)
+    await compute.wait_idle(5)
     assert sink.kinds(build(1).uuid).count(InstanceEventKind.ACTIVE) == 1
 
 
@@ -155,7 +157,7 @@ async def test_a_failed_spawn_reports_reschedule_with_the_reason() -> None:
     driver, sink = FakeDriver(fail={failing.uuid}), RecordingSink()
     compute = manager(driver, sink, limit=2)
     compute.accept([failing])
-    await compute.drain(5)
+    await compute.wait_idle(5)
     last = [e for e in sink.events if e.instance_uuid == failing.uuid][-1]
     assert last.kind is InstanceEventKind.RESCHEDULE
     assert "no space left" in last.reason
@@ -188,7 +190,7 @@ async def test_a_build_that_does_not_fit_is_refused_before_the_hypervisor() -> N
     tracker.set_capacity(Resources(1, 1024, 10))
     compute = manager(driver, sink, limit=4, tracker=tracker)
     compute.accept([build(1), build(2)])  # each m1.tiny: 1 vCPU, the host has one
-    await compute.drain(5)
+    await compute.wait_idle(5)
     kinds = {b.uuid: sink.kinds(b.uuid)[-1] for b in (build(1), build(2))}
     assert sorted(kinds.values()) == [InstanceEventKind.ACTIVE, InstanceEventKind.RESCHEDULE]
     refused = next(e for e in sink.events if e.kind is InstanceEventKind.RESCHEDULE)
@@ -205,7 +207,7 @@ async def test_an_invalid_build_fails_without_reschedule_and_frees_its_claim() -
     tracker = ResourceTracker(Ratios(1.0, 1.0, 1.0))
     compute = manager(Refusing(), sink, limit=1, tracker=tracker)
     compute.accept([build(3)])
-    await compute.drain(5)
+    await compute.wait_idle(5)
     assert sink.kinds(build(3).uuid) == [InstanceEventKind.SPAWNING, InstanceEventKind.FAILED]
     assert len(tracker) == 0 and compute.status.failed == 1
 
@@ -241,3 +243,21 @@ async def test_terminate_waits_for_a_running_build_then_removes_it() -> None:
     compute.terminate([build(5).uuid])  # idempotent: nothing left, DELETED again
     await compute.wait_idle(5)
     assert sink.kinds(build(5).uuid)[-1] is InstanceEventKind.DELETED
+
+
+async def test_drain_hands_back_queued_builds_and_lets_running_ones_finish() -> None:
+    driver, sink = FakeDriver(), RecordingSink()
+    driver.release.clear()
+    compute = manager(driver, sink, limit=1)
+    compute.accept([build(i) for i in range(4)])
+    await asyncio.sleep(0.02)  # build 0 runs, 1-3 wait for the only slot
+    draining = asyncio.ensure_future(compute.drain(5))
+    await asyncio.sleep(0.02)
+    handed = [b.uuid for b in (build(1), build(2), build(3))]
+    assert all(sink.kinds(u) == [InstanceEventKind.RESCHEDULE] for u in handed)
+    assert all("stopping" in e.reason for e in sink.events if e.instance_uuid in handed)
+    driver.release.set()
+    assert await draining == 0
+    assert sink.kinds(build(0).uuid)[-1] is InstanceEventKind.ACTIVE
+    with pytest.raises(HypervisorError, match="shutting down"):
+        compute.accept([build(9)])

@@ -1,0 +1,224 @@
+"""The reconciler: nothing accepted stays unfinished because a message was lost or a process
+died. Every ``interval`` it looks, in a few indexed queries, for
+
+- instances still ``scheduling`` after ``scheduling_grace`` (a cast lost with a stream or a
+  conductor): placed again, by reservation;
+- deletes still ``deleting`` after the grace (the api could not reach a conductor): finished;
+- builds on a host whose heartbeat is older than ``service_down_time``: handed to the
+  reschedule path as a failure of that host;
+- builds older than ``instance_build_timeout``: ERROR with a fault;
+- start/stop/reboot older than ``power_action_timeout``: given back with a message.
+
+Every action is idempotent, so several conductors may reconcile at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, or_, select
+
+from services.common.db import actions, placement
+from services.common.db import instances as instance_repo
+from services.common.db.engine import Database
+from services.common.db.models import INSTANCES, NODES
+from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilePolicy:
+    interval: float = 15.0
+    scheduling_grace: timedelta = timedelta(seconds=30)
+    service_down_time: timedelta = timedelta(seconds=60)
+    instance_build_timeout: timedelta = timedelta(seconds=600)
+    power_action_timeout: timedelta = timedelta(seconds=300)
+
+
+@dataclass
+class Findings:
+    unscheduled: dict[str, list[str]]  # reservation -> uuids
+    deleting: list[str]
+    on_down_hosts: list[tuple[str, str]]  # (uuid, host)
+    timed_out: list[str]
+    stuck_power: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.unscheduled or self.deleting or self.on_down_hosts or self.timed_out
+            or self.stuck_power
+        )  # fmt: skip
+
+
+_POWER_TASKS = [
+    TaskState.POWERING_OFF.value,
+    TaskState.POWERING_ON.value,
+    TaskState.REBOOTING.value,
+    TaskState.REBOOTING_HARD.value,
+]
+
+
+def _changed_before(moment: datetime) -> object:
+    return or_(
+        INSTANCES.c.updated_at < moment,
+        and_(INSTANCES.c.updated_at.is_(None), INSTANCES.c.created_at < moment),
+    )
+
+
+def find(connection: Connection, policy: ReconcilePolicy, now: datetime) -> Findings:
+    grace = now - policy.scheduling_grace
+    building = INSTANCES.c.vm_state == VmState.BUILDING.value
+    unscheduled: dict[str, list[str]] = defaultdict(list)
+    rows = connection.execute(
+        select(INSTANCES.c.uuid, INSTANCES.c.reservation_id).where(
+            building,
+            INSTANCES.c.task_state == TaskState.SCHEDULING.value,
+            INSTANCES.c.host.is_(None),
+            _changed_before(grace),  # type: ignore[arg-type]
+        )
+    )
+    for uuid, reservation in rows:
+        unscheduled[reservation].append(uuid)
+    deleting = [
+        u
+        for (u,) in connection.execute(
+            select(INSTANCES.c.uuid).where(
+                INSTANCES.c.task_state == TaskState.DELETING.value,
+                INSTANCES.c.vm_state != VmState.DELETED.value,
+                _changed_before(grace),  # type: ignore[arg-type]
+            )
+        )
+    ]
+    down = now - policy.service_down_time
+    on_down_hosts = [
+        (u, h)
+        for u, h in connection.execute(
+            select(INSTANCES.c.uuid, INSTANCES.c.host)
+            .join(NODES, NODES.c.host == INSTANCES.c.host)
+            .where(
+                building,
+                INSTANCES.c.task_state.is_distinct_from(TaskState.DELETING.value),
+                NODES.c.last_heartbeat_at < down,
+                _changed_before(grace),  # type: ignore[arg-type]
+            )
+        )
+    ]
+    timed_out = [
+        u
+        for (u,) in connection.execute(
+            select(INSTANCES.c.uuid).where(
+                building,
+                INSTANCES.c.task_state.is_distinct_from(TaskState.DELETING.value),
+                INSTANCES.c.created_at < now - policy.instance_build_timeout,
+            )
+        )
+    ]
+    stuck_power = [
+        u
+        for (u,) in connection.execute(
+            select(INSTANCES.c.uuid).where(
+                INSTANCES.c.task_state.in_(_POWER_TASKS),
+                _changed_before(now - policy.power_action_timeout),  # type: ignore[arg-type]
+            )
+        )
+    ]
+    timed = set(timed_out)
+    return Findings(
+        dict(unscheduled),
+        deleting,
+        [(u, h) for u, h in on_down_hosts if u not in timed],
+        timed_out,
+        stuck_power,
+    )
+
+
+def fail_timed_out(connection: Connection, uuids: Sequence[str], policy: ReconcilePolicy) -> None:
+    now = utcnow()
+    seconds = int(policy.instance_build_timeout.total_seconds())
+    message = f"Build of instance timed out after {seconds} s"
+    placement.free_allocations(connection, uuids)
+    instance_repo.mark_error(
+        connection, [instance_repo.FaultRecord(u, 500, message) for u in uuids], now
+    )
+    actions.finish_actions(connection, uuids, actions.CREATE, now, message=message)
+
+
+def give_back_power(connection: Connection, uuids: Sequence[str]) -> None:
+    now = utcnow()
+    instance_repo.settle_power_action(connection, uuids, None, None, now)
+    for name in ("start", "stop", "reboot"):
+        actions.finish_actions(connection, uuids, name, now, message="timed out")
+
+
+class Reconciler:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        schedule: Callable[[Sequence[str]], None],
+        finish_deletes: Callable[[Sequence[str]], Awaitable[object]],
+        report_failures: Callable[[Sequence[InstanceEvent]], Awaitable[object]],
+        policy: ReconcilePolicy,
+    ) -> None:
+        self._db = db
+        self._schedule = schedule
+        self._finish_deletes = finish_deletes
+        self._report_failures = report_failures
+        self._policy = policy
+        self._task: asyncio.Task[None] | None = None
+        self.actions_taken: dict[str, int] = defaultdict(int)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reconciler")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._policy.interval)
+            try:
+                await self.reconcile_once()
+            except Exception as exc:  # the database may be away: try again next round
+                log.warning("reconcile pass failed: %s", exc)
+
+    async def reconcile_once(self) -> Findings:
+        policy = self._policy
+        found = await self._db.read(lambda c: find(c, policy, utcnow()))
+        if found.empty:
+            return found
+        for reservation, uuids in found.unscheduled.items():
+            log.info("re-driving %d instances of %s left in scheduling", len(uuids), reservation)
+            self._schedule(uuids)
+        if found.deleting:
+            log.info("finishing %d deletes", len(found.deleting))
+            await self._finish_deletes(found.deleting)
+        if found.on_down_hosts:
+            now = utcnow()
+            await self._report_failures([
+                InstanceEvent(u, h, InstanceEventKind.RESCHEDULE, now,
+                              reason=f"compute host {h} is down")
+                for u, h in found.on_down_hosts
+            ])  # fmt: skip
+        if found.timed_out:
+            log.warning("%d builds timed out", len(found.timed_out))
+            await self._db.write(lambda c: fail_timed_out(c, found.timed_out, policy))
+        if found.stuck_power:
+            await self._db.write(lambda c: give_back_power(c, found.stuck_power))
+        for name, count in (
+            ("rescheduled_unplaced", sum(len(u) for u in found.unscheduled.values())),
+            ("finished_deletes", len(found.deleting)),
+            ("moved_from_down_hosts", len(found.on_down_hosts)),
+            ("timed_out_builds", len(found.timed_out)),
+            ("gave_back_power_actions", len(found.stuck_power)),
+        ):
+            self.actions_taken[name] += count
+        return found
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
