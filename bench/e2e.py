@@ -16,6 +16,7 @@ from services.cli.launcher import Launcher
 from services.cli.manage import issue_token
 from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.tls import create_pki, role_settings_env
 
 # 64 CPUs, 256 GiB: room for hundreds of m1.tiny per simulated host.
 NODE_XML = (
@@ -64,6 +65,7 @@ def run_e2e(
     node = (workdir / "node.xml").resolve()
     node.write_text(NODE_XML)
     launcher = Launcher(workdir)
+    pki = create_pki(workdir / "pki")
     log = workdir / "services.log"
     results: list[dict[str, Any]] = []
     try:
@@ -72,6 +74,7 @@ def run_e2e(
             ["--listen", "127.0.0.1:0", "--database-url", url, "--log-level", "WARNING",
              # simulated hosts share one real disk: let each claim a large share of it
              "--disk-allocation-ratio", "100"], log=log,
+            env=role_settings_env(pki, "conductor"),
         )  # fmt: skip
         for i in range(computes):
             launcher.start(
@@ -79,12 +82,14 @@ def run_e2e(
                 ["--listen", "127.0.0.1:0", "--conductor-addresses", conductor, "--host",
                  f"bench-{i}", "--libvirt-uri", f"test://{node}", "--log-level", "WARNING",
                  "--instances-path", str(workdir / f"instances{i}")], log=log,
+            env=role_settings_env(pki, "compute"),
             )  # fmt: skip
         api = launcher.start(
             "api", "services.api",
             ["--listen", "127.0.0.1:0", "--database-url", url, "--conductor-addresses",
              conductor, "--log-level", "WARNING", "--quota-instances", "-1",
              "--quota-cores", "-1", "--quota-ram", "-1"], log=log,
+            env=role_settings_env(pki, "api"),
         )  # fmt: skip
         time.sleep(1.0)  # let every compute register its node
         channel = grpc.insecure_channel(api)

@@ -19,6 +19,7 @@ from services.cli.launcher import Launcher
 from services.cli.manage import image_from_files, issue_token, register_image
 from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.tls import create_pki, role_settings_env
 from tests.support.libvirtd import ensure_libvirtd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,11 +65,13 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
         initrd=Path(manifest["initrd"]), cmdline=manifest["cmdline"],
     ))  # fmt: skip
     launcher = Launcher(workdir)
+    pki = create_pki(workdir / "pki")
     log = workdir / "services.log"
     try:
         conductor = launcher.start(
             "conductor", "services.conductor",
             ["--listen", "127.0.0.1:0", "--database-url", url], log=log,
+            env=role_settings_env(pki, "conductor"),
         )  # fmt: skip
         launcher.start(
             "compute", "services.compute",
@@ -76,11 +79,13 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
              "--libvirt-uri", "qemu:///system", "--virt-type", "qemu",
              "--instances-path", str(workdir / "instances"),
              "--instance-name-template", f"bench-{uuid.uuid4().hex[:6]}-%08x"], log=log,
+            env=role_settings_env(pki, "compute"),
         )  # fmt: skip
         api = launcher.start(
             "api", "services.api",
             ["--listen", "127.0.0.1:0", "--database-url", url, "--conductor-addresses", conductor],
             log=log,
+            env=role_settings_env(pki, "api"),
         )  # fmt: skip
         time.sleep(1.0)
         with grpc.insecure_channel(api) as channel:

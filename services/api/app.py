@@ -58,7 +58,7 @@ SERVICE_NAME = _name(servers_pb2, "Servers")
 
 async def start_api(settings: ApiSettings) -> RunningService:
     db = Database(settings.database_url)
-    channels = ChannelPool()
+    channels = ChannelPool(settings.internal_tls())
     caster = BuildCaster(channels, settings.conductor_addresses)
     create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import require, setting
+from services.common.tls_settings import InternalTlsSettings
 
 DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
 
 
 @dataclass(frozen=True)
-class ApiSettings:
+class ApiSettings(InternalTlsSettings):
     listen: str = setting(
         "127.0.0.1:8774", "Address the public gRPC API listens on (host:port; port 0 = any free)."
     )
@@ -41,6 +42,10 @@ class ApiSettings:
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
     def __post_init__(self) -> None:
+        self._check()
+        self.check_internal_tls()
+
+    def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
         require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")

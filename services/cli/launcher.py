@@ -14,6 +14,7 @@ from pathlib import Path
 
 from services.cli.manage import issue_token, token_is_valid
 from services.common.db.migrate import upgrade
+from services.common.tls import create_pki, role_settings_env
 
 READY_TIMEOUT_S = 30.0
 
@@ -39,7 +40,15 @@ class Launcher:
         self.state_dir = state_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, module: str, args: Sequence[str], *, log: Path | None = None) -> str:
+    def start(
+        self,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        *,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
         """Start ``python -m module``; wait for its ready file; return its bound address.
         Its output goes to ``log`` when given, else to this terminal."""
         ready = self.state_dir / "run" / f"{name}.addr"
@@ -48,6 +57,7 @@ class Launcher:
         output = None if log is None else log.open("ab")
         process = subprocess.Popen(
             command,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
             stdout=output,
             stderr=None if output is None else subprocess.STDOUT,
@@ -105,6 +115,14 @@ def dev_token(database_url: str, state_dir: Path) -> Path:
     return path
 
 
+def dev_pki(state_dir: Path) -> Path:
+    """A throwaway CA and certificates for the internal mutual TLS (made once)."""
+    directory = state_dir / "pki"
+    if not (directory / "ca.pem").exists():
+        create_pki(directory)
+    return directory
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     state_dir = Path(args.state_dir).resolve()
@@ -113,11 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     upgrade(database_url)
     os.environ["NOVA_GRPC_DATABASE_URL"] = database_url
     token_file = dev_token(database_url, state_dir)
+    pki = dev_pki(state_dir)
     launcher = Launcher(state_dir)
     try:
         conductor = launcher.start(
-            "conductor", "services.conductor", ["--listen", args.conductor_listen]
-        )
+            "conductor", "services.conductor", ["--listen", args.conductor_listen],
+            env=role_settings_env(pki, "conductor"),
+        )  # fmt: skip
         launcher.start(
             "compute",
             "services.compute",
@@ -135,9 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--instances-path",
                 str(state_dir / "instances"),
             ],
+            env=role_settings_env(pki, "compute"),
         )
         api = launcher.start(
-            "api", "services.api", ["--listen", args.api_listen, "--conductor-addresses", conductor]
+            "api",
+            "services.api",
+            ["--listen", args.api_listen, "--conductor-addresses", conductor],
+            env=role_settings_env(pki, "api"),
         )
     except RuntimeError as exc:
         print(f"nova-grpc: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.domain import Image, utcnow
 from services.common.files import sha256_of
+from services.common.tls import create_pki
 
 DEFAULT_URL = "sqlite:///var/nova.sqlite"
 
@@ -186,6 +187,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--description", default="")
     create.add_argument("--expires-days", type=float, default=None)
     token.add_parser("list", help="list tokens (never their secrets)")
+    pki = groups.add_parser("pki").add_subparsers(dest="action", required=True)
+    pki_create = pki.add_parser("create", help="a throwaway CA and a certificate per role")
+    pki_create.add_argument("--dir", required=True, type=Path)
+    pki_create.add_argument("--days", type=int, default=365)
+    pki_create.add_argument("--name", action="append", default=[], help="extra DNS name")
     revoke = token.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id")
     return parser
@@ -196,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.group == "db":
         upgrade(args.database_url)
         print("database schema is current")
+        return 0
+    if args.group == "pki":
+        create_pki(args.dir, days=args.days, extra_names=tuple(args.name))
+        print(f"CA and api/conductor/compute certificates written to {args.dir}")
         return 0
     if args.group == "token":
         try:

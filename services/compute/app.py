@@ -128,7 +128,8 @@ async def start_compute(
     await asyncio.get_running_loop().run_in_executor(executor, libvirt_host.connect)
     real = libvirt_driver(settings, libvirt_host)
     driver: VirtDriver = real if wrap_driver is None else wrap_driver(real)
-    channels = ChannelPool()
+    tls = settings.internal_tls()
+    channels = ChannelPool(tls)
     events = EventReporter(channels, settings.conductor_addresses)
     tracker = ResourceTracker(
         Ratios(
@@ -156,6 +157,7 @@ async def start_compute(
                 SERVICE_NAME,
             )
         ],
+        credentials=tls.server_credentials() if tls is not None else None,
     )
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(

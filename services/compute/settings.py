@@ -6,13 +6,14 @@ import socket
 from dataclasses import dataclass, field
 
 from services.common.config import require, setting
+from services.common.tls_settings import InternalTlsSettings
 from services.compute.virt.libvirt.driver import parse_interface
 
 VIRT_TYPES = ("test", "qemu", "kvm")
 
 
 @dataclass(frozen=True)
-class ComputeSettings:
+class ComputeSettings(InternalTlsSettings):
     listen: str = setting(
         "127.0.0.1:8790", "Address the internal Compute service listens on (host:port)."
     )
@@ -74,6 +75,10 @@ class ComputeSettings:
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
     def __post_init__(self) -> None:
+        self._check()
+        self.check_internal_tls()
+
+    def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.host), "host", "must not be empty")
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")

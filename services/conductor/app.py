@@ -29,7 +29,8 @@ SERVICE_NAME = conductor_pb2.DESCRIPTOR.services_by_name["Conductor"].full_name
 
 async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
-    channels = ChannelPool()
+    tls = settings.internal_tls()
+    channels = ChannelPool(tls)
     scheduler = Scheduler(
         build_filters(settings.enabled_filters),
         build_weighers(parse_weights(settings.weights)),
@@ -73,6 +74,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     server = await start_server(
         settings.listen,
         [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],
+        credentials=tls.server_credentials() if tls is not None else None,
     )
     builds.start()
     events.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import require, setting
+from services.common.tls_settings import InternalTlsSettings
 from services.conductor.scheduler.registry import (
     DEFAULT_FILTERS,
     DEFAULT_WEIGHTS,
@@ -16,7 +17,7 @@ DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
 
 
 @dataclass(frozen=True)
-class ConductorSettings:
+class ConductorSettings(InternalTlsSettings):
     listen: str = setting(
         "127.0.0.1:8780", "Address the internal Conductor service listens on (host:port)."
     )
@@ -67,6 +68,10 @@ class ConductorSettings:
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
     def __post_init__(self) -> None:
+        self._check()
+        self.check_internal_tls()
+
+    def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(self.service_down_time > 0, "service_down_time", "must be > 0")
         require(self.schedule_batch_size >= 1, "schedule_batch_size", "must be >= 1")

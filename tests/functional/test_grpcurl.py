@@ -16,11 +16,12 @@ from tests.functional.conftest import System
 pytestmark = pytest.mark.timeout(90)
 
 
-def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+def grpcurl(*args: str, tls: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("grpcurl") or str(Path(sys.executable).with_name("grpcurl"))
     return subprocess.run(
-        [binary, "-plaintext", *args], capture_output=True, text=True, timeout=30, check=False
-    )
+        [binary, *(tls or ["-plaintext"]), *args],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
 
 
 def test_reflection_create_and_get(system: System) -> None:
@@ -73,7 +74,7 @@ def test_every_service_serves_reflection(system: System) -> None:
         "compute1": "novagrpc.internal.v1.Compute",
     }
     for service in services.services:
-        listed = grpcurl(service.address, "list")
+        listed = grpcurl(service.address, "list", tls=services.grpcurl_tls_args(service))
         assert listed.returncode == 0, listed.stderr
         names = set(listed.stdout.split())
         assert {expected[service.name], "grpc.health.v1.Health"} <= names, service.name

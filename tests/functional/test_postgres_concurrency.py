@@ -132,7 +132,7 @@ def test_two_conductors_never_overfill_a_host(postgres_url: str, tmp_path: Path)
         errors = [s for s in listed if s.status == servers_pb2.ERROR]
         assert errors and all(s.fault.message.startswith("No valid host was found") for s in errors)
         for compute in computes:  # no compute ever had to refuse a build for lack of room
-            with grpc.insecure_channel(compute.address) as channel:
+            with services.channel(compute) as channel:
                 status = compute_pb2_grpc.ComputeStub(channel).GetComputeStatus(
                     compute_pb2.GetComputeStatusRequest(), timeout=5
                 )

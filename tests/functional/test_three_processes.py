@@ -54,7 +54,7 @@ def test_three_servers_reach_active_and_running(system: System) -> None:
 
 def test_every_service_reports_serving_health(system: System) -> None:
     for service in system.services.services:
-        with grpc.insecure_channel(service.address) as channel:
+        with system.services.channel(service) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service.name
@@ -71,3 +71,15 @@ def test_calls_without_a_valid_token_are_unauthenticated(system: System) -> None
                 assert "ngt_not-a-real-token" not in (exc.details() or "")
             else:
                 raise AssertionError("a call without a valid token was answered")
+
+
+def test_internal_services_refuse_clients_without_a_certificate(system: System) -> None:
+    conductor = next(s for s in system.services.services if s.name == "conductor")
+    with grpc.insecure_channel(conductor.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        try:
+            health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        else:
+            raise AssertionError("plaintext reached an internal service")

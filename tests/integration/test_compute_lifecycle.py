@@ -17,7 +17,6 @@ from services.cli.manage import image_from_files, register_image
 from services.common.db.engine import Database
 from services.common.db.models import ALLOCATIONS
 from services.common.generated.novagrpc.v1 import servers_pb2
-from services.compute.settings import ComputeSettings
 from services.compute.virt.driver import SpawnSpec, VirtDriver
 from services.compute.virt.images import qemu_img
 from services.compute.virt.libvirt.driver import LibvirtDriver
@@ -177,8 +176,8 @@ async def test_delete_during_build_and_in_error(sqlite_url: str, tmp_path: Path)
 
 
 async def test_power_changes_behind_our_back_are_synced(sqlite_url: str, tmp_path: Path) -> None:
-    settings = ComputeSettings(sync_power_state_interval=0.2)
-    async with running_stack(sqlite_url, tmp_path, compute=settings) as stack:
+    fast_sync = [{"sync_power_state_interval": 0.2}]
+    async with running_stack(sqlite_url, tmp_path, per_compute=fast_sync) as stack:
         await wait_for_compute(sqlite_url)
         reply = await stack.servers.CreateServer(create(max_count=2), timeout=5)
         stopped_id, vanished_id = reply.server_ids

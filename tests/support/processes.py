@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from services.common.tls import INTERNAL_NAME, InternalTls, create_pki, role_settings_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,12 +35,24 @@ class ServiceSet:
     env: dict[str, str] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
 
-    def start(self, name: str, module: str, args: Sequence[str], timeout: float = 30) -> Service:
+    @property
+    def pki(self) -> Path:
+        """The throwaway CA and certificates every service here uses for mutual TLS."""
+        directory = self.workdir / "pki"
+        if not (directory / "ca.pem").exists():
+            create_pki(directory)
+        return directory
+
+    def start(
+        self, name: str, module: str, args: Sequence[str], timeout: float = 30, *,
+        role: str | None = None,
+    ) -> Service:  # fmt: skip
         ready = self.workdir / f"{name}.addr"
         ready.unlink(missing_ok=True)
         log_path = self.workdir / f"{name}.log"
         log_file = log_path.open("wb")
-        env = {**os.environ, **self.env}
+        role = role or module.rsplit(".", 1)[-1]
+        env = {**os.environ, **self.env, **role_settings_env(self.pki, role)}
         process = subprocess.Popen(
             [sys.executable, "-m", module, *args, "--ready-file", str(ready)],
             cwd=REPO,
@@ -55,6 +71,25 @@ class ServiceSet:
         service = Service(name, process, ready.read_text().strip(), log_path)
         self.services.append(service)
         return service
+
+    def channel(self, service: Service) -> grpc.Channel:
+        """A client channel to ``service``: mutual TLS (as the api) for the internal ones."""
+        if service.name.startswith("api"):
+            return grpc.insecure_channel(service.address)
+        tls = InternalTls.load(
+            str(self.pki / "ca.pem"), str(self.pki / "api.pem"), str(self.pki / "api-key.pem")
+        )
+        return grpc.secure_channel(
+            service.address, tls.channel_credentials(), options=tls.channel_options()
+        )
+
+    def grpcurl_tls_args(self, service: Service) -> list[str]:
+        if service.name.startswith("api"):
+            return ["-plaintext"]
+        return [
+            "-cacert", str(self.pki / "ca.pem"), "-cert", str(self.pki / "api.pem"),
+            "-key", str(self.pki / "api-key.pem"), "-servername", INTERNAL_NAME,
+        ]  # fmt: skip
 
     def stop(self, timeout: float = 20) -> dict[str, int]:
         """SIGTERM everything (newest first); returns each exit status."""

@@ -17,6 +17,7 @@ from services.cli.manage import issue_token
 from services.common.app import RunningService
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.tls import InternalTls, create_pki
 from services.compute.app import start_compute
 from services.compute.settings import ComputeSettings
 from services.compute.virt.driver import VirtDriver
@@ -34,6 +35,7 @@ class Stack:
     channel: grpc.aio.Channel
     token: str
     admin_token: str
+    pki: Path
     exit_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     def on_exit(self, hook: Callable[[], None]) -> None:
@@ -53,7 +55,12 @@ class Stack:
         return Authed(servers_pb2_grpc.ServersStub(self.channel), token)
 
     async def compute_status(self, index: int = 0) -> compute_pb2.ComputeStatus:
-        async with grpc.aio.insecure_channel(self.computes[index].address) as channel:
+        tls = InternalTls.load(
+            str(self.pki / "ca.pem"), str(self.pki / "api.pem"), str(self.pki / "api-key.pem")
+        )
+        async with grpc.aio.secure_channel(
+            self.computes[index].address, tls.channel_credentials(), options=tls.channel_options()
+        ) as channel:
             stub = compute_pb2_grpc.ComputeStub(channel)
             status: compute_pb2.ComputeStatus = await stub.GetComputeStatus(
                 compute_pb2.GetComputeStatusRequest(), timeout=5
@@ -95,7 +102,6 @@ async def running_stack(
     tmp_path: Path,
     *,
     computes: int = 1,
-    compute: ComputeSettings | None = None,
     wrap_driver: Callable[[LibvirtDriver], VirtDriver] | None = None,
     name_template: str = "%(uuid)s",
     per_compute: Sequence[Mapping[str, Any]] = (),
@@ -103,10 +109,21 @@ async def running_stack(
     api: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """Quotas are unlimited unless ``api`` sets them: most tests are about other things."""
+    pki = create_pki(tmp_path / "pki")
+
+    def tls(role: str) -> dict[str, str]:
+        return {
+            "internal_tls_ca": str(pki / "ca.pem"),
+            "internal_tls_cert": str(pki / f"{role}.pem"),
+            "internal_tls_key": str(pki / f"{role}-key.pem"),
+        }
+
     conductor_service = await start_conductor(
-        ConductorSettings(listen="127.0.0.1:0", database_url=database_url, **(conductor or {}))
+        ConductorSettings(
+            listen="127.0.0.1:0", database_url=database_url, **tls("conductor"), **(conductor or {})
+        )
     )
-    base = compute or ComputeSettings()
+    base = ComputeSettings(**tls("compute"))
     compute_services = []
     for i in range(computes):
         settings = replace(
@@ -118,6 +135,7 @@ async def running_stack(
             # test:///default is one hypervisor per process, shared by every test here:
             # name domains by uuid so that ids from different databases never clash.
             instance_name_template=name_template,
+            **tls("compute"),
         )
         if i < len(per_compute):
             settings = replace(settings, **per_compute[i])
@@ -127,6 +145,7 @@ async def running_stack(
         "quota_cores": -1,
         "quota_ram": -1,
         "image_store_path": str(tmp_path / "images"),
+        **tls("api"),
         **(api or {}),
     }
     api_service = await start_api(
@@ -140,7 +159,9 @@ async def running_stack(
     channel = grpc.aio.insecure_channel(api_service.address)
     _, token = issue_token(database_url, "demo")
     _, admin_token = issue_token(database_url, "ops", admin=True)
-    stack = Stack(api_service, conductor_service, compute_services, channel, token, admin_token)
+    stack = Stack(
+        api_service, conductor_service, compute_services, channel, token, admin_token, pki
+    )
     try:
         yield stack
     finally:

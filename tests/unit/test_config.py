@@ -59,8 +59,21 @@ def test_every_service_setting_has_help_and_an_environment_name() -> None:
             assert env == "NOVA_GRPC_" + name.upper()
 
 
+def test_internal_tls_is_required_unless_plaintext_is_asked_for() -> None:
+    with pytest.raises(ConfigError, match="internal_tls_ca: required for mutual TLS"):
+        load_settings(ComputeSettings, [], environ={})
+    plain = load_settings(ComputeSettings, ["--insecure-internal", "true"], environ={})
+    assert plain.internal_tls() is None
+
+
 def test_compute_settings_reject_an_unknown_virt_type() -> None:
     with pytest.raises(ConfigError, match="virt_type"):
-        load_settings(ComputeSettings, ["--virt-type", "xen"], environ={})
+        load_settings(
+            ComputeSettings, ["--virt-type", "xen", "--insecure-internal", "1"], environ={}
+        )
     with pytest.raises(ConfigError, match="instance_name_template"):
-        load_settings(ComputeSettings, ["--instance-name-template", "%(nope)s"], environ={})
+        load_settings(
+            ComputeSettings,
+            ["--instance-name-template", "%(nope)s", "--insecure-internal", "1"],
+            environ={},
+        )

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 
 from services.common.rpc.server import MAX_MESSAGE_BYTES
+from services.common.tls import InternalTls
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -21,15 +22,24 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 
 class ChannelPool:
-    """Channels by address, created on first use and closed together."""
+    """Channels by address, created on first use and closed together; mutual TLS when the
+    service has internal certificates (plaintext only when its settings say so)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: InternalTls | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tls = tls
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if self._tls is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(
+                    address,
+                    self._tls.channel_credentials(),
+                    options=CHANNEL_OPTIONS + self._tls.channel_options(),
+                )
             self._channels[address] = channel
         return channel
 

@@ -1,0 +1,33 @@
+"""The internal-TLS settings every service shares (a base of each service's settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import require, setting
+from services.common.tls import InternalTls
+
+
+@dataclass(frozen=True)
+class InternalTlsSettings:
+    internal_tls_ca: str = setting("", "CA certificate (PEM) that signs every internal peer.")
+    internal_tls_cert: str = setting("", "This service's internal certificate (PEM).")
+    internal_tls_key: str = setting("", "The private key of internal_tls_cert (PEM).")
+    insecure_internal: bool = setting(
+        False, "Plaintext between api, conductor and compute. Only say so on a trusted network."
+    )
+
+    def check_internal_tls(self) -> None:
+        if self.insecure_internal:
+            return
+        for name in ("internal_tls_ca", "internal_tls_cert", "internal_tls_key"):
+            require(
+                bool(getattr(self, name)),
+                name,
+                "required for mutual TLS between the services (or set insecure_internal)",
+            )
+
+    def internal_tls(self) -> InternalTls | None:
+        if self.insecure_internal:
+            return None
+        return InternalTls.load(self.internal_tls_ca, self.internal_tls_cert, self.internal_tls_key)
