@@ -88,7 +88,8 @@ def run_e2e(
             "api", "services.api",
             ["--listen", "127.0.0.1:0", "--database-url", url, "--conductor-addresses",
              conductor, "--log-level", "WARNING", "--quota-instances", "-1",
-             "--quota-cores", "-1", "--quota-ram", "-1"], log=log,
+             "--quota-cores", "-1", "--quota-ram", "-1",
+             "--rate-limit-per-second", "0"], log=log,
             env=role_settings_env(pki, "api"),
         )  # fmt: skip
         time.sleep(1.0)  # let every compute register its node

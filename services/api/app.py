@@ -23,6 +23,7 @@ from services.api.keypairs import KeypairUseCases
 from services.api.power import PowerActions
 from services.api.queries import ServerQueries
 from services.api.quotas import QuotaUseCases
+from services.api.rate_limit import RateLimiter
 from services.api.servicer import Identify, ServersServicer, ServerUseCases
 from services.api.settings import ApiSettings
 from services.api.watch import ServerWatch
@@ -62,7 +63,10 @@ async def start_api(settings: ApiSettings) -> RunningService:
     caster = BuildCaster(channels, settings.conductor_addresses)
     create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
-    identify = Identify(Authenticator(db, cache_seconds=settings.auth_cache_seconds))
+    identify = Identify(
+        Authenticator(db, cache_seconds=settings.auth_cache_seconds),
+        RateLimiter(settings.rate_limit_per_second),
+    )
     watch = ServerWatch(db)
     servers = ServersServicer(
         ServerUseCases(

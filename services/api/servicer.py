@@ -16,6 +16,7 @@ from services.api.create import CreateServerCommand, CreateServers
 from services.api.delete import DeleteServer
 from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
+from services.api.rate_limit import RateLimiter
 from services.api.watch import ServerWatch
 from services.common.context import current_request_id, new_request_id
 from services.common.domain import PowerAction, VmState
@@ -35,13 +36,16 @@ _STATUS_STATES: dict[int, tuple[VmState, ...]] = {
 
 
 class Identify:
-    """Turns a call's bearer token into a RequestContext (shared by the public servicers)."""
+    """Turns a call's bearer token into a RequestContext (shared by the public servicers),
+    and charges the call to its project's rate limit."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None = None) -> None:
         self._auth = authenticator
+        self._limiter = limiter or RateLimiter(0)
 
     async def __call__(self, context: Context) -> RequestContext:
         identity = await self._auth.identify(context.invocation_metadata())
+        self._limiter.check(identity.project_id)
         return RequestContext(
             project_id=identity.project_id,
             request_id=current_request_id() or new_request_id(),

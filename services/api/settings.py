@@ -36,6 +36,9 @@ class ApiSettings(InternalTlsSettings):
     service_down_time: float = setting(
         60.0, "Seconds without a heartbeat after which a compute host is shown as down."
     )
+    rate_limit_per_second: float = setting(
+        500.0, "Public API calls per project per second, bursts of twice that (0: no limit)."
+    )
     quota_instances: int = setting(10, "Default instances per project (-1: unlimited).")
     quota_cores: int = setting(20, "Default vCPUs per project (-1: unlimited).")
     quota_ram: int = setting(51200, "Default MiB of RAM per project (-1: unlimited).")
@@ -49,6 +52,7 @@ class ApiSettings(InternalTlsSettings):
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
         require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
+        require(self.rate_limit_per_second >= 0, "rate_limit_per_second", "must be >= 0")
         for name in ("quota_instances", "quota_cores", "quota_ram"):
             require(getattr(self, name) >= -1, name, "must be -1 (unlimited) or more")
 

@@ -65,5 +65,9 @@ class QuotaExceeded(DomainError):
         self.requested = requested
 
 
+class RateLimited(DomainError):
+    """Too many requests from one project: retry after a moment."""
+
+
 class Unavailable(DomainError):
     """A dependency (database, another service) cannot be reached now; retrying may work."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -72,3 +73,21 @@ async def test_a_project_sees_only_its_own_servers(sqlite_url: str, tmp_path: Pa
             servers_pb2.ListServersRequest(all_projects=True), timeout=5
         )
         assert {mine, theirs} <= {s.id for s in everything.servers}
+
+
+async def test_requests_beyond_the_project_rate_get_resource_exhausted(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(sqlite_url, tmp_path, api={"rate_limit_per_second": 5}) as stack:
+        results = await asyncio.gather(
+            *(stack.servers.ListServers(servers_pb2.ListServersRequest(), timeout=5)
+              for _ in range(40)),
+            return_exceptions=True,
+        )  # fmt: skip
+        limited = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert 20 <= len(limited) < 40  # a burst of ten, then five a second
+        assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in limited)
+        assert "rate limit" in (limited[0].details() or "")
+        # another project is not affected
+        _, other = issue_token(sqlite_url, "other")
+        await stack.servers_as(other).ListServers(servers_pb2.ListServersRequest(), timeout=5)

@@ -25,6 +25,7 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
     QuotaExceeded,
+    RateLimited,
     Unauthenticated,
     Unavailable,
     WrongState,
@@ -42,6 +43,7 @@ _CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
