@@ -23,6 +23,15 @@ def _has_control_chars(text: str) -> bool:
     return any(unicodedata.category(ch) in {"Cc", "Cs"} for ch in text)
 
 
+def _xml_unsafe(text: str) -> bool:
+    """Characters XML 1.0 cannot carry (metadata ends up in the libvirt domain XML)."""
+    return any(
+        not (ch in "\t\n\r" or "\x20" <= ch <= "\ud7ff" or "\ue000" <= ch <= "\ufffd"
+             or ch >= "\U00010000")
+        for ch in text
+    )  # fmt: skip
+
+
 def check_name(field: str, value: str, *, max_length: int = NAME_MAX) -> str:
     if not value or not value.strip():
         raise InvalidArgument(field, "must not be empty")
@@ -66,7 +75,7 @@ def check_metadata(metadata: Mapping[str, str], *, field: str = "metadata") -> d
             raise InvalidArgument(
                 f"{field}[{key[:40]}]", f"values must be at most {METADATA_VALUE_MAX} characters"
             )
-        if _has_control_chars(key) or "\x00" in value:
+        if _has_control_chars(key) or _xml_unsafe(value):
             raise InvalidArgument(field, "keys and values must not contain control characters")
     return dict(metadata)
 
