@@ -141,8 +141,8 @@ def test_catalogue_and_account_calls_never_fail_internally(
     answered(api.images.RegisterImage, catalog_pb2.RegisterImageRequest(
         name=name, file=file, disk_format=disk_format, initrd_file=file))  # fmt: skip
     answered(api.images.GetImage, catalog_pb2.GetImageRequest(id=name))
-    answered(api.flavors.CreateFlavor,
-             catalog_pb2.CreateFlavorRequest(name=name, id=key, vcpus=vcpus, ram=ram, disk=1))  # fmt: skip
+    flavor = catalog_pb2.CreateFlavorRequest(name=name, id=key, vcpus=vcpus, ram=ram, disk=1)
+    answered(api.flavors.CreateFlavor, flavor)
     answered(api.flavors.GetFlavor, catalog_pb2.GetFlavorRequest(id=name))
     answered(api.quotas.GetQuota, quotas_pb2.GetQuotaRequest(project_id=project))
     answered(api.quotas.SetQuota, quotas_pb2.SetQuotaRequest(project_id=project, instances=vcpus))
