@@ -36,7 +36,13 @@ from services.common.domain import (
     VmState,
     utcnow,
 )
-from services.common.errors import DomainError, InvalidArgument, NotFound, PermissionDenied
+from services.common.errors import (
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from services.common.request_spec import StoredSpec
 
 log = logging.getLogger(__name__)
@@ -243,7 +249,14 @@ class CreateServers:
                 [i.uuid for i in new], new[0].reservation_id, create.admin_password
             )
             if not earlier.claim(create, result, now):
-                results.append(earlier.find(create, now) or result)
+                # Another create holds the key: answer with its servers, never with ids that
+                # were not stored.
+                winner = earlier.find(create, now)
+                results.append(
+                    winner
+                    if winner is not None
+                    else Unavailable("client_request_id: a concurrent create holds it; retry")
+                )
                 continue
             rows.extend(new)
             if create.group:

@@ -106,7 +106,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> compute_pb2.ComputeStatus:
         status = self._manager.status
+        domains = await self._manager.run_blocking(self._manager.driver.list_domains)
         return compute_pb2.ComputeStatus(
+            domain_uuids=sorted(d.uuid for d in domains if d.managed),
             host=self._manager.host,
             queued=status.queued,
             building=status.building,

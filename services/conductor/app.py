@@ -61,6 +61,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     reconciler = Reconciler(
         db,
         schedule=builds.submit,
+        redispatch=builds.redispatch,
         finish_deletes=deletes,
         report_failures=events.apply,
         policy=ReconcilePolicy(

@@ -404,6 +404,39 @@ class BuildTask:
         actions.finish_actions(batch.connection, failed, actions.CREATE, batch.now,
                                message=NO_VALID_HOST)  # fmt: skip
 
+    async def redispatch(self, uuids: Sequence[str]) -> int:
+        """Send placed builds to their hosts again (idempotent there: a host that has the
+        build already answers that it is a duplicate)."""
+
+        def plan(connection: Connection) -> list[HostBuilds]:
+            instances = [
+                i
+                for i in instance_repo.load_instances(connection, uuids)
+                if i.vm_state is VmState.BUILDING and i.host and i.task_state is None
+            ]
+            hosts = {
+                h.host: h
+                for h in placement.load_host_states(
+                    connection, now=utcnow(), service_down_time=self._down_time,
+                    hosts=sorted({i.host for i in instances if i.host}),
+                )
+            }  # fmt: skip
+            images = catalog.images_by_id(connection, {i.image_id for i in instances})
+            work: dict[str, HostBuilds] = {}
+            for instance in instances:
+                host, image = hosts.get(instance.host or ""), images.get(instance.image_id)
+                if host is None or image is None:
+                    continue
+                attempt = len(StoredSpec.from_json(instance.request_spec).tried_hosts) + 1
+                build = BuildRequest(instance, image, attempt=attempt,
+                                     request_id=instance.request_id)  # fmt: skip
+                work.setdefault(host.host, HostBuilds(host)).builds.append(build)
+            return list(work.values())
+
+        work = await self._db.read(plan)
+        self.dispatch(work)
+        return sum(len(w.builds) for w in work)
+
     # -- sending ------------------------------------------------------------------------
 
     async def _dispatch(self, host_builds: HostBuilds) -> None:

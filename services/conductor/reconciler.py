@@ -48,12 +48,15 @@ class Findings:
     on_down_hosts: list[tuple[str, str]]  # (uuid, host)
     timed_out: list[str]
     stuck_power: list[str]
+    # Placed on a live host that has not said it started them (a dispatch lost with a
+    # conductor): sent again; the host drops what it already has.
+    unsent: list[str]
 
     @property
     def empty(self) -> bool:
         return not (
             self.unscheduled or self.deleting or self.on_down_hosts or self.timed_out
-            or self.stuck_power
+            or self.stuck_power or self.unsent
         )  # fmt: skip
 
 
@@ -129,6 +132,19 @@ def find(connection: Connection, policy: ReconcilePolicy, now: datetime) -> Find
             )
         )
     ]
+    unsent = [
+        u
+        for (u,) in connection.execute(
+            select(INSTANCES.c.uuid)
+            .join(NODES, NODES.c.host == INSTANCES.c.host)
+            .where(
+                building,
+                INSTANCES.c.task_state.is_(None),
+                NODES.c.last_heartbeat_at >= down,
+                _changed_before(grace),  # type: ignore[arg-type]
+            )
+        )
+    ]
     timed = set(timed_out)
     return Findings(
         dict(unscheduled),
@@ -136,6 +152,7 @@ def find(connection: Connection, policy: ReconcilePolicy, now: datetime) -> Find
         [(u, h) for u, h in on_down_hosts if u not in timed],
         timed_out,
         stuck_power,
+        [u for u in unsent if u not in timed],
     )
 
 
@@ -163,12 +180,14 @@ class Reconciler:
         db: Database,
         *,
         schedule: Callable[[Sequence[str]], None],
+        redispatch: Callable[[Sequence[str]], Awaitable[object]],
         finish_deletes: Callable[[Sequence[str]], Awaitable[object]],
         report_failures: Callable[[Sequence[InstanceEvent]], Awaitable[object]],
         policy: ReconcilePolicy,
     ) -> None:
         self._db = db
         self._schedule = schedule
+        self._redispatch = redispatch
         self._finish_deletes = finish_deletes
         self._report_failures = report_failures
         self._policy = policy
@@ -194,6 +213,9 @@ class Reconciler:
         for reservation, uuids in found.unscheduled.items():
             log.info("re-driving %d instances of %s left in scheduling", len(uuids), reservation)
             self._schedule(uuids)
+        if found.unsent:
+            log.info("sending %d placed builds to their hosts again", len(found.unsent))
+            await self._redispatch(found.unsent)
         if found.deleting:
             log.info("finishing %d deletes", len(found.deleting))
             await self._finish_deletes(found.deleting)
@@ -215,6 +237,7 @@ class Reconciler:
             ("moved_from_down_hosts", len(found.on_down_hosts)),
             ("timed_out_builds", len(found.timed_out)),
             ("gave_back_power_actions", len(found.stuck_power)),
+            ("resent_builds", len(found.unsent)),
         ):
             self.actions_taken[name] += count
         return found

@@ -124,8 +124,9 @@ async def test_bad_create_fields_are_refused_naming_the_field(
 
 
 async def test_the_same_client_request_id_returns_the_same_servers(
-    sqlite_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
+    sqlite_url = database_url  # runs on SQLite and on PostgreSQL
     async with running_stack(sqlite_url, tmp_path) as stack:
         await wait_for_compute(sqlite_url)
         request = create("idem", max_count=2, client_request_id="retry-me-1")
@@ -140,6 +141,8 @@ async def test_the_same_client_request_id_returns_the_same_servers(
         theirs = await stack.servers_as(other_token).CreateServer(request, timeout=5)
         assert set(theirs.server_ids).isdisjoint(first.server_ids)  # keys are per project
         assert await instance_count(sqlite_url) == 4
+        servers = await stack.wait_settled([*first.server_ids, *theirs.server_ids])
+        assert {s.status for s in servers} == {servers_pb2.ACTIVE}  # stored and built
 
 
 async def test_quota_boundary(sqlite_url: str, tmp_path: Path) -> None:

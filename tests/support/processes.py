@@ -72,6 +72,9 @@ class ServiceSet:
         self.services.append(service)
         return service
 
+    def service_named(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
     def channel(self, service: Service) -> grpc.Channel:
         """A client channel to ``service``: mutual TLS (as the api) for the internal ones."""
         if service.name.startswith("api"):

@@ -62,5 +62,7 @@ def claim(
             created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["project_id", "client_request_id"])
+        .returning(CREATE_REQUESTS.c.id)
     )
-    return connection.execute(statement).rowcount == 1
+    # A row comes back only when this insert won (rowcount is -1 with RETURNING on psycopg).
+    return connection.execute(statement).first() is not None
