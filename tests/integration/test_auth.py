@@ -91,3 +91,33 @@ async def test_requests_beyond_the_project_rate_get_resource_exhausted(
         # another project is not affected
         _, other = issue_token(sqlite_url, "other")
         await stack.servers_as(other).ListServers(servers_pb2.ListServersRequest(), timeout=5)
+
+
+async def test_watching_another_projects_server_is_not_found(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(sqlite_url, tmp_path) as stack:
+        mine = (await stack.servers.CreateServer(create("mine"), timeout=5)).server_ids[0]
+        _, other_token = issue_token(sqlite_url, "other")
+        other = stack.servers_as(other_token)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in other.WatchServers(
+                servers_pb2.WatchServersRequest(server_id=mine), timeout=5
+            ):
+                break
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        # a project-wide watch of the other project shows none of ours
+        stream = other.WatchServers(servers_pb2.WatchServersRequest(), timeout=1)
+        seen = []
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for event in stream:
+                seen.append(event.server.id)
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and mine not in seen
+
+
+async def test_oversized_messages_are_refused(sqlite_url: str, tmp_path: Path) -> None:
+    async with running_stack(sqlite_url, tmp_path) as stack:
+        huge = create(description="x" * (5 * 1024 * 1024))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stack.servers.CreateServer(huge, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
