@@ -6,6 +6,8 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from services.api.account_servicers import (
     ComputeServicesServicer,
     KeypairsServicer,
@@ -43,6 +45,8 @@ from services.common.generated.novagrpc.v1 import (
     servers_pb2,
     servers_pb2_grpc,
 )
+from services.common.metrics import MetricsServer, RpcMetrics
+from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import BuildCaster, ConductorClient
 from services.common.rpc.server import Registration, start_server
@@ -59,8 +63,11 @@ SERVICE_NAME = _name(servers_pb2, "Servers")
 
 async def start_api(settings: ApiSettings) -> RunningService:
     db = Database(settings.database_url)
+    registry = CollectorRegistry()
     channels = ChannelPool(settings.internal_tls())
-    caster = BuildCaster(channels, settings.conductor_addresses)
+    caster = BuildCaster(
+        channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
+    )
     create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
     identify = Identify(
@@ -109,7 +116,9 @@ async def start_api(settings: ApiSettings) -> RunningService:
             _name(compute_services_pb2, "ComputeServices"),
         ),
     ]
-    server = await start_server(settings.listen, registrations)
+    server = await start_server(settings.listen, registrations, metrics=RpcMetrics.create(registry))
+    metrics_server = MetricsServer(registry, settings.metrics_listen)
+    readiness = Readiness(server, [("database", db.ping)])
     caster.start()
     create.start()
 
@@ -120,12 +129,19 @@ async def start_api(settings: ApiSettings) -> RunningService:
         "api",
         server,
         settings.listen,
-        closers=[watch.close, create.close, caster.close, channels.close, close_db],
+        closers=[
+            readiness.close,
+            watch.close,
+            create.close,
+            caster.close,
+            channels.close,
+            close_db,
+            metrics_server.close,
+        ],
         grace=settings.shutdown_grace_seconds,
     )
-    if not await db.ping():
-        log.warning("the database does not answer yet; requests will fail until it does")
-    await server.set_serving(True)
+    await readiness.check_once()
+    readiness.start()
     log.info(
         "api serving on %s (conductors: %s)",
         service.address,

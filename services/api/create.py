@@ -205,6 +205,12 @@ class CreateServers:
     ) -> list[CreateServerResult | BaseException]:
         results, casts = await self._db.write(lambda c: self._record(c, creates))
         for result, create in casts:
+            log.info(
+                "accepted %d servers, reservation %s",
+                len(result.server_ids),
+                result.reservation_id,
+                extra={"request_id": create.context.request_id},
+            )
             self._caster.cast(
                 result.server_ids,
                 reservation_id=result.reservation_id,

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import require, setting
+from services.common.observability_settings import ObservabilitySettings
 from services.common.tls_settings import InternalTlsSettings
 
 DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
 
 
 @dataclass(frozen=True)
-class ApiSettings(InternalTlsSettings):
+class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     listen: str = setting(
         "127.0.0.1:8774", "Address the public gRPC API listens on (host:port; port 0 = any free)."
     )
@@ -19,7 +20,12 @@ class ApiSettings(InternalTlsSettings):
         DEFAULT_DATABASE_URL, "SQLAlchemy URL of the database (sqlite:///path or postgresql://...)."
     )
     conductor_addresses: tuple[str, ...] = setting(
-        ("127.0.0.1:8780",), "Conductor addresses (comma-separated); one build stream each."
+        ("127.0.0.1:8780",),
+        "Conductor addresses (comma-separated; dns:///name:port spreads over every address of "
+        "a name).",
+    )
+    conductor_streams: int = setting(
+        1, "Build streams opened per conductor address (one per conductor behind a DNS name)."
     )
     auth_cache_seconds: float = setting(
         30.0, "How long a token lookup is cached (a revoked token works at most this long)."
@@ -46,12 +52,14 @@ class ApiSettings(InternalTlsSettings):
 
     def __post_init__(self) -> None:
         self._check()
+        self.check_observability()
         self.check_internal_tls()
 
     def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
         require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
+        require(self.conductor_streams >= 1, "conductor_streams", "must be >= 1")
         require(self.rate_limit_per_second >= 0, "rate_limit_per_second", "must be >= 0")
         for name in ("quota_instances", "quota_cores", "quota_ram"):
             require(getattr(self, name) >= -1, name, "must be -1 (unlimited) or more")

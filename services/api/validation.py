@@ -24,9 +24,10 @@ def _has_control_chars(text: str) -> bool:
 
 
 def _xml_unsafe(text: str) -> bool:
-    """Characters XML 1.0 cannot carry (metadata ends up in the libvirt domain XML)."""
+    """Characters XML 1.0 cannot carry, or would not carry back intact (a carriage return
+    becomes a line feed): metadata ends up in the libvirt domain XML."""
     return any(
-        not (ch in "\t\n\r" or "\x20" <= ch <= "\ud7ff" or "\ue000" <= ch <= "\ufffd"
+        not (ch in "\t\n" or "\x20" <= ch <= "\ud7ff" or "\ue000" <= ch <= "\ufffd"
              or ch >= "\U00010000")
         for ch in text
     )  # fmt: skip

@@ -16,3 +16,11 @@ def new_request_id() -> str:
 
 def current_request_id() -> str:
     return request_id_var.get()
+
+
+# Set by compute for the work of one instance: every build log line names it.
+instance_uuid_var: contextvars.ContextVar[str] = contextvars.ContextVar("instance_uuid", default="")
+
+
+def current_instance_uuid() -> str:
+    return instance_uuid_var.get()

@@ -48,7 +48,11 @@ def main_for(
         return 2
 
     async def run() -> int:
-        configure_logging(log_name(settings), str(getattr(settings, "log_level", "INFO")))
+        configure_logging(
+            log_name(settings),
+            str(getattr(settings, "log_level", "INFO")),
+            str(getattr(settings, "log_format", "text")),
+        )
         stop = stop_event_on_signals()
         try:
             service = await start(settings)

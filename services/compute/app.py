@@ -9,13 +9,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from services.common.app import RunningService
 from services.common.domain import ComputeNodeReport, Resources
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
+from services.common.metrics import MetricsServer, RpcMetrics
+from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import ConductorClient, EventReporter, NodeReporter
 from services.common.rpc.server import Registration, bound_address, start_server
 from services.compute.manager import ComputeManager
+from services.compute.metrics import ComputeMetrics
 from services.compute.resource_tracker import Ratios, ResourceTracker
 from services.compute.servicer import ComputeServicer
 from services.compute.settings import ComputeSettings
@@ -138,6 +143,13 @@ async def start_compute(
             settings.disk_allocation_ratio,
         )
     )
+    registry = CollectorRegistry()
+    status: list[ComputeManager] = []
+    metrics = ComputeMetrics.create(
+        registry,
+        queued=lambda: float(status[0].status.queued) if status else 0.0,
+        running=lambda: float(status[0].status.building) if status else 0.0,
+    )
     manager = ComputeManager(
         driver,
         events,
@@ -147,7 +159,9 @@ async def start_compute(
         max_concurrent_builds=settings.max_concurrent_builds,
         instance_name_template=settings.instance_name_template,
         clean_shutdown_timeout=settings.clean_shutdown_timeout,
+        metrics=metrics,
     )
+    status.append(manager)
     server = await start_server(
         settings.listen,
         [
@@ -158,7 +172,16 @@ async def start_compute(
             )
         ],
         credentials=tls.server_credentials() if tls is not None else None,
+        metrics=RpcMetrics.create(registry),
+        health_listen=settings.health_listen,
     )
+    metrics_server = MetricsServer(registry, settings.metrics_listen)
+
+    async def libvirt_answers() -> bool:
+        await manager.run_blocking(libvirt_host.node_info)
+        return True
+
+    readiness = Readiness(server, [("libvirt", libvirt_answers)])
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(
         NodeReporter(channels, settings.conductor_addresses), manager, settings, address
@@ -172,6 +195,8 @@ async def start_compute(
     events.start()
     heartbeat.start()
     sync.start()
+    await readiness.check_once()
+    readiness.start()
 
     async def drain_builds() -> None:
         log.info("draining builds (up to %.0fs)", settings.shutdown_timeout)
@@ -191,9 +216,16 @@ async def start_compute(
         settings.listen,
         advertised=address,
         draining=[drain_builds],
-        closers=[sync.close, heartbeat.close, events.close, channels.close, close_libvirt],
+        closers=[
+            readiness.close,
+            sync.close,
+            heartbeat.close,
+            events.close,
+            channels.close,
+            close_libvirt,
+            metrics_server.close,
+        ],
         grace=1.0,
     )
-    await server.set_serving(True)
     log.info("compute %s serving on %s (libvirt %s)", settings.host, address, settings.libvirt_uri)
     return service

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from concurrent.futures import Executor
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.builds import BuildRequest, hostname_for
-from services.common.context import request_id_var
+from services.common.context import instance_uuid_var, request_id_var
 from services.common.domain import (
     InstanceEvent,
     InstanceEventKind,
@@ -29,6 +30,7 @@ from services.common.domain import (
     Resources,
     utcnow,
 )
+from services.compute.metrics import ComputeMetrics
 from services.compute.resource_tracker import ClaimRefused, ResourceTracker
 from services.compute.virt.configdrive import ConfigDriveContent
 from services.compute.virt.driver import (
@@ -151,7 +153,9 @@ class ComputeManager:
         max_concurrent_builds: int,
         instance_name_template: str = "instance-%08x",
         clean_shutdown_timeout: float = 30.0,
+        metrics: ComputeMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.driver = driver
         self.clean_shutdown_timeout = clean_shutdown_timeout
         self.tracker = tracker
@@ -229,6 +233,7 @@ class ComputeManager:
 
     async def _build(self, build: BuildRequest) -> None:
         request_id_var.set(build.request_id)
+        instance_uuid_var.set(build.uuid)
         started = False
         try:
             async with self.locks.hold(build.uuid), self._slots:
@@ -259,6 +264,7 @@ class ComputeManager:
             self._fail(build, InstanceEventKind.RESCHEDULE, f"claim refused: {exc}")
             return
         self._report(build, InstanceEventKind.SPAWNING)
+        started = time.perf_counter()
         try:
             await self.run_blocking(self.driver.spawn, spawn_spec(build, self._template))
         except InvalidBuild as exc:
@@ -272,10 +278,16 @@ class ComputeManager:
             return
         self.phases[uuid] = Phase.ACTIVE
         self._succeeded += 1
+        log.info("instance running (build %.3fs)", time.perf_counter() - started)
+        if self.metrics is not None:
+            self.metrics.builds.labels("active").inc()
+            self.metrics.build_seconds.observe(time.perf_counter() - started)
         self._report(build, InstanceEventKind.ACTIVE, power_state=PowerState.RUNNING)
 
     def _fail(self, build: BuildRequest, kind: InstanceEventKind, reason: str) -> None:
-        log.warning("build of %s failed (%s): %s", build.uuid, kind.value, reason)
+        log.warning("build failed (%s): %s", kind.value, reason)
+        if self.metrics is not None:
+            self.metrics.builds.labels(kind.value).inc()
         self.phases[build.uuid] = Phase.FAILED
         self._failed += 1
         self._report(build, kind, reason=reason)
@@ -288,6 +300,7 @@ class ComputeManager:
 
     async def _power_action(self, uuid: str, action: PowerAction, request_id: str) -> None:
         request_id_var.set(request_id)
+        instance_uuid_var.set(uuid)
         driver, timeout = self.driver, self.clean_shutdown_timeout
         steps = {
             PowerAction.START: (lambda: driver.power_on(uuid), InstanceEventKind.STARTED),
@@ -322,6 +335,7 @@ class ComputeManager:
 
     async def _terminate(self, uuid: str, request_id: str) -> None:
         request_id_var.set(request_id)
+        instance_uuid_var.set(uuid)
         async with self.locks.hold(uuid):
             try:
                 removed = await self.run_blocking(self.driver.destroy, uuid)

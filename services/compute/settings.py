@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 from services.common.config import require, setting
+from services.common.observability_settings import ObservabilitySettings
 from services.common.tls_settings import InternalTlsSettings
 from services.compute.virt.libvirt.driver import parse_interface
 
@@ -13,7 +14,7 @@ VIRT_TYPES = ("test", "qemu", "kvm")
 
 
 @dataclass(frozen=True)
-class ComputeSettings(InternalTlsSettings):
+class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
     listen: str = setting(
         "127.0.0.1:8790", "Address the internal Compute service listens on (host:port)."
     )
@@ -69,6 +70,11 @@ class ComputeSettings(InternalTlsSettings):
     shutdown_timeout: float = setting(
         30.0, "On SIGTERM, seconds to let queued and running builds finish before exiting."
     )
+    health_listen: str = setting(
+        "",
+        "host:port of a plaintext gRPC port serving only health (for kubelet's probes, "
+        "which cannot present a client certificate); empty: none.",
+    )
     ready_file: str = setting(
         "", "When set, the bound address is written here once the service is serving."
     )
@@ -76,6 +82,7 @@ class ComputeSettings(InternalTlsSettings):
 
     def __post_init__(self) -> None:
         self._check()
+        self.check_observability()
         self.check_internal_tls()
 
     def _check(self) -> None:

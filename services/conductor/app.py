@@ -5,18 +5,23 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from prometheus_client import CollectorRegistry
+
 from services.common.app import RunningService
 from services.common.db.engine import Database
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
+from services.common.metrics import MetricsServer, RpcMetrics
+from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.compute_client import ComputeClient
 from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
+from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
 from services.conductor.power import PowerActions
-from services.conductor.reconciler import ReconcilePolicy, Reconciler
+from services.conductor.reconciler import InstanceCensus, ReconcilePolicy, Reconciler
 from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
 from services.conductor.scheduler.scheduler import Scheduler
 from services.conductor.servicer import ConductorServicer
@@ -29,6 +34,8 @@ SERVICE_NAME = conductor_pb2.DESCRIPTOR.services_by_name["Conductor"].full_name
 
 async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
+    registry = CollectorRegistry()
+    metrics = ConductorMetrics.create(registry)
     tls = settings.internal_tls()
     channels = ChannelPool(tls)
     scheduler = Scheduler(
@@ -44,6 +51,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         scheduler,
         service_down_time=timedelta(seconds=settings.service_down_time),
         batch_size=settings.schedule_batch_size,
+        metrics=metrics,
     )
     events = InstanceEvents(
         db,
@@ -52,6 +60,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             max_attempts=settings.max_attempts,
             service_down_time=timedelta(seconds=settings.service_down_time),
         ),
+        metrics=metrics,
     )
     builds.report_failures = events.apply
     deletes = DeleteInstances(db, computes)
@@ -71,15 +80,22 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             instance_build_timeout=timedelta(seconds=settings.instance_build_timeout),
             power_action_timeout=timedelta(seconds=settings.power_action_timeout),
         ),
+        metrics=metrics,
     )
     server = await start_server(
         settings.listen,
         [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],
         credentials=tls.server_credentials() if tls is not None else None,
+        metrics=RpcMetrics.create(registry),
+        health_listen=settings.health_listen,
     )
+    metrics_server = MetricsServer(registry, settings.metrics_listen)
+    census = InstanceCensus(db, metrics)
+    readiness = Readiness(server, [("database", db.ping)])
     builds.start()
     events.start()
     reconciler.start()
+    census.start()
 
     async def close_db() -> None:
         db.close()
@@ -88,11 +104,19 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         "conductor",
         server,
         settings.listen,
-        closers=[reconciler.close, events.close, builds.close, channels.close, close_db],
+        closers=[
+            readiness.close,
+            census.close,
+            reconciler.close,
+            events.close,
+            builds.close,
+            channels.close,
+            close_db,
+            metrics_server.close,
+        ],
         grace=settings.shutdown_grace_seconds,
     )
-    if not await db.ping():
-        log.warning("the database does not answer yet")
-    await server.set_serving(True)
+    await readiness.check_once()
+    readiness.start()
     log.info("conductor serving on %s", service.address)
     return service

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -38,6 +39,7 @@ from services.common.domain import (
 )
 from services.common.request_spec import StoredSpec
 from services.common.rpc.compute_client import BuildAck
+from services.conductor.metrics import ConductorMetrics
 from services.conductor.scheduler.request import RequestSpec
 from services.conductor.scheduler.scheduler import Decision, Scheduler
 
@@ -140,7 +142,9 @@ class BuildTask:
         *,
         service_down_time: timedelta,
         batch_size: int = 500,
+        metrics: ConductorMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._db = db
         self._computes = computes
         self._scheduler = scheduler
@@ -205,6 +209,7 @@ class BuildTask:
                     await asyncio.sleep(0.2 * attempt)
 
     async def schedule(self, batch: Sequence[tuple[str, str, str]]) -> BatchPlan:
+        started = time.perf_counter()
         request_ids = {uuid: request_id for uuid, request_id, _ in batch}
         for uuid, _, password in batch:
             if password:
@@ -214,8 +219,33 @@ class BuildTask:
         plan = await self._db.write(lambda c: self._plan(c, request_ids, utcnow()))
         self.placed += len(plan.placements)
         self.no_valid_host += len(plan.failed)
+        self._observe(plan, time.perf_counter() - started)
         self.dispatch(list(plan.by_host.values()))
         return plan
+
+    def _observe(self, plan: BatchPlan, seconds: float) -> None:
+        """Metrics, and one log line per request (with its request id) saying where its
+        servers went: enough to follow a create without a line per instance."""
+        now = utcnow()
+        per_request: dict[str, Counter[str]] = defaultdict(Counter)
+        for host_builds in plan.by_host.values():
+            for build in host_builds.builds:
+                per_request[build.request_id][host_builds.host.host] += 1
+                if self._metrics is not None:
+                    delay = (now - build.instance.created_at).total_seconds()
+                    self._metrics.schedule_delay.observe(delay)
+        for request_id, hosts in per_request.items():
+            placed = ", ".join(f"{h} x{n}" for h, n in sorted(hosts.items()))
+            log.info("placed %d servers: %s", sum(hosts.values()), placed,
+                     extra={"request_id": request_id or "-"})  # fmt: skip
+        if plan.failed:
+            log.info("%d servers found no valid host", len(plan.failed))
+        if self._metrics is not None:
+            self._metrics.scheduling_pass.observe(seconds)
+            self._metrics.placed.inc(len(plan.placements))
+            self._metrics.no_valid_host.inc(
+                sum(1 for f in plan.failed if f.message.startswith(NO_VALID_HOST))
+            )
 
     def dispatch(self, work: Sequence[HostBuilds]) -> None:
         """Send each host its builds (after the commit that recorded them)."""

@@ -29,6 +29,7 @@ from services.common.domain import (
     utcnow,
 )
 from services.conductor.build_task import HostBuilds
+from services.conductor.metrics import ConductorMetrics
 from services.conductor.reschedule import handle_failed_builds
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ class InstanceEvents:
         db: Database,
         dispatch: Callable[[Sequence[HostBuilds]], None],
         policy: EventPolicy,
+        metrics: ConductorMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._db = db
         self._dispatch = dispatch
         self._policy = policy
@@ -73,6 +76,9 @@ class InstanceEvents:
         flat = [event for report in reports for event in report]
         moved = await self._db.write(lambda c: apply_events(c, flat, self._policy))
         self.applied += len(flat)
+        if self._metrics is not None:
+            for event in flat:
+                self._metrics.events.labels(event.kind.value).inc()
         if moved:
             self._dispatch(moved)
         return [len(report) for report in reports]

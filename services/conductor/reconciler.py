@@ -28,6 +28,7 @@ from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
+from services.conductor.metrics import ConductorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,9 @@ class Reconciler:
         finish_deletes: Callable[[Sequence[str]], Awaitable[object]],
         report_failures: Callable[[Sequence[InstanceEvent]], Awaitable[object]],
         policy: ReconcilePolicy,
+        metrics: ConductorMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._db = db
         self._schedule = schedule
         self._redispatch = redispatch
@@ -240,7 +243,39 @@ class Reconciler:
             ("resent_builds", len(found.unsent)),
         ):
             self.actions_taken[name] += count
+            if self._metrics is not None and count:
+                self._metrics.reconciler_actions.labels(name).inc(count)
         return found
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class InstanceCensus:
+    """Keeps the instances-by-state gauge current (one grouped count every ``interval``)."""
+
+    def __init__(self, db: Database, metrics: ConductorMetrics, interval: float = 10.0) -> None:
+        self._db = db
+        self._metrics = metrics
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="instance-census")
+
+    async def count_once(self) -> None:
+        counts = await self._db.read(instance_repo.count_by_state)
+        for state in VmState:
+            self._metrics.instances.labels(state.value).set(counts.get(state.value, 0))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.count_once()
+            except Exception as exc:
+                log.debug("instance census failed: %s", exc)
+            await asyncio.sleep(self._interval)
 
     async def close(self) -> None:
         if self._task is not None:

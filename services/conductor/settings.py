@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import require, setting
+from services.common.observability_settings import ObservabilitySettings
 from services.common.tls_settings import InternalTlsSettings
 from services.conductor.scheduler.registry import (
     DEFAULT_FILTERS,
@@ -17,7 +18,7 @@ DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
 
 
 @dataclass(frozen=True)
-class ConductorSettings(InternalTlsSettings):
+class ConductorSettings(ObservabilitySettings, InternalTlsSettings):
     listen: str = setting(
         "127.0.0.1:8780", "Address the internal Conductor service listens on (host:port)."
     )
@@ -59,6 +60,11 @@ class ConductorSettings(InternalTlsSettings):
     power_action_timeout: float = setting(
         300.0, "Seconds after which an unfinished start/stop/reboot is given back."
     )
+    health_listen: str = setting(
+        "",
+        "host:port of a plaintext gRPC port serving only health (for kubelet's probes, "
+        "which cannot present a client certificate); empty: none.",
+    )
     ready_file: str = setting(
         "", "When set, the bound address is written here once the service is serving."
     )
@@ -69,6 +75,7 @@ class ConductorSettings(InternalTlsSettings):
 
     def __post_init__(self) -> None:
         self._check()
+        self.check_observability()
         self.check_internal_tls()
 
     def _check(self) -> None:

@@ -18,6 +18,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    # A dns:/// target with several addresses (a headless Service): use them all.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 
@@ -29,19 +31,26 @@ class ChannelPool:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tls = tls
 
-    def get(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
+    def get(self, address: str, *, key: str = "") -> grpc.aio.Channel:
+        """The channel for ``address``; a ``key`` asks for a separate one (its own connection,
+        which round_robin may place on another backend)."""
+        channel = self._channels.get(address + "#" + key)
         if channel is None:
             if self._tls is None:
-                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.insecure_channel(address, options=self._options(key))
             else:
                 channel = grpc.aio.secure_channel(
                     address,
                     self._tls.channel_credentials(),
-                    options=CHANNEL_OPTIONS + self._tls.channel_options(),
+                    options=self._options(key) + self._tls.channel_options(),
                 )
-            self._channels[address] = channel
+            self._channels[address + "#" + key] = channel
         return channel
+
+    @staticmethod
+    def _options(key: str) -> list[tuple[str, Any]]:
+        # a distinct channel argument keeps gRPC from sharing one subchannel between them
+        return [*CHANNEL_OPTIONS, ("grpc.channel_pool_key", key)] if key else CHANNEL_OPTIONS
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}

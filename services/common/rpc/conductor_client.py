@@ -63,19 +63,24 @@ class BuildCaster:
     stream that broke later, is re-driven from the database by the conductor's reconciler.
     """
 
-    def __init__(self, channels: ChannelPool, addresses: Sequence[str]) -> None:
+    def __init__(
+        self, channels: ChannelPool, addresses: Sequence[str], *, streams_per_address: int = 1
+    ) -> None:
         if not addresses:
             raise ValueError("at least one conductor address is needed")
         self._channels = channels
-        self._addresses = list(addresses)
+        # A DNS name may stand for several conductors (round_robin spreads the streams).
+        self._addresses = [a for a in addresses for _ in range(streams_per_address)]
         self._queue: asyncio.Queue[conductor_pb2.BuildInstancesRequest] = asyncio.Queue()
         self._pumps: list[asyncio.Task[None]] = []
         self._closing = False
         self.sent = 0
 
     def start(self) -> None:
-        for address in self._addresses:
-            self._pumps.append(asyncio.create_task(self._pump(address), name=f"cast-{address}"))
+        for index, address in enumerate(self._addresses):
+            self._pumps.append(
+                asyncio.create_task(self._pump(address, index), name=f"cast-{address}-{index}")
+            )
 
     @property
     def backlog(self) -> int:
@@ -98,10 +103,11 @@ class BuildCaster:
             )
         )
 
-    async def _pump(self, address: str) -> None:
+    async def _pump(self, address: str, index: int) -> None:
         backoff = 0.05
         while not self._closing:
-            stub = conductor_pb2_grpc.ConductorStub(self._channels.get(address))
+            # Its own channel per stream: with a DNS name, each lands on its own conductor.
+            stub = conductor_pb2_grpc.ConductorStub(self._channels.get(address, key=str(index)))
             call = stub.BuildInstances(wait_for_ready=True)
             try:
                 await self._write_until_broken(call)

@@ -8,7 +8,9 @@ a generic message (logged with their traceback here, never sent to the client).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -30,6 +32,7 @@ from services.common.errors import (
     Unavailable,
     WrongState,
 )
+from services.common.metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,12 @@ def rich_status_trailer(code: grpc.StatusCode, error: DomainError) -> tuple[tupl
     return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
+def code_of(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, DomainError):
+        return status_code_for(exc)
+    return grpc.StatusCode.INTERNAL
+
+
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     if isinstance(exc, DomainError):
         code = status_code_for(exc)
@@ -110,29 +119,54 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return new_request_id()
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _aborted_code(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The code a servicer aborted with itself (context.abort)."""
+    code = context.code() if hasattr(context, "code") else None
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def _wrap_unary(
+    behavior: Callable[..., Awaitable[Any]], method: str, metrics: RpcMetrics | None
+) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id_var.set(_request_id(context))
+        started, code = time.perf_counter(), "OK"
         try:
             return await behavior(request, context)
+        except grpc.aio.AbortError:
+            code = _aborted_code(context)
+            raise
         except (DomainError, Exception) as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
+            code = code_of(exc).name
             await _abort_for(exc, context)
+        finally:
+            if metrics is not None:
+                metrics.observe(method, code, time.perf_counter() - started)
 
     return handler
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    behavior: Callable[..., AsyncIterator[Any]], method: str, metrics: RpcMetrics | None
+) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id_var.set(_request_id(context))
+        started, code = time.perf_counter(), "OK"
         try:
             async for item in behavior(request, context):
                 yield item
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except grpc.aio.AbortError:
+            code = _aborted_code(context)
+            raise
         except (DomainError, Exception) as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
+            code = code_of(exc).name
             await _abort_for(exc, context)
+        finally:
+            if metrics is not None:
+                metrics.observe(method, code, time.perf_counter() - started)
 
     return handler
 
@@ -140,8 +174,9 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps domain errors to statuses and sets the request id for every RPC."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: RpcMetrics | None = None) -> None:
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -155,26 +190,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        wrapped = _wrap_handler(handler)
+        wrapped = _wrap_handler(handler, method.rsplit("/", 1)[-1], self._metrics)
         self._cache[method] = wrapped
         return wrapped
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, method: str, metrics: RpcMetrics | None
+) -> grpc.RpcMethodHandler:
     deserialize = handler.request_deserializer
     serialize = handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(handler.unary_unary), deserialize, serialize
+            _wrap_unary(handler.unary_unary, method, metrics), deserialize, serialize
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(handler.stream_unary), deserialize, serialize
+            _wrap_unary(handler.stream_unary, method, metrics), deserialize, serialize
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(handler.unary_stream), deserialize, serialize
+            _wrap_stream(handler.unary_stream, method, metrics), deserialize, serialize
         )
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream(handler.stream_stream), deserialize, serialize
+        _wrap_stream(handler.stream_stream, method, metrics), deserialize, serialize
     )

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.metrics import RpcMetrics
 from services.common.rpc.errors import ErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,13 @@ class ServiceServer:
         health: HealthServicer,
         port: int,
         service_names: Sequence[str],
+        health_server: grpc.aio.Server | None = None,
     ) -> None:
         self.server = server
         self.health = health
         self.port = port
         self.service_names = list(service_names)
+        self.health_server = health_server
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -67,6 +70,8 @@ class ServiceServer:
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 async def start_server(
@@ -74,12 +79,14 @@ async def start_server(
     registrations: Sequence[Registration],
     *,
     credentials: grpc.ServerCredentials | None = None,
+    metrics: RpcMetrics | None = None,
+    health_listen: str = "",
 ) -> ServiceServer:
     """Bind ``listen`` (port 0 picks a free port), mount the servicers and start; with
     ``credentials`` the port speaks TLS (mutual, for the internal services).
 
     Health starts NOT_SERVING; the service flips it once its dependencies answer."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor()])
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)
     health = HealthServicer()
@@ -100,7 +107,15 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
-    service_server = ServiceServer(server, health, port, names)
+    health_server = None
+    if health_listen:
+        # Plaintext, health only: kubelet's gRPC probe cannot present a client certificate.
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+        if health_server.add_insecure_port(health_listen) == 0:
+            raise OSError(f"cannot listen on {health_listen}")
+        await health_server.start()
+    service_server = ServiceServer(server, health, port, names, health_server)
     await service_server.set_serving(False)
     return service_server
 

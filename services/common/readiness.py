@@ -1,0 +1,60 @@
+"""Readiness: health says SERVING only while the service's dependencies answer (the database,
+libvirt), checked every few seconds, so that Kubernetes sends no traffic to a pod that would
+only fail it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from services.common.rpc.server import ServiceServer
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], Awaitable[bool]]
+
+
+class Readiness:
+    def __init__(
+        self, server: ServiceServer, checks: Sequence[tuple[str, Check]], interval: float = 5.0
+    ) -> None:
+        self._server = server
+        self._checks = list(checks)
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.ready = False
+
+    async def check_once(self) -> bool:
+        failing = []
+        for name, check in self._checks:
+            try:
+                ok = await asyncio.wait_for(check(), self._interval)
+            except Exception:
+                ok = False
+            if not ok:
+                failing.append(name)
+        ready = not failing
+        if ready != self.ready:
+            if ready:
+                log.info("ready: every dependency answers")
+            else:
+                log.warning("not ready: %s does not answer", ", ".join(failing))
+            await self._server.set_serving(ready)
+            self.ready = ready
+        return ready
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="readiness")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.check_once()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,41 @@
+"""The conductor's metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.common.metrics import LATENCY_BUCKETS
+
+
+@dataclass
+class ConductorMetrics:
+    scheduling_pass: Histogram
+    schedule_delay: Histogram
+    placed: Counter
+    no_valid_host: Counter
+    events: Counter
+    reconciler_actions: Counter
+    instances: Gauge
+
+    @staticmethod
+    def create(registry: CollectorRegistry) -> ConductorMetrics:
+        return ConductorMetrics(
+            Histogram("nova_grpc_scheduling_pass_seconds",
+                      "Time of one scheduling pass (load, filter, weigh, claim, commit).",
+                      buckets=LATENCY_BUCKETS, registry=registry),
+            Histogram("nova_grpc_schedule_delay_seconds",
+                      "From an instance's creation to its placement on a host.",
+                      buckets=LATENCY_BUCKETS, registry=registry),
+            Counter("nova_grpc_instances_placed", "Instances placed on a host.",
+                    registry=registry),
+            Counter("nova_grpc_no_valid_host", "Instances no host could take.",
+                    registry=registry),
+            Counter("nova_grpc_instance_events", "State reports from compute, by kind.",
+                    ["kind"], registry=registry),
+            Counter("nova_grpc_reconciler_actions", "What the reconciler did, by action.",
+                    ["action"], registry=registry),
+            Gauge("nova_grpc_instances", "Instances in the database, by vm_state.",
+                  ["vm_state"], registry=registry),
+        )  # fmt: skip
