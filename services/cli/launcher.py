@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--libvirt-uri", default="test:///default")
     parser.add_argument("--virt-type", default="test")
     parser.add_argument("--compute-host", default="compute-1")
+    parser.add_argument("--metrics", default="127.0.0.1:9774,127.0.0.1:9780,127.0.0.1:9790",
+                        help="api,conductor,compute metrics addresses (empty: none)")  # fmt: skip
     return parser
 
 
@@ -133,9 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     token_file = dev_token(database_url, state_dir)
     pki = dev_pki(state_dir)
     launcher = Launcher(state_dir)
+    metrics = dict(zip(("api", "conductor", "compute"), args.metrics.split(","), strict=False))
+
+    def metrics_args(role: str) -> list[str]:
+        return ["--metrics-listen", metrics[role]] if metrics.get(role) else []
+
     try:
         conductor = launcher.start(
-            "conductor", "services.conductor", ["--listen", args.conductor_listen],
+            "conductor", "services.conductor",
+            ["--listen", args.conductor_listen, *metrics_args("conductor")],
             env=role_settings_env(pki, "conductor"),
         )  # fmt: skip
         launcher.start(
@@ -154,13 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.compute_host,
                 "--instances-path",
                 str(state_dir / "instances"),
+                *metrics_args("compute"),
             ],
             env=role_settings_env(pki, "compute"),
         )
         api = launcher.start(
             "api",
             "services.api",
-            ["--listen", args.api_listen, "--conductor-addresses", conductor],
+            ["--listen", args.api_listen, "--conductor-addresses", conductor, *metrics_args("api")],
             env=role_settings_env(pki, "api"),
         )
     except RuntimeError as exc:
@@ -177,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"--image nova-tiny --name web --wait\n"
         f"  {novactl} --endpoint {api} server list\n"
         f'  grpcurl -plaintext -H "authorization: Bearer $NOVACTL_TOKEN" {api} list\n'
+        f"Metrics: {', '.join(f'http://{a}/metrics' for a in metrics.values() if a) or 'off'}\n"
         f"Ctrl-C stops all three services.\n",
         flush=True,
     )

@@ -18,7 +18,7 @@ def test_launcher_runs_the_system_and_ctrl_c_stops_all_three(tmp_path: Path) -> 
         [
             sys.executable, "-m", "services.cli.launcher", "--state-dir", str(tmp_path),
             "--api-listen", "127.0.0.1:0", "--conductor-listen", "127.0.0.1:0",
-            "--compute-listen", "127.0.0.1:0",
+            "--compute-listen", "127.0.0.1:0", "--metrics", "",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
