@@ -111,9 +111,8 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
         f"environment: {ENV_PREFIX}CONFIG_FILE",
     )
     for name, flag, env, default, help_text in describe(cls):
-        parser.add_argument(
-            flag, dest=name, default=None, help=f"{help_text} [env {env}; default {default!r}]"
-        )
+        shown = f"{help_text} [env {env}; default {default!r}]".replace("%", "%%")
+        parser.add_argument(flag, dest=name, default=None, help=shown)  # argparse %-formats help
     return parser
 
 

@@ -6,8 +6,16 @@ from pathlib import Path
 import pytest
 
 from services.api.settings import ApiSettings
-from services.common.config import ConfigError, describe, load_settings, require, setting
+from services.common.config import (
+    ConfigError,
+    build_parser,
+    describe,
+    load_settings,
+    require,
+    setting,
+)
 from services.compute.settings import ComputeSettings
+from services.conductor.settings import ConductorSettings
 
 
 @dataclass(frozen=True)
@@ -77,3 +85,10 @@ def test_compute_settings_reject_an_unknown_virt_type() -> None:
             ["--instance-name-template", "%(nope)s", "--insecure-internal", "1"],
             environ={},
         )
+
+
+def test_every_service_prints_its_help() -> None:
+    for settings_type in (ApiSettings, ConductorSettings, ComputeSettings):
+        text = build_parser(settings_type, "x", "y").format_help()
+        assert "--listen" in text and "NOVA_GRPC_LISTEN" in text
+    assert "instance-%08x" in build_parser(ComputeSettings, "x", "y").format_help()
