@@ -21,11 +21,8 @@ from tests.support import postgres
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
-    parser.add_argument("--computes", type=int, default=4)
+    parser.add_argument("--computes", type=int, default=20)
     parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=100, help="max_count per create")
-    parser.add_argument("--latency-samples", type=int, default=300)
-    parser.add_argument("--clients", type=int, default=1, help="concurrent clients for latency")
     parser.add_argument("--workdir", default="var/bench")
     parser.add_argument(
         "--only", choices=("e2e", "compute", "guest", "scheduler"), action="append",
@@ -43,14 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         results += run_real_guest(Path(args.workdir) / "guest")
     if "e2e" not in parts:
         return _report(results)
-    results += run_e2e(
-        Path(args.workdir) / "e2e",
-        computes=args.computes,
-        instances=args.instances,
-        batch=args.batch,
-        latency_samples=args.latency_samples,
-        clients=args.clients,
-    )
+    results += run_e2e(Path(args.workdir) / "e2e", computes=args.computes, instances=args.instances)
     return _report(results)
 
 

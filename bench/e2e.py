@@ -1,29 +1,134 @@
-"""End-to-end create benchmark on test:///<node file> hypervisors (big simulated hosts)."""
+"""End-to-end benchmarks: the three services as processes, 20 computes on libvirt's test
+driver, CreateServer latency with 1 and 50 clients, time to ACTIVE for 1,000 instances, and
+the resident memory of each service idle and after the runs."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
-import sqlite3
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from sqlalchemy import func, select
 
 from services.cli.launcher import Launcher
 from services.cli.manage import issue_token
+from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
+from services.common.db.models import INSTANCES, NODES
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.tls import create_pki, role_settings_env
 
-# 64 CPUs, 256 GiB: room for hundreds of m1.tiny per simulated host.
+# 64 CPUs, 256 GiB: room for hundreds of m1.tiny per simulated host (test:///default itself
+# is a 16-CPU, 3 GiB node: nine m1.tiny).
 NODE_XML = (
     "<node><cpu><mhz>3000</mhz><model>x86_64</model><active>64</active><nodes>1</nodes>"
     "<sockets>2</sockets><cores>16</cores><threads>2</threads></cpu>"
     "<memory>268435456</memory></node>"
 )
+QUIET = ["--log-level", "WARNING"]
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Fleet:
+    launcher: Launcher
+    database: str
+    api: str
+    token: str
+
+    def rss(self) -> dict[str, float]:
+        """Resident MiB per role (compute: the largest of them)."""
+        found: dict[str, float] = {}
+        for name, process in self.launcher.children:
+            role = "compute" if name.startswith("compute") else name
+            found[role] = max(found.get(role, 0.0), rss_mb(process.pid))
+        return found
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far, summed per role."""
+        tick = os.sysconf("SC_CLK_TCK")
+        used: dict[str, float] = {}
+        for name, process in self.launcher.children:
+            role = "compute" if name.startswith("compute") else name
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        return used
+
+    def counts(self) -> dict[str, int]:
+        db = Database(self.database)
+        try:
+            with db.begin_read() as c:
+                rows = c.execute(
+                    select(INSTANCES.c.vm_state, func.count()).group_by(INSTANCES.c.vm_state)
+                )
+                return {state: count for state, count in rows}
+        finally:
+            db.close()
+
+
+def start_fleet(workdir: Path, computes: int, url: str | None = None) -> Fleet:
+    """Start a conductor, ``computes`` computes and an api on ``url`` (default: a fresh
+    SQLite file in ``workdir``)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "run").mkdir(parents=True)
+    url = url or f"sqlite:///{workdir / 'nova.sqlite'}"
+    upgrade(url)
+    node = (workdir / "node.xml").resolve()
+    node.write_text(NODE_XML)
+    pki = create_pki(workdir / "pki")
+    launcher = Launcher(workdir)
+    log = workdir / "services.log"
+    conductor = launcher.start(
+        "conductor", "services.conductor",
+        ["--listen", "127.0.0.1:0", "--database-url", url, *QUIET],
+        log=log, env=role_settings_env(pki, "conductor"),
+    )  # fmt: skip
+    for i in range(computes):
+        launcher.start(
+            f"compute{i}", "services.compute",
+            ["--listen", "127.0.0.1:0", "--conductor-addresses", conductor, "--host",
+             f"bench-{i:02d}", "--libvirt-uri", f"test://{node}",
+             "--instances-path", str(workdir / f"instances{i}"), *QUIET,
+             # simulated hosts share one real disk: let each claim a large share of it
+             "--disk-allocation-ratio", "100"],
+            log=log, env=role_settings_env(pki, "compute"),
+        )  # fmt: skip
+    api = launcher.start(
+        "api", "services.api",
+        ["--listen", "127.0.0.1:0", "--database-url", url, "--conductor-addresses", conductor,
+         "--quota-instances", "-1", "--quota-cores", "-1", "--quota-ram", "-1",
+         "--rate-limit-per-second", "0", *QUIET],
+        log=log, env=role_settings_env(pki, "api"),
+    )  # fmt: skip
+    db = Database(url)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            with db.begin_read() as c:
+                if c.execute(select(func.count()).select_from(NODES)).scalar() == computes:
+                    break
+            time.sleep(0.2)
+    finally:
+        db.close()
+    _, token = issue_token(url, "bench")
+    return Fleet(launcher, url, api, token)
 
 
 def _request(name: str, count: int) -> servers_pb2.CreateServerRequest:
@@ -32,101 +137,119 @@ def _request(name: str, count: int) -> servers_pb2.CreateServerRequest:
     )
 
 
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+async def _creates(
+    fleet: Fleet, *, total: int, per_create: int, clients: int, rate: float = 0.0
+) -> tuple[list[float], float]:
+    """Create ``total`` instances in creates of ``per_create`` from ``clients`` concurrent
+    clients; (latencies in ms, seconds from the first request to the last ACTIVE).
+
+    With no ``rate`` each client sends its next create as soon as the last one is answered
+    (closed loop: the clients go as fast as the system lets them). With a ``rate`` the
+    creates are sent on a fixed schedule of ``rate`` per second across the clients (open
+    loop), so latency is measured at a known load rather than at saturation."""
+    metadata = (("authorization", f"Bearer {fleet.token}"),)
+    latencies: list[float] = []
+    before = fleet.counts().get("active", 0)
+    async with grpc.aio.insecure_channel(fleet.api) as channel:
+        stub = servers_pb2_grpc.ServersStub(channel)
+        await stub.CreateServer(_request("warmup", 1), timeout=10, metadata=metadata)
+        before += 1
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(total // per_create):
+            queue.put_nowait(i)
+
+        async def client() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                if rate:
+                    await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+                sent = time.perf_counter()
+                await stub.CreateServer(_request(f"b{i}", per_create), timeout=30,
+                                        metadata=metadata)  # fmt: skip
+                latencies.append((time.perf_counter() - sent) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        target = before + total
+        while fleet.counts().get("active", 0) < target:
+            if time.perf_counter() - started > 600:
+                raise TimeoutError("instances never became ACTIVE")
+            await asyncio.sleep(0.01)
+        return latencies, time.perf_counter() - started
 
 
-def _counts(database: Path) -> dict[str, int]:
-    with sqlite3.connect(database) as connection:
-        return dict(
-            connection.execute("SELECT vm_state, count(*) FROM instances GROUP BY vm_state")
-        )
+def _latency_rows(latencies: list[float], label: str, conditions: str) -> list[dict[str, Any]]:
+    return [
+        {"figure": f"CreateServer p50, {label}", "value": statistics.median(latencies),
+         "unit": "ms", "conditions": conditions},
+        {"figure": f"CreateServer p99, {label}", "value": _percentile(latencies, 99),
+         "unit": "ms", "conditions": conditions},
+    ]  # fmt: skip
 
 
-def _wait_settled(database: Path, timeout: float) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = _counts(database)
-        if not counts.get("building") or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.01)
+def _throughput_row(label: str, instances: int, seconds: float, conditions: str) -> dict[str, Any]:
+    return {
+        "figure": f"end-to-end to ACTIVE, {label}", "value": instances / seconds,
+        "unit": "instances/s", "conditions": conditions,
+    }  # fmt: skip
+
+
+def _cpu_rows(before: dict[str, float], after: dict[str, float], instances: int,
+              conditions: str) -> list[dict[str, Any]]:  # fmt: skip
+    return [
+        {"figure": f"CPU per instance, {role}",
+         "value": (after[role] - before[role]) * 1000 / instances, "unit": "CPU-ms",
+         "conditions": conditions + ("" if role != "compute" else " (all computes together)")}
+        for role in ("api", "conductor", "compute")
+    ]  # fmt: skip
+
+
+def _rss_rows(idle: dict[str, float], busy: dict[str, float], stored: int) -> list[dict[str, Any]]:
+    rows = []
+    for role in ("api", "conductor", "compute"):
+        largest = " (largest of the computes)" if role == "compute" else ""
+        rows.append({"figure": f"RSS {role}, idle", "value": idle[role], "unit": "MiB",
+                     "conditions": "after start-up" + largest})  # fmt: skip
+        rows.append({"figure": f"RSS {role}, after the runs", "value": busy[role], "unit": "MiB",
+                     "conditions": f"{stored} instances in the database{largest}"})  # fmt: skip
+    return rows
 
 
 def run_e2e(
-    workdir: Path, *, computes: int, instances: int, batch: int, latency_samples: int,
-    clients: int,
-) -> list[dict[str, Any]]:  # fmt: skip
-    shutil.rmtree(workdir, ignore_errors=True)
-    (workdir / "run").mkdir(parents=True)
-    database = workdir / "nova.sqlite"
-    url = f"sqlite:///{database}"
-    upgrade(url)
-    node = (workdir / "node.xml").resolve()
-    node.write_text(NODE_XML)
-    launcher = Launcher(workdir)
-    pki = create_pki(workdir / "pki")
-    log = workdir / "services.log"
+    workdir: Path, *, computes: int = 20, instances: int = 1000, paced_rate: float = 200.0
+) -> list[dict[str, Any]]:
+    fleet = start_fleet(workdir, computes)
     results: list[dict[str, Any]] = []
     try:
-        conductor = launcher.start(
-            "conductor", "services.conductor",
-            ["--listen", "127.0.0.1:0", "--database-url", url, "--log-level", "WARNING",
-             # simulated hosts share one real disk: let each claim a large share of it
-             "--disk-allocation-ratio", "100"], log=log,
-            env=role_settings_env(pki, "conductor"),
+        time.sleep(2.0)
+        idle = fleet.rss()
+        where = f"{computes} computes on libvirt's test driver, SQLite, mutual TLS inside"
+        one, _ = asyncio.run(_creates(fleet, total=300, per_create=1, clients=1))
+        results += _latency_rows(one, "1 client", f"300 creates of 1 in a row, {where}")
+        _, batched = asyncio.run(_creates(fleet, total=instances, per_create=100, clients=1))
+        results.append(_throughput_row(
+            "creates of 100", instances, batched,
+            f"{instances} instances as {instances // 100} creates of 100, {where}",
+        ))  # fmt: skip
+        before = fleet.cpu_seconds()
+        fifty, single = asyncio.run(_creates(fleet, total=instances, per_create=1, clients=50))
+        after = fleet.cpu_seconds()
+        singles = f"{instances} creates of 1 from 50 concurrent clients"
+        results += _latency_rows(
+            fifty, "50 clients", f"{singles}, each sending as soon as answered, {where}"
+        )
+        results.append(_throughput_row("single creates", instances, single, f"{singles}, {where}"))
+        results += _cpu_rows(before, after, instances, f"{singles}, from request to ACTIVE")
+        paced, _ = asyncio.run(
+            _creates(fleet, total=instances, per_create=1, clients=50, rate=paced_rate)
+        )
+        results += _latency_rows(
+            paced, f"50 clients at {paced_rate:.0f}/s",
+            f"{instances} creates of 1 sent on a schedule of {paced_rate:.0f}/s by 50 clients, "
+            f"{where}",
         )  # fmt: skip
-        for i in range(computes):
-            launcher.start(
-                f"compute{i}", "services.compute",
-                ["--listen", "127.0.0.1:0", "--conductor-addresses", conductor, "--host",
-                 f"bench-{i}", "--libvirt-uri", f"test://{node}", "--log-level", "WARNING",
-                 "--instances-path", str(workdir / f"instances{i}")], log=log,
-            env=role_settings_env(pki, "compute"),
-            )  # fmt: skip
-        api = launcher.start(
-            "api", "services.api",
-            ["--listen", "127.0.0.1:0", "--database-url", url, "--conductor-addresses",
-             conductor, "--log-level", "WARNING", "--quota-instances", "-1",
-             "--quota-cores", "-1", "--quota-ram", "-1",
-             "--rate-limit-per-second", "0"], log=log,
-            env=role_settings_env(pki, "api"),
-        )  # fmt: skip
-        time.sleep(1.0)  # let every compute register its node
-        channel = grpc.insecure_channel(api)
-        _, token = issue_token(url, "bench")
-        metadata = (("authorization", f"Bearer {token}"),)
-        stub = servers_pb2_grpc.ServersStub(channel)
-        stub.CreateServer(_request("warmup", 1), timeout=10, metadata=metadata)
-
-        def one(i: int) -> float:
-            started = time.perf_counter()
-            stub.CreateServer(_request(f"lat-{i}", 1), timeout=10, metadata=metadata)
-            return (time.perf_counter() - started) * 1000
-
-        with ThreadPoolExecutor(clients) as pool:
-            latencies = list(pool.map(one, range(latency_samples)))
-        conditions = f"{clients} client(s), {latency_samples} creates of 1, {computes} computes"
-        results.append({"figure": "CreateServer p50", "value": statistics.median(latencies),
-                        "unit": "ms", "conditions": conditions})  # fmt: skip
-        results.append({"figure": "CreateServer p99", "value": _percentile(latencies, 99),
-                        "unit": "ms", "conditions": conditions})  # fmt: skip
-        _wait_settled(database, 120)
-        before = _counts(database)
-        started = time.perf_counter()
-        for i in range(instances // batch):
-            stub.CreateServer(_request(f"tp-{i}", batch), timeout=30, metadata=metadata)
-        after = _wait_settled(database, 300)
-        elapsed = time.perf_counter() - started
-        active = after.get("active", 0) - before.get("active", 0)
-        errors = after.get("error", 0) - before.get("error", 0)
-        results.append({
-            "figure": "end-to-end to ACTIVE", "value": (instances // batch) * batch / elapsed,
-            "unit": "instances/s",
-            "conditions": f"{instances} instances as creates of {batch}, {computes} computes on "
-                          f"test:///node.xml; {active} ACTIVE, {errors} ERROR",
-        })  # fmt: skip
-        channel.close()
+        time.sleep(1.0)
+        results += _rss_rows(idle, fleet.rss(), sum(fleet.counts().values()))
     finally:
-        launcher.stop()
+        fleet.launcher.stop()
     return results

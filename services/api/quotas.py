@@ -32,10 +32,13 @@ class QuotaTracker:
         """How many of ``count`` servers (between ``minimum`` and ``count``) fit the project's
         quota, as Nova lowers max_count to what fits; QuotaExceeded if not even ``minimum``."""
         if project_id not in self._state:
-            current = quotas.usage(self._connection, project_id)
+            limits = quotas.limits(self._connection, project_id, self._defaults)
+            # Counting usage scans the project's instances; a project without limits skips it.
+            counted = any(limit != quotas.UNLIMITED for limit in limits.values())
+            current = quotas.usage(self._connection, project_id) if counted else None
             self._state[project_id] = (
-                quotas.limits(self._connection, project_id, self._defaults),
-                {r: current.get(r) for r in quotas.RESOURCES},
+                limits,
+                {r: current.get(r) if current else 0 for r in quotas.RESOURCES},
             )
         limits, used = self._state[project_id]
         per_server = {"instances": 1, "cores": vcpus, "ram": ram}
