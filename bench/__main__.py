@@ -16,6 +16,7 @@ from bench.compute_builds import run_compute_builds
 from bench.e2e import run_e2e
 from bench.real_guest import run_real_guest
 from bench.scheduler import run_scheduler
+from bench.targets import judge
 from tests.support import postgres
 
 
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("e2e", "compute", "guest", "scheduler"), action="append",
         help="run only these parts (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", choices=("api", "conductor", "compute"),
+        help="sample this service with py-spy during the 50-client e2e run",
     )  # fmt: skip
     args = parser.parse_args(argv)
     parts = set(args.only or ("e2e", "compute", "guest", "scheduler"))
@@ -40,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         results += run_real_guest(Path(args.workdir) / "guest")
     if "e2e" not in parts:
         return _report(results)
-    results += run_e2e(Path(args.workdir) / "e2e", computes=args.computes, instances=args.instances)
+    results += run_e2e(
+        Path(args.workdir) / "e2e",
+        computes=args.computes,
+        instances=args.instances,
+        profile=args.profile,
+    )
     return _report(results)
 
 
@@ -59,10 +69,15 @@ def _scheduler_on_postgres(workdir: Path) -> list[dict[str, Any]]:
 
 
 def _report(results: list[dict[str, Any]]) -> int:
+    results = [judge(r) for r in results]
     width = max(len(r["figure"]) for r in results)
-    print(f"\n{'figure'.ljust(width)}  {'value':>12}  conditions")
+    print(f"\n{'figure'.ljust(width)}  {'value':>12}  {'target':<20}  conditions")
     for r in results:
-        print(f"{r['figure'].ljust(width)}  {r['value']:>12.2f}  {r['unit']}; {r['conditions']}")
+        verdict = f"{r['target']} {'met' if r['met'] else 'MISSED'}" if "target" in r else ""
+        print(
+            f"{r['figure'].ljust(width)}  {r['value']:>12.2f}  {verdict:<20}  "
+            f"{r['unit']}; {r['conditions']}"
+        )
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

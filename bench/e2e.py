@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +181,73 @@ async def _creates(
         return latencies, time.perf_counter() - started
 
 
+class Profiler:
+    """py-spy sampling one service while a run goes on; writes collapsed stacks (the format
+    of flamegraph.pl and speedscope) and a short summary of where the samples fell."""
+
+    def __init__(self, fleet: Fleet, role: str | None, out: Path) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        if role is None:
+            return
+        name = "compute0" if role == "compute" else role
+        pid = next(p.pid for n, p in fleet.launcher.children if n == name)
+        spy = Path(sys.executable).with_name("py-spy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self._process = subprocess.Popen(
+            [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+             "--nonblocking", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.send_signal(signal.SIGINT)
+        self._process.wait(timeout=60)
+        print(f"profile written to {self.out}")
+        print(summarise_profile(self.out))
+
+
+# Leaf frames of a thread that is waiting, not working: an idle event loop, a worker pool
+# thread waiting for work, a thread blocked in C (gRPC's poller, a lock).
+IDLE_LEAVES = ("select (selectors", "wait (threading", "Thread.run (threading",
+               "_worker (concurrent/futures/thread.py:81)")  # fmt: skip
+
+
+def _package(frame: str) -> str:
+    path = frame[frame.find("(") + 1 : frame.rfind(":")]
+    if frame.startswith("Handle._run (asyncio"):
+        return "gRPC core (Cython callbacks on the event loop)"
+    return path.split("/")[0].removesuffix(".py")
+
+
+def summarise_profile(path: Path, top: int = 15) -> str:
+    """Where the busy samples fell: by package of the innermost frame, and the share spent
+    in (or under) each of the project's functions."""
+    packages: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    busy = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(idle in frames[-1] for idle in IDLE_LEAVES):
+            continue
+        busy += int(count)
+        packages[_package(frames[-1])] = packages.get(_package(frames[-1]), 0) + int(count)
+        for frame in set(frames):
+            if "services/" in frame and "__main__" not in frame and "service.py" not in frame:
+                inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    share = 100 / max(busy, 1)
+    lines = [f"{busy} busy samples; by package of the innermost frame:"]
+    ranked = sorted(packages.items(), key=lambda item: -item[1])[:8]
+    lines += [f"  {share * n:5.1f}%  {name}" for name, n in ranked]
+    lines.append("share in or under each of the project's functions:")
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    lines += [f"  {share * n:5.1f}%  {frame}" for frame, n in ranked]
+    return "\n".join(lines)
+
+
 def _latency_rows(latencies: list[float], label: str, conditions: str) -> list[dict[str, Any]]:
     return [
         {"figure": f"CreateServer p50, {label}", "value": statistics.median(latencies),
@@ -216,8 +286,15 @@ def _rss_rows(idle: dict[str, float], busy: dict[str, float], stored: int) -> li
 
 
 def run_e2e(
-    workdir: Path, *, computes: int = 20, instances: int = 1000, paced_rate: float = 200.0
+    workdir: Path,
+    *,
+    computes: int = 20,
+    instances: int = 1000,
+    paced_rates: tuple[float, ...] = (50.0, 200.0),
+    profile: str | None = None,
 ) -> list[dict[str, Any]]:
+    """The e2e figures; with ``profile`` (api, conductor or compute), that service is
+    sampled with py-spy during the 50-client run."""
     fleet = start_fleet(workdir, computes)
     results: list[dict[str, Any]] = []
     try:
@@ -232,7 +309,9 @@ def run_e2e(
             f"{instances} instances as {instances // 100} creates of 100, {where}",
         ))  # fmt: skip
         before = fleet.cpu_seconds()
+        profiler = Profiler(fleet, profile, Path("bench/results") / f"profile-{profile}.txt")
         fifty, single = asyncio.run(_creates(fleet, total=instances, per_create=1, clients=50))
+        profiler.stop()
         after = fleet.cpu_seconds()
         singles = f"{instances} creates of 1 from 50 concurrent clients"
         results += _latency_rows(
@@ -240,14 +319,15 @@ def run_e2e(
         )
         results.append(_throughput_row("single creates", instances, single, f"{singles}, {where}"))
         results += _cpu_rows(before, after, instances, f"{singles}, from request to ACTIVE")
-        paced, _ = asyncio.run(
-            _creates(fleet, total=instances, per_create=1, clients=50, rate=paced_rate)
-        )
-        results += _latency_rows(
-            paced, f"50 clients at {paced_rate:.0f}/s",
-            f"{instances} creates of 1 sent on a schedule of {paced_rate:.0f}/s by 50 clients, "
-            f"{where}",
-        )  # fmt: skip
+        for rate in paced_rates:
+            count = min(instances, int(rate * 10))
+            paced, _ = asyncio.run(
+                _creates(fleet, total=count, per_create=1, clients=50, rate=rate)
+            )
+            results += _latency_rows(
+                paced, f"50 clients at {rate:.0f}/s",
+                f"{count} creates of 1 sent on a schedule of {rate:.0f}/s by 50 clients, {where}",
+            )  # fmt: skip
         time.sleep(1.0)
         results += _rss_rows(idle, fleet.rss(), sum(fleet.counts().values()))
     finally:

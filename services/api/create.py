@@ -7,9 +7,9 @@ that hangs up mid-call can never leave recorded instances that nobody builds.
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
-import string
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,7 +47,6 @@ from services.common.request_spec import StoredSpec
 
 log = logging.getLogger(__name__)
 
-_RESERVATION_ALPHABET = string.ascii_lowercase + string.digits
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
@@ -123,7 +122,9 @@ class _ValidCreate:
 
 
 def new_reservation_id() -> str:
-    return "r-" + "".join(secrets.choice(_RESERVATION_ALPHABET) for _ in range(10))
+    # One read of the system's randomness, not ten (secrets.choice per character showed up at
+    # 5% of the api's CPU in a profile); base32 keeps Nova's lowercase-and-digits look.
+    return "r-" + base64.b32encode(secrets.token_bytes(7)).decode()[:10].lower()
 
 
 def display_names(name: str, count: int) -> list[str]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from services.api import validation
@@ -72,4 +74,4 @@ def test_multi_create_names_follow_nova_template() -> None:
 def test_reservation_ids_look_like_novas_and_differ() -> None:
     ids = {new_reservation_id() for _ in range(1000)}
     assert len(ids) == 1000
-    assert all(i.startswith("r-") and len(i) == 12 for i in ids)
+    assert all(re.fullmatch(r"r-[a-z0-9]{10}", i) for i in ids)

@@ -1,0 +1,44 @@
+"""The targets of issue 8, attached to the figures that measure them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MIB_PER_MB = 1_000_000 / 2**20  # RSS is read in MiB; the target is stated in MB
+
+
+@dataclass(frozen=True)
+class Target:
+    figure: str  # exact figure name, or a prefix ending in "*"
+    at_most: float | None = None
+    at_least: float | None = None
+    text: str = ""
+
+    def matches(self, figure: str) -> bool:
+        if self.figure.endswith("*"):
+            return figure.startswith(self.figure[:-1])
+        return figure == self.figure
+
+    def met(self, value: float) -> bool:
+        if self.at_most is not None and value > self.at_most:
+            return False
+        return self.at_least is None or value >= self.at_least
+
+
+TARGETS = (
+    Target("CreateServer p50, 50 clients", at_most=3.0, text="<= 3 ms"),
+    Target("CreateServer p99, 50 clients", at_most=15.0, text="<= 15 ms"),
+    Target("end-to-end to ACTIVE, *", at_least=500.0, text=">= 500/s"),
+    Target("placements/s at 5,000 hosts", at_least=1000.0, text=">= 1,000/s"),
+    Target("RSS *", at_most=120 * MIB_PER_MB, text="<= 120 MB"),
+    Target("real guest CreateServer -> ACTIVE", at_most=1.5, text="<= 1.5 s"),
+)
+
+
+def judge(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with ``target`` and ``met`` added when a target applies to it."""
+    for target in TARGETS:
+        if target.matches(result["figure"]):
+            return {**result, "target": target.text, "met": target.met(result["value"])}
+    return result
