@@ -10,7 +10,7 @@ SYSTEM_DEPS := $(VENV)/.system-deps
 GENERATED := services/common/generated/.stamp
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test lint typecheck unit integration functional e2e proto deps system-deps bench guest-image clean
+.PHONY: run test lint typecheck unit integration functional e2e proto deps system-deps bench guest-image image image-smoke clean
 
 ## run: start api, conductor and compute on SQLite + test:///default (Ctrl-C stops all three)
 run: deps
@@ -30,6 +30,18 @@ guest-image: deps $(TEST_SYSTEM_DEPS)
 	$(PY) deploy/guest/build_guest_image.py --out $(GUEST_DIR) --cmdline "$(GUEST_CMDLINE)" >/dev/null
 	$(PY) -m services.cli.manage image register --name tiny-guest --disk-format kernel \
 	  --file $(GUEST_DIR)/vmlinuz --initrd $(GUEST_DIR)/initrd.img --cmdline "$(GUEST_CMDLINE)"
+
+## image: the container image (deploy/Dockerfile). PYTHON_IMAGE overrides the base image,
+## DOCKER_BUILD_FLAGS adds flags (e.g. --network host); DOCKER picks the client.
+IMAGE ?= nova-grpc:dev
+DOCKER ?= docker
+image:
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f deploy/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_FLAGS) \
+	  $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) .
+
+## image-smoke: build the image, then run the three roles from it and create two servers
+image-smoke: image deps
+	DOCKER=$(DOCKER) deploy/smoke_test_image.sh $(IMAGE)
 
 unit: deps
 	$(PY) -m pytest tests/unit
