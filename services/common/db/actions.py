@@ -92,15 +92,24 @@ def _latest_action_ids(connection: Connection, uuids: Sequence[str], action: str
     return {u: int(i) for u, i in rows}
 
 
-def add_events(connection: Connection, events: Sequence[EventRecord], now: datetime) -> None:
-    """Insert events (started now; finished now when ``finish``)."""
-    if not events:
-        return
+def _action_ids_of(
+    connection: Connection, events: Sequence[EventRecord]
+) -> dict[tuple[str, str], int]:
+    """(instance uuid, action) -> the id of that instance's latest such action, one query per
+    kind of action among ``events``."""
     ids: dict[tuple[str, str], int] = {}
     for action in {e.action for e in events}:
         uuids = [e.instance_uuid for e in events if e.action == action]
         for uuid, action_id in _latest_action_ids(connection, uuids, action).items():
             ids[(uuid, action)] = action_id
+    return ids
+
+
+def add_events(connection: Connection, events: Sequence[EventRecord], now: datetime) -> None:
+    """Insert events (started now; finished now when ``finish``)."""
+    if not events:
+        return
+    ids = _action_ids_of(connection, events)
     rows = [
         {
             "action_id": ids[(e.instance_uuid, e.action)],
@@ -122,11 +131,7 @@ def finish_events(connection: Connection, events: Sequence[EventRecord], now: da
     """Close the open event of each (instance, event, host) with its result."""
     if not events:
         return
-    ids: dict[tuple[str, str], int] = {}
-    for action in {e.action for e in events}:
-        uuids = [e.instance_uuid for e in events if e.action == action]
-        for uuid, action_id in _latest_action_ids(connection, uuids, action).items():
-            ids[(uuid, action)] = action_id
+    ids = _action_ids_of(connection, events)
     params = [
         {
             "b_action": ids[(e.instance_uuid, e.action)],
