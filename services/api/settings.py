@@ -61,10 +61,10 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
         require(self.conductor_streams >= 1, "conductor_streams", "must be >= 1")
         require(self.rate_limit_per_second >= 0, "rate_limit_per_second", "must be >= 0")
+        require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
         for name in ("quota_instances", "quota_cores", "quota_ram"):
             require(getattr(self, name) >= -1, name, "must be -1 (unlimited) or more")
 
     @property
     def default_quotas(self) -> dict[str, int]:
         return {"instances": self.quota_instances, "cores": self.quota_cores, "ram": self.quota_ram}
-        require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")

@@ -93,6 +93,7 @@ class ConductorSettings(ObservabilitySettings, InternalTlsSettings):
         except ValueError as exc:
             require(False, "weights", str(exc))
         require(self.build_rpc_timeout > 0, "build_rpc_timeout", "must be > 0")
+        require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
         for name in ("reconcile_interval", "scheduling_grace", "instance_build_timeout",
                      "power_action_timeout"):  # fmt: skip
             require(getattr(self, name) > 0, name, "must be > 0")

@@ -87,6 +87,16 @@ def test_compute_settings_reject_an_unknown_virt_type() -> None:
         )
 
 
+def test_a_negative_shutdown_grace_is_refused() -> None:
+    plain = ["--insecure-internal", "1", "--shutdown-grace-seconds", "-1"]
+    for settings_type, argv in (
+        (ApiSettings, [*plain, "--conductor-addresses", "127.0.0.1:1"]),
+        (ConductorSettings, plain),
+    ):
+        with pytest.raises(ConfigError, match="shutdown_grace_seconds: must be >= 0"):
+            load_settings(settings_type, argv, environ={})
+
+
 def test_every_service_prints_its_help() -> None:
     for settings_type in (ApiSettings, ConductorSettings, ComputeSettings):
         text = build_parser(settings_type, "x", "y").format_help()
