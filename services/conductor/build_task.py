@@ -344,22 +344,23 @@ class BuildTask:
                 lost.extend(d.spec.instance_uuid for d in chosen)
                 continue
             for decision in chosen:
-                allocations.append((node_id, decision.spec.instance_uuid, decision.spec.resources))
-                self._accept(batch, host, decision)
+                if self._accept(batch, host, decision):
+                    spec = decision.spec
+                    allocations.append((node_id, spec.instance_uuid, spec.resources))
         placement.insert_allocations(batch.connection, allocations, batch.now)
         return lost
 
-    def _accept(self, batch: _Batch, host: HostState, decision: Decision) -> None:
+    def _accept(self, batch: _Batch, host: HostState, decision: Decision) -> bool:
+        """Plan the build on ``host``; False (and a fault) when it cannot be built at all."""
         instance = batch.instances[decision.spec.instance_uuid]
         image = batch.images.get(instance.image_id)
         if image is None:
-            placement.free_allocations(batch.connection, [instance.uuid])
             batch.plan.failed.append(
                 instance_repo.FaultRecord(
                     instance.uuid, 400, f"image {instance.image_id} no longer exists"
                 )
             )
-            return
+            return False
         stored = replace(
             batch.stored[instance.uuid], alternates=tuple(h.host for h in decision.alternates)
         )
@@ -380,6 +381,7 @@ class BuildTask:
                 admin_password=self._passwords.get(instance.uuid, ""),
             )
         )
+        return True
 
     def _fail(self, batch: _Batch, uuid: str, rejected: dict[str, int], host_count: int) -> None:
         message, details = no_valid_host_message(rejected, host_count)

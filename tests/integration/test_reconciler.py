@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -97,3 +98,22 @@ async def test_lost_casts_stuck_deletes_dead_hosts_and_slow_builds_all_end(
         events = [(e.host, e.result) for e in history.actions[0].events
                   if e.event == "compute_build_and_run"]  # fmt: skip
         assert events[-1] == (live_host, "Success")
+
+
+async def test_an_instance_whose_image_is_gone_ends_in_error_and_holds_no_claim(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(sqlite_url, tmp_path, conductor=FAST) as stack:
+        await wait_for_compute(sqlite_url)
+        orphan = replace(
+            stale_instance(age=2, task=TaskState.SCHEDULING), image_id=str(uuid.uuid4())
+        )
+        insert(sqlite_url, orphan)
+        failed = await stack.wait_status(orphan.uuid, servers_pb2.ERROR)
+        assert "no longer exists" in failed.fault.message
+        db = Database(sqlite_url)
+        try:
+            with db.begin_read() as connection:
+                assert placement.allocated_instances(connection, [orphan.uuid]) == {}
+        finally:
+            db.close()
