@@ -8,9 +8,10 @@ import logging
 from typing import Protocol
 
 import grpc
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from services.common.db import actions
+from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import PowerAction, utcnow
@@ -54,9 +55,8 @@ def _host_address(connection: Connection, uuid: str) -> str | None:
 
 def _give_back(connection: Connection, uuid: str, action: PowerAction, reason: str) -> None:
     now = utcnow()
-    connection.execute(
-        update(INSTANCES).where(INSTANCES.c.uuid == uuid).values(task_state=None, updated_at=now)
-    )
+    # Only the power task is given back: a delete that came in meanwhile keeps its task.
+    instance_repo.settle_power_action(connection, [uuid], None, None, now)
     actions.finish_actions(
         connection, [uuid], _ACTION_NAMES[action], now, message=f"not started: {reason}"
     )

@@ -16,13 +16,16 @@ from services.common.domain import (
     ComputeNodeReport,
     Flavor,
     Instance,
+    PowerAction,
     PowerState,
     TaskState,
     VmState,
     utcnow,
 )
+from services.common.errors import NotFound
 from services.common.generated.novagrpc.v1 import servers_pb2
 from services.common.request_spec import StoredSpec
+from services.conductor.power import PowerActions
 from tests.integration.test_pipeline import wait_for_compute
 from tests.support.stack import running_stack
 
@@ -117,3 +120,24 @@ async def test_an_instance_whose_image_is_gone_ends_in_error_and_holds_no_claim(
                 assert placement.allocated_instances(connection, [orphan.uuid]) == {}
         finally:
             db.close()
+
+
+async def test_a_power_action_given_back_leaves_a_delete_that_came_meanwhile(
+    sqlite_url: str,
+) -> None:
+    stopping = stale_instance(age=0, task=TaskState.POWERING_OFF)
+    deleting = stale_instance(age=0, task=TaskState.DELETING)
+    insert(sqlite_url, stopping, deleting)
+    db = Database(sqlite_url)
+    try:
+        power = PowerActions(db, computes=None)  # type: ignore[arg-type]  # never reached
+        for instance in (stopping, deleting):
+            with pytest.raises(NotFound):  # no host: the action is given back
+                await power(instance.uuid, PowerAction.STOP)
+        loaded = await db.read(
+            lambda c: instance_repo.load_instances(c, [stopping.uuid, deleting.uuid])
+        )
+        tasks = {i.uuid: i.task_state for i in loaded}
+        assert tasks == {stopping.uuid: None, deleting.uuid: TaskState.DELETING}
+    finally:
+        db.close()
