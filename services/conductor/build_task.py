@@ -39,6 +39,7 @@ from services.common.domain import (
 )
 from services.common.request_spec import StoredSpec
 from services.common.rpc.compute_client import BuildAck
+from services.conductor.failures import fail_builds
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.scheduler.request import RequestSpec
 from services.conductor.scheduler.scheduler import Decision, Scheduler
@@ -310,7 +311,9 @@ class BuildTask:
         group_uuids = sorted({s.group for s in stored if s.group})
         found = groups.get_groups(batch.connection, group_uuids, project_id=None)
         policies = {u: g.policy for u, g in found.items()}
-        member_hosts = groups.member_hosts(batch.connection, list(policies))
+        member_hosts = {
+            g: dict(c) for g, c in groups.member_hosts(batch.connection, list(policies)).items()
+        }
         hinted = sorted({u for s in stored for u in (*s.same_host, *s.different_host)})
         hint_hosts = groups.instance_hosts(batch.connection, hinted)
         return [
@@ -318,7 +321,7 @@ class BuildTask:
                 batch.instances[u],
                 batch.stored[u],
                 policies=policies,
-                member_hosts={g: dict(c) for g, c in member_hosts.items()},
+                member_hosts=member_hosts,
                 hint_hosts=hint_hosts,
             )
             for u in uuids
@@ -420,18 +423,12 @@ class BuildTask:
             actions.EventRecord(f.uuid, actions.CREATE, actions.CONDUCTOR_SCHEDULE, None,
                                 actions.ERROR, f"{f.message} ({f.details})")
             for f in batch.plan.failed
+        ] + [
+            actions.EventRecord(p.uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN, p.host,
+                                finish=False)
+            for p in batch.plan.placements
         ]  # fmt: skip
         actions.add_events(batch.connection, events, batch.now)
-        actions.add_events(
-            batch.connection,
-            [
-                actions.EventRecord(
-                    p.uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN, p.host, finish=False
-                )
-                for p in batch.plan.placements
-            ],
-            batch.now,
-        )
         failed = [f.uuid for f in batch.plan.failed]
         actions.finish_actions(batch.connection, failed, actions.CREATE, batch.now,
                                message=NO_VALID_HOST)  # fmt: skip
@@ -503,18 +500,7 @@ class BuildTask:
 
     async def fail_builds(self, uuids: Sequence[str], reason: str, *, host: str | None) -> None:
         """Free the claims and put the instances in ERROR with the reason as their fault."""
-
-        def work(connection: Connection) -> None:
-            now = utcnow()
-            placement.free_allocations(connection, uuids)
-            instance_repo.mark_error(
-                connection,
-                [instance_repo.FaultRecord(u, 500, reason, host=host) for u in uuids],
-                now,
-            )
-            actions.finish_actions(connection, uuids, actions.CREATE, now, message=reason)
-
-        await self._db.write(work)
+        await self._db.write(lambda c: fail_builds(c, uuids, reason, utcnow(), host=host))
 
     async def close(self) -> None:
         if self._task is not None:

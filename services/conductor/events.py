@@ -23,6 +23,7 @@ from services.common.db.engine import Database
 from services.common.domain import (
     InstanceEvent,
     InstanceEventKind,
+    PowerAction,
     PowerState,
     TaskState,
     VmState,
@@ -133,9 +134,9 @@ def apply_events(
 
 
 _POWER_TASKS = {
-    Kind.STOPPED: (VmState.STOPPED, PowerState.SHUTDOWN, "stop"),
-    Kind.STARTED: (VmState.ACTIVE, PowerState.RUNNING, "start"),
-    Kind.REBOOTED: (VmState.ACTIVE, PowerState.RUNNING, "reboot"),
+    Kind.STOPPED: (VmState.STOPPED, PowerState.SHUTDOWN, actions.STOP),
+    Kind.STARTED: (VmState.ACTIVE, PowerState.RUNNING, actions.START),
+    Kind.REBOOTED: (VmState.ACTIVE, PowerState.RUNNING, actions.REBOOT),
 }
 
 
@@ -156,8 +157,12 @@ def _power_results(
             connection, [e.instance_uuid for e in failed], None, None, now
         )
         for event in failed:
+            # compute's reason starts with the PowerAction's value ("reboot_hard: ...")
             name = event.reason.split(":", 1)[0]
-            action = {"reboot_soft": "reboot", "reboot_hard": "reboot"}.get(name, name)
+            try:
+                action = actions.ACTION_OF[PowerAction(name)]
+            except ValueError:
+                action = name
             actions.finish_actions(
                 connection, [event.instance_uuid], action, now, message=event.reason
             )

@@ -58,18 +58,5 @@ def _give_back(connection: Connection, uuid: str, action: PowerAction, reason: s
     # Only the power task is given back: a delete that came in meanwhile keeps its task.
     instance_repo.settle_power_action(connection, [uuid], None, None, now)
     actions.finish_actions(
-        connection, [uuid], _ACTION_NAMES[action], now, message=f"not started: {reason}"
+        connection, [uuid], actions.ACTION_OF[action], now, message=f"not started: {reason}"
     )
-
-
-_ACTION_NAMES = {
-    PowerAction.START: "start",
-    PowerAction.STOP: "stop",
-    PowerAction.REBOOT_SOFT: "reboot",
-    PowerAction.REBOOT_HARD: "reboot",
-}
-
-
-def action_name(action: PowerAction) -> str:
-    """The instance action recorded for a power action (Nova's names)."""
-    return _ACTION_NAMES[action]

@@ -23,11 +23,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, or_, select
 
-from services.common.db import actions, placement
+from services.common.db import actions
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
+from services.conductor.failures import fail_builds
 from services.conductor.metrics import ConductorMetrics
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,6 @@ class Findings:
             self.unscheduled or self.deleting or self.on_down_hosts or self.timed_out
             or self.stuck_power or self.unsent
         )  # fmt: skip
-
-
-_POWER_TASKS = [
-    TaskState.POWERING_OFF.value,
-    TaskState.POWERING_ON.value,
-    TaskState.REBOOTING.value,
-    TaskState.REBOOTING_HARD.value,
-]
 
 
 def _changed_before(moment: datetime) -> object:
@@ -108,7 +101,7 @@ def find(connection: Connection, policy: ReconcilePolicy, now: datetime) -> Find
             .join(NODES, NODES.c.host == INSTANCES.c.host)
             .where(
                 building,
-                INSTANCES.c.task_state.is_distinct_from(TaskState.DELETING.value),
+                instance_repo.NOT_DELETING,
                 NODES.c.last_heartbeat_at < down,
                 _changed_before(grace),  # type: ignore[arg-type]
             )
@@ -119,7 +112,7 @@ def find(connection: Connection, policy: ReconcilePolicy, now: datetime) -> Find
         for (u,) in connection.execute(
             select(INSTANCES.c.uuid).where(
                 building,
-                INSTANCES.c.task_state.is_distinct_from(TaskState.DELETING.value),
+                instance_repo.NOT_DELETING,
                 INSTANCES.c.created_at < now - policy.instance_build_timeout,
             )
         )
@@ -128,7 +121,7 @@ def find(connection: Connection, policy: ReconcilePolicy, now: datetime) -> Find
         u
         for (u,) in connection.execute(
             select(INSTANCES.c.uuid).where(
-                INSTANCES.c.task_state.in_(_POWER_TASKS),
+                INSTANCES.c.task_state.in_(instance_repo.POWER_TASKS),
                 _changed_before(now - policy.power_action_timeout),  # type: ignore[arg-type]
             )
         )
@@ -161,17 +154,13 @@ def fail_timed_out(connection: Connection, uuids: Sequence[str], policy: Reconci
     now = utcnow()
     seconds = int(policy.instance_build_timeout.total_seconds())
     message = f"Build of instance timed out after {seconds} s"
-    placement.free_allocations(connection, uuids)
-    instance_repo.mark_error(
-        connection, [instance_repo.FaultRecord(u, 500, message) for u in uuids], now
-    )
-    actions.finish_actions(connection, uuids, actions.CREATE, now, message=message)
+    fail_builds(connection, uuids, message, now)
 
 
 def give_back_power(connection: Connection, uuids: Sequence[str]) -> None:
     now = utcnow()
     instance_repo.settle_power_action(connection, uuids, None, None, now)
-    for name in ("start", "stop", "reboot"):
+    for name in actions.POWER_ACTIONS:
         actions.finish_actions(connection, uuids, name, now, message="timed out")
 
 

@@ -10,12 +10,23 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from services.common.db.models import ACTION_EVENTS, ACTIONS
+from services.common.domain import PowerAction
 
 CREATE = "create"
 DELETE = "delete"
 CONDUCTOR_SCHEDULE = "conductor_schedule"
 COMPUTE_BUILD_AND_RUN = "compute_build_and_run"
 COMPUTE_TERMINATE = "compute_terminate"
+START = "start"
+STOP = "stop"
+REBOOT = "reboot"  # soft and hard alike, as Nova records them
+POWER_ACTIONS = (START, STOP, REBOOT)
+ACTION_OF = {
+    PowerAction.START: START,
+    PowerAction.STOP: STOP,
+    PowerAction.REBOOT_SOFT: REBOOT,
+    PowerAction.REBOOT_HARD: REBOOT,
+}
 SUCCESS = "Success"
 ERROR = "Error"
 DETAILS_MAX = 4000

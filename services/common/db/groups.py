@@ -134,10 +134,3 @@ def instance_hosts(connection: Connection, instance_uuids: Sequence[str]) -> dic
         )
     )
     return {u: h for u, h in rows}
-
-
-def group_of(connection: Connection, instance_uuid: str) -> str | None:
-    row = connection.execute(
-        select(GROUP_MEMBERS.c.group_uuid).where(GROUP_MEMBERS.c.instance_uuid == instance_uuid)
-    ).first()
-    return None if row is None else str(row[0])

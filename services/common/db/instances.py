@@ -169,25 +169,6 @@ def get_instance(connection: Connection, uuid: str, *, project_id: str | None) -
     return None if row is None else with_details(connection, [row._mapping])[0]
 
 
-def list_instances(
-    connection: Connection,
-    *,
-    project_id: str | None,
-    reservation_id: str | None = None,
-    limit: int = 1000,
-    include_deleted: bool = False,
-) -> list[Instance]:
-    query = select(INSTANCES)
-    if not include_deleted:
-        query = query.where(INSTANCES.c.vm_state != VmState.DELETED.value)
-    if project_id is not None:
-        query = query.where(INSTANCES.c.project_id == project_id)
-    if reservation_id:
-        query = query.where(INSTANCES.c.reservation_id == reservation_id)
-    query = query.order_by(INSTANCES.c.created_at.desc(), INSTANCES.c.id.desc()).limit(limit)
-    return with_details(connection, [r._mapping for r in connection.execute(query)])
-
-
 def load_instances(
     connection: Connection, uuids: Sequence[str], *, for_update: bool = False
 ) -> list[Instance]:
