@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from services.common.db import tokens
 from services.common.db.engine import Database
 from services.common.domain import utcnow
-from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.errors import Unauthenticated
 
 AUTHORIZATION_HEADER = "authorization"
 CACHE_MAX = 10_000
@@ -63,8 +63,3 @@ class Authenticator:
         if identity is None:
             raise Unauthenticated("the bearer token is not valid (unknown, expired or revoked)")
         return identity
-
-
-def require_admin(identity: Identity, what: str) -> None:
-    if not identity.is_admin:
-        raise PermissionDenied(f"{what} is admin-only")

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from services.api import validation
-from services.api.context import RequestContext
+from services.api.context import RequestContext, require_admin
 from services.common.db import catalog
 from services.common.db.engine import Database
 from services.common.domain import Flavor, Image, utcnow
@@ -23,11 +23,6 @@ MAX_RAM_MB = 16 * 1024 * 1024
 MAX_DISK_GB = 1024 * 1024
 FLAVOR_ID = re.compile(r"^[A-Za-z0-9._-]{1,36}$")
 DISK_FORMATS = ("qcow2", "raw", "kernel")
-
-
-def _require_admin(context: RequestContext, what: str) -> None:
-    if not context.is_admin:
-        raise PermissionDenied(f"{what} is admin-only")
 
 
 def _bounded(field: str, value: int, low: int, high: int) -> int:
@@ -44,7 +39,7 @@ class FlavorUseCases:
         self, context: RequestContext, *, name: str, flavor_id: str, vcpus: int, ram: int,
         disk: int,
     ) -> Flavor:  # fmt: skip
-        _require_admin(context, "creating flavors")
+        require_admin(context, "creating flavors")
         flavor = Flavor(
             id=flavor_id or str(uuid.uuid4()),
             name=validation.check_name("name", name),
@@ -76,7 +71,7 @@ class FlavorUseCases:
         return await self._db.read(catalog.list_flavors)
 
     async def delete(self, context: RequestContext, flavor_id: str) -> None:
-        _require_admin(context, "deleting flavors")
+        require_admin(context, "deleting flavors")
         flavor_id = validation.check_ref("id", flavor_id)
         if not await self._db.write(lambda c: catalog.delete_flavor(c, flavor_id)):
             raise NotFound("flavor", flavor_id, field="id")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.api.context import RequestContext
+from services.api.context import RequestContext, require_admin
 from services.api.validation import check_name
 from services.common.db import placement
 from services.common.db.engine import Database
 from services.common.domain import utcnow
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied
+from services.common.errors import InvalidArgument, NotFound
 
 
 class ComputeServiceUseCases:
@@ -18,8 +18,7 @@ class ComputeServiceUseCases:
         self._down = service_down_time
 
     async def list_services(self, context: RequestContext) -> list[placement.NodeView]:
-        if not context.is_admin:
-            raise PermissionDenied("listing compute services is admin-only")
+        require_admin(context, "listing compute services")
         return await self._db.read(
             lambda c: placement.list_nodes(c, now=utcnow(), service_down_time=self._down)
         )
@@ -27,8 +26,7 @@ class ComputeServiceUseCases:
     async def set_status(
         self, context: RequestContext, host: str, *, enabled: bool, reason: str
     ) -> placement.NodeView:
-        if not context.is_admin:
-            raise PermissionDenied("enabling or disabling compute services is admin-only")
+        require_admin(context, "enabling or disabling compute services")
         host = check_name("host", host)
         if not enabled:
             reason = check_name("disabled_reason", reason)

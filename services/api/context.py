@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.errors import PermissionDenied
+
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:
@@ -15,3 +17,9 @@ class RequestContext:
     def scope(self) -> str | None:
         """The project filter for reads and writes: None (all projects) for admins."""
         return None if self.is_admin else self.project_id
+
+
+def require_admin(context: RequestContext, what: str) -> None:
+    """The one admin check of the api, so every refusal reads ``<what> is admin-only``."""
+    if not context.is_admin:
+        raise PermissionDenied(f"{what} is admin-only")

@@ -19,7 +19,7 @@ from typing import Protocol
 from sqlalchemy import Connection, select
 
 from services.api import validation
-from services.api.context import RequestContext
+from services.api.context import RequestContext, require_admin
 from services.api.keypairs import check_key_name
 from services.api.quotas import QuotaTracker
 from services.common.batching import Batcher
@@ -40,7 +40,6 @@ from services.common.errors import (
     DomainError,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Unavailable,
 )
 from services.common.request_spec import StoredSpec
@@ -136,8 +135,8 @@ def validate(command: CreateServerCommand, context: RequestContext) -> _ValidCre
     """Everything that needs no database: each rejection names its field."""
     min_count, max_count = validation.check_counts(command.min_count, command.max_count)
     zone, force_host, force_node = validation.check_availability_zone(command.availability_zone)
-    if force_host and not context.is_admin:
-        raise PermissionDenied("availability_zone: forcing a host (zone:host) is admin-only")
+    if force_host:
+        require_admin(context, "availability_zone: forcing a host (zone:host)")
     return _ValidCreate(
         name=validation.check_name("name", command.name),
         flavor_ref=validation.check_ref("flavor_ref", command.flavor_ref),
@@ -316,13 +315,18 @@ class _EarlierCreates:
 
 
 class _Lookup:
-    """References resolved for one batch: each flavor, image, zone list read once."""
+    """References resolved for one batch: each flavor, image, zone list, forced host, group
+    and key pair read once (a batch often repeats them, and it creates none of them)."""
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._flavors: dict[str, Flavor | None] = {}
         self._images: dict[str, Image | None] = {}
         self._zones: set[str] | None = None
+        self._hosts: dict[str, bool] = {}
+        # Keyed by the caller's scope too: a group visible to an admin may not be to a project.
+        self._groups: dict[tuple[str | None, str], bool] = {}
+        self._public_keys: dict[tuple[str, str], str | None] = {}
 
     def flavor(self, ref: str) -> Flavor:
         if ref not in self._flavors:
@@ -353,28 +357,42 @@ class _Lookup:
                 raise InvalidArgument(
                     "availability_zone", f"zone {create.zone!r} has no compute hosts"
                 )
-        if create.force_host is not None:
-            found = self._connection.execute(
-                select(NODES.c.host).where(NODES.c.host == create.force_host)
-            ).first()
-            if found is None:
-                raise NotFound("compute host", create.force_host, field="availability_zone")
+        if create.force_host is not None and not self._host_exists(create.force_host):
+            raise NotFound("compute host", create.force_host, field="availability_zone")
         scope = create.context.scope
-        if create.group is not None and not groups.get_groups(
-            self._connection, [create.group], project_id=scope
-        ):
+        if create.group is not None and not self._group_visible(create.group, scope):
             raise NotFound("server group", create.group, field="scheduler_hints.group")
         for hint, servers in (("same_host", create.same_host),
                               ("different_host", create.different_host)):  # fmt: skip
             self._check_servers(f"scheduler_hints.{hint}", servers, scope)
         if create.key_name is None:
             return None
-        key = keypairs.get(
-            self._connection, project_id=create.context.project_id, name=create.key_name
-        )
-        if key is None:
+        public_key = self._public_key(create.context.project_id, create.key_name)
+        if public_key is None:
             raise NotFound("keypair", create.key_name, field="key_name")
-        return key.public_key
+        return public_key
+
+    def _host_exists(self, host: str) -> bool:
+        if host not in self._hosts:
+            found = self._connection.execute(
+                select(NODES.c.host).where(NODES.c.host == host)
+            ).first()
+            self._hosts[host] = found is not None
+        return self._hosts[host]
+
+    def _group_visible(self, group: str, scope: str | None) -> bool:
+        key = (scope, group)
+        if key not in self._groups:
+            self._groups[key] = bool(groups.get_groups(self._connection, [group], project_id=scope))
+        return self._groups[key]
+
+    def _public_key(self, project_id: str, name: str) -> str | None:
+        """The key pair's public key, None when the project has no key pair of that name."""
+        key = (project_id, name)
+        if key not in self._public_keys:
+            found = keypairs.get(self._connection, project_id=project_id, name=name)
+            self._public_keys[key] = None if found is None else found.public_key
+        return self._public_keys[key]
 
     def _check_servers(self, field_name: str, uuids: Sequence[str], scope: str | None) -> None:
         if not uuids:

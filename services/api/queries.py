@@ -11,13 +11,13 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from services.api import validation
-from services.api.context import RequestContext
+from services.api.context import RequestContext, require_admin
 from services.common.db import actions, catalog
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.db.server_search import Cursor, ServerFilter, search
 from services.common.domain import Instance, VmState
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied
+from services.common.errors import InvalidArgument, NotFound
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -75,26 +75,20 @@ class ServerQueries:
             raise NotFound("server", server_id, field=field)
         return found
 
-    async def list_servers(
-        self, context: RequestContext, *, reservation_id: str = ""
-    ) -> list[Instance]:
-        page, _ = await self.search(context, ListQuery(reservation_id=reservation_id, limit=1000))
-        return page
-
     async def search(self, context: RequestContext, query: ListQuery) -> tuple[list[Instance], str]:
         """One page of servers and the token of the next page ("" on the last)."""
-        if (query.host or query.all_projects) and not context.is_admin:
+        if query.host or query.all_projects:
             field = "host" if query.host else "all_projects"
-            raise PermissionDenied(f"{field}: filtering by host or across projects is admin-only")
+            require_admin(context, f"{field}: filtering by host or across projects")
         limit = query.limit or DEFAULT_PAGE
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgument("limit", f"must be 1 to {MAX_PAGE}, got {limit}")
         if query.name:
             check_regex("name", query.name)
         after = decode_page_token(query.page_token) if query.page_token else None
-        project = None if (context.is_admin and query.all_projects) else context.project_id
-        if context.is_admin and not query.all_projects and query.host:
-            project = None
+        # An admin sees only their own project unless they filter by host or ask for all.
+        across = context.is_admin and (query.all_projects or bool(query.host))
+        project = None if across else context.project_id
 
         def run(connection: Connection) -> tuple[list[Instance], Cursor | None]:
             flavor_ids: tuple[str, ...] = ()

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from services.api.context import RequestContext
+from services.api.context import RequestContext, require_admin
 from services.api.validation import check_name
 from services.common.db import quotas
 from services.common.db.engine import Database
-from services.common.errors import InvalidArgument, PermissionDenied, QuotaExceeded
+from services.common.errors import InvalidArgument, QuotaExceeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +72,8 @@ class QuotaUseCases:
 
     async def get(self, context: RequestContext, project_id: str) -> QuotaView:
         project = check_name("project_id", project_id) if project_id else context.project_id
-        if project != context.project_id and not context.is_admin:
-            raise PermissionDenied("reading another project's quota is admin-only")
+        if project != context.project_id:
+            require_admin(context, "reading another project's quota")
 
         def read(connection: Connection) -> QuotaView:
             return QuotaView(
@@ -85,8 +85,7 @@ class QuotaUseCases:
         return await self._db.read(read)
 
     async def set(self, context: RequestContext, project_id: str, new: dict[str, int]) -> QuotaView:
-        if not context.is_admin:
-            raise PermissionDenied("setting quotas is admin-only")
+        require_admin(context, "setting quotas")
         project = check_name("project_id", project_id)
         for resource, limit in new.items():
             if limit < quotas.UNLIMITED:

@@ -17,10 +17,21 @@ def to_dict(message: Message, *, defaults: bool = False) -> dict[str, Any]:
 
 
 def emit(data: Any, output: str, out: TextIO) -> None:
+    """Show one record: JSON for ``-o json``, else ``key  value`` lines."""
     if output == "json":
         out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
     else:
         print_record(data, out)
+
+
+def show_many(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], output: str, out: TextIO
+) -> None:
+    """Show a list: JSON for ``-o json`` (every field), else a table of ``columns``."""
+    if output == "json":
+        emit(rows, "json", out)
+    else:
+        print_table(rows, columns, out)
 
 
 def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO) -> None:

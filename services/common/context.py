@@ -7,6 +7,12 @@ import uuid
 
 REQUEST_ID_HEADER = "x-request-id"
 
+
+def request_metadata(request_id: str) -> tuple[tuple[str, str], ...] | None:
+    """gRPC metadata that carries ``request_id`` to the next service (None when there is none)."""
+    return ((REQUEST_ID_HEADER, request_id),) if request_id else None
+
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 

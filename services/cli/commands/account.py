@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from services.cli.client import Client
-from services.cli.output import emit, print_record, print_table, to_dict
+from services.cli.output import emit, print_table, show_many, to_dict
 from services.common.generated.novagrpc.v1 import (
     compute_services_pb2,
     keypairs_pb2,
@@ -16,31 +16,23 @@ from services.common.generated.novagrpc.v1 import (
 )
 
 
-def _one(data: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
-    emit(data, "json", out) if args.output == "json" else print_record(data, out)
-    return 0
-
-
-def _many(rows: list[dict[str, Any]], columns: tuple[str, ...], args: argparse.Namespace,
-          out: TextIO) -> int:  # fmt: skip
-    emit(rows, "json", out) if args.output == "json" else print_table(rows, columns, out)
-    return 0
-
-
 def _keypair(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     stub = client.keypairs
     if args.action == "import":
         key = Path(args.public_key_file).read_text()
         request = keypairs_pb2.ImportKeypairRequest(name=args.name, public_key=key)
         reply = client.call(stub.ImportKeypair, request)
-        return _one(to_dict(reply), args, out)
+        emit(to_dict(reply), args.output, out)
+        return 0
     if args.action == "list":
         reply = client.call(stub.ListKeypairs, keypairs_pb2.ListKeypairsRequest())
-        return _many([to_dict(k) for k in reply.keypairs], ("name", "type", "fingerprint"),
-                     args, out)  # fmt: skip
+        rows = [to_dict(k) for k in reply.keypairs]
+        show_many(rows, ("name", "type", "fingerprint"), args.output, out)
+        return 0
     if args.action == "show":
         reply = client.call(stub.GetKeypair, keypairs_pb2.GetKeypairRequest(name=args.name))
-        return _one(to_dict(reply), args, out)
+        emit(to_dict(reply), args.output, out)
+        return 0
     client.call(stub.DeleteKeypair, keypairs_pb2.DeleteKeypairRequest(name=args.name))
     out.write(f"keypair {args.name} deleted\n")
     return 0
@@ -51,16 +43,19 @@ def _group(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if args.action == "create":
         reply = client.call(stub.CreateServerGroup, server_groups_pb2.CreateServerGroupRequest(
             name=args.name, policy=args.policy))  # fmt: skip
-        return _one(to_dict(reply), args, out)
+        emit(to_dict(reply), args.output, out)
+        return 0
     if args.action == "list":
         reply = client.call(stub.ListServerGroups, server_groups_pb2.ListServerGroupsRequest())
         rows = [{**to_dict(g), "members": len(g.members)} for g in reply.server_groups]
-        return _many(rows, ("id", "name", "policy", "members"), args, out)
+        show_many(rows, ("id", "name", "policy", "members"), args.output, out)
+        return 0
     if args.action == "show":
         reply = client.call(
             stub.GetServerGroup, server_groups_pb2.GetServerGroupRequest(id=args.id)
         )
-        return _one(to_dict(reply), args, out)
+        emit(to_dict(reply), args.output, out)
+        return 0
     client.call(stub.DeleteServerGroup, server_groups_pb2.DeleteServerGroupRequest(id=args.id))
     out.write(f"server group {args.id} deleted\n")
     return 0
@@ -98,14 +93,16 @@ def _compute_service(client: Client, args: argparse.Namespace, out: TextIO) -> i
         rows = [to_dict(s, defaults=True) for s in reply.services]
         columns = ("host", "availability_zone", "state", "status", "vcpus_used", "vcpus",
                    "memory_mb_used", "memory_mb", "running_vms", "disabled_reason")  # fmt: skip
-        return _many(rows, columns, args, out)
+        show_many(rows, columns, args.output, out)
+        return 0
     reply = client.call(
         stub.SetComputeServiceStatus,
         compute_services_pb2.SetComputeServiceStatusRequest(
             host=args.host, enabled=args.action == "enable", disabled_reason=args.reason or ""
         ),
     )
-    return _one(to_dict(reply), args, out)
+    emit(to_dict(reply), args.output, out)
+    return 0
 
 
 def register(commands: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any, TextIO
 
 from services.cli.client import Client
-from services.cli.output import emit, print_record, print_table, to_dict
+from services.cli.output import emit, show_many, to_dict
 from services.common.generated.novagrpc.v1 import catalog_pb2
 
 FLAVOR_COLUMNS = ("id", "name", "vcpus", "ram", "disk")
@@ -20,19 +20,19 @@ def _flavor_create(client: Client, args: argparse.Namespace, out: TextIO) -> int
             name=args.name, id=args.id or "", vcpus=args.vcpus, ram=args.ram, disk=args.disk
         ),
     )
-    _show_one(to_dict(flavor), args, out)
+    emit(to_dict(flavor), args.output, out)
     return 0
 
 
 def _flavor_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     reply = client.call(client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest())
-    _show_many([to_dict(f) for f in reply.flavors], FLAVOR_COLUMNS, args, out)
+    show_many([to_dict(f) for f in reply.flavors], FLAVOR_COLUMNS, args.output, out)
     return 0
 
 
 def _flavor_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     flavor = client.call(client.flavors.GetFlavor, catalog_pb2.GetFlavorRequest(id=args.id))
-    _show_one(to_dict(flavor), args, out)
+    emit(to_dict(flavor), args.output, out)
     return 0
 
 
@@ -52,19 +52,19 @@ def _image_register(client: Client, args: argparse.Namespace, out: TextIO) -> in
             properties=properties,
         ),
     )  # fmt: skip
-    _show_one(to_dict(image), args, out)
+    emit(to_dict(image), args.output, out)
     return 0
 
 
 def _image_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     reply = client.call(client.images.ListImages, catalog_pb2.ListImagesRequest())
-    _show_many([to_dict(i) for i in reply.images], IMAGE_COLUMNS, args, out)
+    show_many([to_dict(i) for i in reply.images], IMAGE_COLUMNS, args.output, out)
     return 0
 
 
 def _image_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     image = client.call(client.images.GetImage, catalog_pb2.GetImageRequest(id=args.id))
-    _show_one(to_dict(image), args, out)
+    emit(to_dict(image), args.output, out)
     return 0
 
 
@@ -72,16 +72,6 @@ def _image_delete(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     client.call(client.images.DeleteImage, catalog_pb2.DeleteImageRequest(id=args.id))
     out.write(f"image {args.id} deleted\n")
     return 0
-
-
-def _show_one(data: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
-    emit(data, "json", out) if args.output == "json" else print_record(data, out)
-
-
-def _show_many(
-    rows: list[dict[str, Any]], columns: tuple[str, ...], args: argparse.Namespace, out: TextIO
-) -> None:
-    emit(rows, "json", out) if args.output == "json" else print_table(rows, columns, out)
 
 
 def register(commands: Any) -> None:

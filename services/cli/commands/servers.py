@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import grpc
 
 from services.cli.client import Client, CliError
-from services.cli.output import emit, print_record, print_table, to_dict
+from services.cli.output import emit, print_table, show_many, to_dict
 from services.common.generated.novagrpc.v1 import servers_pb2
 
 COLUMNS = ("id", "name", "status", "task_state", "power_state", "host", "flavor_name")
@@ -139,17 +139,13 @@ def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         if not page.next_page_token or args.limit:
             break
         request.page_token = page.next_page_token
-    if args.output == "json":
-        emit(rows, "json", out)
-    else:
-        print_table(rows, COLUMNS, out)
+    show_many(rows, COLUMNS, args.output, out)
     return 0
 
 
 def _show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     server = client.call(client.servers.GetServer, servers_pb2.GetServerRequest(id=args.id))
-    data = row(server)
-    emit(data, args.output, out) if args.output == "json" else print_record(data, out)
+    emit(row(server), args.output, out)
     return 0
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.common.builds import BuildRequest, hostname_for
-from services.common.context import REQUEST_ID_HEADER
+from services.common.context import request_metadata
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.convert import to_timestamp
@@ -69,7 +69,7 @@ class ComputeClient:
         """Idempotent on the compute side (by instance uuid), so retrying is safe."""
         stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
         request = compute_pb2.BuildAndRunInstanceRequest(builds=[build_to_proto(b) for b in builds])
-        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+        metadata = request_metadata(request_id)
 
         async def call() -> BuildAck:
             reply = await stub.BuildAndRunInstance(

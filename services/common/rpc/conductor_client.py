@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf import timestamp_pb2
 
-from services.common.context import REQUEST_ID_HEADER
+from services.common.context import request_metadata
 from services.common.domain import (
     ComputeNodeReport,
     HostInstance,
@@ -267,7 +267,7 @@ class NodeReporter:
 
     async def report(self, report: ComputeNodeReport, request_id: str = "") -> int:
         message = node_report_to_proto(report)
-        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+        metadata = request_metadata(request_id)
 
         async def call() -> int:
             address = self._addresses[self._next % len(self._addresses)]
@@ -317,7 +317,7 @@ class ConductorClient:
         request = conductor_pb2.DeleteInstancesRequest(
             instance_uuids=list(uuids), request_id=request_id
         )
-        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+        metadata = request_metadata(request_id)
 
         async def call() -> int:
             reply = await self._stub().DeleteInstances(
@@ -332,5 +332,5 @@ class ConductorClient:
         request = conductor_pb2.PowerActionRequest(
             instance_uuid=uuid, action=_POWER_ACTIONS[action], request_id=request_id
         )
-        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+        metadata = request_metadata(request_id)
         await self._stub().PowerAction(request, timeout=REPORT_DEADLINE_S, metadata=metadata)
