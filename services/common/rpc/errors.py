@@ -133,6 +133,9 @@ def _wrap_unary(
         started, code = time.perf_counter(), "OK"
         try:
             return await behavior(request, context)
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            code = "CANCELLED"
+            raise
         except grpc.aio.AbortError:
             code = _aborted_code(context)
             raise
