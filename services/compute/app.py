@@ -144,11 +144,13 @@ async def start_compute(
         )
     )
     registry = CollectorRegistry()
-    status: list[ComputeManager] = []
+    # The gauges and the manager need each other; the callbacks look ``manager`` up when
+    # called, and only a scrape calls them, which the metrics server (started after the
+    # manager exists) is the only way to make.
     metrics = ComputeMetrics.create(
         registry,
-        queued=lambda: float(status[0].status.queued) if status else 0.0,
-        running=lambda: float(status[0].status.building) if status else 0.0,
+        queued=lambda: float(manager.queued),
+        running=lambda: float(manager.building),
     )
     manager = ComputeManager(
         driver,
@@ -161,7 +163,6 @@ async def start_compute(
         clean_shutdown_timeout=settings.clean_shutdown_timeout,
         metrics=metrics,
     )
-    status.append(manager)
     server = await start_server(
         settings.listen,
         [

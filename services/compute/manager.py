@@ -178,10 +178,21 @@ class ComputeManager:
         self._accepting = True
 
     @property
+    def queued(self) -> int:
+        """Builds accepted and still waiting for their lock or a slot."""
+        return self._waiting
+
+    @property
+    def building(self) -> int:
+        """Builds holding a slot now. This and ``queued`` serve the metrics gauges, read on
+        every scrape, without building a whole ``status`` (and taking the tracker's lock)."""
+        return self._building
+
+    @property
     def status(self) -> ManagerStatus:
         return ManagerStatus(
-            queued=self._waiting,
-            building=self._building,
+            queued=self.queued,
+            building=self.building,
             max_concurrent_builds=self._max,
             instances=len(self.tracker),
             claimed=self.tracker.used,

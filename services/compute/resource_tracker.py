@@ -29,6 +29,9 @@ class ResourceTracker:
         self._ratios = ratios
         self._total: Resources | None = None
         self._claims: dict[str, Resources] = {}
+        # The sum of ``_claims``, kept as they change: re-adding every claim on each new one
+        # made filling a host quadratic in its instance count.
+        self._used = ZERO
         self._lock = threading.Lock()
 
     def set_capacity(self, total: Resources) -> None:
@@ -38,13 +41,16 @@ class ResourceTracker:
     @property
     def used(self) -> Resources:
         with self._lock:
-            return self._sum()
+            return self._used
 
-    def _sum(self) -> Resources:
-        used = ZERO
-        for claimed in self._claims.values():
-            used = used + claimed
-        return used
+    def _drop(self, claimed: Resources) -> None:
+        # Resources lives in the domain and has no subtraction; this is its only user.
+        used = self._used
+        self._used = Resources(
+            used.vcpus - claimed.vcpus,
+            used.memory_mb - claimed.memory_mb,
+            used.disk_gb - claimed.disk_gb,
+        )
 
     def limits(self) -> Resources | None:
         if self._total is None:
@@ -62,7 +68,7 @@ class ResourceTracker:
                 return
             limits = self.limits()
             if limits is not None:
-                used = self._sum()
+                used = self._used
                 for name, asked, have, limit in (
                     ("vCPUs", request.vcpus, used.vcpus, limits.vcpus),
                     ("MiB of RAM", request.memory_mb, used.memory_mb, limits.memory_mb),
@@ -73,16 +79,25 @@ class ResourceTracker:
                             f"host has {max(0, limit - have)} free {name}, {asked} requested"
                         )
             self._claims[uuid] = request
+            self._used = self._used + request
 
     def restore(self, uuid: str, request: Resources) -> None:
         """Record a claim for an instance that already runs here (after a restart): never
         refused, the instance exists whatever the arithmetic says."""
         with self._lock:
+            previous = self._claims.get(uuid)
+            if previous is not None:
+                self._drop(previous)
             self._claims[uuid] = request
+            self._used = self._used + request
 
     def release(self, uuid: str) -> bool:
         with self._lock:
-            return self._claims.pop(uuid, None) is not None
+            claimed = self._claims.pop(uuid, None)
+            if claimed is None:
+                return False
+            self._drop(claimed)
+            return True
 
     def __len__(self) -> int:
         return len(self._claims)

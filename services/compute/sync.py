@@ -92,12 +92,19 @@ class HostSync:
             except Exception as exc:
                 log.warning("power-state sync failed: %s", exc)
 
-    async def _snapshot(self) -> tuple[list[HostInstance], dict[str, DomainInfo], set[str]]:
+    async def _observe(self) -> tuple[list[HostInstance], dict[str, DomainInfo]]:
         manager = self._manager
         instances = await self._inventory.list_host_instances(manager.host)
         domains = await manager.run_blocking(manager.driver.list_domains)
+        return instances, {d.uuid: d for d in domains}
+
+    async def _snapshot(self) -> tuple[list[HostInstance], dict[str, DomainInfo], set[str]]:
+        # Only start-up reaps orphan directories, so only it pays for listing them; the
+        # periodic power-state sync uses ``_observe`` alone.
+        instances, domains = await self._observe()
+        manager = self._manager
         files = await manager.run_blocking(manager.driver.instance_files)
-        return instances, {d.uuid: d for d in domains}, files
+        return instances, domains, files
 
     async def recover(self) -> RecoveryReport:
         instances, domains, files = await self._snapshot()
@@ -185,7 +192,7 @@ class HostSync:
     async def sync_power_states(self) -> int:
         """Report each settled instance whose power state libvirt sees differently."""
         manager = self._manager
-        instances, domains, _files = await self._snapshot()
+        instances, domains = await self._observe()
         changes = 0
         for instance in instances:
             if instance.vm_state not in SETTLED or instance.task_state is not None:

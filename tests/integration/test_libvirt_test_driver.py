@@ -14,7 +14,7 @@ from services.common.domain import PowerState
 from services.compute.virt.driver import HypervisorError, ImageRef, SpawnSpec
 from services.compute.virt.images import InstanceStorage
 from services.compute.virt.libvirt.config import METADATA_NS
-from services.compute.virt.libvirt.driver import LibvirtDriver, LibvirtOptions
+from services.compute.virt.libvirt.driver import LibvirtDriver, LibvirtOptions, shut_down
 from services.compute.virt.libvirt.host import LibvirtHost
 
 
@@ -47,6 +47,31 @@ def test_host_resources_come_from_get_info(driver: LibvirtDriver) -> None:
     assert resources.vcpus == 16 and resources.memory_mb == 3072  # the test node's figures
     assert resources.hypervisor_type.lower() == "test"
     assert resources.local_gb > 0
+
+
+def test_the_instances_directory_is_made_once_at_construction(tmp_path: Path) -> None:
+    host = LibvirtHost("test:///default")
+    host.connect()
+    root = tmp_path / "not" / "yet"
+    driver = LibvirtDriver(host, InstanceStorage(root), LibvirtOptions(virt_type="test"))
+    assert root.is_dir()
+    assert driver.host_resources().local_gb > 0
+
+
+def test_waiting_for_a_missing_domain_to_run_raises_at_once(driver: LibvirtDriver) -> None:
+    missing = str(uuid.uuid4())
+    with pytest.raises(HypervisorError, match=rf"domain {missing} stopped while starting"):
+        driver._wait_running(missing)
+
+
+def test_waiting_for_a_shutdown_that_never_comes_gives_up(driver: LibvirtDriver) -> None:
+    s = spec()
+    driver.spawn(s)
+    try:
+        assert driver._wait_for(s.uuid, shut_down, 0.02) is False
+        assert driver.power_state(s.uuid) is PowerState.RUNNING
+    finally:
+        driver.destroy(s.uuid)
 
 
 def test_spawn_runs_the_domain_and_destroy_removes_it(driver: LibvirtDriver) -> None:

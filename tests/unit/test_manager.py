@@ -137,6 +137,7 @@ async def test_accept_returns_before_any_build_runs_and_queue_is_visible() -> No
     await asyncio.sleep(0.05)
     status = compute.status
     assert (status.building, status.queued) == (2, 3)
+    assert (compute.building, compute.queued) == (2, 3)  # what the metrics gauges read
     driver.release.set()
     await compute.wait_idle(5)
     assert (compute.status.succeeded, compute.status.instances) == (5, 5)

@@ -25,11 +25,13 @@ class HostDriver(FakeDriver):
         super().__init__()
         self.domains = domains
         self.destroyed: list[str] = []
+        self.file_listings = 0
 
     def list_domains(self) -> list[DomainInfo]:
         return [DomainInfo(u, f"d-{u}", p, m) for u, (p, m) in self.domains.items()]
 
     def instance_files(self) -> set[str]:
+        self.file_listings += 1
         return {u for u, (_, managed) in self.domains.items() if managed}
 
     def destroy(self, uuid: str) -> bool:
@@ -75,6 +77,7 @@ async def test_start_up_recovery_restores_reaps_and_hands_back() -> None:
     )
     sync = HostSync(compute, inventory, interval=60)
     report = await sync.recover()
+    assert driver.file_listings == 1
     assert report.suspects == ["half-built"] and report.rescheduled == []
     # a build placed here after the snapshot arrives in the grace period: not handed back
     in_flight = build(9)
@@ -127,3 +130,4 @@ async def test_periodic_sync_reports_only_differences() -> None:
     assert sink.kinds("b") == [InstanceEventKind.POWER_STATE]
     assert sink.kinds("c") == [InstanceEventKind.LOST]
     assert sink.kinds("d") == []  # builds are not the sync's business
+    assert driver.file_listings == 0  # only start-up reaps directories: none listed here

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.common.domain import PowerState
@@ -49,6 +50,10 @@ def power_state_of(libvirt_state: int | None) -> PowerState:
     return POWER_STATES.get(libvirt_state, PowerState.NOSTATE)
 
 
+def shut_down(libvirt_state: int | None) -> bool:
+    return power_state_of(libvirt_state) is PowerState.SHUTDOWN
+
+
 def parse_interface(setting: str) -> InterfaceConfig:
     """``user`` | ``network:<name>`` | ``bridge:<name>`` (the compute setting)."""
     kind, _, source = setting.partition(":")
@@ -74,6 +79,8 @@ class LibvirtDriver:
         self._host = host
         self._storage = storage
         self._options = options
+        # Once, when the service starts: every heartbeat measures this directory's disk.
+        storage.root.mkdir(parents=True, exist_ok=True)
 
     @property
     def host(self) -> LibvirtHost:
@@ -81,7 +88,6 @@ class LibvirtDriver:
 
     def host_resources(self) -> HostResources:
         info = self._host.node_info()
-        self._storage.root.mkdir(parents=True, exist_ok=True)
         disk_gb = shutil.disk_usage(self._storage.root).total // (1024**3)
         return HostResources(
             vcpus=info.cpus,
@@ -162,20 +168,18 @@ class LibvirtDriver:
             raise HypervisorError(f"{type(exc).__name__}: {exc}") from exc
 
     def _wait_running(self, uuid: str) -> None:
-        deadline = time.monotonic() + self._options.spawn_timeout
-        delay = 0.001
-        while True:
-            state = self._host.state(uuid)
+        def started(state: int | None) -> bool:
+            # libvirt's RUNNING exactly, not Nova's RUNNING (which also counts BLOCKED).
             if state == VIR_DOMAIN_RUNNING:
-                return
+                return True
             if state is None or power_state_of(state) is PowerState.CRASHED:
                 raise HypervisorError(f"domain {uuid} stopped while starting (state {state})")
-            if time.monotonic() > deadline:
-                raise HypervisorError(
-                    f"domain {uuid} not running after {self._options.spawn_timeout:.0f}s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
+            return False
+
+        timeout = self._options.spawn_timeout
+        # A fresh domain usually runs at once: poll sooner and more often than a shutdown.
+        if not self._wait_for(uuid, started, timeout, delay=0.001, max_delay=0.25):
+            raise HypervisorError(f"domain {uuid} not running after {timeout:.0f}s")
 
     def _cleanup(self, uuid: str) -> None:
         try:
@@ -191,24 +195,33 @@ class LibvirtDriver:
     def power_state(self, uuid: str) -> PowerState:
         return power_state_of(self._host.state(uuid))
 
-    def _wait_for(self, uuid: str, wanted: PowerState, timeout: float) -> bool:
+    def _wait_for(
+        self,
+        uuid: str,
+        reached: Callable[[int | None], bool],
+        timeout: float,
+        *,
+        delay: float = 0.005,
+        max_delay: float = 0.5,
+    ) -> bool:
+        """Poll the domain's libvirt state with a growing delay until ``reached`` (True) or
+        ``timeout`` has passed (False); ``reached`` may raise to give up early."""
         deadline = time.monotonic() + timeout
-        delay = 0.005
-        while power_state_of(self._host.state(uuid)) is not wanted:
+        while not reached(self._host.state(uuid)):
             if time.monotonic() > deadline:
                 return False
             time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, max_delay)
         return True
 
     def power_off(self, uuid: str, timeout: float) -> None:
         self._host.shutdown(uuid)
-        if not self._wait_for(uuid, PowerState.SHUTDOWN, timeout):
+        if not self._wait_for(uuid, shut_down, timeout):
             # The guest ignored ACPI (the tiny guest has no ACPI daemon): as Nova does after
             # its clean-shutdown timeout, destroy it.
             log.info("domain %s did not shut down in %.0fs; destroying it", uuid, timeout)
             self._host.destroy(uuid)
-            self._wait_for(uuid, PowerState.SHUTDOWN, 30)
+            self._wait_for(uuid, shut_down, 30)
 
     def power_on(self, uuid: str) -> None:
         self._host.start(uuid)
@@ -217,7 +230,7 @@ class LibvirtDriver:
     def reboot(self, uuid: str, *, hard: bool, timeout: float) -> None:
         if hard:
             self._host.destroy(uuid)
-            self._wait_for(uuid, PowerState.SHUTDOWN, 30)
+            self._wait_for(uuid, shut_down, 30)
         else:
             self.power_off(uuid, timeout)
         self.power_on(uuid)
