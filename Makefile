@@ -9,6 +9,16 @@ INSTALLED := $(VENV)/.installed
 SYSTEM_DEPS := $(VENV)/.system-deps
 GENERATED := services/common/generated/.stamp
 PROTOS := $(shell find protos -name '*.proto')
+RUFF_PATHS := services tests bench deploy
+
+## Debian packages. Running needs what libvirt-python builds against; testing also needs
+## PostgreSQL (integration tests run on it) and libvirtd + QEMU + xorriso (the e2e guest).
+## Defined before the rules: make expands a rule's prerequisites as it reads it.
+## Keep TEST_PACKAGES in sync with tests/support/libvirtd.py (a unit test checks).
+RUN_PACKAGES := libvirt-dev pkg-config
+TEST_PACKAGES := postgresql libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+	qemu-system-x86 qemu-utils xorriso
+TEST_SYSTEM_DEPS := $(VENV)/.test-system-deps
 
 .PHONY: run test lint typecheck unit integration functional e2e proto deps system-deps bench guest-image image image-smoke clean
 
@@ -18,7 +28,7 @@ run: deps
 
 ## test: install what the tests need, then lint, type-check and run every suite
 test: deps $(TEST_SYSTEM_DEPS)
-	$(PY) -m ruff check services tests bench deploy
+	$(PY) -m ruff check $(RUFF_PATHS)
 	$(PY) -m mypy
 	$(PY) -m pytest tests
 
@@ -55,19 +65,11 @@ bench: deps
 	$(PY) -m bench
 
 lint: deps
-	$(PY) -m ruff check services tests bench
+	$(PY) -m ruff check $(RUFF_PATHS)
 typecheck: deps
 	$(PY) -m mypy
 
 deps: $(INSTALLED) $(GENERATED)
-
-## Debian packages. Running needs what libvirt-python builds against; testing also needs
-## PostgreSQL (integration tests run on it) and libvirtd + QEMU + xorriso (the e2e guest).
-## Keep TEST_PACKAGES in sync with tests/support/libvirtd.py (a unit test checks).
-RUN_PACKAGES := libvirt-dev pkg-config
-TEST_PACKAGES := postgresql libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
-	qemu-system-x86 qemu-utils xorriso
-TEST_SYSTEM_DEPS := $(VENV)/.test-system-deps
 
 system-deps: $(SYSTEM_DEPS)
 $(SYSTEM_DEPS):
