@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -19,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from bench.e2e import NODE_XML
+from services.cli.launcher import Launcher
 from services.common.generated.novagrpc.internal.v1 import (
     compute_pb2,
     compute_pb2_grpc,
@@ -27,6 +25,7 @@ from services.common.generated.novagrpc.internal.v1 import (
     conductor_pb2_grpc,
 )
 from services.common.rpc.convert import to_timestamp
+from tests.support.hosts import NODE_XML
 
 
 class RecordingConductor(conductor_pb2_grpc.ConductorServicer):  # type: ignore[misc]
@@ -74,30 +73,26 @@ async def _one_run(workdir: Path, limit: int, count: int) -> dict[str, Any]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     node = (workdir / "node.xml").resolve()
-    ready = workdir / f"compute-{limit}.addr"
-    ready.unlink(missing_ok=True)
-    log = (workdir / f"compute-{limit}.log").open("wb")
-    process = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, "-m", "services.compute", "--listen", "127.0.0.1:0",
-         "--conductor-addresses", f"127.0.0.1:{port}", "--host", f"bench-{limit}",
-         "--libvirt-uri", f"test://{node}", "--max-concurrent-builds", str(limit),
-         "--instances-path", str(workdir / f"instances-{limit}"), "--log-level", "WARNING",
-         "--instance-name-template", "%(uuid)s", "--ready-file", str(ready),
-         # simulated hosts share one real disk: let each claim a large share of it
-         "--disk-allocation-ratio", "100", "--ram-allocation-ratio", "4",
-         # this harness plays the conductor in plaintext
-         "--insecure-internal", "true"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    launcher = Launcher(workdir)
     try:
-        while not ready.exists():
-            assert process.poll() is None, "compute exited at start"
-            await asyncio.sleep(0.02)
+        # in a thread: the compute registers with this loop's conductor while it starts
+        address = await asyncio.to_thread(
+            launcher.start, f"compute-{limit}", "services.compute",
+            ["--listen", "127.0.0.1:0", "--conductor-addresses", f"127.0.0.1:{port}",
+             "--host", f"bench-{limit}", "--libvirt-uri", f"test://{node}",
+             "--max-concurrent-builds", str(limit),
+             "--instances-path", str(workdir / f"instances-{limit}"), "--log-level", "WARNING",
+             "--instance-name-template", "%(uuid)s",
+             # simulated hosts share one real disk: let each claim a large share of it
+             "--disk-allocation-ratio", "100", "--ram-allocation-ratio", "4",
+             # this harness plays the conductor in plaintext
+             "--insecure-internal", "true"],
+            log=workdir / f"compute-{limit}.log",
+        )  # fmt: skip
         await asyncio.wait_for(conductor.registered.wait(), 10)
         builds = [_build(i) for i in range(count)]
         conductor.expected = count
-        async with grpc.aio.insecure_channel(ready.read_text().strip()) as channel:
+        async with grpc.aio.insecure_channel(address) as channel:
             stub = compute_pb2_grpc.ComputeStub(channel)
             started = time.perf_counter()
             for i in range(0, count, 100):
@@ -114,14 +109,12 @@ async def _one_run(workdir: Path, limit: int, count: int) -> dict[str, Any]:
             f"{conductor.failed} failed",
         }
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+        await asyncio.to_thread(launcher.stop)
         await server.stop(0)
 
 
 def run_compute_builds(workdir: Path, *, count: int = 1000) -> list[dict[str, Any]]:
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    (workdir / "run").mkdir(parents=True)  # the Launcher's ready files
     (workdir / "node.xml").write_text(NODE_XML)
     return [asyncio.run(_one_run(workdir, limit, count)) for limit in (1, 4, 10)]

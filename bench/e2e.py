@@ -26,14 +26,8 @@ from services.common.db.migrate import upgrade
 from services.common.db.models import INSTANCES, NODES
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.tls import create_pki, role_settings_env
+from tests.support.hosts import NODE_XML
 
-# 64 CPUs, 256 GiB: room for hundreds of m1.tiny per simulated host (test:///default itself
-# is a 16-CPU, 3 GiB node: nine m1.tiny).
-NODE_XML = (
-    "<node><cpu><mhz>3000</mhz><model>x86_64</model><active>64</active><nodes>1</nodes>"
-    "<sockets>2</sockets><cores>16</cores><threads>2</threads></cpu>"
-    "<memory>268435456</memory></node>"
-)
 QUIET = ["--log-level", "WARNING"]
 
 
@@ -52,9 +46,15 @@ def rss_mb(pid: int) -> float:
 @dataclass
 class Fleet:
     launcher: Launcher
-    database: str
+    db: Database  # one engine for every poll of the run, closed by stop()
     api: str
     token: str
+
+    def stop(self) -> None:
+        try:
+            self.launcher.stop()
+        finally:
+            self.db.close()
 
     def rss(self) -> dict[str, float]:
         """Resident MiB per role (compute: the largest of them)."""
@@ -75,15 +75,11 @@ class Fleet:
         return used
 
     def counts(self) -> dict[str, int]:
-        db = Database(self.database)
-        try:
-            with db.begin_read() as c:
-                rows = c.execute(
-                    select(INSTANCES.c.vm_state, func.count()).group_by(INSTANCES.c.vm_state)
-                )
-                return {state: count for state, count in rows}
-        finally:
-            db.close()
+        with self.db.begin_read() as c:
+            rows = c.execute(
+                select(INSTANCES.c.vm_state, func.count()).group_by(INSTANCES.c.vm_state)
+            )
+            return {state: count for state, count in rows}
 
 
 def start_fleet(workdir: Path, computes: int, url: str | None = None) -> Fleet:
@@ -121,17 +117,19 @@ def start_fleet(workdir: Path, computes: int, url: str | None = None) -> Fleet:
         log=log, env=role_settings_env(pki, "api"),
     )  # fmt: skip
     db = Database(url)
-    deadline = time.monotonic() + 60
     try:
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with db.begin_read() as c:
                 if c.execute(select(func.count()).select_from(NODES)).scalar() == computes:
                     break
             time.sleep(0.2)
-    finally:
+        _, token = issue_token(url, "bench")
+    except BaseException:  # no fleet to hand back: stop what was started
+        launcher.stop()
         db.close()
-    _, token = issue_token(url, "bench")
-    return Fleet(launcher, url, api, token)
+        raise
+    return Fleet(launcher, db, api, token)
 
 
 def _request(name: str, count: int) -> servers_pb2.CreateServerRequest:
@@ -331,5 +329,5 @@ def run_e2e(
         time.sleep(1.0)
         results += _rss_rows(idle, fleet.rss(), sum(fleet.counts().values()))
     finally:
-        fleet.launcher.stop()
+        fleet.stop()
     return results

@@ -21,6 +21,7 @@ from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.tls import create_pki, role_settings_env
 from tests.support.libvirtd import ensure_libvirtd
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 GUEST_DIR = REPO / "var" / "images" / "tiny-guest"
@@ -40,14 +41,6 @@ def _prepare() -> str | None:
     if built.returncode != 0:
         return f"the tiny guest could not be built: {built.stderr.strip()[-200:]}"
     return None
-
-
-def _wait(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        time.sleep(0.01)
 
 
 def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
@@ -108,15 +101,19 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
                 )
                 return int(found.status)
 
-            _wait(lambda: status() != servers_pb2.BUILD, 120)
+            # poll every 10 ms: the figures are the times these waits end
+            wait_until(lambda: status() != servers_pb2.BUILD, 120, "the build", interval=0.01)
             to_active = time.perf_counter() - started
             console = workdir / "instances" / server_id / "console.log"
-            _wait(lambda: console.exists() and MARKER in console.read_text(errors="replace"), 120)
+            wait_until(
+                lambda: console.exists() and MARKER in console.read_text(errors="replace"),
+                120, "the guest's marker on its serial console", interval=0.01,
+            )  # fmt: skip
             to_marker = time.perf_counter() - started
             stub.DeleteServer(
                 servers_pb2.DeleteServerRequest(id=server_id), timeout=10, metadata=metadata
             )
-            _wait(lambda: status() == servers_pb2.DELETED, 60)
+            wait_until(lambda: status() == servers_pb2.DELETED, 60, "the delete", interval=0.01)
     finally:
         launcher.stop()
     conditions = "tiny guest (Debian cloud kernel + busybox initramfs), m1.tiny, qemu TCG"

@@ -25,19 +25,12 @@ from services.common.generated.novagrpc.v1 import (
 from services.compute.virt.libvirt.host import LibvirtHost
 from tests.support.auth import Authed
 from tests.support.keys import ed25519_public_key
+from tests.support.polling import wait_until
 from tests.support.processes import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 MARKER = "NOVA-GRPC-GUEST-UP"
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def test_tiny_guest_boots_and_delete_cleans_up(
@@ -93,7 +86,7 @@ def test_tiny_guest_boots_and_delete_cleans_up(
             def status() -> servers_pb2.Server:
                 return stub.GetServer(servers_pb2.GetServerRequest(id=server_id), timeout=10)
 
-            wait_for(lambda: status().status != servers_pb2.BUILD, 120, "the build")
+            wait_until(lambda: status().status != servers_pb2.BUILD, 120, "the build")
             server = status()
             assert server.status == servers_pb2.ACTIVE, server.fault.message
             to_active = time.monotonic() - started
@@ -101,7 +94,7 @@ def test_tiny_guest_boots_and_delete_cleans_up(
 
             console = instances / server_id / "console.log"
             expected = f"{MARKER} uuid={server_id}"
-            wait_for(
+            wait_until(
                 lambda: console.exists() and expected in console.read_text(errors="replace"),
                 120,
                 "the guest's marker on its serial console",
@@ -112,7 +105,7 @@ def test_tiny_guest_boots_and_delete_cleans_up(
             )
 
             stub.DeleteServer(servers_pb2.DeleteServerRequest(id=server_id), timeout=10)
-            wait_for(lambda: status().status == servers_pb2.DELETED, 60, "the delete")
+            wait_until(lambda: status().status == servers_pb2.DELETED, 60, "the delete")
         assert hypervisor.state(server_id) is None  # domain destroyed and undefined
         assert not (instances / server_id).exists()  # disk and console log removed
         db = Database(url)

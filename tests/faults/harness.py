@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,15 +22,11 @@ from services.common.db.engine import Database
 from services.common.db.models import ALLOCATIONS, FAULTS, INSTANCES
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
-from services.compute.virt.images import qemu_img
+from services.compute.virt.images import InstanceStorage, qemu_img
 from tests.support.auth import Authed
-from tests.support.processes import Service, ServiceSet
+from tests.support.hosts import NODE_XML
+from tests.support.processes import ServiceSet
 
-NODE_XML = (
-    "<node><cpu><mhz>3000</mhz><model>x86_64</model><active>64</active><nodes>1</nodes>"
-    "<sockets>2</sockets><cores>16</cores><threads>2</threads></cpu>"
-    "<memory>268435456</memory></node>"
-)
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}  # fmt: skip
 FAST_CONDUCTOR = ["--reconcile-interval", "1", "--scheduling-grace", "3",
@@ -105,11 +101,8 @@ class Fleet:
         service = self.services.start(name, module, args)
         self.ports[name] = service.address
 
-    def service(self, name: str) -> Service:
-        return next(s for s in self.services.services if s.name == name)
-
     def kill(self, name: str) -> None:
-        service = self.service(name)
+        service = self.services.service_named(name)
         service.process.send_signal(signal.SIGKILL)
         service.process.wait(10)
         self.services.services.remove(service)
@@ -195,7 +188,7 @@ def settle(fleet: Fleet, timeout: float = 150) -> None:
                     active = {(u, h) for u, h in rows}
             except Exception:
                 busy = 1
-            if busy == 0 and not (active - running_domains(fleet)):
+            if busy == 0 and not (active - running_domains(compute_statuses(fleet))):
                 return
             time.sleep(0.5)
         raise TimeoutError("instances still busy (or ACTIVE without a domain) after the fault")
@@ -203,16 +196,20 @@ def settle(fleet: Fleet, timeout: float = 150) -> None:
         db.close()
 
 
-def running_domains(fleet: Fleet) -> set[tuple[str, str]]:
-    """(uuid, host) of every domain of ours the computes' hypervisors have."""
-    found: set[tuple[str, str]] = set()
+def compute_statuses(fleet: Fleet) -> dict[str, compute_pb2.ComputeStatus]:
+    """GetComputeStatus of every running compute service, by service name."""
+    statuses = {}
     for service in [s for s in fleet.services.services if s.name.startswith("compute")]:
         with fleet.services.channel(service) as channel:
-            status = compute_pb2_grpc.ComputeStub(channel).GetComputeStatus(
+            statuses[service.name] = compute_pb2_grpc.ComputeStub(channel).GetComputeStatus(
                 compute_pb2.GetComputeStatusRequest(), timeout=10
             )
-        found |= {(u, status.host) for u in status.domain_uuids}
-    return found
+    return statuses
+
+
+def running_domains(statuses: Mapping[str, compute_pb2.ComputeStatus]) -> set[tuple[str, str]]:
+    """(uuid, host) of every domain of ours the computes' hypervisors have."""
+    return {(u, status.host) for status in statuses.values() for u in status.domain_uuids}
 
 
 def audit(fleet: Fleet, workload: Workload, report: Report) -> Report:
@@ -236,7 +233,8 @@ def audit(fleet: Fleet, workload: Workload, report: Report) -> Report:
         db.close()
     # a create recorded twice (a retry that made new servers) shows as servers nobody accepted
     report.duplicated += len(set(rows) - set(accepted))
-    running = running_domains(fleet)
+    statuses = compute_statuses(fleet)  # once: for the lost and for the leaked
+    running = running_domains(statuses)
     for u in accepted:
         row = rows.get(u)
         if row is None or row.vm_state not in ("active", "error"):
@@ -255,28 +253,22 @@ def audit(fleet: Fleet, workload: Workload, report: Report) -> Report:
     holders = {u for u, r in rows.items() if r.vm_state == "active"
                or (r.vm_state == "error" and r.host)}  # fmt: skip
     report.leaked += sum(1 for u, n in allocated.items() if u not in holders or n > 1)
-    report.leaked += _leaked_on_hosts(fleet, rows)
+    report.leaked += _leaked_on_hosts(fleet, statuses, rows)
     return report
 
 
-def _leaked_on_hosts(fleet: Fleet, rows: dict[str, object]) -> int:
+def _leaked_on_hosts(
+    fleet: Fleet, statuses: Mapping[str, compute_pb2.ComputeStatus], rows: Mapping[str, object]
+) -> int:
     """Domains and instance directories that no live instance of that host owns."""
     leaked = 0
-    ca = fleet.services
-    for name in [s.name for s in ca.services if s.name.startswith("compute")]:
-        service = ca.service_named(name)
-        with ca.channel(service) as channel:
-            status = compute_pb2_grpc.ComputeStub(channel).GetComputeStatus(
-                compute_pb2.GetComputeStatusRequest(), timeout=10
-            )
+    for name, status in statuses.items():
         owned = {u for u, r in rows.items()
                  if getattr(r, "host", None) == status.host
                  and getattr(r, "vm_state", "") != "deleted"}  # fmt: skip
         leaked += len(set(status.domain_uuids) - owned)
-        directory = fleet.workdir / name
-        if directory.exists():
-            dirs = {p.name for p in directory.iterdir() if p.is_dir() and p.name != "_base"}
-            leaked += len(dirs - owned)
+        # the compute's own view of its instance directories (empty when there is none)
+        leaked += len(InstanceStorage(fleet.workdir / name).known_instances() - owned)
     return leaked
 
 
@@ -286,11 +278,3 @@ def stop_postgres_for(seconds: float) -> None:
         time.sleep(seconds)
     finally:
         subprocess.run(["pg_ctlcluster", "15", "main", "start"], check=True, timeout=60)
-
-
-def wait_until(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)

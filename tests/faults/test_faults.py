@@ -4,7 +4,6 @@ is ACTIVE or ERROR with a fault; none lost, none duplicated, nothing leaked."""
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +15,12 @@ from tests.faults.harness import (
     Report,
     Workload,
     audit,
+    compute_statuses,
     running_domains,
     settle,
     stop_postgres_for,
-    wait_until,
 )
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
@@ -39,7 +39,7 @@ def fleet(postgres_url: str, tmp_path: Path) -> Iterator[Fleet]:
 def run(fleet: Fleet, fault: str, inject: object, record: list[Report]) -> Report:
     workload = Workload(fleet, creates=INSTANCES // PER_CREATE, per_create=PER_CREATE)
     workload.start()
-    wait_until(lambda: workload.count >= INSTANCES // 4, 60)  # in the middle of it
+    wait_until(lambda: workload.count >= INSTANCES // 4, 60, "the middle of the workload")
     inject()  # type: ignore[operator]
     workload.join(180)
     settle(fleet)
@@ -62,8 +62,12 @@ def test_kill_the_conductor(fleet: Fleet, record: list[Report]) -> None:
 def test_kill_a_compute_mid_build(fleet: Fleet, record: list[Report]) -> None:
     def inject() -> None:
         host = "fault-compute0"
+
+        def guests_there() -> int:
+            return sum(h == host for _, h in running_domains(compute_statuses(fleet)))
+
         # some guests already run there, more builds are queued behind them
-        wait_until(lambda: sum(h == host for _, h in running_domains(fleet)) >= 3, 60)
+        wait_until(lambda: guests_there() >= 3, 60, f"three guests running on {host}")
         fleet.kill("compute0")
         time.sleep(1.0)
         fleet.start("compute0")
@@ -77,10 +81,7 @@ def test_kill_a_compute_mid_build(fleet: Fleet, record: list[Report]) -> None:
 
 def test_restart_the_api(fleet: Fleet, record: list[Report]) -> None:
     def inject() -> None:
-        api = fleet.service("api")
-        api.process.send_signal(signal.SIGKILL)
-        api.process.wait(10)
-        fleet.services.services.remove(api)
+        fleet.kill("api")
         time.sleep(1.0)
         fleet.start("api")
 

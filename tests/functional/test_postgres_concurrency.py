@@ -4,9 +4,7 @@ ends ACTIVE or ERROR with a no-valid-host fault."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from services.common.db.models import ALLOCATIONS, INSTANCES, NODES
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from tests.support.auth import Authed
+from tests.support.polling import wait_until
 from tests.support.processes import Service, ServiceSet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -54,13 +53,6 @@ def start_fleet(services: ServiceSet, node: Path, tmp_path: Path) -> tuple[Servi
         "api", "services.api", ["--listen", "127.0.0.1:0", "--conductor-addresses", addresses]
     )
     return api, computes
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 def states(db: Database) -> Counter[str]:
@@ -103,11 +95,11 @@ def test_two_conductors_never_overfill_a_host(postgres_url: str, tmp_path: Path)
             with db.begin_read() as c:
                 return c.execute(select(func.count()).select_from(NODES)).scalar() == COMPUTES
 
-        wait_until(registered, 60, "every compute registers")
+        wait_until(registered, 60, "every compute registers", interval=0.1)
         _, token = issue_token(postgres_url, "demo")
         ids = create_all(api, token)
         assert len(set(ids)) == CREATES
-        wait_until(lambda: not states(db).get("building"), 120, "every build settles")
+        wait_until(lambda: not states(db).get("building"), 120, "every build settles", interval=0.1)
 
         final = states(db)
         assert final["active"] == COMPUTES * PER_HOST, final  # every slot used, none twice

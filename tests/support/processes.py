@@ -13,7 +13,8 @@ from pathlib import Path
 
 import grpc
 
-from services.common.tls import INTERNAL_NAME, InternalTls, create_pki, role_settings_env
+from services.common.tls import INTERNAL_NAME, create_pki, role_settings_env
+from tests.support.tls import api_channel, api_identity
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,19 +80,14 @@ class ServiceSet:
         """A client channel to ``service``: mutual TLS (as the api) for the internal ones."""
         if service.name.startswith("api"):
             return grpc.insecure_channel(service.address)
-        tls = InternalTls.load(
-            str(self.pki / "ca.pem"), str(self.pki / "api.pem"), str(self.pki / "api-key.pem")
-        )
-        return grpc.secure_channel(
-            service.address, tls.channel_credentials(), options=tls.channel_options()
-        )
+        return api_channel(service.address, self.pki)
 
     def grpcurl_tls_args(self, service: Service) -> list[str]:
         if service.name.startswith("api"):
             return ["-plaintext"]
+        ca, cert, key = api_identity(self.pki)
         return [
-            "-cacert", str(self.pki / "ca.pem"), "-cert", str(self.pki / "api.pem"),
-            "-key", str(self.pki / "api-key.pem"), "-servername", INTERNAL_NAME,
+            "-cacert", str(ca), "-cert", str(cert), "-key", str(key), "-servername", INTERNAL_NAME,
         ]  # fmt: skip
 
     def stop(self, timeout: float = 20) -> dict[str, int]:

@@ -17,7 +17,7 @@ from services.cli.manage import issue_token
 from services.common.app import RunningService
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
-from services.common.tls import InternalTls, create_pki
+from services.common.tls import create_pki
 from services.compute.app import start_compute
 from services.compute.settings import ComputeSettings
 from services.compute.virt.driver import VirtDriver
@@ -25,6 +25,7 @@ from services.compute.virt.libvirt.driver import LibvirtDriver
 from services.conductor.app import start_conductor
 from services.conductor.settings import ConductorSettings
 from tests.support.auth import Authed
+from tests.support.tls import api_aio_channel
 
 
 @dataclass
@@ -55,12 +56,7 @@ class Stack:
         return Authed(servers_pb2_grpc.ServersStub(self.channel), token)
 
     async def compute_status(self, index: int = 0) -> compute_pb2.ComputeStatus:
-        tls = InternalTls.load(
-            str(self.pki / "ca.pem"), str(self.pki / "api.pem"), str(self.pki / "api-key.pem")
-        )
-        async with grpc.aio.secure_channel(
-            self.computes[index].address, tls.channel_credentials(), options=tls.channel_options()
-        ) as channel:
+        async with api_aio_channel(self.computes[index].address, self.pki) as channel:
             stub = compute_pb2_grpc.ComputeStub(channel)
             status: compute_pb2.ComputeStatus = await stub.GetComputeStatus(
                 compute_pb2.GetComputeStatusRequest(), timeout=5
