@@ -14,15 +14,14 @@ from services.api import validation
 from services.api.context import RequestContext, require_admin
 from services.common.db import catalog
 from services.common.db.engine import Database
-from services.common.domain import Flavor, Image, utcnow
+from services.common.domain import DISK_FORMATS, Flavor, Image, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
-from services.common.files import sha256_of
+from services.common.files import image_record
 
 MAX_VCPUS = 1024
 MAX_RAM_MB = 16 * 1024 * 1024
 MAX_DISK_GB = 1024 * 1024
 FLAVOR_ID = re.compile(r"^[A-Za-z0-9._-]{1,36}$")
-DISK_FORMATS = ("qcow2", "raw", "kernel")
 
 
 def _bounded(field: str, value: int, low: int, high: int) -> int:
@@ -102,19 +101,15 @@ class ImageUseCases:
             raise InvalidArgument("disk_format", f"must be one of {', '.join(DISK_FORMATS)}")
         props = validation.check_metadata(properties, field="properties")
         path = self._in_store("file", file)
+        initrd = None
         if disk_format == "kernel":
             if initrd_file:
                 initrd = self._in_store("initrd_file", initrd_file)
-                props["initrd_location"] = str(initrd)
-                props["initrd_checksum"] = await asyncio.to_thread(sha256_of, initrd)
-            props["kernel_cmdline"] = kernel_cmdline[:1024]
         elif initrd_file or kernel_cmdline:
             raise InvalidArgument("initrd_file", "only kernel images take an initrd or cmdline")
-        checksum = await asyncio.to_thread(sha256_of, path)
-        image = Image(
-            id=str(uuid.uuid4()), name=name, disk_format=disk_format, container_format="bare",
-            location=str(path), checksum=checksum, size_bytes=path.stat().st_size,
-            properties=props, owner=context.project_id,
+        image = await asyncio.to_thread(
+            image_record, name, path, disk_format=disk_format, initrd=initrd,
+            cmdline=kernel_cmdline[:1024], properties=props, owner=context.project_id,
         )  # fmt: skip
         await self._db.write(lambda c: catalog.add_image(c, image, utcnow()))
         return await self.get(image.id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -18,8 +17,8 @@ from pathlib import Path
 from services.common.db import catalog, tokens
 from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
-from services.common.domain import Image, utcnow
-from services.common.files import sha256_of
+from services.common.domain import DISK_FORMATS, Image, utcnow
+from services.common.files import image_record
 from services.common.tls import create_pki
 
 DEFAULT_URL = "sqlite:///var/nova.sqlite"
@@ -34,29 +33,18 @@ def image_from_files(
     cmdline: str = "",
     properties: dict[str, str] | None = None,
 ) -> Image:
-    """An image record for local files (absolute paths; sha256 and size measured now)."""
-    if disk_format not in {"qcow2", "raw", "kernel"}:
+    """An image record for local files (sha256 and size measured now)."""
+    if disk_format not in DISK_FORMATS:
         raise ValueError(f"disk_format {disk_format!r}: use qcow2, raw or kernel")
     if not file.is_file():
         raise ValueError(f"file {file} does not exist")
-    props = dict(properties or {})
-    if disk_format == "kernel":
-        if initrd is not None:
-            if not initrd.is_file():
-                raise ValueError(f"initrd {initrd} does not exist")
-            props["initrd_location"] = str(initrd.resolve())
-            props["initrd_checksum"] = sha256_of(initrd)
-        props["kernel_cmdline"] = cmdline
-    return Image(
-        id=str(uuid.uuid4()),
-        name=name,
-        disk_format=disk_format,
-        container_format="bare",
-        location=str(file.resolve()),
-        checksum=sha256_of(file),
-        size_bytes=file.stat().st_size,
-        properties=props,
-    )
+    if disk_format == "kernel" and initrd is not None and not initrd.is_file():
+        raise ValueError(f"initrd {initrd} does not exist")
+    return image_record(
+        name, file.resolve(), disk_format=disk_format,
+        initrd=initrd.resolve() if initrd is not None else None, cmdline=cmdline,
+        properties=properties or {},
+    )  # fmt: skip
 
 
 def _same_files(a: Image, b: Image) -> bool:
@@ -173,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     register = image.add_parser("register", help="register a local file as an image")
     register.add_argument("--name", required=True)
     register.add_argument("--file", required=True, type=Path, help="disk, or kernel")
-    register.add_argument("--disk-format", default="qcow2", choices=("qcow2", "raw", "kernel"))
+    register.add_argument("--disk-format", default="qcow2", choices=DISK_FORMATS)
     register.add_argument("--initrd", type=Path, help="initrd (kernel images)")
     register.add_argument("--cmdline", default="", help="kernel command line (kernel images)")
     register.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")

@@ -77,6 +77,11 @@ class Flavor:
     is_public: bool = True
 
 
+# What the image store takes: disk images libvirt attaches, or a kernel booted directly (with
+# its initrd and command line as image properties).
+DISK_FORMATS = ("qcow2", "raw", "kernel")
+
+
 @dataclass(frozen=True, slots=True)
 class Image:
     id: str

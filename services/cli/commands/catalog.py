@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 from services.cli.client import Client
 from services.cli.output import emit, show_many, to_dict
+from services.common.domain import DISK_FORMATS
 from services.common.generated.novagrpc.v1 import catalog_pb2
 
 FLAVOR_COLUMNS = ("id", "name", "vcpus", "ram", "disk")
@@ -98,7 +99,7 @@ def register(commands: Any) -> None:
     register_image.add_argument("--name", required=True)
     register_image.add_argument("--file", required=True, help="path inside the image store")
     register_image.add_argument("--disk-format", default="qcow2",
-                                choices=("qcow2", "raw", "kernel"))  # fmt: skip
+                                choices=DISK_FORMATS)  # fmt: skip
     register_image.add_argument("--initrd", help="kernel images: initrd in the image store")
     register_image.add_argument("--cmdline", help="kernel images: kernel command line")
     register_image.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")

@@ -19,12 +19,12 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from services.common.domain import DISK_FORMATS
 from services.compute.virt.configdrive import ConfigDriveContent, build_config_drive
 from services.compute.virt.driver import HypervisorError, ImageRef, InvalidBuild
 
 log = logging.getLogger(__name__)
 
-DISK_FORMATS = ("qcow2", "raw", "kernel")
 COPY_CHUNK = 4 * 1024 * 1024
 QEMU_IMG_TIMEOUT_S = 60
 
