@@ -4,7 +4,9 @@ never block their event loop on a query.
 SQLite (the embedded default) gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers:
 several processes share the file, and a deferred transaction that reads then writes can fail
 with SQLITE_BUSY without ever waiting. Readers keep a plain deferred ``BEGIN`` so they never
-queue behind writers. Any other SQLAlchemy URL (PostgreSQL through psycopg 3) is used as is.
+queue behind writers. Writers to a SQLite file also queue on a lock file first (write_lock.py),
+so that the next writer starts the moment the last one commits instead of when SQLite's busy
+handler next wakes it. Any other SQLAlchemy URL (PostgreSQL through psycopg 3) is used as is.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from services.common.db.write_lock import WriteQueue
 from services.common.errors import Unavailable
 
 T = TypeVar("T")
@@ -74,6 +77,16 @@ def make_engines(url: str, *, pool_size: int = 5) -> tuple[Engine, Engine]:
     return engine, engine
 
 
+def _write_queue(url: str) -> WriteQueue | None:
+    """The cross-process writer queue of a SQLite file (none in memory or elsewhere)."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return WriteQueue(Path(database).resolve())
+
+
 class Database:
     """Runs units of work in worker threads and turns connection loss into ``Unavailable``."""
 
@@ -83,14 +96,18 @@ class Database:
         # SQLite has one writer at a time whatever we do: more writer threads only contend.
         writers = writers if writers is not None else (1 if self.is_sqlite else 4)
         self.writer, self.reader = make_engines(self.url, pool_size=max(writers, readers))
+        self._write_queue = _write_queue(self.url)
         self._write_pool = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
         self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
         """A write unit of work in the calling thread: commit on success, roll back on error."""
-        with _translate_errors(), self.writer.begin() as connection:
+        with self._queued(), _translate_errors(), self.writer.begin() as connection:
             yield connection
+
+    def _queued(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self._write_queue is None else self._write_queue.held()
 
     @contextlib.contextmanager
     def begin_read(self) -> Iterator[Connection]:
@@ -134,6 +151,8 @@ class Database:
         self._read_pool.shutdown(wait=True)
         self.writer.dispose()
         self.reader.dispose()
+        if self._write_queue is not None:
+            self._write_queue.close()
 
 
 DEADLOCK_RETRIES = 5
