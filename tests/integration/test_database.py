@@ -74,6 +74,35 @@ def test_a_claim_against_a_stale_generation_loses(database_url: str) -> None:
         db.close()
 
 
+def test_one_statement_bumps_only_the_hosts_still_at_the_generation_seen(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    down = timedelta(seconds=60)
+    try:
+        with db.begin() as connection:
+            for host in ("h1", "h2", "h3"):
+                placement.upsert_compute_node(connection, report(host), now=utcnow())
+        with db.begin_read() as connection:
+            seen = placement.load_host_states(connection, now=utcnow(), service_down_time=down)
+        stale = copy.deepcopy(seen)
+        with db.begin() as connection:  # another conductor claims h2 first
+            assert placement.bump_generation(connection, next(h for h in seen if h.host == "h2"))
+        with db.begin() as connection:
+            bumped = placement.bump_generations(connection, stale)
+        by_host = {h.host: h for h in stale}
+        assert bumped == {by_host["h1"].node_id, by_host["h3"].node_id}
+        with db.begin_read() as connection:
+            states = placement.load_host_states(connection, now=utcnow(), service_down_time=down)
+        fresh = {h.host: h.generation for h in states}
+        # The winners moved on, in the database and in the states the caller holds; the
+        # loser kept the generation the other conductor gave it.
+        assert fresh == {"h1": 1, "h2": 1, "h3": 1}
+        assert [by_host[h].generation for h in ("h1", "h2", "h3")] == [1, 0, 1]
+    finally:
+        db.close()
+
+
 def test_heartbeats_keep_a_node_up_and_capacity_changes_bump_generation(
     database_url: str,
 ) -> None:

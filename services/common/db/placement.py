@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, tuple_, update
 
 from services.common.db.models import ALLOCATIONS, NODES
 from services.common.domain import ZERO, ComputeNodeReport, HostState, Resources
@@ -154,6 +154,28 @@ def bump_generation(connection: Connection, host: HostState) -> bool:
         return False
     host.generation += 1
     return True
+
+
+def bump_generations(connection: Connection, hosts: Sequence[HostState]) -> set[int]:
+    """``bump_generation`` for many hosts in one statement (one round trip for a whole
+    scheduling pass, where one UPDATE per host cost PostgreSQL a round trip each); returns
+    the node ids that were still at the generation seen, now moved to the next one."""
+    if not hosts:
+        return set()
+    seen = [(h.node_id, h.generation) for h in hosts]
+    bumped = {
+        node_id
+        for (node_id,) in connection.execute(
+            update(NODES)
+            .where(tuple_(NODES.c.id, NODES.c.generation).in_(seen))
+            .values(generation=NODES.c.generation + 1)
+            .returning(NODES.c.id)
+        )
+    }
+    for host in hosts:
+        if host.node_id in bumped:
+            host.generation += 1
+    return bumped
 
 
 def insert_allocations(
