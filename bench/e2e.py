@@ -25,7 +25,7 @@ from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.db.models import INSTANCES, NODES
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
-from services.common.tls import create_pki, role_settings_env
+from services.common.pki import create_pki, role_settings_env
 from tests.support.hosts import NODE_XML
 
 QUIET = ["--log-level", "WARNING"]

@@ -19,7 +19,7 @@ from services.cli.launcher import Launcher
 from services.cli.manage import image_from_files, issue_token, register_image
 from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
-from services.common.tls import create_pki, role_settings_env
+from services.common.pki import create_pki, role_settings_env
 from tests.support.libvirtd import ensure_libvirtd
 from tests.support.polling import wait_until
 

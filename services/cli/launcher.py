@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.cli.manage import issue_token, token_is_valid
 from services.common.db.migrate import upgrade
-from services.common.tls import create_pki, role_settings_env
+from services.common.pki import create_pki, role_settings_env
 
 READY_TIMEOUT_S = 30.0
 

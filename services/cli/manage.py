@@ -19,7 +19,7 @@ from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.domain import DISK_FORMATS, Image, utcnow
 from services.common.files import image_record
-from services.common.tls import create_pki
+from services.common.pki import create_pki
 
 DEFAULT_URL = "sqlite:///var/nova.sqlite"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import grpc
 
-from services.common.tls import INTERNAL_NAME, create_pki, role_settings_env
+from services.common.pki import create_pki, role_settings_env
+from services.common.tls import INTERNAL_NAME
 from tests.support.tls import api_channel, api_identity
 
 REPO = Path(__file__).resolve().parents[2]

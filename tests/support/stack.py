@@ -17,7 +17,7 @@ from services.cli.manage import issue_token
 from services.common.app import RunningService
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
-from services.common.tls import create_pki
+from services.common.pki import create_pki
 from services.compute.app import start_compute
 from services.compute.settings import ComputeSettings
 from services.compute.virt.driver import VirtDriver

@@ -1,5 +1,5 @@
 """Client channels that present the api's certificate from the throwaway PKI
-(``services.common.tls.create_pki``): how a test talks to conductor and compute."""
+(``services.common.pki.create_pki``): how a test talks to conductor and compute."""
 
 from __future__ import annotations
 
