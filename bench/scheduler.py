@@ -97,7 +97,7 @@ async def _measure(url: str, hosts: int, instances: int, batch: int) -> dict[str
         started = time.perf_counter()
         for i in range(0, len(uuids), batch):
             chunk = {u: "bench" for u in uuids[i : i + batch]}
-            plan = await db.write(lambda c, chunk=chunk: task._plan(c, chunk, utcnow()))
+            plan = await task.place(chunk)
             placed += len(plan.placements)
         elapsed = time.perf_counter() - started
     finally:

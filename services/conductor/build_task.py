@@ -6,6 +6,13 @@ per host with the generation check, records the hosts, alternates and the no-val
 faults, commits once, then sends one BuildAndRunInstance per host. Everything is keyed by
 instance uuid: an instance already placed (or no longer waiting) is skipped, so a message
 cast twice builds once.
+
+The reading and the choosing happen before the write transaction (a *draft*, on a read
+snapshot): on SQLite every writer waits for the one write lock, and a pass that held it while
+it loaded hosts and weighed them kept the api's creates waiting. The generation check makes
+this safe: a host whose state moved since the draft loses its claim, and the losers are
+placed again inside the transaction. Requests with a server group or same/different-host
+hints are placed wholly inside the transaction, where the members' hosts cannot move.
 """
 
 from __future__ import annotations
@@ -76,6 +83,17 @@ class BatchPlan:
 
 
 @dataclass
+class Draft:
+    """A pass's reads and choices, made on a read snapshot before the write transaction."""
+
+    instances: dict[str, Instance]
+    stored: dict[str, StoredSpec]
+    images: dict[str, Image]
+    decisions: list[Decision]
+    host_count: int
+
+
+@dataclass
 class _Batch:
     """What one scheduling pass works on, inside its transaction."""
 
@@ -132,6 +150,23 @@ def request_spec(
         reservation_id=instance.reservation_id,
         min_count=stored.min_count,
     )
+
+
+def _waiting(connection: Connection, loaded: Sequence[Instance]) -> list[Instance]:
+    """The loaded instances that still wait for a host (building, scheduling, no claim)."""
+    allocated = placement.allocated_instances(connection, [i.uuid for i in loaded])
+    return [
+        i
+        for i in loaded
+        if i.vm_state is VmState.BUILDING
+        and i.task_state is TaskState.SCHEDULING
+        and i.uuid not in allocated
+    ]
+
+
+def _plain_spec(instance: Instance, stored: StoredSpec) -> RequestSpec:
+    """The spec of a request with no server group and no host hints."""
+    return request_spec(instance, stored, policies={}, member_hosts={}, hint_hosts={})
 
 
 class BuildTask:
@@ -217,7 +252,7 @@ class BuildTask:
                 self._passwords[uuid] = password
         while len(self._passwords) > PASSWORDS_KEPT:
             self._passwords.pop(next(iter(self._passwords)))
-        plan = await self._db.write(lambda c: self._plan(c, request_ids, utcnow()))
+        plan = await self.place(request_ids)
         self.placed += len(plan.placements)
         self.no_valid_host += len(plan.failed)
         self._observe(plan, time.perf_counter() - started)
@@ -260,42 +295,77 @@ class BuildTask:
             self._dispatches.add(task)
             task.add_done_callback(self._dispatches.discard)
 
-    # -- planning, inside one transaction ----------------------------------------------
+    # -- planning: a draft on a read snapshot, then one write transaction ---------------
 
-    def _plan(
-        self, connection: Connection, request_ids: dict[str, str], now: datetime
-    ) -> BatchPlan:
-        plan = BatchPlan()
-        loaded = instance_repo.load_instances(connection, list(request_ids), for_update=True)
-        allocated = placement.allocated_instances(connection, [i.uuid for i in loaded])
-        waiting = [
-            i
-            for i in loaded
-            if i.vm_state is VmState.BUILDING
-            and i.task_state is TaskState.SCHEDULING
-            and i.uuid not in allocated
-        ]
-        plan.skipped = len(request_ids) - len(waiting)
-        if not waiting:
-            return plan
-        batch = _Batch(
-            connection=connection,
-            plan=plan,
-            instances={i.uuid: i for i in waiting},
-            stored={i.uuid: StoredSpec.from_json(i.request_spec) for i in waiting},
+    async def place(self, request_ids: dict[str, str]) -> BatchPlan:
+        """Place the waiting instances among ``request_ids`` (uuid -> request id)."""
+        now = utcnow()
+        draft = await self._db.read(lambda c: self.draft(c, list(request_ids), now))
+        if draft is not None and not draft.instances:
+            return BatchPlan(skipped=len(request_ids))  # nothing waits: nothing to write
+        return await self._db.write(lambda c: self.plan(c, request_ids, now, draft))
+
+    def draft(self, connection: Connection, uuids: Sequence[str], now: datetime) -> Draft | None:
+        """Load and choose without the write lock; None when the batch must be placed wholly
+        inside the write transaction (server groups and host hints)."""
+        waiting = _waiting(connection, instance_repo.load_instances(connection, uuids))
+        stored = {i.uuid: StoredSpec.from_json(i.request_spec) for i in waiting}
+        if any(s.group or s.same_host or s.different_host for s in stored.values()):
+            return None
+        instances = {i.uuid: i for i in waiting}
+        if not instances:
+            return Draft({}, {}, {}, [], 0)
+        hosts = placement.load_host_states(connection, now=now, service_down_time=self._down_time)
+        specs = [_plain_spec(instances[u], stored[u]) for u in instances]
+        return Draft(
+            instances=instances,
+            stored=stored,
             images=catalog.images_by_id(connection, {i.image_id for i in waiting}),
-            request_ids=request_ids,
-            now=now,
+            decisions=self._scheduler.place(specs, hosts),
+            host_count=len(hosts),
         )
-        pending = [i.uuid for i in waiting]
-        host_count = 0
+
+    def plan(
+        self,
+        connection: Connection,
+        request_ids: dict[str, str],
+        now: datetime,
+        draft: Draft | None = None,
+    ) -> BatchPlan:
+        """The write transaction of a pass: claim the draft's choices (or choose here when
+        there is no draft), place again whatever lost its claim, record it all."""
+        plan = BatchPlan()
+        decisions: list[Decision] | None = None
+        if draft is None:
+            loaded = instance_repo.load_instances(connection, list(request_ids), for_update=True)
+            waiting = _waiting(connection, loaded)
+            instances = {i.uuid: i for i in waiting}
+            stored = {i.uuid: StoredSpec.from_json(i.request_spec) for i in waiting}
+            images = catalog.images_by_id(connection, {i.image_id for i in waiting})
+            host_count = 0
+        else:
+            # Only what still waits now: a delete or another conductor may have come between.
+            still = instance_repo.still_scheduling(connection, list(draft.instances))
+            unclaimed = still - set(placement.allocated_instances(connection, list(still)))
+            instances = {u: i for u, i in draft.instances.items() if u in unclaimed}
+            stored = {u: draft.stored[u] for u in instances}
+            images = draft.images
+            decisions = [d for d in draft.decisions if d.spec.instance_uuid in instances]
+            host_count = draft.host_count
+        plan.skipped = len(request_ids) - len(instances)
+        if not instances:
+            return plan
+        batch = _Batch(connection, plan, instances, stored, images, request_ids, now)
+        pending = list(instances)
         for _ in range(MAX_CLAIM_ROUNDS):
-            hosts = placement.load_host_states(
-                connection, now=now, service_down_time=self._down_time
-            )
-            host_count = len(hosts)
-            specs = self._specs(batch, pending)
-            pending = self._claim(batch, self._scheduler.place(specs, hosts))
+            if decisions is None:
+                hosts = placement.load_host_states(
+                    connection, now=now, service_down_time=self._down_time
+                )
+                host_count = len(hosts)
+                decisions = self._scheduler.place(self._specs(batch, pending), hosts)
+            pending = self._claim(batch, decisions)
+            decisions = None
             if not pending:
                 break
         for uuid in pending:  # still losing races after every round: give up honestly
@@ -307,6 +377,7 @@ class BuildTask:
         return plan
 
     def _specs(self, batch: _Batch, uuids: Sequence[str]) -> list[RequestSpec]:
+        """Specs with their groups' and hinted servers' hosts read in this transaction."""
         stored = [batch.stored[u] for u in uuids]
         group_uuids = sorted({s.group for s in stored if s.group})
         found = groups.get_groups(batch.connection, group_uuids, project_id=None)

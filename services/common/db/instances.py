@@ -184,6 +184,23 @@ def load_instances(
     return [instance_from_row(r._mapping) for r in rows]
 
 
+def still_scheduling(connection: Connection, uuids: Sequence[str]) -> set[str]:
+    """Those of ``uuids`` still building and waiting for a host, their rows locked on
+    PostgreSQL until commit (as ``load_instances(for_update=True)``)."""
+    if not uuids:
+        return set()
+    rows = connection.execute(
+        select(INSTANCES.c.uuid)
+        .where(
+            INSTANCES.c.uuid.in_(list(uuids)),
+            INSTANCES.c.vm_state == VmState.BUILDING.value,
+            INSTANCES.c.task_state == TaskState.SCHEDULING.value,
+        )
+        .with_for_update()
+    )
+    return {uuid for (uuid,) in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     uuid: str
