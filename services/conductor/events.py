@@ -95,9 +95,11 @@ def apply_events(
     by_kind: dict[Kind, list[InstanceEvent]] = {k: [] for k in Kind}
     for event in events:
         by_kind[event.kind].append(event)
-    instance_repo.set_task_state(
-        connection, [e.instance_uuid for e in by_kind[Kind.SPAWNING]], TaskState.SPAWNING, now
-    )
+    # A build that finished quickly reports "spawning" and "active" together; ACTIVE clears
+    # the task state under the same guard, so the spawning update would be overwritten here.
+    active = {e.instance_uuid for e in by_kind[Kind.ACTIVE]}
+    spawning = [e.instance_uuid for e in by_kind[Kind.SPAWNING] if e.instance_uuid not in active]
+    instance_repo.set_task_state(connection, spawning, TaskState.SPAWNING, now)
     _activate(connection, by_kind[Kind.ACTIVE])
     moved: list[HostBuilds] = []
     failures = by_kind[Kind.RESCHEDULE] + by_kind[Kind.FAILED]

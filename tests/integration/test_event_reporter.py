@@ -1,0 +1,88 @@
+"""Compute's event reporter against a real gRPC server on port 0: events that come close
+together travel in one call, in order, and nothing is dropped when the conductor fails."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from services.common.domain import InstanceEvent, InstanceEventKind, utcnow
+from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
+from services.common.rpc.channels import ChannelPool
+from services.common.rpc.conductor_client import EventReporter
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class RecordingConductor(conductor_pb2_grpc.ConductorServicer):  # type: ignore[misc]
+    """Records each ReportInstanceEvents call; fails the first ``failures`` of them."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.calls: list[list[tuple[str, int]]] = []
+        self.failures = failures
+
+    async def ReportInstanceEvents(
+        self, request: conductor_pb2.ReportInstanceEventsRequest, context: Any
+    ) -> conductor_pb2.ReportInstanceEventsResponse:
+        if self.failures:
+            self.failures -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor restarting")
+        self.calls.append([(e.instance_uuid, e.kind) for e in request.events])
+        return conductor_pb2.ReportInstanceEventsResponse(applied=len(request.events))
+
+
+async def _serve(conductor: RecordingConductor) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    conductor_pb2_grpc.add_ConductorServicer_to_server(conductor, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def event(uuid: str, kind: InstanceEventKind) -> InstanceEvent:
+    return InstanceEvent(uuid, "host-a", kind, utcnow())
+
+
+@pytest.fixture
+async def channels() -> AsyncIterator[ChannelPool]:
+    pool = ChannelPool()
+    yield pool
+    await pool.close()
+
+
+async def test_events_close_together_travel_in_one_call(channels: ChannelPool) -> None:
+    conductor = RecordingConductor()
+    server, address = await _serve(conductor)
+    reporter = EventReporter(channels, [address], linger=0.05)
+    reporter.start()
+    await asyncio.sleep(0.01)  # idle, as a compute between builds
+    try:
+        reporter.report(event("a", InstanceEventKind.SPAWNING))
+        await asyncio.sleep(0.005)  # the build runs on: well inside the linger
+        reporter.report(event("a", InstanceEventKind.ACTIVE))
+        assert await reporter.flush(10)
+    finally:
+        await reporter.close()
+        await server.stop(None)
+    spawning, active = conductor_pb2.SPAWNING, conductor_pb2.ACTIVE
+    assert conductor.calls == [[("a", spawning), ("a", active)]]
+
+
+async def test_a_failed_call_is_retried_with_every_event_in_order(channels: ChannelPool) -> None:
+    conductor = RecordingConductor(failures=2)
+    server, address = await _serve(conductor)
+    reporter = EventReporter(channels, [address], linger=0.0)
+    reporter.start()
+    try:
+        for uuid in ("a", "b", "c"):
+            reporter.report(event(uuid, InstanceEventKind.ACTIVE))
+        assert await reporter.flush(10)
+    finally:
+        await reporter.close()
+        await server.stop(None)
+    delivered = [uuid for call in conductor.calls for uuid, _ in call]
+    assert delivered == ["a", "b", "c"]
