@@ -138,36 +138,59 @@ def add_events(connection: Connection, events: Sequence[EventRecord], now: datet
         connection.execute(ACTION_EVENTS.insert(), rows)
 
 
+# The open event of an instance's latest action of a kind, found inside the UPDATE itself:
+# one statement per batch where a SELECT of the action ids and then an UPDATE were two.
+_LATEST_ACTION = (
+    select(func.max(ACTIONS.c.id))
+    .where(ACTIONS.c.instance_uuid == bindparam("b_uuid"), ACTIONS.c.action == bindparam("b_kind"))
+    .scalar_subquery()
+)
+_FINISH_EVENT = (
+    update(ACTION_EVENTS)
+    .where(
+        and_(
+            ACTION_EVENTS.c.action_id == _LATEST_ACTION,
+            ACTION_EVENTS.c.event == bindparam("b_event"),
+            ACTION_EVENTS.c.host == bindparam("b_host"),
+            ACTION_EVENTS.c.finish_time.is_(None),
+        )
+    )
+    .values(
+        finish_time=bindparam("b_now"),
+        result=bindparam("b_result"),
+        details=bindparam("b_details"),
+    )
+)
+_FINISH_ACTIONS = (
+    update(ACTIONS)
+    .where(
+        ACTIONS.c.instance_uuid.in_(bindparam("b_uuids", expanding=True)),
+        ACTIONS.c.action == bindparam("b_kind"),
+        ACTIONS.c.finish_time.is_(None),
+    )
+    .values(finish_time=bindparam("b_now"), message=bindparam("b_message"))
+)
+
+
 def finish_events(connection: Connection, events: Sequence[EventRecord], now: datetime) -> None:
     """Close the open event of each (instance, event, host) with its result."""
     if not events:
         return
-    ids = _action_ids_of(connection, events)
-    params = [
-        {
-            "b_action": ids[(e.instance_uuid, e.action)],
-            "b_event": e.event,
-            "b_host": e.host,
-            "b_result": e.result,
-            "b_details": e.details[:DETAILS_MAX],
-        }
-        for e in events
-        if (e.instance_uuid, e.action) in ids
-    ]
-    if params:
-        connection.execute(
-            update(ACTION_EVENTS)
-            .where(
-                and_(
-                    ACTION_EVENTS.c.action_id == bindparam("b_action"),
-                    ACTION_EVENTS.c.event == bindparam("b_event"),
-                    ACTION_EVENTS.c.host == bindparam("b_host"),
-                    ACTION_EVENTS.c.finish_time.is_(None),
-                )
-            )
-            .values(finish_time=now, result=bindparam("b_result"), details=bindparam("b_details")),
-            params,
-        )
+    connection.execute(
+        _FINISH_EVENT,
+        [
+            {
+                "b_uuid": e.instance_uuid,
+                "b_kind": e.action,
+                "b_event": e.event,
+                "b_host": e.host,
+                "b_result": e.result,
+                "b_details": e.details[:DETAILS_MAX],
+                "b_now": now,
+            }
+            for e in events
+        ],
+    )
 
 
 def finish_actions(
@@ -180,13 +203,13 @@ def finish_actions(
 ) -> None:
     if uuids:
         connection.execute(
-            update(ACTIONS)
-            .where(
-                ACTIONS.c.instance_uuid.in_(list(uuids)),
-                ACTIONS.c.action == action,
-                ACTIONS.c.finish_time.is_(None),
-            )
-            .values(finish_time=now, message=message[:255] if message else None)
+            _FINISH_ACTIONS,
+            {
+                "b_uuids": list(uuids),
+                "b_kind": action,
+                "b_now": now,
+                "b_message": message[:255] if message else None,
+            },
         )
 
 

@@ -284,6 +284,28 @@ def set_task_state(
     )
 
 
+# Built once: constructing a statement and its cache key cost more than running it on
+# SQLite (a quarter of an event batch's time, profiled).
+_MARK_ACTIVE = (
+    update(INSTANCES)
+    .where(
+        and_(
+            INSTANCES.c.uuid == bindparam("b_uuid"),
+            INSTANCES.c.vm_state == VmState.BUILDING.value,
+            NOT_DELETING,
+        )
+    )
+    .values(
+        vm_state=VmState.ACTIVE.value,
+        task_state=None,
+        power_state=int(PowerState.RUNNING),
+        host=bindparam("b_host"),
+        launched_at=bindparam("b_launched"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
 def mark_active(
     connection: Connection, launched: Sequence[tuple[str, str, datetime]], now: datetime
 ) -> None:
@@ -291,23 +313,8 @@ def mark_active(
     if not launched:
         return
     connection.execute(
-        update(INSTANCES)
-        .where(
-            and_(
-                INSTANCES.c.uuid == bindparam("b_uuid"),
-                INSTANCES.c.vm_state == VmState.BUILDING.value,
-                NOT_DELETING,
-            )
-        )
-        .values(
-            vm_state=VmState.ACTIVE.value,
-            task_state=None,
-            power_state=int(PowerState.RUNNING),
-            host=bindparam("b_host"),
-            launched_at=bindparam("b_launched"),
-            updated_at=now,
-        ),
-        [{"b_uuid": u, "b_host": h, "b_launched": at} for u, h, at in launched],
+        _MARK_ACTIVE,
+        [{"b_uuid": u, "b_host": h, "b_launched": at, "b_now": now} for u, h, at in launched],
     )
 
 

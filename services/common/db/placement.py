@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, func, select, tuple_, update
 
 from services.common.db.models import ALLOCATIONS, NODES
 from services.common.domain import ZERO, ComputeNodeReport, HostState, Resources
@@ -259,11 +259,14 @@ def note_build_results(
             .values(failed_builds=NODES.c.failed_builds + 1)
         )
     if succeeded_on:
-        connection.execute(
-            update(NODES)
-            .where(NODES.c.host.in_(sorted(set(succeeded_on))), NODES.c.failed_builds > 0)
-            .values(failed_builds=0)
-        )
+        connection.execute(_RESET_FAILED_BUILDS, {"hosts": sorted(set(succeeded_on))})
+
+
+_RESET_FAILED_BUILDS = (
+    update(NODES)
+    .where(NODES.c.host.in_(bindparam("hosts", expanding=True)), NODES.c.failed_builds > 0)
+    .values(failed_builds=0)
+)
 
 
 @dataclass(frozen=True, slots=True)
