@@ -107,6 +107,12 @@ class ComputeNodeRow(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
     # Builds that failed here since the last success (the BuildFailureWeigher's input).
     failed_builds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the node's allocations add up to, kept by every claim and free (placement.py) so
+    # that a scheduling pass reads hosts without summing every allocation.
+    used_vcpus: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    used_memory_mb: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    used_disk_gb: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    used_instances: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_heartbeat_at: Mapped[datetime]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime | None]

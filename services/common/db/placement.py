@@ -2,6 +2,8 @@
 
 A claim is atomic without a lock service: it bumps the node's ``generation`` with
 ``UPDATE ... WHERE generation = :seen`` and inserts the allocations in the same transaction.
+Each node row also carries its usage (the sum of its allocations), changed by the same
+transactions that insert and delete allocations, and only here.
 Zero rows updated means another claim (another conductor) got there first; the caller reloads
 and tries again. Frees never bump the generation: they only make room, so a claim computed
 against the older, fuller picture is still safe.
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 
 from services.common.db.models import ALLOCATIONS, NODES
 from services.common.domain import ZERO, ComputeNodeReport, HostState, Resources
@@ -83,6 +85,10 @@ def upsert_compute_node(
     return node_id
 
 
+_ALL_NODES = select(NODES)
+_NODES_NAMED = select(NODES).where(NODES.c.host.in_(bindparam("hosts", expanding=True)))
+
+
 def load_host_states(
     connection: Connection,
     *,
@@ -90,31 +96,15 @@ def load_host_states(
     service_down_time: timedelta,
     hosts: Sequence[str] | None = None,
 ) -> list[HostState]:
-    """Every node (or those named) with its usage, in one query (the scheduler's per-batch
-    bulk load)."""
-    usage = (
-        select(
-            ALLOCATIONS.c.compute_node_id,
-            func.sum(ALLOCATIONS.c.vcpus).label("vcpus"),
-            func.sum(ALLOCATIONS.c.memory_mb).label("memory_mb"),
-            func.sum(ALLOCATIONS.c.disk_gb).label("disk_gb"),
-            func.count().label("instances"),
-        )
-        .group_by(ALLOCATIONS.c.compute_node_id)
-        .subquery()
-    )
-    query = select(
-        NODES,
-        func.coalesce(usage.c.vcpus, 0).label("used_vcpus"),
-        func.coalesce(usage.c.memory_mb, 0).label("used_memory_mb"),
-        func.coalesce(usage.c.disk_gb, 0).label("used_disk_gb"),
-        func.coalesce(usage.c.instances, 0).label("used_instances"),
-    ).outerjoin(usage, usage.c.compute_node_id == NODES.c.id)
-    if hosts is not None:
-        query = query.where(NODES.c.host.in_(list(hosts)))
+    """Every node (or those named) with its usage, in one query of one row per node (the
+    scheduler's per-batch bulk load)."""
+    if hosts is None:
+        rows = connection.execute(_ALL_NODES)
+    else:
+        rows = connection.execute(_NODES_NAMED, {"hosts": list(hosts)})
     oldest_alive = now - service_down_time
     states = []
-    for row in connection.execute(query):
+    for row in rows:
         m = row._mapping
         states.append(
             HostState(
@@ -123,9 +113,7 @@ def load_host_states(
                 hypervisor_hostname=m["hypervisor_hostname"],
                 rpc_address=m["rpc_address"],
                 total=Resources(m["vcpus"], m["memory_mb"], m["local_gb"]),
-                used=Resources(
-                    int(m["used_vcpus"]), int(m["used_memory_mb"]), int(m["used_disk_gb"])
-                ),
+                used=Resources(m["used_vcpus"], m["used_memory_mb"], m["used_disk_gb"]),
                 cpu_allocation_ratio=m["cpu_allocation_ratio"],
                 ram_allocation_ratio=m["ram_allocation_ratio"],
                 disk_allocation_ratio=m["disk_allocation_ratio"],
@@ -133,7 +121,7 @@ def load_host_states(
                 enabled=m["enabled"],
                 is_up=m["last_heartbeat_at"] >= oldest_alive,
                 availability_zone=m["availability_zone"],
-                instance_count=int(m["used_instances"]),
+                instance_count=m["used_instances"],
                 failed_builds=m["failed_builds"],
                 extra={"hypervisor_type": m["hypervisor_type"], "cpu_arch": m["cpu_arch"]},
             )
@@ -178,25 +166,62 @@ def bump_generations(connection: Connection, hosts: Sequence[HostState]) -> set[
     return bumped
 
 
+# A node's usage moves with its allocations, in the same transaction (sign +1 or -1).
+_CHANGE_USAGE = (
+    update(NODES)
+    .where(NODES.c.id == bindparam("b_node"))
+    .values(
+        used_vcpus=NODES.c.used_vcpus + bindparam("b_vcpus"),
+        used_memory_mb=NODES.c.used_memory_mb + bindparam("b_memory_mb"),
+        used_disk_gb=NODES.c.used_disk_gb + bindparam("b_disk_gb"),
+        used_instances=NODES.c.used_instances + bindparam("b_instances"),
+    )
+)
+
+
+def _change_usage(connection: Connection, totals: dict[int, list[int]], sign: int) -> None:
+    """``totals``: node id -> [vcpus, memory_mb, disk_gb, instances]; nodes in id order, the
+    lock order every claim uses."""
+    if totals:
+        connection.execute(
+            _CHANGE_USAGE,
+            [
+                {"b_node": node, "b_vcpus": sign * t[0], "b_memory_mb": sign * t[1],
+                 "b_disk_gb": sign * t[2], "b_instances": sign * t[3]}
+                for node, t in sorted(totals.items())
+            ],
+        )  # fmt: skip
+
+
 def insert_allocations(
     connection: Connection, rows: Sequence[tuple[int, str, Resources]], now: datetime
 ) -> None:
-    """(compute node id, instance uuid, resources) rows, in one statement."""
-    if rows:
-        connection.execute(
-            ALLOCATIONS.insert(),
-            [
-                {
-                    "instance_uuid": uuid,
-                    "compute_node_id": node_id,
-                    "vcpus": r.vcpus,
-                    "memory_mb": r.memory_mb,
-                    "disk_gb": r.disk_gb,
-                    "created_at": now,
-                }
-                for node_id, uuid, r in rows
-            ],
-        )
+    """(compute node id, instance uuid, resources) rows, in one statement; the nodes' usage
+    grows by as much."""
+    if not rows:
+        return
+    connection.execute(
+        ALLOCATIONS.insert(),
+        [
+            {
+                "instance_uuid": uuid,
+                "compute_node_id": node_id,
+                "vcpus": r.vcpus,
+                "memory_mb": r.memory_mb,
+                "disk_gb": r.disk_gb,
+                "created_at": now,
+            }
+            for node_id, uuid, r in rows
+        ],
+    )
+    totals: dict[int, list[int]] = {}
+    for node_id, _, r in rows:
+        total = totals.setdefault(node_id, [0, 0, 0, 0])
+        total[0] += r.vcpus
+        total[1] += r.memory_mb
+        total[2] += r.disk_gb
+        total[3] += 1
+    _change_usage(connection, totals, +1)
 
 
 def claim(
@@ -215,35 +240,54 @@ def claim(
     return True
 
 
+_ALLOCATED = select(ALLOCATIONS.c.instance_uuid, ALLOCATIONS.c.compute_node_id).where(
+    ALLOCATIONS.c.instance_uuid.in_(bindparam("uuids", expanding=True))
+)
+# What a free actually deleted (RETURNING): two frees of one instance racing on PostgreSQL
+# must not both take its resources off the node.
+_FREE = (
+    delete(ALLOCATIONS)
+    .where(ALLOCATIONS.c.instance_uuid.in_(bindparam("uuids", expanding=True)))
+    .returning(
+        ALLOCATIONS.c.compute_node_id,
+        ALLOCATIONS.c.vcpus,
+        ALLOCATIONS.c.memory_mb,
+        ALLOCATIONS.c.disk_gb,
+    )
+)
+
+
 def allocated_instances(connection: Connection, uuids: Sequence[str]) -> dict[str, int]:
     """instance uuid -> compute node id, for those of ``uuids`` that hold an allocation."""
     if not uuids:
         return {}
-    rows = connection.execute(
-        select(ALLOCATIONS.c.instance_uuid, ALLOCATIONS.c.compute_node_id).where(
-            ALLOCATIONS.c.instance_uuid.in_(list(uuids))
-        )
-    )
+    rows = connection.execute(_ALLOCATED, {"uuids": list(uuids)})
     return {uuid: node for uuid, node in rows}
 
 
 def free_allocations(connection: Connection, uuids: Sequence[str]) -> int:
+    """Drop the allocations of ``uuids``; their nodes' usage shrinks by as much."""
     if not uuids:
         return 0
-    result = connection.execute(
-        delete(ALLOCATIONS).where(ALLOCATIONS.c.instance_uuid.in_(list(uuids)))
-    )
-    return result.rowcount
+    freed: dict[int, list[int]] = {}
+    count = 0
+    for node, vcpus, memory_mb, disk_gb in connection.execute(_FREE, {"uuids": list(uuids)}):
+        total = freed.setdefault(node, [0, 0, 0, 0])
+        total[0] += vcpus
+        total[1] += memory_mb
+        total[2] += disk_gb
+        total[3] += 1
+        count += 1
+    _change_usage(connection, freed, -1)
+    return count
 
 
 def node_usage(connection: Connection, node_id: int) -> Resources:
     row = connection.execute(
-        select(
-            func.coalesce(func.sum(ALLOCATIONS.c.vcpus), 0),
-            func.coalesce(func.sum(ALLOCATIONS.c.memory_mb), 0),
-            func.coalesce(func.sum(ALLOCATIONS.c.disk_gb), 0),
-        ).where(ALLOCATIONS.c.compute_node_id == node_id)
-    ).one()
+        select(NODES.c.used_vcpus, NODES.c.used_memory_mb, NODES.c.used_disk_gb).where(
+            NODES.c.id == node_id
+        )
+    ).first()
     return Resources(int(row[0]), int(row[1]), int(row[2])) if row else ZERO
 
 
