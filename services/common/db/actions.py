@@ -94,12 +94,18 @@ def start_actions(connection: Connection, actions: Sequence[NewAction], now: dat
         )
 
 
-def _latest_action_ids(connection: Connection, uuids: Sequence[str], action: str) -> dict[str, int]:
-    rows = connection.execute(
-        select(ACTIONS.c.instance_uuid, func.max(ACTIONS.c.id))
-        .where(ACTIONS.c.instance_uuid.in_(list(uuids)), ACTIONS.c.action == action)
-        .group_by(ACTIONS.c.instance_uuid)
+_LATEST_ACTION_IDS = (
+    select(ACTIONS.c.instance_uuid, func.max(ACTIONS.c.id))
+    .where(
+        ACTIONS.c.instance_uuid.in_(bindparam("uuids", expanding=True)),
+        ACTIONS.c.action == bindparam("kind"),
     )
+    .group_by(ACTIONS.c.instance_uuid)
+)
+
+
+def _latest_action_ids(connection: Connection, uuids: Sequence[str], action: str) -> dict[str, int]:
+    rows = connection.execute(_LATEST_ACTION_IDS, {"uuids": list(uuids), "kind": action})
     return {u: int(i) for u, i in rows}
 
 

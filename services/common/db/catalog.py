@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, or_, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, or_, select, update
 
 from services.common.db.models import FLAVORS, IMAGES
 from services.common.domain import Flavor, Image
@@ -59,10 +59,13 @@ def find_image(connection: Connection, ref: str, *, field: str = "image_ref") ->
     return image_from_row(rows[0]._mapping) if rows else None
 
 
+_IMAGES_BY_ID = select(IMAGES).where(IMAGES.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def images_by_id(connection: Connection, ids: set[str]) -> dict[str, Image]:
     if not ids:
         return {}
-    rows = connection.execute(select(IMAGES).where(IMAGES.c.id.in_(ids)))
+    rows = connection.execute(_IMAGES_BY_ID, {"ids": sorted(ids)})
     return {r._mapping["id"]: image_from_row(r._mapping) for r in rows}
 
 

@@ -169,6 +169,38 @@ def get_instance(connection: Connection, uuid: str, *, project_id: str | None) -
     return None if row is None else with_details(connection, [row._mapping])[0]
 
 
+# The conductor's per-pass statements, built once: building a statement and its cache key
+# cost more than running it on SQLite (profiled).
+_BY_UUIDS = select(INSTANCES).where(INSTANCES.c.uuid.in_(bindparam("uuids", expanding=True)))
+_BY_UUIDS_FOR_UPDATE = _BY_UUIDS.with_for_update()
+_STILL_SCHEDULING = (
+    select(INSTANCES.c.uuid)
+    .where(
+        INSTANCES.c.uuid.in_(bindparam("uuids", expanding=True)),
+        INSTANCES.c.vm_state == VmState.BUILDING.value,
+        INSTANCES.c.task_state == TaskState.SCHEDULING.value,
+    )
+    .with_for_update()
+)
+_MARK_PLACED = (
+    update(INSTANCES)
+    .where(
+        and_(
+            INSTANCES.c.uuid == bindparam("b_uuid"),
+            INSTANCES.c.vm_state == VmState.BUILDING.value,
+            INSTANCES.c.task_state == TaskState.SCHEDULING.value,
+        )
+    )
+    .values(
+        host=bindparam("b_host"),
+        node=bindparam("b_node"),
+        request_spec=bindparam("b_spec"),
+        task_state=None,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
 def load_instances(
     connection: Connection, uuids: Sequence[str], *, for_update: bool = False
 ) -> list[Instance]:
@@ -177,10 +209,8 @@ def load_instances(
     (SQLite's BEGIN IMMEDIATE already serialises writers)."""
     if not uuids:
         return []
-    query = select(INSTANCES).where(INSTANCES.c.uuid.in_(list(uuids)))
-    if for_update:
-        query = query.with_for_update()
-    rows = connection.execute(query)
+    query = _BY_UUIDS_FOR_UPDATE if for_update else _BY_UUIDS
+    rows = connection.execute(query, {"uuids": list(uuids)})
     return [instance_from_row(r._mapping) for r in rows]
 
 
@@ -189,16 +219,7 @@ def still_scheduling(connection: Connection, uuids: Sequence[str]) -> set[str]:
     PostgreSQL until commit (as ``load_instances(for_update=True)``)."""
     if not uuids:
         return set()
-    rows = connection.execute(
-        select(INSTANCES.c.uuid)
-        .where(
-            INSTANCES.c.uuid.in_(list(uuids)),
-            INSTANCES.c.vm_state == VmState.BUILDING.value,
-            INSTANCES.c.task_state == TaskState.SCHEDULING.value,
-        )
-        .with_for_update()
-    )
-    return {uuid for (uuid,) in rows}
+    return {uuid for (uuid,) in connection.execute(_STILL_SCHEDULING, {"uuids": list(uuids)})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,25 +234,8 @@ def mark_placed(connection: Connection, placements: Sequence[Placement], now: da
     """Record the chosen host; only instances still waiting for one move (idempotent)."""
     if not placements:
         return 0
-    statement = (
-        update(INSTANCES)
-        .where(
-            and_(
-                INSTANCES.c.uuid == bindparam("b_uuid"),
-                INSTANCES.c.vm_state == VmState.BUILDING.value,
-                INSTANCES.c.task_state == TaskState.SCHEDULING.value,
-            )
-        )
-        .values(
-            host=bindparam("b_host"),
-            node=bindparam("b_node"),
-            request_spec=bindparam("b_spec"),
-            task_state=None,
-            updated_at=bindparam("b_now"),
-        )
-    )
     result = connection.execute(
-        statement,
+        _MARK_PLACED,
         [
             {
                 "b_uuid": p.uuid,

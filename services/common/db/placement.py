@@ -144,6 +144,14 @@ def bump_generation(connection: Connection, host: HostState) -> bool:
     return True
 
 
+_BUMP = (
+    update(NODES)
+    .where(tuple_(NODES.c.id, NODES.c.generation).in_(bindparam("seen", expanding=True)))
+    .values(generation=NODES.c.generation + 1)
+    .returning(NODES.c.id)
+)
+
+
 def bump_generations(connection: Connection, hosts: Sequence[HostState]) -> set[int]:
     """``bump_generation`` for many hosts in one statement (one round trip for a whole
     scheduling pass, where one UPDATE per host cost PostgreSQL a round trip each); returns
@@ -151,15 +159,7 @@ def bump_generations(connection: Connection, hosts: Sequence[HostState]) -> set[
     if not hosts:
         return set()
     seen = [(h.node_id, h.generation) for h in hosts]
-    bumped = {
-        node_id
-        for (node_id,) in connection.execute(
-            update(NODES)
-            .where(tuple_(NODES.c.id, NODES.c.generation).in_(seen))
-            .values(generation=NODES.c.generation + 1)
-            .returning(NODES.c.id)
-        )
-    }
+    bumped = {node_id for (node_id,) in connection.execute(_BUMP, {"seen": seen})}
     for host in hosts:
         if host.node_id in bumped:
             host.generation += 1
