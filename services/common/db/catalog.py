@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, bindparam, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, or_, select, update
 
 from services.common.db.models import FLAVORS, IMAGES
 from services.common.domain import Flavor, Image
@@ -31,11 +31,25 @@ def image_from_row(m: RowMapping) -> Image:
     )
 
 
+# Built once (the api resolves a flavor and an image for every create).
+_FLAVOR_BY_REF = select(FLAVORS).where(
+    or_(FLAVORS.c.id == bindparam("ref"), FLAVORS.c.name == bindparam("ref"))
+)
+_IMAGE_BY_REF = (
+    select(IMAGES)
+    .where(
+        or_(
+            IMAGES.c.id == bindparam("ref"),
+            and_(IMAGES.c.name == bindparam("ref"), IMAGES.c.status != "deleted"),
+        )
+    )
+    .limit(3)  # the image with that id, and two of that name are enough to call it ambiguous
+)
+
+
 def find_flavor(connection: Connection, ref: str) -> Flavor | None:
     """By id, else by name (ids win: Nova resolves flavorRef the same way)."""
-    rows = connection.execute(
-        select(FLAVORS).where(or_(FLAVORS.c.id == ref, FLAVORS.c.name == ref))
-    ).all()
+    rows = connection.execute(_FLAVOR_BY_REF, {"ref": ref}).all()
     by_id = [r for r in rows if r._mapping["id"] == ref]
     chosen = by_id or rows
     return flavor_from_row(chosen[0]._mapping) if chosen else None
@@ -48,15 +62,13 @@ def list_flavors(connection: Connection) -> list[Flavor]:
 
 def find_image(connection: Connection, ref: str, *, field: str = "image_ref") -> Image | None:
     """By id, else by name; a name shared by several images is ambiguous (as in Glance)."""
-    by_id = connection.execute(select(IMAGES).where(IMAGES.c.id == ref)).first()
-    if by_id is not None:
-        return image_from_row(by_id._mapping)
-    rows = connection.execute(
-        select(IMAGES).where(IMAGES.c.name == ref, IMAGES.c.status != "deleted").limit(2)
-    ).all()
+    rows = [r._mapping for r in connection.execute(_IMAGE_BY_REF, {"ref": ref})]
+    by_id = [m for m in rows if m["id"] == ref]
+    if by_id:
+        return image_from_row(by_id[0])
     if len(rows) > 1:
         raise InvalidArgument(field, f"image name {ref!r} is ambiguous: use the image id")
-    return image_from_row(rows[0]._mapping) if rows else None
+    return image_from_row(rows[0]) if rows else None
 
 
 _IMAGES_BY_ID = select(IMAGES).where(IMAGES.c.id.in_(bindparam("ids", expanding=True)))

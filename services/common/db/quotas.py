@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from services.common.db.models import INSTANCES, QUOTAS
 from services.common.domain import VmState
@@ -26,13 +26,24 @@ class Usage:
         return value
 
 
+# Built once: every create reads its project's limits (and usage, when it has any).
+_LIMITS = select(QUOTAS.c.resource, QUOTAS.c.hard_limit).where(
+    QUOTAS.c.project_id == bindparam("project")
+)
+_USAGE = select(
+    func.count(),
+    func.coalesce(func.sum(INSTANCES.c.vcpus), 0),
+    func.coalesce(func.sum(INSTANCES.c.memory_mb), 0),
+).where(
+    INSTANCES.c.project_id == bindparam("project"), INSTANCES.c.vm_state != VmState.DELETED.value
+)
+
+
 def limits(
     connection: Connection, project_id: str, defaults: dict[str, int] | None = None
 ) -> dict[str, int]:
     found = dict(DEFAULTS if defaults is None else defaults)
-    rows = connection.execute(
-        select(QUOTAS.c.resource, QUOTAS.c.hard_limit).where(QUOTAS.c.project_id == project_id)
-    )
+    rows = connection.execute(_LIMITS, {"project": project_id})
     for resource, limit in rows:
         found[resource] = int(limit)
     return found
@@ -53,11 +64,5 @@ def set_limits(connection: Connection, project_id: str, new: dict[str, int]) -> 
 
 def usage(connection: Connection, project_id: str) -> Usage:
     """Every instance that is not deleted counts (as in Nova, ERROR ones too)."""
-    row = connection.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(INSTANCES.c.vcpus), 0),
-            func.coalesce(func.sum(INSTANCES.c.memory_mb), 0),
-        ).where(INSTANCES.c.project_id == project_id, INSTANCES.c.vm_state != VmState.DELETED.value)
-    ).one()
+    row = connection.execute(_USAGE, {"project": project_id}).one()
     return Usage(int(row[0]), int(row[1]), int(row[2]))
