@@ -4,6 +4,7 @@ PostgreSQL, the conductor's real BuildTask and scheduler."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -27,6 +28,7 @@ from services.common.domain import (
     utcnow,
 )
 from services.common.request_spec import StoredSpec
+from services.common.rpc.compute_client import BuildAck
 from services.conductor.build_task import BuildTask
 from services.conductor.scheduler.registry import (
     DEFAULT_FILTERS,
@@ -170,3 +172,43 @@ async def test_a_pass_with_nothing_waiting_does_not_write(db: Database) -> None:
     await task_on(db).place(request_ids(uuids))  # placed: no longer waiting
     plan = await task_on(ReadOnly(db)).place(request_ids(uuids))
     assert plan.skipped == 1 and plan.placements == []
+
+
+class RecordingCompute:
+    def __init__(self) -> None:
+        self.sent: list[list[str]] = []
+
+    async def build_and_run(self, address: str, builds: Any, *, request_id: str = "") -> Any:
+        self.sent.append([b.uuid for b in builds])
+        return BuildAck(queued=len(builds), duplicates=())
+
+
+async def test_casts_arriving_close_together_share_one_pass(db: Database) -> None:
+    uuids = seed(db, hosts=1, instances=3)
+    compute = RecordingCompute()
+    scheduler = Scheduler(
+        build_filters(DEFAULT_FILTERS), build_weighers(parse_weights(DEFAULT_WEIGHTS))
+    )
+    task = BuildTask(db, compute, scheduler, service_down_time=DOWN)
+    passes: list[int] = []
+    place = task.place
+
+    async def counted(request_ids: dict[str, str]) -> Any:
+        passes.append(len(request_ids))
+        return await place(request_ids)
+
+    task.place = counted  # type: ignore[method-assign]
+    task.start()
+    await asyncio.sleep(0.01)  # idle, waiting for casts, as a running conductor is
+    try:
+        for uuid_ in uuids:  # three single creates, a millisecond apart
+            task.submit([uuid_], "req")
+            await asyncio.sleep(0.001)
+        for _ in range(500):
+            if sum(len(s) for s in compute.sent) == 3:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await task.close()
+    assert passes == [3]
+    assert [sorted(s) for s in compute.sent] == [sorted(uuids)]  # one call for the host
