@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.e2e import summarise_profile
-from bench.targets import judge
+from bench.targets import highest_rate_within_latency, judge
 
 
 def _row(figure: str, value: float) -> dict[str, object]:
@@ -42,3 +42,10 @@ def test_profile_summary_counts_busy_samples_under_project_functions(tmp_path: P
     assert "100.0%  run (services/api/create.py:10)" in summary
     assert " 25.0%  validate (services/api/validation.py:5)" in summary
     assert "selectors" not in summary
+
+
+def test_the_highest_load_within_the_latency_target_stops_at_the_first_miss() -> None:
+    sweep = {50.0: (2.0, 7.0), 100.0: (2.5, 9.0), 150.0: (3.2, 10.0), 200.0: (2.9, 14.0)}
+    assert highest_rate_within_latency(sweep) == 100.0
+    assert highest_rate_within_latency({50.0: (2.0, 16.0)}) == 0.0
+    assert highest_rate_within_latency({100.0: (3.0, 15.0), 50.0: (1.0, 2.0)}) == 100.0
