@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from tests.support import postgres
 
@@ -25,6 +26,14 @@ def postgres_url() -> Iterator[str]:
     upgrade(url)
     yield url
     postgres.drop_database(url)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """The database adapter on the test's SQLite file or PostgreSQL database."""
+    database = Database(database_url)
+    yield database
+    database.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -4,8 +4,6 @@ Real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from services.common.db import catalog
@@ -14,13 +12,6 @@ from services.common.domain import Flavor, Image, utcnow
 from services.common.errors import InvalidArgument
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
 
 
 def image(image_id: str, name: str) -> Image:

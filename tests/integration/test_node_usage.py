@@ -4,7 +4,6 @@ and the migration that added it adds up what was there. Real SQLite and PostgreS
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,13 +53,6 @@ def recorded(connection: Connection) -> dict[int, tuple[int, int, int, int]]:
         )
     )
     return {node: (v, m, d, n) for node, v, m, d, n in rows}
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
 
 
 def test_claims_and_frees_keep_each_nodes_usage(db: Database) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -63,13 +63,6 @@ class ReadOnly:
 
     async def write(self, work: Callable[[Connection], Any]) -> Any:
         raise AssertionError("a pass with nothing waiting wrote to the database")
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
 
 
 def task_on(db: Any) -> BuildTask:
