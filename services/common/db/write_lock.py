@@ -10,6 +10,11 @@ Writers that first take an exclusive ``flock`` on a file beside the database que
 kernel instead, and the next one is woken the moment the lock is released. SQLite's own lock
 stays the guard of correctness; this lock only orders the writers that use it (a writer that
 does not, such as a migration, is still waited for by the busy handler).
+
+The wait has no timeout of its own: a holder keeps the lock only for one transaction, which
+SQLite's busy timeout bounds when it waits on an outside writer, and the kernel releases it
+when the holding process dies, however it dies. Write units of work do not nest (one would
+wait for itself here, as it would on SQLite's lock).
 """
 
 from __future__ import annotations
