@@ -11,7 +11,7 @@ against the older, fuller picture is still safe.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -179,9 +179,18 @@ _CHANGE_USAGE = (
 )
 
 
-def _change_usage(connection: Connection, totals: dict[int, list[int]], sign: int) -> None:
-    """``totals``: node id -> [vcpus, memory_mb, disk_gb, instances]; nodes in id order, the
-    lock order every claim uses."""
+def _change_usage(connection: Connection, held: Iterable[tuple[int, Resources]], sign: int) -> None:
+    """Move each node's usage by the (node id, resources) allocations in ``held``: +1 when
+    they were inserted, -1 when deleted. One row per node, in node-id order (a stable lock
+    order between two conductors; PostgreSQL breaks any deadlock left and the unit of work
+    runs again)."""
+    totals: dict[int, list[int]] = {}
+    for node_id, r in held:
+        total = totals.setdefault(node_id, [0, 0, 0, 0])
+        total[0] += r.vcpus
+        total[1] += r.memory_mb
+        total[2] += r.disk_gb
+        total[3] += 1
     if totals:
         connection.execute(
             _CHANGE_USAGE,
@@ -214,14 +223,7 @@ def insert_allocations(
             for node_id, uuid, r in rows
         ],
     )
-    totals: dict[int, list[int]] = {}
-    for node_id, _, r in rows:
-        total = totals.setdefault(node_id, [0, 0, 0, 0])
-        total[0] += r.vcpus
-        total[1] += r.memory_mb
-        total[2] += r.disk_gb
-        total[3] += 1
-    _change_usage(connection, totals, +1)
+    _change_usage(connection, ((node_id, r) for node_id, _, r in rows), +1)
 
 
 def claim(
@@ -269,17 +271,12 @@ def free_allocations(connection: Connection, uuids: Sequence[str]) -> int:
     """Drop the allocations of ``uuids``; their nodes' usage shrinks by as much."""
     if not uuids:
         return 0
-    freed: dict[int, list[int]] = {}
-    count = 0
-    for node, vcpus, memory_mb, disk_gb in connection.execute(_FREE, {"uuids": list(uuids)}):
-        total = freed.setdefault(node, [0, 0, 0, 0])
-        total[0] += vcpus
-        total[1] += memory_mb
-        total[2] += disk_gb
-        total[3] += 1
-        count += 1
+    freed = [
+        (node, Resources(vcpus, memory_mb, disk_gb))
+        for node, vcpus, memory_mb, disk_gb in connection.execute(_FREE, {"uuids": list(uuids)})
+    ]
     _change_usage(connection, freed, -1)
-    return count
+    return len(freed)
 
 
 def node_usage(connection: Connection, node_id: int) -> Resources:
