@@ -43,7 +43,7 @@ pytestmark = pytest.mark.timeout(60)
 
 T = TypeVar("T")
 TINY = Flavor("1", "m1.tiny", 1, 512, 1)
-SEED_IMAGE = "5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31"
+SEED_IMAGE = "5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31"  # seeded by migration 0001
 DOWN = timedelta(seconds=60)
 
 
@@ -65,11 +65,12 @@ class ReadOnly:
         raise AssertionError("a pass with nothing waiting wrote to the database")
 
 
-def task_on(db: Any) -> BuildTask:
+def task_on(db: Any, compute: Any = None) -> BuildTask:
+    """The conductor's BuildTask with the default filters and weighers."""
     scheduler = Scheduler(
         build_filters(DEFAULT_FILTERS), build_weighers(parse_weights(DEFAULT_WEIGHTS))
     )
-    return BuildTask(db, NoCompute(), scheduler, service_down_time=DOWN)  # type: ignore[arg-type]
+    return BuildTask(db, compute or NoCompute(), scheduler, service_down_time=DOWN)
 
 
 def seed(db: Database, *, hosts: int, instances: int, memory_mb: int = 65536) -> list[str]:
@@ -179,10 +180,7 @@ class RecordingCompute:
 async def test_casts_arriving_close_together_share_one_pass(db: Database) -> None:
     uuids = seed(db, hosts=1, instances=3)
     compute = RecordingCompute()
-    scheduler = Scheduler(
-        build_filters(DEFAULT_FILTERS), build_weighers(parse_weights(DEFAULT_WEIGHTS))
-    )
-    task = BuildTask(db, compute, scheduler, service_down_time=DOWN)
+    task = task_on(db, compute)
     passes: list[int] = []
     place = task.place
 
