@@ -1,0 +1,76 @@
+"""Network domain: what the control plane knows about a port and what a host needs to plug it.
+
+Pure values (no I/O). The api/conductor side allocates these from the database; compute's
+network driver (``services/compute/net/driver.py``) turns them into bridges, taps, nftables
+rules and DHCP entries. Shapes follow Neutron's port / subnet / security-group-rule models.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+
+class Direction(enum.Enum):
+    INGRESS = "ingress"
+    EGRESS = "egress"
+
+
+class IpProtocol(enum.Enum):
+    ANY = "any"
+    TCP = "tcp"
+    UDP = "udp"
+    ICMP = "icmp"
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetSpec:
+    """An IPv4 subnet as the datapath and the guest need it."""
+
+    cidr: IPv4Network
+    gateway: IPv4Address | None
+    dns_servers: tuple[IPv4Address, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    """One tenant network on a host: a bridge per network, identified by its segment id."""
+
+    network_id: str
+    name: str
+    segmentation_id: int  # the VNI; names the bridge and, later, the VXLAN device
+    subnet: SubnetSpec
+    mtu: int = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityGroupRule:
+    """One allow rule. ``remote_cidrs`` is already resolved: a remote-group rule arrives as the
+    member addresses of that group, so the renderer never needs the database."""
+
+    rule_id: str
+    direction: Direction
+    protocol: IpProtocol = IpProtocol.ANY
+    port_min: int | None = None
+    port_max: int | None = None
+    remote_cidrs: tuple[IPv4Network, ...] = ()  # empty means any address
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """One NIC of one server, with everything needed to plug and filter it on a host."""
+
+    port_id: str
+    instance_uuid: str
+    network: NetworkSpec
+    mac: str  # lower-case, colon separated
+    fixed_ip: IPv4Address
+    security_rules: tuple[SecurityGroupRule, ...] = ()
+    port_security_enabled: bool = True
+    tap_name: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.tap_name:
+            # Linux interface names are at most 15 bytes; Nova/Neutron use "tap" + id prefix.
+            object.__setattr__(self, "tap_name", ("tap" + self.port_id.replace("-", ""))[:14])

@@ -1,0 +1,1 @@
+"""Compute's network driver: the host side of ports (bridges, taps, filtering, DHCP)."""

@@ -1,0 +1,33 @@
+"""The network driver port: what compute asks of a host's datapath, as ``virt/driver.py`` is
+for the hypervisor. Implementations: the Linux bridge datapath (real hosts) and the named no-op
+used with libvirt's test hypervisor (which has no guest to reach)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from services.common.networking import PortSpec
+
+
+class DatapathError(Exception):
+    """The host could not make or remove part of the datapath."""
+
+
+class NetworkDriver(Protocol):
+    def plug(self, port: PortSpec) -> None:
+        """Make the network's bridge (if missing), the port's tap on it, its filter rules and
+        its DHCP entry. Idempotent. Called before libvirt defines the domain, which then
+        attaches the existing tap (``<interface type='ethernet'>`` with ``managed='no'``) or
+        the bridge."""
+
+    def unplug(self, port: PortSpec) -> None:
+        """Remove the port's tap, rules and DHCP entry; remove the network's bridge and DHCP
+        server once no port on this host uses it. Idempotent."""
+
+    def update_rules(self, ports: Sequence[PortSpec]) -> None:
+        """Replace the filter rules of these ports (security-group change)."""
+
+    def converge(self, ports: Sequence[PortSpec]) -> None:
+        """Make the host's datapath exactly these ports: create what is missing, remove every
+        tap, bridge, rule and DHCP entry this driver owns that is not in ``ports``."""
