@@ -15,7 +15,7 @@ from typing import TextIO
 import grpc
 
 from services.cli.client import Client, CliError, resolve
-from services.cli.commands import account, catalog, servers
+from services.cli.commands import account, catalog, networks, servers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     servers.register(commands)
     catalog.register(commands)
     account.register(commands)
+    networks.register(commands)
     return parser
 
 

@@ -15,7 +15,7 @@ from services.cli.client import Client, CliError
 from services.cli.output import emit, print_table, show_many, to_dict
 from services.common.generated.novagrpc.v1 import servers_pb2
 
-COLUMNS = ("id", "name", "status", "task_state", "power_state", "host", "flavor_name")
+COLUMNS = ("id", "name", "status", "task_state", "power_state", "networks", "flavor_name")
 SETTLED = {"ACTIVE", "ERROR", "DELETED", "SHUTOFF"}
 
 
@@ -23,6 +23,8 @@ def row(server: servers_pb2.Server) -> dict[str, Any]:
     data = to_dict(server)
     data["status"] = servers_pb2.ServerStatus.Name(server.status)
     data["power_state"] = servers_pb2.PowerState.Name(server.power_state)
+    # openstack server list's Networks column: "net=10.0.0.5; other=10.1.0.7"
+    data["networks"] = "; ".join(f"{a.network}={a.addr}" for a in server.addresses)
     return data
 
 
@@ -36,6 +38,16 @@ def _pairs(option: str, values: list[str]) -> dict[str, str]:
     return result
 
 
+def _nic(text: str) -> servers_pb2.NetworkRequest:
+    """``net=NAME[,v4-fixed-ip=ADDR]`` (openstack server create --nic), ``ip=`` for short."""
+    fields = _pairs("--nic", [p for p in text.split(",") if p])
+    network = fields.pop("net", "") or fields.pop("net-id", "")
+    fixed_ip = fields.pop("v4-fixed-ip", "") or fields.pop("ip", "")
+    if not network or fields:
+        raise CliError(f"--nic {text!r}: expected net=NAME[,ip=ADDR]")
+    return servers_pb2.NetworkRequest(network=network, fixed_ip=fixed_ip)
+
+
 def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     request = servers_pb2.CreateServerRequest(
         name=args.name, flavor_ref=args.flavor, image_ref=args.image,
@@ -43,7 +55,8 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         availability_zone=args.availability_zone or "", key_name=args.key_name or "",
         networks=args.network, security_groups=args.security_group, tags=args.tag,
         client_request_id=args.client_request_id or "",
-        admin_password=args.admin_password or "",
+        admin_password=args.admin_password or "", config_drive=args.config_drive,
+        nics=[_nic(n) for n in args.nic],
     )  # fmt: skip
     if args.user_data:
         request.user_data = base64.b64encode(Path(args.user_data).read_bytes()).decode()
@@ -254,7 +267,12 @@ def _register_create(server: Any) -> None:
     create.add_argument("--key-name")
     create.add_argument("--user-data", metavar="FILE", help="file given to the guest")
     create.add_argument("--admin-password", help="default: generated and shown once")
-    create.add_argument("--network", action="append", default=[], help="auto, none or a name")
+    create.add_argument("--network", action="append", default=[],
+                        help="auto (the project's default network), none, or a name or id")
+    create.add_argument("--nic", action="append", default=[], metavar="net=NAME[,ip=ADDR]",
+                        help="a NIC on a network, with a fixed address if given")
+    create.add_argument("--config-drive", action="store_true",
+                        help="a config drive even without user data or a key")
     create.add_argument("--security-group", action="append", default=[])
     create.add_argument("--tag", action="append", default=[])
     create.add_argument("--hint", action="append", default=[],
