@@ -434,8 +434,8 @@ def mark_deleted(connection: Connection, uuids: Sequence[str], now: datetime) ->
 
 
 def host_instances(connection: Connection, host: str) -> list[HostInstance]:
-    """Every live instance the database places on ``host``."""
-    rows = connection.execute(
+    """Every live instance the database places on ``host``, with its ports."""
+    result = connection.execute(
         select(
             INSTANCES.c.uuid,
             INSTANCES.c.vm_state,
@@ -447,6 +447,8 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             INSTANCES.c.block_devices,
         ).where(INSTANCES.c.host == host, INSTANCES.c.vm_state != VmState.DELETED.value)
     )
+    rows = list(result)
+    ports = network_repo.ports_of(connection, [r.uuid for r in rows])
     return [
         HostInstance(
             uuid=r.uuid,
@@ -456,6 +458,7 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             resources=Resources(
                 r.vcpus, r.memory_mb, r.root_gb + extra_disk_gb(tuple(r.block_devices or ()))
             ),
+            ports=ports.get(r.uuid, ()),
         )
         for r in rows
     ]
