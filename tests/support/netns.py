@@ -59,3 +59,14 @@ def set_address(guest: str, old: str, new: str) -> None:
         ip.addr("del", index=index, address=address, prefixlen=int(prefix))
         address, prefix = new.split("/")
         ip.addr("add", index=index, address=address, prefixlen=int(prefix))
+
+
+@contextmanager
+def inside(namespace: str) -> Iterator[None]:
+    """Run the calling thread (and the processes it starts) in ``namespace``: how a test
+    puts a datapath, which works in its caller's namespace, on a host of its own."""
+    netns.pushns(namespace)
+    try:
+        yield
+    finally:
+        netns.popns()

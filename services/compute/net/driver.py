@@ -33,5 +33,6 @@ class NetworkDriver(Protocol):
         does not have are ignored. Returns how many it had."""
 
     def converge(self, ports: Sequence[PortSpec]) -> None:
-        """Make the host's datapath exactly these ports: create what is missing, remove every
-        tap, bridge, rule and DHCP entry this driver owns that is not in ``ports``."""
+        """Make the host's datapath exactly these ports (plus any plugged since the driver
+        was made, whose builds may postdate the inventory): create what is missing, remove
+        every bridge, rule and DHCP entry this driver owns that no such port needs."""

@@ -10,10 +10,14 @@ Per network on this host (its VNI ``N``):
   guest never needs one special host. A subnet without a gateway gets no DHCP namespace: its
   guests learn their address from the config drive only.
 
-Links and namespaces are made with pyroute2 (netlink), the filter by ``nft -f`` with the
-pure renderer's script (``ruleset.py``), and DHCP leases by rewriting dnsmasq's hosts file
-and sending it SIGHUP. ``host_netns`` runs the whole datapath inside a namespace (a test
-plays several hosts that way); None is the machine's own.
+Links of the host's own namespace are made with pyroute2 (netlink, in process). The DHCP
+namespaces are made and configured with iproute2 (``ip netns add``, ``ip -n NS ...``) in
+child processes that exec at once: pyroute2 enters another namespace by forking the service
+without exec, and a forked copy of a gRPC service with an asyncio signal wake-up pipe can
+stop its parent (seen: a SIGTERM to the child reached the parent's loop). The filter is
+applied by ``nft -f`` with the pure renderer's script (``ruleset.py``), DHCP leases by
+rewriting dnsmasq's hosts file and sending it SIGHUP. Everything happens in the calling
+thread's network namespace (a test plays a host by entering one).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from services.common.networking import NetworkSpec, PortSpec, bridge_name
@@ -53,9 +57,9 @@ def _veth_name(segmentation_id: int) -> str:
 class LinuxBridgeDriver:
     """The ``NetworkDriver`` of real hosts. Thread-safe: builds plug from the build pool."""
 
-    def __init__(self, *, state_dir: Path, host_netns: str | None = None) -> None:
-        self._state_dir = state_dir
-        self._host_netns = host_netns
+    def __init__(self, *, state_dir: Path) -> None:
+        # Absolute: dnsmasq changes to / before it opens its files.
+        self._state_dir = state_dir.resolve()
         self._lock = threading.Lock()
         self._ports: dict[str, PortSpec] = {}
         self._dnsmasq: dict[int, subprocess.Popen[bytes]] = {}
@@ -93,7 +97,10 @@ class LinuxBridgeDriver:
 
     def converge(self, ports: Sequence[PortSpec]) -> None:
         with self._lock:
-            self._ports = {p.port_id: p for p in ports}
+            # Ports plugged since this process started stay: their builds may have arrived
+            # after the inventory that ``ports`` comes from was read.
+            self._ports = {**{p.port_id: p for p in ports}, **self._ports}
+            ports = list(self._ports.values())
             wanted = {p.network.segmentation_id: p.network for p in ports}
             for vni in self._existing_networks() - set(wanted):
                 self._remove_network(vni)
@@ -105,11 +112,9 @@ class LinuxBridgeDriver:
     # -- pieces ----------------------------------------------------------------------------
 
     def _ipr(self) -> IPRoute:
-        return IPRoute(netns=self._host_netns) if self._host_netns else IPRoute()
+        return IPRoute()
 
     def _run(self, command: list[str], *, stdin: str | None = None) -> None:
-        if self._host_netns:
-            command = ["ip", "netns", "exec", self._host_netns, *command]
         result = subprocess.run(
             command, input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT_S,
             check=False,
@@ -141,21 +146,18 @@ class LinuxBridgeDriver:
     def _ensure_dhcp_namespace(self, ip: IPRoute, network: NetworkSpec, bridge: int) -> None:
         vni, subnet = network.segmentation_id, network.subnet
         name, veth = dhcp_namespace(vni), _veth_name(vni)
-        if name not in netns.listnetns():
-            netns.create(name)
+        if name not in _namespaces():
+            self._run(["ip", "netns", "add", name])
         if not ip.link_lookup(ifname=veth):
-            ip.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": name})
+            self._run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                       "netns", name])  # fmt: skip
         (index,) = ip.link_lookup(ifname=veth)
         ip.link("set", index=index, master=bridge, state="up", mtu=network.mtu)
-        with IPRoute(netns=name) as inside:
-            for link in ("lo", "eth0"):
-                (i,) = inside.link_lookup(ifname=link)
-                inside.link("set", index=i, state="up")
-            (eth0,) = inside.link_lookup(ifname="eth0")
-            have = {a.get_attr("IFA_ADDRESS") for a in inside.get_addr(index=eth0, family=2)}
-            if str(subnet.gateway) not in have:
-                inside.addr("add", index=eth0, address=str(subnet.gateway),
-                            prefixlen=subnet.cidr.prefixlen)  # fmt: skip
+        inside = ["ip", "-n", name]
+        self._run([*inside, "link", "set", "lo", "up"])
+        self._run([*inside, "link", "set", "eth0", "up", "mtu", str(network.mtu)])
+        self._run([*inside, "addr", "replace", f"{subnet.gateway}/{subnet.cidr.prefixlen}",
+                   "dev", "eth0"])  # fmt: skip
 
     def _dhcp_dir(self, vni: int) -> Path:
         path = self._state_dir / "dhcp" / str(vni)
@@ -230,7 +232,7 @@ class LinuxBridgeDriver:
                 name = link.get_attr("IFLA_IFNAME") or ""
                 if name.startswith("nbr-") and name[4:].isdigit():
                     found.add(int(name[4:]))
-        for name in netns.listnetns():
+        for name in _namespaces():
             if name.startswith(DHCP_NS_PREFIX) and name[len(DHCP_NS_PREFIX) :].isdigit():
                 found.add(int(name[len(DHCP_NS_PREFIX) :]))
         return found
@@ -242,8 +244,8 @@ class LinuxBridgeDriver:
             process.wait(10)
         directory = self._state_dir / "dhcp" / str(vni)
         _kill_pidfile(directory / "dnsmasq.pid")
-        if dhcp_namespace(vni) in netns.listnetns():
-            netns.remove(dhcp_namespace(vni))  # takes its veth pair with it
+        if dhcp_namespace(vni) in _namespaces():
+            self._run(["ip", "netns", "del", dhcp_namespace(vni)])  # takes its veth pair along
         with self._ipr() as ip:
             for name in (_veth_name(vni), bridge_name(vni)):
                 for index in ip.link_lookup(ifname=name):
@@ -252,6 +254,12 @@ class LinuxBridgeDriver:
             (directory / leftover).unlink(missing_ok=True)
         if directory.exists():
             directory.rmdir()
+
+
+def _namespaces() -> set[str]:
+    """Named network namespaces (``ip netns add`` keeps them in /run/netns)."""
+    root = Path("/run/netns")
+    return {p.name for p in root.iterdir()} if root.is_dir() else set()
 
 
 def _kill_pidfile(pidfile: Path) -> None:

@@ -38,4 +38,4 @@ class NoopNetworkDriver:
 
     def converge(self, ports: Sequence[PortSpec]) -> None:
         with self._lock:
-            self._ports = {p.port_id: p for p in ports}
+            self._ports = {**{p.port_id: p for p in ports}, **self._ports}

@@ -71,7 +71,7 @@ def _rule_lines(
 
 
 def render(ports: Sequence[PortSpec]) -> str:
-    """The whole nftables script for these ports (an empty host gets empty tables)."""
+    """The whole nftables script for these ports (a host without ports gets none)."""
     ports = sorted(ports, key=lambda p: p.port_id)
     out: list[str] = [
         # Declaring before deleting makes the delete valid when the table is new.
@@ -79,6 +79,10 @@ def render(ports: Sequence[PortSpec]) -> str:
         f"delete table bridge {TABLE}",
         f"table inet {TABLE}",
         f"delete table inet {TABLE}",
+    ]
+    if not ports:
+        return "\n".join(out) + "\n"  # a host without ports keeps no tables of ours
+    out += [
         f"table bridge {TABLE} {{",
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
