@@ -202,7 +202,7 @@ class SecurityGroupUseCases:
                     field="security_group",
                 )
             repo.add_memberships(connection, [(server_id, group.id)])
-            repo.set_shown_names(connection, server_id)
+            repo.set_shown_names(connection, server_id, utcnow())
             return group.id
 
         group_id = await self._db.write(work)
@@ -224,7 +224,7 @@ class SecurityGroupUseCases:
                     f"{group.name!r}",
                     field="security_group",
                 )
-            repo.set_shown_names(connection, server_id)
+            repo.set_shown_names(connection, server_id, utcnow())
             return group.id
 
         group_id = await self._db.write(work)

@@ -211,8 +211,15 @@ async def test_add_and_remove_a_servers_group(db: Database, creates: CreateServe
     web = await groups.create(P1, CreateGroupCommand("web"))
     uuid = await server(creates, "s")
     mine_elsewhere = await server(creates, "t", P2)
+    with db.begin_read() as connection:
+        (before,) = instance_repo.load_instances(connection, [uuid])
     await groups.add_to_server(P1, uuid, "web")
     assert shown_groups(db, uuid) == ["default", "web"]
+    with db.begin_read() as connection:
+        (after,) = instance_repo.load_instances(connection, [uuid])
+    # WatchServers sends rows whose updated_at moved
+    assert after.updated_at is not None
+    assert after.updated_at > (before.updated_at or before.created_at)
     assert changes.calls == [([web.id], [])]
     with pytest.raises(AlreadyExists, match="security_group"):
         await groups.add_to_server(P1, uuid, web.id)

@@ -328,8 +328,9 @@ def group_ids_of(connection: Connection, instance_uuid: str) -> list[str]:
     return sorted(g for (g,) in rows)
 
 
-def set_shown_names(connection: Connection, instance_uuid: str) -> None:
-    """Keep ``Server.security_groups`` (the instance's list of names) equal to its groups."""
+def set_shown_names(connection: Connection, instance_uuid: str, now: datetime) -> None:
+    """Keep ``Server.security_groups`` (the instance's list of names) equal to its groups;
+    ``updated_at`` moves so that WatchServers sends the change."""
     rows = connection.execute(
         select(SECURITY_GROUPS.c.name)
         .join(INSTANCE_SECURITY_GROUPS, INSTANCE_SECURITY_GROUPS.c.group_id == SECURITY_GROUPS.c.id)
@@ -339,7 +340,7 @@ def set_shown_names(connection: Connection, instance_uuid: str) -> None:
     connection.execute(
         update(INSTANCES)
         .where(INSTANCES.c.uuid == instance_uuid)
-        .values(security_groups=[name for (name,) in rows])
+        .values(security_groups=[name for (name,) in rows], updated_at=now)
     )
 
 
