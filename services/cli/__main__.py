@@ -15,7 +15,7 @@ from typing import TextIO
 import grpc
 
 from services.cli.client import Client, CliError, resolve
-from services.cli.commands import account, catalog, networks, servers
+from services.cli.commands import account, catalog, networks, security_groups, servers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     catalog.register(commands)
     account.register(commands)
     networks.register(commands)
+    security_groups.register(commands)  # after servers: adds server add/remove
     return parser
 
 
