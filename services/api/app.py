@@ -28,7 +28,8 @@ from services.api.power import PowerActions
 from services.api.queries import ServerQueries
 from services.api.quotas import QuotaUseCases
 from services.api.rate_limit import RateLimiter
-from services.api.security_groups import NoRulesFanOut, SecurityGroupUseCases
+from services.api.rules_fan_out import ConductorRulesFanOut
+from services.api.security_groups import SecurityGroupUseCases
 from services.api.security_groups_servicer import SecurityGroupsServicer
 from services.api.servicer import Identify, ServersServicer, ServerUseCases
 from services.api.settings import ApiSettings
@@ -83,6 +84,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         RateLimiter(settings.rate_limit_per_second),
     )
     watch = ServerWatch(db)
+    rules_fan_out = ConductorRulesFanOut(conductor)
     servers = ServersServicer(
         ServerUseCases(
             create, ServerQueries(db), DeleteServer(db, conductor), PowerActions(db, conductor),
@@ -122,7 +124,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
             security_groups_pb2_grpc.add_SecurityGroupsServicer_to_server,
             # The conductor fan-out lands with the datapath: until then rule changes reach
             # no host (the explicit no-op).
-            SecurityGroupsServicer(SecurityGroupUseCases(db, NoRulesFanOut()), identify),
+            SecurityGroupsServicer(SecurityGroupUseCases(db, rules_fan_out), identify),
             _name(security_groups_pb2, "SecurityGroups"),
         ),
         Registration(
@@ -152,6 +154,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         closers=[
             readiness.close,
             watch.close,
+            rules_fan_out.close,
             create.close,
             caster.close,
             channels.close,

@@ -34,15 +34,6 @@ class RulesChanged(Protocol):
     ) -> None: ...
 
 
-class NoRulesFanOut:
-    """The explicit no-op ``RulesChanged``: nothing is told (no datapath to update)."""
-
-    def groups_changed(
-        self, group_ids: Sequence[str], *, instance_uuids: Sequence[str] = ()
-    ) -> None:
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class CreateGroupCommand:
     name: str

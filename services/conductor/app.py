@@ -20,6 +20,7 @@ from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
+from services.conductor.port_rules import PortRulesFanOut
 from services.conductor.power import PowerActions
 from services.conductor.reconciler import InstanceCensus, ReconcilePolicy, Reconciler
 from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
@@ -53,6 +54,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         batch_size=settings.schedule_batch_size,
         metrics=metrics,
     )
+    port_rules = PortRulesFanOut(db, computes, metrics=metrics)
     events = InstanceEvents(
         db,
         builds.dispatch,
@@ -61,12 +63,14 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             service_down_time=timedelta(seconds=settings.service_down_time),
         ),
         metrics=metrics,
+        servers_came_or_went=port_rules.servers_came_or_went,
     )
     builds.report_failures = events.apply
-    deletes = DeleteInstances(db, computes)
+    deletes = DeleteInstances(db, computes, servers_went=port_rules.servers_came_or_went)
     servicer = ConductorServicer(
-        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes)
-    )
+        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes),
+        port_rules=port_rules,
+    )  # fmt: skip
     reconciler = Reconciler(
         db,
         schedule=builds.submit,
@@ -94,6 +98,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     readiness = Readiness(server, [("database", db.ping)])
     builds.start()
     events.start()
+    port_rules.start()
     reconciler.start()
     census.start()
 
@@ -109,6 +114,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             census.close,
             reconciler.close,
             events.close,
+            port_rules.close,
             builds.close,
             channels.close,
             close_db,

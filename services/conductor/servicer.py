@@ -23,6 +23,7 @@ from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import InstanceEvents
 from services.conductor.nodes import ComputeNodes
+from services.conductor.port_rules import PortRulesFanOut
 from services.conductor.power import PowerActions
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,10 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         nodes: ComputeNodes,
         deletes: DeleteInstances,
         power: PowerActions,
+        *,
+        port_rules: PortRulesFanOut,
     ) -> None:
+        self._port_rules = port_rules
         self._builds = builds
         self._events = events
         self._nodes = nodes
@@ -187,3 +191,11 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
             raise InvalidArgument("instance_uuid", "must not be empty")
         await self._power(request.instance_uuid, action, request.request_id)
         return conductor_pb2.PowerActionResponse()
+
+    async def RefreshPortRules(
+        self,
+        request: conductor_pb2.RefreshPortRulesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> conductor_pb2.RefreshPortRulesResponse:
+        self._port_rules.groups_changed(list(request.group_ids), list(request.instance_uuids))
+        return conductor_pb2.RefreshPortRulesResponse()

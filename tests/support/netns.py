@@ -33,11 +33,12 @@ def namespaces(*roles: str) -> Iterator[dict[str, str]]:
                 netns.remove(name)
 
 
-def attach(host: str, bridge: str, host_end: str, guest: str, *, mac: str = "",
+def attach(host: str | None, bridge: str, host_end: str, guest: str, *, mac: str = "",
            address: str = "") -> None:  # fmt: skip
-    """A veth from ``guest`` (its eth0) to ``bridge`` in ``host``, as libvirt plugs a tap;
-    the host end carries the tap's name so that the port's rules apply to it."""
-    with IPRoute(netns=host) as ip:
+    """A veth from ``guest`` (its eth0) to ``bridge`` in ``host`` (None: this machine's own
+    namespace, where libvirt's taps are), as libvirt plugs a tap; the host end carries the
+    tap's name so that the port's rules apply to it."""
+    with IPRoute(netns=host) if host else IPRoute() as ip:
         ip.link("add", ifname=host_end, kind="veth", peer={"ifname": "eth0", "net_ns_fd": guest})
         (index,) = ip.link_lookup(ifname=host_end)
         (master,) = ip.link_lookup(ifname=bridge)
@@ -50,6 +51,13 @@ def attach(host: str, bridge: str, host_end: str, guest: str, *, mac: str = "",
         if address:
             network_address, prefix = address.split("/")
             ip.addr("add", index=index, address=network_address, prefixlen=int(prefix))
+
+
+def detach(host_end: str) -> None:
+    """Remove a veth of the machine's own namespace (its peer goes with it)."""
+    with IPRoute() as ip:
+        for index in ip.link_lookup(ifname=host_end):
+            ip.link("del", index=index)
 
 
 def set_address(guest: str, old: str, new: str) -> None:

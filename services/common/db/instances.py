@@ -225,8 +225,21 @@ def load_instances(
         return []
     query = _BY_UUIDS_FOR_UPDATE if for_update else _BY_UUIDS
     rows = [r._mapping for r in connection.execute(query, {"uuids": list(uuids)})]
-    ports = network_repo.ports_of(connection, [m["uuid"] for m in rows])
+    ports = ports_with_rules(connection, [m["uuid"] for m in rows])
     return [instance_from_row(m, ports=ports.get(m["uuid"], ())) for m in rows]
+
+
+def ports_with_rules(
+    connection: Connection, uuids: Sequence[str]
+) -> dict[str, tuple[PortSpec, ...]]:
+    """The instances' ports, each carrying its security groups' rules (what a host's
+    datapath enforces); instances without ports cost no rule query."""
+    ports = network_repo.ports_of(connection, uuids)
+    rules = security_group_repo.rules_for_instances(connection, list(ports))
+    return {
+        uuid: tuple(p.with_rules(rules.get(uuid, ())) for p in instance_ports)
+        for uuid, instance_ports in ports.items()
+    }
 
 
 def still_scheduling(connection: Connection, uuids: Sequence[str]) -> set[str]:
@@ -452,7 +465,7 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
         ).where(INSTANCES.c.host == host, INSTANCES.c.vm_state != VmState.DELETED.value)
     )
     rows = list(result)
-    ports = network_repo.ports_of(connection, [r.uuid for r in rows])
+    ports = ports_with_rules(connection, [r.uuid for r in rows])
     return [
         HostInstance(
             uuid=r.uuid,

@@ -257,3 +257,13 @@ def release_ports(connection: Connection, uuids: Sequence[str]) -> int:
     if not uuids:
         return 0
     return connection.execute(delete(PORTS).where(PORTS.c.instance_uuid.in_(list(uuids)))).rowcount
+
+
+def usage_per_network(connection: Connection) -> list[tuple[Network, int]]:
+    """Every network with its number of ports (one grouped count)."""
+    counts: dict[str, int] = dict(
+        connection.execute(
+            select(PORTS.c.network_id, func.count()).group_by(PORTS.c.network_id)
+        ).all()
+    )
+    return [(n, int(counts.get(n.id, 0))) for n in list_networks(connection, project_id=None)]

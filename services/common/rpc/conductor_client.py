@@ -339,6 +339,18 @@ class ConductorClient:
 
         return await with_retries(call, attempts=3)
 
+    async def refresh_port_rules(
+        self, group_ids: Sequence[str], instance_uuids: Sequence[str] = ()
+    ) -> None:
+        request = conductor_pb2.RefreshPortRulesRequest(
+            group_ids=list(group_ids), instance_uuids=list(instance_uuids)
+        )
+
+        async def call() -> None:
+            await self._stub().RefreshPortRules(request, timeout=REPORT_DEADLINE_S)
+
+        await with_retries(call, attempts=3)
+
     async def power_action(self, uuid: str, action: PowerAction, *, request_id: str = "") -> None:
         """Not retried: a reboot must not happen twice. Errors surface to the caller."""
         request = conductor_pb2.PowerActionRequest(
