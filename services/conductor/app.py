@@ -91,7 +91,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
     census = InstanceCensus(db, metrics)
-    readiness = Readiness(server, [("database", db.ping)])
+    readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()
     events.start()
     reconciler.start()

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
+# The health service name kubelet's liveness probe asks for. It says SERVING from start until
+# shutdown and never follows the dependencies: an answer at all proves the event loop (which
+# answers it) is not stuck, and a database or libvirt outage must not restart healthy pods.
+# Readiness is the overall status ("") and each mounted service's name.
+LIVENESS_SERVICE = "liveness"
+
 # Keepalive lets the long-lived BuildInstances stream notice a dead peer within seconds.
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -59,6 +65,7 @@ class ServiceServer:
         self.health_server = health_server
 
     async def set_serving(self, serving: bool) -> None:
+        """Readiness: the overall status and every mounted service (never liveness)."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -85,7 +92,8 @@ async def start_server(
     """Bind ``listen`` (port 0 picks a free port), mount the servicers and start; with
     ``credentials`` the port speaks TLS (mutual, for the internal services).
 
-    Health starts NOT_SERVING; the service flips it once its dependencies answer."""
+    Readiness starts NOT_SERVING; the service flips it once its dependencies answer.
+    Liveness (``LIVENESS_SERVICE``) is SERVING as soon as the server runs."""
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)
@@ -117,6 +125,7 @@ async def start_server(
         await health_server.start()
     service_server = ServiceServer(server, health, port, names, health_server)
     await service_server.set_serving(False)
+    await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     return service_server
 
 
