@@ -90,7 +90,9 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         health_listen=settings.health_listen,
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
-    census = InstanceCensus(db, metrics)
+    census = InstanceCensus(
+        db, metrics, service_down_time=timedelta(seconds=settings.service_down_time)
+    )
     readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()
     events.start()

@@ -18,6 +18,8 @@ class ConductorMetrics:
     events: Counter
     reconciler_actions: Counter
     instances: Gauge
+    oldest_build_age: Gauge
+    compute_nodes: Gauge
 
     @staticmethod
     def create(registry: CollectorRegistry) -> ConductorMetrics:
@@ -38,4 +40,11 @@ class ConductorMetrics:
                     ["action"], registry=registry),
             Gauge("nova_grpc_instances", "Instances in the database, by vm_state.",
                   ["vm_state"], registry=registry),
+            # what the stuck-in-BUILD alert reads: a count of building instances cannot tell
+            # a steady stream of builds from one build that never ends
+            Gauge("nova_grpc_oldest_build_age_seconds",
+                  "Age of the oldest instance still building (0: none).", registry=registry),
+            Gauge("nova_grpc_compute_nodes",
+                  "Compute nodes by state: up, down (enabled, no heartbeat within "
+                  "service_down_time) or disabled.", ["state"], registry=registry),
         )  # fmt: skip
