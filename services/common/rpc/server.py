@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -88,13 +89,24 @@ async def start_server(
     credentials: grpc.ServerCredentials | None = None,
     metrics: RpcMetrics | None = None,
     health_listen: str = "",
+    max_connection_age: timedelta | None = None,
+    max_connection_age_grace: timedelta | None = None,
 ) -> ServiceServer:
     """Bind ``listen`` (port 0 picks a free port), mount the servicers and start; with
     ``credentials`` the port speaks TLS (mutual, for the internal services).
 
     Readiness starts NOT_SERVING; the service flips it once its dependencies answer.
-    Liveness (``LIVENESS_SERVICE``) is SERVING as soon as the server runs."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
+    Liveness (``LIVENESS_SERVICE``) is SERVING as soon as the server runs.
+
+    ``max_connection_age``: clients are asked (GOAWAY) to reconnect after it, so that they
+    resolve a DNS name again and find replicas added since; their calls may run on for
+    ``max_connection_age_grace``."""
+    options = list(SERVER_OPTIONS)
+    if max_connection_age is not None:
+        options.append(("grpc.max_connection_age_ms", _ms(max_connection_age)))
+        if max_connection_age_grace is not None:
+            options.append(("grpc.max_connection_age_grace_ms", _ms(max_connection_age_grace)))
+    server = grpc.aio.server(options=options, interceptors=[ErrorInterceptor(metrics)])
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)
     health = HealthServicer()
@@ -127,6 +139,10 @@ async def start_server(
     await service_server.set_serving(False)
     await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     return service_server
+
+
+def _ms(duration: timedelta) -> int:
+    return max(int(duration.total_seconds() * 1000), 1)
 
 
 def bound_address(listen: str, port: int) -> str:
