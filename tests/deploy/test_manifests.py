@@ -433,15 +433,43 @@ def test_api_and_compute_find_the_conductors_through_the_headless_service(
         assert env["NOVA_GRPC_CONDUCTOR_ADDRESSES"] == target, role
     # one build stream per conductor, so that every conductor gets builds
     streams = environment(objects, container(workload(objects, "api"), "api"))
-    assert int(streams["NOVA_GRPC_CONDUCTOR_STREAMS"]) >= conductor["spec"]["replicas"]
+    # (production: the autoscaler's maximum, see test_production_autoscales_api_and_conductor)
+    wanted = conductor["spec"].get("replicas", 0)
+    assert int(streams["NOVA_GRPC_CONDUCTOR_STREAMS"]) >= wanted
 
 
 def test_replicas(objects: list[Manifest], overlay: str) -> None:
-    replicas = {r: workload(objects, r)["spec"]["replicas"] for r in ("api", "conductor")}
     if overlay == "production":
-        assert min(replicas.values()) >= 2
-    else:
-        assert min(replicas.values()) >= 1
+        # autoscaled: no count in the Deployments for an apply to reset
+        for role in ("api", "conductor"):
+            assert "replicas" not in workload(objects, role)["spec"], role
+        return
+    replicas = {r: workload(objects, r)["spec"]["replicas"] for r in ("api", "conductor")}
+    assert min(replicas.values()) >= 1
+
+
+@pytest.mark.parametrize("role", ["api", "conductor"])
+def test_production_autoscales_api_and_conductor(
+    rendered: dict[str, list[Manifest]], role: str
+) -> None:
+    objects = rendered["production"]
+    hpa = find(objects, "HorizontalPodAutoscaler", f"nova-grpc-{role}")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", f"nova-grpc-{role}")
+    assert workload(objects, role)["kind"] == "Deployment"
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # utilization is relative to the request: the container must have one
+    assert container(workload(objects, role), role)["resources"]["requests"]["cpu"]
+    # the PodDisruptionBudget still leaves a pod to evict at the minimum
+    pdb = find(objects, "PodDisruptionBudget", f"nova-grpc-{role}")
+    if "minAvailable" in pdb["spec"]:
+        assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    if role == "conductor":
+        # every conductor the autoscaler may start must be able to get a build stream
+        api_env = environment(objects, container(workload(objects, "api"), "api"))
+        assert int(api_env["NOVA_GRPC_CONDUCTOR_STREAMS"]) >= hpa["spec"]["maxReplicas"]
 
 
 @pytest.mark.parametrize("role", ["api", "conductor"])
