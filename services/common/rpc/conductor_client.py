@@ -127,7 +127,12 @@ class BuildCaster:
                 if summary.messages or not written:
                     backoff = 0.05
                     continue  # ended by the conductor: the next stream at once
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            except (
+                grpc.aio.AioRpcError,
+                grpc.aio.UsageError,
+                asyncio.InvalidStateError,
+                TimeoutError,
+            ) as exc:
                 log.warning("BuildInstances stream to %s broke: %s", address, exc)
                 self._give_back(written)
             finally:
@@ -168,7 +173,16 @@ class BuildCaster:
                         self._queue.put_nowait(message)  # not ours to write any more
                         self._queue.task_done()
                     else:
-                        await self._write(call, message)
+                        try:
+                            await self._write(call, message)
+                        except (
+                            grpc.aio.AioRpcError,
+                            grpc.aio.UsageError,
+                            asyncio.InvalidStateError,
+                        ):
+                            # the conductor may have ended the stream meanwhile: then its
+                            # summary says what it read; otherwise the call's error is raised
+                            return await asyncio.wait_for(asyncio.shield(ended), 5.0)  # type: ignore[no-any-return]
                         written.append(message)
                         continue
                 if closing.done() and not ended.done():
