@@ -140,7 +140,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     ]
     server = await start_server(settings.listen, registrations, metrics=RpcMetrics.create(registry))
     metrics_server = MetricsServer(registry, settings.metrics_listen)
-    readiness = Readiness(server, [("database", db.ping)])
+    readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     caster.start()
     create.start()
 

@@ -1,6 +1,12 @@
 """nova-grpc-manage: operator commands that act on the database directly (as nova-manage).
 
 nova-grpc-manage db sync                      create or upgrade the schema
+nova-grpc-manage db archive-deleted --before WHEN [--batch-size N] [--purge]
+                 move servers deleted before WHEN (and their actions, events, faults, tags,
+                 allocations, group membership) to the shadow tables; --purge deletes instead
+nova-grpc-manage db purge (--before WHEN | --all) [--batch-size N]
+                 delete archived servers from the shadow tables
+                 WHEN: an ISO 8601 time (UTC unless it says) or an age: 90d, 12h, 30m
 nova-grpc-manage image register --name N --file F [--disk-format qcow2|raw|kernel]
                  [--initrd F] [--cmdline "..."] [--property k=v ...]
 """
@@ -9,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services.common.db import catalog, tokens
+from sqlalchemy import Connection
+
+from services.common.db import archive, catalog, tokens
 from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.domain import DISK_FORMATS, Image, utcnow
@@ -143,6 +152,87 @@ def _token_command(args: argparse.Namespace) -> int:
         db.close()
 
 
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([dhm])$")
+_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_when(text: str, *, now: datetime) -> datetime:
+    """``--before``: an age (``90d``, ``12h``, ``30m``: that long before ``now``) or an ISO
+    8601 time (UTC when it names no offset)."""
+    age = _AGE.match(text.strip())
+    if age is not None:
+        return now - timedelta(**{_AGE_UNITS[age.group(2)]: float(age.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--before {text!r}: give an ISO 8601 time or an age such as 90d, 12h or 30m"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def archive_deleted(
+    database_url: str, *, before: datetime, batch_size: int = 1000, purge: bool = False
+) -> archive.ArchiveCounts:
+    """Archive (``purge``: delete) every server deleted before ``before``, ``batch_size``
+    servers per transaction; rows moved per table."""
+    return _in_batches(
+        database_url,
+        lambda c: archive.archive_batch(c, before=before, batch_size=batch_size, purge=purge),
+    )
+
+
+def purge_archived(
+    database_url: str, *, before: datetime | None, batch_size: int = 1000
+) -> archive.ArchiveCounts:
+    """Delete archived servers (deleted before ``before``; None: all) from the shadow tables."""
+    return _in_batches(
+        database_url, lambda c: archive.purge_batch(c, before=before, batch_size=batch_size)
+    )
+
+
+def _in_batches(
+    database_url: str, batch: Callable[[Connection], archive.ArchiveCounts]
+) -> archive.ArchiveCounts:
+    total: archive.ArchiveCounts = {}
+    db = Database(database_url)
+    try:
+        while True:
+            with db.begin() as connection:  # one short transaction per batch
+                counts = batch(connection)
+            if not counts:
+                return total
+            archive.add_counts(total, counts)
+    finally:
+        db.close()
+
+
+def _db_command(args: argparse.Namespace) -> int:
+    if args.action == "sync":
+        upgrade(args.database_url)
+        print("database schema is current")
+        return 0
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    before: datetime | None
+    if args.action == "archive-deleted":
+        before = parse_when(args.before, now=utcnow())
+        counts = archive_deleted(
+            args.database_url, before=before, batch_size=args.batch_size, purge=args.purge
+        )
+        verb = "purged" if args.purge else "archived"
+    else:
+        before = None if args.all else parse_when(args.before, now=utcnow())
+        counts = purge_archived(args.database_url, before=before, batch_size=args.batch_size)
+        verb = "purged from the shadow tables"
+    servers = counts.get("instances", 0)
+    shown = before.isoformat(timespec="seconds") if before is not None else "any time"
+    print(f"{verb} {servers} servers deleted before {shown}")
+    for table in sorted(counts):
+        print(f"  {table}: {counts[table]}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nova-grpc-manage",
@@ -157,6 +247,23 @@ def _parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True)
     db = groups.add_parser("db").add_subparsers(dest="action", required=True)
     db.add_parser("sync", help="create or upgrade the schema")
+    archive_parser = db.add_parser(
+        "archive-deleted", help="move servers deleted before --before to the shadow tables"
+    )
+    archive_parser.add_argument(
+        "--before", required=True, help="ISO 8601 time or an age (90d, 12h, 30m)"
+    )
+    archive_parser.add_argument(
+        "--purge", action="store_true", help="delete the rows instead of keeping them in shadow"
+    )
+    purge = db.add_parser("purge", help="delete archived servers from the shadow tables")
+    which = purge.add_mutually_exclusive_group(required=True)
+    which.add_argument("--before", help="ISO 8601 time or an age (90d, 12h, 30m)")
+    which.add_argument("--all", action="store_true", help="everything archived")
+    for parser_ in (archive_parser, purge):
+        parser_.add_argument(
+            "--batch-size", type=int, default=1000, help="servers per transaction (default 1000)"
+        )
     image = groups.add_parser("image").add_subparsers(dest="action", required=True)
     register = image.add_parser("register", help="register a local file as an image")
     register.add_argument("--name", required=True)
@@ -187,17 +294,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.group == "db":
-        upgrade(args.database_url)
-        print("database schema is current")
-        return 0
     if args.group == "pki":
         create_pki(args.dir, days=args.days, extra_names=tuple(args.name))
         print(f"CA and api/conductor/compute certificates written to {args.dir}")
         return 0
-    if args.group == "token":
+    if args.group in ("db", "token"):
         try:
-            return _token_command(args)
+            return _db_command(args) if args.group == "db" else _token_command(args)
         except ValueError as exc:
             print(f"nova-grpc-manage: {exc}", file=sys.stderr)
             return 2

@@ -193,7 +193,9 @@ async def start_compute(
         await manager.run_blocking(libvirt_host.node_info)
         return True
 
-    readiness = Readiness(server, [("libvirt", libvirt_answers)])
+    readiness = Readiness(
+        server, [("libvirt", libvirt_answers)], interval=settings.readiness_interval
+    )
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(
         NodeReporter(channels, settings.conductor_addresses), manager, settings, address

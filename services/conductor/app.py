@@ -27,6 +27,7 @@ from services.conductor.scheduler.registry import build_filters, build_weighers,
 from services.conductor.scheduler.scheduler import Scheduler
 from services.conductor.servicer import ConductorServicer
 from services.conductor.settings import ConductorSettings
+from services.conductor.streams import BuildStreams
 
 log = logging.getLogger("services.conductor")
 
@@ -67,9 +68,10 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     )
     builds.report_failures = events.apply
     deletes = DeleteInstances(db, computes, servers_went=port_rules.servers_came_or_went)
+    streams = BuildStreams(max_age=settings.build_stream_max_age or None)
     servicer = ConductorServicer(
         builds, events, ComputeNodes(db), deletes, PowerActions(db, computes),
-        port_rules=port_rules,
+        port_rules=port_rules, streams=streams,
     )  # fmt: skip
     reconciler = Reconciler(
         db,
@@ -92,10 +94,14 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         credentials=tls.server_credentials() if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
+        max_connection_age=settings.connection_age(),
+        max_connection_age_grace=settings.connection_age_grace(),
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
-    census = InstanceCensus(db, metrics)
-    readiness = Readiness(server, [("database", db.ping)])
+    census = InstanceCensus(
+        db, metrics, service_down_time=timedelta(seconds=settings.service_down_time)
+    )
+    readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()
     events.start()
     port_rules.start()
@@ -105,10 +111,20 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     async def close_db() -> None:
         db.close()
 
+    async def drain_streams() -> None:
+        await streams.end_all(timeout=settings.shutdown_grace_seconds)
+
+    async def drain_builds() -> None:
+        await builds.drain(timeout=settings.shutdown_grace_seconds)
+
     service = RunningService(
         "conductor",
         server,
         settings.listen,
+        # the api sends what the streams did not read to another conductor; what they did
+        # is placed and sent to its hosts before this one stops (the reconciler of another
+        # conductor re-drives anything left after scheduling_grace)
+        draining=[drain_streams, drain_builds],
         closers=[
             readiness.close,
             census.close,

@@ -21,6 +21,8 @@ class ConductorMetrics:
     network_ports: Gauge
     rules_push: Histogram
     rules_push_failures: Counter
+    oldest_build_age: Gauge
+    compute_nodes: Gauge
 
     @staticmethod
     def create(registry: CollectorRegistry) -> ConductorMetrics:
@@ -50,4 +52,11 @@ class ConductorMetrics:
             Counter("nova_grpc_port_rules_push_failures",
                     "Hosts a rules push did not reach (they converge at their next start).",
                     registry=registry),
+            # what the stuck-in-BUILD alert reads: a count of building instances cannot tell
+            # a steady stream of builds from one build that never ends
+            Gauge("nova_grpc_oldest_build_age_seconds",
+                  "Age of the oldest instance still building (0: none).", registry=registry),
+            Gauge("nova_grpc_compute_nodes",
+                  "Compute nodes by state: up, down (enabled, no heartbeat within "
+                  "service_down_time) or disabled.", ["state"], registry=registry),
         )  # fmt: skip

@@ -25,6 +25,7 @@ from services.conductor.events import InstanceEvents
 from services.conductor.nodes import ComputeNodes
 from services.conductor.port_rules import PortRulesFanOut
 from services.conductor.power import PowerActions
+from services.conductor.streams import BuildStreams, StreamEnded
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,10 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         power: PowerActions,
         *,
         port_rules: PortRulesFanOut,
+        streams: BuildStreams | None = None,
     ) -> None:
         self._port_rules = port_rules
+        self._streams = streams if streams is not None else BuildStreams(max_age=None)
         self._builds = builds
         self._events = events
         self._nodes = nodes
@@ -118,14 +121,29 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         request_iterator: AsyncIterator[conductor_pb2.BuildInstancesRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> conductor_pb2.BuildInstancesSummary:
+        if self._streams.draining:
+            # the api counts nothing as read and opens its next stream elsewhere
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this conductor is shutting down")
         messages = instances = 0
         peer = context.peer()
         log.info("build stream opened by %s", peer)
-        async for message in request_iterator:
-            messages += 1
-            instances += len(message.instance_uuids)
-            self._builds.submit(message.instance_uuids, message.request_id, message.admin_password)
-        log.info("build stream from %s closed after %d messages", peer, messages)
+        reader = aiter(request_iterator)
+        ended = "closed"
+        with self._streams.opened() as stream:
+            while True:
+                try:
+                    message = await stream.next(reader)
+                except StopAsyncIteration:
+                    break
+                except StreamEnded:
+                    ended = "ended here"
+                    break
+                messages += 1
+                instances += len(message.instance_uuids)
+                self._builds.submit(
+                    message.instance_uuids, message.request_id, message.admin_password
+                )
+        log.info("build stream from %s %s after %d messages", peer, ended, messages)
         return conductor_pb2.BuildInstancesSummary(messages=messages, instances=instances)
 
     async def ReportInstanceEvents(

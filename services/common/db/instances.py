@@ -481,6 +481,15 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
     ]
 
 
+def oldest_building(connection: Connection) -> datetime | None:
+    """When the oldest instance still building was created (None: none is)."""
+    query = select(func.min(INSTANCES.c.created_at)).where(
+        INSTANCES.c.vm_state == VmState.BUILDING.value
+    )
+    value: datetime | None = connection.execute(query).scalar()
+    return value
+
+
 def count_by_state(connection: Connection) -> dict[str, int]:
     rows = connection.execute(
         select(INSTANCES.c.vm_state, func.count()).group_by(INSTANCES.c.vm_state)

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -413,3 +414,39 @@ PORTS = _table(PortRow)
 SECURITY_GROUPS = _table(SecurityGroupRow)
 SECURITY_GROUP_RULES = _table(SecurityGroupRuleRow)
 INSTANCE_SECURITY_GROUPS = _table(InstanceSecurityGroupRow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shadow tables (as Nova's): where ``nova-grpc-manage db archive-deleted`` moves deleted
+# servers and what hangs off them, so the live tables stay small; ``db purge`` empties them.
+# Each mirrors its table's columns (derived here, so a column added to a live table shows up
+# as migration drift until the shadow gets it too) without defaults, foreign keys or unique
+# constraints: rows arrive with their ids and are never written otherwise. The indexes are
+# the columns purge and the archive join on.
+
+SHADOW_INDEXES: dict[str, tuple[str, ...]] = {
+    "instances": ("uuid", "terminated_at"),
+    "instance_actions": ("instance_uuid",),
+    "instance_action_events": ("action_id",),
+    "instance_faults": ("instance_uuid",),
+    "instance_tags": ("instance_uuid",),
+    "allocations": ("instance_uuid",),
+    "server_group_members": ("instance_uuid",),
+}
+
+
+def _shadow(live: Table) -> Table:
+    name = f"shadow_{live.name}"
+    columns = [
+        Column(c.name, c.type, nullable=c.nullable, primary_key=c.primary_key, autoincrement=False)
+        for c in live.columns
+    ]
+    indexes = [Index(f"ix_{name}_{column}", column) for column in SHADOW_INDEXES[live.name]]
+    return Table(name, Base.metadata, *columns, *indexes)
+
+
+SHADOWS: dict[str, Table] = {
+    live.name: _shadow(live)
+    for live in (INSTANCES, ACTIONS, ACTION_EVENTS, FAULTS, INSTANCE_TAGS, ALLOCATIONS,
+                 GROUP_MEMBERS)
+}  # fmt: skip
