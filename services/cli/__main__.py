@@ -51,7 +51,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     cli = parser()
-    argcomplete.autocomplete(cli)  # answers and exits when the shell asks for completions
+    # Answers and exits when the shell asks for completions; the global options are hidden from
+    # each sub-command's --help but must still complete there.
+    argcomplete.autocomplete(cli, print_suppressed=True)
     args = options.merge(cli.parse_args(argv))
     if args.func is None:
         out.write(argcomplete.shellcode(["novactl"], shell=args.shell))
