@@ -13,3 +13,7 @@ class NotFound(CliError):
     """A name or id that matches no resource, or several: exit status 1, as a failed call."""
 
     status = 1
+
+
+class Ambiguous(NotFound):
+    """A name that several resources share; the message lists their ids."""

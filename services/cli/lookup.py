@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import grpc
 
 from services.cli.client import Client
-from services.cli.errors import NotFound
+from services.cli.errors import Ambiguous, NotFound
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     server_groups_pb2,
@@ -33,7 +33,7 @@ def pick(kind: str, ref: str, candidates: Iterable[tuple[str, str]]) -> str:
     if len(named) == 1:
         return named[0]
     if named:
-        raise NotFound(
+        raise Ambiguous(
             f"{kind} name {ref!r} is ambiguous: {len(named)} match ({', '.join(named)}); "
             "use an id"
         )
@@ -75,6 +75,19 @@ def group_id(client: Client, ref: str) -> str:
         client.groups.ListServerGroups, server_groups_pb2.ListServerGroupsRequest()
     )
     return pick("server group", ref, ((g.id, g.name) for g in reply.server_groups))
+
+
+def catalog_ref(client: Client, kind: str, ref: str) -> str:
+    """A flavor or image for a create or a filter: its id when ``ref`` names one, an error
+    listing the candidates when it names several, else ``ref`` itself, so that the api's own
+    NOT_FOUND (naming the request field) reaches the user."""
+    find = flavor_id if kind == "flavor" else image_id
+    try:
+        return find(client, ref)
+    except Ambiguous:
+        raise
+    except NotFound:
+        return ref
 
 
 def server_ids(client: Client, refs: Iterable[str]) -> list[str]:

@@ -48,6 +48,9 @@ def test_names_resolve_and_an_ambiguous_name_lists_the_candidates(system: System
     ambiguous = ctl(system, "server", "show", "twin")
     assert ambiguous.returncode == 1
     assert "ambiguous" in ambiguous.stderr and all(i in ambiguous.stderr for i in ids)
+    by_image = ctl(system, "server", "list", "--image", "nova-tiny", "--name", "^twin$",
+                   "-o", "value", "-c", "id")  # fmt: skip
+    assert sorted(by_image.stdout.split()) == sorted(ids)  # the image by its name
     missing = ctl(system, "server", "show", "no-such-server")
     assert missing.returncode == 1 and "no server with the id or name" in missing.stderr
     # every server, whatever its state, has the same keys in JSON: every field, always

@@ -6,6 +6,7 @@ import io
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,10 @@ from services.cli import options
 from services.cli.__main__ import main, parser
 from services.cli.client import Connection, resolve
 from services.cli.commands.progress import Progress
-from services.cli.errors import CliError, NotFound
-from services.cli.lookup import pick
+from services.cli.errors import Ambiguous, CliError, NotFound
+from services.cli.lookup import catalog_ref, pick
 from services.cli.output import Format, SortKey, View, emit, show_many, to_dict
-from services.common.generated.novagrpc.v1 import servers_pb2
+from services.common.generated.novagrpc.v1 import catalog_pb2, servers_pb2
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -185,6 +186,31 @@ def test_an_ambiguous_name_lists_the_candidates() -> None:
     with pytest.raises(NotFound, match=r"'db' is ambiguous: 2 match \(id-2, id-3\)") as error:
         pick("image", "db", [("id-3", "db"), ("id-2", "db")])
     assert error.value.status == 1
+
+
+class FakeImages:
+    def __init__(self, *images: tuple[str, str]) -> None:
+        self.images = [catalog_pb2.Image(id=i, name=n) for i, n in images]
+
+    def ListImages(self, request: object) -> catalog_pb2.ListImagesResponse:
+        return catalog_pb2.ListImagesResponse(images=self.images)
+
+
+class FakeClient:
+    def __init__(self, images: FakeImages) -> None:
+        self.images = images
+
+    def call(self, method: Callable[[object], object], request: object) -> object:
+        return method(request)
+
+
+def test_a_create_sends_the_image_id_or_leaves_an_unknown_name_to_the_api() -> None:
+    client = FakeClient(FakeImages(("i-1", "cirros"), ("i-2", "dup"), ("i-3", "dup")))
+    assert catalog_ref(client, "image", "cirros") == "i-1"  # type: ignore[arg-type]
+    assert catalog_ref(client, "image", "i-3") == "i-3"  # type: ignore[arg-type]
+    assert catalog_ref(client, "image", "unknown") == "unknown"  # type: ignore[arg-type]
+    with pytest.raises(Ambiguous, match=r"\(i-2, i-3\)"):
+        catalog_ref(client, "image", "dup")  # type: ignore[arg-type]
 
 
 class Args:

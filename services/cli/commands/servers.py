@@ -45,7 +45,8 @@ def _name(args: argparse.Namespace) -> str:
 
 def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     request = servers_pb2.CreateServerRequest(
-        name=_name(args), flavor_ref=args.flavor, image_ref=args.image,
+        name=_name(args), flavor_ref=lookup.catalog_ref(client, "flavor", args.flavor),
+        image_ref=lookup.catalog_ref(client, "image", args.image),
         metadata=pairs("--property", args.meta), description=args.description or "",
         availability_zone=args.availability_zone or "", key_name=args.key_name or "",
         networks=args.network, security_groups=args.security_group, tags=args.tag,
@@ -97,8 +98,10 @@ def _hints(client: Client, request: servers_pb2.CreateServerRequest, hints: dict
 
 def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     request = servers_pb2.ListServersRequest(
-        reservation_id=args.reservation_id or "", name=args.name or "", flavor=args.flavor or "",
-        image=args.image or "", tags=args.tag, host=args.host or "",
+        reservation_id=args.reservation_id or "", name=args.name or "",
+        flavor=lookup.catalog_ref(client, "flavor", args.flavor) if args.flavor else "",
+        image=lookup.catalog_ref(client, "image", args.image) if args.image else "",
+        tags=args.tag, host=args.host or "",
         all_projects=args.all_projects, limit=args.limit or 0,
     )  # fmt: skip
     if args.status:
@@ -229,8 +232,8 @@ def _register_others(server: Any) -> None:
     listing.add_argument("--reservation-id")
     listing.add_argument("--name", help="regular expression")
     listing.add_argument("--status", choices=("build", "active", "error", "deleted", "shutoff"))
-    listing.add_argument("--flavor")
-    listing.add_argument("--image")
+    listing.add_argument("--flavor", help="name or id")
+    listing.add_argument("--image", help="name or id")
     listing.add_argument("--tag", "--tags", dest="tag", action="append", default=[])
     listing.add_argument("--host", help="admins only")
     listing.add_argument("--all-projects", action="store_true", help="admins only")
