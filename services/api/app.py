@@ -22,6 +22,8 @@ from services.api.delete import DeleteServer
 from services.api.groups import ServerGroupUseCases
 from services.api.groups_servicer import ServerGroupsServicer
 from services.api.keypairs import KeypairUseCases
+from services.api.networks import NetworkUseCases
+from services.api.networks_servicer import NetworksServicer
 from services.api.power import PowerActions
 from services.api.queries import ServerQueries
 from services.api.quotas import QuotaUseCases
@@ -38,6 +40,8 @@ from services.common.generated.novagrpc.v1 import (
     compute_services_pb2_grpc,
     keypairs_pb2,
     keypairs_pb2_grpc,
+    networks_pb2,
+    networks_pb2_grpc,
     quotas_pb2,
     quotas_pb2_grpc,
     server_groups_pb2,
@@ -104,6 +108,11 @@ async def start_api(settings: ApiSettings) -> RunningService:
             keypairs_pb2_grpc.add_KeypairsServicer_to_server,
             KeypairsServicer(KeypairUseCases(db), identify),
             _name(keypairs_pb2, "Keypairs"),
+        ),
+        Registration(
+            networks_pb2_grpc.add_NetworksServicer_to_server,
+            NetworksServicer(NetworkUseCases(db), identify),
+            _name(networks_pb2, "Networks"),
         ),
         Registration(
             quotas_pb2_grpc.add_QuotasServicer_to_server,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.api.networks import NetworkUsage
 from services.api.quotas import QuotaView
 from services.common.db import actions, groups, keypairs, placement
 from services.common.domain import Flavor, Image, Instance
@@ -9,6 +10,7 @@ from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     compute_services_pb2,
     keypairs_pb2,
+    networks_pb2,
     quotas_pb2,
     server_groups_pb2,
     servers_pb2,
@@ -41,6 +43,18 @@ def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
         security_groups=list(instance.security_groups),
         networks=list(instance.networks) or ["none"],
         config_drive=instance.config_drive,
+        addresses=[
+            servers_pb2.ServerAddress(
+                network=port.network.name,
+                addr=str(port.fixed_ip),
+                version=4,
+                mac_addr=port.mac,
+                type="fixed",
+                network_id=port.network.network_id,
+                port_id=port.port_id,
+            )
+            for port in instance.ports
+        ],
     )
     if instance.fault is not None:
         server.fault.code = instance.fault.code
@@ -49,6 +63,30 @@ def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
         if admin:
             server.fault.details = instance.fault.details
     return server
+
+
+def network_to_proto(usage: NetworkUsage, *, admin: bool) -> networks_pb2.Network:
+    network = usage.network
+    return networks_pb2.Network(
+        id=network.id,
+        name=network.name,
+        project_id=network.project_id,
+        cidr=str(network.cidr),
+        gateway_ip=str(network.gateway) if network.gateway else "",
+        dns_nameservers=[str(a) for a in network.dns_servers],
+        allocation_pools=[
+            networks_pb2.AllocationPool(start=str(first), end=str(last))
+            for first, last in network.allocation_pools
+        ],
+        shared=network.shared,
+        is_default=network.is_default,
+        # Neutron shows provider details to admins only.
+        segmentation_id=network.segmentation_id if admin else 0,
+        mtu=network.mtu,
+        created_at=to_timestamp(network.created_at),
+        ports_in_use=usage.ports_in_use,
+        pool_size=usage.pool_size,
+    )
 
 
 def action_to_proto(action: actions.Action, *, admin: bool) -> servers_pb2.ServerAction:

@@ -98,6 +98,8 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
                 (b.source_type, b.destination_type, b.volume_size)
                 for b in request.block_device_mapping
             ],
+            nics=[(n.network, n.fixed_ip) for n in request.nics],
+            config_drive=request.config_drive,
         )
         result = await self._create(command, await self._identify(context))
         return servers_pb2.CreateServerResponse(

@@ -19,7 +19,7 @@ import grpc
 
 from services.cli import options
 from services.cli.client import Client, resolve
-from services.cli.commands import account, catalog, servers
+from services.cli.commands import account, catalog, networks, servers
 from services.cli.errors import CliError
 
 SHELLS = ("bash", "zsh", "fish", "tcsh")
@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     servers.register(commands)
     catalog.register(commands)
     account.register(commands)
+    networks.register(commands)
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=SHELLS)
     completion.set_defaults(func=None)
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         print(f"error: {code}: {details}", file=sys.stderr)
         return 1
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return exc.status
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -38,6 +38,7 @@ from services.common.generated.novagrpc.v1 import (
     catalog_pb2_grpc,
     compute_services_pb2_grpc,
     keypairs_pb2_grpc,
+    networks_pb2_grpc,
     quotas_pb2_grpc,
     server_groups_pb2_grpc,
     servers_pb2_grpc,
@@ -193,6 +194,7 @@ class Client:
         self.flavors = catalog_pb2_grpc.FlavorsStub(self.channel)
         self.images = catalog_pb2_grpc.ImagesStub(self.channel)
         self.keypairs = keypairs_pb2_grpc.KeypairsStub(self.channel)
+        self.networks = networks_pb2_grpc.NetworksStub(self.channel)
         self.quotas = quotas_pb2_grpc.QuotasStub(self.channel)
         self.computes = compute_services_pb2_grpc.ComputeServicesStub(self.channel)
 

@@ -15,6 +15,7 @@ from services.cli.client import Client
 from services.cli.errors import Ambiguous, NotFound
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
+    networks_pb2,
     server_groups_pb2,
     servers_pb2,
 )
@@ -68,6 +69,11 @@ def flavor_id(client: Client, ref: str) -> str:
 def image_id(client: Client, ref: str) -> str:
     reply = client.call(client.images.ListImages, catalog_pb2.ListImagesRequest())
     return pick("image", ref, ((i.id, i.name) for i in reply.images))
+
+
+def network_id(client: Client, ref: str) -> str:
+    reply = client.call(client.networks.ListNetworks, networks_pb2.ListNetworksRequest())
+    return pick("network", ref, ((n.id, n.name) for n in reply.networks))
 
 
 def group_id(client: Client, ref: str) -> str:

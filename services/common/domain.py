@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.networking import PortSpec
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -138,6 +140,8 @@ class Instance:
     block_devices: tuple[Mapping[str, Any], ...] = ()
     config_drive: bool = False
     tags: tuple[str, ...] = ()
+    # Its NICs, in device order (loaded with the instance; empty for networks=["none"]).
+    ports: tuple[PortSpec, ...] = ()
 
     @property
     def status(self) -> ServerStatus:

@@ -8,7 +8,8 @@ rules and DHCP entries. Shapes follow Neutron's port / subnet / security-group-r
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 
 
@@ -45,6 +46,33 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Network:
+    """A project network as the API shows it (one IPv4 subnet per network)."""
+
+    id: str
+    project_id: str
+    name: str
+    cidr: IPv4Network
+    gateway: IPv4Address | None
+    dns_servers: tuple[IPv4Address, ...]
+    allocation_pools: tuple[tuple[IPv4Address, IPv4Address], ...]
+    shared: bool
+    is_default: bool
+    segmentation_id: int
+    mtu: int
+    created_at: datetime
+
+    def spec(self) -> NetworkSpec:
+        return NetworkSpec(
+            network_id=self.id,
+            name=self.name,
+            segmentation_id=self.segmentation_id,
+            subnet=SubnetSpec(self.cidr, self.gateway, self.dns_servers),
+            mtu=self.mtu,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityGroupRule:
     """One allow rule. ``remote_cidrs`` is already resolved: a remote-group rule arrives as the
     member addresses of that group, so the renderer never needs the database."""
@@ -69,8 +97,12 @@ class PortSpec:
     security_rules: tuple[SecurityGroupRule, ...] = ()
     port_security_enabled: bool = True
     tap_name: str = field(default="")
+    device_index: int = 0
 
     def __post_init__(self) -> None:
         if not self.tap_name:
             # Linux interface names are at most 15 bytes; Nova/Neutron use "tap" + id prefix.
             object.__setattr__(self, "tap_name", ("tap" + self.port_id.replace("-", ""))[:14])
+
+    def with_rules(self, rules: tuple[SecurityGroupRule, ...]) -> PortSpec:
+        return replace(self, security_rules=rules)

@@ -40,6 +40,7 @@ from services.compute.virt.driver import (
     SpawnSpec,
     VirtDriver,
 )
+from services.compute.virt.network_data import network_data
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def config_drive_content(build: BuildRequest) -> ConfigDriveContent | None:
         key_data=instance.key_data or "",
         user_data=instance.user_data or "",
         admin_password=build.admin_password,
+        network_data=network_data(instance.ports) if instance.ports else {},
     )
 
 
@@ -136,6 +138,7 @@ def spawn_spec(build: BuildRequest, template: str) -> SpawnSpec:
         created_at=instance.created_at,
         metadata=instance.metadata,
         networks=build.networks,
+        ports=instance.ports,
         config_drive=config_drive_content(build),
         ephemeral_gb=tuple(int(d["size_gb"]) for d in instance.block_devices),
     )  # fmt: skip

@@ -18,6 +18,8 @@ from services.common.db.engine import Database
 from services.common.generated.novagrpc.v1 import (
     keypairs_pb2,
     keypairs_pb2_grpc,
+    networks_pb2,
+    networks_pb2_grpc,
     quotas_pb2,
     quotas_pb2_grpc,
     servers_pb2,
@@ -59,6 +61,9 @@ async def test_create_records_every_field_and_returns_the_password_once(
     async with running_stack(sqlite_url, tmp_path) as stack:
         await wait_for_compute(sqlite_url)
         await import_key(stack)
+        nets = Authed(networks_pb2_grpc.NetworksStub(stack.channel), stack.token)
+        for name, cidr in (("net-a", "10.1.0.0/24"), ("net-b", "10.2.0.0/24")):
+            await nets.CreateNetwork(networks_pb2.CreateNetworkRequest(name=name, cidr=cidr))
         user_data = base64.b64encode(b"#!/bin/sh\necho hi\n").decode()
         reply = await stack.servers.CreateServer(
             create(
@@ -75,6 +80,10 @@ async def test_create_records_every_field_and_returns_the_password_once(
         assert server.status == servers_pb2.ACTIVE
         assert (server.description, server.key_name) == ("a web server", "mykey")
         assert list(server.networks) == ["net-a", "net-b"]
+        assert [(a.network, a.addr, a.type) for a in server.addresses] == [
+            ("net-a", "10.1.0.2", "fixed"), ("net-b", "10.2.0.2", "fixed")
+        ]
+        assert all(a.mac_addr.startswith("fa:16:3e:") for a in server.addresses)
         assert list(server.security_groups) == ["web"]
         assert sorted(server.tags) == ["prod", "web"] and server.config_drive
         # the password went to the build, never to the database

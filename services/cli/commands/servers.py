@@ -16,11 +16,16 @@ from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
 from services.common.generated.novagrpc.v1 import servers_pb2
 
-COLUMNS = ("id", "name", "status", "task_state", "power_state", "host", "flavor_name")
+COLUMNS = ("id", "name", "status", "task_state", "power_state", "networks", "flavor_name")
 
 
-def row(server: servers_pb2.Server) -> dict[str, Any]:
-    return to_dict(server)
+def row(server: servers_pb2.Server, *, structured: bool = False) -> dict[str, Any]:
+    """Every field; in a table, ``networks`` is openstack server list's Networks column
+    ("net=10.0.0.5; other=10.1.0.7"), while JSON and YAML keep the field as it is."""
+    data = to_dict(server)
+    if not structured:
+        data["networks"] = "; ".join(f"{a.network}={a.addr}" for a in server.addresses)
+    return data
 
 
 def pairs(option: str, values: list[str]) -> dict[str, str]:
@@ -43,6 +48,16 @@ def _name(args: argparse.Namespace) -> str:
     return str(name)
 
 
+def _nic(text: str) -> servers_pb2.NetworkRequest:
+    """``net=NAME[,v4-fixed-ip=ADDR]`` (openstack server create --nic), ``ip=`` for short."""
+    fields = pairs("--nic", [p for p in text.split(",") if p])
+    network = fields.pop("net", "") or fields.pop("net-id", "")
+    fixed_ip = fields.pop("v4-fixed-ip", "") or fields.pop("ip", "")
+    if not network or fields:
+        raise CliError(f"--nic {text!r}: expected net=NAME[,ip=ADDR]")
+    return servers_pb2.NetworkRequest(network=network, fixed_ip=fixed_ip)
+
+
 def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     request = servers_pb2.CreateServerRequest(
         name=_name(args), flavor_ref=lookup.catalog_ref(client, "flavor", args.flavor),
@@ -51,7 +66,8 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         availability_zone=args.availability_zone or "", key_name=args.key_name or "",
         networks=args.network, security_groups=args.security_group, tags=args.tag,
         client_request_id=args.client_request_id or "",
-        admin_password=args.admin_password or "",
+        admin_password=args.admin_password or "", config_drive=args.config_drive,
+        nics=[_nic(n) for n in args.nic],
     )  # fmt: skip
     if args.user_data:
         request.user_data = base64.b64encode(Path(args.user_data).read_bytes()).decode()
@@ -73,7 +89,7 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     progress = Progress.to_stderr(enabled=not view.structured)
     servers = wait_settled(client, reply, args.wait_timeout, progress)
-    rows = [row(s) for s in servers]
+    rows = [row(s, structured=view.structured) for s in servers]
     if view.structured:
         emit({"reservation_id": reply.reservation_id, "admin_password": reply.admin_password,
               "servers": rows}, view, out)  # fmt: skip
@@ -109,7 +125,7 @@ def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     rows: list[dict[str, Any]] = []
     while True:
         page = client.call(client.servers.ListServers, request)
-        rows.extend(row(s) for s in page.servers)
+        rows.extend(row(s, structured=args.view.structured) for s in page.servers)
         if not page.next_page_token or args.limit:
             break
         request.page_token = page.next_page_token
@@ -120,7 +136,7 @@ def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 def _show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     server_id = lookup.server_id(client, args.server)
     server = client.call(client.servers.GetServer, servers_pb2.GetServerRequest(id=server_id))
-    emit(row(server), args.view, out)
+    emit(row(server, structured=args.view.structured), args.view, out)
     return 0
 
 
@@ -213,7 +229,12 @@ def _register_create(server: Any) -> None:
     create.add_argument("--key-name")
     create.add_argument("--user-data", metavar="FILE", help="file given to the guest")
     create.add_argument("--admin-password", help="default: generated and shown once")
-    create.add_argument("--network", action="append", default=[], help="auto, none or a name")
+    create.add_argument("--network", action="append", default=[],
+                        help="auto (the project's default network), none, or a name or id")
+    create.add_argument("--nic", action="append", default=[], metavar="net=NAME[,ip=ADDR]",
+                        help="a NIC on a network, with a fixed address if given")
+    create.add_argument("--config-drive", action="store_true",
+                        help="a config drive even without user data or a key")
     create.add_argument("--security-group", action="append", default=[])
     create.add_argument("--tag", action="append", default=[])
     create.add_argument("--hint", action="append", default=[],

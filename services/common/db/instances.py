@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, bindparam, func, or_, select, update
 
+from services.common.db import networks as network_repo
 from services.common.db.models import FAULTS, INSTANCE_TAGS, INSTANCES
 from services.common.domain import (
     Fault,
@@ -25,6 +26,7 @@ from services.common.domain import (
     VmState,
     extra_disk_gb,
 )
+from services.common.networking import PortSpec
 
 FAULT_MESSAGE_MAX = 255
 
@@ -35,7 +37,10 @@ NOT_DELETING = or_(
 
 
 def instance_from_row(
-    m: RowMapping, fault: Fault | None = None, tags: tuple[str, ...] = ()
+    m: RowMapping,
+    fault: Fault | None = None,
+    tags: tuple[str, ...] = (),
+    ports: tuple[PortSpec, ...] = (),
 ) -> Instance:
     return Instance(
         uuid=m["uuid"],
@@ -67,6 +72,7 @@ def instance_from_row(
         block_devices=tuple(m["block_devices"] or ()),
         config_drive=bool(m["config_drive"]),
         tags=tags,
+        ports=ports,
     )
 
 
@@ -152,12 +158,19 @@ def _latest_faults(connection: Connection, uuids: Iterable[str]) -> dict[str, Fa
 
 
 def with_details(connection: Connection, rows: Sequence[RowMapping]) -> list[Instance]:
-    """Rows as instances with their latest fault and their tags (two queries per page)."""
+    """Rows as instances with their latest fault, tags and ports (three queries per page)."""
     faults = _latest_faults(
         connection, (m["uuid"] for m in rows if m["vm_state"] == VmState.ERROR.value)
     )
-    tags = _tags(connection, [m["uuid"] for m in rows])
-    return [instance_from_row(m, faults.get(m["uuid"]), tags.get(m["uuid"], ())) for m in rows]
+    uuids = [m["uuid"] for m in rows]
+    tags = _tags(connection, uuids)
+    ports = network_repo.ports_of(connection, uuids)
+    return [
+        instance_from_row(
+            m, faults.get(m["uuid"]), tags.get(m["uuid"], ()), ports.get(m["uuid"], ())
+        )
+        for m in rows
+    ]
 
 
 def get_instance(connection: Connection, uuid: str, *, project_id: str | None) -> Instance | None:
@@ -210,8 +223,9 @@ def load_instances(
     if not uuids:
         return []
     query = _BY_UUIDS_FOR_UPDATE if for_update else _BY_UUIDS
-    rows = connection.execute(query, {"uuids": list(uuids)})
-    return [instance_from_row(r._mapping) for r in rows]
+    rows = [r._mapping for r in connection.execute(query, {"uuids": list(uuids)})]
+    ports = network_repo.ports_of(connection, [m["uuid"] for m in rows])
+    return [instance_from_row(m, ports=ports.get(m["uuid"], ())) for m in rows]
 
 
 def still_scheduling(connection: Connection, uuids: Sequence[str]) -> set[str]:
@@ -401,8 +415,11 @@ def mark_deleting(
 
 
 def mark_deleted(connection: Connection, uuids: Sequence[str], now: datetime) -> None:
+    """DELETED, and the ports (with their addresses) released in the same transaction: every
+    path that ends a server comes through here, so none can leak an address."""
     if not uuids:
         return
+    network_repo.release_ports(connection, uuids)
     connection.execute(
         update(INSTANCES)
         .where(INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state != VmState.DELETED.value)

@@ -46,6 +46,8 @@ class InterfaceConfig:
     kind: str = "user"
     source: str = ""
     model: str = "virtio"
+    # The port's MAC; empty: libvirt picks one.
+    mac: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,8 @@ def _devices(parent: ET.Element, config: DomainConfig) -> None:
             _sub(element, "readonly")
     for nic in config.interfaces:
         element = _sub(devices, "interface", type=nic.kind)
+        if nic.mac:
+            _sub(element, "mac", address=nic.mac)
         if nic.kind == "network":
             _sub(element, "source", network=nic.source)
         elif nic.kind == "bridge":
