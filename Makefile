@@ -38,8 +38,10 @@ PROTO_BASELINE ?= 050081066f7a5f37ab9b060b15a4a66388b620b3
 run: deps
 	$(PY) -m services.cli.launcher
 
-## test: install what the tests need, then lint, type-check and run every suite
-test: deps $(TEST_SYSTEM_DEPS)
+## test: install what the tests need, then lint (protos too), type-check and run every suite
+test: deps $(TEST_SYSTEM_DEPS) $(BUF_INSTALLED)
+	$(BUF) lint
+	$(BUF) breaking --against '.git#ref=$(PROTO_BASELINE),subdir=protos'
 	$(PY) -m ruff check $(RUFF_PATHS)
 	$(PY) -m mypy
 	$(PY) -m pytest tests

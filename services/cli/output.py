@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -67,10 +68,39 @@ def to_dict(message: Message) -> dict[str, Any]:
     return data
 
 
+def enum_prefix(enum_name: str) -> str:
+    """``PowerState`` -> ``POWER_STATE_``: the prefix every value of the enum carries."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum_name).upper() + "_"
+
+
+# Zero values that mean something to Nova users under their Nova name.
+_ZERO_NAMES = {"PowerState": "NOSTATE"}
+
+
+def short_name(enum_type: Any, number: int) -> str:
+    """An enum value as users know it: ``ACTIVE``, not ``SERVER_STATUS_ACTIVE``
+    (``enum_type``: an EnumDescriptor, of either protobuf implementation)."""
+    if number == 0 and enum_type.name in _ZERO_NAMES:
+        return _ZERO_NAMES[enum_type.name]
+    value = enum_type.values_by_number.get(number)
+    if value is None:
+        return str(number)  # a value newer than this novactl
+    return str(value.name).removeprefix(enum_prefix(str(enum_type.name)))
+
+
 def _fill(message: Message, data: dict[str, Any]) -> None:
     for field in message.DESCRIPTOR.fields:
         if field.name not in data:
             data[field.name] = None
+            continue
+        if field.enum_type is not None:
+            # novactl shows values without the type prefix the API needs (AIP-126), as Nova and
+            # openstackclient show them; -o json is novactl's view, not the API's JSON mapping.
+            value = getattr(message, field.name)
+            if field.is_repeated:
+                data[field.name] = [short_name(field.enum_type, v) for v in value]
+            else:
+                data[field.name] = short_name(field.enum_type, value)
             continue
         kind = field.message_type
         if kind is None or kind.full_name.startswith("google.protobuf."):

@@ -18,6 +18,7 @@ import pytest
 
 from services.cli.client import Client, Connection
 from services.cli.commands.watching import events
+from services.cli.output import short_name
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,7 +103,7 @@ class Seen:
         try:
             for event in events(client, servers_pb2.WatchServersRequest(), timeout=None,
                                 notify=self.notes.append, pause=self.pauses.append):  # fmt: skip
-                status = servers_pb2.ServerStatus.Name(event.server.status)
+                status = short_name(servers_pb2.ServerStatus.DESCRIPTOR, event.server.status)
                 with self.changed:
                     self.items.append((event.change, event.server.id, status))
                     self.changed.notify_all()
@@ -123,29 +124,29 @@ class Seen:
 
 def test_watch_resumes_across_a_drop_and_a_restart_without_losing_or_repeating() -> None:
     world = World()
-    world.change("s1", servers_pb2.BUILD)
-    world.change("s2", servers_pb2.BUILD)
+    world.change("s1", servers_pb2.SERVER_STATUS_BUILD)
+    world.change("s2", servers_pb2.SERVER_STATUS_BUILD)
     first, port = serve(world)
     client = Client(Connection(endpoint=f"127.0.0.1:{port}", token="t"), timeout=5.0)
     seen = Seen(client)
     assert seen.wait(2) == [("snapshot", "s1", "BUILD"), ("snapshot", "s2", "BUILD")]
-    world.change("s1", servers_pb2.ACTIVE)
+    world.change("s1", servers_pb2.SERVER_STATUS_ACTIVE)
     seen.wait(3)
 
     world.drop()  # the stream breaks; the new one's snapshot holds nothing new
     world.wait_opens(2)
-    world.change("s2", servers_pb2.ACTIVE)
+    world.change("s2", servers_pb2.SERVER_STATUS_ACTIVE)
     assert seen.wait(4)[3] == ("update", "s2", "ACTIVE")
 
     first.stop(grace=None)  # the api goes away; changes happen while nobody watches
     first.wait_for_termination(WAIT)
-    world.change("s2", servers_pb2.ERROR)
-    world.change("s3", servers_pb2.BUILD)
+    world.change("s2", servers_pb2.SERVER_STATUS_ERROR)
+    world.change("s3", servers_pb2.SERVER_STATUS_BUILD)
     second, _ = serve(world, port)
     try:
         world.wait_opens(3)
         items = seen.wait(6)
-        world.change("s3", servers_pb2.ACTIVE)
+        world.change("s3", servers_pb2.SERVER_STATUS_ACTIVE)
         items = seen.wait(7)
         seen.thread.join(WAIT)
     finally:

@@ -102,12 +102,18 @@ def _server(**fields: object) -> servers_pb2.Server:
 
 def test_json_carries_every_field_even_at_default_or_unset() -> None:
     plain = to_dict(_server())
-    failed = _server(status=servers_pb2.ERROR, fault=servers_pb2.Fault(code=500, message="x"))
+    fault = servers_pb2.Fault(code=500, message="x")
+    failed = _server(status=servers_pb2.SERVER_STATUS_ERROR, fault=fault)
     assert plain.keys() == to_dict(failed).keys()
     every = {f.name for f in servers_pb2.Server.DESCRIPTOR.fields}
     assert set(plain) == every
     assert plain["fault"] is None and plain["launched_at"] is None
     assert plain["task_state"] == "" and plain["tags"] == [] and plain["metadata"] == {}
+    # enum values as users know them, without the prefix the API's names carry
+    assert (plain["status"], plain["power_state"]) == ("UNSPECIFIED", "NOSTATE")
+    assert to_dict(failed)["status"] == "ERROR"
+    running = to_dict(_server(power_state=servers_pb2.POWER_STATE_RUNNING))
+    assert running["power_state"] == "RUNNING"
     # a set message field carries every one of its own fields too
     assert set(to_dict(failed)["fault"]) == {"code", "message", "created_at", "details"}
 

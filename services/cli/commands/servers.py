@@ -99,7 +99,7 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
             if server.fault.message:
                 out.write(f"{server.id}: {server.fault.message}\n")
         out.write(f"admin password (shown once): {reply.admin_password}\n")
-    return 0 if all(s.status == servers_pb2.ACTIVE for s in servers) else 1
+    return 0 if all(s.status == servers_pb2.SERVER_STATUS_ACTIVE for s in servers) else 1
 
 
 def _hints(client: Client, request: servers_pb2.CreateServerRequest, hints: dict[str, str]) -> None:
@@ -121,7 +121,7 @@ def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         all_projects=args.all_projects, limit=args.limit or 0,
     )  # fmt: skip
     if args.status:
-        request.status = servers_pb2.ServerStatus.Value(args.status.upper())  # type: ignore[assignment]
+        request.status = servers_pb2.ServerStatus.Value(f"SERVER_STATUS_{args.status.upper()}")  # type: ignore[assignment]
     rows: list[dict[str, Any]] = []
     while True:
         page = client.call(client.servers.ListServers, request)
@@ -157,15 +157,16 @@ def _power(action: str) -> Any:
         server_id = lookup.server_id(client, args.server)
         if action == "reboot":
             kind = (
-                servers_pb2.RebootServerRequest.HARD
+                servers_pb2.RebootServerRequest.REBOOT_TYPE_HARD
                 if args.hard
-                else servers_pb2.RebootServerRequest.SOFT
+                else servers_pb2.RebootServerRequest.REBOOT_TYPE_SOFT
             )
             request = servers_pb2.RebootServerRequest(id=server_id, type=kind)
             client.call(client.servers.RebootServer, request)
+        elif action == "start":
+            client.call(client.servers.StartServer, servers_pb2.StartServerRequest(id=server_id))
         else:
-            method = client.servers.StartServer if action == "start" else client.servers.StopServer
-            client.call(method, servers_pb2.ServerActionRequest(id=server_id))
+            client.call(client.servers.StopServer, servers_pb2.StopServerRequest(id=server_id))
         out.write(f"{action} of {server_id} accepted\n")
         if args.wait:
             settled = watch_one(

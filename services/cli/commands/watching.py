@@ -21,10 +21,10 @@ import grpc
 from services.cli.client import Client
 from services.cli.commands.progress import Progress
 from services.cli.errors import CliError
-from services.cli.output import View, emit, to_dict
+from services.cli.output import View, emit, short_name, to_dict
 from services.common.generated.novagrpc.v1 import servers_pb2
 
-DELETED = servers_pb2.DELETED
+DELETED = servers_pb2.SERVER_STATUS_DELETED
 SETTLED = {"ACTIVE", "ERROR", "DELETED", "SHUTOFF"}
 # Codes after which a new stream may well work; others (NOT_FOUND, PERMISSION_DENIED, ...) will
 # fail again the same way.
@@ -38,7 +38,7 @@ MAX_BACKOFF = 30.0
 
 
 def _status(server: servers_pb2.Server) -> str:
-    return servers_pb2.ServerStatus.Name(server.status)
+    return short_name(servers_pb2.ServerStatus.DESCRIPTOR, server.status)
 
 
 def _say(message: str) -> None:
