@@ -165,3 +165,28 @@ def test_the_shell_completes_commands_and_options(
            "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "_ARGCOMPLETE_IFS": "\n"}  # fmt: skip
     subprocess.run([NOVACTL], env=env, check=True, timeout=20, capture_output=True)
     assert set(out.read_text().split()) == expected
+
+
+def complete_line(tmp_path: Path, line: str) -> tuple[set[str], str]:
+    out = tmp_path / "completions"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+           "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "_ARGCOMPLETE_IFS": "\n"}  # fmt: skip
+    done = subprocess.run([NOVACTL], env=env, check=True, timeout=30, capture_output=True,
+                          text=True)  # fmt: skip
+    return set(out.read_text().split()), done.stderr
+
+
+def test_the_shell_completes_resource_names_from_the_api(system: System, tmp_path: Path) -> None:
+    made = as_json(ctl(system, "server", "create", "complete-me", "--flavor", "m1.tiny",
+                       "--image", "nova-tiny", "-o", "json"))  # fmt: skip
+    auth = f"novactl --endpoint {system.api.address} --token {system.token}"
+    assert complete_line(tmp_path, f"{auth} server show complete-")[0] == {"complete-me"}
+    assert complete_line(tmp_path, f"{auth} flavor show m1.t")[0] == {"m1.tiny"}
+    # the options may also come after the command, as anywhere else
+    after = f"novactl server create x --endpoint {system.api.address} --token {system.token}"
+    assert complete_line(tmp_path, f"{after} --image nova-t")[0] == {"nova-tiny"}
+    nothing, warning = complete_line(
+        tmp_path, "novactl --endpoint 127.0.0.1:1 --timeout 1 server show co"
+    )
+    assert nothing == set() and "cannot list servers" in warning
+    assert ctl(system, "server", "delete", "--wait", made["server_ids"][0]).returncode == 0  # type: ignore[index]

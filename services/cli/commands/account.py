@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from services.cli.client import Client
+from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
 from services.common.generated.novagrpc.v1 import (
@@ -124,10 +125,10 @@ def _register_keypair(commands: Any) -> None:
         create.set_defaults(func=_keypair_create)
     keypair.add_parser("list", help="list key pairs").set_defaults(func=_keypair_list)
     show = keypair.add_parser("show", help="show a key pair")
-    show.add_argument("name")
+    complete(show.add_argument("name"), "keypair")
     show.set_defaults(func=_keypair_show)
     delete = keypair.add_parser("delete", help="delete key pairs")
-    delete.add_argument("names", nargs="+", metavar="NAME")
+    complete(delete.add_argument("names", nargs="+", metavar="NAME"), "keypair")
     delete.set_defaults(func=_keypair_delete)
 
 

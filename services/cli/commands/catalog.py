@@ -8,6 +8,7 @@ from typing import Any, TextIO
 from services.cli import lookup
 from services.cli.client import Client
 from services.cli.commands.servers import pairs
+from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
 from services.common.domain import DISK_FORMATS
@@ -106,10 +107,11 @@ def register(commands: Any) -> None:
     create.set_defaults(func=_flavor_create)
     flavor.add_parser("list", help="list flavors").set_defaults(func=_flavor_list)
     show = flavor.add_parser("show", help="show a flavor")
-    show.add_argument("flavor", help="name or id")
+    complete(show.add_argument("flavor", help="name or id"), "flavor")
     show.set_defaults(func=_flavor_show)
     delete = flavor.add_parser("delete", help="delete flavors (admin)")
-    delete.add_argument("flavors", nargs="+", metavar="FLAVOR", help="names or ids")
+    complete(delete.add_argument("flavors", nargs="+", metavar="FLAVOR", help="names or ids"),
+             "flavor")  # fmt: skip
     delete.set_defaults(func=_flavor_delete)
 
     image = commands.add_parser("image", help="images").add_subparsers(
@@ -126,8 +128,9 @@ def register(commands: Any) -> None:
     register_image.set_defaults(func=_image_register)
     image.add_parser("list", help="list images").set_defaults(func=_image_list)
     show_image = image.add_parser("show", help="show an image")
-    show_image.add_argument("image", help="name or id")
+    complete(show_image.add_argument("image", help="name or id"), "image")
     show_image.set_defaults(func=_image_show)
     delete_image = image.add_parser("delete", help="delete images")
-    delete_image.add_argument("images", nargs="+", metavar="IMAGE", help="names or ids")
+    complete(delete_image.add_argument("images", nargs="+", metavar="IMAGE",
+                                       help="names or ids"), "image")  # fmt: skip
     delete_image.set_defaults(func=_image_delete)

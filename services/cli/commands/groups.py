@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 from services.cli import lookup
 from services.cli.client import Client
+from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
 from services.common.generated.novagrpc.v1 import server_groups_pb2
@@ -74,8 +75,9 @@ def _build(group: argparse.ArgumentParser) -> None:
     created.set_defaults(func=_create)
     actions.add_parser("list", help="list server groups").set_defaults(func=_list)
     show = actions.add_parser("show", help="show a server group")
-    show.add_argument("group", help="name or id")
+    complete(show.add_argument("group", help="name or id"), "group")
     show.set_defaults(func=_show)
     delete = actions.add_parser("delete", help="delete server groups (members keep running)")
-    delete.add_argument("groups", nargs="+", metavar="GROUP", help="names or ids")
+    complete(delete.add_argument("groups", nargs="+", metavar="GROUP", help="names or ids"),
+             "group")  # fmt: skip
     delete.set_defaults(func=_delete)

@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 from services.cli import lookup
 from services.cli.client import Client
+from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
 from services.common.generated.novagrpc.v1 import networks_pb2
@@ -61,8 +62,8 @@ def register(commands: Any) -> None:
     created.add_argument("--share", action="store_true", help="usable by every project (admin)")
     network.add_parser("list", help="list networks")
     for action in ("show", "delete"):
-        network.add_parser(action, help=f"{action} a network").add_argument(
+        complete(network.add_parser(action, help=f"{action} a network").add_argument(
             "network", help="name or id"
-        )
+        ), "network")  # fmt: skip
     for parser in network.choices.values():
         parser.set_defaults(func=_network)

@@ -12,6 +12,7 @@ from services.cli.client import Client
 from services.cli.commands import groups
 from services.cli.commands.progress import Progress
 from services.cli.commands.watching import follow, wait_settled, watch_one
+from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
 from services.common.generated.novagrpc.v1 import servers_pb2
@@ -218,8 +219,8 @@ def _register_create(server: Any) -> None:
     create = server.add_parser("create", help="create servers")
     create.add_argument("name_arg", nargs="?", metavar="NAME")
     create.add_argument("--name", help=argparse.SUPPRESS)  # before openstackclient's NAME
-    create.add_argument("--flavor", required=True, help="flavor name or id")
-    create.add_argument("--image", required=True, help="image name or id")
+    complete(create.add_argument("--flavor", required=True, help="flavor name or id"), "flavor")
+    complete(create.add_argument("--image", required=True, help="image name or id"), "image")
     create.add_argument("--count", type=int, help="create exactly this many (min = max)")
     create.add_argument("--min", "--min-count", dest="min_count", type=int)
     create.add_argument("--max", "--max-count", dest="max_count", type=int)
@@ -227,7 +228,7 @@ def _register_create(server: Any) -> None:
                         metavar="KEY=VALUE", help="metadata (repeatable)")  # fmt: skip
     create.add_argument("--description")
     create.add_argument("--availability-zone", help="zone, or (admins) zone:host[:node]")
-    create.add_argument("--key-name")
+    complete(create.add_argument("--key-name"), "keypair")
     create.add_argument("--user-data", metavar="FILE", help="file given to the guest")
     create.add_argument("--admin-password", help="default: generated and shown once")
     create.add_argument("--network", action="append", default=[],
@@ -263,18 +264,19 @@ def _register_others(server: Any) -> None:
     listing.set_defaults(func=_list)
 
     show = server.add_parser("show", help="show one server")
-    show.add_argument("server", help="name or id")
+    complete(show.add_argument("server", help="name or id"), "server")
     show.set_defaults(func=_show)
 
     delete = server.add_parser("delete", help="delete servers (any state)")
-    delete.add_argument("servers", nargs="+", metavar="SERVER", help="names or ids")
+    complete(delete.add_argument("servers", nargs="+", metavar="SERVER", help="names or ids"),
+             "server")  # fmt: skip
     delete.add_argument("--wait", action="store_true", help="wait until they are DELETED")
     delete.add_argument("--wait-timeout", type=float, default=300.0)
     delete.set_defaults(func=_delete)
 
     for name in ("start", "stop", "reboot"):
         power = server.add_parser(name, help=f"{name} a server")
-        power.add_argument("server", help="name or id")
+        complete(power.add_argument("server", help="name or id"), "server")
         if name == "reboot":
             kind = power.add_mutually_exclusive_group()
             kind.add_argument("--hard", action="store_true")
@@ -288,13 +290,14 @@ def _register_others(server: Any) -> None:
     event_list = events.add_subparsers(dest="event_action", required=True, metavar="ACTION")
     for parser in (event_list.add_parser("list", help="a server's actions and their events"),
                    server.add_parser("actions", help="same as `server event list`")):  # fmt: skip
-        parser.add_argument("server", help="name or id")
+        complete(parser.add_argument("server", help="name or id"), "server")
         parser.set_defaults(func=_actions)
 
     watch = server.add_parser(
         "watch", help="follow state changes until interrupted (reconnects if the stream drops)"
     )
-    watch.add_argument("server", nargs="?", help="one server, by name or id (default: all)")
+    target = watch.add_argument("server", nargs="?", help="one server, name or id (default: all)")
+    complete(target, "server")
     watch.add_argument("--reservation-id")
     watch.set_defaults(func=_watch)
 
