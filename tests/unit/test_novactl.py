@@ -6,9 +6,10 @@ import io
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 
@@ -16,6 +17,7 @@ from services.cli import options
 from services.cli.__main__ import main, parser
 from services.cli.client import Connection, resolve
 from services.cli.commands.progress import Progress
+from services.cli.commands.watching import events
 from services.cli.errors import Ambiguous, CliError, NotFound
 from services.cli.lookup import catalog_ref, pick
 from services.cli.output import Format, SortKey, View, emit, show_many, to_dict
@@ -321,3 +323,93 @@ def test_unknown_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
         main(["server", "list", "-o", "xml"])
     assert exit_.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+class Dropped(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._code.name.lower()
+
+
+class Stream:
+    """One WatchServers stream of the fake: its events, then an error (or a clean end)."""
+
+    def __init__(self, events: list[servers_pb2.ServerEvent], error: Exception | None) -> None:
+        self.events, self.error, self.cancelled = events, error, False
+
+    def __iter__(self) -> Iterator[servers_pb2.ServerEvent]:
+        yield from self.events
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class WatchClient:
+    def __init__(self, *streams: Stream) -> None:
+        self.streams = list(streams)
+        self.opened: list[bool] = []  # wait_for_ready of each stream
+        self.servers = self
+
+    def WatchServers(self) -> None:  # only named: the fake's stream() answers
+        raise AssertionError
+
+    def stream(self, method: object, request: object, timeout: object, *,
+               wait_for_ready: bool = False) -> Stream:  # fmt: skip
+        self.opened.append(wait_for_ready)
+        return self.streams.pop(0)
+
+
+def event(server_id: str, status: int, change: str = "update") -> servers_pb2.ServerEvent:
+    server = servers_pb2.Server(id=server_id, status=status)  # type: ignore[arg-type]
+    return servers_pb2.ServerEvent(server=server, change=change)
+
+
+BUILD, ACTIVE = servers_pb2.SERVER_STATUS_BUILD, servers_pb2.SERVER_STATUS_ACTIVE
+
+
+def test_a_watch_gives_up_on_an_error_a_new_stream_would_repeat() -> None:
+    client = WatchClient(
+        Stream([event("a", BUILD, "snapshot")], Dropped(grpc.StatusCode.UNAVAILABLE)),
+        Stream([], Dropped(grpc.StatusCode.PERMISSION_DENIED)),
+    )
+    notes: list[str] = []
+    seen = []
+    with pytest.raises(grpc.RpcError):
+        for e in events(client, servers_pb2.WatchServersRequest(), timeout=None,  # type: ignore[arg-type]
+                        notify=notes.append, pause=lambda _: None):  # fmt: skip
+            seen.append(e.server.id)
+    assert seen == ["a"] and client.opened == [False, True]
+    assert notes == ["stream dropped (UNAVAILABLE: unavailable); reconnecting"]
+
+
+def test_a_reconnect_that_fails_at_once_backs_off() -> None:
+    unavailable = Dropped(grpc.StatusCode.UNAVAILABLE)
+    client = WatchClient(
+        Stream([event("a", BUILD, "snapshot")], unavailable), Stream([], unavailable),
+        Stream([], unavailable), Stream([event("a", ACTIVE, "snapshot")], None),
+    )
+    pauses: list[float] = []
+    stream = events(client, servers_pb2.WatchServersRequest(), timeout=None,  # type: ignore[arg-type]
+                    notify=lambda _: None, pause=pauses.append)  # fmt: skip
+    first, second = next(stream), next(stream)
+    assert (first.change, second.change) == ("snapshot", "update")  # changed while away
+    assert pauses == [0.5, 1.0]
+
+
+def test_a_watched_server_gone_while_away_ends_the_watch() -> None:
+    client = WatchClient(
+        Stream([event("a", ACTIVE, "snapshot")], Dropped(grpc.StatusCode.UNAVAILABLE)),
+        Stream([], Dropped(grpc.StatusCode.NOT_FOUND)),
+    )
+    notes: list[str] = []
+    request = servers_pb2.WatchServersRequest(server_id="a")
+    seen = list(events(client, request, timeout=None, notify=notes.append,  # type: ignore[arg-type]
+                       pause=lambda _: None))  # fmt: skip
+    assert [e.server.id for e in seen] == ["a"] and notes[-1] == "server a is gone"

@@ -21,7 +21,7 @@ import grpc
 from services.cli.client import Client
 from services.cli.commands.progress import Progress
 from services.cli.errors import CliError
-from services.cli.output import View, emit, short_name, to_dict
+from services.cli.output import Format, View, emit, short_name, to_dict
 from services.common.generated.novagrpc.v1 import servers_pb2
 
 DELETED = servers_pb2.SERVER_STATUS_DELETED
@@ -163,7 +163,7 @@ def follow(
     for event in events(client, request, timeout=None):
         data = to_dict(event.server)
         if view.structured:
-            if view.format.value == "yaml":
+            if view.format is Format.YAML:
                 out.write("---\n")
             emit({"change": event.change, "server": data}, View(format=view.format), out)
         else:
