@@ -64,8 +64,7 @@ def to_dict(message: Message) -> dict[str, Any]:
     data = MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    _fill(message, data)
-    return data
+    return _fill(message, data)
 
 
 def enum_prefix(enum_name: str) -> str:
@@ -88,7 +87,8 @@ def short_name(enum_type: Any, number: int) -> str:
     return str(value.name).removeprefix(enum_prefix(str(enum_type.name)))
 
 
-def _fill(message: Message, data: dict[str, Any]) -> None:
+def _fill(message: Message, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` completed, in the order the fields are declared (``show`` lists them so)."""
     for field in message.DESCRIPTOR.fields:
         if field.name not in data:
             data[field.name] = None
@@ -109,10 +109,13 @@ def _fill(message: Message, data: dict[str, Any]) -> None:
             continue
         value = getattr(message, field.name)
         if field.is_repeated:
-            for item, item_data in zip(value, data[field.name], strict=True):
+            data[field.name] = [
                 _fill(item, item_data)
+                for item, item_data in zip(value, data[field.name], strict=True)
+            ]
         else:
-            _fill(value, data[field.name])
+            data[field.name] = _fill(value, data[field.name])
+    return {field.name: data[field.name] for field in message.DESCRIPTOR.fields}
 
 
 def emit(record: Mapping[str, Any], view: View, out: TextIO) -> None:
