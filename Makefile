@@ -16,8 +16,11 @@ RUFF_PATHS := services tests bench deploy
 ## Defined before the rules: make expands a rule's prerequisites as it reads it.
 ## Keep TEST_PACKAGES in sync with tests/support/libvirtd.py (a unit test checks).
 RUN_PACKAGES := libvirt-dev pkg-config
+## nftables, dnsmasq-base and iproute2 are the compute datapath's (linuxbridge); busybox
+## (udhcpc), iputils-ping and netcat-openbsd are the datapath tests' guests and clients.
 TEST_PACKAGES := postgresql libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
-	qemu-system-x86 qemu-utils xorriso
+	qemu-system-x86 qemu-utils xorriso nftables dnsmasq-base iproute2 busybox iputils-ping \
+	netcat-openbsd
 TEST_SYSTEM_DEPS := $(VENV)/.test-system-deps
 
 ## buf lints protos/ and checks them for breaking changes; it comes from npm (@bufbuild/buf).

@@ -28,6 +28,8 @@ from services.api.power import PowerActions
 from services.api.queries import ServerQueries
 from services.api.quotas import QuotaUseCases
 from services.api.rate_limit import RateLimiter
+from services.api.security_groups import NoRulesFanOut, SecurityGroupUseCases
+from services.api.security_groups_servicer import SecurityGroupsServicer
 from services.api.servicer import Identify, ServersServicer, ServerUseCases
 from services.api.settings import ApiSettings
 from services.api.watch import ServerWatch
@@ -44,6 +46,8 @@ from services.common.generated.novagrpc.v1 import (
     networks_pb2_grpc,
     quotas_pb2,
     quotas_pb2_grpc,
+    security_groups_pb2,
+    security_groups_pb2_grpc,
     server_groups_pb2,
     server_groups_pb2_grpc,
     servers_pb2,
@@ -113,6 +117,13 @@ async def start_api(settings: ApiSettings) -> RunningService:
             networks_pb2_grpc.add_NetworksServicer_to_server,
             NetworksServicer(NetworkUseCases(db), identify),
             _name(networks_pb2, "Networks"),
+        ),
+        Registration(
+            security_groups_pb2_grpc.add_SecurityGroupsServicer_to_server,
+            # The conductor fan-out lands with the datapath: until then rule changes reach
+            # no host (the explicit no-op).
+            SecurityGroupsServicer(SecurityGroupUseCases(db, NoRulesFanOut()), identify),
+            _name(security_groups_pb2, "SecurityGroups"),
         ),
         Registration(
             quotas_pb2_grpc.add_QuotasServicer_to_server,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.api.networks import NetworkUsage
 from services.api.quotas import QuotaView
-from services.common.db import actions, groups, keypairs, placement
+from services.common.db import actions, groups, keypairs, placement, security_groups
 from services.common.domain import Flavor, Image, Instance, ServerStatus
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
@@ -12,6 +12,7 @@ from services.common.generated.novagrpc.v1 import (
     keypairs_pb2,
     networks_pb2,
     quotas_pb2,
+    security_groups_pb2,
     server_groups_pb2,
     servers_pb2,
 )
@@ -200,4 +201,34 @@ def node_to_proto(view: placement.NodeView) -> compute_services_pb2.ComputeServi
         ram_allocation_ratio=state.ram_allocation_ratio,
         disk_allocation_ratio=state.disk_allocation_ratio,
         last_heartbeat=to_timestamp(view.last_heartbeat),
+    )
+
+
+def security_group_rule_to_proto(
+    rule: security_groups.GroupRule,
+) -> security_groups_pb2.SecurityGroupRule:
+    return security_groups_pb2.SecurityGroupRule(
+        id=rule.id,
+        security_group_id=rule.group_id,
+        direction=rule.direction.value,
+        protocol=rule.protocol.value,
+        port_range_min=rule.port_min or 0,
+        port_range_max=rule.port_max or 0,
+        remote_ip_prefix=str(rule.remote_cidr) if rule.remote_cidr else "",
+        remote_group_id=rule.remote_group_id or "",
+        ethertype="IPv4",
+        created_at=to_timestamp(rule.created_at),
+    )
+
+
+def security_group_to_proto(
+    group: security_groups.SecurityGroup,
+) -> security_groups_pb2.SecurityGroup:
+    return security_groups_pb2.SecurityGroup(
+        id=group.id,
+        name=group.name,
+        description=group.description,
+        project_id=group.project_id,
+        rules=[security_group_rule_to_proto(r) for r in group.rules],
+        created_at=to_timestamp(group.created_at),
     )

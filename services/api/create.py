@@ -23,6 +23,7 @@ from services.api.context import RequestContext, require_admin
 from services.api.keypairs import check_key_name
 from services.api.ports import NicRequest, PortAllocator, check_nics
 from services.api.quotas import QuotaTracker
+from services.api.security_groups import SecurityGroupResolver
 from services.common.batching import Batcher
 from services.common.db import actions, catalog, groups, idempotency, keypairs, quotas
 from services.common.db import instances as instance_repo
@@ -240,6 +241,7 @@ class CreateServers:
         quota = QuotaTracker(connection, self._quota_defaults)
         earlier = _EarlierCreates(connection)
         ports = PortAllocator(connection)
+        security_groups = SecurityGroupResolver(connection)
         results: list[CreateServerResult | BaseException] = []
         accepted: list[tuple[CreateServerResult, _ValidCreate]] = []
         rows: list[Instance] = []
@@ -255,6 +257,7 @@ class CreateServers:
                 image = lookup.image(create.image_ref)
                 key_data = lookup.check_placement(create)
                 networks = ports.resolve(create.nics, create.context)
+                sg = security_groups.resolve(create.security_groups, create.context)
                 count = quota.allow(
                     create.context.project_id, count=create.max_count, vcpus=flavor.vcpus,
                     ram=flavor.memory_mb, minimum=create.min_count,
@@ -262,7 +265,8 @@ class CreateServers:
             except DomainError as exc:
                 results.append(exc)
                 continue
-            new = _new_instances(create, flavor, image, now, count=count, key_data=key_data)
+            new = _new_instances(create, flavor, image, now, count=count, key_data=key_data,
+                                 security_groups=tuple(g.name for g in sg))  # fmt: skip
             try:
                 new_ports = ports.allocate([i.uuid for i in new], create.nics, networks)
             except DomainError as exc:  # a full network, a fixed IP taken: nothing is kept
@@ -285,12 +289,14 @@ class CreateServers:
                 continue
             rows.extend(new)
             ports.keep(new_ports)
+            security_groups.keep([i.uuid for i in new], sg)
             if create.group:
                 members.append((create.group, [i.uuid for i in new]))
             results.append(result)
             accepted.append((result, create))
         instance_repo.insert_instances(connection, rows)
         ports.insert(now)
+        security_groups.insert()
         for group_uuid, uuids in members:
             groups.add_members(connection, group_uuid, uuids, now)
         actions.start_actions(
@@ -437,7 +443,9 @@ def _new_instances(
     *,
     count: int,
     key_data: str | None,
+    security_groups: tuple[str, ...],
 ) -> list[Instance]:
+    """``security_groups``: the resolved groups' names (a caller may have given ids)."""
     reservation_id = new_reservation_id()
     spec = StoredSpec(
         availability_zone=create.zone,
@@ -473,7 +481,7 @@ def _new_instances(
             key_name=create.key_name,
             key_data=key_data,
             user_data=create.user_data,
-            security_groups=create.security_groups,
+            security_groups=security_groups,
             networks=create.networks,
             block_devices=create.block_devices,
             config_drive=bool(create.config_drive or create.user_data or key_data),

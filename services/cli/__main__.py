@@ -19,7 +19,7 @@ import grpc
 
 from services.cli import options
 from services.cli.client import Client, resolve
-from services.cli.commands import account, catalog, networks, servers
+from services.cli.commands import account, catalog, networks, security_groups, servers
 from services.cli.errors import CliError
 
 SHELLS = ("bash", "zsh", "fish", "tcsh")
@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     catalog.register(commands)
     account.register(commands)
     networks.register(commands)
+    security_groups.register(commands)  # after servers: adds server add/remove
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=SHELLS)
     completion.set_defaults(func=None)

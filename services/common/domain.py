@@ -292,3 +292,5 @@ class HostInstance:
     task_state: TaskState | None
     power_state: PowerState
     resources: Resources
+    # With their security rules: what the host's datapath converges to.
+    ports: tuple[PortSpec, ...] = ()

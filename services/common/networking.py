@@ -13,6 +13,11 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 
 
+def bridge_name(segmentation_id: int) -> str:
+    """The network's bridge on every host (15-byte limit: 'nbr-' + at most 8 digits)."""
+    return f"nbr-{segmentation_id}"
+
+
 class Direction(enum.Enum):
     INGRESS = "ingress"
     EGRESS = "egress"
@@ -43,6 +48,10 @@ class NetworkSpec:
     segmentation_id: int  # the VNI; names the bridge and, later, the VXLAN device
     subnet: SubnetSpec
     mtu: int = 1500
+
+    @property
+    def bridge(self) -> str:
+        return bridge_name(self.segmentation_id)
 
 
 @dataclass(frozen=True, slots=True)

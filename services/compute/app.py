@@ -21,6 +21,9 @@ from services.common.rpc.conductor_client import ConductorClient, EventReporter,
 from services.common.rpc.server import Registration, bound_address, start_server
 from services.compute.manager import ComputeManager
 from services.compute.metrics import ComputeMetrics
+from services.compute.net.driver import NetworkDriver
+from services.compute.net.linuxbridge import LinuxBridgeDriver
+from services.compute.net.noop import NoopNetworkDriver
 from services.compute.resource_tracker import Ratios, ResourceTracker
 from services.compute.servicer import ComputeServicer
 from services.compute.settings import ComputeSettings
@@ -122,6 +125,13 @@ def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDrive
     )
 
 
+def network_driver(settings: ComputeSettings) -> NetworkDriver:
+    """The datapath the settings choose: the no-op only for the test hypervisor."""
+    if settings.chosen_network_driver == "noop":
+        return NoopNetworkDriver()
+    return LinuxBridgeDriver(state_dir=Path(settings.network_state_path))
+
+
 async def start_compute(
     settings: ComputeSettings,
     *,
@@ -157,6 +167,7 @@ async def start_compute(
         events,
         executor,
         tracker,
+        network=network_driver(settings),
         host=settings.host,
         max_concurrent_builds=settings.max_concurrent_builds,
         instance_name_template=settings.instance_name_template,

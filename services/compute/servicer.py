@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import grpc
@@ -20,12 +18,11 @@ from services.common.domain import (
 )
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
-from services.common.networking import NetworkSpec, PortSpec, SubnetSpec
 from services.common.rpc.convert import from_timestamp
+from services.common.rpc.ports import port_from_proto
 from services.compute.manager import ComputeManager
+from services.compute.net.driver import DatapathError
 from services.compute.virt.driver import HypervisorError
-
-MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
@@ -57,7 +54,7 @@ def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
         networks=tuple(message.networks),
         block_devices=tuple({"size_gb": int(gb)} for gb in message.ephemeral_disks_gb),
         config_drive=message.config_drive,
-        ports=tuple(port_from_proto(message.instance_uuid, p) for p in message.ports),
+        ports=tuple(port_from_proto(p, instance_uuid=message.instance_uuid) for p in message.ports),
     )
     image = Image(
         id=message.image.id,
@@ -77,30 +74,6 @@ def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
         attempt=message.attempt,
         request_id=message.request_id,
         admin_password=message.admin_password,
-    )
-
-
-def port_from_proto(instance_uuid: str, port: compute_pb2.PortBinding) -> PortSpec:
-    try:
-        fixed_ip = IPv4Address(port.fixed_ip)
-        subnet = SubnetSpec(
-            IPv4Network(port.cidr),
-            IPv4Address(port.gateway) if port.gateway else None,
-            tuple(IPv4Address(a) for a in port.dns_servers),
-        )
-    except ValueError as exc:
-        raise InvalidArgument("builds.ports", str(exc)) from exc
-    if not MAC.match(port.mac):
-        raise InvalidArgument("builds.ports.mac", f"{port.mac[:32]!r} is not a MAC address")
-    return PortSpec(
-        port_id=port.port_id,
-        instance_uuid=instance_uuid,
-        network=NetworkSpec(
-            port.network_id, port.network_name, port.segmentation_id, subnet, port.mtu or 1500
-        ),
-        mac=port.mac,
-        fixed_ip=fixed_ip,
-        device_index=port.device_index,
     )
 
 
@@ -167,3 +140,16 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
         except HypervisorError as exc:
             raise Unavailable(str(exc)) from exc
         return compute_pb2.ComputePowerActionResponse()
+
+    async def UpdatePortRules(
+        self,
+        request: compute_pb2.UpdatePortRulesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> compute_pb2.UpdatePortRulesResponse:
+        ports = [port_from_proto(p) for p in request.ports]
+        manager = self._manager
+        try:
+            updated = await manager.run_blocking(manager.network.update_rules, ports)
+        except DatapathError as exc:
+            raise Unavailable(f"the datapath could not apply the rules: {exc}") from exc
+        return compute_pb2.UpdatePortRulesResponse(updated=updated)

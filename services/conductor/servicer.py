@@ -18,6 +18,7 @@ from services.common.domain import (
 from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.convert import from_timestamp
+from services.common.rpc.ports import port_to_proto
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import InstanceEvents
@@ -158,6 +159,7 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
                     vcpus=i.resources.vcpus,
                     memory_mb=i.resources.memory_mb,
                     root_gb=i.resources.disk_gb,
+                    ports=[port_to_proto(p) for p in i.ports],
                 )
                 for i in found
             ]

@@ -22,6 +22,8 @@ from services.common.generated.novagrpc.v1 import (
     networks_pb2_grpc,
     quotas_pb2,
     quotas_pb2_grpc,
+    security_groups_pb2,
+    security_groups_pb2_grpc,
     servers_pb2,
 )
 from tests.integration.test_compute_lifecycle import GatedDriver
@@ -64,6 +66,8 @@ async def test_create_records_every_field_and_returns_the_password_once(
         nets = Authed(networks_pb2_grpc.NetworksStub(stack.channel), stack.token)
         for name, cidr in (("net-a", "10.1.0.0/24"), ("net-b", "10.2.0.0/24")):
             await nets.CreateNetwork(networks_pb2.CreateNetworkRequest(name=name, cidr=cidr))
+        groups = Authed(security_groups_pb2_grpc.SecurityGroupsStub(stack.channel), stack.token)
+        await groups.CreateSecurityGroup(security_groups_pb2.CreateSecurityGroupRequest(name="web"))
         user_data = base64.b64encode(b"#!/bin/sh\necho hi\n").decode()
         reply = await stack.servers.CreateServer(
             create(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, and_, bindparam, func, or_, select, update
 
 from services.common.db import networks as network_repo
+from services.common.db import security_groups as security_group_repo
 from services.common.db.models import FAULTS, INSTANCE_TAGS, INSTANCES
 from services.common.domain import (
     Fault,
@@ -415,8 +416,9 @@ def mark_deleting(
 
 
 def mark_deleted(connection: Connection, uuids: Sequence[str], now: datetime) -> None:
-    """DELETED, and the ports (with their addresses) released in the same transaction: every
-    path that ends a server comes through here, so none can leak an address."""
+    """DELETED, and the ports (with their addresses) and security-group memberships released
+    in the same transaction: every path that ends a server comes through here, so none can
+    leak an address."""
     if not uuids:
         return
     network_repo.release_ports(connection, uuids)
@@ -431,11 +433,13 @@ def mark_deleted(connection: Connection, uuids: Sequence[str], now: datetime) ->
             updated_at=now,
         )
     )
+    # After the update, which waits for the row lock that AddServerSecurityGroup holds.
+    security_group_repo.release_instances(connection, uuids)
 
 
 def host_instances(connection: Connection, host: str) -> list[HostInstance]:
-    """Every live instance the database places on ``host``."""
-    rows = connection.execute(
+    """Every live instance the database places on ``host``, with its ports."""
+    result = connection.execute(
         select(
             INSTANCES.c.uuid,
             INSTANCES.c.vm_state,
@@ -447,6 +451,8 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             INSTANCES.c.block_devices,
         ).where(INSTANCES.c.host == host, INSTANCES.c.vm_state != VmState.DELETED.value)
     )
+    rows = list(result)
+    ports = network_repo.ports_of(connection, [r.uuid for r in rows])
     return [
         HostInstance(
             uuid=r.uuid,
@@ -456,6 +462,7 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             resources=Resources(
                 r.vcpus, r.memory_mb, r.root_gb + extra_disk_gb(tuple(r.block_devices or ()))
             ),
+            ports=ports.get(r.uuid, ()),
         )
         for r in rows
     ]

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from services.common.builds import BuildRequest, hostname_for
 from services.common.context import request_metadata
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
-from services.common.networking import PortSpec
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.convert import to_timestamp
+from services.common.rpc.ports import port_to_proto
 from services.common.rpc.retry import with_retries
 
 
@@ -51,23 +51,6 @@ def build_to_proto(build: BuildRequest) -> compute_pb2.InstanceBuild:
         admin_password=build.admin_password,
         ephemeral_disks_gb=[int(d["size_gb"]) for d in instance.block_devices],
         ports=[port_to_proto(p) for p in instance.ports],
-    )
-
-
-def port_to_proto(port: PortSpec) -> compute_pb2.PortBinding:
-    network, subnet = port.network, port.network.subnet
-    return compute_pb2.PortBinding(
-        port_id=port.port_id,
-        network_id=network.network_id,
-        network_name=network.name,
-        segmentation_id=network.segmentation_id,
-        mtu=network.mtu,
-        mac=port.mac,
-        fixed_ip=str(port.fixed_ip),
-        cidr=str(subnet.cidr),
-        gateway=str(subnet.gateway) if subnet.gateway else "",
-        dns_servers=[str(a) for a in subnet.dns_servers],
-        device_index=port.device_index,
     )
 
 

@@ -24,6 +24,7 @@ from services.common.domain import (
 )
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.channels import ChannelPool
+from services.common.rpc.ports import port_from_proto
 from services.common.rpc.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,7 @@ class ConductorClient:
                 task_state=TaskState(i.task_state) if i.task_state else None,
                 power_state=PowerState(i.power_state),
                 resources=Resources(i.vcpus, i.memory_mb, i.root_gb),
+                ports=tuple(port_from_proto(p, instance_uuid=i.instance_uuid) for p in i.ports),
             )
             for i in reply.instances
         ]

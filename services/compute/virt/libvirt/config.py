@@ -48,6 +48,8 @@ class InterfaceConfig:
     model: str = "virtio"
     # The port's MAC; empty: libvirt picks one.
     mac: str = ""
+    # The tap's name (the port's): the datapath's filter rules match it.
+    target: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,8 @@ def _devices(parent: ET.Element, config: DomainConfig) -> None:
             _sub(element, "source", network=nic.source)
         elif nic.kind == "bridge":
             _sub(element, "source", bridge=nic.source)
+        if nic.target:
+            _sub(element, "target", dev=nic.target)
         _sub(element, "model", type=nic.model)
     if config.console_log:
         serial = _sub(devices, "serial", type="file")

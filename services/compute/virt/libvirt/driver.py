@@ -137,15 +137,16 @@ class LibvirtDriver:
         )
 
     def _interfaces(self, spec: SpawnSpec) -> list[InterfaceConfig]:
-        """One NIC per port, with the port's MAC, on the host's NIC setting (the per-network
-        bridge datapath is not built yet; see the README's networking section)."""
+        """One NIC per port: the port's tap (its name, its MAC) on its network's bridge,
+        which the network driver made before the domain is defined. Instances recorded
+        before ports existed keep the host's NIC setting."""
         if not spec.ports:
             return [self._interface(network) for network in spec.networks]
-        default = self._options.interface
         return [
-            InterfaceConfig(default.kind, default.source, default.model, mac=port.mac)
+            InterfaceConfig("bridge", port.network.bridge,
+                            self._options.interface.model, mac=port.mac, target=port.tap_name)
             for port in sorted(spec.ports, key=lambda p: p.device_index)
-        ]
+        ]  # fmt: skip
 
     def _interface(self, network: str) -> InterfaceConfig:
         """``auto`` is the host's default NIC; a named network is a libvirt network of that
