@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.api.networks import NetworkUsage
 from services.api.quotas import QuotaView
 from services.common.db import actions, groups, keypairs, placement, security_groups
-from services.common.domain import Flavor, Image, Instance
+from services.common.domain import Flavor, Image, Instance, ServerStatus
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     compute_services_pb2,
@@ -18,15 +18,24 @@ from services.common.generated.novagrpc.v1 import (
 )
 from services.common.rpc.convert import to_timestamp
 
+_STATUSES = {
+    ServerStatus.BUILD: servers_pb2.SERVER_STATUS_BUILD,
+    ServerStatus.ACTIVE: servers_pb2.SERVER_STATUS_ACTIVE,
+    ServerStatus.ERROR: servers_pb2.SERVER_STATUS_ERROR,
+    ServerStatus.DELETED: servers_pb2.SERVER_STATUS_DELETED,
+    ServerStatus.SHUTOFF: servers_pb2.SERVER_STATUS_SHUTOFF,
+}
+
 
 def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
     server = servers_pb2.Server(
         id=instance.uuid,
         name=instance.display_name,
-        status=instance.status.value,
+        status=_STATUSES[instance.status],
         vm_state=instance.vm_state.value,
         task_state=instance.task_state.value if instance.task_state else "",
-        power_state=instance.power_state.name,
+        # Nova's numbers on both sides; Nova's NOSTATE (0) is POWER_STATE_UNSPECIFIED.
+        power_state=int(instance.power_state),  # type: ignore[arg-type]
         project_id=instance.project_id,
         flavor_id=instance.flavor.id,
         flavor_name=instance.flavor.name,

@@ -66,14 +66,14 @@ class SecurityGroupsServicer(security_groups_pb2_grpc.SecurityGroupsServicer):  
         return empty_pb2.Empty()
 
     async def AddServerSecurityGroup(
-        self, request: security_groups_pb2.ServerSecurityGroupRequest, context: Context
+        self, request: security_groups_pb2.AddServerSecurityGroupRequest, context: Context
     ) -> empty_pb2.Empty:
         caller = await self._identify(context)
         await self._groups.add_to_server(caller, request.server_id, request.security_group)
         return empty_pb2.Empty()
 
     async def RemoveServerSecurityGroup(
-        self, request: security_groups_pb2.ServerSecurityGroupRequest, context: Context
+        self, request: security_groups_pb2.RemoveServerSecurityGroupRequest, context: Context
     ) -> empty_pb2.Empty:
         caller = await self._identify(context)
         await self._groups.remove_from_server(caller, request.server_id, request.security_group)

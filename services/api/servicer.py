@@ -20,18 +20,27 @@ from services.api.rate_limit import RateLimiter
 from services.api.watch import ServerWatch
 from services.common.context import current_request_id, new_request_id
 from services.common.domain import PowerAction, VmState
+from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.rpc.convert import from_timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
+_REBOOT = servers_pb2.RebootServerRequest
+# Unspecified is soft, as Nova's default; it is also what clients built before REBOOT_TYPE_SOFT
+# existed send for a soft reboot (their SOFT was 0).
+_REBOOT_TYPES: dict[int, PowerAction] = {
+    _REBOOT.REBOOT_TYPE_UNSPECIFIED: PowerAction.REBOOT_SOFT,
+    _REBOOT.REBOOT_TYPE_SOFT: PowerAction.REBOOT_SOFT,
+    _REBOOT.REBOOT_TYPE_HARD: PowerAction.REBOOT_HARD,
+}
 _STATUS_STATES: dict[int, tuple[VmState, ...]] = {
-    servers_pb2.BUILD: (VmState.BUILDING,),
-    servers_pb2.ACTIVE: (VmState.ACTIVE,),
-    servers_pb2.ERROR: (VmState.ERROR,),
-    servers_pb2.DELETED: (VmState.DELETED,),
-    servers_pb2.SHUTOFF: (VmState.STOPPED,),
+    servers_pb2.SERVER_STATUS_BUILD: (VmState.BUILDING,),
+    servers_pb2.SERVER_STATUS_ACTIVE: (VmState.ACTIVE,),
+    servers_pb2.SERVER_STATUS_ERROR: (VmState.ERROR,),
+    servers_pb2.SERVER_STATUS_DELETED: (VmState.DELETED,),
+    servers_pb2.SERVER_STATUS_SHUTOFF: (VmState.STOPPED,),
 }
 
 
@@ -155,13 +164,13 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         )
 
     async def StartServer(
-        self, request: servers_pb2.ServerActionRequest, context: Context
+        self, request: servers_pb2.StartServerRequest, context: Context
     ) -> empty_pb2.Empty:
         await self._power(request.id, PowerAction.START, await self._identify(context))
         return empty_pb2.Empty()
 
     async def StopServer(
-        self, request: servers_pb2.ServerActionRequest, context: Context
+        self, request: servers_pb2.StopServerRequest, context: Context
     ) -> empty_pb2.Empty:
         await self._power(request.id, PowerAction.STOP, await self._identify(context))
         return empty_pb2.Empty()
@@ -169,8 +178,9 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
     async def RebootServer(
         self, request: servers_pb2.RebootServerRequest, context: Context
     ) -> empty_pb2.Empty:
-        hard = request.type == servers_pb2.RebootServerRequest.HARD
-        action = PowerAction.REBOOT_HARD if hard else PowerAction.REBOOT_SOFT
+        action = _REBOOT_TYPES.get(request.type)
+        if action is None:
+            raise InvalidArgument("type", f"unknown reboot type {request.type}")
         await self._power(request.id, action, await self._identify(context))
         return empty_pb2.Empty()
 

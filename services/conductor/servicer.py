@@ -30,25 +30,25 @@ from services.conductor.streams import BuildStreams, StreamEnded
 log = logging.getLogger(__name__)
 
 _KINDS = {
-    conductor_pb2.SPAWNING: InstanceEventKind.SPAWNING,
-    conductor_pb2.ACTIVE: InstanceEventKind.ACTIVE,
-    conductor_pb2.RESCHEDULE: InstanceEventKind.RESCHEDULE,
-    conductor_pb2.FAILED: InstanceEventKind.FAILED,
-    conductor_pb2.POWER_STATE: InstanceEventKind.POWER_STATE,
-    conductor_pb2.DELETED: InstanceEventKind.DELETED,
-    conductor_pb2.LOST: InstanceEventKind.LOST,
-    conductor_pb2.STOPPED: InstanceEventKind.STOPPED,
-    conductor_pb2.STARTED: InstanceEventKind.STARTED,
-    conductor_pb2.REBOOTED: InstanceEventKind.REBOOTED,
-    conductor_pb2.ACTION_FAILED: InstanceEventKind.ACTION_FAILED,
+    conductor_pb2.INSTANCE_EVENT_KIND_SPAWNING: InstanceEventKind.SPAWNING,
+    conductor_pb2.INSTANCE_EVENT_KIND_ACTIVE: InstanceEventKind.ACTIVE,
+    conductor_pb2.INSTANCE_EVENT_KIND_RESCHEDULE: InstanceEventKind.RESCHEDULE,
+    conductor_pb2.INSTANCE_EVENT_KIND_FAILED: InstanceEventKind.FAILED,
+    conductor_pb2.INSTANCE_EVENT_KIND_POWER_STATE: InstanceEventKind.POWER_STATE,
+    conductor_pb2.INSTANCE_EVENT_KIND_DELETED: InstanceEventKind.DELETED,
+    conductor_pb2.INSTANCE_EVENT_KIND_LOST: InstanceEventKind.LOST,
+    conductor_pb2.INSTANCE_EVENT_KIND_STOPPED: InstanceEventKind.STOPPED,
+    conductor_pb2.INSTANCE_EVENT_KIND_STARTED: InstanceEventKind.STARTED,
+    conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED: InstanceEventKind.REBOOTED,
+    conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED: InstanceEventKind.ACTION_FAILED,
 }
 
 
 _POWER_ACTIONS = {
-    conductor_pb2.START: PowerAction.START,
-    conductor_pb2.STOP: PowerAction.STOP,
-    conductor_pb2.REBOOT_SOFT: PowerAction.REBOOT_SOFT,
-    conductor_pb2.REBOOT_HARD: PowerAction.REBOOT_HARD,
+    conductor_pb2.POWER_ACTION_KIND_START: PowerAction.START,
+    conductor_pb2.POWER_ACTION_KIND_STOP: PowerAction.STOP,
+    conductor_pb2.POWER_ACTION_KIND_REBOOT_SOFT: PowerAction.REBOOT_SOFT,
+    conductor_pb2.POWER_ACTION_KIND_REBOOT_HARD: PowerAction.REBOOT_HARD,
 }
 
 
@@ -73,7 +73,7 @@ def event_from_proto(message: conductor_pb2.InstanceEvent) -> InstanceEvent:
     )
 
 
-def node_from_proto(message: conductor_pb2.ComputeNodeReport) -> ComputeNodeReport:
+def node_from_proto(message: conductor_pb2.ReportComputeNodeRequest) -> ComputeNodeReport:
     if not message.host:
         raise InvalidArgument("host", "must not be empty")
     if not message.rpc_address:
@@ -157,7 +157,7 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
 
     async def ReportComputeNode(
         self,
-        request: conductor_pb2.ComputeNodeReport,
+        request: conductor_pb2.ReportComputeNodeRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> conductor_pb2.ComputeNodeAck:
         node_id = await self._nodes.report(node_from_proto(request))

@@ -85,7 +85,7 @@ class Stack:
                 await self.admin.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5)
                 for i in ids
             ]
-            if all(s.status != servers_pb2.BUILD for s in found):
+            if all(s.status != servers_pb2.SERVER_STATUS_BUILD for s in found):
                 return found
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError([servers_pb2.ServerStatus.Name(s.status) for s in found])

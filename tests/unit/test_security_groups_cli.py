@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.cli.__main__ import _parser
+from services.cli.__main__ import parser as _parser
 from services.cli.client import CliError
 from services.cli.commands.security_groups import _port_range
 from services.common.db.security_groups import NewRule, default_rules

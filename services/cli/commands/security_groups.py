@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from services.cli.client import Client, CliError
+from services.cli import lookup
+from services.cli.client import Client
+from services.cli.completers import complete
+from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
 from services.common.generated.novagrpc.v1 import security_groups_pb2, security_groups_pb2_grpc
 
@@ -54,17 +57,17 @@ def _group(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         request = security_groups_pb2.CreateSecurityGroupRequest(
             name=args.name, description=args.description or ""
         )
-        emit(to_dict(client.call(stub.CreateSecurityGroup, request)), args.output, out)
+        emit(to_dict(client.call(stub.CreateSecurityGroup, request)), args.view, out)
         return 0
     if args.action == "list":
         reply = client.call(
             stub.ListSecurityGroups, security_groups_pb2.ListSecurityGroupsRequest()
         )
-        show_many([_group_row(g) for g in reply.security_groups], COLUMNS, args.output, out)
+        show_many([_group_row(g) for g in reply.security_groups], COLUMNS, args.view, out)
         return 0
     if args.action == "show":
         get = security_groups_pb2.GetSecurityGroupRequest(id=args.group)
-        emit(to_dict(client.call(stub.GetSecurityGroup, get)), args.output, out)
+        emit(to_dict(client.call(stub.GetSecurityGroup, get)), args.view, out)
         return 0
     client.call(
         stub.DeleteSecurityGroup, security_groups_pb2.DeleteSecurityGroupRequest(id=args.group)
@@ -86,13 +89,13 @@ def _rule(client: Client, args: argparse.Namespace, out: TextIO) -> int:
             remote_ip_prefix=args.remote_ip or "",
             remote_group_id=args.remote_group or "",
         )
-        emit(to_dict(client.call(stub.CreateSecurityGroupRule, request)), args.output, out)
+        emit(to_dict(client.call(stub.CreateSecurityGroupRule, request)), args.view, out)
         return 0
     if args.rule_action == "list":
         group = client.call(
             stub.GetSecurityGroup, security_groups_pb2.GetSecurityGroupRequest(id=args.group)
         )
-        show_many([_rule_row(r) for r in group.rules], RULE_COLUMNS, args.output, out)
+        show_many([_rule_row(r) for r in group.rules], RULE_COLUMNS, args.view, out)
         return 0
     client.call(
         stub.DeleteSecurityGroupRule,
@@ -104,24 +107,35 @@ def _rule(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 def _server(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     stub = _stub(client)
-    request = security_groups_pb2.ServerSecurityGroupRequest(
-        server_id=args.server, security_group=args.group
-    )
+    server_id = lookup.server_id(client, args.server)
     if args.action == "add":
+        request = security_groups_pb2.AddServerSecurityGroupRequest(
+            server_id=server_id, security_group=args.group
+        )
         client.call(stub.AddServerSecurityGroup, request)
-        out.write(f"security group {args.group} added to server {args.server}\n")
+        out.write(f"security group {args.group} added to server {server_id}\n")
     else:
-        client.call(stub.RemoveServerSecurityGroup, request)
-        out.write(f"security group {args.group} removed from server {args.server}\n")
+        removal = security_groups_pb2.RemoveServerSecurityGroupRequest(
+            server_id=server_id, security_group=args.group
+        )
+        client.call(stub.RemoveServerSecurityGroup, removal)
+        out.write(f"security group {args.group} removed from server {server_id}\n")
     return 0
 
 
 def register(commands: Any) -> None:
-    """``security-group ...``, and ``add`` / ``remove`` under the ``server`` command (which
-    must be registered first)."""
-    group = commands.add_parser("security-group", help="security groups").add_subparsers(
-        dest="action", required=True
+    """``security group ...`` (openstackclient) and ``security-group ...``, and ``add`` /
+    ``remove`` under the ``server`` command (which must be registered first)."""
+    security = commands.add_parser("security", help="security groups").add_subparsers(
+        dest="security_what", required=True, metavar="WHAT"
     )
+    _build(security.add_parser("group", help="security groups"))
+    _build(commands.add_parser("security-group", help="same as `security group`"))
+    _register_server_actions(_subcommands(commands.choices["server"]))
+
+
+def _build(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     created = group.add_parser("create", help="create a security group")
     created.add_argument("name")
     created.add_argument("--description")
@@ -130,14 +144,13 @@ def register(commands: Any) -> None:
         group.add_parser(action, help=f"{action} a security group").add_argument(
             "group", help="name or id"
         )
-    for parser in group.choices.values():
-        parser.set_defaults(func=_group)
+    for sub in group.choices.values():
+        sub.set_defaults(func=_group)
     _register_rules(group.add_parser("rule", help="security group rules"))
-    _register_server_actions(_subcommands(commands.choices["server"]))
 
 
 def _register_rules(parser: argparse.ArgumentParser) -> None:
-    rule = parser.add_subparsers(dest="rule_action", required=True)
+    rule = parser.add_subparsers(dest="rule_action", required=True, metavar="ACTION")
     created = rule.add_parser("create", help="allow traffic into or out of the group's servers")
     created.add_argument("group", help="the group the rule belongs to (name or id)")
     direction = created.add_mutually_exclusive_group()
@@ -164,7 +177,7 @@ def _register_server_actions(server: Any) -> None:
             dest="what", required=True
         )
         parser = security.add_parser("group", help=f"security group: {help_text}")
-        parser.add_argument("server", help="server id")
+        complete(parser.add_argument("server", help="server name or id"), "server")
         parser.add_argument("group", help="security group name or id")
         parser.set_defaults(func=_server)
 

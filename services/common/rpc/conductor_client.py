@@ -38,25 +38,25 @@ REPORT_DEADLINE_S = 10.0
 EVENT_LINGER_S = 0.01
 
 _EVENT_KINDS = {
-    InstanceEventKind.SPAWNING: conductor_pb2.SPAWNING,
-    InstanceEventKind.ACTIVE: conductor_pb2.ACTIVE,
-    InstanceEventKind.RESCHEDULE: conductor_pb2.RESCHEDULE,
-    InstanceEventKind.FAILED: conductor_pb2.FAILED,
-    InstanceEventKind.POWER_STATE: conductor_pb2.POWER_STATE,
-    InstanceEventKind.DELETED: conductor_pb2.DELETED,
-    InstanceEventKind.LOST: conductor_pb2.LOST,
-    InstanceEventKind.STOPPED: conductor_pb2.STOPPED,
-    InstanceEventKind.STARTED: conductor_pb2.STARTED,
-    InstanceEventKind.REBOOTED: conductor_pb2.REBOOTED,
-    InstanceEventKind.ACTION_FAILED: conductor_pb2.ACTION_FAILED,
+    InstanceEventKind.SPAWNING: conductor_pb2.INSTANCE_EVENT_KIND_SPAWNING,
+    InstanceEventKind.ACTIVE: conductor_pb2.INSTANCE_EVENT_KIND_ACTIVE,
+    InstanceEventKind.RESCHEDULE: conductor_pb2.INSTANCE_EVENT_KIND_RESCHEDULE,
+    InstanceEventKind.FAILED: conductor_pb2.INSTANCE_EVENT_KIND_FAILED,
+    InstanceEventKind.POWER_STATE: conductor_pb2.INSTANCE_EVENT_KIND_POWER_STATE,
+    InstanceEventKind.DELETED: conductor_pb2.INSTANCE_EVENT_KIND_DELETED,
+    InstanceEventKind.LOST: conductor_pb2.INSTANCE_EVENT_KIND_LOST,
+    InstanceEventKind.STOPPED: conductor_pb2.INSTANCE_EVENT_KIND_STOPPED,
+    InstanceEventKind.STARTED: conductor_pb2.INSTANCE_EVENT_KIND_STARTED,
+    InstanceEventKind.REBOOTED: conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED,
+    InstanceEventKind.ACTION_FAILED: conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED,
 }
 
 
 _POWER_ACTIONS = {
-    PowerAction.START: conductor_pb2.START,
-    PowerAction.STOP: conductor_pb2.STOP,
-    PowerAction.REBOOT_SOFT: conductor_pb2.REBOOT_SOFT,
-    PowerAction.REBOOT_HARD: conductor_pb2.REBOOT_HARD,
+    PowerAction.START: conductor_pb2.POWER_ACTION_KIND_START,
+    PowerAction.STOP: conductor_pb2.POWER_ACTION_KIND_STOP,
+    PowerAction.REBOOT_SOFT: conductor_pb2.POWER_ACTION_KIND_REBOOT_SOFT,
+    PowerAction.REBOOT_HARD: conductor_pb2.POWER_ACTION_KIND_REBOOT_HARD,
 }
 
 
@@ -328,8 +328,8 @@ class EventReporter:
                 await self._task
 
 
-def node_report_to_proto(report: ComputeNodeReport) -> conductor_pb2.ComputeNodeReport:
-    return conductor_pb2.ComputeNodeReport(
+def node_report_to_proto(report: ComputeNodeReport) -> conductor_pb2.ReportComputeNodeRequest:
+    return conductor_pb2.ReportComputeNodeRequest(
         host=report.host,
         hypervisor_hostname=report.hypervisor_hostname,
         rpc_address=report.rpc_address,
