@@ -74,5 +74,5 @@ class Client:
     def call(self, method: Any, request: Any) -> Any:
         return method(request, timeout=self.timeout, metadata=self.metadata)
 
-    def stream(self, method: Any, request: Any, timeout: float) -> Any:
+    def stream(self, method: Any, request: Any, timeout: float | None) -> Any:
         return method(request, timeout=timeout, metadata=self.metadata)

@@ -13,12 +13,19 @@ from prometheus_client import CollectorRegistry
 
 from services.common.app import RunningService
 from services.common.domain import ComputeNodeReport, Resources
-from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
+from services.common.generated.novagrpc.internal.v1 import (
+    compute_console_pb2,
+    compute_console_pb2_grpc,
+    compute_pb2,
+    compute_pb2_grpc,
+)
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import ConductorClient, EventReporter, NodeReporter
 from services.common.rpc.server import Registration, bound_address, start_server
+from services.compute.console.output import ConsoleOutput
+from services.compute.console_servicer import ComputeConsoleServicer
 from services.compute.manager import ComputeManager
 from services.compute.metrics import ComputeMetrics
 from services.compute.resource_tracker import Ratios, ResourceTracker
@@ -27,12 +34,14 @@ from services.compute.settings import ComputeSettings
 from services.compute.sync import HostSync
 from services.compute.virt.driver import HostResources, VirtDriver
 from services.compute.virt.images import InstanceStorage
+from services.compute.virt.libvirt.console import LibvirtConsoles
 from services.compute.virt.libvirt.driver import LibvirtDriver, LibvirtOptions, parse_interface
 from services.compute.virt.libvirt.host import LibvirtHost
 
 log = logging.getLogger("services.compute")
 
 SERVICE_NAME = compute_pb2.DESCRIPTOR.services_by_name["Compute"].full_name
+CONSOLE_SERVICE_NAME = compute_console_pb2.DESCRIPTOR.services_by_name["ComputeConsole"].full_name
 EVENT_FLUSH_TIMEOUT_S = 5.0
 
 
@@ -163,6 +172,7 @@ async def start_compute(
         clean_shutdown_timeout=settings.clean_shutdown_timeout,
         metrics=metrics,
     )
+    consoles = LibvirtConsoles(libvirt_host, real.storage, virt_type=real.virt_type)
     server = await start_server(
         settings.listen,
         [
@@ -170,7 +180,12 @@ async def start_compute(
                 compute_pb2_grpc.add_ComputeServicer_to_server,
                 ComputeServicer(manager),
                 SERVICE_NAME,
-            )
+            ),
+            Registration(
+                compute_console_pb2_grpc.add_ComputeConsoleServicer_to_server,
+                ComputeConsoleServicer(ConsoleOutput(consoles, manager.run_blocking)),
+                CONSOLE_SERVICE_NAME,
+            ),
         ],
         credentials=tls.server_credentials() if tls is not None else None,
         metrics=RpcMetrics.create(registry),

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import grpc
 
 from services.cli.client import Client, CliError
+from services.cli.commands import consoles
 from services.cli.output import emit, print_table, show_many, to_dict
 from services.common.generated.novagrpc.v1 import servers_pb2
 
@@ -238,6 +239,7 @@ def register(commands: Any) -> None:
     )
     _register_create(server)
     _register_others(server)
+    consoles.register(server)
 
 
 def _register_create(server: Any) -> None:

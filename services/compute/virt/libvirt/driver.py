@@ -86,6 +86,14 @@ class LibvirtDriver:
     def host(self) -> LibvirtHost:
         return self._host
 
+    @property
+    def storage(self) -> InstanceStorage:
+        return self._storage
+
+    @property
+    def virt_type(self) -> str:
+        return self._options.virt_type
+
     def host_resources(self) -> HostResources:
         info = self._host.node_info()
         disk_gb = shutil.disk_usage(self._storage.root).total // (1024**3)
