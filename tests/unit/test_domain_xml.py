@@ -91,3 +91,29 @@ def test_test_driver_domain_is_minimal() -> None:
     root = ET.fromstring(domain_xml(config(virt_type="test")))
     assert root.get("type") == "test"
     assert root.find("features") is None
+
+
+def test_pty_serial_console_is_logged_and_the_agent_channel_is_there() -> None:
+    from services.compute.virt.libvirt.config import AgentChannel, SerialConsole
+
+    root = ET.fromstring(
+        domain_xml(
+            config(serial=SerialConsole("/var/lib/x/console.log"), channels=(AgentChannel(),))
+        )
+    )
+    serials = root.findall("devices/serial")
+    assert [s.get("type") for s in serials] == ["pty"]
+    log = serials[0].find("log")
+    assert log is not None and log.get("file") == "/var/lib/x/console.log"
+    assert log.get("append") == "on"
+    console = root.find("devices/console")
+    assert console is not None and console.get("type") == "pty"
+    target = console.find("target")
+    assert target is not None and target.get("type") == "serial"
+    channel = root.find("devices/channel")
+    assert channel is not None and channel.get("type") == "unix"
+    channel_target = channel.find("target")
+    assert channel_target is not None
+    assert channel_target.get("name") == "org.qemu.guest_agent.0"
+    assert channel_target.get("type") == "virtio"
+    assert root.find("devices/serial[@type='file']") is None

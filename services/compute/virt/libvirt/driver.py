@@ -19,11 +19,13 @@ from services.compute.virt.driver import (
 from services.compute.virt.images import CachedImage, InstanceFiles, InstanceStorage
 from services.compute.virt.libvirt.config import (
     METADATA_NS,
+    AgentChannel,
     DirectBoot,
     DiskConfig,
     DomainConfig,
     InstanceMetadata,
     InterfaceConfig,
+    SerialConsole,
     domain_xml,
 )
 from services.compute.virt.libvirt.host import LibvirtHost
@@ -140,7 +142,8 @@ class LibvirtDriver:
             direct_boot=boot,
             disks=disks,
             interfaces=[self._interface(network) for network in spec.networks],
-            console_log="" if is_test else str(files.console_log),
+            serial=None if is_test else SerialConsole(str(files.console_log)),
+            channels=() if is_test else (AgentChannel(),),
             emulator=self._options.emulator,
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import libvirt
 
 from services.compute.virt.driver import HypervisorError
+from services.compute.virt.libvirt.events import ensure_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class LibvirtHost:
 
     def connect(self) -> None:
         libvirt.registerErrorHandler(_quiet_error_handler, None)
+        ensure_event_loop()
         try:
             self._connection = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
