@@ -17,7 +17,7 @@ from services.api.auth import Authenticator
 from services.api.catalog import FlavorUseCases, ImageUseCases
 from services.api.catalog_servicer import FlavorsServicer, ImagesServicer
 from services.api.compute_services import ComputeServiceUseCases
-from services.api.consoles import ConsoleLocator, ConsoleOutputs
+from services.api.consoles import ConsoleLocator, ConsoleOutputs, ConsoleSessions, OpenConsoles
 from services.api.consoles_servicer import ConsolesServicer
 from services.api.create import CreateServers
 from services.api.delete import DeleteServer
@@ -89,7 +89,14 @@ async def start_api(settings: ApiSettings) -> RunningService:
     )  # fmt: skip
     down = timedelta(seconds=settings.service_down_time)
     console_client = ComputeConsoleClient(channels, timeout=settings.console_timeout_seconds)
-    consoles = ConsolesServicer(ConsoleOutputs(ConsoleLocator(db), console_client), identify)
+    locate = ConsoleLocator(db)
+    consoles = ConsolesServicer(
+        ConsoleOutputs(locate, console_client),
+        ConsoleSessions(
+            locate, console_client, OpenConsoles(settings.console_sessions_per_project)
+        ),
+        identify,
+    )
     registrations = [
         Registration(servers_pb2_grpc.add_ServersServicer_to_server, servers, SERVICE_NAME),
         Registration(

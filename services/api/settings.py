@@ -51,6 +51,9 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     console_timeout_seconds: float = setting(
         10.0, "Deadline of one console-output call to a compute host."
     )
+    console_sessions_per_project: int = setting(
+        4, "Interactive console sessions one project may hold open through one api process."
+    )
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
     def __post_init__(self) -> None:
@@ -64,6 +67,9 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
         require(self.conductor_streams >= 1, "conductor_streams", "must be >= 1")
         require(self.rate_limit_per_second >= 0, "rate_limit_per_second", "must be >= 0")
+        require(
+            self.console_sessions_per_project >= 1, "console_sessions_per_project", "must be >= 1"
+        )
         require(self.console_timeout_seconds > 0, "console_timeout_seconds", "must be > 0")
         require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
         for name in ("quota_instances", "quota_cores", "quota_ram"):

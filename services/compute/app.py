@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +26,8 @@ from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import ConductorClient, EventReporter, NodeReporter
 from services.common.rpc.server import Registration, bound_address, start_server
 from services.compute.console.output import ConsoleOutput
+from services.compute.console.ports import ConsoleHypervisor
+from services.compute.console.sessions import ConsoleSessions
 from services.compute.console_servicer import ComputeConsoleServicer
 from services.compute.manager import ComputeManager
 from services.compute.metrics import ComputeMetrics
@@ -135,8 +138,10 @@ async def start_compute(
     settings: ComputeSettings,
     *,
     wrap_driver: Callable[[LibvirtDriver], VirtDriver] | None = None,
+    wrap_consoles: Callable[[LibvirtConsoles], ConsoleHypervisor] | None = None,
 ) -> RunningService:
-    """``wrap_driver`` lets a test put a gate or a fault in front of the real driver."""
+    """``wrap_driver`` lets a test put a gate or a fault in front of the real driver;
+    ``wrap_consoles`` the same for consoles (libvirt's test driver has none to test with)."""
     executor = ThreadPoolExecutor(settings.max_concurrent_builds + 4, thread_name_prefix="virt")
     libvirt_host = LibvirtHost(settings.libvirt_uri)
     await asyncio.get_running_loop().run_in_executor(executor, libvirt_host.connect)
@@ -172,7 +177,18 @@ async def start_compute(
         clean_shutdown_timeout=settings.clean_shutdown_timeout,
         metrics=metrics,
     )
-    consoles = LibvirtConsoles(libvirt_host, real.storage, virt_type=real.virt_type)
+    real_consoles = LibvirtConsoles(libvirt_host, real.storage, virt_type=real.virt_type)
+    consoles: ConsoleHypervisor = (
+        real_consoles if wrap_consoles is None else wrap_consoles(real_consoles)
+    )
+    # Console streams wait on the guest, not on the CPU: their own threads, so that an
+    # attach never queues behind builds.
+    console_executor = ThreadPoolExecutor(8, thread_name_prefix="console")
+
+    async def console_blocking(function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(console_executor, function, *args)
+
+    sessions = ConsoleSessions(consoles, console_blocking)
     server = await start_server(
         settings.listen,
         [
@@ -183,7 +199,7 @@ async def start_compute(
             ),
             Registration(
                 compute_console_pb2_grpc.add_ComputeConsoleServicer_to_server,
-                ComputeConsoleServicer(ConsoleOutput(consoles, manager.run_blocking)),
+                ComputeConsoleServicer(ConsoleOutput(consoles, console_blocking), sessions),
                 CONSOLE_SERVICE_NAME,
             ),
         ],
@@ -222,6 +238,14 @@ async def start_compute(
         if not await events.flush(EVENT_FLUSH_TIMEOUT_S):
             log.warning("%d state reports not delivered at shutdown", events.backlog)
 
+    async def end_consoles() -> None:
+        # Before the server stops: each session's RPC ends with its reason, not a cancel.
+        await sessions.close()
+
+    async def close_consoles() -> None:
+        await sessions.close()
+        console_executor.shutdown(wait=False, cancel_futures=True)
+
     async def close_libvirt() -> None:
         libvirt_host.close()
         executor.shutdown(wait=False, cancel_futures=True)
@@ -231,13 +255,14 @@ async def start_compute(
         server,
         settings.listen,
         advertised=address,
-        draining=[drain_builds],
+        draining=[end_consoles, drain_builds],
         closers=[
             readiness.close,
             sync.close,
             heartbeat.close,
             events.close,
             channels.close,
+            close_consoles,
             close_libvirt,
             metrics_server.close,
         ],

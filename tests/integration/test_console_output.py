@@ -21,9 +21,11 @@ from services.common.rpc.console_client import ComputeConsoleClient
 from services.common.rpc.server import Registration, start_server
 from services.common.tls import InternalTls
 from services.compute.console.output import ConsoleOutput
+from services.compute.console.sessions import ConsoleSessions
 from services.compute.console_servicer import ComputeConsoleServicer
 from tests.integration.test_pipeline import create, field_violation, wait_for_compute
 from tests.support.auth import Authed
+from tests.support.consoles import EchoConsoles
 from tests.support.stack import Stack, running_stack
 from tests.unit.test_console_output import FileConsoles, inline
 
@@ -91,7 +93,9 @@ async def console_host(files: FileConsoles, pki: Path) -> AsyncIterator[str]:
         [
             Registration(
                 compute_console_pb2_grpc.add_ComputeConsoleServicer_to_server,
-                ComputeConsoleServicer(ConsoleOutput(files, inline)),
+                ComputeConsoleServicer(
+                    ConsoleOutput(files, inline), ConsoleSessions(EchoConsoles(Path("/")), inline)
+                ),
                 "novagrpc.internal.v1.ComputeConsole",
             )
         ],

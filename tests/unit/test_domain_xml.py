@@ -7,11 +7,13 @@ import pytest
 
 from services.compute.virt.libvirt.config import (
     METADATA_NS,
+    AgentChannel,
     DirectBoot,
     DiskConfig,
     DomainConfig,
     InstanceMetadata,
     InterfaceConfig,
+    SerialConsole,
     domain_xml,
 )
 
@@ -94,8 +96,6 @@ def test_test_driver_domain_is_minimal() -> None:
 
 
 def test_pty_serial_console_is_logged_and_the_agent_channel_is_there() -> None:
-    from services.compute.virt.libvirt.config import AgentChannel, SerialConsole
-
     root = ET.fromstring(
         domain_xml(
             config(serial=SerialConsole("/var/lib/x/console.log"), channels=(AgentChannel(),))

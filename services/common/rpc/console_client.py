@@ -3,13 +3,15 @@ become domain errors here, once, so the use case never sees a status code."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 
 from services.common.context import request_metadata
-from services.common.errors import DomainError, Unavailable, WrongState
+from services.common.errors import Aborted, DomainError, InvalidArgument, Unavailable, WrongState
 from services.common.generated.novagrpc.internal.v1 import (
     compute_console_pb2 as pb,
 )
@@ -30,6 +32,10 @@ def domain_error(exc: grpc.aio.AioRpcError) -> DomainError:
     code, details = exc.code(), exc.details() or exc.code().name
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return WrongState(details)
+    if code == grpc.StatusCode.ABORTED:
+        return Aborted(details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument("data", details)
     if code == grpc.StatusCode.NOT_FOUND:
         # The database places the server on that host, the host has no such domain: it is
         # being built, deleted or moved right now.
@@ -72,3 +78,49 @@ class ComputeConsoleClient:
             raise domain_error(exc) from exc
         finally:
             call.cancel()
+
+    async def attach(
+        self, address: str, uuid: str, inputs: AsyncIterator[bytes], *, request_id: str = ""
+    ) -> AsyncIterator[bytes]:
+        """Guest output as it comes; ``inputs`` are typed into the guest meanwhile. An error
+        raised by ``inputs`` (bad input) ends the session with that error."""
+        call = self._stub(address).AttachConsole(metadata=request_metadata(request_id))
+
+        async def pump() -> None:
+            await call.write(pb.ConsoleStreamInput(instance_uuid=uuid))
+            async for data in inputs:
+                await call.write(pb.ConsoleStreamInput(data=data))
+            # Input ended: say so, but keep reading (output goes on until cancelled).
+            await call.done_writing()
+
+        writer = asyncio.create_task(pump())
+        reader: asyncio.Future[object] | None = None
+        try:
+            while True:
+                if reader is None:
+                    reader = asyncio.ensure_future(call.read())
+                waiting: set[asyncio.Future[object]] = {reader}
+                if not writer.done():
+                    waiting.add(writer)  # type: ignore[arg-type]
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if writer.done() and not writer.cancelled():
+                    failure = writer.exception()
+                    if isinstance(failure, DomainError):
+                        raise failure
+                if not reader.done():
+                    continue
+                reply = reader.result()
+                reader = None
+                if reply is grpc.aio.EOF:
+                    return
+                assert isinstance(reply, pb.ConsoleStreamOutput)
+                yield reply.data
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc) from exc
+        finally:
+            call.cancel()
+            for task in (writer, reader):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.common.errors import Aborted, DomainError
+from services.common.errors import Aborted, DomainError, Unavailable
 from services.compute.console.ports import ConsoleHandle, ConsoleHypervisor
 
 log = logging.getLogger(__name__)
@@ -158,5 +158,6 @@ class ConsoleSessions:
     async def close(self) -> None:
         """The service stops: end every session (their RPCs finish as the guest's did)."""
         for session in list(self._open):
-            session.finish("the compute service is stopping")
+            reason = "the compute service is stopping"
+            session.finish(reason, Unavailable(f"console session ended: {reason}"))
             await self.detach(session)
