@@ -24,6 +24,9 @@ def test_console_log_on_the_test_hypervisor_says_why_not(system: System) -> None
         result = novactl(system, "server", "console-log", server_id, *extra)
         assert result.returncode == 1, result.stdout
         assert "FAILED_PRECONDITION" in result.stderr and "test hypervisor" in result.stderr
+    attached = novactl(system, "server", "console", server_id)
+    assert attached.returncode == 1
+    assert "FAILED_PRECONDITION" in attached.stderr and "test hypervisor" in attached.stderr
     bad = novactl(system, "server", "console-log", server_id, "--lines", "20000")
     assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "lines" in bad.stderr
     assert novactl(system, "server", "delete", "--wait", server_id).returncode == 0
