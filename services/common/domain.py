@@ -138,6 +138,8 @@ class Instance:
     block_devices: tuple[Mapping[str, Any], ...] = ()
     config_drive: bool = False
     tags: tuple[str, ...] = ()
+    # Set only from inside the guest (its guest-agent channel), through compute's report.
+    guest_ready_at: datetime | None = None
 
     @property
     def status(self) -> ServerStatus:
@@ -257,6 +259,7 @@ class InstanceEventKind(enum.StrEnum):
     STARTED = "started"
     REBOOTED = "rebooted"
     ACTION_FAILED = "action_failed"
+    GUEST_READY = "guest_ready"
 
 
 class PowerAction(enum.StrEnum):

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,14 @@ from services.compute.console.output import ConsoleOutput
 from services.compute.console.ports import ConsoleHypervisor
 from services.compute.console.sessions import ConsoleSessions
 from services.compute.console_servicer import ComputeConsoleServicer
+from services.compute.guest_ready import GuestReadiness
 from services.compute.manager import ComputeManager
 from services.compute.metrics import ComputeMetrics
 from services.compute.resource_tracker import Ratios, ResourceTracker
 from services.compute.servicer import ComputeServicer
 from services.compute.settings import ComputeSettings
 from services.compute.sync import HostSync
-from services.compute.virt.driver import HostResources, VirtDriver
+from services.compute.virt.driver import HostResources, HypervisorError, VirtDriver
 from services.compute.virt.images import InstanceStorage
 from services.compute.virt.libvirt.console import LibvirtConsoles
 from services.compute.virt.libvirt.driver import LibvirtDriver, LibvirtOptions, parse_interface
@@ -65,6 +67,45 @@ def node_report(
         ram_allocation_ratio=settings.ram_allocation_ratio,
         disk_allocation_ratio=settings.disk_allocation_ratio,
     )
+
+
+@dataclass
+class ConsoleService:
+    """The ComputeConsole servicer and what it holds: sessions and their own threads."""
+
+    registration: Registration
+    sessions: ConsoleSessions
+    executor: ThreadPoolExecutor
+
+    @staticmethod
+    def create(
+        *,
+        real_consoles: LibvirtConsoles,
+        wrap: Callable[[LibvirtConsoles], ConsoleHypervisor] | None,
+    ) -> ConsoleService:
+        consoles: ConsoleHypervisor = real_consoles if wrap is None else wrap(real_consoles)
+        # Console streams wait on the guest, not on the CPU: their own threads, so that an
+        # attach never queues behind builds.
+        executor = ThreadPoolExecutor(8, thread_name_prefix="console")
+
+        async def blocking(function: Callable[..., Any], *args: Any) -> Any:
+            return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+        sessions = ConsoleSessions(consoles, blocking)
+        registration = Registration(
+            compute_console_pb2_grpc.add_ComputeConsoleServicer_to_server,
+            ComputeConsoleServicer(ConsoleOutput(consoles, blocking), sessions),
+            CONSOLE_SERVICE_NAME,
+        )
+        return ConsoleService(registration, sessions, executor)
+
+    async def end_sessions(self) -> None:
+        # Before the server stops: each session's RPC ends with its reason, not a cancel.
+        await self.sessions.close()
+
+    async def close(self) -> None:
+        await self.sessions.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class Heartbeat:
@@ -177,18 +218,10 @@ async def start_compute(
         clean_shutdown_timeout=settings.clean_shutdown_timeout,
         metrics=metrics,
     )
-    real_consoles = LibvirtConsoles(libvirt_host, real.storage, virt_type=real.virt_type)
-    consoles: ConsoleHypervisor = (
-        real_consoles if wrap_consoles is None else wrap_consoles(real_consoles)
+    console = ConsoleService.create(
+        real_consoles=LibvirtConsoles(libvirt_host, real.storage, virt_type=real.virt_type),
+        wrap=wrap_consoles,
     )
-    # Console streams wait on the guest, not on the CPU: their own threads, so that an
-    # attach never queues behind builds.
-    console_executor = ThreadPoolExecutor(8, thread_name_prefix="console")
-
-    async def console_blocking(function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(console_executor, function, *args)
-
-    sessions = ConsoleSessions(consoles, console_blocking)
     server = await start_server(
         settings.listen,
         [
@@ -197,11 +230,7 @@ async def start_compute(
                 ComputeServicer(manager),
                 SERVICE_NAME,
             ),
-            Registration(
-                compute_console_pb2_grpc.add_ComputeConsoleServicer_to_server,
-                ComputeConsoleServicer(ConsoleOutput(consoles, console_blocking), sessions),
-                CONSOLE_SERVICE_NAME,
-            ),
+            console.registration,
         ],
         credentials=tls.server_credentials() if tls is not None else None,
         metrics=RpcMetrics.create(registry),
@@ -224,6 +253,11 @@ async def start_compute(
         interval=settings.sync_power_state_interval,
         handback_grace=settings.build_handback_grace,
     )
+    readiness_reports = GuestReadiness(events, settings.host, asyncio.get_running_loop())
+    try:
+        await manager.run_blocking(libvirt_host.watch_agents, readiness_reports.connected)
+    except HypervisorError as exc:
+        log.warning("guest readiness will not be reported from this host: %s", exc)
     events.start()
     heartbeat.start()
     sync.start()
@@ -238,14 +272,6 @@ async def start_compute(
         if not await events.flush(EVENT_FLUSH_TIMEOUT_S):
             log.warning("%d state reports not delivered at shutdown", events.backlog)
 
-    async def end_consoles() -> None:
-        # Before the server stops: each session's RPC ends with its reason, not a cancel.
-        await sessions.close()
-
-    async def close_consoles() -> None:
-        await sessions.close()
-        console_executor.shutdown(wait=False, cancel_futures=True)
-
     async def close_libvirt() -> None:
         libvirt_host.close()
         executor.shutdown(wait=False, cancel_futures=True)
@@ -255,14 +281,14 @@ async def start_compute(
         server,
         settings.listen,
         advertised=address,
-        draining=[end_consoles, drain_builds],
+        draining=[console.end_sessions, drain_builds],
         closers=[
             readiness.close,
             sync.close,
             heartbeat.close,
             events.close,
             channels.close,
-            close_consoles,
+            console.close,
             close_libvirt,
             metrics_server.close,
         ],

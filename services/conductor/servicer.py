@@ -38,6 +38,7 @@ _KINDS = {
     conductor_pb2.STARTED: InstanceEventKind.STARTED,
     conductor_pb2.REBOOTED: InstanceEventKind.REBOOTED,
     conductor_pb2.ACTION_FAILED: InstanceEventKind.ACTION_FAILED,
+    conductor_pb2.GUEST_READY: InstanceEventKind.GUEST_READY,
 }
 
 

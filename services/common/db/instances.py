@@ -67,6 +67,7 @@ def instance_from_row(
         block_devices=tuple(m["block_devices"] or ()),
         config_drive=bool(m["config_drive"]),
         tags=tags,
+        guest_ready_at=m.get("guest_ready_at"),
     )
 
 

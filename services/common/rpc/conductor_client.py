@@ -47,6 +47,7 @@ _EVENT_KINDS = {
     InstanceEventKind.STARTED: conductor_pb2.STARTED,
     InstanceEventKind.REBOOTED: conductor_pb2.REBOOTED,
     InstanceEventKind.ACTION_FAILED: conductor_pb2.ACTION_FAILED,
+    InstanceEventKind.GUEST_READY: conductor_pb2.GUEST_READY,
 }
 
 
