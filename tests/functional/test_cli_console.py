@@ -30,3 +30,14 @@ def test_console_log_on_the_test_hypervisor_says_why_not(system: System) -> None
     bad = novactl(system, "server", "console-log", server_id, "--lines", "20000")
     assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "lines" in bad.stderr
     assert novactl(system, "server", "delete", "--wait", server_id).returncode == 0
+
+
+def test_wait_ready_never_pretends_on_the_test_hypervisor(system: System) -> None:
+    """The test hypervisor has no guest, so no guest ever says it is ready: --wait-ready
+    times out (ACTIVE is not enough)."""
+    result = novactl(
+        system, "server", "create", "--flavor", "m1.tiny", "--image", "nova-tiny",
+        "--name", "ready", "--wait-ready", "--wait-timeout", "3",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout
+    assert "timed out" in result.stderr and "ready" in result.stderr

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import grpc
 
 from services.cli.client import Client, CliError
-from services.cli.commands import consoles
+from services.cli.commands import consoles, readiness
 from services.cli.output import emit, print_table, show_many, to_dict
 from services.common.generated.novagrpc.v1 import servers_pb2
 
@@ -70,6 +70,8 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if high is not None:
         request.max_count = high
     reply = client.call(client.servers.CreateServer, request)
+    if args.wait_ready:
+        return _created_ready(client, reply, args, out)
     if not args.wait:
         emit(to_dict(reply), args.output, out)
         return 0
@@ -85,6 +87,25 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
                 out.write(f"{server.id}: {server.fault.message}\n")
         out.write(f"admin password (shown once): {reply.admin_password}\n")
     return 0 if all(s.status == servers_pb2.ACTIVE for s in servers) else 1
+
+
+def _created_ready(
+    client: Client, reply: servers_pb2.CreateServerResponse, args: argparse.Namespace,
+    out: TextIO,
+) -> int:  # fmt: skip
+    servers = readiness.wait_ready(client, reply, args.wait_timeout)
+    rows = [row(s) | {"guest_ready": s.guest_ready.ToJsonString() if s.HasField("guest_ready")
+                      else ""} for s in servers]  # fmt: skip
+    if args.output == "json":
+        emit({"reservation_id": reply.reservation_id, "admin_password": reply.admin_password,
+              "servers": rows}, "json", out)  # fmt: skip
+    else:
+        print_table(rows, (*COLUMNS, "guest_ready"), out)
+        out.write(f"admin password (shown once): {reply.admin_password}\n")
+    ready = len(servers) == len(reply.server_ids) and all(
+        s.HasField("guest_ready") for s in servers
+    )
+    return 0 if ready else 1
 
 
 def wait_settled(
@@ -265,6 +286,8 @@ def _register_create(server: Any) -> None:
                         help="an extra blank local disk of this size")  # fmt: skip
     create.add_argument("--client-request-id", help="retry-safe create: same id, same servers")
     create.add_argument("--wait", action="store_true", help="wait until every server settles")
+    create.add_argument("--wait-ready", action="store_true",
+                        help="wait until every guest says it is up (guest_ready)")  # fmt: skip
     create.add_argument("--wait-timeout", type=float, default=600.0)
     create.set_defaults(func=_create)
 
