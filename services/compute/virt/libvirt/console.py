@@ -4,14 +4,16 @@ session takes over, as ``virsh console --force``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
 
 import libvirt
 
-from services.common.errors import NotFound, WrongState
+from services.common.errors import NotFound, Unavailable, WrongState
 from services.compute.console.ports import ConsoleClosed, ConsoleSink
+from services.compute.virt.driver import HypervisorError
 from services.compute.virt.images import InstanceStorage
 from services.compute.virt.libvirt.host import LibvirtHost
 
@@ -140,7 +142,10 @@ class LibvirtConsoles:
     def _check(self, uuid: str) -> int:
         if self._virt_type == "test":
             raise WrongState(TEST_DRIVER_HAS_NO_CONSOLE)
-        state = self._host.state(uuid)
+        try:
+            state = self._host.state(uuid)
+        except HypervisorError as exc:
+            raise Unavailable(f"libvirt did not answer: {exc}") from exc
         if state is None:
             raise NotFound("instance", uuid, field="instance_uuid")
         return state
@@ -157,10 +162,14 @@ class LibvirtConsoles:
             domain = connection.lookupByUUIDString(uuid)
             stream = connection.newStream(libvirt.VIR_STREAM_NONBLOCK)
         except libvirt.libvirtError as exc:
-            raise NotFound("instance", uuid, field="instance_uuid") from exc
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFound("instance", uuid, field="instance_uuid") from exc
+            raise Unavailable(f"libvirt did not answer: {exc}") from exc
         try:
             domain.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         except libvirt.libvirtError as exc:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
             raise WrongState(f"libvirt cannot open the console: {exc.get_error_message()}") from exc
         console = LibvirtConsole(stream, sink)
         try:
