@@ -88,3 +88,28 @@ async def test_stopping_the_service_ends_every_session_unavailable(tmp_path: Pat
     for session in opened:
         assert await session.read() is None
         assert isinstance(session.outcome(), Unavailable)
+
+
+async def test_an_attach_cancelled_while_opening_closes_what_it_opened(tmp_path: Path) -> None:
+    consoles = EchoConsoles(tmp_path)
+    release = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def slow(function: Callable[..., Any], *args: Any) -> Any:
+        if function == consoles.open_console:
+            await release.wait()
+        result = await asyncio.to_thread(function, *args)
+        if getattr(function, "__name__", "") == "close":
+            closed.set()
+        return result
+
+    sessions = ConsoleSessions(consoles, slow)
+    attaching = asyncio.create_task(sessions.attach("u1"))
+    await asyncio.sleep(0)  # let it start opening
+    attaching.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await attaching
+    await asyncio.wait_for(closed.wait(), 5)
+    assert consoles.opened == 1 and consoles.open_handles == 0
+    assert sessions.open_sessions == []

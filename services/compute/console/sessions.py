@@ -116,6 +116,7 @@ class ConsoleSessions:
         self._high_water = high_water_bytes
         self._current: dict[str, ConsoleSession] = {}
         self._open: set[ConsoleSession] = set()
+        self._closing: set[asyncio.Future[Any]] = set()
 
     @property
     def open_sessions(self) -> list[ConsoleSession]:
@@ -127,8 +128,14 @@ class ConsoleSessions:
         previous = self._current.get(uuid)
         if previous is not None:
             previous.superseded = True
+        opening = asyncio.ensure_future(self._run(self._hypervisor.open_console, uuid, session))
         try:
-            session.handle = await self._run(self._hypervisor.open_console, uuid, session)
+            # Shielded: the open runs on in its thread if the caller goes away meanwhile,
+            # and what it opened must then be closed, not leaked.
+            session.handle = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(lambda done: self._abandon(done, previous))
+            raise
         except BaseException:
             if previous is not None and not previous.over:
                 previous.superseded = False
@@ -139,6 +146,19 @@ class ConsoleSessions:
             # libvirt has ended its stream already (force); end ours too, whatever it said.
             previous.finish(TAKEN_OVER)
         return session
+
+    def _abandon(self, opening: asyncio.Future[Any], previous: ConsoleSession | None) -> None:
+        """An open whose caller was cancelled finished: close its stream."""
+        if opening.cancelled() or opening.exception() is not None:
+            if previous is not None and not previous.over:
+                previous.superseded = False
+            return
+        if previous is not None:
+            previous.finish(TAKEN_OVER)  # libvirt ended it when the abandoned one opened
+        handle: ConsoleHandle = opening.result()
+        task = asyncio.ensure_future(self._run(handle.close))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def write(self, session: ConsoleSession, data: bytes) -> None:
         if session.handle is not None and data and not session.over:
