@@ -116,49 +116,53 @@ class ConsoleSessions:
         self._high_water = high_water_bytes
         self._current: dict[str, ConsoleSession] = {}
         self._open: set[ConsoleSession] = set()
-        self._closing: set[asyncio.Future[Any]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     @property
     def open_sessions(self) -> list[ConsoleSession]:
         return list(self._open)
 
+    def _lock(self, uuid: str) -> asyncio.Lock:
+        lock = self._locks.get(uuid)
+        if lock is None:
+            lock = self._locks[uuid] = asyncio.Lock()
+        return lock
+
     async def attach(self, uuid: str) -> ConsoleSession:
-        """Opens a session on the guest's console, taking over any session it already has."""
+        """Opens a session on the guest's console, taking over any session it already has.
+
+        The earlier session's stream is closed before the new one opens, never both at once:
+        libvirt keys console streams by the pty's path, and an old stream torn down while a
+        new one on the same path opens can end the new one (seen on libvirt 9.0)."""
         session = ConsoleSession(uuid, asyncio.get_running_loop(), self._high_water)
-        previous = self._current.get(uuid)
-        if previous is not None:
-            previous.superseded = True
-        opening = asyncio.ensure_future(self._run(self._hypervisor.open_console, uuid, session))
-        try:
-            # Shielded: the open runs on in its thread if the caller goes away meanwhile,
-            # and what it opened must then be closed, not leaked.
-            session.handle = await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            opening.add_done_callback(lambda done: self._abandon(done, previous))
-            raise
-        except BaseException:
-            if previous is not None and not previous.over:
-                previous.superseded = False
-            raise
-        self._open.add(session)
-        self._current[uuid] = session
-        if previous is not None:
-            # libvirt has ended its stream already (force); end ours too, whatever it said.
-            previous.finish(TAKEN_OVER)
+        async with self._lock(uuid):
+            previous = self._current.pop(uuid, None)
+            if previous is not None:
+                previous.superseded = True
+                previous.finish(TAKEN_OVER)
+                await self._free(previous)
+            opening = asyncio.ensure_future(
+                self._run(self._hypervisor.open_console, uuid, session)
+            )
+            try:
+                # Shielded: the open runs on in its thread if the caller goes away meanwhile,
+                # and what it opened must then be closed, not leaked.
+                session.handle = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    abandoned: ConsoleHandle = await opening
+                    await self._run(abandoned.close)
+                raise
+            self._open.add(session)
+            self._current[uuid] = session
         return session
 
-    def _abandon(self, opening: asyncio.Future[Any], previous: ConsoleSession | None) -> None:
-        """An open whose caller was cancelled finished: close its stream."""
-        if opening.cancelled() or opening.exception() is not None:
-            if previous is not None and not previous.over:
-                previous.superseded = False
-            return
-        if previous is not None:
-            previous.finish(TAKEN_OVER)  # libvirt ended it when the abandoned one opened
-        handle: ConsoleHandle = opening.result()
-        task = asyncio.ensure_future(self._run(handle.close))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+    async def _free(self, session: ConsoleSession) -> None:
+        self._open.discard(session)
+        handle, session.handle = session.handle, None
+        if handle is not None:
+            # Shielded: a cancelled RPC still frees the hypervisor's stream.
+            await asyncio.shield(self._run(handle.close))
 
     async def write(self, session: ConsoleSession, data: bytes) -> None:
         if session.handle is not None and data and not session.over:
@@ -167,13 +171,13 @@ class ConsoleSessions:
     async def detach(self, session: ConsoleSession) -> None:
         """Ends the session and frees its stream (also when the caller was cancelled)."""
         session.finish("detached")
-        if self._current.get(session.uuid) is session:
-            del self._current[session.uuid]
-        self._open.discard(session)
-        handle, session.handle = session.handle, None
-        if handle is not None:
-            # Shielded: a cancelled RPC still frees the hypervisor's stream.
-            await asyncio.shield(self._run(handle.close))
+        lock = self._lock(session.uuid)
+        async with lock:
+            if self._current.get(session.uuid) is session:
+                del self._current[session.uuid]
+            await self._free(session)
+        if session.uuid not in self._current and not lock.locked():
+            self._locks.pop(session.uuid, None)
 
     async def close(self) -> None:
         """The service stops: end every session (their RPCs finish as the guest's did)."""

@@ -119,7 +119,7 @@ class LibvirtHost:
         domain = self._domain(uuid)
         try:
             if domain.isActive():
-                domain.destroy()
+                _destroy(domain)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"destroy of {uuid} failed: {exc}") from exc
 
@@ -140,7 +140,7 @@ class LibvirtHost:
             raise HypervisorError(f"looking up {uuid} failed: {exc}") from exc
         try:
             if domain.isActive():
-                domain.destroy()
+                _destroy(domain)
             domain.undefine()  # our guests boot BIOS or direct kernel: no NVRAM to remove
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -210,3 +210,15 @@ def _shutdown_acpi(domain: libvirt.virDomain) -> None:
         if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
             raise
         domain.shutdown()
+
+
+def _destroy(domain: libvirt.virDomain) -> None:
+    """destroy(), where a domain that stopped meanwhile counts as destroyed: QEMU killed with
+    a console stream open can be reaped by libvirt's own cleanup before destroy takes its
+    job, and destroy then answers "domain is not running"."""
+    try:
+        domain.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not domain.isActive():
+            return
+        raise
