@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compute_builds import run_compute_builds
+from bench.console import run_console
 from bench.e2e import run_e2e
 from bench.networking import run_networking
 from bench.real_guest import run_real_guest
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--workdir", default="var/bench")
     parser.add_argument(
-        "--only", choices=("e2e", "compute", "guest", "scheduler", "net"), action="append",
+        "--only", action="append",
+        choices=("e2e", "compute", "guest", "console", "scheduler", "net"),
         help="run only these parts (default: all)",
     )  # fmt: skip
     parser.add_argument(
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         help="sample this service with py-spy during the 50-client e2e run",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    parts = set(args.only or ("e2e", "compute", "guest", "scheduler", "net"))
+    parts = set(args.only or ("e2e", "compute", "guest", "console", "scheduler", "net"))
     results = []
     if "scheduler" in parts:
         results += run_scheduler(Path(args.workdir) / "scheduler")
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         results += run_networking(Path(args.workdir) / "net")
     if "guest" in parts:
         results += run_real_guest(Path(args.workdir) / "guest")
+    if "console" in parts:
+        results += run_console(Path(args.workdir) / "console")
     if "e2e" not in parts:
         return _report(results)
     results += run_e2e(

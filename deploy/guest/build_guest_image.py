@@ -15,6 +15,8 @@ The guest's /init prints on the serial console (ttyS0):
   NOVA-GRPC-USER-DATA <first line of openstack/latest/user_data>
   NOVA-GRPC-HOSTNAME <"hostname" of openstack/latest/meta_data.json>
   NOVA-GRPC-NET <static|dhcp|none> <interface> <address>
+  NOVA-GRPC-NETWORK <first NIC and its address | none>
+  NOVA-GRPC-READY agent=<the guest agent's virtio-serial port | none>
 
 the user-data and hostname lines only when an ISO 9660 config drive labelled
 "config-2" is found (CD-ROM on IDE or virtio-scsi; SATA/AHCI only with --flavour
@@ -22,8 +24,9 @@ amd64, because Debian's cloud kernel is built without AHCI).  The first NIC is
 configured from the drive's network_data.json (the address of the port whose MAC
 it has, the netmask and the default route) or, without one, by DHCP (busybox
 udhcpc), as a stock cloud image does.  Then busybox httpd serves on TCP 8080, a
-user_data that starts with "#!" runs (its output on the console), and it sleeps
-forever.
+user_data that starts with "#!" runs (its output on the console), and, its network
+configured, it opens the QEMU guest agent's port (org.qemu.guest_agent.0) and keeps
+it open: that is its readiness signal.  Then it runs a shell on ttyS0, for ever.
 
 Downloaded .deb files are kept in <out>/cache and reused on the next run.
 Re-running gives byte-identical images (fixed mtimes, owners and gzip header).
@@ -67,8 +70,9 @@ WANTED_MODULES = (
     "virtio_blk",
     # the filesystem of the config drive
     "isofs",
-    # the NIC of a port (<interface type='bridge'> with model virtio)
+    # the NIC, and the virtio-serial port the guest signals readiness on
     "virtio_net",
+    "virtio_console",
 )
 
 INIT_SCRIPT = r"""#!/bin/sh
@@ -216,8 +220,46 @@ if [ -n "$DEV" ] && [ -r "$UD" ] && [ "$(head -c 2 "$UD")" = "#!" ]; then
     /tmp/user_data > "$CON" 2>&1 &
 fi
 
-# PID 1 must never exit; there is no tty for an interactive shell.
-while :; do sleep 3600; done
+NET=none
+if [ -n "$NIC" ]; then
+    ADDR=$(ip -4 -o addr show dev "$NIC" 2>/dev/null | sed -n 's/.* inet \([^ ]*\).*/\1/p')
+    [ -n "$ADDR" ] && NET="$NIC $ADDR"
+fi
+say "NOVA-GRPC-NETWORK $NET"
+
+# Readiness, from inside: open the QEMU guest agent's virtio-serial port and keep it open
+# (libvirt reports the guest side connecting; compute records the server's guest_ready).
+AGENT=""
+for port in /sys/class/virtio-ports/*; do
+    [ "$(cat "$port/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && AGENT=/dev/${port##*/}
+done
+if [ -n "$AGENT" ] && [ -c "$AGENT" ] && exec 3<>"$AGENT"; then
+    say "NOVA-GRPC-READY agent=$AGENT"
+else
+    say "NOVA-GRPC-READY agent=none"
+fi
+
+# A shell on the serial console (novactl server console); a new one whenever it exits.
+# PID 1 must never exit.
+while :; do
+    setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' || sleep 1
+done
+"""
+
+UDHCPC_SCRIPT = r"""#!/bin/sh
+# busybox udhcpc calls this with the lease in the environment.
+case "$1" in
+    bound|renew)
+        ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}"
+        if [ -n "$router" ]; then
+            route add default gw "${router%% *}" dev "$interface" 2>/dev/null
+        fi
+        ;;
+    deconfig)
+        ifconfig "$interface" 0.0.0.0
+        ;;
+esac
+exit 0
 """
 
 
@@ -513,6 +555,7 @@ def _initramfs(busybox: str, moddir: str) -> tuple[bytes, list[str]]:
         load.append(rel)
     cpio.file("lib/modules/load.order", ("\n".join(load) + "\n").encode())
     cpio.file("etc/hostname", b"nova-grpc-guest\n")
+    cpio.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
     cpio.file("init", INIT_SCRIPT.encode(), 0o755)
     gz = io.BytesIO()
     with gzip.GzipFile(fileobj=gz, mode="wb", compresslevel=9, mtime=0) as g:

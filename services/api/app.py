@@ -17,6 +17,8 @@ from services.api.auth import Authenticator
 from services.api.catalog import FlavorUseCases, ImageUseCases
 from services.api.catalog_servicer import FlavorsServicer, ImagesServicer
 from services.api.compute_services import ComputeServiceUseCases
+from services.api.consoles import ConsoleLocator, ConsoleOutputs, ConsoleSessions, OpenConsoles
+from services.api.consoles_servicer import ConsolesServicer
 from services.api.create import CreateServers
 from services.api.delete import DeleteServer
 from services.api.groups import ServerGroupUseCases
@@ -41,6 +43,8 @@ from services.common.generated.novagrpc.v1 import (
     catalog_pb2_grpc,
     compute_services_pb2,
     compute_services_pb2_grpc,
+    consoles_pb2,
+    consoles_pb2_grpc,
     keypairs_pb2,
     keypairs_pb2_grpc,
     networks_pb2,
@@ -58,6 +62,7 @@ from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import BuildCaster, ConductorClient
+from services.common.rpc.console_client import ComputeConsoleClient
 from services.common.rpc.server import Registration, start_server
 
 log = logging.getLogger("services.api")
@@ -93,6 +98,15 @@ async def start_api(settings: ApiSettings) -> RunningService:
         identify,
     )  # fmt: skip
     down = timedelta(seconds=settings.service_down_time)
+    console_client = ComputeConsoleClient(channels, timeout=settings.console_timeout_seconds)
+    locate = ConsoleLocator(db)
+    consoles = ConsolesServicer(
+        ConsoleOutputs(locate, console_client),
+        ConsoleSessions(
+            locate, console_client, OpenConsoles(settings.console_sessions_per_project)
+        ),
+        identify,
+    )
     registrations = [
         Registration(servers_pb2_grpc.add_ServersServicer_to_server, servers, SERVICE_NAME),
         Registration(
@@ -136,6 +150,11 @@ async def start_api(settings: ApiSettings) -> RunningService:
             compute_services_pb2_grpc.add_ComputeServicesServicer_to_server,
             ComputeServicesServicer(ComputeServiceUseCases(db, service_down_time=down), identify),
             _name(compute_services_pb2, "ComputeServices"),
+        ),
+        Registration(
+            consoles_pb2_grpc.add_ConsolesServicer_to_server,
+            consoles,
+            _name(consoles_pb2, "Consoles"),
         ),
     ]
     server = await start_server(settings.listen, registrations, metrics=RpcMetrics.create(registry))

@@ -66,6 +66,8 @@ def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
             for port in instance.ports
         ],
     )
+    if instance.guest_ready_at is not None:
+        server.guest_ready.FromDatetime(instance.guest_ready_at)
     if instance.fault is not None:
         server.fault.code = instance.fault.code
         server.fault.message = instance.fault.message

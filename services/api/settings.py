@@ -48,6 +48,12 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     quota_instances: int = setting(10, "Default instances per project (-1: unlimited).")
     quota_cores: int = setting(20, "Default vCPUs per project (-1: unlimited).")
     quota_ram: int = setting(51200, "Default MiB of RAM per project (-1: unlimited).")
+    console_timeout_seconds: float = setting(
+        10.0, "Deadline of one console-output call to a compute host."
+    )
+    console_sessions_per_project: int = setting(
+        4, "Interactive console sessions one project may hold open through one api process."
+    )
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
     def __post_init__(self) -> None:
@@ -61,6 +67,10 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
         require(self.conductor_streams >= 1, "conductor_streams", "must be >= 1")
         require(self.rate_limit_per_second >= 0, "rate_limit_per_second", "must be >= 0")
+        require(
+            self.console_sessions_per_project >= 1, "console_sessions_per_project", "must be >= 1"
+        )
+        require(self.console_timeout_seconds > 0, "console_timeout_seconds", "must be > 0")
         require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
         for name in ("quota_instances", "quota_cores", "quota_ram"):
             require(getattr(self, name) >= -1, name, "must be -1 (unlimited) or more")

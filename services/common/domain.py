@@ -142,6 +142,8 @@ class Instance:
     tags: tuple[str, ...] = ()
     # Its NICs, in device order (loaded with the instance; empty for networks=["none"]).
     ports: tuple[PortSpec, ...] = ()
+    # Set only from inside the guest (its guest-agent channel), through compute's report.
+    guest_ready_at: datetime | None = None
 
     @property
     def status(self) -> ServerStatus:
@@ -261,6 +263,7 @@ class InstanceEventKind(enum.StrEnum):
     STARTED = "started"
     REBOOTED = "rebooted"
     ACTION_FAILED = "action_failed"
+    GUEST_READY = "guest_ready"
 
 
 class PowerAction(enum.StrEnum):

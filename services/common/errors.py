@@ -71,3 +71,7 @@ class RateLimited(DomainError):
 
 class Unavailable(DomainError):
     """A dependency (database, another service) cannot be reached now; retrying may work."""
+
+
+class Aborted(DomainError):
+    """The operation was ended by a concurrent one (a console session another one took over)."""

@@ -41,6 +41,7 @@ _KINDS = {
     conductor_pb2.INSTANCE_EVENT_KIND_STARTED: InstanceEventKind.STARTED,
     conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED: InstanceEventKind.REBOOTED,
     conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED: InstanceEventKind.ACTION_FAILED,
+    conductor_pb2.INSTANCE_EVENT_KIND_GUEST_READY: InstanceEventKind.GUEST_READY,
 }
 
 

@@ -39,6 +39,8 @@ from tests.support.processes import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
+BUILD, ACTIVE = servers_pb2.SERVER_STATUS_BUILD, servers_pb2.SERVER_STATUS_ACTIVE
+DELETED = servers_pb2.SERVER_STATUS_DELETED
 CIDR, POOL = "10.66.0.0/24", ("10.66.0.10", "10.66.0.100")
 CLIENT = "10.66.0.200"
 
@@ -130,8 +132,8 @@ def test_guests_get_their_addresses_reach_each_other_and_only_what_rules_allow( 
                        config_drive=True, user_data=script)  # fmt: skip
             b_ip = b.addresses[0].addr
             for server in (a, b):
-                wait_until(lambda s=server: get(s.id).status != servers_pb2.SERVER_STATUS_BUILD, 120, "build")
-                assert get(server.id).status == servers_pb2.SERVER_STATUS_ACTIVE, get(server.id).fault.message
+                wait_until(lambda s=server: get(s.id).status != BUILD, 120, "build")
+                assert get(server.id).status == ACTIVE, get(server.id).fault.message
 
             def console(server: servers_pb2.Server) -> str:
                 path = instances / server.id / "console.log"
@@ -170,8 +172,7 @@ def test_guests_get_their_addresses_reach_each_other_and_only_what_rules_allow( 
             for server in (a, b):
                 servers.DeleteServer(servers_pb2.DeleteServerRequest(id=server.id), timeout=10)
             for server in (a, b):
-                wait_until(lambda s=server: get(s.id).status == servers_pb2.SERVER_STATUS_DELETED, 90,
-                           "the delete")  # fmt: skip
+                wait_until(lambda s=server: get(s.id).status == DELETED, 90, "the delete")
         assert_nothing_left(vni, client_end, tmp_path / "network", url)
     finally:
         detach(client_end)

@@ -19,8 +19,10 @@ from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.pki import create_pki
 from services.compute.app import start_compute
+from services.compute.console.ports import ConsoleHypervisor
 from services.compute.settings import ComputeSettings
 from services.compute.virt.driver import VirtDriver
+from services.compute.virt.libvirt.console import LibvirtConsoles
 from services.compute.virt.libvirt.driver import LibvirtDriver
 from services.conductor.app import start_conductor
 from services.conductor.settings import ConductorSettings
@@ -99,6 +101,7 @@ async def running_stack(
     *,
     computes: int = 1,
     wrap_driver: Callable[[LibvirtDriver], VirtDriver] | None = None,
+    wrap_consoles: Callable[[LibvirtConsoles], ConsoleHypervisor] | None = None,
     name_template: str = "%(uuid)s",
     per_compute: Sequence[Mapping[str, Any]] = (),
     conductor: Mapping[str, Any] | None = None,
@@ -135,7 +138,9 @@ async def running_stack(
         )
         if i < len(per_compute):
             settings = replace(settings, **per_compute[i])
-        compute_services.append(await start_compute(settings, wrap_driver=wrap_driver))
+        compute_services.append(
+            await start_compute(settings, wrap_driver=wrap_driver, wrap_consoles=wrap_consoles)
+        )
     api_settings: dict[str, Any] = {
         "quota_instances": -1,
         "quota_cores": -1,

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from services.cli import lookup
 from services.cli.client import Client
-from services.cli.commands import groups
+from services.cli.commands import consoles, groups, readiness
 from services.cli.commands.progress import Progress
 from services.cli.commands.watching import follow, wait_settled, watch_one
 from services.cli.completers import complete
@@ -85,6 +85,8 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         request.max_count = high
     reply = client.call(client.servers.CreateServer, request)
     view = args.view
+    if args.wait_ready:
+        return _created_ready(client, reply, args, out)
     if not args.wait:
         emit(to_dict(reply), view, out)
         return 0
@@ -111,6 +113,27 @@ def _hints(client: Client, request: servers_pb2.CreateServerRequest, hints: dict
         getattr(request.scheduler_hints, key).extend(lookup.server_ids(client, refs))
     if hints:
         raise CliError(f"--hint: unknown hints {sorted(hints)}")
+
+
+def _created_ready(
+    client: Client, reply: servers_pb2.CreateServerResponse, args: argparse.Namespace,
+    out: TextIO,
+) -> int:  # fmt: skip
+    view = args.view
+    servers = readiness.wait_ready(client, reply, args.wait_timeout)
+    rows = [row(s, structured=view.structured) | {
+        "guest_ready": s.guest_ready.ToJsonString() if s.HasField("guest_ready") else ""
+    } for s in servers]  # fmt: skip
+    if view.structured:
+        emit({"reservation_id": reply.reservation_id, "admin_password": reply.admin_password,
+              "servers": rows}, view, out)  # fmt: skip
+    else:
+        show_many(rows, (*COLUMNS, "guest_ready"), view, out)
+        out.write(f"admin password (shown once): {reply.admin_password}\n")
+    ready = len(servers) == len(reply.server_ids) and all(
+        s.HasField("guest_ready") for s in servers
+    )
+    return 0 if ready else 1
 
 
 def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
@@ -213,6 +236,7 @@ def register(commands: Any) -> None:
     _register_create(server)
     _register_others(server)
     groups.register(server, commands)
+    consoles.register(server)
 
 
 def _register_create(server: Any) -> None:
@@ -246,6 +270,8 @@ def _register_create(server: Any) -> None:
                         help="an extra blank local disk of this size")  # fmt: skip
     create.add_argument("--client-request-id", help="retry-safe create: same id, same servers")
     create.add_argument("--wait", action="store_true", help="wait until every server settles")
+    create.add_argument("--wait-ready", action="store_true",
+                        help="wait until every guest says it is up (guest_ready)")  # fmt: skip
     create.add_argument("--wait-timeout", type=float, default=600.0)
     create.set_defaults(func=_create)
 

@@ -74,6 +74,7 @@ def instance_from_row(
         config_drive=bool(m["config_drive"]),
         tags=tags,
         ports=ports,
+        guest_ready_at=m.get("guest_ready_at"),
     )
 
 

@@ -166,6 +166,8 @@ class InstanceRow(Base):
     updated_at: Mapped[datetime | None]
     launched_at: Mapped[datetime | None]
     terminated_at: Mapped[datetime | None]
+    # When the guest said it is up (from inside: its guest-agent channel); None until then.
+    guest_ready_at: Mapped[datetime | None]
 
 
 class AllocationRow(Base):

@@ -49,6 +49,7 @@ _EVENT_KINDS = {
     InstanceEventKind.STARTED: conductor_pb2.INSTANCE_EVENT_KIND_STARTED,
     InstanceEventKind.REBOOTED: conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED,
     InstanceEventKind.ACTION_FAILED: conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED,
+    InstanceEventKind.GUEST_READY: conductor_pb2.INSTANCE_EVENT_KIND_GUEST_READY,
 }
 
 

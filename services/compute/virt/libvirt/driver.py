@@ -19,11 +19,13 @@ from services.compute.virt.driver import (
 from services.compute.virt.images import CachedImage, InstanceFiles, InstanceStorage
 from services.compute.virt.libvirt.config import (
     METADATA_NS,
+    AgentChannel,
     DirectBoot,
     DiskConfig,
     DomainConfig,
     InstanceMetadata,
     InterfaceConfig,
+    SerialConsole,
     domain_xml,
 )
 from services.compute.virt.libvirt.host import LibvirtHost
@@ -86,6 +88,14 @@ class LibvirtDriver:
     def host(self) -> LibvirtHost:
         return self._host
 
+    @property
+    def storage(self) -> InstanceStorage:
+        return self._storage
+
+    @property
+    def virt_type(self) -> str:
+        return self._options.virt_type
+
     def host_resources(self) -> HostResources:
         info = self._host.node_info()
         disk_gb = shutil.disk_usage(self._storage.root).total // (1024**3)
@@ -132,7 +142,8 @@ class LibvirtDriver:
             direct_boot=boot,
             disks=disks,
             interfaces=self._interfaces(spec),
-            console_log="" if is_test else str(files.console_log),
+            serial=None if is_test else SerialConsole(str(files.console_log)),
+            channels=() if is_test else (AgentChannel(),),
             emulator=self._options.emulator,
         )
 
