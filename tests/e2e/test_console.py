@@ -134,11 +134,12 @@ class Session:
         self.output = b""
 
     async def open(self, data: bytes = b"") -> Session:
-        await self.call.write(consoles_pb2.ConsoleInput(server_id=self.server_id, data=data))
+        request = consoles_pb2.AttachConsoleRequest(server_id=self.server_id, data=data)
+        await self.call.write(request)
         return self
 
     async def type(self, text: str) -> None:
-        await self.call.write(consoles_pb2.ConsoleInput(data=text.encode()))
+        await self.call.write(consoles_pb2.AttachConsoleRequest(data=text.encode()))
 
     async def expect(self, wanted: bytes, timeout: float = 60) -> bytes:
         loop = asyncio.get_running_loop()

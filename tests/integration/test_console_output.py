@@ -51,7 +51,9 @@ async def test_console_output_checks_and_the_test_hypervisor_says_it_has_none(
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "test hypervisor" in (refused.value.details() or "")
 
-        follow = consoles(stack).FollowConsoleOutput(request, timeout=5)
+        follow = consoles(stack).FollowConsoleOutput(
+            consoles_pb2.FollowConsoleOutputRequest(server_id=server_id, lines=10), timeout=5
+        )
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await follow.read()
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
