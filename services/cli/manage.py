@@ -1,6 +1,8 @@
 """nova-grpc-manage: operator commands that act on the database directly (as nova-manage).
 
 nova-grpc-manage db sync                      create or upgrade the schema
+nova-grpc-manage pki create --dir D [--compute-host H ...]   a throwaway CA, a certificate per role
+nova-grpc-manage pki issue --dir D --role compute --host H   one more (a new compute host)
 nova-grpc-manage image register --name N --file F [--disk-format qcow2|raw|kernel]
                  [--initrd F] [--cmdline "..."] [--property k=v ...]
 """
@@ -19,7 +21,8 @@ from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.domain import DISK_FORMATS, Image, utcnow
 from services.common.files import image_record
-from services.common.pki import create_pki
+from services.common.identity import ServiceIdentity, ServiceRole
+from services.common.pki import ROLES, create_pki, issue_certificate
 
 DEFAULT_URL = "sqlite:///var/nova.sqlite"
 
@@ -143,6 +146,24 @@ def _token_command(args: argparse.Namespace) -> int:
         db.close()
 
 
+def _pki_command(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "create":
+            create_pki(
+                args.dir, days=args.days, extra_names=tuple(args.name),
+                compute_hosts=tuple(args.compute_host),
+            )  # fmt: skip
+            print(f"CA and api/conductor/compute certificates written to {args.dir}")
+            return 0
+        identity = ServiceIdentity(ServiceRole(args.role), args.host)
+        written = issue_certificate(args.dir, identity, days=args.days)
+    except (ValueError, OSError) as exc:
+        print(f"nova-grpc-manage: {exc}", file=sys.stderr)
+        return 2
+    print(f"{identity.uri}: {written}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nova-grpc-manage",
@@ -180,6 +201,16 @@ def _parser() -> argparse.ArgumentParser:
     pki_create.add_argument("--dir", required=True, type=Path)
     pki_create.add_argument("--days", type=int, default=365)
     pki_create.add_argument("--name", action="append", default=[], help="extra DNS name")
+    pki_create.add_argument(
+        "--compute-host", action="append", default=[], metavar="HOST",
+        help="a compute host to issue compute-HOST.pem for (repeat; the first is also "
+        "compute.pem; default: this machine's name). Each compute may act for its host only.",
+    )  # fmt: skip
+    pki_issue = pki.add_parser("issue", help="one more certificate from the CA in --dir")
+    pki_issue.add_argument("--dir", required=True, type=Path)
+    pki_issue.add_argument("--role", required=True, choices=ROLES)
+    pki_issue.add_argument("--host", default="", help="the compute host (role compute)")
+    pki_issue.add_argument("--days", type=int, default=365)
     revoke = token.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id")
     return parser
@@ -192,9 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("database schema is current")
         return 0
     if args.group == "pki":
-        create_pki(args.dir, days=args.days, extra_names=tuple(args.name))
-        print(f"CA and api/conductor/compute certificates written to {args.dir}")
-        return 0
+        return _pki_command(args)
     if args.group == "token":
         try:
             return _token_command(args)

@@ -22,7 +22,7 @@ from services.common.rpc.server import Registration, bound_address, start_server
 from services.compute.manager import ComputeManager
 from services.compute.metrics import ComputeMetrics
 from services.compute.resource_tracker import Ratios, ResourceTracker
-from services.compute.servicer import ComputeServicer
+from services.compute.servicer import CALLERS, ComputeServicer
 from services.compute.settings import ComputeSettings
 from services.compute.sync import HostSync
 from services.compute.virt.driver import HostResources, VirtDriver
@@ -173,6 +173,7 @@ async def start_compute(
             )
         ],
         credentials=tls.server_credentials() if tls is not None else None,
+        callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
     )

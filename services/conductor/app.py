@@ -18,13 +18,14 @@ from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
+from services.conductor.host_scope import HostScope
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
 from services.conductor.power import PowerActions
 from services.conductor.reconciler import InstanceCensus, ReconcilePolicy, Reconciler
 from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
 from services.conductor.scheduler.scheduler import Scheduler
-from services.conductor.servicer import ConductorServicer
+from services.conductor.servicer import CALLERS, ConductorServicer
 from services.conductor.settings import ConductorSettings
 
 log = logging.getLogger("services.conductor")
@@ -65,7 +66,12 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     builds.report_failures = events.apply
     deletes = DeleteInstances(db, computes)
     servicer = ConductorServicer(
-        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes)
+        builds,
+        events,
+        ComputeNodes(db),
+        deletes,
+        PowerActions(db, computes),
+        scope=HostScope(db),
     )
     reconciler = Reconciler(
         db,
@@ -86,6 +92,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         settings.listen,
         [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],
         credentials=tls.server_credentials() if tls is not None else None,
+        callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
     )

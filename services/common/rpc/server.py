@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.metrics import RpcMetrics
 from services.common.rpc.errors import ErrorInterceptor
+from services.common.rpc.peers import CallerInterceptor, CallerPolicy
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,21 @@ async def start_server(
     credentials: grpc.ServerCredentials | None = None,
     metrics: RpcMetrics | None = None,
     health_listen: str = "",
+    callers: CallerPolicy | None = None,
 ) -> ServiceServer:
     """Bind ``listen`` (port 0 picks a free port), mount the servicers and start; with
     ``credentials`` the port speaks TLS (mutual, for the internal services).
 
+    ``callers`` says which internal role may call which method (needs ``credentials``: the
+    role comes from the client's certificate).
+
     Health starts NOT_SERVING; the service flips it once its dependencies answer."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
+    if callers is not None and credentials is None:
+        raise ValueError("a caller policy needs TLS credentials (identities come from them)")
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics)]
+    if callers is not None:
+        interceptors.append(CallerInterceptor(callers))
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)
     health = HealthServicer()
