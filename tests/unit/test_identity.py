@@ -38,7 +38,5 @@ def test_malformed_or_foreign_uris_name_nobody(uri: str) -> None:
 def test_a_certificate_naming_two_identities_is_nobody() -> None:
     api, compute = "urn:nova-grpc:api", "urn:nova-grpc:compute:h1"
     assert identity_from_uris([api, compute]) is None
-    assert identity_from_uris([api, api, "https://example.org"]) == ServiceIdentity(
-        ServiceRole.API
-    )
+    assert identity_from_uris([api, api, "https://example.org"]) == ServiceIdentity(ServiceRole.API)
     assert identity_from_uris([]) is None
