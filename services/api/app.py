@@ -13,6 +13,7 @@ from services.api.account_servicers import (
     KeypairsServicer,
     QuotasServicer,
 )
+from services.api.admission import Admission
 from services.api.auth import Authenticator
 from services.api.catalog import FlavorUseCases, ImageUseCases
 from services.api.catalog_servicer import FlavorsServicer, ImagesServicer
@@ -62,7 +63,8 @@ SERVICE_NAME = _name(servers_pb2, "Servers")
 
 
 async def start_api(settings: ApiSettings) -> RunningService:
-    db = Database(settings.database_url)
+    # a read is stopped when its call's deadline passes (or its client goes away)
+    db = Database(settings.database_url, read_timeout=settings.rpc_deadline_seconds)
     registry = CollectorRegistry()
     channels = ChannelPool(settings.internal_tls())
     caster = BuildCaster(
@@ -73,6 +75,10 @@ async def start_api(settings: ApiSettings) -> RunningService:
     identify = Identify(
         Authenticator(db, cache_seconds=settings.auth_cache_seconds),
         RateLimiter(settings.rate_limit_per_second),
+        Admission(
+            calls_per_project=settings.max_calls_per_project,
+            streams_per_project=settings.max_streams_per_project,
+        ),
     )
     watch = ServerWatch(db)
     servers = ServersServicer(
@@ -116,7 +122,12 @@ async def start_api(settings: ApiSettings) -> RunningService:
             _name(compute_services_pb2, "ComputeServices"),
         ),
     ]
-    server = await start_server(settings.listen, registrations, metrics=RpcMetrics.create(registry))
+    server = await start_server(
+        settings.listen,
+        registrations,
+        metrics=RpcMetrics.create(registry),
+        unary_deadline=timedelta(seconds=settings.rpc_deadline_seconds),
+    )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
     readiness = Readiness(server, [("database", db.ping)])
     caster.start()

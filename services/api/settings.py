@@ -45,6 +45,17 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     rate_limit_per_second: float = setting(
         500.0, "Public API calls per project per second, bursts of twice that (0: no limit)."
     )
+    rpc_deadline_seconds: float = setting(
+        5.0,
+        "Server-side time limit of every unary public call: past it the call's work (its "
+        "database reads too) is stopped and it answers DEADLINE_EXCEEDED.",
+    )
+    max_calls_per_project: int = setting(
+        64, "Public calls of one project in flight at once, RESOURCE_EXHAUSTED beyond (0: no cap)."
+    )
+    max_streams_per_project: int = setting(
+        16, "Open WatchServers streams of one project, RESOURCE_EXHAUSTED beyond (0: no cap)."
+    )
     quota_instances: int = setting(10, "Default instances per project (-1: unlimited).")
     quota_cores: int = setting(20, "Default vCPUs per project (-1: unlimited).")
     quota_ram: int = setting(51200, "Default MiB of RAM per project (-1: unlimited).")
@@ -61,6 +72,9 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
         require(self.conductor_streams >= 1, "conductor_streams", "must be >= 1")
         require(self.rate_limit_per_second >= 0, "rate_limit_per_second", "must be >= 0")
+        require(self.rpc_deadline_seconds > 0, "rpc_deadline_seconds", "must be > 0")
+        for name in ("max_calls_per_project", "max_streams_per_project"):
+            require(getattr(self, name) >= 0, name, "must be >= 0 (0: no cap)")
         require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
         for name in ("quota_instances", "quota_cores", "quota_ram"):
             require(getattr(self, name) >= -1, name, "must be -1 (unlimited) or more")

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.common.metrics import RpcMetrics
+from services.common.rpc.deadlines import DeadlineInterceptor
 from services.common.rpc.errors import ErrorInterceptor
 from services.common.rpc.peers import CallerInterceptor, CallerPolicy
 
@@ -83,10 +85,12 @@ async def start_server(
     metrics: RpcMetrics | None = None,
     health_listen: str = "",
     callers: CallerPolicy | None = None,
+    unary_deadline: timedelta | None = None,
 ) -> ServiceServer:
     """Bind ``listen`` (port 0 picks a free port), mount the servicers and start; with
     ``credentials`` the port speaks TLS (mutual, for the internal services).
 
+    ``unary_deadline`` stops every unary call that runs longer (DEADLINE_EXCEEDED).
     ``callers`` says which internal role may call which method (needs ``credentials``: the
     role comes from the client's certificate).
 
@@ -96,6 +100,8 @@ async def start_server(
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics)]
     if callers is not None:
         interceptors.append(CallerInterceptor(callers))
+    if unary_deadline is not None:
+        interceptors.append(DeadlineInterceptor(unary_deadline))
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)
