@@ -125,6 +125,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     server = await start_server(
         settings.listen,
         registrations,
+        credentials=settings.public_credentials(),
         metrics=RpcMetrics.create(registry),
         unary_deadline=timedelta(seconds=settings.rpc_deadline_seconds),
     )

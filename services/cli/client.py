@@ -1,9 +1,15 @@
-"""novactl's connection: endpoint and token from flags, the environment or a config file."""
+"""novactl's connection: endpoint and token from flags, the environment or a config file.
+
+An endpoint is TLS unless it says otherwise: ``host:port`` and ``https://host:port`` are
+verified against ``--cacert`` (else the system's roots); only ``http://host:port`` or
+``--insecure`` talk plaintext (the local ``make run`` api, or one behind a TLS front you
+reach from inside)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,7 +25,9 @@ from services.common.generated.novagrpc.v1 import (
     servers_pb2_grpc,
 )
 
-DEFAULT_ENDPOINT = "127.0.0.1:8774"
+DEFAULT_ENDPOINT = "http://127.0.0.1:8774"  # the plaintext api of `make run`
+PLAINTEXT_SCHEME = "http://"
+TLS_SCHEME = "https://"
 
 
 class CliError(Exception):
@@ -41,7 +49,7 @@ def load_config(path: Path) -> dict[str, str]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CliError(f"config file {path}: {exc}") from exc
-    unknown = set(data) - {"endpoint", "token"}
+    unknown = set(data) - {"endpoint", "token", "cacert"}
     if unknown:
         raise CliError(f"config file {path}: unknown keys {sorted(unknown)}")
     return {k: str(v) for k, v in data.items()}
@@ -58,9 +66,36 @@ def resolve(args: argparse.Namespace) -> tuple[str, str]:
     return endpoint, token
 
 
+def resolve_cacert(args: argparse.Namespace) -> str:
+    """The CA file for TLS endpoints: flag, else NOVACTL_CACERT, else the config file."""
+    config = load_config(Path(args.config) if args.config else config_path())
+    return str(args.cacert or os.environ.get("NOVACTL_CACERT") or config.get("cacert", ""))
+
+
+def _system_roots() -> bytes | None:
+    """The operating system's CA bundle (None: gRPC's own bundled roots)."""
+    cafile = ssl.get_default_verify_paths().cafile
+    return Path(cafile).read_bytes() if cafile and Path(cafile).is_file() else None
+
+
+def open_channel(endpoint: str, *, cacert: str = "", insecure: bool = False) -> grpc.Channel:
+    """A channel to ``endpoint``: TLS unless it is ``http://...`` or ``insecure`` is set."""
+    plaintext = insecure or endpoint.startswith(PLAINTEXT_SCHEME)
+    address = endpoint.removeprefix(PLAINTEXT_SCHEME).removeprefix(TLS_SCHEME).rstrip("/")
+    if "://" in address:
+        raise CliError(f"endpoint {endpoint!r}: use host:port, https://host:port or http://")
+    if plaintext:
+        return grpc.insecure_channel(address)
+    roots = Path(cacert).read_bytes() if cacert else _system_roots()
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots))
+
+
 class Client:
-    def __init__(self, endpoint: str, token: str, timeout: float) -> None:
-        self.channel = grpc.insecure_channel(endpoint)
+    def __init__(
+        self, endpoint: str, token: str, timeout: float, *, cacert: str = "",
+        insecure: bool = False,
+    ) -> None:  # fmt: skip
+        self.channel = open_channel(endpoint, cacert=cacert, insecure=insecure)
         self.timeout = timeout
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.servers = servers_pb2_grpc.ServersStub(self.channel)

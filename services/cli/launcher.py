@@ -183,9 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"database {database_url}\n"
         f"A development token for project 'demo' is in {token_file}. Try:\n"
         f"  export NOVACTL_TOKEN=$(cat {token_file})\n"
-        f"  {novactl} --endpoint {api} server create --flavor m1.tiny "
+        f"  {novactl} --endpoint http://{api} server create --flavor m1.tiny "
         f"--image nova-tiny --name web --wait\n"
-        f"  {novactl} --endpoint {api} server list\n"
+        f"  {novactl} --endpoint http://{api} server list\n"
         f'  grpcurl -plaintext -H "authorization: Bearer $NOVACTL_TOKEN" {api} list\n'
         f"Metrics: {', '.join(f'http://{a}/metrics' for a in metrics.values() if a) or 'off'}\n"
         f"Ctrl-C stops all three services.\n",

@@ -172,7 +172,7 @@ async def start_compute(
                 SERVICE_NAME,
             )
         ],
-        credentials=tls.server_credentials() if tls is not None else None,
+        credentials=settings.internal_server_credentials(),
         callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
