@@ -66,7 +66,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     # a read is stopped when its call's deadline passes (or its client goes away)
     db = Database(settings.database_url, read_timeout=settings.rpc_deadline_seconds)
     registry = CollectorRegistry()
-    channels = ChannelPool(settings.internal_tls())
+    channels = ChannelPool(settings.internal_client_tls())
     caster = BuildCaster(
         channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
     )

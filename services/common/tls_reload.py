@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from services.common.tls import InternalTls
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +88,43 @@ class ReloadingServerCredentials:
         self.reloads += 1
         log.info("TLS certificate %s reloaded for new connections", self._files.cert)
         return configuration
+
+
+class ReloadingClientTls:
+    """The internal client identity (CA, certificate, key) that follows its files: ``current``
+    looks at the files at most every ``check_every`` seconds and bumps ``generation`` when a
+    complete new set is there (the channel pool then opens new channels with it)."""
+
+    def __init__(self, ca: Path, cert: Path, key: Path, *, check_every: float = 1.0) -> None:
+        self._ca = ca
+        self._files = KeyPairFiles(cert, key, client_ca=ca)
+        self._check_every = check_every
+        self._stamp = self._files.stamp()
+        self._files.check()
+        self._tls = InternalTls(ca.read_bytes(), cert.read_bytes(), key.read_bytes())
+        self._checked = time.monotonic()
+        self.generation = 0
+
+    def current(self) -> InternalTls:
+        now = time.monotonic()
+        if now - self._checked >= self._check_every:
+            self._checked = now
+            self._reload()
+        return self._tls
+
+    def _reload(self) -> None:
+        files = self._files
+        try:
+            stamp = files.stamp()
+            if stamp == self._stamp:
+                return
+            files.check()
+            tls = InternalTls(
+                self._ca.read_bytes(), files.cert.read_bytes(), files.key.read_bytes()
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("new TLS files for %s not usable yet (%s)", files.cert, exc)
+            return
+        self._stamp, self._tls = stamp, tls
+        self.generation += 1
+        log.info("internal client certificate %s reloaded for new channels", files.cert)

@@ -9,7 +9,11 @@ import grpc
 
 from services.common.config import require, setting
 from services.common.tls import InternalTls
-from services.common.tls_reload import KeyPairFiles, ReloadingServerCredentials
+from services.common.tls_reload import (
+    KeyPairFiles,
+    ReloadingClientTls,
+    ReloadingServerCredentials,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,14 @@ class InternalTlsSettings:
             client_ca=Path(self.internal_tls_ca),
         )
         return ReloadingServerCredentials(files).credentials()
+
+    def internal_client_tls(self) -> ReloadingClientTls | None:
+        """The identity this service presents to its peers, following its files."""
+        if self.insecure_internal:
+            return None
+        return ReloadingClientTls(
+            Path(self.internal_tls_ca), Path(self.internal_tls_cert), Path(self.internal_tls_key)
+        )
 
     def internal_tls(self) -> InternalTls | None:
         if self.insecure_internal:

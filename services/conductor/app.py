@@ -37,7 +37,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
     registry = CollectorRegistry()
     metrics = ConductorMetrics.create(registry)
-    tls = settings.internal_tls()
+    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     scheduler = Scheduler(
         build_filters(settings.enabled_filters),
