@@ -81,20 +81,44 @@ def register_image(database_url: str, image: Image, *, replace: bool = False) ->
         db.close()
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``12h``, ``30d`` (or plain seconds)."""
+    text = text.strip().lower()
+    unit = _UNITS.get(text[-1:], 0)
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"duration {text!r}: use e.g. 90s, 15m, 12h or 30d") from None
+    if not 0 < value <= 10 * 365 * 86400:
+        raise ValueError(f"duration {text!r}: must be positive and at most ten years")
+    return timedelta(seconds=value)
+
+
 def issue_token(
     database_url: str,
     project_id: str,
     *,
     admin: bool = False,
+    reader: bool = False,
     description: str = "",
     expires_days: float | None = None,
+    expires_in: timedelta | None = None,
 ) -> tuple[tokens.TokenRecord, str]:
-    """A new bearer token for ``project_id``; the secret is returned once, stored hashed."""
+    """A new bearer token for ``project_id``; the secret is returned once, stored hashed.
+    ``reader`` makes a read-only token; ``expires_in`` (or ``expires_days``) ends it."""
     if not project_id or len(project_id) > 255:
         raise ValueError("project must be 1 to 255 characters")
+    if admin and reader:
+        raise ValueError("a token is admin or reader, not both")
     now = utcnow()
-    expires = now + timedelta(days=expires_days) if expires_days else None
-    roles = ["member", "admin"] if admin else ["member"]
+    if expires_in is None and expires_days:
+        expires_in = timedelta(days=expires_days)
+    expires = now + expires_in if expires_in else None
+    roles = ["member", "admin"] if admin else ["reader"] if reader else ["member"]
     db = Database(database_url)
     try:
         with db.begin() as connection:
@@ -123,10 +147,14 @@ def token_is_valid(database_url: str, secret: str) -> bool:
 def _token_command(args: argparse.Namespace) -> int:
     if args.action == "create":
         record, secret = issue_token(
-            args.database_url, args.project, admin=args.admin,
+            args.database_url, args.project, admin=args.admin, reader=args.reader,
             description=args.description, expires_days=args.expires_days,
+            expires_in=parse_duration(args.expires_in) if args.expires_in else None,
         )  # fmt: skip
-        print(f"token {record.id} for project {record.project_id} ({','.join(record.roles)}):")
+        until = f", expires {record.expires_at:%Y-%m-%dT%H:%M:%SZ}" if record.expires_at else ""
+        print(
+            f"token {record.id} for project {record.project_id} ({','.join(record.roles)}{until}):"
+        )
         print(secret)
         print("shown once: keep it (novactl --token or NOVACTL_TOKEN)", file=sys.stderr)
         return 0
@@ -135,7 +163,10 @@ def _token_command(args: argparse.Namespace) -> int:
         if args.action == "list":
             with db.begin_read() as connection:
                 for r in tokens.list_tokens(connection):
-                    state = "revoked" if r.revoked_at else "active"
+                    state = (
+                        "revoked" if r.revoked_at else "expired" if not r.usable(utcnow())
+                        else "active"
+                    )  # fmt: skip
                     print(f"{r.id}  {r.project_id}  {','.join(r.roles)}  {state}  {r.description}")
             return 0
         with db.begin() as connection:
@@ -194,7 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--project", required=True)
     create.add_argument("--admin", action="store_true", help="grant the admin role")
     create.add_argument("--description", default="")
-    create.add_argument("--expires-days", type=float, default=None)
+    create.add_argument("--reader", action="store_true", help="read-only (Get, List, Watch)")
+    create.add_argument("--expires-in", metavar="DURATION", help="e.g. 90s, 15m, 12h, 30d")
+    create.add_argument("--expires-days", type=float, default=None, help="(as --expires-in Nd)")
     token.add_parser("list", help="list tokens (never their secrets)")
     pki = groups.add_parser("pki").add_subparsers(dest="action", required=True)
     pki_create = pki.add_parser("create", help="a throwaway CA and a certificate per role")

@@ -24,6 +24,10 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
+# The RPC being served (its method name, e.g. "ListServers"): set by the server's interceptor.
+rpc_method_var: contextvars.ContextVar[str] = contextvars.ContextVar("rpc_method", default="")
+
+
 # Set by compute for the work of one instance: every build log line names it.
 instance_uuid_var: contextvars.ContextVar[str] = contextvars.ContextVar("instance_uuid", default="")
 

@@ -19,7 +19,12 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.common.context import REQUEST_ID_HEADER, new_request_id, request_id_var
+from services.common.context import (
+    REQUEST_ID_HEADER,
+    new_request_id,
+    request_id_var,
+    rpc_method_var,
+)
 from services.common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -132,6 +137,7 @@ def _wrap_unary(
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id_var.set(_request_id(context))
+        rpc_method_var.set(method)
         started, code = time.perf_counter(), "OK"
         try:
             return await behavior(request, context)
@@ -156,6 +162,7 @@ def _wrap_stream(
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id_var.set(_request_id(context))
+        rpc_method_var.set(method)
         started, code = time.perf_counter(), "OK"
         try:
             async for item in behavior(request, context):
