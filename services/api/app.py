@@ -64,7 +64,9 @@ SERVICE_NAME = _name(servers_pb2, "Servers")
 
 async def start_api(settings: ApiSettings) -> RunningService:
     # a read is stopped when its call's deadline passes (or its client goes away)
-    db = Database(settings.database_url, read_timeout=settings.rpc_deadline_seconds)
+    db = Database(
+        settings.database_url, read_timeout=settings.rpc_deadline_seconds, fair_reads=True
+    )
     registry = CollectorRegistry()
     channels = ChannelPool(settings.internal_client_tls())
     caster = BuildCaster(

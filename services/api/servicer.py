@@ -19,7 +19,12 @@ from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
 from services.api.rate_limit import RateLimiter
 from services.api.watch import ServerWatch
-from services.common.context import current_request_id, new_request_id, rpc_method_var
+from services.common.context import (
+    current_request_id,
+    new_request_id,
+    rpc_method_var,
+    tenant_var,
+)
 from services.common.domain import PowerAction, VmState
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.rpc.convert import from_timestamp
@@ -55,6 +60,7 @@ class Identify:
         identity = await self._auth.identify(context.invocation_metadata())
         identity.check_method(rpc_method_var.get())
         self._limiter.check(identity.project_id)
+        tenant_var.set(identity.project_id)  # this call's reads queue as its project's
         release = self._admission.enter(identity.project_id, stream=stream)
         context.add_done_callback(lambda _: release())
         return RequestContext(

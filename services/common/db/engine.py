@@ -25,9 +25,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.common import name_patterns
+from services.common.context import tenant_var
 from services.common.db.read_guard import RECANCEL_S, ReadGuard, check_before_statement
 from services.common.db.write_lock import WriteQueue
 from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.fair_queue import FairQueue
 
 T = TypeVar("T")
 
@@ -105,9 +107,13 @@ class Database:
         writers: int | None = None,
         readers: int = 4,
         read_timeout: float | None = None,
+        fair_reads: bool = False,
     ) -> None:
-        """``read_timeout``: seconds after which a read is stopped (None: no limit)."""
+        """``read_timeout``: seconds after which a read is stopped (None: no limit).
+        ``fair_reads``: the read threads go round the projects that wait for one
+        (services.common.context.tenant_var), instead of first come, first served."""
         self.read_timeout = read_timeout
+        self._fair = FairQueue(readers) if fair_reads else None
         self.url = normalise_url(url)
         self.is_sqlite = is_sqlite(self.url)
         # SQLite has one writer at a time whatever we do: more writer threads only contend.
@@ -173,6 +179,12 @@ class Database:
                     ) from exc
                 raise
 
+        if self._fair is None:
+            return await self._run_read(run, guard)
+        async with self._fair.slot(tenant_var.get()):
+            return await self._run_read(run, guard)
+
+    async def _run_read(self, run: Callable[[], T], guard: ReadGuard) -> T:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._read_pool, run)
         try:
