@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.compute_builds import run_compute_builds
 from bench.e2e import run_e2e
+from bench.fairness import run_fairness
 from bench.real_guest import run_real_guest
 from bench.scheduler import run_scheduler
 from bench.targets import judge
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--workdir", default="var/bench")
     parser.add_argument(
-        "--only", choices=("e2e", "compute", "guest", "scheduler"), action="append",
+        "--only", choices=("e2e", "compute", "guest", "scheduler", "fairness"),
+        action="append",
         help="run only these parts (default: all)",
     )  # fmt: skip
     parser.add_argument(
@@ -34,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         help="sample this service with py-spy during the 50-client e2e run",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    parts = set(args.only or ("e2e", "compute", "guest", "scheduler"))
+    parts = set(args.only or ("e2e", "compute", "guest", "scheduler", "fairness"))
     results = []
+    if "fairness" in parts:
+        results += run_fairness(Path(args.workdir) / "fairness")
     if "scheduler" in parts:
         results += run_scheduler(Path(args.workdir) / "scheduler")
         results += _scheduler_on_postgres(Path(args.workdir) / "scheduler-pg")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import shutil
 import subprocess
 import sys
@@ -74,13 +76,19 @@ async def victim(address: str, token: str, calls: int) -> Latencies:
 
 
 async def flood(address: str, token: str, seconds: float, concurrency: int) -> dict[str, int]:
-    """Whole-page ListServers from ``concurrency`` loops; counts the outcomes by code."""
+    """Whole-page ListServers from ``concurrency`` loops until standard input closes (or
+    ``seconds`` pass); counts the outcomes by code."""
     outcomes: dict[str, int] = {}
-    stop = time.monotonic() + seconds
+    stopped = asyncio.Event()
+
+    async def watch_stdin() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(sys.stdin.read), seconds)
+        stopped.set()
 
     async def loop(stub: Any) -> None:
         request = servers_pb2.ListServersRequest(limit=1000, name="^a")
-        while time.monotonic() < stop:
+        while not stopped.is_set():
             try:
                 await stub.ListServers(request, timeout=30, metadata=_auth(token))
                 code = "OK"
@@ -92,7 +100,7 @@ async def flood(address: str, token: str, seconds: float, concurrency: int) -> d
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = servers_pb2_grpc.ServersStub(channel)
-        await asyncio.gather(*(loop(stub) for _ in range(concurrency)))
+        await asyncio.gather(watch_stdin(), *(loop(stub) for _ in range(concurrency)))
     return outcomes
 
 
@@ -148,17 +156,17 @@ def measure(
         asyncio.run(victim(api, victim_token, 20))  # warm up
         unloaded = asyncio.run(victim(api, victim_token, calls))
         flooder = subprocess.Popen(
-            [sys.executable, "-m", "bench.fairness", "flood", api, attacker, "3600",
+            [sys.executable, "-m", "bench.fairness", "flood", api, attacker, "300",
              str(concurrency)],
-            stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
             time.sleep(1.0)  # let the flood reach its stride
             loaded = asyncio.run(victim(api, victim_token, calls))
         finally:
-            flooder.terminate()
-            flooder.wait(10)
-        return unloaded, loaded, {}
+            output, _ = flooder.communicate(timeout=60)  # closing its stdin stops it
+        outcomes = json.loads(output.strip().splitlines()[-1]) if output.strip() else {}
+        return unloaded, loaded, outcomes
     finally:
         launcher.stop()
 
@@ -166,10 +174,12 @@ def measure(
 def run_fairness(
     workdir: Path, *, calls: int = 200, api_args: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    unloaded, loaded, _ = measure(workdir, calls=calls, api_args=api_args)
+    unloaded, loaded, outcomes = measure(workdir, calls=calls, api_args=api_args)
+    flood_summary = ", ".join(f"{n} {code}" for code, n in sorted(outcomes.items()))
     conditions = (
         f"victim: {calls} sequential CreateServer+GetServer; attacker: 64 concurrent "
-        f"ListServers of {ATTACKER_SERVERS} servers; api+conductor processes, SQLite"
+        f"ListServers of {ATTACKER_SERVERS} servers ({flood_summary}); api+conductor "
+        "processes, SQLite"
     )
     rows = []
     for name, index in (("CreateServer", 0), ("GetServer", 1)):
@@ -198,7 +208,8 @@ def main() -> int:
     measure_cmd.add_argument("--api-arg", action="append", default=[])
     args = parser.parse_args()
     if args.command == "flood":
-        print(asyncio.run(flood(args.address, args.token, args.seconds, args.concurrency)))
+        outcomes = asyncio.run(flood(args.address, args.token, args.seconds, args.concurrency))
+        print(json.dumps(outcomes))
         return 0
     for row in run_fairness(Path(args.workdir), calls=args.calls, api_args=args.api_arg):
         print(f"{row['figure']:<40} {row['value']:>10.2f} {row['unit']}")

@@ -46,9 +46,21 @@ async def test_a_cancelled_waiter_gives_up_its_place_and_frees_no_extra_slot() -
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert queue.waiting == 0
-    queue.release()
+    queue.release("a")
     await asyncio.wait_for(queue.acquire("c"), 1)  # the one slot is free again
     blocked = asyncio.create_task(queue.acquire("d"))
     await asyncio.sleep(0)
     assert not blocked.done()  # and there is only one
     blocked.cancel()
+
+
+async def test_a_project_never_holds_more_than_its_share() -> None:
+    queue = FairQueue(4, per_tenant=2)
+    await queue.acquire("a")
+    await queue.acquire("a")
+    third = asyncio.create_task(queue.acquire("a"))
+    await asyncio.sleep(0)
+    assert not third.done()  # two slots are free, but not for a
+    await asyncio.wait_for(queue.acquire("b"), 1)  # b finds one at once
+    queue.release("a")
+    await asyncio.wait_for(third, 1)  # a's third call runs when one of a's ends

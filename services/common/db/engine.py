@@ -113,7 +113,8 @@ class Database:
         ``fair_reads``: the read threads go round the projects that wait for one
         (services.common.context.tenant_var), instead of first come, first served."""
         self.read_timeout = read_timeout
-        self._fair = FairQueue(readers) if fair_reads else None
+        # a project may hold half the threads: the rest stay free for the next project
+        self._fair = FairQueue(readers, per_tenant=max(1, readers // 2)) if fair_reads else None
         self.url = normalise_url(url)
         self.is_sqlite = is_sqlite(self.url)
         # SQLite has one writer at a time whatever we do: more writer threads only contend.
