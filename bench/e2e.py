@@ -108,7 +108,7 @@ def start_fleet(workdir: Path, computes: int, url: str | None = None) -> Fleet:
              "--instances-path", str(workdir / f"instances{i}"), *QUIET,
              # simulated hosts share one real disk: let each claim a large share of it
              "--disk-allocation-ratio", "100"],
-            log=log, env=role_settings_env(pki, "compute"),
+            log=log, env=role_settings_env(pki, "compute", host=f"bench-{i:02d}"),
         )  # fmt: skip
     api = launcher.start(
         "api", "services.api",

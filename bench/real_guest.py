@@ -72,7 +72,7 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
              "--libvirt-uri", "qemu:///system", "--virt-type", "qemu",
              "--instances-path", str(workdir / "instances"),
              "--instance-name-template", f"bench-{uuid.uuid4().hex[:6]}-%08x"], log=log,
-            env=role_settings_env(pki, "compute"),
+            env=role_settings_env(pki, "compute", host="real"),
         )  # fmt: skip
         api = launcher.start(
             "api", "services.api",

@@ -38,7 +38,7 @@ tls() {
 }
 
 run --rm "$IMAGE" migrate
-run --rm "$IMAGE" manage pki create --dir /data/pki
+run --rm "$IMAGE" manage pki create --dir /data/pki --compute-host smoke-compute
 # shellcheck disable=SC2046  # tls prints several arguments on purpose
 run -d --name nova-smoke-conductor $(tls conductor) -e NOVA_GRPC_LISTEN=127.0.0.1:18780 \
   -e NOVA_GRPC_HEALTH_LISTEN=127.0.0.1:18781 -e NOVA_GRPC_METRICS_LISTEN=127.0.0.1:19780 \

@@ -13,6 +13,7 @@ from services.api.account_servicers import (
     KeypairsServicer,
     QuotasServicer,
 )
+from services.api.admission import Admission
 from services.api.auth import Authenticator
 from services.api.catalog import FlavorUseCases, ImageUseCases
 from services.api.catalog_servicer import FlavorsServicer, ImagesServicer
@@ -76,9 +77,12 @@ SERVICE_NAME = _name(servers_pb2, "Servers")
 
 
 async def start_api(settings: ApiSettings) -> RunningService:
-    db = Database(settings.database_url)
+    # a read is stopped when its call's deadline passes (or its client goes away)
+    db = Database(
+        settings.database_url, read_timeout=settings.rpc_deadline_seconds, fair_reads=True
+    )
     registry = CollectorRegistry()
-    channels = ChannelPool(settings.internal_tls())
+    channels = ChannelPool(settings.internal_client_tls())
     caster = BuildCaster(
         channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
     )
@@ -87,6 +91,10 @@ async def start_api(settings: ApiSettings) -> RunningService:
     identify = Identify(
         Authenticator(db, cache_seconds=settings.auth_cache_seconds),
         RateLimiter(settings.rate_limit_per_second),
+        Admission(
+            calls_per_project=settings.max_calls_per_project,
+            streams_per_project=settings.max_streams_per_project,
+        ),
     )
     watch = ServerWatch(db)
     rules_fan_out = ConductorRulesFanOut(conductor)
@@ -157,7 +165,13 @@ async def start_api(settings: ApiSettings) -> RunningService:
             _name(consoles_pb2, "Consoles"),
         ),
     ]
-    server = await start_server(settings.listen, registrations, metrics=RpcMetrics.create(registry))
+    server = await start_server(
+        settings.listen,
+        registrations,
+        credentials=settings.public_credentials(),
+        metrics=RpcMetrics.create(registry),
+        unary_deadline=timedelta(seconds=settings.rpc_deadline_seconds),
+    )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
     readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     caster.start()

@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf import empty_pb2
 
+from services.api.admission import Admission
 from services.api.auth import Authenticator
 from services.api.context import RequestContext
 from services.api.convert import action_to_proto, server_to_proto
@@ -18,7 +19,12 @@ from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
 from services.api.rate_limit import RateLimiter
 from services.api.watch import ServerWatch
-from services.common.context import current_request_id, new_request_id
+from services.common.context import (
+    current_request_id,
+    new_request_id,
+    rpc_method_var,
+    tenant_var,
+)
 from services.common.domain import PowerAction, VmState
 from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
@@ -46,15 +52,26 @@ _STATUS_STATES: dict[int, tuple[VmState, ...]] = {
 
 class Identify:
     """Turns a call's bearer token into a RequestContext (shared by the public servicers),
-    and charges the call to its project's rate limit."""
+    charges the call to its project's rate limit and counts it against the project's calls
+    (or streams) in flight until it ends."""
 
-    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self._auth = authenticator
         self._limiter = limiter or RateLimiter(0)
+        self._admission = admission or Admission(calls_per_project=0, streams_per_project=0)
 
-    async def __call__(self, context: Context) -> RequestContext:
+    async def __call__(self, context: Context, *, stream: bool = False) -> RequestContext:
         identity = await self._auth.identify(context.invocation_metadata())
+        identity.check_method(rpc_method_var.get())
         self._limiter.check(identity.project_id)
+        tenant_var.set(identity.project_id)  # this call's reads queue as its project's
+        release = self._admission.enter(identity.project_id, stream=stream)
+        context.add_done_callback(lambda _: release())
         return RequestContext(
             project_id=identity.project_id,
             request_id=current_request_id() or new_request_id(),
@@ -187,7 +204,7 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
     async def WatchServers(
         self, request: servers_pb2.WatchServersRequest, context: Context
     ) -> AsyncIterator[servers_pb2.ServerEvent]:
-        caller = await self._identify(context)
+        caller = await self._identify(context, stream=True)
         async for instance, change in self._watch.watch(
             caller, server_id=request.server_id, reservation_id=request.reservation_id
         ):

@@ -3,7 +3,9 @@
 Command names follow openstackclient's (server create, server group create, keypair create
 --public-key, ...); global options (-o, -c, --sort, --profile, ...) go anywhere on the line.
 Connection: --endpoint/--token/--cacert, a --profile of the config file, NOVACTL_* variables;
-see ``novactl --help`` and the README. Shell completion: ``novactl completion bash``.
+see ``novactl --help`` and the README. An endpoint speaks TLS (verified with --cacert, else
+the system's roots) unless it is http://host:port or --insecure is given. Shell completion:
+``novactl completion bash``.
 """
 
 from __future__ import annotations

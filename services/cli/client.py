@@ -4,19 +4,24 @@ The config file (NOVACTL_CONFIG, default ~/.config/novactl/config.toml) holds a 
 connection in its top-level keys and named ones under ``[profiles.NAME]``, as clouds.yaml
 or kubeconfig contexts do::
 
-    endpoint = "127.0.0.1:8774"      # the default profile
+    endpoint = "http://127.0.0.1:8774"   # the default profile (plaintext: it says http://)
     token = "..."
     profile = "prod"                 # optional: use this profile when none is named
 
     [profiles.prod]
     endpoint = "nova.example.com:443"
     token_command = "pass show nova/prod"   # its first output line is the token
-    ca = "prod-ca.pem"                       # TLS, trusting this CA (relative to this file)
+    ca = "prod-ca.pem"                       # trust this CA (relative to this file)
 
 Each value is taken from, in order: the flag (--endpoint, --token, --cacert), the profile named
 by --profile or NOVACTL_PROFILE, the environment (NOVACTL_ENDPOINT, NOVACTL_TOKEN,
 NOVACTL_CACERT), the file's default profile (only when no profile is named), the built-in
 default.
+
+An endpoint is TLS unless it says otherwise: ``host:port`` and ``https://host:port`` are
+verified against the CA (else the system's roots); only ``http://host:port`` or
+``--insecure`` (``insecure = true`` in a profile) talk plaintext (the local ``make run``
+api, or one behind a TLS front reached from inside).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import ssl
 import subprocess
 import tomllib
 from dataclasses import dataclass
@@ -46,8 +52,10 @@ from services.common.generated.novagrpc.v1 import (
 
 __all__ = ["DEFAULT_ENDPOINT", "CliError", "Client", "Connection", "config_path", "resolve"]
 
-DEFAULT_ENDPOINT = "127.0.0.1:8774"
-PROFILE_KEYS = frozenset({"endpoint", "token", "token_command", "ca", "tls"})
+DEFAULT_ENDPOINT = "http://127.0.0.1:8774"  # the plaintext api of `make run`
+PLAINTEXT_SCHEME = "http://"
+TLS_SCHEME = "https://"
+PROFILE_KEYS = frozenset({"endpoint", "token", "token_command", "ca", "insecure"})
 TOP_LEVEL_KEYS = PROFILE_KEYS | {"profile", "profiles"}
 TOKEN_COMMAND_TIMEOUT = timedelta(seconds=30)
 
@@ -56,10 +64,10 @@ TOKEN_COMMAND_TIMEOUT = timedelta(seconds=30)
 class Connection:
     endpoint: str
     token: str
-    # PEM of the CA to trust; None with tls=False is plaintext (the api behind a terminator on
-    # the same host, or `make run`); None with tls=True trusts the system's CAs.
+    # PEM of the CA to trust; None trusts the system's CAs. Unused when tls is False: the
+    # endpoint said http://, or --insecure (the api behind a terminator, or `make run`).
     ca: bytes | None = None
-    tls: bool = False
+    tls: bool = True
 
 
 def config_path() -> Path:
@@ -123,7 +131,8 @@ def resolve(args: argparse.Namespace) -> Connection:
         "token": os.environ.get("NOVACTL_TOKEN") or None,
         "ca": os.environ.get("NOVACTL_CACERT") or None,
     }
-    flags = {"endpoint": args.endpoint, "token": args.token, "ca": args.cacert}
+    flags = {"endpoint": args.endpoint, "token": args.token, "ca": args.cacert,
+             "insecure": True if getattr(args, "insecure", False) else None}  # fmt: skip
     layers = [flags, named, environment, default]
 
     def first(key: str) -> Any:
@@ -133,8 +142,11 @@ def resolve(args: argparse.Namespace) -> Connection:
     token = _token(layers)
     ca_path = first("ca")
     ca = _read_ca(path, str(ca_path)) if ca_path else None
-    tls = ca is not None or bool(first("tls"))
-    return Connection(endpoint=endpoint, token=token, ca=ca, tls=tls)
+    tls = not (bool(first("insecure")) or endpoint.startswith(PLAINTEXT_SCHEME))
+    address = endpoint.removeprefix(PLAINTEXT_SCHEME).removeprefix(TLS_SCHEME).rstrip("/")
+    if "://" in address:
+        raise CliError(f"endpoint {endpoint!r}: use host:port, https://host:port or http://")
+    return Connection(endpoint=address, token=token, ca=ca, tls=tls)
 
 
 def _token(layers: list[dict[str, Any]]) -> str:
@@ -179,8 +191,15 @@ def _read_ca(config: Path, ca: str) -> bytes:
 def channel(connection: Connection) -> grpc.Channel:
     if not connection.tls:
         return grpc.insecure_channel(connection.endpoint)
-    credentials = grpc.ssl_channel_credentials(root_certificates=connection.ca)
+    roots = connection.ca if connection.ca is not None else _system_roots()
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots)
     return grpc.secure_channel(connection.endpoint, credentials)
+
+
+def _system_roots() -> bytes | None:
+    """The operating system's CA bundle (None: gRPC's own bundled roots)."""
+    cafile = ssl.get_default_verify_paths().cafile
+    return Path(cafile).read_bytes() if cafile and Path(cafile).is_file() else None
 
 
 class Client:

@@ -28,10 +28,17 @@ class Option:
 
 
 OPTIONS = (
-    Option(("--endpoint",), "endpoint", {"help": "api address host:port [env NOVACTL_ENDPOINT]"}),
+    Option(("--endpoint",), "endpoint",
+           {"help": "api address: host:port or https://host:port (TLS), http://host:port "
+            "(plaintext) [env NOVACTL_ENDPOINT]"}),
     Option(("--token",), "token", {"help": "bearer token [env NOVACTL_TOKEN]"}),
     Option(("--cacert",), "cacert", {"metavar": "PEM",
-           "help": "use TLS, trusting this CA [env NOVACTL_CACERT]"}),
+           "help": "the CA a TLS endpoint is verified against; default: the system's roots "
+           "[env NOVACTL_CACERT]"}),
+    Option(("--insecure",), "insecure",
+           {"action": "store_true",
+            "help": "plaintext even for a host:port endpoint (http:// says so too)"},
+           default=False),
     Option(("--config",), "config", {"help": "config file [env NOVACTL_CONFIG]"}),
     Option(("--profile",), "profile", {"help": "a [profiles.NAME] of the config file "
            "[env NOVACTL_PROFILE]"}),

@@ -37,7 +37,7 @@ from services.compute.net.driver import NetworkDriver
 from services.compute.net.linuxbridge import LinuxBridgeDriver
 from services.compute.net.noop import NoopNetworkDriver
 from services.compute.resource_tracker import Ratios, ResourceTracker
-from services.compute.servicer import ComputeServicer
+from services.compute.servicer import CALLERS, ComputeServicer
 from services.compute.settings import ComputeSettings
 from services.compute.sync import HostSync
 from services.compute.virt.driver import HostResources, HypervisorError, VirtDriver
@@ -198,7 +198,7 @@ async def start_compute(
     await asyncio.get_running_loop().run_in_executor(executor, libvirt_host.connect)
     real = libvirt_driver(settings, libvirt_host)
     driver: VirtDriver = real if wrap_driver is None else wrap_driver(real)
-    tls = settings.internal_tls()
+    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     events = EventReporter(channels, settings.conductor_addresses)
     tracker = ResourceTracker(
@@ -243,7 +243,8 @@ async def start_compute(
             ),
             console.registration,
         ],
-        credentials=tls.server_credentials() if tls is not None else None,
+        credentials=settings.internal_server_credentials(),
+        callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
     )

@@ -17,12 +17,39 @@ from services.common.domain import (
     VmState,
 )
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
+from services.common.generated.novagrpc.internal.v1 import (
+    compute_console_pb2,
+    compute_pb2,
+    compute_pb2_grpc,
+)
+from services.common.identity import ServiceRole
 from services.common.rpc.convert import from_timestamp
+from services.common.rpc.peers import CallerPolicy
 from services.common.rpc.ports import port_from_proto
 from services.compute.manager import ComputeManager
 from services.compute.net.driver import DatapathError
 from services.compute.virt.driver import HypervisorError
+
+_SERVICE = compute_pb2.DESCRIPTOR.services_by_name["Compute"].full_name
+_CONDUCTOR = frozenset({ServiceRole.CONDUCTOR})
+_CONSOLE_SERVICE = compute_console_pb2.DESCRIPTOR.services_by_name["ComputeConsole"].full_name
+
+# Who may call what (checked from the caller's certificate when internal TLS is on): builds,
+# deletes and power actions come from the conductor only; the status is also the api's (and
+# its operators') read-only view.
+CALLERS: CallerPolicy = {
+    f"/{_SERVICE}/BuildAndRunInstance": _CONDUCTOR,
+    f"/{_SERVICE}/TerminateInstance": _CONDUCTOR,
+    f"/{_SERVICE}/PowerAction": _CONDUCTOR,
+    f"/{_SERVICE}/GetComputeStatus": frozenset({ServiceRole.CONDUCTOR, ServiceRole.API}),
+    f"/{_SERVICE}/UpdatePortRules": _CONDUCTOR,
+    # the serial console is the api's to relay to its users (the project is checked there)
+    **{
+        f"/{_CONSOLE_SERVICE}/{method}": frozenset({ServiceRole.API})
+        for method in ("GetConsoleOutput", "FollowConsoleOutput", "AttachConsole")
+    },
+    f"/{_CONSOLE_SERVICE}/GetConsoleStatus": frozenset({ServiceRole.CONDUCTOR, ServiceRole.API}),
+}
 
 
 def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:

@@ -18,6 +18,7 @@ from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
+from services.conductor.host_scope import HostScope
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
 from services.conductor.port_rules import PortRulesFanOut
@@ -25,7 +26,7 @@ from services.conductor.power import PowerActions
 from services.conductor.reconciler import InstanceCensus, ReconcilePolicy, Reconciler
 from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
 from services.conductor.scheduler.scheduler import Scheduler
-from services.conductor.servicer import ConductorServicer
+from services.conductor.servicer import CALLERS, ConductorServicer
 from services.conductor.settings import ConductorSettings
 from services.conductor.streams import BuildStreams
 
@@ -38,7 +39,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
     registry = CollectorRegistry()
     metrics = ConductorMetrics.create(registry)
-    tls = settings.internal_tls()
+    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     scheduler = Scheduler(
         build_filters(settings.enabled_filters),
@@ -71,7 +72,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     streams = BuildStreams(max_age=settings.build_stream_max_age or None)
     servicer = ConductorServicer(
         builds, events, ComputeNodes(db), deletes, PowerActions(db, computes),
-        port_rules=port_rules, streams=streams,
+        port_rules=port_rules, streams=streams, scope=HostScope(db),
     )  # fmt: skip
     reconciler = Reconciler(
         db,
@@ -91,7 +92,8 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     server = await start_server(
         settings.listen,
         [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],
-        credentials=tls.server_credentials() if tls is not None else None,
+        credentials=settings.internal_server_credentials(),
+        callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
         max_connection_age=settings.connection_age(),

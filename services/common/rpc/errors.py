@@ -19,10 +19,16 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.common.context import REQUEST_ID_HEADER, new_request_id, request_id_var
+from services.common.context import (
+    REQUEST_ID_HEADER,
+    new_request_id,
+    request_id_var,
+    rpc_method_var,
+)
 from services.common.errors import (
     Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     DomainError,
     InvalidArgument,
     NotFound,
@@ -50,6 +56,7 @@ _CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (Aborted, grpc.StatusCode.ABORTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 
@@ -137,6 +144,7 @@ def _wrap_unary(
         request_id_var.set(_request_id(context))
         if metrics is not None:
             metrics.start(method, kind)
+        rpc_method_var.set(method)
         started, code = time.perf_counter(), "OK"
         try:
             return await behavior(request, context)
@@ -166,6 +174,7 @@ def _wrap_stream(
         request_id_var.set(_request_id(context))
         if metrics is not None:
             metrics.start(method, kind)
+        rpc_method_var.set(method)
         started, code = time.perf_counter(), "OK"
         try:
             async for item in behavior(request, context):
