@@ -267,7 +267,9 @@ async def start_compute(
         interval=settings.sync_power_state_interval,
         handback_grace=settings.build_handback_grace,
     )
-    readiness_reports = GuestReadiness(events, settings.host, asyncio.get_running_loop())
+    readiness_reports = GuestReadiness(
+        events, settings.host, asyncio.get_running_loop(), ours=lambda uuid: uuid in tracker
+    )
     try:
         await manager.run_blocking(libvirt_host.watch_agents, readiness_reports.connected)
     except HypervisorError as exc:

@@ -101,3 +101,7 @@ class ResourceTracker:
 
     def __len__(self) -> int:
         return len(self._claims)
+
+    def __contains__(self, uuid: object) -> bool:
+        """Whether this host holds a claim for the instance (it runs or builds here)."""
+        return uuid in self._claims

@@ -87,3 +87,37 @@ async def test_a_failed_call_is_retried_with_every_event_in_order(channels: Chan
         await server.stop(None)
     delivered = [uuid for call in conductor.calls for uuid, _ in call]
     assert delivered == ["a", "b", "c"]
+
+
+class RefusingConductor(RecordingConductor):
+    """Refuses any call that carries an event of ``foreign`` (as the conductor refuses a
+    compute's report on an instance not placed on its host)."""
+
+    def __init__(self, foreign: str) -> None:
+        super().__init__()
+        self.foreign = foreign
+
+    async def ReportInstanceEvents(
+        self, request: conductor_pb2.ReportInstanceEventsRequest, context: Any
+    ) -> conductor_pb2.ReportInstanceEventsResponse:
+        if any(e.instance_uuid == self.foreign for e in request.events):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not placed on this host")
+        return await super().ReportInstanceEvents(request, context)
+
+
+async def test_a_refused_event_is_dropped_and_holds_back_nothing(channels: ChannelPool) -> None:
+    conductor = RefusingConductor(foreign="other")
+    server, address = await _serve(conductor)
+    reporter = EventReporter(channels, [address], linger=0.05)
+    reporter.start()
+    try:
+        for uuid in ("a", "other", "b"):
+            reporter.report(event(uuid, InstanceEventKind.ACTIVE))
+        assert await reporter.flush(10)
+        reporter.report(event("c", InstanceEventKind.ACTIVE))  # batching resumes after
+        assert await reporter.flush(10)
+    finally:
+        await reporter.close()
+        await server.stop(None)
+    delivered = [uuid for call in conductor.calls for uuid, _ in call]
+    assert delivered == ["a", "b", "c"]

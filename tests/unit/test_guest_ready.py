@@ -1,5 +1,5 @@
 """Compute's readiness report: the hypervisor's agent-connected callback (on its own
-thread) becomes one GUEST_READY event on the loop."""
+thread) becomes one GUEST_READY event on the loop, for this host's instances only."""
 
 from __future__ import annotations
 
@@ -26,10 +26,13 @@ class Events:
 
 async def test_an_agent_connection_is_reported_as_guest_ready() -> None:
     events = Events()
-    readiness = GuestReadiness(events, "compute1", asyncio.get_running_loop())
-    thread = threading.Thread(target=readiness.connected, args=("u1",))
-    thread.start()
-    thread.join()
+    readiness = GuestReadiness(
+        events, "compute1", asyncio.get_running_loop(), ours=lambda uuid: uuid == "u1"
+    )
+    for uuid in ("someone-elses", "u1"):  # another service's domain on the same libvirtd
+        thread = threading.Thread(target=readiness.connected, args=(uuid,))
+        thread.start()
+        thread.join()
     await asyncio.wait_for(events.arrived.wait(), 5)
     [event] = events.reported
     assert (event.instance_uuid, event.host, event.kind) == (

@@ -253,6 +253,10 @@ def event_to_proto(event: InstanceEvent) -> conductor_pb2.InstanceEvent:
     )
 
 
+# Statuses a resend cannot change: the events are the caller's fault, not the network's.
+REFUSED = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT})
+
+
 class EventReporter:
     """Compute's ordered, at-least-once path for instance state changes.
 
@@ -273,6 +277,8 @@ class EventReporter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._next = 0
+        # Events still to send one at a time, to find those the conductor refuses.
+        self._isolating = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-reporter")
@@ -299,13 +305,24 @@ class EventReporter:
                 await self._wakeup.wait()
                 await asyncio.sleep(self._linger)  # let the events close behind it join
                 continue
-            batch = self._pending[:1000]
+            batch = self._pending[: 1 if self._isolating else 1000]
             request = conductor_pb2.ReportInstanceEventsRequest(
                 events=[event_to_proto(e) for e in batch]
             )
             try:
                 await self._stub().ReportInstanceEvents(request, timeout=REPORT_DEADLINE_S)
             except grpc.aio.AioRpcError as exc:
+                if exc.code() in REFUSED:
+                    # Never accepted however often it is sent: find the refused events one at
+                    # a time and drop them, so that they do not hold back every later one.
+                    if len(batch) > 1:
+                        self._isolating = len(batch)
+                    else:
+                        log.error("the conductor refused an event (%s: %s); dropped: %s",
+                                  exc.code().name, exc.details(), batch[0])  # fmt: skip
+                        del self._pending[:1]
+                        self._isolating = max(0, self._isolating - 1)
+                    continue
                 log.warning("reporting %d events failed (%s); retrying", len(batch), exc.code())
                 self._next += 1  # try another conductor next time
                 await asyncio.sleep(delay)
@@ -313,6 +330,8 @@ class EventReporter:
                 continue
             delay = 0.05
             del self._pending[: len(batch)]
+            if self._isolating:
+                self._isolating -= 1
 
     async def flush(self, timeout: float) -> bool:
         """Wait until every queued event is confirmed; False if ``timeout`` passed first."""
