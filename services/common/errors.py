@@ -69,5 +69,13 @@ class RateLimited(DomainError):
     """Too many requests from one project: retry after a moment."""
 
 
+class DeadlineExceeded(DomainError):
+    """The call ran out of the time the service allows it; its work was stopped."""
+
+
 class Unavailable(DomainError):
     """A dependency (database, another service) cannot be reached now; retrying may work."""
+
+
+class Aborted(DomainError):
+    """The operation was ended by a concurrent one (a console session another one took over)."""

@@ -7,32 +7,49 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from services.common.app import RunningService
 from services.common.domain import ComputeNodeReport, Resources
-from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
+from services.common.generated.novagrpc.internal.v1 import (
+    compute_console_pb2,
+    compute_console_pb2_grpc,
+    compute_pb2,
+    compute_pb2_grpc,
+)
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import ConductorClient, EventReporter, NodeReporter
 from services.common.rpc.server import Registration, bound_address, start_server
+from services.compute.console.output import ConsoleOutput
+from services.compute.console.ports import ConsoleHypervisor
+from services.compute.console.sessions import ConsoleSessions
+from services.compute.console_servicer import ComputeConsoleServicer
+from services.compute.guest_ready import GuestReadiness
 from services.compute.manager import ComputeManager
 from services.compute.metrics import ComputeMetrics
+from services.compute.net.driver import NetworkDriver
+from services.compute.net.linuxbridge import LinuxBridgeDriver
+from services.compute.net.noop import NoopNetworkDriver
 from services.compute.resource_tracker import Ratios, ResourceTracker
-from services.compute.servicer import ComputeServicer
+from services.compute.servicer import CALLERS, ComputeServicer
 from services.compute.settings import ComputeSettings
 from services.compute.sync import HostSync
-from services.compute.virt.driver import HostResources, VirtDriver
+from services.compute.virt.driver import HostResources, HypervisorError, VirtDriver
 from services.compute.virt.images import InstanceStorage
+from services.compute.virt.libvirt.console import LibvirtConsoles
 from services.compute.virt.libvirt.driver import LibvirtDriver, LibvirtOptions, parse_interface
 from services.compute.virt.libvirt.host import LibvirtHost
 
 log = logging.getLogger("services.compute")
 
 SERVICE_NAME = compute_pb2.DESCRIPTOR.services_by_name["Compute"].full_name
+CONSOLE_SERVICE_NAME = compute_console_pb2.DESCRIPTOR.services_by_name["ComputeConsole"].full_name
 EVENT_FLUSH_TIMEOUT_S = 5.0
 
 
@@ -53,6 +70,45 @@ def node_report(
         ram_allocation_ratio=settings.ram_allocation_ratio,
         disk_allocation_ratio=settings.disk_allocation_ratio,
     )
+
+
+@dataclass
+class ConsoleService:
+    """The ComputeConsole servicer and what it holds: sessions and their own threads."""
+
+    registration: Registration
+    sessions: ConsoleSessions
+    executor: ThreadPoolExecutor
+
+    @staticmethod
+    def create(
+        *,
+        real_consoles: LibvirtConsoles,
+        wrap: Callable[[LibvirtConsoles], ConsoleHypervisor] | None,
+    ) -> ConsoleService:
+        consoles: ConsoleHypervisor = real_consoles if wrap is None else wrap(real_consoles)
+        # Console streams wait on the guest, not on the CPU: their own threads, so that an
+        # attach never queues behind builds.
+        executor = ThreadPoolExecutor(8, thread_name_prefix="console")
+
+        async def blocking(function: Callable[..., Any], *args: Any) -> Any:
+            return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+        sessions = ConsoleSessions(consoles, blocking)
+        registration = Registration(
+            compute_console_pb2_grpc.add_ComputeConsoleServicer_to_server,
+            ComputeConsoleServicer(ConsoleOutput(consoles, blocking), sessions),
+            CONSOLE_SERVICE_NAME,
+        )
+        return ConsoleService(registration, sessions, executor)
+
+    async def end_sessions(self) -> None:
+        # Before the server stops: each session's RPC ends with its reason, not a cancel.
+        await self.sessions.close()
+
+    async def close(self) -> None:
+        await self.sessions.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class Heartbeat:
@@ -122,18 +178,27 @@ def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDrive
     )
 
 
+def network_driver(settings: ComputeSettings) -> NetworkDriver:
+    """The datapath the settings choose: the no-op only for the test hypervisor."""
+    if settings.chosen_network_driver == "noop":
+        return NoopNetworkDriver()
+    return LinuxBridgeDriver(state_dir=Path(settings.network_state_path))
+
+
 async def start_compute(
     settings: ComputeSettings,
     *,
     wrap_driver: Callable[[LibvirtDriver], VirtDriver] | None = None,
+    wrap_consoles: Callable[[LibvirtConsoles], ConsoleHypervisor] | None = None,
 ) -> RunningService:
-    """``wrap_driver`` lets a test put a gate or a fault in front of the real driver."""
+    """``wrap_driver`` lets a test put a gate or a fault in front of the real driver;
+    ``wrap_consoles`` the same for consoles (libvirt's test driver has none to test with)."""
     executor = ThreadPoolExecutor(settings.max_concurrent_builds + 4, thread_name_prefix="virt")
     libvirt_host = LibvirtHost(settings.libvirt_uri)
     await asyncio.get_running_loop().run_in_executor(executor, libvirt_host.connect)
     real = libvirt_driver(settings, libvirt_host)
     driver: VirtDriver = real if wrap_driver is None else wrap_driver(real)
-    tls = settings.internal_tls()
+    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     events = EventReporter(channels, settings.conductor_addresses)
     tracker = ResourceTracker(
@@ -157,11 +222,16 @@ async def start_compute(
         events,
         executor,
         tracker,
+        network=network_driver(settings),
         host=settings.host,
         max_concurrent_builds=settings.max_concurrent_builds,
         instance_name_template=settings.instance_name_template,
         clean_shutdown_timeout=settings.clean_shutdown_timeout,
         metrics=metrics,
+    )
+    console = ConsoleService.create(
+        real_consoles=LibvirtConsoles(libvirt_host, real.storage, virt_type=real.virt_type),
+        wrap=wrap_consoles,
     )
     server = await start_server(
         settings.listen,
@@ -170,9 +240,11 @@ async def start_compute(
                 compute_pb2_grpc.add_ComputeServicer_to_server,
                 ComputeServicer(manager),
                 SERVICE_NAME,
-            )
+            ),
+            console.registration,
         ],
-        credentials=tls.server_credentials() if tls is not None else None,
+        credentials=settings.internal_server_credentials(),
+        callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
     )
@@ -195,6 +267,11 @@ async def start_compute(
         interval=settings.sync_power_state_interval,
         handback_grace=settings.build_handback_grace,
     )
+    readiness_reports = GuestReadiness(events, settings.host, asyncio.get_running_loop())
+    try:
+        await manager.run_blocking(libvirt_host.watch_agents, readiness_reports.connected)
+    except HypervisorError as exc:
+        log.warning("guest readiness will not be reported from this host: %s", exc)
     events.start()
     heartbeat.start()
     sync.start()
@@ -218,13 +295,14 @@ async def start_compute(
         server,
         settings.listen,
         advertised=address,
-        draining=[drain_builds],
+        draining=[console.end_sessions, drain_builds],
         closers=[
             readiness.close,
             sync.close,
             heartbeat.close,
             events.close,
             channels.close,
+            console.close,
             close_libvirt,
             metrics_server.close,
         ],

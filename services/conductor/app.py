@@ -18,13 +18,15 @@ from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
+from services.conductor.host_scope import HostScope
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
+from services.conductor.port_rules import PortRulesFanOut
 from services.conductor.power import PowerActions
 from services.conductor.reconciler import InstanceCensus, ReconcilePolicy, Reconciler
 from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
 from services.conductor.scheduler.scheduler import Scheduler
-from services.conductor.servicer import ConductorServicer
+from services.conductor.servicer import CALLERS, ConductorServicer
 from services.conductor.settings import ConductorSettings
 from services.conductor.streams import BuildStreams
 
@@ -37,7 +39,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
     registry = CollectorRegistry()
     metrics = ConductorMetrics.create(registry)
-    tls = settings.internal_tls()
+    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     scheduler = Scheduler(
         build_filters(settings.enabled_filters),
@@ -54,6 +56,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         batch_size=settings.schedule_batch_size,
         metrics=metrics,
     )
+    port_rules = PortRulesFanOut(db, computes, metrics=metrics)
     events = InstanceEvents(
         db,
         builds.dispatch,
@@ -62,13 +65,15 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             service_down_time=timedelta(seconds=settings.service_down_time),
         ),
         metrics=metrics,
+        servers_came_or_went=port_rules.servers_came_or_went,
     )
     builds.report_failures = events.apply
-    deletes = DeleteInstances(db, computes)
+    deletes = DeleteInstances(db, computes, servers_went=port_rules.servers_came_or_went)
     streams = BuildStreams(max_age=settings.build_stream_max_age or None)
     servicer = ConductorServicer(
-        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes), streams=streams
-    )
+        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes),
+        port_rules=port_rules, streams=streams, scope=HostScope(db),
+    )  # fmt: skip
     reconciler = Reconciler(
         db,
         schedule=builds.submit,
@@ -87,7 +92,8 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     server = await start_server(
         settings.listen,
         [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],
-        credentials=tls.server_credentials() if tls is not None else None,
+        credentials=settings.internal_server_credentials(),
+        callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
         max_connection_age=settings.connection_age(),
@@ -100,6 +106,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()
     events.start()
+    port_rules.start()
     reconciler.start()
     census.start()
 
@@ -125,6 +132,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             census.close,
             reconciler.close,
             events.close,
+            port_rules.close,
             builds.close,
             channels.close,
             close_db,

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from services.common.batching import Batcher
-from services.common.db import actions, placement
+from services.common.db import actions, guest_ready, placement
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.domain import (
@@ -51,7 +51,12 @@ class InstanceEvents:
         dispatch: Callable[[Sequence[HostBuilds]], None],
         policy: EventPolicy,
         metrics: ConductorMetrics | None = None,
+        *,
+        servers_came_or_went: Callable[[Sequence[str]], None] = lambda uuids: None,
     ) -> None:
+        """``servers_came_or_went``: told of servers that became ACTIVE or were deleted
+        (their addresses join or leave their groups' member rules)."""
+        self._servers_came_or_went = servers_came_or_went
         self._metrics = metrics
         self._db = db
         self._dispatch = dispatch
@@ -82,6 +87,9 @@ class InstanceEvents:
                 self._metrics.events.labels(event.kind.value).inc()
         if moved:
             self._dispatch(moved)
+        self._servers_came_or_went(
+            [e.instance_uuid for e in flat if e.kind in (Kind.ACTIVE, Kind.DELETED)]
+        )
         return [len(report) for report in reports]
 
 
@@ -118,6 +126,7 @@ def apply_events(
     if by_kind[Kind.LOST]:
         _mark_lost(connection, by_kind[Kind.LOST])
     _power_results(connection, by_kind, now)
+    _guest_readiness(connection, events, now)
     deleted = [e.instance_uuid for e in by_kind[Kind.DELETED]]
     if deleted:
         placement.free_allocations(connection, deleted)
@@ -168,6 +177,28 @@ def _power_results(
             actions.finish_actions(
                 connection, [event.instance_uuid], action, now, message=event.reason
             )
+
+
+_CLEARS_READINESS = (Kind.STOPPED, Kind.REBOOTED)
+
+
+def _guest_readiness(
+    connection: Connection, events: Sequence[InstanceEvent], now: datetime
+) -> None:
+    """A stop or reboot clears guest_ready; the guest's own report sets it. Per server the
+    last of these in the batch wins (they come in order from its one compute)."""
+    last: dict[str, InstanceEvent] = {}
+    for event in events:
+        if event.kind is Kind.GUEST_READY or event.kind in _CLEARS_READINESS:
+            last[event.instance_uuid] = event
+    guest_ready.clear_ready(
+        connection, [u for u, e in last.items() if e.kind is not Kind.GUEST_READY], now
+    )
+    guest_ready.mark_ready(
+        connection,
+        [(u, e.host, e.occurred_at) for u, e in last.items() if e.kind is Kind.GUEST_READY],
+        now,
+    )
 
 
 def _activate(connection: Connection, events: Sequence[InstanceEvent]) -> None:

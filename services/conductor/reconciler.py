@@ -25,9 +25,11 @@ from sqlalchemy import Connection, and_, or_, select
 
 from services.common.db import actions, placement
 from services.common.db import instances as instance_repo
+from services.common.db import networks as network_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
+from services.common.ipam import pool_size
 from services.conductor.failures import fail_builds
 from services.conductor.metrics import ConductorMetrics
 
@@ -266,6 +268,12 @@ class InstanceCensus:
         counts = await self._db.read(instance_repo.count_by_state)
         for state in VmState:
             self._metrics.instances.labels(state.value).set(counts.get(state.value, 0))
+        for network, ports in await self._db.read(network_repo.usage_per_network):
+            gauge = self._metrics.network_ports
+            gauge.labels(network.id, network.name, "in_use").set(ports)
+            gauge.labels(network.id, network.name, "pool").set(
+                pool_size(network.allocation_pools)
+            )
         now = utcnow()
         oldest = await self._db.read(instance_repo.oldest_building)
         age = (now - oldest).total_seconds() if oldest is not None else 0.0

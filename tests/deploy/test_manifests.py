@@ -805,3 +805,20 @@ def test_entrypoint_migrate_and_wait(tmp_path: Path) -> None:
                             extra_env=quick)  # fmt: skip
     assert ready.returncode == 0, ready.stderr
     assert "schema at head" in ready.stdout
+
+
+def test_compute_runs_the_datapath_in_the_nodes_network(objects: list[Manifest]) -> None:
+    """Bridges, taps and DHCP namespaces live in the node's namespace, next to libvirtd's
+    taps; the namespaces the datapath makes are shared with the host (they outlive a pod)."""
+    compute = workload(objects, "compute")
+    spec, c = pod_spec(compute), container(compute, "compute")
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/run/netns"]["mountPropagation"] == "Bidirectional"
+    assert volumes[mounts["/run/netns"]["name"]]["hostPath"]["path"] == "/run/netns"
+    state = environment(objects, c)["NOVA_GRPC_NETWORK_STATE_PATH"]
+    assert volumes[mounts[state]["name"]]["hostPath"]["path"] == state
+    # the api and conductor stay in the pod network
+    for role in ("api", "conductor"):
+        assert "hostNetwork" not in pod_spec(workload(objects, role))

@@ -114,7 +114,7 @@ def test_metrics_move_and_a_request_id_crosses_all_three_services(tmp_path: Path
             deadline = time.monotonic() + 30
             while any(
                 stub.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5,
-                               metadata=headers[:1]).status == servers_pb2.BUILD
+                               metadata=headers[:1]).status == servers_pb2.SERVER_STATUS_BUILD
                 for i in reply.server_ids
             ):  # fmt: skip
                 assert time.monotonic() < deadline

@@ -129,7 +129,7 @@ def test_a_database_outage_makes_pods_unready_but_restarts_nothing(
 
             def active() -> bool:
                 server = stub.GetServer(servers_pb2.GetServerRequest(id=server_id), timeout=5)
-                return bool(server.status == servers_pb2.ACTIVE)
+                return bool(server.status == servers_pb2.SERVER_STATUS_ACTIVE)
 
             wait_until(active, 30, "a server created after the outage to go ACTIVE")
         assert all(s.process.poll() is None for s in services.services)

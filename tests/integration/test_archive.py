@@ -292,7 +292,7 @@ async def test_changes_since_shows_recent_deletions_but_not_archived_ones(
                     servers_pb2.DeleteServerRequest(id=server_id), timeout=5
                 )
             for server_id in reply.server_ids:
-                await stack.wait_status(server_id, servers_pb2.DELETED)
+                await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_DELETED)
             ids.extend(reply.server_ids)
         long_ago, recently = ids[:2], ids[2:]
         db = Database(database_url)
@@ -315,7 +315,7 @@ async def test_changes_since_shows_recent_deletions_but_not_archived_ones(
             assert counts["instance_actions"] >= 4  # create and delete of each
             listed = await stack.servers.ListServers(request, timeout=5)
             assert {s.id for s in listed.servers} == set(recently)
-            assert {s.status for s in listed.servers} == {servers_pb2.DELETED}
+            assert {s.status for s in listed.servers} == {servers_pb2.SERVER_STATUS_DELETED}
             assert uuids_in(db, SHADOWS["instances"], "uuid") == set(long_ago)
         finally:
             db.close()

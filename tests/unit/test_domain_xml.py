@@ -7,11 +7,13 @@ import pytest
 
 from services.compute.virt.libvirt.config import (
     METADATA_NS,
+    AgentChannel,
     DirectBoot,
     DiskConfig,
     DomainConfig,
     InstanceMetadata,
     InterfaceConfig,
+    SerialConsole,
     domain_xml,
 )
 
@@ -91,3 +93,34 @@ def test_test_driver_domain_is_minimal() -> None:
     root = ET.fromstring(domain_xml(config(virt_type="test")))
     assert root.get("type") == "test"
     assert root.find("features") is None
+
+
+def test_a_ports_nic_carries_the_ports_mac() -> None:
+    nic = InterfaceConfig("bridge", "brq-42", mac="fa:16:3e:00:00:01")
+    root = ET.fromstring(domain_xml(config(interfaces=[nic])))
+    interface = root.find("devices/interface")
+    assert interface is not None and interface.get("type") == "bridge"
+    assert interface.find("mac").get("address") == "fa:16:3e:00:00:01"  # type: ignore[union-attr]
+    assert interface.find("source").get("bridge") == "brq-42"  # type: ignore[union-attr]
+def test_pty_serial_console_is_logged_and_the_agent_channel_is_there() -> None:
+    root = ET.fromstring(
+        domain_xml(
+            config(serial=SerialConsole("/var/lib/x/console.log"), channels=(AgentChannel(),))
+        )
+    )
+    serials = root.findall("devices/serial")
+    assert [s.get("type") for s in serials] == ["pty"]
+    log = serials[0].find("log")
+    assert log is not None and log.get("file") == "/var/lib/x/console.log"
+    assert log.get("append") == "on"
+    console = root.find("devices/console")
+    assert console is not None and console.get("type") == "pty"
+    target = console.find("target")
+    assert target is not None and target.get("type") == "serial"
+    channel = root.find("devices/channel")
+    assert channel is not None and channel.get("type") == "unix"
+    channel_target = channel.find("target")
+    assert channel_target is not None
+    assert channel_target.get("name") == "org.qemu.guest_agent.0"
+    assert channel_target.get("type") == "virtio"
+    assert root.find("devices/serial[@type='file']") is None

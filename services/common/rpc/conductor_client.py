@@ -25,6 +25,7 @@ from services.common.domain import (
 )
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.channels import ChannelPool
+from services.common.rpc.ports import port_from_proto
 from services.common.rpc.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -37,25 +38,26 @@ REPORT_DEADLINE_S = 10.0
 EVENT_LINGER_S = 0.01
 
 _EVENT_KINDS = {
-    InstanceEventKind.SPAWNING: conductor_pb2.SPAWNING,
-    InstanceEventKind.ACTIVE: conductor_pb2.ACTIVE,
-    InstanceEventKind.RESCHEDULE: conductor_pb2.RESCHEDULE,
-    InstanceEventKind.FAILED: conductor_pb2.FAILED,
-    InstanceEventKind.POWER_STATE: conductor_pb2.POWER_STATE,
-    InstanceEventKind.DELETED: conductor_pb2.DELETED,
-    InstanceEventKind.LOST: conductor_pb2.LOST,
-    InstanceEventKind.STOPPED: conductor_pb2.STOPPED,
-    InstanceEventKind.STARTED: conductor_pb2.STARTED,
-    InstanceEventKind.REBOOTED: conductor_pb2.REBOOTED,
-    InstanceEventKind.ACTION_FAILED: conductor_pb2.ACTION_FAILED,
+    InstanceEventKind.SPAWNING: conductor_pb2.INSTANCE_EVENT_KIND_SPAWNING,
+    InstanceEventKind.ACTIVE: conductor_pb2.INSTANCE_EVENT_KIND_ACTIVE,
+    InstanceEventKind.RESCHEDULE: conductor_pb2.INSTANCE_EVENT_KIND_RESCHEDULE,
+    InstanceEventKind.FAILED: conductor_pb2.INSTANCE_EVENT_KIND_FAILED,
+    InstanceEventKind.POWER_STATE: conductor_pb2.INSTANCE_EVENT_KIND_POWER_STATE,
+    InstanceEventKind.DELETED: conductor_pb2.INSTANCE_EVENT_KIND_DELETED,
+    InstanceEventKind.LOST: conductor_pb2.INSTANCE_EVENT_KIND_LOST,
+    InstanceEventKind.STOPPED: conductor_pb2.INSTANCE_EVENT_KIND_STOPPED,
+    InstanceEventKind.STARTED: conductor_pb2.INSTANCE_EVENT_KIND_STARTED,
+    InstanceEventKind.REBOOTED: conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED,
+    InstanceEventKind.ACTION_FAILED: conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED,
+    InstanceEventKind.GUEST_READY: conductor_pb2.INSTANCE_EVENT_KIND_GUEST_READY,
 }
 
 
 _POWER_ACTIONS = {
-    PowerAction.START: conductor_pb2.START,
-    PowerAction.STOP: conductor_pb2.STOP,
-    PowerAction.REBOOT_SOFT: conductor_pb2.REBOOT_SOFT,
-    PowerAction.REBOOT_HARD: conductor_pb2.REBOOT_HARD,
+    PowerAction.START: conductor_pb2.POWER_ACTION_KIND_START,
+    PowerAction.STOP: conductor_pb2.POWER_ACTION_KIND_STOP,
+    PowerAction.REBOOT_SOFT: conductor_pb2.POWER_ACTION_KIND_REBOOT_SOFT,
+    PowerAction.REBOOT_HARD: conductor_pb2.POWER_ACTION_KIND_REBOOT_HARD,
 }
 
 
@@ -327,8 +329,8 @@ class EventReporter:
                 await self._task
 
 
-def node_report_to_proto(report: ComputeNodeReport) -> conductor_pb2.ComputeNodeReport:
-    return conductor_pb2.ComputeNodeReport(
+def node_report_to_proto(report: ComputeNodeReport) -> conductor_pb2.ReportComputeNodeRequest:
+    return conductor_pb2.ReportComputeNodeRequest(
         host=report.host,
         hypervisor_hostname=report.hypervisor_hostname,
         rpc_address=report.rpc_address,
@@ -396,6 +398,7 @@ class ConductorClient:
                 task_state=TaskState(i.task_state) if i.task_state else None,
                 power_state=PowerState(i.power_state),
                 resources=Resources(i.vcpus, i.memory_mb, i.root_gb),
+                ports=tuple(port_from_proto(p, instance_uuid=i.instance_uuid) for p in i.ports),
             )
             for i in reply.instances
         ]
@@ -413,6 +416,18 @@ class ConductorClient:
             return int(reply.accepted)
 
         return await with_retries(call, attempts=3)
+
+    async def refresh_port_rules(
+        self, group_ids: Sequence[str], instance_uuids: Sequence[str] = ()
+    ) -> None:
+        request = conductor_pb2.RefreshPortRulesRequest(
+            group_ids=list(group_ids), instance_uuids=list(instance_uuids)
+        )
+
+        async def call() -> None:
+            await self._stub().RefreshPortRules(request, timeout=REPORT_DEADLINE_S)
+
+        await with_retries(call, attempts=3)
 
     async def power_action(self, uuid: str, action: PowerAction, *, request_id: str = "") -> None:
         """Not retried: a reboot must not happen twice. Errors surface to the caller."""

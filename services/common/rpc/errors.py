@@ -19,9 +19,16 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.common.context import REQUEST_ID_HEADER, new_request_id, request_id_var
+from services.common.context import (
+    REQUEST_ID_HEADER,
+    new_request_id,
+    request_id_var,
+    rpc_method_var,
+)
 from services.common.errors import (
+    Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     DomainError,
     InvalidArgument,
     NotFound,
@@ -48,6 +55,8 @@ _CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (Aborted, grpc.StatusCode.ABORTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 
@@ -135,6 +144,7 @@ def _wrap_unary(
         request_id_var.set(_request_id(context))
         if metrics is not None:
             metrics.start(method, kind)
+        rpc_method_var.set(method)
         started, code = time.perf_counter(), "OK"
         try:
             return await behavior(request, context)
@@ -164,6 +174,7 @@ def _wrap_stream(
         request_id_var.set(_request_id(context))
         if metrics is not None:
             metrics.start(method, kind)
+        rpc_method_var.set(method)
         started, code = time.perf_counter(), "OK"
         try:
             async for item in behavior(request, context):

@@ -17,7 +17,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.common.metrics import RpcMetrics
+from services.common.rpc.deadlines import DeadlineInterceptor
 from services.common.rpc.errors import ErrorInterceptor
+from services.common.rpc.peers import CallerInterceptor, CallerPolicy
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ async def start_server(
     health_listen: str = "",
     max_connection_age: timedelta | None = None,
     max_connection_age_grace: timedelta | None = None,
+    callers: CallerPolicy | None = None,
+    unary_deadline: timedelta | None = None,
 ) -> ServiceServer:
     """Bind ``listen`` (port 0 picks a free port), mount the servicers and start; with
     ``credentials`` the port speaks TLS (mutual, for the internal services).
@@ -100,13 +104,23 @@ async def start_server(
 
     ``max_connection_age``: clients are asked (GOAWAY) to reconnect after it, so that they
     resolve a DNS name again and find replicas added since; their calls may run on for
-    ``max_connection_age_grace``."""
+    ``max_connection_age_grace``.
+    ``unary_deadline`` stops every unary call that runs longer (DEADLINE_EXCEEDED).
+    ``callers`` says which internal role may call which method (needs ``credentials``: the
+    role comes from the client's certificate)."""
+    if callers is not None and credentials is None:
+        raise ValueError("a caller policy needs TLS credentials (identities come from them)")
     options = list(SERVER_OPTIONS)
     if max_connection_age is not None:
         options.append(("grpc.max_connection_age_ms", _ms(max_connection_age)))
         if max_connection_age_grace is not None:
             options.append(("grpc.max_connection_age_grace_ms", _ms(max_connection_age_grace)))
-    server = grpc.aio.server(options=options, interceptors=[ErrorInterceptor(metrics)])
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics)]
+    if callers is not None:
+        interceptors.append(CallerInterceptor(callers))
+    if unary_deadline is not None:
+        interceptors.append(DeadlineInterceptor(unary_deadline))
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)
     health = HealthServicer()

@@ -46,6 +46,10 @@ class InterfaceConfig:
     kind: str = "user"
     source: str = ""
     model: str = "virtio"
+    # The port's MAC; empty: libvirt picks one.
+    mac: str = ""
+    # The tap's name (the port's): the datapath's filter rules match it.
+    target: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,24 @@ class DirectBoot:
     kernel: str
     initrd: str = ""
     cmdline: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SerialConsole:
+    """Serial port 0 as a ``pty`` (so that virDomainOpenConsole can attach a session to it)
+    whose output virtlogd also appends to ``log_file``, attached or not (Nova's layout when
+    virtlogd is there)."""
+
+    log_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentChannel:
+    """A virtio-serial port the guest opens from inside; libvirt reports the guest side
+    connecting and disconnecting (VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE) for the QEMU guest
+    agent's name."""
+
+    name: str = "org.qemu.guest_agent.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +91,9 @@ class DomainConfig:
     interfaces: Sequence[InterfaceConfig] = ()
     console_log: str = ""
     emulator: str = ""
+    # Replaces the file-only console_log when set.
+    serial: SerialConsole | None = None
+    channels: Sequence[AgentChannel] = ()
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
@@ -119,20 +144,39 @@ def _devices(parent: ET.Element, config: DomainConfig) -> None:
             _sub(element, "readonly")
     for nic in config.interfaces:
         element = _sub(devices, "interface", type=nic.kind)
+        if nic.mac:
+            _sub(element, "mac", address=nic.mac)
         if nic.kind == "network":
             _sub(element, "source", network=nic.source)
         elif nic.kind == "bridge":
             _sub(element, "source", bridge=nic.source)
+        if nic.target:
+            _sub(element, "target", dev=nic.target)
         _sub(element, "model", type=nic.model)
-    if config.console_log:
+    if config.serial is not None:
+        _serial_pty(devices, config.serial)
+    elif config.console_log:
         serial = _sub(devices, "serial", type="file")
         _sub(serial, "source", path=config.console_log)
         _sub(serial, "target", port="0")
         console = _sub(devices, "console", type="file")
         _sub(console, "source", path=config.console_log)
         _sub(console, "target", type="serial", port="0")
+    for channel in config.channels:
+        # mode bind without a path: libvirt makes the host socket under its own directory.
+        element = _sub(devices, "channel", type="unix")
+        _sub(element, "source", mode="bind")
+        _sub(element, "target", type="virtio", name=channel.name)
     if config.virt_type != "test":
         _sub(devices, "memballoon", model="none")
+
+
+def _serial_pty(devices: ET.Element, serial: SerialConsole) -> None:
+    element = _sub(devices, "serial", type="pty")
+    _sub(element, "log", file=serial.log_file, append="on")
+    _sub(element, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
 
 
 def build_domain(config: DomainConfig) -> ET.Element:

@@ -19,11 +19,13 @@ from services.compute.virt.driver import (
 from services.compute.virt.images import CachedImage, InstanceFiles, InstanceStorage
 from services.compute.virt.libvirt.config import (
     METADATA_NS,
+    AgentChannel,
     DirectBoot,
     DiskConfig,
     DomainConfig,
     InstanceMetadata,
     InterfaceConfig,
+    SerialConsole,
     domain_xml,
 )
 from services.compute.virt.libvirt.host import LibvirtHost
@@ -86,6 +88,14 @@ class LibvirtDriver:
     def host(self) -> LibvirtHost:
         return self._host
 
+    @property
+    def storage(self) -> InstanceStorage:
+        return self._storage
+
+    @property
+    def virt_type(self) -> str:
+        return self._options.virt_type
+
     def host_resources(self) -> HostResources:
         info = self._host.node_info()
         disk_gb = shutil.disk_usage(self._storage.root).total // (1024**3)
@@ -131,10 +141,23 @@ class LibvirtDriver:
             os_arch="i686" if is_test else "x86_64",
             direct_boot=boot,
             disks=disks,
-            interfaces=[self._interface(network) for network in spec.networks],
-            console_log="" if is_test else str(files.console_log),
+            interfaces=self._interfaces(spec),
+            serial=None if is_test else SerialConsole(str(files.console_log)),
+            channels=() if is_test else (AgentChannel(),),
             emulator=self._options.emulator,
         )
+
+    def _interfaces(self, spec: SpawnSpec) -> list[InterfaceConfig]:
+        """One NIC per port: the port's tap (its name, its MAC) on its network's bridge,
+        which the network driver made before the domain is defined. Instances recorded
+        before ports existed keep the host's NIC setting."""
+        if not spec.ports:
+            return [self._interface(network) for network in spec.networks]
+        return [
+            InterfaceConfig("bridge", port.network.bridge,
+                            self._options.interface.model, mac=port.mac, target=port.tap_name)
+            for port in sorted(spec.ports, key=lambda p: p.device_index)
+        ]  # fmt: skip
 
     def _interface(self, network: str) -> InterfaceConfig:
         """``auto`` is the host's default NIC; a named network is a libvirt network of that
