@@ -47,6 +47,13 @@ def test_global_options_are_accepted_anywhere(argv: tuple[str, ...]) -> None:
     assert args.func.__name__ == "_list"  # type: ignore[attr-defined]
 
 
+def test_a_sub_command_keeps_its_own_flag_and_the_global_option_its_others() -> None:
+    # server console-log -f follows (kubectl logs -f); elsewhere -f is openstack's --format
+    logs = parse("server", "console-log", "web", "-f", "--format", "json")
+    assert (logs.follow, logs.output) == (True, "json")  # type: ignore[attr-defined]
+    assert parse("server", "list", "-f", "yaml").output == "yaml"  # type: ignore[attr-defined]
+
+
 def test_a_later_global_option_wins_and_columns_add_up() -> None:
     args = parse("-o", "yaml", "--endpoint", "a:1", "-c", "id", "flavor", "list",
                  "-o", "value", "-c", "name", "--endpoint", "b:2")  # fmt: skip
