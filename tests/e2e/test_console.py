@@ -280,7 +280,7 @@ async def test_stop_delete_and_compute_restart_end_sessions_cleanly(guest: Guest
             raise AssertionError("no console after the compute restarted")
 
         # Stopping the server ends the session; the guest's side closes.
-        await servers.StopServer(servers_pb2.ServerActionRequest(id=guest.server_id), timeout=10)
+        await servers.StopServer(servers_pb2.StopServerRequest(id=guest.server_id), timeout=10)
         assert await session.ended(90) in {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
         for _ in range(300):
             server = await servers.GetServer(
@@ -293,7 +293,7 @@ async def test_stop_delete_and_compute_restart_end_sessions_cleanly(guest: Guest
         assert await refused.ended() == grpc.StatusCode.FAILED_PRECONDITION
 
         # Started again and deleted while attached: the session ends, nothing stays open.
-        await servers.StartServer(servers_pb2.ServerActionRequest(id=guest.server_id), timeout=10)
+        await servers.StartServer(servers_pb2.StartServerRequest(id=guest.server_id), timeout=10)
         for _ in range(600):
             server = await servers.GetServer(
                 servers_pb2.GetServerRequest(id=guest.server_id), timeout=10

@@ -214,7 +214,7 @@ async def test_the_per_project_limit_and_a_stopped_server(sqlite_url: str, tmp_p
         held[1].cancel()
         await wait_sessions(stack, consoles, 0)
 
-        await stack.servers.StopServer(servers_pb2.ServerActionRequest(id=server_id), timeout=5)
+        await stack.servers.StopServer(servers_pb2.StopServerRequest(id=server_id), timeout=5)
         await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_SHUTOFF)
         naming = consoles_pb2.AttachConsoleRequest(server_id=server_id)
         stopped = await refusal(attach(stack), naming)

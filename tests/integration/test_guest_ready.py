@@ -68,14 +68,14 @@ async def test_guest_ready_is_set_by_the_guests_report_and_cleared_by_a_stop(
         assert event.server.status == servers_pb2.SERVER_STATUS_ACTIVE
         watch.cancel()
 
-        await stack.servers.StopServer(servers_pb2.ServerActionRequest(id=server_id), timeout=5)
+        await stack.servers.StopServer(servers_pb2.StopServerRequest(id=server_id), timeout=5)
         stopped = await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_SHUTOFF)
         assert not stopped.HasField("guest_ready")
         await report(stack, ready)  # late: the server is stopped now
         assert not (await get(stack, server_id)).HasField("guest_ready")
 
         # One batch with a stop after the report: the last word wins.
-        await stack.servers.StartServer(servers_pb2.ServerActionRequest(id=server_id), timeout=5)
+        await stack.servers.StartServer(servers_pb2.StartServerRequest(id=server_id), timeout=5)
         await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_ACTIVE)
         cleared = InstanceEvent(server_id, active.host, InstanceEventKind.REBOOTED, when)
         await report(stack, ready, cleared)

@@ -51,7 +51,10 @@ async def one_build(uuid: str) -> AsyncIterator[conductor_pb2.BuildInstancesRequ
     yield conductor_pb2.BuildInstancesRequest(instance_uuids=[uuid])
 
 
-def event(uuid: str, host: str, kind: int = conductor_pb2.LOST) -> conductor_pb2.InstanceEvent:
+LOST = conductor_pb2.INSTANCE_EVENT_KIND_LOST
+
+
+def event(uuid: str, host: str, kind: int = LOST) -> conductor_pb2.InstanceEvent:
     return conductor_pb2.InstanceEvent(instance_uuid=uuid, host=host, kind=kind, reason="x")
 
 
@@ -63,7 +66,7 @@ async def test_a_compute_certificate_cannot_make_the_others_calls(
         await wait_for_compute(sqlite_url, 2)
         reply = await stack.servers.CreateServer(create(), timeout=5)
         uuid = reply.server_ids[0]
-        victim_host = (await stack.wait_status(uuid, servers_pb2.ACTIVE)).host
+        victim_host = (await stack.wait_status(uuid, servers_pb2.SERVER_STATUS_ACTIVE)).host
         hosts = [f"{tmp_path.name}-compute{i}" for i in range(2)]
         attacker = next(h for h in hosts if h != victim_host)
         victim = stack.computes[hosts.index(victim_host)].address
@@ -81,7 +84,9 @@ async def test_a_compute_certificate_cannot_make_the_others_calls(
                     conductor_pb2.DeleteInstancesRequest(instance_uuids=[uuid]), timeout=5
                 ),
                 "conductor PowerAction": lambda: conductor.PowerAction(
-                    conductor_pb2.PowerActionRequest(instance_uuid=uuid, action=conductor_pb2.STOP),
+                    conductor_pb2.PowerActionRequest(
+                        instance_uuid=uuid, action=conductor_pb2.POWER_ACTION_KIND_STOP
+                    ),
                     timeout=5,
                 ),
                 # the conductor's calls to a compute
@@ -111,7 +116,7 @@ async def test_a_compute_certificate_cannot_make_the_others_calls(
                     timeout=5,
                 ),
                 "node of another host": lambda: conductor.ReportComputeNode(
-                    conductor_pb2.ComputeNodeReport(
+                    conductor_pb2.ReportComputeNodeRequest(
                         host=victim_host, rpc_address="127.0.0.1:1", vcpus=1, memory_mb=1
                     ),
                     timeout=5,
@@ -131,8 +136,8 @@ async def test_a_compute_certificate_cannot_make_the_others_calls(
         refusals = [r for r in caplog.records if "refused internal call" in r.getMessage()]
         assert len(refusals) == len(denied)
         # nothing the attacker sent took effect
-        server = await stack.wait_status(uuid, servers_pb2.ACTIVE)
-        assert server.host == victim_host and server.power_state == servers_pb2.RUNNING
+        server = await stack.wait_status(uuid, servers_pb2.SERVER_STATUS_ACTIVE)
+        assert server.host == victim_host and server.power_state == servers_pb2.POWER_STATE_RUNNING
 
 
 async def test_each_role_is_held_to_its_own_calls(sqlite_url: str, tmp_path: Path) -> None:

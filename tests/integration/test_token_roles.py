@@ -55,13 +55,13 @@ async def test_a_reader_token_only_reads(sqlite_url: str, tmp_path: Path) -> Non
         writes = [
             reader.CreateServer(create(), timeout=5),
             reader.DeleteServer(servers_pb2.DeleteServerRequest(id=server_id), timeout=5),
-            reader.StopServer(servers_pb2.ServerActionRequest(id=server_id), timeout=5),
+            reader.StopServer(servers_pb2.StopServerRequest(id=server_id), timeout=5),
             keypairs.ImportKeypair(keypairs_pb2.ImportKeypairRequest(name="k"), timeout=5),
         ]
         for write in writes:
             assert await code_of(write) == grpc.StatusCode.PERMISSION_DENIED
         server = await stack.servers.GetServer(by_id, timeout=5)
-        assert server.status != servers_pb2.DELETED
+        assert server.status != servers_pb2.SERVER_STATUS_DELETED
 
 
 async def test_an_expired_token_stops_working_even_when_cached(
