@@ -127,7 +127,7 @@ def test_watch_resumes_across_a_drop_and_a_restart_without_losing_or_repeating()
     world.change("s1", servers_pb2.SERVER_STATUS_BUILD)
     world.change("s2", servers_pb2.SERVER_STATUS_BUILD)
     first, port = serve(world)
-    client = Client(Connection(endpoint=f"127.0.0.1:{port}", token="t"), timeout=5.0)
+    client = Client(Connection(endpoint=f"127.0.0.1:{port}", token="t", tls=False), timeout=5.0)
     seen = Seen(client)
     assert seen.wait(2) == [("snapshot", "s1", "BUILD"), ("snapshot", "s2", "BUILD")]
     world.change("s1", servers_pb2.SERVER_STATUS_ACTIVE)
@@ -167,7 +167,7 @@ def test_a_first_stream_that_fails_is_an_error_not_a_retry() -> None:
     server, port = serve(world)
     server.stop(grace=None)
     server.wait_for_termination(WAIT)
-    client = Client(Connection(endpoint=f"127.0.0.1:{port}", token="t"), timeout=5.0)
+    client = Client(Connection(endpoint=f"127.0.0.1:{port}", token="t", tls=False), timeout=5.0)
     with pytest.raises(grpc.RpcError) as caught:
         next(events(client, servers_pb2.WatchServersRequest(), timeout=None))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
