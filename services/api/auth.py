@@ -41,7 +41,8 @@ class Identity:
         return "reader" in self.roles and not {"member", "admin"} & set(self.roles)
 
     def check_method(self, method: str) -> None:
-        if self.read_only and not method.startswith(READ_PREFIXES):
+        """``method``: the RPC's name or its full path (/package.Service/Method)."""
+        if self.read_only and not method.rsplit("/", 1)[-1].startswith(READ_PREFIXES):
             raise PermissionDenied(f"{method}: a reader token may only read (Get, List, Watch)")
 
 

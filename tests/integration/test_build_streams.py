@@ -52,7 +52,9 @@ async def conductor(
 ) -> AsyncIterator[tuple[ServiceServer, Recorder, BuildStreams]]:
     recorder = Recorder(changed or asyncio.Event())
     streams = BuildStreams(max_age=max_age)
-    servicer = ConductorServicer(recorder, None, None, None, None, streams=streams)  # type: ignore[arg-type]
+    servicer = ConductorServicer(
+        recorder, None, None, None, None, streams=streams, port_rules=None, scope=None
+    )  # type: ignore[arg-type]
     name = "novagrpc.internal.v1.Conductor"
     server = await start_server(
         "127.0.0.1:0",

@@ -51,10 +51,9 @@ async def one_build(uuid: str) -> AsyncIterator[conductor_pb2.BuildInstancesRequ
     yield conductor_pb2.BuildInstancesRequest(instance_uuids=[uuid])
 
 
-LOST = conductor_pb2.INSTANCE_EVENT_KIND_LOST
-
-
-def event(uuid: str, host: str, kind: int = LOST) -> conductor_pb2.InstanceEvent:
+def event(
+    uuid: str, host: str, kind: int = conductor_pb2.INSTANCE_EVENT_KIND_LOST
+) -> conductor_pb2.InstanceEvent:
     return conductor_pb2.InstanceEvent(instance_uuid=uuid, host=host, kind=kind, reason="x")
 
 

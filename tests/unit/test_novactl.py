@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import sys
@@ -48,9 +49,13 @@ def test_global_options_are_accepted_anywhere(argv: tuple[str, ...]) -> None:
 
 
 def test_a_sub_command_keeps_its_own_flag_and_the_global_option_its_others() -> None:
-    # server console-log -f follows (kubectl logs -f); elsewhere -f is openstack's --format
-    logs = parse("server", "console-log", "web", "-f", "--format", "json")
-    assert (logs.follow, logs.output) == (True, "json")  # type: ignore[attr-defined]
+    root = argparse.ArgumentParser()
+    options.add_global(root)
+    logs = root.add_subparsers(dest="command").add_parser("logs")
+    logs.add_argument("-f", "--follow", action="store_true")  # as kubectl logs -f
+    options.add_to_subcommands(root)  # must not refuse the clash
+    args = options.merge(root.parse_args(["logs", "-f", "--format", "json"]))
+    assert (args.follow, args.output) == (True, "json")
     assert parse("server", "list", "-f", "yaml").output == "yaml"  # type: ignore[attr-defined]
 
 

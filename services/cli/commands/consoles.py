@@ -136,7 +136,7 @@ def register(server: Any) -> None:
     log.add_argument(
         "--lines", type=int, default=0, help="the last N lines, 1..10000 (default: up to 100 KiB)"
     )
-    log.add_argument("--follow", "-f", action="store_true",
+    log.add_argument("--follow", action="store_true",
                      help="then print new output as it comes, until Ctrl-C")  # fmt: skip
     log.add_argument("--follow-timeout", type=float, default=0.0,
                      help="with --follow: stop after this many seconds (0: never)")  # fmt: skip

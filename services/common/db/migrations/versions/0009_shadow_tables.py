@@ -8,7 +8,7 @@ tables must add it to its shadow too (the models derive the shadows, so the sche
 fails until it does).
 
 Revision ID: 0009_shadow_tables
-Revises: 0006
+Revises: 0007_console
 Create Date: 2026-12-07
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_shadow_tables"
-down_revision = "0006"
+down_revision = "0007_console"
 branch_labels = None
 depends_on = None
 
