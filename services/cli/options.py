@@ -68,9 +68,15 @@ def add_global(parser: argparse.ArgumentParser) -> None:
 def add_to_subcommands(root: argparse.ArgumentParser) -> None:
     """Give every parser under ``root`` the global options (hidden from its --help)."""
     for parser in _descendants(root):
+        # A sub-command's own option keeps its flag there (``server console-log -f`` follows,
+        # as ``kubectl logs -f``); the global option keeps its other spellings.
+        taken = set(parser._option_string_actions)
         for option in OPTIONS:
+            flags = [flag for flag in option.flags if flag not in taken]
+            if not flags:
+                continue
             kwargs = {**option.kwargs, "help": argparse.SUPPRESS}
-            parser.add_argument(*option.flags, dest=LEAF + option.dest,
+            parser.add_argument(*flags, dest=LEAF + option.dest,
                                 default=argparse.SUPPRESS, **kwargs)  # fmt: skip
 
 

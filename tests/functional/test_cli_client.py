@@ -92,9 +92,9 @@ def test_keypair_create_with_openstackclient_options(system: System, tmp_path: P
 def test_named_profiles_from_the_config_file(system: System, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
-        f'endpoint = "{system.api.address}"\ntoken = "wrong"\n\n'
-        f'[profiles.good]\nendpoint = "{system.api.address}"\ntoken = "{system.token}"\n\n'
-        f'[profiles.command]\nendpoint = "{system.api.address}"\n'
+        f'endpoint = "http://{system.api.address}"\ntoken = "wrong"\n\n'
+        f'[profiles.good]\nendpoint = "http://{system.api.address}"\ntoken = "{system.token}"\n\n'
+        f'[profiles.command]\nendpoint = "http://{system.api.address}"\n'
         f"token_command = \"{sys.executable} -c 'print(\\\"{system.admin_token}\\\")'\"\n"
     )
     env = {"NOVACTL_CONFIG": str(config), "NOVACTL_ENDPOINT": "", "NOVACTL_TOKEN": "",
@@ -123,7 +123,8 @@ def test_wait_progress_is_plain_lines_off_a_terminal(system: System) -> None:
 
 def test_server_watch_runs_until_interrupted(system: System) -> None:
     watch = subprocess.Popen(
-        [NOVACTL, "--endpoint", system.api.address, "--token", system.token, "server", "watch"],
+        [NOVACTL, "--endpoint", f"http://{system.api.address}", "--token", system.token,
+         "server", "watch"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -179,11 +180,11 @@ def complete_line(tmp_path: Path, line: str) -> tuple[set[str], str]:
 def test_the_shell_completes_resource_names_from_the_api(system: System, tmp_path: Path) -> None:
     made = as_json(ctl(system, "server", "create", "complete-me", "--flavor", "m1.tiny",
                        "--image", "nova-tiny", "-o", "json"))  # fmt: skip
-    auth = f"novactl --endpoint {system.api.address} --token {system.token}"
+    auth = f"novactl --endpoint http://{system.api.address} --token {system.token}"
     assert complete_line(tmp_path, f"{auth} server show complete-")[0] == {"complete-me"}
     assert complete_line(tmp_path, f"{auth} flavor show m1.t")[0] == {"m1.tiny"}
     # the options may also come after the command, as anywhere else
-    after = f"novactl server create x --endpoint {system.api.address} --token {system.token}"
+    after = f"novactl server create x --endpoint http://{system.api.address} --token {system.token}"
     assert complete_line(tmp_path, f"{after} --image nova-t")[0] == {"nova-tiny"}
     nothing, warning = complete_line(
         tmp_path, "novactl --endpoint 127.0.0.1:1 --timeout 1 server show co"

@@ -57,7 +57,8 @@ def test_a_profile_with_a_ca_and_a_token_command(
     config.write_text(
         f'[profiles.secure]\nendpoint = "{address}"\nca = "ca.pem"\n'
         f"token_command = \"{sys.executable} -c 'print(\\\"from-command\\\")'\"\n"
-        f'[profiles.plain]\nendpoint = "{address}"\ntoken = "t"\n'
+        f'[profiles.plain]\nendpoint = "http://{address}"\ntoken = "t"\n'
+        f'[profiles.system]\nendpoint = "{address}"\ntoken = "t"\n'
     )
     for name in ("NOVACTL_ENDPOINT", "NOVACTL_TOKEN", "NOVACTL_CACERT", "NOVACTL_PROFILE"):
         monkeypatch.delenv(name, raising=False)
@@ -66,11 +67,14 @@ def test_a_profile_with_a_ca_and_a_token_command(
     assert main(["flavor", "list", "-o", "json", "--profile", "secure"], out) == 0
     assert [f["name"] for f in json.loads(out.getvalue())] == ["tls"]
     assert flavors.tokens == ["Bearer from-command"]
-    # the same api without the CA: plaintext to a TLS port fails, and nothing is sent
+    # the same api through an http:// profile: plaintext to a TLS port fails, nothing is sent
     refused = main(["flavor", "list", "--profile", "plain", "--timeout", "2"], io.StringIO())
     assert refused == 1 and "UNAVAILABLE" in capsys.readouterr().err
     assert flavors.tokens == ["Bearer from-command"]
-    # --cacert on the line makes the plain profile TLS too
-    again = main(["flavor", "list", "--profile", "plain", "--cacert", str(pki / "ca.pem")],
+    # host:port is TLS verified against the system's roots, which do not know this CA ...
+    unknown_ca = main(["flavor", "list", "--profile", "system", "--timeout", "2"], io.StringIO())
+    assert unknown_ca == 1 and "UNAVAILABLE" in capsys.readouterr().err
+    # ... and --cacert on the line names the CA to trust
+    again = main(["flavor", "list", "--profile", "system", "--cacert", str(pki / "ca.pem")],
                  io.StringIO())  # fmt: skip
     assert again == 0 and flavors.tokens[-1] == "Bearer t"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import sys
@@ -45,6 +46,17 @@ def test_global_options_are_accepted_anywhere(argv: tuple[str, ...]) -> None:
     args = parse(*argv)
     assert args.output == "json"  # type: ignore[attr-defined]
     assert args.func.__name__ == "_list"  # type: ignore[attr-defined]
+
+
+def test_a_sub_command_keeps_its_own_flag_and_the_global_option_its_others() -> None:
+    root = argparse.ArgumentParser()
+    options.add_global(root)
+    logs = root.add_subparsers(dest="command").add_parser("logs")
+    logs.add_argument("-f", "--follow", action="store_true")  # as kubectl logs -f
+    options.add_to_subcommands(root)  # must not refuse the clash
+    args = options.merge(root.parse_args(["logs", "-f", "--format", "json"]))
+    assert (args.follow, args.output) == (True, "json")
+    assert parse("server", "list", "-f", "yaml").output == "yaml"  # type: ignore[attr-defined]
 
 
 def test_a_later_global_option_wins_and_columns_add_up() -> None:

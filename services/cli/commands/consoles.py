@@ -15,7 +15,9 @@ from typing import Any, TextIO
 
 import grpc
 
+from services.cli import lookup
 from services.cli.client import Client
+from services.cli.completers import complete
 from services.common.generated.novagrpc.v1 import consoles_pb2, consoles_pb2_grpc
 
 
@@ -34,12 +36,13 @@ def _write(out: TextIO, data: bytes) -> None:
 
 def _console_log(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     stub = consoles_pb2_grpc.ConsolesStub(client.channel)
+    server_id = lookup.server_id(client, args.id)
     if not args.follow:
-        request = consoles_pb2.GetConsoleOutputRequest(server_id=args.id, lines=args.lines)
+        request = consoles_pb2.GetConsoleOutputRequest(server_id=server_id, lines=args.lines)
         reply = client.call(stub.GetConsoleOutput, request)
         _write(out, reply.output)
         return 0
-    follow = consoles_pb2.FollowConsoleOutputRequest(server_id=args.id, lines=args.lines)
+    follow = consoles_pb2.FollowConsoleOutputRequest(server_id=server_id, lines=args.lines)
     stream = client.stream(stub.FollowConsoleOutput, follow, args.follow_timeout or None)
     try:
         for chunk in stream:
@@ -87,9 +90,10 @@ def _read_keys(fd: int, inputs: queue.Queue[bytes | None], leave: threading.Even
 
 def _console(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     stub = consoles_pb2_grpc.ConsolesStub(client.channel)
+    server_id = lookup.server_id(client, args.id)
     inputs: queue.Queue[bytes | None] = queue.Queue()
     leave = threading.Event()
-    call = stub.AttachConsole(_requests(args.id, inputs), metadata=client.metadata)
+    call = stub.AttachConsole(_requests(server_id, inputs), metadata=client.metadata)
     fd = sys.stdin.fileno()
     interactive = os.isatty(fd)
 
@@ -105,7 +109,7 @@ def _console(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
     saved = termios.tcgetattr(fd) if interactive else None
     if interactive:
-        sys.stderr.write(f"Connected to server {args.id}. Escape character is ^]\r\n")
+        sys.stderr.write(f"Connected to server {server_id}. Escape character is ^]\r\n")
         sys.stderr.flush()
         tty.setraw(fd)
     threading.Thread(target=_read_keys, args=(fd, inputs, leave, on_eof), daemon=True).start()
@@ -128,7 +132,7 @@ def _console(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 def register(server: Any) -> None:
     log = server.add_parser("console-log", help="the last lines of a server's serial console")
-    log.add_argument("id")
+    complete(log.add_argument("id", metavar="SERVER", help="name or id"), "server")
     log.add_argument(
         "--lines", type=int, default=0, help="the last N lines, 1..10000 (default: up to 100 KiB)"
     )
@@ -141,7 +145,7 @@ def register(server: Any) -> None:
     console = server.add_parser(
         "console", help="type into a server's serial console (Ctrl-] leaves, as virsh console)"
     )
-    console.add_argument("id")
+    complete(console.add_argument("id", metavar="SERVER", help="name or id"), "server")
     console.add_argument(
         "--linger", type=float, default=2.0, help="piped input: seconds to read after it ends"
     )
