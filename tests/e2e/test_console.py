@@ -195,6 +195,7 @@ async def wait_for_log(guest: Guest, channel: grpc.aio.Channel, wanted: bytes) -
     raise AssertionError(f"{wanted!r} never in the console log")
 
 
+@pytest.mark.timeout(900)  # 1,000 attach/detach cycles into a TCG guest take minutes
 async def test_console_log_shell_takeover_and_no_leaks(guest: Guest) -> None:
     async with public(guest) as channel:
         log = await wait_for_log(guest, channel, READY)
@@ -236,6 +237,9 @@ async def test_console_log_shell_takeover_and_no_leaks(guest: Guest) -> None:
         started = asyncio.get_running_loop().time()
         for i in range(CYCLES):
             await cycle(i)
+            if i % 100 == 99:
+                took = asyncio.get_running_loop().time() - started
+                print(f"{i + 1} cycles, {took:.1f}s, fds {open_fds(pid)}", flush=True)
         took = asyncio.get_running_loop().time() - started
         for _ in range(200):
             if await compute_sessions(guest) == 0:
