@@ -112,5 +112,7 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
     ) -> pb.ConsoleStatus:
         sessions = self._sessions.open_sessions
         return pb.ConsoleStatus(
-            open_sessions=len(sessions), instance_uuids=sorted(s.uuid for s in sessions)
+            open_sessions=len(sessions),
+            instance_uuids=sorted(s.uuid for s in sessions),
+            opened_total=self._sessions.opened_total,
         )

@@ -168,6 +168,7 @@ class ConsoleSessions:
         self._current: dict[str, ConsoleSession] = {}
         self._open: set[ConsoleSession] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self.opened_total = 0
 
     @property
     def open_sessions(self) -> list[ConsoleSession]:
@@ -206,6 +207,7 @@ class ConsoleSessions:
                 raise
             self._open.add(session)
             self._current[uuid] = session
+            self.opened_total += 1
         return session
 
     async def _free(self, session: ConsoleSession) -> None:
@@ -247,6 +249,7 @@ class ConsoleSessions:
                 log.info("console of %s ended (%s): %s", session.uuid, reason, exc.message)
                 return False
         session.reopened.append(now)
+        self.opened_total += 1
         session.restart()
         log.warning(
             "console of %s ended by the hypervisor (%s) while the guest runs: reopened",
