@@ -38,9 +38,12 @@ class RecordingConductor(conductor_pb2_grpc.ConductorServicer):  # type: ignore[
 
     async def ReportInstanceEvents(self, request: Any, context: Any) -> Any:
         for event in request.events:
-            if event.kind == conductor_pb2.ACTIVE:
+            if event.kind == conductor_pb2.INSTANCE_EVENT_KIND_ACTIVE:
                 self.active += 1
-            elif event.kind in (conductor_pb2.RESCHEDULE, conductor_pb2.FAILED):
+            elif event.kind in (
+                conductor_pb2.INSTANCE_EVENT_KIND_RESCHEDULE,
+                conductor_pb2.INSTANCE_EVENT_KIND_FAILED,
+            ):
                 self.failed += 1
         if self.expected and self.active + self.failed >= self.expected:
             self.done.set()

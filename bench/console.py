@@ -58,7 +58,7 @@ async def _measure(api: str, token: str) -> tuple[float, list[float]]:
         watch.cancel()
 
         call = consoles_pb2_grpc.ConsolesStub(channel).AttachConsole(metadata=metadata)
-        await call.write(consoles_pb2.ConsoleInput(server_id=server_id, data=b"\r"))
+        await call.write(consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"\r"))
         output = b""
         while b"# " not in output:  # the shell's prompt
             message = await asyncio.wait_for(call.read(), 60)
@@ -67,7 +67,7 @@ async def _measure(api: str, token: str) -> tuple[float, list[float]]:
         for i in range(ROUND_TRIPS):
             key = b"x" if i % 2 == 0 else b"\x7f"  # type a letter, then rub it out
             sent = time.perf_counter()
-            await call.write(consoles_pb2.ConsoleInput(data=key))
+            await call.write(consoles_pb2.AttachConsoleRequest(data=key))
             await asyncio.wait_for(call.read(), 10)  # the tty's echo
             samples.append(time.perf_counter() - sent)
         call.cancel()

@@ -108,7 +108,7 @@ def start_fleet(workdir: Path, computes: int, url: str | None = None) -> Fleet:
              "--instances-path", str(workdir / f"instances{i}"), *QUIET,
              # simulated hosts share one real disk: let each claim a large share of it
              "--disk-allocation-ratio", "100"],
-            log=log, env=role_settings_env(pki, "compute"),
+            log=log, env=role_settings_env(pki, "compute", host=f"bench-{i:02d}"),
         )  # fmt: skip
     api = launcher.start(
         "api", "services.api",
@@ -133,15 +133,20 @@ def start_fleet(workdir: Path, computes: int, url: str | None = None) -> Fleet:
     return Fleet(launcher, db, api, token)
 
 
-def _request(name: str, count: int) -> servers_pb2.CreateServerRequest:
+def _request(
+    name: str, count: int, networks: tuple[str, ...] = ()
+) -> servers_pb2.CreateServerRequest:
+    """``networks`` empty: "auto", one port each on the project's default network."""
     return servers_pb2.CreateServerRequest(
-        name=name, flavor_ref="m1.tiny", image_ref="nova-tiny", min_count=count, max_count=count
-    )
+        name=name, flavor_ref="m1.tiny", image_ref="nova-tiny", min_count=count,
+        max_count=count, networks=list(networks),
+    )  # fmt: skip
 
 
 async def _creates(
-    fleet: Fleet, *, total: int, per_create: int, clients: int, rate: float = 0.0
-) -> tuple[list[float], float]:
+    fleet: Fleet, *, total: int, per_create: int, clients: int, rate: float = 0.0,
+    networks: tuple[str, ...] = (),
+) -> tuple[list[float], float]:  # fmt: skip
     """Create ``total`` instances in creates of ``per_create`` from ``clients`` concurrent
     clients; (latencies in ms, seconds from the first request to the last ACTIVE).
 
@@ -166,7 +171,7 @@ async def _creates(
                 if rate:
                     await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
                 sent = time.perf_counter()
-                await stub.CreateServer(_request(f"b{i}", per_create), timeout=30,
+                await stub.CreateServer(_request(f"b{i}", per_create, networks), timeout=30,
                                         metadata=metadata)  # fmt: skip
                 latencies.append((time.perf_counter() - sent) * 1000)
 
@@ -284,6 +289,25 @@ def _rss_rows(idle: dict[str, float], busy: dict[str, float], stored: int) -> li
     return rows
 
 
+def _networks_cost(
+    fleet: Fleet, instances: int, with_port: float, conditions: str
+) -> list[dict[str, Any]]:
+    """The same run with no NIC (networks ["none"]): what a port per server (IPAM in the
+    create transaction, the port on the build) costs in throughput."""
+    _, without = asyncio.run(
+        _creates(fleet, total=instances, per_create=1, clients=50, networks=("none",))
+    )
+    return [
+        _throughput_row("single creates, no NIC", instances, without, conditions),
+        {
+            "figure": "throughput with one port per server / without a NIC",
+            "value": without / with_port,
+            "unit": "ratio",
+            "conditions": f"{conditions}; the port run first, the no-NIC run right after",
+        },
+    ]
+
+
 def run_e2e(
     workdir: Path,
     *,
@@ -318,6 +342,7 @@ def run_e2e(
         )
         results.append(_throughput_row("single creates", instances, single, f"{singles}, {where}"))
         results += _cpu_rows(before, after, instances, f"{singles}, from request to ACTIVE")
+        results += _networks_cost(fleet, instances, single, f"{singles}, {where}")
         sweep: dict[float, tuple[float, float]] = {}
         for rate in paced_rates:
             count = min(instances, int(rate * 10))

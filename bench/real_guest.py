@@ -72,7 +72,7 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
              "--libvirt-uri", "qemu:///system", "--virt-type", "qemu",
              "--instances-path", str(workdir / "instances"),
              "--instance-name-template", f"bench-{uuid.uuid4().hex[:6]}-%08x"], log=log,
-            env=role_settings_env(pki, "compute"),
+            env=role_settings_env(pki, "compute", host="real"),
         )  # fmt: skip
         api = launcher.start(
             "api", "services.api",
@@ -102,7 +102,9 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
                 return int(found.status)
 
             # poll every 10 ms: the figures are the times these waits end
-            wait_until(lambda: status() != servers_pb2.BUILD, 120, "the build", interval=0.01)
+            wait_until(
+                lambda: status() != servers_pb2.SERVER_STATUS_BUILD, 120, "the build", interval=0.01
+            )
             to_active = time.perf_counter() - started
             console = workdir / "instances" / server_id / "console.log"
             wait_until(
@@ -113,7 +115,10 @@ def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
             stub.DeleteServer(
                 servers_pb2.DeleteServerRequest(id=server_id), timeout=10, metadata=metadata
             )
-            wait_until(lambda: status() == servers_pb2.DELETED, 60, "the delete", interval=0.01)
+            wait_until(
+                lambda: status() == servers_pb2.SERVER_STATUS_DELETED, 60, "the delete",
+                interval=0.01,
+            )  # fmt: skip
     finally:
         launcher.stop()
     conditions = "tiny guest (Debian cloud kernel + busybox initramfs), m1.tiny, qemu TCG"

@@ -38,7 +38,7 @@ tls() {
 }
 
 run --rm "$IMAGE" migrate
-run --rm "$IMAGE" manage pki create --dir /data/pki
+run --rm "$IMAGE" manage pki create --dir /data/pki --compute-host smoke-compute
 # shellcheck disable=SC2046  # tls prints several arguments on purpose
 run -d --name nova-smoke-conductor $(tls conductor) -e NOVA_GRPC_LISTEN=127.0.0.1:18780 \
   -e NOVA_GRPC_HEALTH_LISTEN=127.0.0.1:18781 -e NOVA_GRPC_METRICS_LISTEN=127.0.0.1:19780 \
@@ -83,7 +83,7 @@ wait_for 30 "first create accepted" compute_registered
   "image_ref": "nova-tiny", "max_count": 2}' 127.0.0.1:18774 novagrpc.v1.Servers/CreateServer
 active() {
   test "$("$GRPCURL" -plaintext -H "$AUTH" -d '{"name": "^smoke"}' 127.0.0.1:18774 \
-    novagrpc.v1.Servers/ListServers | grep -c '"status": "ACTIVE"')" = 2
+    novagrpc.v1.Servers/ListServers | grep -c '"status": "SERVER_STATUS_ACTIVE"')" = 2
 }
 wait_for 60 "both servers ACTIVE" active
 "$GRPCURL" -plaintext -H "$AUTH" -d '{"name": "^smoke"}' 127.0.0.1:18774 \

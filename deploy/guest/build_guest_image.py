@@ -14,13 +14,18 @@ The guest's /init prints on the serial console (ttyS0):
   NOVA-GRPC-GUEST-UP uuid=<SMBIOS system uuid, lower case | unknown>
   NOVA-GRPC-USER-DATA <first line of openstack/latest/user_data>
   NOVA-GRPC-HOSTNAME <"hostname" of openstack/latest/meta_data.json>
-  NOVA-GRPC-NETWORK <first NIC and its DHCP address | none>
+  NOVA-GRPC-NET <static|dhcp|none> <interface> <address>
+  NOVA-GRPC-NETWORK <first NIC and its address | none>
   NOVA-GRPC-READY agent=<the guest agent's virtio-serial port | none>
 
 the user-data and hostname lines only when an ISO 9660 config drive labelled
 "config-2" is found (CD-ROM on IDE or virtio-scsi; SATA/AHCI only with --flavour
-amd64, because Debian's cloud kernel is built without AHCI).  Once its network is
-configured it opens the QEMU guest agent's port (org.qemu.guest_agent.0) and keeps
+amd64, because Debian's cloud kernel is built without AHCI).  The first NIC is
+configured from the drive's network_data.json (the address of the port whose MAC
+it has, the netmask and the default route) or, without one, by DHCP (busybox
+udhcpc), as a stock cloud image does.  Then busybox httpd serves on TCP 8080, a
+user_data that starts with "#!" runs (its output on the console), and, its network
+configured, it opens the QEMU guest agent's port (org.qemu.guest_agent.0) and keeps
 it open: that is its readiness signal.  Then it runs a shell on ttyS0, for ever.
 
 Downloaded .deb files are kept in <out>/cache and reused on the next run.
@@ -149,18 +154,77 @@ else
     say "NOVA-GRPC-CONFIG-DRIVE none"
 fi
 
-# Network: loopback, and the first NIC by DHCP when there is one.
+# Networking: the config drive's network_data.json if it has one, else DHCP.
 ip link set lo up 2>/dev/null
-NET=none
-for nic in /sys/class/net/*; do
-    n=${nic##*/}
-    [ "$n" = lo ] && continue
-    ip link set "$n" up 2>/dev/null
-    if udhcpc -i "$n" -n -q -t 3 -T 1 -s /etc/udhcpc.script >/dev/null 2>&1; then
-        NET="$n $(ip -4 -o addr show dev "$n" 2>/dev/null | sed -n 's/.* inet \([^ ]*\).*/\1/p')"
-    fi
-    break
+NIC=""
+i=0
+while [ $i -lt 40 ]; do
+    for path in /sys/class/net/*; do
+        name=${path##*/}
+        [ "$name" = lo ] && continue
+        NIC=$name
+        break
+    done
+    [ -n "$NIC" ] && break
+    i=$((i + 1))
+    sleep 0.25
 done
+json_first() {
+    # The first "key": "value" of a JSON file: one pair per line, then the first match.
+    tr '{},' '\n\n\n' < "$2" \
+        | sed -n "s/^[[:space:]]*\"$1\"[[:space:]]*:[[:space:]]*\"\([^\"]*\)\".*/\1/p" \
+        | head -n 1
+}
+ND=/mnt/config/openstack/latest/network_data.json
+if [ -z "$NIC" ]; then
+    say "NOVA-GRPC-NET none - -"
+elif [ -n "$DEV" ] && [ -r "$ND" ] && [ -n "$(json_first ip_address "$ND")" ]; then
+    MAC=$(json_first ethernet_mac_address "$ND")
+    for path in /sys/class/net/*; do
+        [ "$(cat "$path/address" 2>/dev/null)" = "$MAC" ] && NIC=${path##*/}
+    done
+    IP=$(json_first ip_address "$ND")
+    ip link set "$NIC" up
+    ifconfig "$NIC" "$IP" netmask "$(json_first netmask "$ND")" up
+    GW=$(json_first gateway "$ND")
+    [ -n "$GW" ] && route add default gw "$GW" 2>/dev/null
+    say "NOVA-GRPC-NET static $NIC $IP"
+else
+    cat > /tmp/udhcpc.sh <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+    bound|renew)
+        ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+        [ -n "$router" ] && route add default gw "${router%% *}" 2>/dev/null
+        echo "$ip" > /tmp/dhcp.ip ;;
+    deconfig) ifconfig "$interface" 0.0.0.0 up ;;
+esac
+exit 0
+SCRIPT
+    chmod +x /tmp/udhcpc.sh
+    ip link set "$NIC" up
+    if udhcpc -i "$NIC" -n -q -t 20 -T 1 -s /tmp/udhcpc.sh >/dev/null 2>&1; then
+        say "NOVA-GRPC-NET dhcp $NIC $(cat /tmp/dhcp.ip)"
+    else
+        say "NOVA-GRPC-NET none $NIC -"
+    fi
+fi
+mkdir -p /www
+echo "nova-grpc tiny guest $UUID" > /www/index.html
+httpd -p 8080 -h /www
+
+# A user_data script runs once, its output on the console (as cloud-init's runcmd would).
+UD=/mnt/config/openstack/latest/user_data
+if [ -n "$DEV" ] && [ -r "$UD" ] && [ "$(head -c 2 "$UD")" = "#!" ]; then
+    cp "$UD" /tmp/user_data && chmod +x /tmp/user_data
+    /tmp/user_data > "$CON" 2>&1 &
+fi
+
+NET=none
+if [ -n "$NIC" ]; then
+    ADDR=$(ip -4 -o addr show dev "$NIC" 2>/dev/null | sed -n 's/.* inet \([^ ]*\).*/\1/p')
+    [ -n "$ADDR" ] && NET="$NIC $ADDR"
+fi
 say "NOVA-GRPC-NETWORK $NET"
 
 # Readiness, from inside: open the QEMU guest agent's virtio-serial port and keep it open

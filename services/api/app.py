@@ -13,6 +13,7 @@ from services.api.account_servicers import (
     KeypairsServicer,
     QuotasServicer,
 )
+from services.api.admission import Admission
 from services.api.auth import Authenticator
 from services.api.catalog import FlavorUseCases, ImageUseCases
 from services.api.catalog_servicer import FlavorsServicer, ImagesServicer
@@ -24,10 +25,15 @@ from services.api.delete import DeleteServer
 from services.api.groups import ServerGroupUseCases
 from services.api.groups_servicer import ServerGroupsServicer
 from services.api.keypairs import KeypairUseCases
+from services.api.networks import NetworkUseCases
+from services.api.networks_servicer import NetworksServicer
 from services.api.power import PowerActions
 from services.api.queries import ServerQueries
 from services.api.quotas import QuotaUseCases
 from services.api.rate_limit import RateLimiter
+from services.api.rules_fan_out import ConductorRulesFanOut
+from services.api.security_groups import SecurityGroupUseCases
+from services.api.security_groups_servicer import SecurityGroupsServicer
 from services.api.servicer import Identify, ServersServicer, ServerUseCases
 from services.api.settings import ApiSettings
 from services.api.watch import ServerWatch
@@ -42,8 +48,12 @@ from services.common.generated.novagrpc.v1 import (
     consoles_pb2_grpc,
     keypairs_pb2,
     keypairs_pb2_grpc,
+    networks_pb2,
+    networks_pb2_grpc,
     quotas_pb2,
     quotas_pb2_grpc,
+    security_groups_pb2,
+    security_groups_pb2_grpc,
     server_groups_pb2,
     server_groups_pb2_grpc,
     servers_pb2,
@@ -67,9 +77,12 @@ SERVICE_NAME = _name(servers_pb2, "Servers")
 
 
 async def start_api(settings: ApiSettings) -> RunningService:
-    db = Database(settings.database_url)
+    # a read is stopped when its call's deadline passes (or its client goes away)
+    db = Database(
+        settings.database_url, read_timeout=settings.rpc_deadline_seconds, fair_reads=True
+    )
     registry = CollectorRegistry()
-    channels = ChannelPool(settings.internal_tls())
+    channels = ChannelPool(settings.internal_client_tls())
     caster = BuildCaster(
         channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
     )
@@ -78,8 +91,13 @@ async def start_api(settings: ApiSettings) -> RunningService:
     identify = Identify(
         Authenticator(db, cache_seconds=settings.auth_cache_seconds),
         RateLimiter(settings.rate_limit_per_second),
+        Admission(
+            calls_per_project=settings.max_calls_per_project,
+            streams_per_project=settings.max_streams_per_project,
+        ),
     )
     watch = ServerWatch(db)
+    rules_fan_out = ConductorRulesFanOut(conductor)
     servers = ServersServicer(
         ServerUseCases(
             create, ServerQueries(db), DeleteServer(db, conductor), PowerActions(db, conductor),
@@ -120,6 +138,18 @@ async def start_api(settings: ApiSettings) -> RunningService:
             _name(keypairs_pb2, "Keypairs"),
         ),
         Registration(
+            networks_pb2_grpc.add_NetworksServicer_to_server,
+            NetworksServicer(NetworkUseCases(db), identify),
+            _name(networks_pb2, "Networks"),
+        ),
+        Registration(
+            security_groups_pb2_grpc.add_SecurityGroupsServicer_to_server,
+            # The conductor fan-out lands with the datapath: until then rule changes reach
+            # no host (the explicit no-op).
+            SecurityGroupsServicer(SecurityGroupUseCases(db, rules_fan_out), identify),
+            _name(security_groups_pb2, "SecurityGroups"),
+        ),
+        Registration(
             quotas_pb2_grpc.add_QuotasServicer_to_server,
             QuotasServicer(QuotaUseCases(db, settings.default_quotas), identify),
             _name(quotas_pb2, "Quotas"),
@@ -135,9 +165,15 @@ async def start_api(settings: ApiSettings) -> RunningService:
             _name(consoles_pb2, "Consoles"),
         ),
     ]
-    server = await start_server(settings.listen, registrations, metrics=RpcMetrics.create(registry))
+    server = await start_server(
+        settings.listen,
+        registrations,
+        credentials=settings.public_credentials(),
+        metrics=RpcMetrics.create(registry),
+        unary_deadline=timedelta(seconds=settings.rpc_deadline_seconds),
+    )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
-    readiness = Readiness(server, [("database", db.ping)])
+    readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     caster.start()
     create.start()
 
@@ -151,6 +187,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         closers=[
             readiness.close,
             watch.close,
+            rules_fan_out.close,
             create.close,
             caster.close,
             channels.close,

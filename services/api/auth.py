@@ -10,24 +10,40 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.common.db import tokens
 from services.common.db.engine import Database
 from services.common.domain import utcnow
-from services.common.errors import Unauthenticated
+from services.common.errors import PermissionDenied, Unauthenticated
 
 AUTHORIZATION_HEADER = "authorization"
 CACHE_MAX = 10_000
+
+
+# What a reader may call: the public API's reads all start so.
+READ_PREFIXES = ("Get", "List", "Watch")
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
     project_id: str
     roles: tuple[str, ...]
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def read_only(self) -> bool:
+        """A token with the reader role and neither member nor admin."""
+        return "reader" in self.roles and not {"member", "admin"} & set(self.roles)
+
+    def check_method(self, method: str) -> None:
+        """``method``: the RPC's name or its full path (/package.Service/Method)."""
+        if self.read_only and not method.rsplit("/", 1)[-1].startswith(READ_PREFIXES):
+            raise PermissionDenied(f"{method}: a reader token may only read (Get, List, Watch)")
 
 
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
@@ -56,10 +72,20 @@ class Authenticator:
         else:
             record = await self._db.read(lambda c: tokens.find_by_secret(c, secret))
             usable = record is not None and record.usable(utcnow())
-            identity = Identity(record.project_id, record.roles) if record and usable else None
+            identity = (
+                Identity(record.project_id, record.roles, record.expires_at)
+                if record and usable
+                else None
+            )
             if len(self._cache) >= CACHE_MAX:
                 self._cache.clear()
             self._cache[key] = (now + self._ttl, identity)
-        if identity is None:
+        # a cached identity must not outlive its token
+        expired = (
+            identity is not None
+            and identity.expires_at is not None
+            and (identity.expires_at <= utcnow())
+        )
+        if identity is None or expired:
             raise Unauthenticated("the bearer token is not valid (unknown, expired or revoked)")
         return identity

@@ -31,14 +31,14 @@ class ConsolesServicer(consoles_pb2_grpc.ConsolesServicer):  # type: ignore[misc
         return consoles_pb2.ConsoleOutput(output=text.output, truncated=text.truncated)
 
     async def FollowConsoleOutput(
-        self, request: consoles_pb2.GetConsoleOutputRequest, context: Context
+        self, request: consoles_pb2.FollowConsoleOutputRequest, context: Context
     ) -> AsyncIterator[consoles_pb2.ConsoleOutput]:
         caller = await self._identify(context)
         async for text in self._outputs.follow(request.server_id, request.lines, caller):
             yield consoles_pb2.ConsoleOutput(output=text.output, truncated=text.truncated)
 
     async def AttachConsole(
-        self, request_iterator: AsyncIterator[consoles_pb2.ConsoleInput], context: Context
+        self, request_iterator: AsyncIterator[consoles_pb2.AttachConsoleRequest], context: Context
     ) -> AsyncIterator[consoles_pb2.ConsoleChunk]:
         caller = await self._identify(context)
         requests = aiter(request_iterator)

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+from services.api.networks import NetworkUsage
 from services.api.quotas import QuotaView
-from services.common.db import actions, groups, keypairs, placement
-from services.common.domain import Flavor, Image, Instance
+from services.common.db import actions, groups, keypairs, placement, security_groups
+from services.common.domain import Flavor, Image, Instance, ServerStatus
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     compute_services_pb2,
     keypairs_pb2,
+    networks_pb2,
     quotas_pb2,
+    security_groups_pb2,
     server_groups_pb2,
     servers_pb2,
 )
 from services.common.rpc.convert import to_timestamp
+
+_STATUSES = {
+    ServerStatus.BUILD: servers_pb2.SERVER_STATUS_BUILD,
+    ServerStatus.ACTIVE: servers_pb2.SERVER_STATUS_ACTIVE,
+    ServerStatus.ERROR: servers_pb2.SERVER_STATUS_ERROR,
+    ServerStatus.DELETED: servers_pb2.SERVER_STATUS_DELETED,
+    ServerStatus.SHUTOFF: servers_pb2.SERVER_STATUS_SHUTOFF,
+}
 
 
 def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
     server = servers_pb2.Server(
         id=instance.uuid,
         name=instance.display_name,
-        status=instance.status.value,
+        status=_STATUSES[instance.status],
         vm_state=instance.vm_state.value,
         task_state=instance.task_state.value if instance.task_state else "",
-        power_state=instance.power_state.name,
+        # Nova's numbers on both sides; Nova's NOSTATE (0) is POWER_STATE_UNSPECIFIED.
+        power_state=int(instance.power_state),  # type: ignore[arg-type]
         project_id=instance.project_id,
         flavor_id=instance.flavor.id,
         flavor_name=instance.flavor.name,
@@ -41,6 +53,18 @@ def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
         security_groups=list(instance.security_groups),
         networks=list(instance.networks) or ["none"],
         config_drive=instance.config_drive,
+        addresses=[
+            servers_pb2.ServerAddress(
+                network=port.network.name,
+                addr=str(port.fixed_ip),
+                version=4,
+                mac_addr=port.mac,
+                type="fixed",
+                network_id=port.network.network_id,
+                port_id=port.port_id,
+            )
+            for port in instance.ports
+        ],
     )
     if instance.guest_ready_at is not None:
         server.guest_ready.FromDatetime(instance.guest_ready_at)
@@ -51,6 +75,30 @@ def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
         if admin:
             server.fault.details = instance.fault.details
     return server
+
+
+def network_to_proto(usage: NetworkUsage, *, admin: bool) -> networks_pb2.Network:
+    network = usage.network
+    return networks_pb2.Network(
+        id=network.id,
+        name=network.name,
+        project_id=network.project_id,
+        cidr=str(network.cidr),
+        gateway_ip=str(network.gateway) if network.gateway else "",
+        dns_nameservers=[str(a) for a in network.dns_servers],
+        allocation_pools=[
+            networks_pb2.AllocationPool(start=str(first), end=str(last))
+            for first, last in network.allocation_pools
+        ],
+        shared=network.shared,
+        is_default=network.is_default,
+        # Neutron shows provider details to admins only.
+        segmentation_id=network.segmentation_id if admin else 0,
+        mtu=network.mtu,
+        created_at=to_timestamp(network.created_at),
+        ports_in_use=usage.ports_in_use,
+        pool_size=usage.pool_size,
+    )
 
 
 def action_to_proto(action: actions.Action, *, admin: bool) -> servers_pb2.ServerAction:
@@ -155,4 +203,34 @@ def node_to_proto(view: placement.NodeView) -> compute_services_pb2.ComputeServi
         ram_allocation_ratio=state.ram_allocation_ratio,
         disk_allocation_ratio=state.disk_allocation_ratio,
         last_heartbeat=to_timestamp(view.last_heartbeat),
+    )
+
+
+def security_group_rule_to_proto(
+    rule: security_groups.GroupRule,
+) -> security_groups_pb2.SecurityGroupRule:
+    return security_groups_pb2.SecurityGroupRule(
+        id=rule.id,
+        security_group_id=rule.group_id,
+        direction=rule.direction.value,
+        protocol=rule.protocol.value,
+        port_range_min=rule.port_min or 0,
+        port_range_max=rule.port_max or 0,
+        remote_ip_prefix=str(rule.remote_cidr) if rule.remote_cidr else "",
+        remote_group_id=rule.remote_group_id or "",
+        ethertype="IPv4",
+        created_at=to_timestamp(rule.created_at),
+    )
+
+
+def security_group_to_proto(
+    group: security_groups.SecurityGroup,
+) -> security_groups_pb2.SecurityGroup:
+    return security_groups_pb2.SecurityGroup(
+        id=group.id,
+        name=group.name,
+        description=group.description,
+        project_id=group.project_id,
+        rules=[security_group_rule_to_proto(r) for r in group.rules],
+        created_at=to_timestamp(group.created_at),
     )

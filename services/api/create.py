@@ -21,7 +21,9 @@ from sqlalchemy import Connection, select
 from services.api import validation
 from services.api.context import RequestContext, require_admin
 from services.api.keypairs import check_key_name
+from services.api.ports import NicRequest, PortAllocator, check_nics
 from services.api.quotas import QuotaTracker
+from services.api.security_groups import SecurityGroupResolver
 from services.common.batching import Batcher
 from services.common.db import actions, catalog, groups, idempotency, keypairs, quotas
 from services.common.db import instances as instance_repo
@@ -71,6 +73,10 @@ class CreateServerCommand:
     client_request_id: str = ""
     # (source_type, destination_type, size in GiB)
     block_devices: Sequence[tuple[str, str, int]] = ()
+    # Structured NIC requests: (network name or id, fixed IPv4 or "").
+    nics: Sequence[tuple[str, str]] = ()
+    # Ask for a config drive even without user data or a key (as Nova's config_drive).
+    config_drive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,8 @@ class _ValidCreate:
     tags: tuple[str, ...]
     client_request_id: str | None
     block_devices: tuple[dict[str, int], ...]
+    nics: tuple[NicRequest, ...]
+    config_drive: bool
 
 
 def new_reservation_id() -> str:
@@ -137,6 +145,7 @@ def validate(command: CreateServerCommand, context: RequestContext) -> _ValidCre
     zone, force_host, force_node = validation.check_availability_zone(command.availability_zone)
     if force_host:
         require_admin(context, "availability_zone: forcing a host (zone:host)")
+    nics = check_nics(command.networks, command.nics, max_count=max_count)
     return _ValidCreate(
         name=validation.check_name("name", command.name),
         flavor_ref=validation.check_ref("flavor_ref", command.flavor_ref),
@@ -165,11 +174,13 @@ def validate(command: CreateServerCommand, context: RequestContext) -> _ValidCre
         # Generated when absent (as Nova); it travels with the cast and is never stored.
         admin_password=validation.check_admin_password(command.admin_password)
         or secrets.token_urlsafe(12),
-        networks=validation.check_networks(list(command.networks)),
+        networks=tuple(nic.network for nic in nics),
         security_groups=validation.check_security_groups(list(command.security_groups)),
         tags=validation.check_tags(list(command.tags)),
         client_request_id=validation.check_client_request_id(command.client_request_id),
         block_devices=validation.check_block_devices(list(command.block_devices)),
+        nics=nics,
+        config_drive=command.config_drive,
     )
 
 
@@ -229,6 +240,8 @@ class CreateServers:
         lookup = _Lookup(connection)
         quota = QuotaTracker(connection, self._quota_defaults)
         earlier = _EarlierCreates(connection)
+        ports = PortAllocator(connection)
+        security_groups = SecurityGroupResolver(connection)
         results: list[CreateServerResult | BaseException] = []
         accepted: list[tuple[CreateServerResult, _ValidCreate]] = []
         rows: list[Instance] = []
@@ -243,6 +256,8 @@ class CreateServers:
                 flavor = lookup.flavor(create.flavor_ref)
                 image = lookup.image(create.image_ref)
                 key_data = lookup.check_placement(create)
+                networks = ports.resolve(create.nics, create.context)
+                sg = security_groups.resolve(create.security_groups, create.context)
                 count = quota.allow(
                     create.context.project_id, count=create.max_count, vcpus=flavor.vcpus,
                     ram=flavor.memory_mb, minimum=create.min_count,
@@ -250,7 +265,15 @@ class CreateServers:
             except DomainError as exc:
                 results.append(exc)
                 continue
-            new = _new_instances(create, flavor, image, now, count=count, key_data=key_data)
+            new = _new_instances(create, flavor, image, now, count=count, key_data=key_data,
+                                 security_groups=tuple(g.name for g in sg))  # fmt: skip
+            try:
+                new_ports = ports.allocate([i.uuid for i in new], create.nics, networks)
+            except DomainError as exc:  # a full network, a fixed IP taken: nothing is kept
+                quota.give_back(create.context.project_id, count=count, vcpus=flavor.vcpus,
+                                ram=flavor.memory_mb)  # fmt: skip
+                results.append(exc)
+                continue
             result = CreateServerResult(
                 [i.uuid for i in new], new[0].reservation_id, create.admin_password
             )
@@ -265,11 +288,15 @@ class CreateServers:
                 )
                 continue
             rows.extend(new)
+            ports.keep(new_ports)
+            security_groups.keep([i.uuid for i in new], sg)
             if create.group:
                 members.append((create.group, [i.uuid for i in new]))
             results.append(result)
             accepted.append((result, create))
         instance_repo.insert_instances(connection, rows)
+        ports.insert(now)
+        security_groups.insert()
         for group_uuid, uuids in members:
             groups.add_members(connection, group_uuid, uuids, now)
         actions.start_actions(
@@ -416,7 +443,9 @@ def _new_instances(
     *,
     count: int,
     key_data: str | None,
+    security_groups: tuple[str, ...],
 ) -> list[Instance]:
+    """``security_groups``: the resolved groups' names (a caller may have given ids)."""
     reservation_id = new_reservation_id()
     spec = StoredSpec(
         availability_zone=create.zone,
@@ -452,10 +481,10 @@ def _new_instances(
             key_name=create.key_name,
             key_data=key_data,
             user_data=create.user_data,
-            security_groups=create.security_groups,
+            security_groups=security_groups,
             networks=create.networks,
             block_devices=create.block_devices,
-            config_drive=bool(create.user_data or key_data),
+            config_drive=bool(create.config_drive or create.user_data or key_data),
             tags=create.tags,
         )
         for name in display_names(create.name, count)

@@ -64,6 +64,13 @@ class QuotaTracker:
             used[resource] += each * fits
         return fits
 
+    def give_back(self, project_id: str, *, count: int, vcpus: int, ram: int) -> None:
+        """Undo an ``allow`` whose create failed later in the batch (e.g. its network is
+        full), so that the creates after it are not refused for usage that never happened."""
+        _, used = self._state[project_id]
+        for resource, each in (("instances", 1), ("cores", vcpus), ("ram", ram)):
+            used[resource] -= each * count
+
 
 class QuotaUseCases:
     def __init__(self, db: Database, defaults: dict[str, int]) -> None:

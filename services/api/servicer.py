@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf import empty_pb2
 
+from services.api.admission import Admission
 from services.api.auth import Authenticator
 from services.api.context import RequestContext
 from services.api.convert import action_to_proto, server_to_proto
@@ -18,34 +19,59 @@ from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
 from services.api.rate_limit import RateLimiter
 from services.api.watch import ServerWatch
-from services.common.context import current_request_id, new_request_id
+from services.common.context import (
+    current_request_id,
+    new_request_id,
+    rpc_method_var,
+    tenant_var,
+)
 from services.common.domain import PowerAction, VmState
+from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.rpc.convert import from_timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
+_REBOOT = servers_pb2.RebootServerRequest
+# Unspecified is soft, as Nova's default; it is also what clients built before REBOOT_TYPE_SOFT
+# existed send for a soft reboot (their SOFT was 0).
+_REBOOT_TYPES: dict[int, PowerAction] = {
+    _REBOOT.REBOOT_TYPE_UNSPECIFIED: PowerAction.REBOOT_SOFT,
+    _REBOOT.REBOOT_TYPE_SOFT: PowerAction.REBOOT_SOFT,
+    _REBOOT.REBOOT_TYPE_HARD: PowerAction.REBOOT_HARD,
+}
 _STATUS_STATES: dict[int, tuple[VmState, ...]] = {
-    servers_pb2.BUILD: (VmState.BUILDING,),
-    servers_pb2.ACTIVE: (VmState.ACTIVE,),
-    servers_pb2.ERROR: (VmState.ERROR,),
-    servers_pb2.DELETED: (VmState.DELETED,),
-    servers_pb2.SHUTOFF: (VmState.STOPPED,),
+    servers_pb2.SERVER_STATUS_BUILD: (VmState.BUILDING,),
+    servers_pb2.SERVER_STATUS_ACTIVE: (VmState.ACTIVE,),
+    servers_pb2.SERVER_STATUS_ERROR: (VmState.ERROR,),
+    servers_pb2.SERVER_STATUS_DELETED: (VmState.DELETED,),
+    servers_pb2.SERVER_STATUS_SHUTOFF: (VmState.STOPPED,),
 }
 
 
 class Identify:
     """Turns a call's bearer token into a RequestContext (shared by the public servicers),
-    and charges the call to its project's rate limit."""
+    charges the call to its project's rate limit and counts it against the project's calls
+    (or streams) in flight until it ends."""
 
-    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self._auth = authenticator
         self._limiter = limiter or RateLimiter(0)
+        self._admission = admission or Admission(calls_per_project=0, streams_per_project=0)
 
-    async def __call__(self, context: Context) -> RequestContext:
+    async def __call__(self, context: Context, *, stream: bool = False) -> RequestContext:
         identity = await self._auth.identify(context.invocation_metadata())
+        identity.check_method(rpc_method_var.get())
         self._limiter.check(identity.project_id)
+        tenant_var.set(identity.project_id)  # this call's reads queue as its project's
+        release = self._admission.enter(identity.project_id, stream=stream)
+        context.add_done_callback(lambda _: release())
         return RequestContext(
             project_id=identity.project_id,
             request_id=current_request_id() or new_request_id(),
@@ -98,6 +124,8 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
                 (b.source_type, b.destination_type, b.volume_size)
                 for b in request.block_device_mapping
             ],
+            nics=[(n.network, n.fixed_ip) for n in request.nics],
+            config_drive=request.config_drive,
         )
         result = await self._create(command, await self._identify(context))
         return servers_pb2.CreateServerResponse(
@@ -153,13 +181,13 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         )
 
     async def StartServer(
-        self, request: servers_pb2.ServerActionRequest, context: Context
+        self, request: servers_pb2.StartServerRequest, context: Context
     ) -> empty_pb2.Empty:
         await self._power(request.id, PowerAction.START, await self._identify(context))
         return empty_pb2.Empty()
 
     async def StopServer(
-        self, request: servers_pb2.ServerActionRequest, context: Context
+        self, request: servers_pb2.StopServerRequest, context: Context
     ) -> empty_pb2.Empty:
         await self._power(request.id, PowerAction.STOP, await self._identify(context))
         return empty_pb2.Empty()
@@ -167,15 +195,16 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
     async def RebootServer(
         self, request: servers_pb2.RebootServerRequest, context: Context
     ) -> empty_pb2.Empty:
-        hard = request.type == servers_pb2.RebootServerRequest.HARD
-        action = PowerAction.REBOOT_HARD if hard else PowerAction.REBOOT_SOFT
+        action = _REBOOT_TYPES.get(request.type)
+        if action is None:
+            raise InvalidArgument("type", f"unknown reboot type {request.type}")
         await self._power(request.id, action, await self._identify(context))
         return empty_pb2.Empty()
 
     async def WatchServers(
         self, request: servers_pb2.WatchServersRequest, context: Context
     ) -> AsyncIterator[servers_pb2.ServerEvent]:
-        caller = await self._identify(context)
+        caller = await self._identify(context, stream=True)
         async for instance, change in self._watch.watch(
             caller, server_id=request.server_id, reservation_id=request.reservation_id
         ):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
 
 from services.common.config import require, setting
 from services.common.observability_settings import ObservabilitySettings
+from services.common.tls_reload import KeyPairFiles, ReloadingServerCredentials
 from services.common.tls_settings import InternalTlsSettings
 
 DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
@@ -16,6 +20,12 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     listen: str = setting(
         "127.0.0.1:8774", "Address the public gRPC API listens on (host:port; port 0 = any free)."
     )
+    public_tls_cert: str = setting(
+        "",
+        "Certificate chain (PEM) the public API serves TLS with; empty: plaintext (behind a TLS "
+        "front). Reloaded when the file changes.",
+    )
+    public_tls_key: str = setting("", "The private key of public_tls_cert (PEM).")
     database_url: str = setting(
         DEFAULT_DATABASE_URL, "SQLAlchemy URL of the database (sqlite:///path or postgresql://...)."
     )
@@ -45,6 +55,17 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     rate_limit_per_second: float = setting(
         500.0, "Public API calls per project per second, bursts of twice that (0: no limit)."
     )
+    rpc_deadline_seconds: float = setting(
+        5.0,
+        "Server-side time limit of every unary public call: past it the call's work (its "
+        "database reads too) is stopped and it answers DEADLINE_EXCEEDED.",
+    )
+    max_calls_per_project: int = setting(
+        64, "Public calls of one project in flight at once, RESOURCE_EXHAUSTED beyond (0: no cap)."
+    )
+    max_streams_per_project: int = setting(
+        16, "Open WatchServers streams of one project, RESOURCE_EXHAUSTED beyond (0: no cap)."
+    )
     quota_instances: int = setting(10, "Default instances per project (-1: unlimited).")
     quota_cores: int = setting(20, "Default vCPUs per project (-1: unlimited).")
     quota_ram: int = setting(51200, "Default MiB of RAM per project (-1: unlimited).")
@@ -71,9 +92,24 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
             self.console_sessions_per_project >= 1, "console_sessions_per_project", "must be >= 1"
         )
         require(self.console_timeout_seconds > 0, "console_timeout_seconds", "must be > 0")
+        require(
+            bool(self.public_tls_cert) == bool(self.public_tls_key),
+            "public_tls_key" if self.public_tls_cert else "public_tls_cert",
+            "public_tls_cert and public_tls_key go together",
+        )
+        require(self.rpc_deadline_seconds > 0, "rpc_deadline_seconds", "must be > 0")
+        for name in ("max_calls_per_project", "max_streams_per_project"):
+            require(getattr(self, name) >= 0, name, "must be >= 0 (0: no cap)")
         require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
         for name in ("quota_instances", "quota_cores", "quota_ram"):
             require(getattr(self, name) >= -1, name, "must be -1 (unlimited) or more")
+
+    def public_credentials(self) -> grpc.ServerCredentials | None:
+        """TLS for the public port (following its files), or None for plaintext."""
+        if not self.public_tls_cert:
+            return None
+        files = KeyPairFiles(Path(self.public_tls_cert), Path(self.public_tls_key))
+        return ReloadingServerCredentials(files).credentials()
 
     @property
     def default_quotas(self) -> dict[str, int]:

@@ -1,8 +1,11 @@
 """novactl: the command-line client of the nova-grpc public API.
 
-Endpoint and token come from --endpoint/--token, else NOVACTL_ENDPOINT/NOVACTL_TOKEN, else the
-config file (NOVACTL_CONFIG, default ~/.config/novactl/config.toml: ``endpoint = "..."``,
-``token = "..."``). Every command prints a table, or JSON with ``-o json``.
+Command names follow openstackclient's (server create, server group create, keypair create
+--public-key, ...); global options (-o, -c, --sort, --profile, ...) go anywhere on the line.
+Connection: --endpoint/--token/--cacert, a --profile of the config file, NOVACTL_* variables;
+see ``novactl --help`` and the README. An endpoint speaks TLS (verified with --cacert, else
+the system's roots) unless it is http://host:port or --insecure is given. Shell completion:
+``novactl completion bash``.
 """
 
 from __future__ import annotations
@@ -10,35 +13,58 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from typing import TextIO
 
+import argcomplete
 import grpc
 
-from services.cli.client import Client, CliError, resolve
-from services.cli.commands import account, catalog, servers
+from services.cli import options
+from services.cli.client import Client, resolve
+from services.cli.commands import account, catalog, networks, security_groups, servers
+from services.cli.errors import CliError
+
+SHELLS = ("bash", "zsh", "fish", "tcsh")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def version() -> str:
+    try:
+        return metadata.version("nova-grpc")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
         prog="novactl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--endpoint", help="api address host:port [env NOVACTL_ENDPOINT]")
-    parser.add_argument("--token", help="bearer token [env NOVACTL_TOKEN]")
-    parser.add_argument("--config", help="config file [env NOVACTL_CONFIG]")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    parser.add_argument("--timeout", type=float, default=30.0, help="per-call deadline (s)")
-    commands = parser.add_subparsers(dest="resource", required=True)
+    root.add_argument("--version", action="version", version=f"novactl {version()}")
+    options.add_global(root)
+    commands = root.add_subparsers(dest="resource", required=True, metavar="COMMAND")
     servers.register(commands)
     catalog.register(commands)
     account.register(commands)
-    return parser
+    networks.register(commands)
+    security_groups.register(commands)  # after servers: adds server add/remove
+    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(func=None)
+    options.add_to_subcommands(root)
+    return root
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    args = _parser().parse_args(argv)
+    cli = parser()
+    # Answers and exits when the shell asks for completions; the global options are hidden from
+    # each sub-command's --help but must still complete there.
+    argcomplete.autocomplete(cli, print_suppressed=True)
+    args = options.merge(cli.parse_args(argv))
+    if args.func is None:
+        out.write(argcomplete.shellcode(["novactl"], shell=args.shell))
+        return 0
     try:
-        endpoint, token = resolve(args)
-        client = Client(endpoint, token, args.timeout)
+        args.view = options.view(args)
+        client = Client(resolve(args), args.timeout)
         status: int = args.func(client, args, out)
         return status
     except grpc.RpcError as exc:
@@ -46,9 +72,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         details = exc.details() if hasattr(exc, "details") else str(exc)
         print(f"error: {code}: {details}", file=sys.stderr)
         return 1
-    except (CliError, OSError) as exc:
+    except CliError as exc:
+        print(exc.report(), file=sys.stderr)
+        return exc.status
+    except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

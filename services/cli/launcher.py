@@ -118,9 +118,10 @@ def dev_token(database_url: str, state_dir: Path) -> Path:
 
 
 def dev_pki(state_dir: Path) -> Path:
-    """A throwaway CA and certificates for the internal mutual TLS (made once)."""
+    """A throwaway CA and certificates for the internal mutual TLS (made once; again for a
+    state directory from before the CA kept its key, which issuing per host needs)."""
     directory = state_dir / "pki"
-    if not (directory / "ca.pem").exists():
+    if not (directory / "ca-key.pem").exists():
         create_pki(directory)
     return directory
 
@@ -164,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(state_dir / "instances"),
                 *metrics_args("compute"),
             ],
-            env=role_settings_env(pki, "compute"),
+            env=role_settings_env(pki, "compute", host=args.compute_host),
         )
         api = launcher.start(
             "api",
@@ -182,9 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"database {database_url}\n"
         f"A development token for project 'demo' is in {token_file}. Try:\n"
         f"  export NOVACTL_TOKEN=$(cat {token_file})\n"
-        f"  {novactl} --endpoint {api} server create --flavor m1.tiny "
+        f"  {novactl} --endpoint http://{api} server create --flavor m1.tiny "
         f"--image nova-tiny --name web --wait\n"
-        f"  {novactl} --endpoint {api} server list\n"
+        f"  {novactl} --endpoint http://{api} server list\n"
         f'  grpcurl -plaintext -H "authorization: Bearer $NOVACTL_TOKEN" {api} list\n'
         f"Metrics: {', '.join(f'http://{a}/metrics' for a in metrics.values() if a) or 'off'}\n"
         f"Ctrl-C stops all three services.\n",

@@ -24,6 +24,15 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
+# The RPC being served (its method name, e.g. "ListServers"): set by the server's interceptor.
+rpc_method_var: contextvars.ContextVar[str] = contextvars.ContextVar("rpc_method", default="")
+
+
+# The project a public call acts for (set once its token is known): shared capacity such as
+# the database's read threads is shared out fairly between projects by it.
+tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="")
+
+
 # Set by compute for the work of one instance: every build log line names it.
 instance_uuid_var: contextvars.ContextVar[str] = contextvars.ContextVar("instance_uuid", default="")
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.networking import PortSpec
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -138,6 +140,8 @@ class Instance:
     block_devices: tuple[Mapping[str, Any], ...] = ()
     config_drive: bool = False
     tags: tuple[str, ...] = ()
+    # Its NICs, in device order (loaded with the instance; empty for networks=["none"]).
+    ports: tuple[PortSpec, ...] = ()
     # Set only from inside the guest (its guest-agent channel), through compute's report.
     guest_ready_at: datetime | None = None
 
@@ -291,3 +295,5 @@ class HostInstance:
     task_state: TaskState | None
     power_state: PowerState
     resources: Resources
+    # With their security rules: what the host's datapath converges to.
+    ports: tuple[PortSpec, ...] = ()

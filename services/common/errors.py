@@ -69,6 +69,10 @@ class RateLimited(DomainError):
     """Too many requests from one project: retry after a moment."""
 
 
+class DeadlineExceeded(DomainError):
+    """The call ran out of the time the service allows it; its work was stopped."""
+
+
 class Unavailable(DomainError):
     """A dependency (database, another service) cannot be reached now; retrying may work."""
 

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -22,34 +23,76 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+class RpcType(Enum):
+    """The ``grpc_type`` label: the shape of a method."""
+
+    UNARY = "unary"
+    CLIENT_STREAM = "client_stream"
+    SERVER_STREAM = "server_stream"
+    BIDI_STREAM = "bidi_stream"
+
+
+def go_code_name(code_name: str) -> str:
+    """``grpc_code`` as go-grpc-prometheus writes it (Go's ``codes.Code.String()``:
+    ``InvalidArgument``, ``Canceled``), so stock dashboards and alert rules match it."""
+    if code_name == "OK":
+        return "OK"
+    if code_name == "CANCELLED":
+        return "Canceled"
+    return "".join(part.capitalize() for part in code_name.split("_"))
+
+
 @dataclass
 class RpcMetrics:
-    """What every gRPC server records: calls by method and status code, and their latency."""
+    """What every gRPC server records, under the names and labels of go-grpc-prometheus (the
+    de facto standard that stock gRPC dashboards and alert rules query): calls started, calls
+    handled by status code, and the time to handle them."""
 
-    requests: Counter
-    latency: Histogram
+    started: Counter
+    handled: Counter
+    handling: Histogram
 
     @staticmethod
     def create(registry: CollectorRegistry) -> RpcMetrics:
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
         return RpcMetrics(
             Counter(
-                "nova_grpc_rpc_requests",
-                "gRPC calls handled, by method and status code.",
-                ["method", "code"],
+                "grpc_server_started",
+                "RPCs started on the server.",
+                labels,
+                registry=registry,
+            ),
+            Counter(
+                "grpc_server_handled",
+                "RPCs completed on the server, whatever their status code.",
+                [*labels, "grpc_code"],
                 registry=registry,
             ),
             Histogram(
-                "nova_grpc_rpc_duration_seconds",
-                "Time to answer a gRPC call (streams: until the stream ends), by method.",
-                ["method"],
+                "grpc_server_handling_seconds",
+                "Time to handle an RPC (streams: until the stream ends).",
+                labels,
                 buckets=LATENCY_BUCKETS,
                 registry=registry,
             ),
         )
 
-    def observe(self, method: str, code: str, seconds: float) -> None:
-        self.requests.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+    def start(self, path: str, kind: RpcType) -> None:
+        """A call of ``path`` (``/package.Service/Method``) began."""
+        service, method = _split(path)
+        self.started.labels(kind.value, service, method).inc()
+
+    def observe(self, path: str, kind: RpcType, code_name: str, seconds: float) -> None:
+        """A call of ``path`` ended with the status named ``code_name`` (``grpc.StatusCode``
+        names: ``OK``, ``INVALID_ARGUMENT``) after ``seconds``."""
+        service, method = _split(path)
+        self.handled.labels(kind.value, service, method, go_code_name(code_name)).inc()
+        self.handling.labels(kind.value, service, method).observe(seconds)
+
+
+def _split(path: str) -> tuple[str, str]:
+    service, _, method = path.lstrip("/").rpartition("/")
+    return service, method
 
 
 def gauge_from(

@@ -8,8 +8,14 @@ rules and DHCP entries. Shapes follow Neutron's port / subnet / security-group-r
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
+
+
+def bridge_name(segmentation_id: int) -> str:
+    """The network's bridge on every host (15-byte limit: 'nbr-' + at most 8 digits)."""
+    return f"nbr-{segmentation_id}"
 
 
 class Direction(enum.Enum):
@@ -43,6 +49,37 @@ class NetworkSpec:
     subnet: SubnetSpec
     mtu: int = 1500
 
+    @property
+    def bridge(self) -> str:
+        return bridge_name(self.segmentation_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A project network as the API shows it (one IPv4 subnet per network)."""
+
+    id: str
+    project_id: str
+    name: str
+    cidr: IPv4Network
+    gateway: IPv4Address | None
+    dns_servers: tuple[IPv4Address, ...]
+    allocation_pools: tuple[tuple[IPv4Address, IPv4Address], ...]
+    shared: bool
+    is_default: bool
+    segmentation_id: int
+    mtu: int
+    created_at: datetime
+
+    def spec(self) -> NetworkSpec:
+        return NetworkSpec(
+            network_id=self.id,
+            name=self.name,
+            segmentation_id=self.segmentation_id,
+            subnet=SubnetSpec(self.cidr, self.gateway, self.dns_servers),
+            mtu=self.mtu,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SecurityGroupRule:
@@ -69,8 +106,12 @@ class PortSpec:
     security_rules: tuple[SecurityGroupRule, ...] = ()
     port_security_enabled: bool = True
     tap_name: str = field(default="")
+    device_index: int = 0
 
     def __post_init__(self) -> None:
         if not self.tap_name:
             # Linux interface names are at most 15 bytes; Nova/Neutron use "tap" + id prefix.
             object.__setattr__(self, "tap_name", ("tap" + self.port_id.replace("-", ""))[:14])
+
+    def with_rules(self, rules: tuple[SecurityGroupRule, ...]) -> PortSpec:
+        return replace(self, security_rules=rules)

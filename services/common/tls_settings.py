@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
 
 from services.common.config import require, setting
 from services.common.tls import InternalTls
+from services.common.tls_reload import (
+    KeyPairFiles,
+    ReloadingClientTls,
+    ReloadingServerCredentials,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,25 @@ class InternalTlsSettings:
                 name,
                 "required for mutual TLS between the services (or set insecure_internal)",
             )
+
+    def internal_server_credentials(self) -> grpc.ServerCredentials | None:
+        """Mutual-TLS server credentials that follow the files (rotation without restart)."""
+        if self.insecure_internal:
+            return None
+        files = KeyPairFiles(
+            Path(self.internal_tls_cert),
+            Path(self.internal_tls_key),
+            client_ca=Path(self.internal_tls_ca),
+        )
+        return ReloadingServerCredentials(files).credentials()
+
+    def internal_client_tls(self) -> ReloadingClientTls | None:
+        """The identity this service presents to its peers, following its files."""
+        if self.insecure_internal:
+            return None
+        return ReloadingClientTls(
+            Path(self.internal_tls_ca), Path(self.internal_tls_cert), Path(self.internal_tls_key)
+        )
 
     def internal_tls(self) -> InternalTls | None:
         if self.insecure_internal:

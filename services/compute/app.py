@@ -33,8 +33,11 @@ from services.compute.console_servicer import ComputeConsoleServicer
 from services.compute.guest_ready import GuestReadiness
 from services.compute.manager import ComputeManager
 from services.compute.metrics import ComputeMetrics
+from services.compute.net.driver import NetworkDriver
+from services.compute.net.linuxbridge import LinuxBridgeDriver
+from services.compute.net.noop import NoopNetworkDriver
 from services.compute.resource_tracker import Ratios, ResourceTracker
-from services.compute.servicer import ComputeServicer
+from services.compute.servicer import CALLERS, ComputeServicer
 from services.compute.settings import ComputeSettings
 from services.compute.sync import HostSync
 from services.compute.virt.driver import HostResources, HypervisorError, VirtDriver
@@ -175,6 +178,13 @@ def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDrive
     )
 
 
+def network_driver(settings: ComputeSettings) -> NetworkDriver:
+    """The datapath the settings choose: the no-op only for the test hypervisor."""
+    if settings.chosen_network_driver == "noop":
+        return NoopNetworkDriver()
+    return LinuxBridgeDriver(state_dir=Path(settings.network_state_path))
+
+
 async def start_compute(
     settings: ComputeSettings,
     *,
@@ -188,7 +198,7 @@ async def start_compute(
     await asyncio.get_running_loop().run_in_executor(executor, libvirt_host.connect)
     real = libvirt_driver(settings, libvirt_host)
     driver: VirtDriver = real if wrap_driver is None else wrap_driver(real)
-    tls = settings.internal_tls()
+    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     events = EventReporter(channels, settings.conductor_addresses)
     tracker = ResourceTracker(
@@ -212,6 +222,7 @@ async def start_compute(
         events,
         executor,
         tracker,
+        network=network_driver(settings),
         host=settings.host,
         max_concurrent_builds=settings.max_concurrent_builds,
         instance_name_template=settings.instance_name_template,
@@ -232,7 +243,8 @@ async def start_compute(
             ),
             console.registration,
         ],
-        credentials=tls.server_credentials() if tls is not None else None,
+        credentials=settings.internal_server_credentials(),
+        callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
     )
@@ -242,7 +254,9 @@ async def start_compute(
         await manager.run_blocking(libvirt_host.node_info)
         return True
 
-    readiness = Readiness(server, [("libvirt", libvirt_answers)])
+    readiness = Readiness(
+        server, [("libvirt", libvirt_answers)], interval=settings.readiness_interval
+    )
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(
         NodeReporter(channels, settings.conductor_addresses), manager, settings, address

@@ -40,7 +40,7 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
         self._sessions = sessions
 
     async def GetConsoleOutput(
-        self, request: pb.ConsoleOutputRequest, context: Context
+        self, request: pb.GetConsoleOutputRequest, context: Context
     ) -> pb.ConsoleOutputReply:
         tail = await self._output.tail(
             _uuid(request.instance_uuid), lines=request.lines, max_bytes=request.max_bytes
@@ -48,7 +48,7 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
         return pb.ConsoleOutputReply(output=tail.data, truncated=tail.truncated)
 
     async def FollowConsoleOutput(
-        self, request: pb.ConsoleOutputRequest, context: Context
+        self, request: pb.FollowConsoleOutputRequest, context: Context
     ) -> AsyncIterator[pb.ConsoleOutputReply]:
         async for tail in self._output.follow(
             _uuid(request.instance_uuid), lines=request.lines, max_bytes=request.max_bytes
@@ -56,7 +56,7 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
             yield pb.ConsoleOutputReply(output=tail.data, truncated=tail.truncated)
 
     async def AttachConsole(
-        self, request_iterator: AsyncIterator[pb.ConsoleStreamInput], context: Context
+        self, request_iterator: AsyncIterator[pb.AttachConsoleRequest], context: Context
     ) -> AsyncIterator[pb.ConsoleStreamOutput]:
         first = await anext(aiter(request_iterator), None)
         if first is None:
@@ -82,7 +82,7 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
         self,
         session: ConsoleSession,
         first: bytes,
-        inputs: AsyncIterator[pb.ConsoleStreamInput],
+        inputs: AsyncIterator[pb.AttachConsoleRequest],
     ) -> None:
         """Client -> guest. The client closing its side only stops input: output goes on
         until the client cancels, its deadline passes or the guest's side ends."""

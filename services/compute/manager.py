@@ -31,6 +31,7 @@ from services.common.domain import (
     utcnow,
 )
 from services.compute.metrics import ComputeMetrics
+from services.compute.net.driver import DatapathError, NetworkDriver
 from services.compute.resource_tracker import ClaimRefused, ResourceTracker
 from services.compute.virt.configdrive import ConfigDriveContent
 from services.compute.virt.driver import (
@@ -40,6 +41,7 @@ from services.compute.virt.driver import (
     SpawnSpec,
     VirtDriver,
 )
+from services.compute.virt.network_data import network_data
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ def config_drive_content(build: BuildRequest) -> ConfigDriveContent | None:
         key_data=instance.key_data or "",
         user_data=instance.user_data or "",
         admin_password=build.admin_password,
+        network_data=network_data(instance.ports) if instance.ports else {},
     )
 
 
@@ -136,6 +139,7 @@ def spawn_spec(build: BuildRequest, template: str) -> SpawnSpec:
         created_at=instance.created_at,
         metadata=instance.metadata,
         networks=build.networks,
+        ports=instance.ports,
         config_drive=config_drive_content(build),
         ephemeral_gb=tuple(int(d["size_gb"]) for d in instance.block_devices),
     )  # fmt: skip
@@ -149,6 +153,7 @@ class ComputeManager:
         executor: Executor,
         tracker: ResourceTracker,
         *,
+        network: NetworkDriver,
         host: str,
         max_concurrent_builds: int,
         instance_name_template: str = "instance-%08x",
@@ -157,6 +162,7 @@ class ComputeManager:
     ) -> None:
         self.metrics = metrics
         self.driver = driver
+        self.network = network
         self.clean_shutdown_timeout = clean_shutdown_timeout
         self.tracker = tracker
         self.host = host
@@ -277,14 +283,20 @@ class ComputeManager:
         self._report(build, InstanceEventKind.SPAWNING)
         started = time.perf_counter()
         try:
+            # The ports' bridges, filter rules and DHCP entries exist before the domain
+            # does: a guest's first packet already meets its security groups.
+            await self.run_blocking(self._plug, build)
             await self.run_blocking(self.driver.spawn, spawn_spec(build, self._template))
         except InvalidBuild as exc:
-            self.tracker.release(uuid)
+            await self._undo_build(uuid)
             self._fail(build, InstanceEventKind.FAILED, str(exc))
             return
         except Exception as exc:  # every failure ends as a report, never lost in a task
-            self.tracker.release(uuid)
-            reason = str(exc) if isinstance(exc, HypervisorError) else type(exc).__name__
+            await self._undo_build(uuid)
+            reason = (
+                str(exc) if isinstance(exc, HypervisorError | DatapathError)
+                else type(exc).__name__
+            )  # fmt: skip
             self._fail(build, InstanceEventKind.RESCHEDULE, reason)
             return
         self.phases[uuid] = Phase.ACTIVE
@@ -294,6 +306,19 @@ class ComputeManager:
             self.metrics.builds.labels("active").inc()
             self.metrics.build_seconds.observe(time.perf_counter() - started)
         self._report(build, InstanceEventKind.ACTIVE, power_state=PowerState.RUNNING)
+
+    def _plug(self, build: BuildRequest) -> None:
+        for port in build.instance.ports:
+            self.network.plug(port)
+
+    async def _undo_build(self, uuid: str) -> None:
+        """A failed build leaves nothing on the host: no claim and no datapath (the driver
+        removed its own half-made domain already)."""
+        self.tracker.release(uuid)
+        try:
+            await self.run_blocking(self.network.unplug_instance, uuid)
+        except DatapathError as exc:
+            log.error("removing the ports of a failed build: %s", exc)
 
     def _fail(self, build: BuildRequest, kind: InstanceEventKind, reason: str) -> None:
         log.warning("build failed (%s): %s", kind.value, reason)
@@ -350,6 +375,7 @@ class ComputeManager:
         async with self.locks.hold(uuid):
             try:
                 removed = await self.run_blocking(self.driver.destroy, uuid)
+                await self.run_blocking(self.network.unplug_instance, uuid)
             except Exception as exc:
                 log.error("terminating %s failed: %s", uuid, exc)
                 self.report(uuid, InstanceEventKind.LOST, reason=f"terminate failed: {exc}")

@@ -17,10 +17,39 @@ from services.common.domain import (
     VmState,
 )
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
+from services.common.generated.novagrpc.internal.v1 import (
+    compute_console_pb2,
+    compute_pb2,
+    compute_pb2_grpc,
+)
+from services.common.identity import ServiceRole
 from services.common.rpc.convert import from_timestamp
+from services.common.rpc.peers import CallerPolicy
+from services.common.rpc.ports import port_from_proto
 from services.compute.manager import ComputeManager
+from services.compute.net.driver import DatapathError
 from services.compute.virt.driver import HypervisorError
+
+_SERVICE = compute_pb2.DESCRIPTOR.services_by_name["Compute"].full_name
+_CONDUCTOR = frozenset({ServiceRole.CONDUCTOR})
+_CONSOLE_SERVICE = compute_console_pb2.DESCRIPTOR.services_by_name["ComputeConsole"].full_name
+
+# Who may call what (checked from the caller's certificate when internal TLS is on): builds,
+# deletes and power actions come from the conductor only; the status is also the api's (and
+# its operators') read-only view.
+CALLERS: CallerPolicy = {
+    f"/{_SERVICE}/BuildAndRunInstance": _CONDUCTOR,
+    f"/{_SERVICE}/TerminateInstance": _CONDUCTOR,
+    f"/{_SERVICE}/PowerAction": _CONDUCTOR,
+    f"/{_SERVICE}/GetComputeStatus": frozenset({ServiceRole.CONDUCTOR, ServiceRole.API}),
+    f"/{_SERVICE}/UpdatePortRules": _CONDUCTOR,
+    # the serial console is the api's to relay to its users (the project is checked there)
+    **{
+        f"/{_CONSOLE_SERVICE}/{method}": frozenset({ServiceRole.API})
+        for method in ("GetConsoleOutput", "FollowConsoleOutput", "AttachConsole")
+    },
+    f"/{_CONSOLE_SERVICE}/GetConsoleStatus": frozenset({ServiceRole.CONDUCTOR, ServiceRole.API}),
+}
 
 
 def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
@@ -52,6 +81,7 @@ def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
         networks=tuple(message.networks),
         block_devices=tuple({"size_gb": int(gb)} for gb in message.ephemeral_disks_gb),
         config_drive=message.config_drive,
+        ports=tuple(port_from_proto(p, instance_uuid=message.instance_uuid) for p in message.ports),
     )
     image = Image(
         id=message.image.id,
@@ -137,3 +167,16 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
         except HypervisorError as exc:
             raise Unavailable(str(exc)) from exc
         return compute_pb2.ComputePowerActionResponse()
+
+    async def UpdatePortRules(
+        self,
+        request: compute_pb2.UpdatePortRulesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> compute_pb2.UpdatePortRulesResponse:
+        ports = [port_from_proto(p) for p in request.ports]
+        manager = self._manager
+        try:
+            updated = await manager.run_blocking(manager.network.update_rules, ports)
+        except DatapathError as exc:
+            raise Unavailable(f"the datapath could not apply the rules: {exc}") from exc
+        return compute_pb2.UpdatePortRulesResponse(updated=updated)

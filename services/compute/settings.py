@@ -11,6 +11,7 @@ from services.common.tls_settings import InternalTlsSettings
 from services.compute.virt.libvirt.driver import parse_interface
 
 VIRT_TYPES = ("test", "qemu", "kvm")
+NETWORK_DRIVERS = frozenset({"", "linuxbridge", "noop"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,14 @@ class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
     network_interface: str = setting(
         "user", "NIC for each requested network: user (slirp), network:<name> or bridge:<name>."
     )
+    network_driver: str = setting(
+        "",
+        "Datapath for ports: linuxbridge (a bridge per network, nftables, dnsmasq) or noop "
+        "(only with virt_type test, which has no guest); empty: chosen by virt_type.",
+    )
+    network_state_path: str = setting(
+        "var/network", "Directory for the datapath's state (DHCP hosts files and leases)."
+    )
     cpu_allocation_ratio: float = setting(16.0, "vCPU overcommit of this host (Nova: 16.0).")
     ram_allocation_ratio: float = setting(1.5, "RAM overcommit of this host (Nova: 1.5).")
     disk_allocation_ratio: float = setting(1.0, "Disk overcommit of this host (Nova: 1.0).")
@@ -80,6 +89,12 @@ class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
     )
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
+    @property
+    def chosen_network_driver(self) -> str:
+        if self.network_driver:
+            return self.network_driver
+        return "noop" if self.virt_type == "test" else "linuxbridge"
+
     def __post_init__(self) -> None:
         self._check()
         self.check_observability()
@@ -95,6 +110,16 @@ class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
         require(self.sync_power_state_interval > 0, "sync_power_state_interval", "must be > 0")
         for name in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio"):
             require(getattr(self, name) > 0, name, "must be > 0")
+        require(
+            self.network_driver in NETWORK_DRIVERS,
+            "network_driver",
+            f"must be one of {sorted(NETWORK_DRIVERS)} (empty: by virt_type)",
+        )
+        require(
+            self.network_driver != "noop" or self.virt_type == "test",
+            "network_driver",
+            "noop is for libvirt's test hypervisor only: a real guest needs its datapath",
+        )
         try:
             parse_interface(self.network_interface)
         except ValueError as exc:

@@ -115,6 +115,12 @@ class HostSync:
         await self._reap(
             [d for u, d in domains.items() if u not in known], files - known - set(domains), report
         )
+        # The datapath becomes exactly what the database places here: stale bridges, DHCP
+        # servers and rules go, missing ones come back (e.g. after a host reboot).
+        manager = self._manager
+        await manager.run_blocking(
+            manager.network.converge, [p for i in instances for p in i.ports]
+        )
         log.info(
             "start-up sync: %d instances restored, %d builds to check again, %d lost, "
             "%d orphans reaped, %d foreign domains left alone",
@@ -165,6 +171,7 @@ class HostSync:
         for uuid in sorted(doomed):
             async with manager.locks.hold(uuid):
                 await manager.run_blocking(manager.driver.destroy, uuid)
+                await manager.run_blocking(manager.network.unplug_instance, uuid)
             report.reaped.append(uuid)
 
     async def hand_back(self, suspects: Sequence[str]) -> list[str]:
@@ -178,6 +185,7 @@ class HostSync:
             manager.tombstone(uuid)
             async with manager.locks.hold(uuid):
                 await manager.run_blocking(manager.driver.destroy, uuid)
+                await manager.run_blocking(manager.network.unplug_instance, uuid)
             manager.report(
                 uuid,
                 InstanceEventKind.RESCHEDULE,

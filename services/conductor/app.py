@@ -18,14 +18,17 @@ from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
+from services.conductor.host_scope import HostScope
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
+from services.conductor.port_rules import PortRulesFanOut
 from services.conductor.power import PowerActions
 from services.conductor.reconciler import InstanceCensus, ReconcilePolicy, Reconciler
 from services.conductor.scheduler.registry import build_filters, build_weighers, parse_weights
 from services.conductor.scheduler.scheduler import Scheduler
-from services.conductor.servicer import ConductorServicer
+from services.conductor.servicer import CALLERS, ConductorServicer
 from services.conductor.settings import ConductorSettings
+from services.conductor.streams import BuildStreams
 
 log = logging.getLogger("services.conductor")
 
@@ -36,7 +39,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
     registry = CollectorRegistry()
     metrics = ConductorMetrics.create(registry)
-    tls = settings.internal_tls()
+    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     scheduler = Scheduler(
         build_filters(settings.enabled_filters),
@@ -53,6 +56,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         batch_size=settings.schedule_batch_size,
         metrics=metrics,
     )
+    port_rules = PortRulesFanOut(db, computes, metrics=metrics)
     events = InstanceEvents(
         db,
         builds.dispatch,
@@ -61,12 +65,15 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             service_down_time=timedelta(seconds=settings.service_down_time),
         ),
         metrics=metrics,
+        servers_came_or_went=port_rules.servers_came_or_went,
     )
     builds.report_failures = events.apply
-    deletes = DeleteInstances(db, computes)
+    deletes = DeleteInstances(db, computes, servers_went=port_rules.servers_came_or_went)
+    streams = BuildStreams(max_age=settings.build_stream_max_age or None)
     servicer = ConductorServicer(
-        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes)
-    )
+        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes),
+        port_rules=port_rules, streams=streams, scope=HostScope(db),
+    )  # fmt: skip
     reconciler = Reconciler(
         db,
         schedule=builds.submit,
@@ -85,30 +92,47 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     server = await start_server(
         settings.listen,
         [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],
-        credentials=tls.server_credentials() if tls is not None else None,
+        credentials=settings.internal_server_credentials(),
+        callers=CALLERS if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
+        max_connection_age=settings.connection_age(),
+        max_connection_age_grace=settings.connection_age_grace(),
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
-    census = InstanceCensus(db, metrics)
-    readiness = Readiness(server, [("database", db.ping)])
+    census = InstanceCensus(
+        db, metrics, service_down_time=timedelta(seconds=settings.service_down_time)
+    )
+    readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()
     events.start()
+    port_rules.start()
     reconciler.start()
     census.start()
 
     async def close_db() -> None:
         db.close()
 
+    async def drain_streams() -> None:
+        await streams.end_all(timeout=settings.shutdown_grace_seconds)
+
+    async def drain_builds() -> None:
+        await builds.drain(timeout=settings.shutdown_grace_seconds)
+
     service = RunningService(
         "conductor",
         server,
         settings.listen,
+        # the api sends what the streams did not read to another conductor; what they did
+        # is placed and sent to its hosts before this one stops (the reconciler of another
+        # conductor re-drives anything left after scheduling_grace)
+        draining=[drain_streams, drain_builds],
         closers=[
             readiness.close,
             census.close,
             reconciler.close,
             events.close,
+            port_rules.close,
             builds.close,
             channels.close,
             close_db,

@@ -18,6 +18,7 @@ hints are placed wholly inside the transaction, where the members' hosts cannot 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
@@ -196,6 +197,8 @@ class BuildTask:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dispatches: set[asyncio.Task[None]] = set()
+        self._scheduling = False  # a pass is running (drain waits for it)
+        self._progress = asyncio.Event()  # set after each pass and each dispatch: drain's cue
         # Where builds go that could not be handed to their host: rescheduling (set by the
         # composition root to InstanceEvents.apply); without it they fail for good.
         self.report_failures: Callable[[Sequence[InstanceEvent]], Awaitable[object]] | None = None
@@ -240,15 +243,23 @@ class BuildTask:
                 await asyncio.sleep(SCHEDULE_LINGER_S)  # let the casts close behind it join
                 continue
             batch = self._next_batch()
-            for attempt in range(1, BATCH_ATTEMPTS + 1):
-                try:
-                    await self.schedule(batch)
-                    break
-                except Exception:
-                    # Nothing was committed: the instances are still `scheduling`.
-                    log.exception("scheduling a batch of %d failed (attempt %d of %d)",
-                                  len(batch), attempt, BATCH_ATTEMPTS)  # fmt: skip
-                    await asyncio.sleep(0.2 * attempt)
+            self._scheduling = True
+            try:
+                await self._schedule_with_retries(batch)
+            finally:
+                self._scheduling = False
+                self._progress.set()
+
+    async def _schedule_with_retries(self, batch: Sequence[tuple[str, str, str]]) -> None:
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                await self.schedule(batch)
+                return
+            except Exception:
+                # Nothing was committed: the instances are still `scheduling`.
+                log.exception("scheduling a batch of %d failed (attempt %d of %d)",
+                              len(batch), attempt, BATCH_ATTEMPTS)  # fmt: skip
+                await asyncio.sleep(0.2 * attempt)
 
     async def schedule(self, batch: Sequence[tuple[str, str, str]]) -> BatchPlan:
         started = time.perf_counter()
@@ -299,7 +310,7 @@ class BuildTask:
             ]  # fmt: skip
             task = asyncio.create_task(self._dispatch(host_builds))
             self._dispatches.add(task)
-            task.add_done_callback(self._dispatches.discard)
+            task.add_done_callback(self._dispatch_done)
 
     # -- planning: a draft on a read snapshot, then one write transaction ---------------
 
@@ -582,6 +593,22 @@ class BuildTask:
     async def fail_builds(self, uuids: Sequence[str], reason: str, *, host: str | None) -> None:
         """Free the claims and put the instances in ERROR with the reason as their fault."""
         await self._db.write(lambda c: fail_builds(c, uuids, reason, utcnow(), host=host))
+
+    def _dispatch_done(self, task: asyncio.Task[None]) -> None:
+        self._dispatches.discard(task)
+        self._progress.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Before a stop: place what is queued and hand it to its hosts, for up to
+        ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._queue or self._scheduling or self._dispatches:
+                    self._progress.clear()
+                    await self._progress.wait()
+        if self._queue or self._scheduling:
+            log.warning("stopping with %d instances not placed; another conductor's "
+                        "reconciler will place them", self._queued)  # fmt: skip
 
     async def close(self) -> None:
         if self._task is not None:

@@ -33,12 +33,20 @@ class ComputeTerminator(Protocol):
 
 
 class DeleteInstances:
-    def __init__(self, db: Database, computes: ComputeTerminator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        computes: ComputeTerminator,
+        *,
+        servers_went: Callable[[Sequence[str]], None] = lambda uuids: None,
+    ) -> None:
+        self._servers_went = servers_went
         self._db = db
         self._computes = computes
 
     async def __call__(self, uuids: Sequence[str], request_id: str = "") -> int:
         on_hosts = await self._db.write(lambda c: self._delete_unplaced(c, uuids))
+        self._servers_went(list(uuids))
         for address, host_uuids in on_hosts.items():
             try:
                 await self._computes.terminate(address, host_uuids, request_id=request_id)

@@ -51,7 +51,12 @@ class InstanceEvents:
         dispatch: Callable[[Sequence[HostBuilds]], None],
         policy: EventPolicy,
         metrics: ConductorMetrics | None = None,
+        *,
+        servers_came_or_went: Callable[[Sequence[str]], None] = lambda uuids: None,
     ) -> None:
+        """``servers_came_or_went``: told of servers that became ACTIVE or were deleted
+        (their addresses join or leave their groups' member rules)."""
+        self._servers_came_or_went = servers_came_or_went
         self._metrics = metrics
         self._db = db
         self._dispatch = dispatch
@@ -82,6 +87,9 @@ class InstanceEvents:
                 self._metrics.events.labels(event.kind.value).inc()
         if moved:
             self._dispatch(moved)
+        self._servers_came_or_went(
+            [e.instance_uuid for e in flat if e.kind in (Kind.ACTIVE, Kind.DELETED)]
+        )
         return [len(report) for report in reports]
 
 

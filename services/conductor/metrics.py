@@ -18,6 +18,11 @@ class ConductorMetrics:
     events: Counter
     reconciler_actions: Counter
     instances: Gauge
+    network_ports: Gauge
+    rules_push: Histogram
+    rules_push_failures: Counter
+    oldest_build_age: Gauge
+    compute_nodes: Gauge
 
     @staticmethod
     def create(registry: CollectorRegistry) -> ConductorMetrics:
@@ -38,4 +43,20 @@ class ConductorMetrics:
                     ["action"], registry=registry),
             Gauge("nova_grpc_instances", "Instances in the database, by vm_state.",
                   ["vm_state"], registry=registry),
+            Gauge("nova_grpc_network_ports",
+                  "Ports (so addresses in use) per network, and the network's pool size.",
+                  ["network_id", "network", "kind"], registry=registry),
+            Histogram("nova_grpc_port_rules_push_seconds",
+                      "From a security-group change's coalesced push to every host's answer.",
+                      buckets=LATENCY_BUCKETS, registry=registry),
+            Counter("nova_grpc_port_rules_push_failures",
+                    "Hosts a rules push did not reach (they converge at their next start).",
+                    registry=registry),
+            # what the stuck-in-BUILD alert reads: a count of building instances cannot tell
+            # a steady stream of builds from one build that never ends
+            Gauge("nova_grpc_oldest_build_age_seconds",
+                  "Age of the oldest instance still building (0: none).", registry=registry),
+            Gauge("nova_grpc_compute_nodes",
+                  "Compute nodes by state: up, down (enabled, no heartbeat within "
+                  "service_down_time) or disabled.", ["state"], registry=registry),
         )  # fmt: skip

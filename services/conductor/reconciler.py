@@ -23,11 +23,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, or_, select
 
-from services.common.db import actions
+from services.common.db import actions, placement
 from services.common.db import instances as instance_repo
+from services.common.db import networks as network_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
+from services.common.ipam import pool_size
 from services.conductor.failures import fail_builds
 from services.conductor.metrics import ConductorMetrics
 
@@ -242,12 +244,21 @@ class Reconciler:
 
 
 class InstanceCensus:
-    """Keeps the instances-by-state gauge current (one grouped count every ``interval``)."""
+    """Keeps the gauges read from the database current (every ``interval``): instances by
+    state, the age of the oldest build, compute nodes up, down and disabled."""
 
-    def __init__(self, db: Database, metrics: ConductorMetrics, interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        metrics: ConductorMetrics,
+        interval: float = 10.0,
+        *,
+        service_down_time: timedelta = timedelta(seconds=60),
+    ) -> None:
         self._db = db
         self._metrics = metrics
         self._interval = interval
+        self._service_down_time = service_down_time
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -257,6 +268,26 @@ class InstanceCensus:
         counts = await self._db.read(instance_repo.count_by_state)
         for state in VmState:
             self._metrics.instances.labels(state.value).set(counts.get(state.value, 0))
+        for network, ports in await self._db.read(network_repo.usage_per_network):
+            gauge = self._metrics.network_ports
+            gauge.labels(network.id, network.name, "in_use").set(ports)
+            gauge.labels(network.id, network.name, "pool").set(
+                pool_size(network.allocation_pools)
+            )
+        now = utcnow()
+        oldest = await self._db.read(instance_repo.oldest_building)
+        age = (now - oldest).total_seconds() if oldest is not None else 0.0
+        self._metrics.oldest_build_age.set(max(age, 0.0))
+        hosts = await self._db.read(
+            lambda c: placement.load_host_states(
+                c, now=now, service_down_time=self._service_down_time
+            )
+        )
+        nodes = {"up": 0, "down": 0, "disabled": 0}
+        for host in hosts:
+            nodes["disabled" if not host.enabled else "up" if host.is_up else "down"] += 1
+        for node_state, count in nodes.items():
+            self._metrics.compute_nodes.labels(node_state).set(count)
 
     async def _run(self) -> None:
         while True:

@@ -17,37 +17,65 @@ from services.common.domain import (
 )
 from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
+from services.common.identity import ServiceRole
 from services.common.rpc.convert import from_timestamp
+from services.common.rpc.peers import CallerPolicy, deny, peer_identity
+from services.common.rpc.ports import port_to_proto
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import InstanceEvents
+from services.conductor.host_scope import HostScope
 from services.conductor.nodes import ComputeNodes
+from services.conductor.port_rules import PortRulesFanOut
 from services.conductor.power import PowerActions
+from services.conductor.streams import BuildStreams, StreamEnded
 
 log = logging.getLogger(__name__)
 
 _KINDS = {
-    conductor_pb2.SPAWNING: InstanceEventKind.SPAWNING,
-    conductor_pb2.ACTIVE: InstanceEventKind.ACTIVE,
-    conductor_pb2.RESCHEDULE: InstanceEventKind.RESCHEDULE,
-    conductor_pb2.FAILED: InstanceEventKind.FAILED,
-    conductor_pb2.POWER_STATE: InstanceEventKind.POWER_STATE,
-    conductor_pb2.DELETED: InstanceEventKind.DELETED,
-    conductor_pb2.LOST: InstanceEventKind.LOST,
-    conductor_pb2.STOPPED: InstanceEventKind.STOPPED,
-    conductor_pb2.STARTED: InstanceEventKind.STARTED,
-    conductor_pb2.REBOOTED: InstanceEventKind.REBOOTED,
-    conductor_pb2.ACTION_FAILED: InstanceEventKind.ACTION_FAILED,
-    conductor_pb2.GUEST_READY: InstanceEventKind.GUEST_READY,
+    conductor_pb2.INSTANCE_EVENT_KIND_SPAWNING: InstanceEventKind.SPAWNING,
+    conductor_pb2.INSTANCE_EVENT_KIND_ACTIVE: InstanceEventKind.ACTIVE,
+    conductor_pb2.INSTANCE_EVENT_KIND_RESCHEDULE: InstanceEventKind.RESCHEDULE,
+    conductor_pb2.INSTANCE_EVENT_KIND_FAILED: InstanceEventKind.FAILED,
+    conductor_pb2.INSTANCE_EVENT_KIND_POWER_STATE: InstanceEventKind.POWER_STATE,
+    conductor_pb2.INSTANCE_EVENT_KIND_DELETED: InstanceEventKind.DELETED,
+    conductor_pb2.INSTANCE_EVENT_KIND_LOST: InstanceEventKind.LOST,
+    conductor_pb2.INSTANCE_EVENT_KIND_STOPPED: InstanceEventKind.STOPPED,
+    conductor_pb2.INSTANCE_EVENT_KIND_STARTED: InstanceEventKind.STARTED,
+    conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED: InstanceEventKind.REBOOTED,
+    conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED: InstanceEventKind.ACTION_FAILED,
+    conductor_pb2.INSTANCE_EVENT_KIND_GUEST_READY: InstanceEventKind.GUEST_READY,
 }
 
 
 _POWER_ACTIONS = {
-    conductor_pb2.START: PowerAction.START,
-    conductor_pb2.STOP: PowerAction.STOP,
-    conductor_pb2.REBOOT_SOFT: PowerAction.REBOOT_SOFT,
-    conductor_pb2.REBOOT_HARD: PowerAction.REBOOT_HARD,
+    conductor_pb2.POWER_ACTION_KIND_START: PowerAction.START,
+    conductor_pb2.POWER_ACTION_KIND_STOP: PowerAction.STOP,
+    conductor_pb2.POWER_ACTION_KIND_REBOOT_SOFT: PowerAction.REBOOT_SOFT,
+    conductor_pb2.POWER_ACTION_KIND_REBOOT_HARD: PowerAction.REBOOT_HARD,
 }
+
+
+_SERVICE = conductor_pb2.DESCRIPTOR.services_by_name["Conductor"].full_name
+_API, _COMPUTE = frozenset({ServiceRole.API}), frozenset({ServiceRole.COMPUTE})
+
+# Who may call what (checked from the caller's certificate when internal TLS is on).
+CALLERS: CallerPolicy = {
+    f"/{_SERVICE}/BuildInstances": _API,
+    f"/{_SERVICE}/DeleteInstances": _API,
+    f"/{_SERVICE}/PowerAction": _API,
+    f"/{_SERVICE}/ReportInstanceEvents": _COMPUTE,
+    f"/{_SERVICE}/ReportComputeNode": _COMPUTE,
+    f"/{_SERVICE}/ListHostInstances": _COMPUTE,
+    f"/{_SERVICE}/RefreshPortRules": _API,
+}
+
+
+def _check_host(context: grpc.aio.ServicerContext[Any, Any], host: str, what: str) -> None:
+    """A compute acts for its own host only (plaintext internal mode has no identities)."""
+    identity = peer_identity(context)
+    if identity is not None and identity.host != host:
+        raise deny(context, f"{what}: compute {identity.host} may not act for host {host!r}")
 
 
 def event_from_proto(message: conductor_pb2.InstanceEvent) -> InstanceEvent:
@@ -71,7 +99,7 @@ def event_from_proto(message: conductor_pb2.InstanceEvent) -> InstanceEvent:
     )
 
 
-def node_from_proto(message: conductor_pb2.ComputeNodeReport) -> ComputeNodeReport:
+def node_from_proto(message: conductor_pb2.ReportComputeNodeRequest) -> ComputeNodeReport:
     if not message.host:
         raise InvalidArgument("host", "must not be empty")
     if not message.rpc_address:
@@ -102,7 +130,14 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         nodes: ComputeNodes,
         deletes: DeleteInstances,
         power: PowerActions,
+        *,
+        port_rules: PortRulesFanOut,
+        scope: HostScope,
+        streams: BuildStreams | None = None,
     ) -> None:
+        self._port_rules = port_rules
+        self._scope = scope
+        self._streams = streams if streams is not None else BuildStreams(max_age=None)
         self._builds = builds
         self._events = events
         self._nodes = nodes
@@ -114,14 +149,29 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         request_iterator: AsyncIterator[conductor_pb2.BuildInstancesRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> conductor_pb2.BuildInstancesSummary:
+        if self._streams.draining:
+            # the api counts nothing as read and opens its next stream elsewhere
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this conductor is shutting down")
         messages = instances = 0
         peer = context.peer()
         log.info("build stream opened by %s", peer)
-        async for message in request_iterator:
-            messages += 1
-            instances += len(message.instance_uuids)
-            self._builds.submit(message.instance_uuids, message.request_id, message.admin_password)
-        log.info("build stream from %s closed after %d messages", peer, messages)
+        reader = aiter(request_iterator)
+        ended = "closed"
+        with self._streams.opened() as stream:
+            while True:
+                try:
+                    message = await stream.next(reader)
+                except StopAsyncIteration:
+                    break
+                except StreamEnded:
+                    ended = "ended here"
+                    break
+                messages += 1
+                instances += len(message.instance_uuids)
+                self._builds.submit(
+                    message.instance_uuids, message.request_id, message.admin_password
+                )
+        log.info("build stream from %s %s after %d messages", peer, ended, messages)
         return conductor_pb2.BuildInstancesSummary(messages=messages, instances=instances)
 
     async def ReportInstanceEvents(
@@ -130,15 +180,36 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> conductor_pb2.ReportInstanceEventsResponse:
         events = [event_from_proto(e) for e in request.events]
+        await self._check_events(context, events)
         applied = await self._events.apply(events)
         return conductor_pb2.ReportInstanceEventsResponse(applied=applied)
 
+    async def _check_events(
+        self, context: grpc.aio.ServicerContext[Any, Any], events: list[InstanceEvent]
+    ) -> None:
+        identity = peer_identity(context)
+        if identity is None:
+            return
+        for event in events:
+            _check_host(context, event.host, "ReportInstanceEvents")
+        foreign = await self._scope.foreign_instances(
+            identity.host, [e.instance_uuid for e in events]
+        )
+        if foreign:
+            raise deny(
+                context,
+                f"ReportInstanceEvents: instances {', '.join(foreign[:5])} were never placed on "
+                f"compute {identity.host}",
+            )
+
     async def ReportComputeNode(
         self,
-        request: conductor_pb2.ComputeNodeReport,
+        request: conductor_pb2.ReportComputeNodeRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> conductor_pb2.ComputeNodeAck:
-        node_id = await self._nodes.report(node_from_proto(request))
+        node = node_from_proto(request)
+        _check_host(context, node.host, "ReportComputeNode")
+        node_id = await self._nodes.report(node)
         return conductor_pb2.ComputeNodeAck(compute_node_id=node_id)
 
     async def ListHostInstances(
@@ -148,6 +219,7 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
     ) -> conductor_pb2.ListHostInstancesResponse:
         if not request.host:
             raise InvalidArgument("host", "must not be empty")
+        _check_host(context, request.host, "ListHostInstances")
         found = await self._nodes.host_instances(request.host)
         return conductor_pb2.ListHostInstancesResponse(
             instances=[
@@ -159,6 +231,7 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
                     vcpus=i.resources.vcpus,
                     memory_mb=i.resources.memory_mb,
                     root_gb=i.resources.disk_gb,
+                    ports=[port_to_proto(p) for p in i.ports],
                 )
                 for i in found
             ]
@@ -186,3 +259,11 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
             raise InvalidArgument("instance_uuid", "must not be empty")
         await self._power(request.instance_uuid, action, request.request_id)
         return conductor_pb2.PowerActionResponse()
+
+    async def RefreshPortRules(
+        self,
+        request: conductor_pb2.RefreshPortRulesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> conductor_pb2.RefreshPortRulesResponse:
+        self._port_rules.groups_changed(list(request.group_ids), list(request.instance_uuids))
+        return conductor_pb2.RefreshPortRulesResponse()

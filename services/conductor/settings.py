@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import require, setting
+from services.common.connection_settings import ConnectionAgeSettings
 from services.common.observability_settings import ObservabilitySettings
 from services.common.tls_settings import InternalTlsSettings
 from services.conductor.scheduler.registry import (
@@ -18,7 +19,7 @@ DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
 
 
 @dataclass(frozen=True)
-class ConductorSettings(ObservabilitySettings, InternalTlsSettings):
+class ConductorSettings(ObservabilitySettings, InternalTlsSettings, ConnectionAgeSettings):
     listen: str = setting(
         "127.0.0.1:8780", "Address the internal Conductor service listens on (host:port)."
     )
@@ -60,6 +61,12 @@ class ConductorSettings(ObservabilitySettings, InternalTlsSettings):
     power_action_timeout: float = setting(
         300.0, "Seconds after which an unfinished start/stop/reboot is given back."
     )
+    build_stream_max_age: float = setting(
+        30.0,
+        "Seconds (+- 20 %) after which the conductor ends an api's build stream; the api opens "
+        "its next one, maybe on another conductor, and sends there what this one did not "
+        "read. How soon a conductor added gets builds; 0: never.",
+    )
     health_listen: str = setting(
         "",
         "host:port of a plaintext gRPC port serving only health (for kubelet's probes, "
@@ -77,6 +84,16 @@ class ConductorSettings(ObservabilitySettings, InternalTlsSettings):
         self._check()
         self.check_observability()
         self.check_internal_tls()
+        self.check_connection_age()
+        require(self.build_stream_max_age >= 0, "build_stream_max_age", "must be >= 0")
+        # a stream must end (and its unread casts move) before its connection's grace cuts it
+        require(
+            not self.build_stream_max_age
+            or not self.max_connection_age
+            or self.build_stream_max_age * 1.2 < self.max_connection_age_grace,
+            "build_stream_max_age",
+            "must be under max_connection_age_grace / 1.2 (a stream ends before it is cut)",
+        )
 
     def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")

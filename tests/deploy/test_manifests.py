@@ -156,9 +156,16 @@ def port_of(address: str) -> int:
 
 
 def pod_templates(objects: list[Manifest]) -> Iterator[Manifest]:
+    """Every object with a pod template; a CronJob as its job template (same shape)."""
     for o in objects:
         if o["kind"] in {"Deployment", "DaemonSet", "StatefulSet", "Job"}:
             yield o
+        elif o["kind"] == "CronJob":
+            yield {
+                "kind": "CronJob",
+                "metadata": o["metadata"],
+                "spec": o["spec"]["jobTemplate"]["spec"],
+            }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +224,8 @@ def test_the_overlay_renders_what_nova_grpc_needs(objects: list[Manifest], overl
         ("Service", "nova-grpc-conductor-headless"),
         ("DaemonSet", "nova-grpc-compute"),
         ("Job", "nova-grpc-migrate"),
+        ("CronJob", "nova-grpc-db-archive"),
+        ("CronJob", "nova-grpc-db-purge"),
         ("PodDisruptionBudget", "nova-grpc-api"),
         ("PodDisruptionBudget", "nova-grpc-conductor"),
         *(("ServiceAccount", f"nova-grpc-{r}") for r in ("api", "conductor", "compute", "migrate")),
@@ -293,6 +302,34 @@ def test_the_migration_job_runs_the_migration(objects: list[Manifest]) -> None:
     assert pod_spec(job)["restartPolicy"] in {"OnFailure", "Never"}
     assert environment(objects, c)["NOVA_GRPC_DATABASE_URL"]["secretKeyRef"]["key"] == "url"
     assert job["spec"]["backoffLimit"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [("nova-grpc-db-archive", ["db", "archive-deleted"]), ("nova-grpc-db-purge", ["db", "purge"])],
+)
+def test_database_maintenance_cronjobs_run_manage_commands_that_exist(
+    objects: list[Manifest], name: str, command: list[str], tmp_path: Path
+) -> None:
+    cronjob = find(objects, "CronJob", name)
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert len(cronjob["spec"]["schedule"].split()) == 5
+    spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] in {"OnFailure", "Never"}
+    (c,) = spec["containers"]
+    assert c["args"][0] == "manage" and c["args"][1:3] == command
+    assert environment(objects, c)["NOVA_GRPC_DATABASE_URL"]["secretKeyRef"]["key"] == "url"
+    assert "--before" in c["args"] and "--batch-size" in c["args"]
+    # the arguments as written parse and run: through the entrypoint, on a real database
+    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
+    done = _run_entrypoint(*c["args"], cwd=tmp_path, extra_env={"NOVA_GRPC_DATABASE_URL": url})
+    assert done.returncode != 0  # no schema yet: the command must fail, loudly
+    migrated = _run_entrypoint("manage", "db", "sync", cwd=tmp_path,
+                               extra_env={"NOVA_GRPC_DATABASE_URL": url})  # fmt: skip
+    assert migrated.returncode == 0, migrated.stderr
+    done = _run_entrypoint(*c["args"], cwd=tmp_path, extra_env={"NOVA_GRPC_DATABASE_URL": url})
+    assert done.returncode == 0, done.stderr
+    assert "servers deleted before" in done.stdout
 
 
 @pytest.mark.parametrize("role", ["api", "conductor"])
@@ -396,15 +433,43 @@ def test_api_and_compute_find_the_conductors_through_the_headless_service(
         assert env["NOVA_GRPC_CONDUCTOR_ADDRESSES"] == target, role
     # one build stream per conductor, so that every conductor gets builds
     streams = environment(objects, container(workload(objects, "api"), "api"))
-    assert int(streams["NOVA_GRPC_CONDUCTOR_STREAMS"]) >= conductor["spec"]["replicas"]
+    # (production: the autoscaler's maximum, see test_production_autoscales_api_and_conductor)
+    wanted = conductor["spec"].get("replicas", 0)
+    assert int(streams["NOVA_GRPC_CONDUCTOR_STREAMS"]) >= wanted
 
 
 def test_replicas(objects: list[Manifest], overlay: str) -> None:
-    replicas = {r: workload(objects, r)["spec"]["replicas"] for r in ("api", "conductor")}
     if overlay == "production":
-        assert min(replicas.values()) >= 2
-    else:
-        assert min(replicas.values()) >= 1
+        # autoscaled: no count in the Deployments for an apply to reset
+        for role in ("api", "conductor"):
+            assert "replicas" not in workload(objects, role)["spec"], role
+        return
+    replicas = {r: workload(objects, r)["spec"]["replicas"] for r in ("api", "conductor")}
+    assert min(replicas.values()) >= 1
+
+
+@pytest.mark.parametrize("role", ["api", "conductor"])
+def test_production_autoscales_api_and_conductor(
+    rendered: dict[str, list[Manifest]], role: str
+) -> None:
+    objects = rendered["production"]
+    hpa = find(objects, "HorizontalPodAutoscaler", f"nova-grpc-{role}")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", f"nova-grpc-{role}")
+    assert workload(objects, role)["kind"] == "Deployment"
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # utilization is relative to the request: the container must have one
+    assert container(workload(objects, role), role)["resources"]["requests"]["cpu"]
+    # the PodDisruptionBudget still leaves a pod to evict at the minimum
+    pdb = find(objects, "PodDisruptionBudget", f"nova-grpc-{role}")
+    if "minAvailable" in pdb["spec"]:
+        assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    if role == "conductor":
+        # every conductor the autoscaler may start must be able to get a build stream
+        api_env = environment(objects, container(workload(objects, "api"), "api"))
+        assert int(api_env["NOVA_GRPC_CONDUCTOR_STREAMS"]) >= hpa["spec"]["maxReplicas"]
 
 
 @pytest.mark.parametrize("role", ["api", "conductor"])
@@ -740,3 +805,20 @@ def test_entrypoint_migrate_and_wait(tmp_path: Path) -> None:
                             extra_env=quick)  # fmt: skip
     assert ready.returncode == 0, ready.stderr
     assert "schema at head" in ready.stdout
+
+
+def test_compute_runs_the_datapath_in_the_nodes_network(objects: list[Manifest]) -> None:
+    """Bridges, taps and DHCP namespaces live in the node's namespace, next to libvirtd's
+    taps; the namespaces the datapath makes are shared with the host (they outlive a pod)."""
+    compute = workload(objects, "compute")
+    spec, c = pod_spec(compute), container(compute, "compute")
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/run/netns"]["mountPropagation"] == "Bidirectional"
+    assert volumes[mounts["/run/netns"]["name"]]["hostPath"]["path"] == "/run/netns"
+    state = environment(objects, c)["NOVA_GRPC_NETWORK_STATE_PATH"]
+    assert volumes[mounts[state]["name"]]["hostPath"]["path"] == state
+    # the api and conductor stay in the pod network
+    for role in ("api", "conductor"):
+        assert "hostNetwork" not in pod_spec(workload(objects, role))

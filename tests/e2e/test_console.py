@@ -89,7 +89,7 @@ def guest(libvirtd: str, tiny_guest: dict[str, str], tmp_path: Path) -> Iterator
                 stub.GetServer(  # type: ignore[attr-defined]
                     servers_pb2.GetServerRequest(id=server_id), timeout=10
                 ).status
-                == servers_pb2.ACTIVE
+                == servers_pb2.SERVER_STATUS_ACTIVE
             ),
             120,
             "ACTIVE",
@@ -115,7 +115,7 @@ def _delete(stub: object, server_id: str) -> None:
                 stub.GetServer(  # type: ignore[attr-defined]
                     servers_pb2.GetServerRequest(id=server_id), timeout=10
                 ).status
-                == servers_pb2.DELETED
+                == servers_pb2.SERVER_STATUS_DELETED
             ),
             60,
             "DELETED",
@@ -134,11 +134,12 @@ class Session:
         self.output = b""
 
     async def open(self, data: bytes = b"") -> Session:
-        await self.call.write(consoles_pb2.ConsoleInput(server_id=self.server_id, data=data))
+        request = consoles_pb2.AttachConsoleRequest(server_id=self.server_id, data=data)
+        await self.call.write(request)
         return self
 
     async def type(self, text: str) -> None:
-        await self.call.write(consoles_pb2.ConsoleInput(data=text.encode()))
+        await self.call.write(consoles_pb2.AttachConsoleRequest(data=text.encode()))
 
     async def expect(self, wanted: bytes, timeout: float = 60) -> bytes:
         loop = asyncio.get_running_loop()
@@ -313,25 +314,25 @@ async def test_stop_delete_and_compute_restart_end_sessions_cleanly(guest: Guest
             raise AssertionError("no console after the compute restarted")
 
         # Stopping the server ends the session; the guest's side closes.
-        await servers.StopServer(servers_pb2.ServerActionRequest(id=guest.server_id), timeout=10)
+        await servers.StopServer(servers_pb2.StopServerRequest(id=guest.server_id), timeout=10)
         assert await session.ended(90) in {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
         for _ in range(300):
             server = await servers.GetServer(
                 servers_pb2.GetServerRequest(id=guest.server_id), timeout=10
             )
-            if server.status == servers_pb2.SHUTOFF:
+            if server.status == servers_pb2.SERVER_STATUS_SHUTOFF:
                 break
             await asyncio.sleep(0.2)
         refused = await Session(channel, guest.token, guest.server_id).open()
         assert await refused.ended() == grpc.StatusCode.FAILED_PRECONDITION
 
         # Started again and deleted while attached: the session ends, nothing stays open.
-        await servers.StartServer(servers_pb2.ServerActionRequest(id=guest.server_id), timeout=10)
+        await servers.StartServer(servers_pb2.StartServerRequest(id=guest.server_id), timeout=10)
         for _ in range(600):
             server = await servers.GetServer(
                 servers_pb2.GetServerRequest(id=guest.server_id), timeout=10
             )
-            if server.status == servers_pb2.ACTIVE and not server.task_state:
+            if server.status == servers_pb2.SERVER_STATUS_ACTIVE and not server.task_state:
                 break
             await asyncio.sleep(0.2)
         session = await Session(channel, guest.token, guest.server_id).open()
@@ -376,7 +377,7 @@ async def test_guest_ready_comes_from_the_guest_after_active(guest: Guest) -> No
             if event.server.id == server_id:
                 seen.append(event.server)
         watch.cancel()
-        first_active = next(s for s in seen if s.status == servers_pb2.ACTIVE)
+        first_active = next(s for s in seen if s.status == servers_pb2.SERVER_STATUS_ACTIVE)
         assert not first_active.HasField("guest_ready")  # ACTIVE came first, without it
         ready = seen[-1]
         assert ready.guest_ready.ToDatetime() >= ready.launched_at.ToDatetime()

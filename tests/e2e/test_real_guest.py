@@ -86,9 +86,9 @@ def test_tiny_guest_boots_and_delete_cleans_up(
             def status() -> servers_pb2.Server:
                 return stub.GetServer(servers_pb2.GetServerRequest(id=server_id), timeout=10)
 
-            wait_until(lambda: status().status != servers_pb2.BUILD, 120, "the build")
+            wait_until(lambda: status().status != servers_pb2.SERVER_STATUS_BUILD, 120, "the build")
             server = status()
-            assert server.status == servers_pb2.ACTIVE, server.fault.message
+            assert server.status == servers_pb2.SERVER_STATUS_ACTIVE, server.fault.message
             to_active = time.monotonic() - started
             assert hypervisor.state(server_id) == 1  # VIR_DOMAIN_RUNNING, from libvirtd itself
 
@@ -105,7 +105,9 @@ def test_tiny_guest_boots_and_delete_cleans_up(
             )
 
             stub.DeleteServer(servers_pb2.DeleteServerRequest(id=server_id), timeout=10)
-            wait_until(lambda: status().status == servers_pb2.DELETED, 60, "the delete")
+            wait_until(
+                lambda: status().status == servers_pb2.SERVER_STATUS_DELETED, 60, "the delete"
+            )
         assert hypervisor.state(server_id) is None  # domain destroyed and undefined
         assert not (instances / server_id).exists()  # disk and console log removed
         db = Database(url)

@@ -1,6 +1,7 @@
 """A fleet of real processes on the local PostgreSQL, a workload of accepted creates, faults
 injected in the middle, and the audit afterwards: every accepted instance ends ACTIVE or ERROR
-with a fault, none duplicated, none lost, no leaked domain, disk or allocation."""
+with a fault, none duplicated, none lost, no leaked domain, disk, allocation, port or
+address (each workload server has a port on its project's default network)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sqlalchemy import func, select
 
 from services.cli.manage import image_from_files, issue_token, register_image
 from services.common.db.engine import Database
-from services.common.db.models import ALLOCATIONS, FAULTS, INSTANCES
+from services.common.db.models import ALLOCATIONS, FAULTS, INSTANCES, PORTS
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.compute.virt.images import InstanceStorage, qemu_img
@@ -229,6 +230,12 @@ def audit(fleet: Fleet, workload: Workload, report: Report) -> Report:
             }  # fmt: skip
             faulted = {u for (u,) in c.execute(select(FAULTS.c.instance_uuid))}
             allocated = Counter(u for (u,) in c.execute(select(ALLOCATIONS.c.instance_uuid)))
+            ported = [
+                (u, (n, a))
+                for u, n, a in c.execute(
+                    select(PORTS.c.instance_uuid, PORTS.c.network_id, PORTS.c.fixed_ip)
+                )
+            ]
     finally:
         db.close()
     # a create recorded twice (a retry that made new servers) shows as servers nobody accepted
@@ -253,6 +260,10 @@ def audit(fleet: Fleet, workload: Workload, report: Report) -> Report:
     holders = {u for u, r in rows.items() if r.vm_state == "active"
                or (r.vm_state == "error" and r.host)}  # fmt: skip
     report.leaked += sum(1 for u, n in allocated.items() if u not in holders or n > 1)
+    # ports (and so addresses): only servers not deleted hold them, one per NIC
+    live = {u for u, r in rows.items() if r.vm_state != "deleted"}
+    report.leaked += sum(1 for u, _ in ported if u not in live)
+    report.leaked += len(ported) - len({a for _, a in ported})
     report.leaked += _leaked_on_hosts(fleet, statuses, rows)
     return report
 

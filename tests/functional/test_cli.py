@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(90)
 def novactl(system: System, *args: str) -> subprocess.CompletedProcess[str]:
     binary = str(Path(sys.executable).with_name("novactl"))
     return subprocess.run(
-        [binary, "--endpoint", system.api.address, "--token", system.token, *args],
+        [binary, "--endpoint", f"http://{system.api.address}", "--token", system.token, *args],
         capture_output=True,
         text=True,
         timeout=60,

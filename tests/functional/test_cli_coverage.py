@@ -26,7 +26,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 def ctl(system: System, *args: str, admin: bool = False) -> subprocess.CompletedProcess[str]:
     token = system.admin_token if admin else system.token
-    return run("--endpoint", system.api.address, "--token", token, *args)
+    return run("--endpoint", f"http://{system.api.address}", "--token", token, *args)
 
 
 def as_json(result: subprocess.CompletedProcess[str]) -> object:
@@ -35,11 +35,11 @@ def as_json(result: subprocess.CompletedProcess[str]) -> object:
 
 
 def test_credentials_from_the_environment_and_a_config_file(system: System, tmp_path: Path) -> None:
-    env = {"NOVACTL_ENDPOINT": system.api.address, "NOVACTL_TOKEN": system.token,
+    env = {"NOVACTL_ENDPOINT": f"http://{system.api.address}", "NOVACTL_TOKEN": system.token,
            "NOVACTL_CONFIG": str(tmp_path / "absent.toml")}  # fmt: skip
     assert run("flavor", "list", env=env).returncode == 0
     config = tmp_path / "config.toml"
-    config.write_text(f'endpoint = "{system.api.address}"\ntoken = "{system.token}"\n')
+    config.write_text(f'endpoint = "http://{system.api.address}"\ntoken = "{system.token}"\n')
     bare = {"NOVACTL_CONFIG": str(config), "NOVACTL_ENDPOINT": "", "NOVACTL_TOKEN": ""}
     listed = run("-o", "json", "flavor", "list", env=bare)
     assert {"m1.tiny", "m1.small"} <= {f["name"] for f in as_json(listed)}  # type: ignore[union-attr]

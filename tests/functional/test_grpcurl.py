@@ -47,11 +47,11 @@ def test_reflection_create_and_get(system: System) -> None:
         )  # fmt: skip
         assert shown.returncode == 0, shown.stderr
         server = json.loads(shown.stdout)
-        if server["status"] != "BUILD":
+        if server["status"] != "SERVER_STATUS_BUILD":
             break
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert server["status"] == "ACTIVE" and server["name"] == "curl"
+    assert server["status"] == "SERVER_STATUS_ACTIVE" and server["name"] == "curl"
 
 
 def test_grpcurl_shows_the_field_of_a_bad_request(system: System) -> None:

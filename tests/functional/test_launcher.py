@@ -35,7 +35,7 @@ def test_launcher_runs_the_system_and_ctrl_c_stops_all_three(tmp_path: Path) -> 
         novactl = str(Path(sys.executable).with_name("novactl"))
         token = (tmp_path / "dev-token").read_text().strip()
         created = subprocess.run(
-            [novactl, "--endpoint", api, "--token", token, "server", "create",
+            [novactl, "--endpoint", f"http://{api}", "--token", token, "server", "create",
              "--flavor", "m1.tiny", "--image", "nova-tiny", "--name", "web", "--wait"],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip

@@ -55,7 +55,7 @@ def test_secrets_never_reach_logs_or_errors(tmp_path: Path) -> None:
                 stub.GetServer(
                     servers_pb2.GetServerRequest(id=reply.server_ids[0]), timeout=10
                 ).status
-                == servers_pb2.BUILD
+                == servers_pb2.SERVER_STATUS_BUILD
             ):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)

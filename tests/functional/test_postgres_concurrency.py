@@ -121,7 +121,7 @@ def test_two_conductors_never_overfill_a_host(postgres_url: str, tmp_path: Path)
         with grpc.insecure_channel(api.address) as channel:
             stub = Authed(servers_pb2_grpc.ServersStub(channel), token)
             listed = stub.ListServers(servers_pb2.ListServersRequest(), timeout=30).servers
-        errors = [s for s in listed if s.status == servers_pb2.ERROR]
+        errors = [s for s in listed if s.status == servers_pb2.SERVER_STATUS_ERROR]
         assert errors and all(s.fault.message.startswith("No valid host was found") for s in errors)
         for compute in computes:  # no compute ever had to refuse a build for lack of room
             with services.channel(compute) as channel:

@@ -19,7 +19,7 @@ def wait_settled(stub: Authed, ids: list[str], timeout: float = 30) -> list[serv
     deadline = time.monotonic() + timeout
     while True:
         servers = [stub.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5) for i in ids]
-        if all(s.status != servers_pb2.BUILD for s in servers):
+        if all(s.status != servers_pb2.SERVER_STATUS_BUILD for s in servers):
             return servers
         assert time.monotonic() < deadline, [s.status for s in servers]
         time.sleep(0.05)
@@ -38,9 +38,9 @@ def test_three_servers_reach_active_and_running(system: System) -> None:
         accepted = time.monotonic() - started
         assert len(reply.server_ids) == 3
         servers = wait_settled(stub, list(reply.server_ids))
-        assert [s.status for s in servers] == [servers_pb2.ACTIVE] * 3
+        assert [s.status for s in servers] == [servers_pb2.SERVER_STATUS_ACTIVE] * 3
         # power_state is what compute read back from libvirt before reporting ACTIVE
-        assert [s.power_state for s in servers] == [servers_pb2.RUNNING] * 3
+        assert [s.power_state for s in servers] == [servers_pb2.POWER_STATE_RUNNING] * 3
         assert {s.host for s in servers} == {"compute1"}
         assert all(s.launched_at.seconds > 0 for s in servers)
         listed = stub.ListServers(

@@ -114,7 +114,7 @@ def test_server_reads_never_fail_internally(
 ) -> None:
     answered(api.servers.GetServer, servers_pb2.GetServerRequest(id=server_id))
     answered(api.servers.DeleteServer, servers_pb2.DeleteServerRequest(id=server_id))
-    answered(api.servers.StopServer, servers_pb2.ServerActionRequest(id=server_id))
+    answered(api.servers.StopServer, servers_pb2.StopServerRequest(id=server_id))
     answered(api.servers.ListServerActions,
              servers_pb2.ListServerActionsRequest(server_id=server_id))  # fmt: skip
     answered(

@@ -59,7 +59,7 @@ async def test_flavors(sqlite_url: str, tmp_path: Path) -> None:
         assert shown.id == flavor.id
         server = await stack.servers.CreateServer(create(flavor_ref="c1.huge"), timeout=5)
         (built,) = await stack.wait_settled(list(server.server_ids))
-        assert built.status == servers_pb2.ACTIVE and built.flavor_name == "c1.huge"
+        assert built.status == servers_pb2.SERVER_STATUS_ACTIVE and built.flavor_name == "c1.huge"
         denied = await refused(member.DeleteFlavor(
             catalog_pb2.DeleteFlavorRequest(id=flavor.id), timeout=5))  # fmt: skip
         assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -106,7 +106,7 @@ async def test_images(sqlite_url: str, tmp_path: Path) -> None:
         assert {"nova-tiny", "my-disk"} <= {i.name for i in listed.images}
         reply = await stack.servers.CreateServer(create(image_ref="my-disk"), timeout=5)
         (server,) = await stack.wait_settled(list(reply.server_ids))
-        assert server.status == servers_pb2.ACTIVE and server.image_id == image.id
+        assert server.status == servers_pb2.SERVER_STATUS_ACTIVE and server.image_id == image.id
         _, other = issue_token(sqlite_url, "other")
         theirs = Authed(catalog_pb2_grpc.ImagesStub(stack.channel), other)
         denied = await refused(theirs.DeleteImage(
@@ -199,14 +199,15 @@ async def test_compute_services_for_admins(sqlite_url: str, tmp_path: Path) -> N
         assert (disabled.status, disabled.disabled_reason) == ("disabled", "maintenance")
         reply = await stack.servers.CreateServer(create(), timeout=5)
         (refused_server,) = await stack.wait_settled(list(reply.server_ids))
-        assert refused_server.status == servers_pb2.ERROR  # a disabled host takes no builds
+        # a disabled host takes no builds
+        assert refused_server.status == servers_pb2.SERVER_STATUS_ERROR
         await admin.SetComputeServiceStatus(
             compute_services_pb2.SetComputeServiceStatusRequest(host=host.host, enabled=True),
             timeout=5,
         )
         reply = await stack.servers.CreateServer(create(), timeout=5)
         (built,) = await stack.wait_settled(list(reply.server_ids))
-        assert built.status == servers_pb2.ACTIVE
+        assert built.status == servers_pb2.SERVER_STATUS_ACTIVE
         (after,) = (await admin.ListComputeServices(
             compute_services_pb2.ListComputeServicesRequest(), timeout=5)).services  # fmt: skip
         assert (after.running_vms, after.memory_mb_used, after.vcpus_used) == (1, 512, 1)

@@ -18,8 +18,12 @@ from services.common.db.engine import Database
 from services.common.generated.novagrpc.v1 import (
     keypairs_pb2,
     keypairs_pb2_grpc,
+    networks_pb2,
+    networks_pb2_grpc,
     quotas_pb2,
     quotas_pb2_grpc,
+    security_groups_pb2,
+    security_groups_pb2_grpc,
     servers_pb2,
 )
 from tests.integration.test_compute_lifecycle import GatedDriver
@@ -59,6 +63,11 @@ async def test_create_records_every_field_and_returns_the_password_once(
     async with running_stack(sqlite_url, tmp_path) as stack:
         await wait_for_compute(sqlite_url)
         await import_key(stack)
+        nets = Authed(networks_pb2_grpc.NetworksStub(stack.channel), stack.token)
+        for name, cidr in (("net-a", "10.1.0.0/24"), ("net-b", "10.2.0.0/24")):
+            await nets.CreateNetwork(networks_pb2.CreateNetworkRequest(name=name, cidr=cidr))
+        groups = Authed(security_groups_pb2_grpc.SecurityGroupsStub(stack.channel), stack.token)
+        await groups.CreateSecurityGroup(security_groups_pb2.CreateSecurityGroupRequest(name="web"))
         user_data = base64.b64encode(b"#!/bin/sh\necho hi\n").decode()
         reply = await stack.servers.CreateServer(
             create(
@@ -72,9 +81,13 @@ async def test_create_records_every_field_and_returns_the_password_once(
         )  # fmt: skip
         assert len(reply.admin_password) >= 12 and reply.reservation_id
         (server,) = await stack.wait_settled(list(reply.server_ids))
-        assert server.status == servers_pb2.ACTIVE
+        assert server.status == servers_pb2.SERVER_STATUS_ACTIVE
         assert (server.description, server.key_name) == ("a web server", "mykey")
         assert list(server.networks) == ["net-a", "net-b"]
+        assert [(a.network, a.addr, a.type) for a in server.addresses] == [
+            ("net-a", "10.1.0.2", "fixed"), ("net-b", "10.2.0.2", "fixed")
+        ]
+        assert all(a.mac_addr.startswith("fa:16:3e:") for a in server.addresses)
         assert list(server.security_groups) == ["web"]
         assert sorted(server.tags) == ["prod", "web"] and server.config_drive
         # the password went to the build, never to the database
@@ -142,7 +155,7 @@ async def test_the_same_client_request_id_returns_the_same_servers(
         assert set(theirs.server_ids).isdisjoint(first.server_ids)  # keys are per project
         assert await instance_count(sqlite_url) == 4
         servers = await stack.wait_settled([*first.server_ids, *theirs.server_ids])
-        assert {s.status for s in servers} == {servers_pb2.ACTIVE}  # stored and built
+        assert {s.status for s in servers} == {servers_pb2.SERVER_STATUS_ACTIVE}  # stored and built
 
 
 async def test_quota_boundary(sqlite_url: str, tmp_path: Path) -> None:
@@ -171,7 +184,7 @@ async def test_quota_boundary(sqlite_url: str, tmp_path: Path) -> None:
         await stack.servers.DeleteServer(
             servers_pb2.DeleteServerRequest(id=second.server_ids[0]), timeout=5
         )
-        await stack.wait_status(second.server_ids[0], servers_pb2.DELETED)
+        await stack.wait_status(second.server_ids[0], servers_pb2.SERVER_STATUS_DELETED)
         await stack.servers.CreateServer(create("q"), timeout=5)
 
 
@@ -210,8 +223,8 @@ async def test_list_filters_and_pagination_return_every_server_once(
 
         assert len(await ids(name="^web-")) == 9 and len(await ids(name="^db-[02]")) == 6
         assert len(await ids(tags=["even"])) == 9
-        assert len(await ids(status=servers_pb2.ACTIVE)) == 18
-        assert await ids(status=servers_pb2.ERROR) == set()
+        assert len(await ids(status=servers_pb2.SERVER_STATUS_ACTIVE)) == 18
+        assert await ids(status=servers_pb2.SERVER_STATUS_ERROR) == set()
         assert len(await ids(flavor="m1.tiny")) == 18 and await ids(flavor="m1.large") == set()
         future = timestamp_pb2.Timestamp(seconds=4_000_000_000)
         assert await ids(changes_since=future) == set()
@@ -252,13 +265,14 @@ async def test_watch_delivers_build_then_active_in_order(sqlite_url: str, tmp_pa
                 gated[0].gate.set()  # every server is BUILD until now
                 released = True
             latest = {sid: status for sid, _, status in events}
-            if len(latest) == 2 and set(latest.values()) == {servers_pb2.ACTIVE}:
+            if len(latest) == 2 and set(latest.values()) == {servers_pb2.SERVER_STATUS_ACTIVE}:
                 break
         stream.cancel()
         for server_id in reply.server_ids:
             statuses = [status for sid, _, status in events if sid == server_id]
-            assert statuses[0] == servers_pb2.BUILD and statuses[-1] == servers_pb2.ACTIVE
-            assert servers_pb2.ACTIVE not in statuses[:-1]  # never back to BUILD
+            assert statuses[0] == servers_pb2.SERVER_STATUS_BUILD
+            assert statuses[-1] == servers_pb2.SERVER_STATUS_ACTIVE
+            assert servers_pb2.SERVER_STATUS_ACTIVE not in statuses[:-1]  # never back to BUILD
         assert events[0][1] == "snapshot"
         unknown = servers_pb2.WatchServersRequest(server_id="7d3f0c8e-0000-4000-8000-000000000000")
         error = await refused(_first(stack.servers.WatchServers(unknown, timeout=5)))
@@ -275,19 +289,25 @@ async def test_stop_start_and_reboot(sqlite_url: str, tmp_path: Path) -> None:
     async with running_stack(sqlite_url, tmp_path) as stack:
         await wait_for_compute(sqlite_url)
         server_id = (await stack.servers.CreateServer(create("power"), timeout=5)).server_ids[0]
-        await stack.wait_status(server_id, servers_pb2.ACTIVE)
+        await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_ACTIVE)
         wrong = await refused(
-            stack.servers.StartServer(servers_pb2.ServerActionRequest(id=server_id), timeout=5)
+            stack.servers.StartServer(servers_pb2.StartServerRequest(id=server_id), timeout=5)
         )
         assert wrong.code() == grpc.StatusCode.FAILED_PRECONDITION and "active" in wrong.details()
 
-        await stack.servers.StopServer(servers_pb2.ServerActionRequest(id=server_id), timeout=5)
-        stopped = await stack.wait_status(server_id, servers_pb2.SHUTOFF)
-        assert stopped.power_state == servers_pb2.SHUTDOWN and stopped.task_state == ""
-        await stack.servers.StartServer(servers_pb2.ServerActionRequest(id=server_id), timeout=5)
-        started = await stack.wait_status(server_id, servers_pb2.ACTIVE)
-        assert started.power_state == servers_pb2.RUNNING
-        for kind in (servers_pb2.RebootServerRequest.SOFT, servers_pb2.RebootServerRequest.HARD):
+        await stack.servers.StopServer(servers_pb2.StopServerRequest(id=server_id), timeout=5)
+        stopped = await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_SHUTOFF)
+        assert stopped.power_state == servers_pb2.POWER_STATE_SHUTDOWN and stopped.task_state == ""
+        await stack.servers.StartServer(servers_pb2.StartServerRequest(id=server_id), timeout=5)
+        started = await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_ACTIVE)
+        assert started.power_state == servers_pb2.POWER_STATE_RUNNING
+        reboot = servers_pb2.RebootServerRequest
+        unknown = await refused(stack.servers.RebootServer(reboot(id=server_id, type=9), timeout=5))  # type: ignore[arg-type]
+        assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert unknown.details().startswith("type:")
+        # UNSPECIFIED is what clients built before REBOOT_TYPE_SOFT sent for SOFT (0)
+        kinds = (reboot.REBOOT_TYPE_SOFT, reboot.REBOOT_TYPE_HARD, reboot.REBOOT_TYPE_UNSPECIFIED)
+        for kind in kinds:
             await stack.servers.RebootServer(
                 servers_pb2.RebootServerRequest(id=server_id, type=kind), timeout=5
             )
@@ -298,7 +318,8 @@ async def test_stop_start_and_reboot(sqlite_url: str, tmp_path: Path) -> None:
                 if not server.task_state:
                     break
                 await asyncio.sleep(0.01)
-            assert server.status == servers_pb2.ACTIVE and server.power_state == servers_pb2.RUNNING
+            assert server.status == servers_pb2.SERVER_STATUS_ACTIVE
+            assert server.power_state == servers_pb2.POWER_STATE_RUNNING
         actions = await stack.servers.ListServerActions(
             servers_pb2.ListServerActionsRequest(server_id=server_id), timeout=5
         )
@@ -308,8 +329,9 @@ async def test_stop_start_and_reboot(sqlite_url: str, tmp_path: Path) -> None:
             "start",
             "reboot",
             "reboot",
+            "reboot",
         ]
         assert all(a.finish_time.seconds for a in actions.actions)
-        gone = servers_pb2.ServerActionRequest(id="7d3f0c8e-0000-4000-8000-000000000000")
+        gone = servers_pb2.StopServerRequest(id="7d3f0c8e-0000-4000-8000-000000000000")
         missing = await refused(stack.servers.StopServer(gone, timeout=5))
         assert missing.code() == grpc.StatusCode.NOT_FOUND

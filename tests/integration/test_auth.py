@@ -67,7 +67,7 @@ async def test_a_project_sees_only_its_own_servers(sqlite_url: str, tmp_path: Pa
                 await call(request, timeout=5)
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         still = await other.GetServer(servers_pb2.GetServerRequest(id=theirs), timeout=5)
-        assert still.status != servers_pb2.DELETED
+        assert still.status != servers_pb2.SERVER_STATUS_DELETED
         # an admin sees everyone's when asking for all projects
         everything = await stack.admin.ListServers(
             servers_pb2.ListServersRequest(all_projects=True), timeout=5

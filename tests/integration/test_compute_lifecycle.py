@@ -63,7 +63,7 @@ async def test_each_instance_gets_an_overlay_and_delete_removes_everything(
         await wait_for_compute(sqlite_url)
         reply = await stack.servers.CreateServer(create(image_ref=image), timeout=5)
         server_id = reply.server_ids[0]
-        await stack.wait_status(server_id, servers_pb2.ACTIVE)
+        await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_ACTIVE)
         disk = tmp_path / "instances0" / server_id / "disk"
         info = json.loads(await asyncio.to_thread(qemu_img, "info", "--output=json", str(disk)))
         assert info["format"] == "qcow2"
@@ -73,7 +73,7 @@ async def test_each_instance_gets_an_overlay_and_delete_removes_everything(
         assert (await stack.compute_status()).claimed_memory_mb == 512
 
         await stack.servers.DeleteServer(servers_pb2.DeleteServerRequest(id=server_id), timeout=5)
-        await stack.wait_status(server_id, servers_pb2.DELETED)
+        await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_DELETED)
         assert not disk.parent.exists()
         assert not domain_exists(server_id)
         assert await allocations(sqlite_url) == 0
@@ -100,7 +100,7 @@ async def test_a_failing_spawn_leaves_no_domain_disk_or_claim(
             await wait_for_compute(sqlite_url)
             reply = await stack.servers.CreateServer(create(image_ref=image), timeout=5)
             server_id = reply.server_ids[0]
-            server = await stack.wait_status(server_id, servers_pb2.ERROR)
+            server = await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_ERROR)
             assert "defineXML failed" in server.fault.message
             assert not (tmp_path / "instances0" / server_id).exists()
             assert not domain_exists(server_id)
@@ -148,23 +148,23 @@ async def test_delete_during_build_and_in_error(sqlite_url: str, tmp_path: Path)
             if server.task_state == "spawning":
                 break
             await asyncio.sleep(0.01)
-        assert server.status == servers_pb2.BUILD and server.task_state == "spawning"
+        assert server.status == servers_pb2.SERVER_STATUS_BUILD and server.task_state == "spawning"
         await stack.servers.DeleteServer(servers_pb2.DeleteServerRequest(id=building), timeout=5)
         gated[0].gate.set()  # the build finishes; the queued terminate then removes it
-        await stack.wait_status(building, servers_pb2.DELETED)
+        await stack.wait_status(building, servers_pb2.SERVER_STATUS_DELETED)
         assert not domain_exists(building)
 
         # nine m1.tiny fill the test node; the next three end in ERROR with no valid host
         reply = await stack.servers.CreateServer(create("fill", max_count=12), timeout=5)
         settled = await stack.wait_settled(list(reply.server_ids))
-        failed = [s.id for s in settled if s.status == servers_pb2.ERROR]
+        failed = [s.id for s in settled if s.status == servers_pb2.SERVER_STATUS_ERROR]
         assert len(failed) == 3
         for server_id in reply.server_ids:  # ERROR and ACTIVE alike
             await stack.servers.DeleteServer(
                 servers_pb2.DeleteServerRequest(id=server_id), timeout=5
             )
         for server_id in reply.server_ids:
-            await stack.wait_status(server_id, servers_pb2.DELETED)
+            await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_DELETED)
             assert not domain_exists(server_id)
         assert await allocations(sqlite_url) == 0
 
@@ -189,7 +189,7 @@ async def test_power_changes_behind_our_back_are_synced(sqlite_url: str, tmp_pat
             outsider.destroy_and_undefine(vanished_id)
         finally:
             outsider.close()
-        stopped = await stack.wait_status(stopped_id, servers_pb2.SHUTOFF)
-        assert stopped.power_state == servers_pb2.SHUTDOWN
-        vanished = await stack.wait_status(vanished_id, servers_pb2.ERROR)
+        stopped = await stack.wait_status(stopped_id, servers_pb2.SERVER_STATUS_SHUTOFF)
+        assert stopped.power_state == servers_pb2.POWER_STATE_SHUTDOWN
+        vanished = await stack.wait_status(vanished_id, servers_pb2.SERVER_STATUS_ERROR)
         assert "domain is gone" in vanished.fault.message

@@ -44,7 +44,7 @@ async def echo_stack(
 
 async def active_server(stack: Stack, name: str = "con") -> str:
     reply = await stack.servers.CreateServer(create(name), timeout=5)
-    await stack.wait_status(reply.server_ids[0], servers_pb2.ACTIVE)
+    await stack.wait_status(reply.server_ids[0], servers_pb2.SERVER_STATUS_ACTIVE)
     return str(reply.server_ids[0])
 
 
@@ -79,11 +79,11 @@ async def test_typed_bytes_come_back_and_cancelling_frees_everything(
         for cycle in range(50):
             call = attach(stack)
             await call.write(
-                consoles_pb2.ConsoleInput(server_id=server_id, data=b"echo %d\r" % cycle)
+                consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"echo %d\r" % cycle)
             )
             chunk = await asyncio.wait_for(call.read(), 10)
             assert chunk.data == b"echo %d\r" % cycle
-            await call.write(consoles_pb2.ConsoleInput(data=b"more"))
+            await call.write(consoles_pb2.AttachConsoleRequest(data=b"more"))
             assert (await asyncio.wait_for(call.read(), 10)).data == b"more"
             call.cancel()
         await wait_sessions(stack, consoles, 0)
@@ -91,7 +91,7 @@ async def test_typed_bytes_come_back_and_cancelling_frees_everything(
 
         # A deadline ends it the same way.
         call = attach(stack, timeout=0.5)
-        await call.write(consoles_pb2.ConsoleInput(server_id=server_id))
+        await call.write(consoles_pb2.AttachConsoleRequest(server_id=server_id))
         with pytest.raises(grpc.aio.AioRpcError) as late:
             await call.read()
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -99,7 +99,7 @@ async def test_typed_bytes_come_back_and_cancelling_frees_everything(
 
         # Closing the input side keeps the output coming (a scripted one-shot command).
         call = attach(stack)
-        await call.write(consoles_pb2.ConsoleInput(server_id=server_id, data=b"uname\r"))
+        await call.write(consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"uname\r"))
         await call.done_writing()
         assert (await asyncio.wait_for(call.read(), 10)).data == b"uname\r"
         call.cancel()
@@ -112,16 +112,16 @@ async def test_a_second_attach_takes_over_and_the_first_ends_aborted(
     async with echo_stack(sqlite_url, tmp_path) as (stack, consoles):
         server_id = await active_server(stack)
         first = attach(stack)
-        await first.write(consoles_pb2.ConsoleInput(server_id=server_id, data=b"1"))
+        await first.write(consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"1"))
         assert (await asyncio.wait_for(first.read(), 10)).data == b"1"
         second = attach(stack)
-        await second.write(consoles_pb2.ConsoleInput(server_id=server_id, data=b"2"))
+        await second.write(consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"2"))
         assert (await asyncio.wait_for(second.read(), 10)).data == b"2"
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await asyncio.wait_for(first.read(), 10)
         assert ended.value.code() == grpc.StatusCode.ABORTED
         assert "took over" in (ended.value.details() or "")
-        await second.write(consoles_pb2.ConsoleInput(data=b"3"))
+        await second.write(consoles_pb2.AttachConsoleRequest(data=b"3"))
         assert (await asyncio.wait_for(second.read(), 10)).data == b"3"
         second.cancel()
         await wait_sessions(stack, consoles, 0)
@@ -131,7 +131,7 @@ async def test_the_guest_going_away_ends_the_stream_ok(sqlite_url: str, tmp_path
     async with echo_stack(sqlite_url, tmp_path) as (stack, consoles):
         server_id = await active_server(stack)
         call = attach(stack)
-        await call.write(consoles_pb2.ConsoleInput(server_id=server_id, data=b"x"))
+        await call.write(consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"x"))
         assert (await asyncio.wait_for(call.read(), 10)).data == b"x"
         consoles.drop_stream(server_id)  # the hypervisor's side ends, the guest runs on:
         await call.write(consoles_pb2.ConsoleInput(data=b"y"))  # the session goes on
@@ -142,7 +142,9 @@ async def test_the_guest_going_away_ends_the_stream_ok(sqlite_url: str, tmp_path
         await wait_sessions(stack, consoles, 0)
 
 
-async def refusal(call: Any, first: consoles_pb2.ConsoleInput | None) -> grpc.aio.AioRpcError:
+async def refusal(
+    call: Any, first: consoles_pb2.AttachConsoleRequest | None
+) -> grpc.aio.AioRpcError:
     if first is not None:
         await call.write(first)
     await call.done_writing()
@@ -160,19 +162,20 @@ async def test_isolation_and_bad_input(sqlite_url: str, tmp_path: Path) -> None:
         server_id = await active_server(stack)
 
         _, other = issue_token(sqlite_url, "other-project")
-        hidden = await refusal(attach(stack, other), consoles_pb2.ConsoleInput(server_id=server_id))
+        naming = consoles_pb2.AttachConsoleRequest(server_id=server_id)
+        hidden = await refusal(attach(stack, other), naming)
         assert hidden.code() == grpc.StatusCode.NOT_FOUND
 
-        unnamed = await refusal(attach(stack), consoles_pb2.ConsoleInput(data=b"x"))
+        unnamed = await refusal(attach(stack), consoles_pb2.AttachConsoleRequest(data=b"x"))
         assert unnamed.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field_violation(unnamed) == "server_id"
         empty = await refusal(attach(stack), None)
         assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
 
         big = attach(stack)
-        await big.write(consoles_pb2.ConsoleInput(server_id=server_id, data=b"a"))
+        await big.write(consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"a"))
         assert (await asyncio.wait_for(big.read(), 10)).data == b"a"
-        await big.write(consoles_pb2.ConsoleInput(data=b"x" * 5000))
+        await big.write(consoles_pb2.AttachConsoleRequest(data=b"x" * 5000))
         with pytest.raises(grpc.aio.AioRpcError) as oversized:
             while await asyncio.wait_for(big.read(), 10) is not grpc.aio.EOF:
                 pass
@@ -192,31 +195,32 @@ async def test_the_per_project_limit_and_a_stopped_server(sqlite_url: str, tmp_p
         held = []
         for target in (server_id, other_server):
             call = attach(stack)
-            await call.write(consoles_pb2.ConsoleInput(server_id=target, data=b"."))
+            await call.write(consoles_pb2.AttachConsoleRequest(server_id=target, data=b"."))
             assert (await asyncio.wait_for(call.read(), 10)).data == b"."
             held.append(call)
-        over = await refusal(attach(stack), consoles_pb2.ConsoleInput(server_id=server_id))
+        over = await refusal(attach(stack), consoles_pb2.AttachConsoleRequest(server_id=server_id))
         assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         detail = rich_detail(over, error_details_pb2.QuotaFailure)
         assert detail.violations[0].subject == "console_sessions"  # type: ignore[attr-defined]
         # Another project has its own budget.
         _, third = issue_token(sqlite_url, "third-project")
         elsewhere = await refusal(
-            attach(stack, third), consoles_pb2.ConsoleInput(server_id=server_id)
+            attach(stack, third), consoles_pb2.AttachConsoleRequest(server_id=server_id)
         )
         assert elsewhere.code() == grpc.StatusCode.NOT_FOUND
         held[0].cancel()
         await wait_sessions(stack, consoles, 1)
         again = attach(stack)
-        await again.write(consoles_pb2.ConsoleInput(server_id=server_id, data=b"!"))
+        await again.write(consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"!"))
         assert (await asyncio.wait_for(again.read(), 10)).data == b"!"
         again.cancel()
         held[1].cancel()
         await wait_sessions(stack, consoles, 0)
 
-        await stack.servers.StopServer(servers_pb2.ServerActionRequest(id=server_id), timeout=5)
-        await stack.wait_status(server_id, servers_pb2.SHUTOFF)
-        stopped = await refusal(attach(stack), consoles_pb2.ConsoleInput(server_id=server_id))
+        await stack.servers.StopServer(servers_pb2.StopServerRequest(id=server_id), timeout=5)
+        await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_SHUTOFF)
+        naming = consoles_pb2.AttachConsoleRequest(server_id=server_id)
+        stopped = await refusal(attach(stack), naming)
         assert stopped.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -225,7 +229,7 @@ async def test_the_test_hypervisor_refuses_to_attach(sqlite_url: str, tmp_path: 
         await wait_for_compute(sqlite_url)
         server_id = await active_server(stack)
         call = attach(stack)
-        await call.write(consoles_pb2.ConsoleInput(server_id=server_id))
+        await call.write(consoles_pb2.AttachConsoleRequest(server_id=server_id))
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await asyncio.wait_for(call.read(), 10)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -43,7 +43,7 @@ async def test_console_output_checks_and_the_test_hypervisor_says_it_has_none(
         await wait_for_compute(sqlite_url)
         reply = await stack.servers.CreateServer(create("con"), timeout=5)
         server_id = reply.server_ids[0]
-        await stack.wait_status(server_id, servers_pb2.ACTIVE)
+        await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_ACTIVE)
         request = consoles_pb2.GetConsoleOutputRequest(server_id=server_id, lines=10)
 
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -51,7 +51,9 @@ async def test_console_output_checks_and_the_test_hypervisor_says_it_has_none(
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "test hypervisor" in (refused.value.details() or "")
 
-        follow = consoles(stack).FollowConsoleOutput(request, timeout=5)
+        follow = consoles(stack).FollowConsoleOutput(
+            consoles_pb2.FollowConsoleOutputRequest(server_id=server_id, lines=10), timeout=5
+        )
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await follow.read()
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -77,7 +79,7 @@ async def test_console_output_checks_and_the_test_hypervisor_says_it_has_none(
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
         await stack.servers.DeleteServer(servers_pb2.DeleteServerRequest(id=server_id), timeout=5)
-        await stack.wait_status(server_id, servers_pb2.DELETED)
+        await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_DELETED)
         with pytest.raises(grpc.aio.AioRpcError) as gone:
             await consoles(stack).GetConsoleOutput(request, timeout=5)
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND

@@ -68,7 +68,8 @@ async def test_events_close_together_travel_in_one_call(channels: ChannelPool) -
     finally:
         await reporter.close()
         await server.stop(None)
-    spawning, active = conductor_pb2.SPAWNING, conductor_pb2.ACTIVE
+    spawning = conductor_pb2.INSTANCE_EVENT_KIND_SPAWNING
+    active = conductor_pb2.INSTANCE_EVENT_KIND_ACTIVE
     assert conductor.calls == [[("a", spawning), ("a", active)]]
 
 

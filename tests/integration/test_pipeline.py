@@ -66,8 +66,8 @@ async def test_three_servers_become_active_and_share_a_reservation(
         reply = await stack.servers.CreateServer(create(max_count=3), timeout=5)
         assert len(reply.server_ids) == 3 and reply.reservation_id.startswith("r-")
         servers = await stack.wait_settled(list(reply.server_ids))
-        assert [servers_pb2.ServerStatus.Name(s.status) for s in servers] == ["ACTIVE"] * 3
-        assert all(s.power_state == servers_pb2.RUNNING for s in servers)
+        assert [s.status for s in servers] == [servers_pb2.SERVER_STATUS_ACTIVE] * 3
+        assert all(s.power_state == servers_pb2.POWER_STATE_RUNNING for s in servers)
         assert all(s.host == stack.computes[0].name.split()[-1] for s in servers)
         assert sorted(s.name for s in servers) == ["web-1", "web-2", "web-3"]
         listed = await stack.servers.ListServers(
@@ -121,7 +121,7 @@ async def test_a_bad_create_in_a_batch_does_not_spoil_the_good_ones(
         assert bad[0].code() == grpc.StatusCode.NOT_FOUND
         assert await instance_count(sqlite_url) == 8
         settled = await stack.wait_settled([r.server_ids[0] for r in good])
-        assert {s.status for s in settled} == {servers_pb2.ACTIVE}
+        assert {s.status for s in settled} == {servers_pb2.SERVER_STATUS_ACTIVE}
 
 
 async def test_get_unknown_server_is_not_found(sqlite_url: str, tmp_path: Path) -> None:
@@ -142,6 +142,6 @@ async def test_more_than_fits_ends_in_error_with_a_no_valid_host_fault(
         reply = await stack.servers.CreateServer(create(max_count=12), timeout=5)
         servers = await stack.wait_settled(list(reply.server_ids))
         statuses = sorted(servers_pb2.ServerStatus.Name(s.status) for s in servers)
-        assert statuses == ["ACTIVE"] * 9 + ["ERROR"] * 3
-        errors = [s for s in servers if s.status == servers_pb2.ERROR]
+        assert statuses == ["SERVER_STATUS_ACTIVE"] * 9 + ["SERVER_STATUS_ERROR"] * 3
+        errors = [s for s in servers if s.status == servers_pb2.SERVER_STATUS_ERROR]
         assert all(s.fault.message.startswith("No valid host was found") for s in errors)

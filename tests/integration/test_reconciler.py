@@ -88,12 +88,12 @@ async def test_lost_casts_stuck_deletes_dead_hosts_and_slow_builds_all_end(
         too_slow = stale_instance(age=10, task=TaskState.SPAWNING, host=live_host)
         insert(sqlite_url, never_cast, on_dead_host, stuck_delete, too_slow)
 
-        placed = await stack.wait_status(never_cast.uuid, servers_pb2.ACTIVE)
+        placed = await stack.wait_status(never_cast.uuid, servers_pb2.SERVER_STATUS_ACTIVE)
         assert placed.host == live_host
-        moved = await stack.wait_status(on_dead_host.uuid, servers_pb2.ACTIVE)
+        moved = await stack.wait_status(on_dead_host.uuid, servers_pb2.SERVER_STATUS_ACTIVE)
         assert moved.host == live_host
-        await stack.wait_status(stuck_delete.uuid, servers_pb2.DELETED)
-        slow = await stack.wait_status(too_slow.uuid, servers_pb2.ERROR)
+        await stack.wait_status(stuck_delete.uuid, servers_pb2.SERVER_STATUS_DELETED)
+        slow = await stack.wait_status(too_slow.uuid, servers_pb2.SERVER_STATUS_ERROR)
         assert "timed out" in slow.fault.message
         history = await stack.admin.ListServerActions(
             servers_pb2.ListServerActionsRequest(server_id=on_dead_host.uuid), timeout=5
@@ -112,7 +112,7 @@ async def test_an_instance_whose_image_is_gone_ends_in_error_and_holds_no_claim(
             stale_instance(age=2, task=TaskState.SCHEDULING), image_id=str(uuid.uuid4())
         )
         insert(sqlite_url, orphan)
-        failed = await stack.wait_status(orphan.uuid, servers_pb2.ERROR)
+        failed = await stack.wait_status(orphan.uuid, servers_pb2.SERVER_STATUS_ERROR)
         assert "no longer exists" in failed.fault.message
         db = Database(sqlite_url)
         try:

@@ -68,7 +68,7 @@ async def test_a_failed_build_moves_to_an_alternate_and_the_action_shows_the_ret
             broken, healthy = hostname(stack, 0), hostname(stack, 1)
             reply = await stack.servers.CreateServer(create(max_count=4), timeout=5)
             servers = await stack.wait_settled(list(reply.server_ids))
-            assert [s.status for s in servers] == [servers_pb2.ACTIVE] * 4
+            assert [s.status for s in servers] == [servers_pb2.SERVER_STATUS_ACTIVE] * 4
             assert {s.host for s in servers} == {healthy}
             retried = []
             for server in servers:
@@ -102,7 +102,7 @@ async def test_when_every_host_fails_the_build_ends_in_error_after_max_attempts(
         async with running_stack(sqlite_url, tmp_path, computes=3, per_compute=everyone) as stack:
             await wait_for_compute(sqlite_url, 3)
             server_id = (await stack.servers.CreateServer(create(), timeout=5)).server_ids[0]
-            server = await stack.wait_status(server_id, servers_pb2.ERROR)
+            server = await stack.wait_status(server_id, servers_pb2.SERVER_STATUS_ERROR)
             assert "Exceeded maximum number of retries (3 attempts)" in server.fault.message
             admin_view = await stack.admin.GetServer(
                 servers_pb2.GetServerRequest(id=server_id), timeout=5
@@ -127,9 +127,9 @@ async def test_anti_affinity_and_affinity_groups(sqlite_url: str, tmp_path: Path
             timeout=5,
         )
         servers = await stack.wait_settled(list(reply.server_ids))
-        active = [s for s in servers if s.status == servers_pb2.ACTIVE]
+        active = [s for s in servers if s.status == servers_pb2.SERVER_STATUS_ACTIVE]
         assert len({s.host for s in active}) == 2 and len(active) == 2
-        (refused,) = [s for s in servers if s.status == servers_pb2.ERROR]
+        (refused,) = [s for s in servers if s.status == servers_pb2.SERVER_STATUS_ERROR]
         assert refused.fault.message.startswith("No valid host was found")
         admin_view = await stack.admin.GetServer(
             servers_pb2.GetServerRequest(id=refused.id), timeout=5
@@ -143,7 +143,7 @@ async def test_anti_affinity_and_affinity_groups(sqlite_url: str, tmp_path: Path
             timeout=5,
         )  # fmt: skip
         servers = await stack.wait_settled(list(reply.server_ids))
-        assert {s.status for s in servers} == {servers_pb2.ACTIVE}
+        assert {s.status for s in servers} == {servers_pb2.SERVER_STATUS_ACTIVE}
         assert len({s.host for s in servers}) == 1
         stub = Authed(server_groups_pb2_grpc.ServerGroupsStub(stack.channel), stack.token)
         shown = await stub.GetServerGroup(
@@ -194,7 +194,7 @@ async def test_forced_host_is_admin_only_and_skips_filters(sqlite_url: str, tmp_
         )
         servers = await stack.wait_settled(list(reply.server_ids))
         assert {s.host for s in servers} == {target}
-        assert {s.status for s in servers} == {servers_pb2.ACTIVE}
+        assert {s.status for s in servers} == {servers_pb2.SERVER_STATUS_ACTIVE}
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stack.admin.CreateServer(create(availability_zone="nova:no-such-host"), timeout=5)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -224,10 +224,12 @@ async def test_min_count_is_all_or_nothing(sqlite_url: str, tmp_path: Path) -> N
             create("big", min_count=10, max_count=12), timeout=5
         )
         servers = await stack.wait_settled(list(too_many.server_ids))
-        assert {s.status for s in servers} == {servers_pb2.ERROR}
+        assert {s.status for s in servers} == {servers_pb2.SERVER_STATUS_ERROR}
         assert "min_count" in servers[0].fault.message
         enough = await stack.servers.CreateServer(
             create("ok", min_count=2, max_count=12), timeout=5
         )
         servers = await stack.wait_settled(list(enough.server_ids))
-        assert Counter(s.status for s in servers) == {servers_pb2.ACTIVE: 9, servers_pb2.ERROR: 3}
+        assert Counter(s.status for s in servers) == {
+            servers_pb2.SERVER_STATUS_ACTIVE: 9, servers_pb2.SERVER_STATUS_ERROR: 3
+        }

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import tempfile
 import uuid
+from pathlib import Path
 
 ROLE = "novagrpc_test"
 PASSWORD = "novagrpc_test"
@@ -49,3 +52,72 @@ def create_database() -> str:
 def drop_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class PrivateCluster:
+    """A PostgreSQL 15 cluster of one test's own (its own directory and port), for tests that
+    stop and start the database: stopping the shared cluster would break every other test
+    that uses it at the time."""
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self) -> None:
+        if not (self.BIN / "initdb").exists():
+            raise PostgresUnavailable(f"PostgreSQL 15 is not installed ({self.BIN} missing)")
+        # Not under pytest's tmp_path: that is private to root, and postgres must own this.
+        self.directory = Path(tempfile.mkdtemp(prefix="novagrpc-pg-"))
+        shutil.chown(self.directory, "postgres", "postgres")
+        self.data = self.directory / "data"
+        self.port = _free_port()
+        result = self._as_postgres(
+            str(self.BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+            "--auth=trust", "--no-sync",
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"initdb: {result.stderr.strip()}")
+
+    def _as_postgres(self, *command: str) -> subprocess.CompletedProcess[str]:
+        return _run("runuser", "-u", "postgres", "--", *command)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        result = self._as_postgres(
+            str(self.BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "log"),
+            "-o", options, "-w", "start",
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl start: {result.stderr.strip()} {self.log()}")
+
+    def stop(self) -> None:
+        """Fast shutdown: clients' connections are cut, new ones refused."""
+        result = self._as_postgres(
+            str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"
+        )
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl stop: {result.stderr.strip()}")
+
+    def create_database(self, name: str = "nova") -> str:
+        result = self._as_postgres(
+            str(self.BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+            "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {name}",
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"create database: {result.stderr.strip()}")
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def log(self) -> str:
+        path = self.directory / "log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def destroy(self) -> None:
+        self._as_postgres(
+            str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
+        )
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -54,7 +54,9 @@ class ServiceSet:
         log_path = self.workdir / f"{name}.log"
         log_file = log_path.open("wb")
         role = role or module.rsplit(".", 1)[-1]
-        env = {**os.environ, **self.env, **role_settings_env(self.pki, role)}
+        # a compute presents the certificate of the host it runs as (the conductor checks it)
+        host = args[list(args).index("--host") + 1] if "--host" in args else ""
+        env = {**os.environ, **self.env, **role_settings_env(self.pki, role, host=host)}
         process = subprocess.Popen(
             [sys.executable, "-m", module, *args, "--ready-file", str(ready)],
             cwd=REPO,

@@ -17,7 +17,7 @@ from services.cli.manage import issue_token
 from services.common.app import RunningService
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
-from services.common.pki import create_pki
+from services.common.pki import create_pki, role_settings_env
 from services.compute.app import start_compute
 from services.compute.console.ports import ConsoleHypervisor
 from services.compute.settings import ComputeSettings
@@ -87,7 +87,7 @@ class Stack:
                 await self.admin.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5)
                 for i in ids
             ]
-            if all(s.status != servers_pb2.BUILD for s in found):
+            if all(s.status != servers_pb2.SERVER_STATUS_BUILD for s in found):
                 return found
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError([servers_pb2.ServerStatus.Name(s.status) for s in found])
@@ -110,11 +110,12 @@ async def running_stack(
     """Quotas are unlimited unless ``api`` sets them: most tests are about other things."""
     pki = create_pki(tmp_path / "pki")
 
-    def tls(role: str) -> dict[str, str]:
+    def tls(role: str, host: str = "") -> dict[str, str]:
+        env = role_settings_env(pki, role, host=host)
         return {
-            "internal_tls_ca": str(pki / "ca.pem"),
-            "internal_tls_cert": str(pki / f"{role}.pem"),
-            "internal_tls_key": str(pki / f"{role}-key.pem"),
+            "internal_tls_ca": env["NOVA_GRPC_INTERNAL_TLS_CA"],
+            "internal_tls_cert": env["NOVA_GRPC_INTERNAL_TLS_CERT"],
+            "internal_tls_key": env["NOVA_GRPC_INTERNAL_TLS_KEY"],
         }
 
     conductor_service = await start_conductor(
@@ -134,10 +135,11 @@ async def running_stack(
             # test:///default is one hypervisor per process, shared by every test here:
             # name domains by uuid so that ids from different databases never clash.
             instance_name_template=name_template,
-            **tls("compute"),
         )
         if i < len(per_compute):
             settings = replace(settings, **per_compute[i])
+        # each compute presents the certificate of its own host (the conductor checks it)
+        settings = replace(settings, **tls("compute", settings.host))
         compute_services.append(
             await start_compute(settings, wrap_driver=wrap_driver, wrap_consoles=wrap_consoles)
         )

@@ -30,3 +30,14 @@ def api_aio_channel(address: str, pki: Path) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(
         address, tls.channel_credentials(), options=tls.channel_options()
     )
+
+
+def compute_aio_channel(address: str, pki: Path, host: str) -> grpc.aio.Channel:
+    """A channel presenting the certificate of compute host ``host`` (made by create_pki for
+    the stack's computes): what a compute's own reports look like to the conductor."""
+    tls = InternalTls.load(
+        str(pki / "ca.pem"), str(pki / f"compute-{host}.pem"), str(pki / f"compute-{host}-key.pem")
+    )
+    return grpc.aio.secure_channel(
+        address, tls.channel_credentials(), options=tls.channel_options()
+    )

@@ -95,6 +95,13 @@ def test_test_driver_domain_is_minimal() -> None:
     assert root.find("features") is None
 
 
+def test_a_ports_nic_carries_the_ports_mac() -> None:
+    nic = InterfaceConfig("bridge", "brq-42", mac="fa:16:3e:00:00:01")
+    root = ET.fromstring(domain_xml(config(interfaces=[nic])))
+    interface = root.find("devices/interface")
+    assert interface is not None and interface.get("type") == "bridge"
+    assert interface.find("mac").get("address") == "fa:16:3e:00:00:01"  # type: ignore[union-attr]
+    assert interface.find("source").get("bridge") == "brq-42"  # type: ignore[union-attr]
 def test_pty_serial_console_is_logged_and_the_agent_channel_is_there() -> None:
     root = ET.fromstring(
         domain_xml(

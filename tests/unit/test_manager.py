@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
@@ -19,7 +22,9 @@ from services.common.domain import (
     TaskState,
     VmState,
 )
+from services.common.networking import NetworkSpec, PortSpec, SubnetSpec
 from services.compute.manager import ComputeManager, InstanceLocks, instance_name
+from services.compute.net.driver import DatapathError
 from services.compute.resource_tracker import Ratios, ResourceTracker
 from services.compute.virt.driver import (
     DomainInfo,
@@ -77,9 +82,11 @@ class FakeDriver:
 class RecordingSink:
     def __init__(self) -> None:
         self.events: list[InstanceEvent] = []
+        self.changed = asyncio.Event()
 
     def report(self, event: InstanceEvent) -> None:
         self.events.append(event)
+        self.changed.set()
 
     def kinds(self, uuid: str) -> list[InstanceEventKind]:
         return [e.kind for e in self.events if e.instance_uuid == uuid]
@@ -105,14 +112,48 @@ def build(n: int) -> BuildRequest:
     return BuildRequest(instance, Image("img", "img", "raw", "bare", "", "", 0))
 
 
+class FakeNetwork:
+    """A hand-written datapath double: what is plugged, in order with the spawns."""
+
+    def __init__(self, driver: FakeDriver, *, fail: bool = False) -> None:
+        self.driver = driver
+        self.fail = fail
+        self.plugged: dict[str, PortSpec] = {}
+        self.plugged_before_spawn: list[bool] = []
+
+    def plug(self, port: PortSpec) -> None:
+        if self.fail:
+            raise DatapathError("nft: Operation not permitted")
+        self.plugged_before_spawn.append(port.instance_uuid not in self.driver.running)
+        self.plugged[port.port_id] = port
+
+    def unplug(self, port: PortSpec) -> None:
+        self.plugged.pop(port.port_id, None)
+
+    def unplug_instance(self, instance_uuid: str) -> None:
+        for port_id in [k for k, p in self.plugged.items() if p.instance_uuid == instance_uuid]:
+            del self.plugged[port_id]
+
+    def update_rules(self, ports: Sequence[PortSpec]) -> int:
+        return sum(1 for p in ports if p.port_id in self.plugged)
+
+    def converge(self, ports: Sequence[PortSpec]) -> None:
+        self.plugged = {p.port_id: p for p in ports}
+
+
 def manager(
-    driver: FakeDriver, sink: RecordingSink, limit: int, tracker: ResourceTracker | None = None
+    driver: FakeDriver,
+    sink: RecordingSink,
+    limit: int,
+    tracker: ResourceTracker | None = None,
+    network: FakeNetwork | None = None,
 ) -> ComputeManager:
     return ComputeManager(
         driver,
         sink,
         ThreadPoolExecutor(16),
         ResourceTracker(Ratios(1.0, 1.0, 1.0)) if tracker is None else tracker,
+        network=FakeNetwork(driver) if network is None else network,
         host="h1",
         max_concurrent_builds=limit,
     )
@@ -163,6 +204,48 @@ async def test_a_failed_spawn_reports_reschedule_with_the_reason() -> None:
     assert last.kind is InstanceEventKind.RESCHEDULE
     assert "no space left" in last.reason
     assert failing.uuid not in driver.running
+
+
+async def wait_for_event(sink: RecordingSink, uuid: str, kind: InstanceEventKind) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            sink.changed.clear()
+            if kind in sink.kinds(uuid):
+                return
+            await sink.changed.wait()
+
+
+def with_port(request: BuildRequest) -> BuildRequest:
+    subnet = SubnetSpec(IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))
+    port = PortSpec("p-" + request.uuid, request.uuid, NetworkSpec("n", "net", 7, subnet),
+                    "fa:16:3e:00:00:01", IPv4Address("10.0.0.5"))  # fmt: skip
+    return replace(request, instance=replace(request.instance, ports=(port,)))
+
+
+async def test_ports_are_plugged_before_the_spawn_and_unplugged_when_it_fails_or_goes() -> None:
+    good, bad = with_port(build(1)), with_port(build(2))
+    driver, sink = FakeDriver(fail={bad.uuid}), RecordingSink()
+    network = FakeNetwork(driver)
+    compute = manager(driver, sink, limit=2, network=network)
+    compute.accept([good, bad])
+    await compute.wait_idle(5)
+    assert network.plugged_before_spawn == [True, True]
+    assert list(network.plugged) == ["p-" + good.uuid]  # the failed build left nothing
+    compute.terminate([good.uuid])
+    await compute.wait_idle(5)
+    await wait_for_event(sink, good.uuid, InstanceEventKind.DELETED)
+    assert network.plugged == {}
+
+
+async def test_a_datapath_failure_reschedules_the_build_and_releases_its_claim() -> None:
+    request = with_port(build(3))
+    driver, sink = FakeDriver(), RecordingSink()
+    compute = manager(driver, sink, limit=1, network=FakeNetwork(driver, fail=True))
+    compute.accept([request])
+    await compute.wait_idle(5)
+    last = [e for e in sink.events if e.instance_uuid == request.uuid][-1]
+    assert last.kind is InstanceEventKind.RESCHEDULE and "nft" in last.reason
+    assert request.uuid not in driver.running and compute.status.instances == 0
 
 
 async def test_instance_lock_serialises_one_uuid() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
 from services.common.errors import NotFound
-from services.common.metrics import RpcMetrics
+from services.common.metrics import RpcMetrics, RpcType, go_code_name
 from services.common.rpc.errors import _wrap_unary
 
 
@@ -24,9 +25,8 @@ class _Context:
 
 
 def _count(registry: CollectorRegistry, code: str) -> float:
-    value = registry.get_sample_value(
-        "nova_grpc_rpc_requests_total", {"method": "/x.Y/Z", "code": code}
-    )
+    labels = {"grpc_type": "unary", "grpc_service": "x.Y", "grpc_method": "Z", "grpc_code": code}
+    value = registry.get_sample_value("grpc_server_handled_total", labels)
     return value or 0.0
 
 
@@ -36,10 +36,10 @@ async def test_a_cancelled_unary_call_is_counted_as_cancelled() -> None:
     async def cancelled(request: Any, context: Any) -> None:
         raise asyncio.CancelledError
 
-    handler = _wrap_unary(cancelled, "/x.Y/Z", RpcMetrics.create(registry))
+    handler = _wrap_unary(cancelled, "/x.Y/Z", RpcType.UNARY, RpcMetrics.create(registry))
     with pytest.raises(asyncio.CancelledError):
         await handler(None, _Context())
-    assert _count(registry, "CANCELLED") == 1
+    assert _count(registry, "Canceled") == 1  # Go's spelling, as go-grpc-prometheus
     assert _count(registry, "OK") == 0
 
 
@@ -49,7 +49,19 @@ async def test_a_domain_error_is_counted_with_its_status() -> None:
     async def missing(request: Any, context: Any) -> None:
         raise NotFound("server", "abc", field="server_id")
 
-    handler = _wrap_unary(missing, "/x.Y/Z", RpcMetrics.create(registry))
+    handler = _wrap_unary(missing, "/x.Y/Z", RpcType.UNARY, RpcMetrics.create(registry))
     with pytest.raises(RuntimeError, match="aborted NOT_FOUND"):
         await handler(None, _Context())
-    assert _count(registry, "NOT_FOUND") == 1
+    assert _count(registry, "NotFound") == 1
+    started = {"grpc_type": "unary", "grpc_service": "x.Y", "grpc_method": "Z"}
+    assert registry.get_sample_value("grpc_server_started_total", started) == 1
+    assert registry.get_sample_value("grpc_server_handling_seconds_count", started) == 1
+
+
+def test_code_names_are_go_grpc_prometheus_names() -> None:
+    assert [go_code_name(c.name) for c in grpc.StatusCode] == [
+        "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+        "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+        "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
+        "Unauthenticated",
+    ]  # fmt: skip

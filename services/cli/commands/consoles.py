@@ -34,12 +34,13 @@ def _write(out: TextIO, data: bytes) -> None:
 
 def _console_log(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     stub = consoles_pb2_grpc.ConsolesStub(client.channel)
-    request = consoles_pb2.GetConsoleOutputRequest(server_id=args.id, lines=args.lines)
     if not args.follow:
+        request = consoles_pb2.GetConsoleOutputRequest(server_id=args.id, lines=args.lines)
         reply = client.call(stub.GetConsoleOutput, request)
         _write(out, reply.output)
         return 0
-    stream = client.stream(stub.FollowConsoleOutput, request, args.follow_timeout or None)
+    follow = consoles_pb2.FollowConsoleOutputRequest(server_id=args.id, lines=args.lines)
+    stream = client.stream(stub.FollowConsoleOutput, follow, args.follow_timeout or None)
     try:
         for chunk in stream:
             _write(out, chunk.output)
@@ -58,9 +59,9 @@ ESCAPE = b"\x1d"  # Ctrl-], as virsh console
 
 
 def _requests(server_id: str, inputs: queue.Queue[bytes | None]) -> Iterator[Any]:
-    yield consoles_pb2.ConsoleInput(server_id=server_id)
+    yield consoles_pb2.AttachConsoleRequest(server_id=server_id)
     while (data := inputs.get()) is not None:
-        yield consoles_pb2.ConsoleInput(data=data)
+        yield consoles_pb2.AttachConsoleRequest(data=data)
 
 
 def _read_keys(fd: int, inputs: queue.Queue[bytes | None], leave: threading.Event,
@@ -131,7 +132,7 @@ def register(server: Any) -> None:
     log.add_argument(
         "--lines", type=int, default=0, help="the last N lines, 1..10000 (default: up to 100 KiB)"
     )
-    log.add_argument("--follow", "-f", action="store_true",
+    log.add_argument("--follow", action="store_true",
                      help="then print new output as it comes, until Ctrl-C")  # fmt: skip
     log.add_argument("--follow-timeout", type=float, default=0.0,
                      help="with --follow: stop after this many seconds (0: never)")  # fmt: skip

@@ -8,7 +8,11 @@ import grpc
 from services.cli.client import Client, CliError
 from services.common.generated.novagrpc.v1 import servers_pb2
 
-GAVE_UP = {servers_pb2.ERROR, servers_pb2.DELETED, servers_pb2.SHUTOFF}
+GAVE_UP = {
+    servers_pb2.SERVER_STATUS_ERROR,
+    servers_pb2.SERVER_STATUS_DELETED,
+    servers_pb2.SERVER_STATUS_SHUTOFF,
+}
 
 
 def wait_ready(

@@ -24,8 +24,12 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from services.common import name_patterns
+from services.common.context import tenant_var
+from services.common.db.read_guard import RECANCEL_S, ReadGuard, check_before_statement
 from services.common.db.write_lock import WriteQueue
-from services.common.errors import Unavailable
+from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.fair_queue import FairQueue
 
 T = TypeVar("T")
 
@@ -44,6 +48,10 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def _regexp(pattern: str, value: str | None) -> bool:
+    return name_patterns.search(pattern, value)
+
+
 def _sqlite_engine(url: str, *, begin: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
@@ -60,6 +68,8 @@ def _sqlite_engine(url: str, *, begin: str) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        # REGEXP in linear time (SQLAlchemy's default is Python's backtracking re).
+        dbapi_connection.create_function("regexp", 2, _regexp, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
@@ -90,12 +100,27 @@ def _write_queue(url: str) -> WriteQueue | None:
 class Database:
     """Runs units of work in worker threads and turns connection loss into ``Unavailable``."""
 
-    def __init__(self, url: str, *, writers: int | None = None, readers: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        writers: int | None = None,
+        readers: int = 4,
+        read_timeout: float | None = None,
+        fair_reads: bool = False,
+    ) -> None:
+        """``read_timeout``: seconds after which a read is stopped (None: no limit).
+        ``fair_reads``: the read threads go round the projects that wait for one
+        (services.common.context.tenant_var), instead of first come, first served."""
+        self.read_timeout = read_timeout
+        # a project may hold half the threads: the rest stay free for the next project
+        self._fair = FairQueue(readers, per_tenant=max(1, readers // 2)) if fair_reads else None
         self.url = normalise_url(url)
         self.is_sqlite = is_sqlite(self.url)
         # SQLite has one writer at a time whatever we do: more writer threads only contend.
         writers = writers if writers is not None else (1 if self.is_sqlite else 4)
         self.writer, self.reader = make_engines(self.url, pool_size=max(writers, readers))
+        event.listen(self.reader, "before_cursor_execute", check_before_statement)
         self._write_queue = _write_queue(self.url)
         self._write_pool = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
         self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
@@ -132,12 +157,44 @@ class Database:
 
         return await asyncio.get_running_loop().run_in_executor(self._write_pool, run)
 
-    async def read(self, work: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self.begin_read() as connection:
-                return work(connection)
+    async def read(self, work: Callable[[Connection], T], *, timeout: float | None = None) -> T:
+        """Run ``work`` in a read transaction on a database thread. It is stopped (and its
+        thread and connection freed) when it runs longer than ``timeout`` seconds (default:
+        the database's ``read_timeout``) or when the awaiting task is cancelled, e.g. because
+        the RPC it serves ended; a stopped read raises DeadlineExceeded."""
+        limit = timeout if timeout is not None else self.read_timeout
+        guard = ReadGuard(time.monotonic() + limit if limit else None)
 
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
+        def run() -> T:
+            try:
+                with self.begin_read() as connection:
+                    guard.attach(connection, sqlite=self.is_sqlite)
+                    try:
+                        return work(connection)
+                    finally:
+                        guard.detach()
+            except (DBAPIError, Unavailable) as exc:
+                if guard.tripped:
+                    raise DeadlineExceeded(
+                        "the query ran past its time limit and was stopped"
+                    ) from exc
+                raise
+
+        if self._fair is None:
+            return await self._run_read(run, guard)
+        async with self._fair.slot(tenant_var.get()):
+            return await self._run_read(run, guard)
+
+    async def _run_read(self, run: Callable[[], T], guard: ReadGuard) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._read_pool, run)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            guard.cancel()
+            if not self.is_sqlite:
+                _keep_cancelling(loop, guard)
+            raise
 
     async def ping(self) -> bool:
         try:
@@ -153,6 +210,18 @@ class Database:
         self.reader.dispose()
         if self._write_queue is not None:
             self._write_queue.close()
+
+
+def _keep_cancelling(loop: asyncio.AbstractEventLoop, guard: ReadGuard, left: int = 100) -> None:
+    """Re-send a PostgreSQL cancel until the read lets go of its connection (one sent before
+    its statement reached the server is ignored by the server)."""
+
+    def again() -> None:
+        guard.cancel()
+        _keep_cancelling(loop, guard, left - 1)
+
+    if guard.attached and left > 0:
+        loop.call_later(RECANCEL_S, again)
 
 
 DEADLOCK_RETRIES = 5

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, bindparam, func, or_, select, update
 
+from services.common.db import networks as network_repo
+from services.common.db import security_groups as security_group_repo
 from services.common.db.models import FAULTS, INSTANCE_TAGS, INSTANCES
 from services.common.domain import (
     Fault,
@@ -25,6 +27,7 @@ from services.common.domain import (
     VmState,
     extra_disk_gb,
 )
+from services.common.networking import PortSpec
 
 FAULT_MESSAGE_MAX = 255
 
@@ -35,7 +38,10 @@ NOT_DELETING = or_(
 
 
 def instance_from_row(
-    m: RowMapping, fault: Fault | None = None, tags: tuple[str, ...] = ()
+    m: RowMapping,
+    fault: Fault | None = None,
+    tags: tuple[str, ...] = (),
+    ports: tuple[PortSpec, ...] = (),
 ) -> Instance:
     return Instance(
         uuid=m["uuid"],
@@ -67,6 +73,7 @@ def instance_from_row(
         block_devices=tuple(m["block_devices"] or ()),
         config_drive=bool(m["config_drive"]),
         tags=tags,
+        ports=ports,
         guest_ready_at=m.get("guest_ready_at"),
     )
 
@@ -153,12 +160,19 @@ def _latest_faults(connection: Connection, uuids: Iterable[str]) -> dict[str, Fa
 
 
 def with_details(connection: Connection, rows: Sequence[RowMapping]) -> list[Instance]:
-    """Rows as instances with their latest fault and their tags (two queries per page)."""
+    """Rows as instances with their latest fault, tags and ports (three queries per page)."""
     faults = _latest_faults(
         connection, (m["uuid"] for m in rows if m["vm_state"] == VmState.ERROR.value)
     )
-    tags = _tags(connection, [m["uuid"] for m in rows])
-    return [instance_from_row(m, faults.get(m["uuid"]), tags.get(m["uuid"], ())) for m in rows]
+    uuids = [m["uuid"] for m in rows]
+    tags = _tags(connection, uuids)
+    ports = network_repo.ports_of(connection, uuids)
+    return [
+        instance_from_row(
+            m, faults.get(m["uuid"]), tags.get(m["uuid"], ()), ports.get(m["uuid"], ())
+        )
+        for m in rows
+    ]
 
 
 def get_instance(connection: Connection, uuid: str, *, project_id: str | None) -> Instance | None:
@@ -211,8 +225,22 @@ def load_instances(
     if not uuids:
         return []
     query = _BY_UUIDS_FOR_UPDATE if for_update else _BY_UUIDS
-    rows = connection.execute(query, {"uuids": list(uuids)})
-    return [instance_from_row(r._mapping) for r in rows]
+    rows = [r._mapping for r in connection.execute(query, {"uuids": list(uuids)})]
+    ports = ports_with_rules(connection, [m["uuid"] for m in rows])
+    return [instance_from_row(m, ports=ports.get(m["uuid"], ())) for m in rows]
+
+
+def ports_with_rules(
+    connection: Connection, uuids: Sequence[str]
+) -> dict[str, tuple[PortSpec, ...]]:
+    """The instances' ports, each carrying its security groups' rules (what a host's
+    datapath enforces); instances without ports cost no rule query."""
+    ports = network_repo.ports_of(connection, uuids)
+    rules = security_group_repo.rules_for_instances(connection, list(ports))
+    return {
+        uuid: tuple(p.with_rules(rules.get(uuid, ())) for p in instance_ports)
+        for uuid, instance_ports in ports.items()
+    }
 
 
 def still_scheduling(connection: Connection, uuids: Sequence[str]) -> set[str]:
@@ -402,8 +430,12 @@ def mark_deleting(
 
 
 def mark_deleted(connection: Connection, uuids: Sequence[str], now: datetime) -> None:
+    """DELETED, and the ports (with their addresses) and security-group memberships released
+    in the same transaction: every path that ends a server comes through here, so none can
+    leak an address."""
     if not uuids:
         return
+    network_repo.release_ports(connection, uuids)
     connection.execute(
         update(INSTANCES)
         .where(INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state != VmState.DELETED.value)
@@ -415,11 +447,13 @@ def mark_deleted(connection: Connection, uuids: Sequence[str], now: datetime) ->
             updated_at=now,
         )
     )
+    # After the update, which waits for the row lock that AddServerSecurityGroup holds.
+    security_group_repo.release_instances(connection, uuids)
 
 
 def host_instances(connection: Connection, host: str) -> list[HostInstance]:
-    """Every live instance the database places on ``host``."""
-    rows = connection.execute(
+    """Every live instance the database places on ``host``, with its ports."""
+    result = connection.execute(
         select(
             INSTANCES.c.uuid,
             INSTANCES.c.vm_state,
@@ -431,6 +465,8 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             INSTANCES.c.block_devices,
         ).where(INSTANCES.c.host == host, INSTANCES.c.vm_state != VmState.DELETED.value)
     )
+    rows = list(result)
+    ports = ports_with_rules(connection, [r.uuid for r in rows])
     return [
         HostInstance(
             uuid=r.uuid,
@@ -440,9 +476,19 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             resources=Resources(
                 r.vcpus, r.memory_mb, r.root_gb + extra_disk_gb(tuple(r.block_devices or ()))
             ),
+            ports=ports.get(r.uuid, ()),
         )
         for r in rows
     ]
+
+
+def oldest_building(connection: Connection) -> datetime | None:
+    """When the oldest instance still building was created (None: none is)."""
+    query = select(func.min(INSTANCES.c.created_at)).where(
+        INSTANCES.c.vm_state == VmState.BUILDING.value
+    )
+    value: datetime | None = connection.execute(query).scalar()
+    return value
 
 
 def count_by_state(connection: Connection) -> dict[str, int]:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -322,6 +323,85 @@ class CreateRequestRow(Base):
     created_at: Mapped[datetime]
 
 
+class NetworkRow(Base):
+    """A project network with its one IPv4 subnet (Neutron's network + subnet, folded: every
+    network here has exactly one)."""
+
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    cidr: Mapped[str] = mapped_column(String(43))
+    gateway: Mapped[str | None] = mapped_column(String(39))
+    dns_servers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # [[first, last], ...]: the addresses IPAM may hand out.
+    allocation_pools: Mapped[list[list[str]]] = mapped_column(JSON, default=list)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The project's "get me a network" network (CreateServer networks=["auto"]).
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The VNI: names the bridge on every host and, across hosts, the VXLAN segment.
+    segmentation_id: Mapped[int] = mapped_column(Integer, unique=True)
+    mtu: Mapped[int] = mapped_column(Integer, default=1500, server_default="1500")
+    created_at: Mapped[datetime]
+
+
+class PortRow(Base):
+    """One NIC of one server: its MAC and fixed address. The unique (network, address) key
+    is what keeps any number of concurrent creates from handing out one address twice."""
+
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("network_id", "fixed_ip"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    # NIC order within the server (eth0, eth1, ...).
+    device_index: Mapped[int] = mapped_column(Integer, default=0)
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    fixed_ip: Mapped[str] = mapped_column(String(39))
+    created_at: Mapped[datetime]
+
+
+class SecurityGroupRow(Base):
+    __tablename__ = "security_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime]
+
+
+class SecurityGroupRuleRow(Base):
+    """One allow rule (Neutron's shape). Protocol "any" and no ports mean every packet."""
+
+    __tablename__ = "security_group_rules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(16))
+    protocol: Mapped[str] = mapped_column(String(16))
+    port_min: Mapped[int | None] = mapped_column(Integer)
+    port_max: Mapped[int | None] = mapped_column(Integer)
+    remote_cidr: Mapped[str | None] = mapped_column(String(43))
+    remote_group_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime]
+
+
+class InstanceSecurityGroupRow(Base):
+    """Which groups apply to a server (to every port of it, as Nova's security_groups)."""
+
+    __tablename__ = "instance_security_groups"
+
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(36), primary_key=True, index=True)
+
+
 API_TOKENS = _table(ApiTokenRow)
 INSTANCE_TAGS = _table(InstanceTagRow)
 KEYPAIRS = _table(KeypairRow)
@@ -331,3 +411,44 @@ SERVER_GROUPS = _table(ServerGroupRow)
 GROUP_MEMBERS = _table(ServerGroupMemberRow)
 ACTIONS = _table(InstanceActionRow)
 ACTION_EVENTS = _table(InstanceActionEventRow)
+NETWORKS = _table(NetworkRow)
+PORTS = _table(PortRow)
+SECURITY_GROUPS = _table(SecurityGroupRow)
+SECURITY_GROUP_RULES = _table(SecurityGroupRuleRow)
+INSTANCE_SECURITY_GROUPS = _table(InstanceSecurityGroupRow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shadow tables (as Nova's): where ``nova-grpc-manage db archive-deleted`` moves deleted
+# servers and what hangs off them, so the live tables stay small; ``db purge`` empties them.
+# Each mirrors its table's columns (derived here, so a column added to a live table shows up
+# as migration drift until the shadow gets it too) without defaults, foreign keys or unique
+# constraints: rows arrive with their ids and are never written otherwise. The indexes are
+# the columns purge and the archive join on.
+
+SHADOW_INDEXES: dict[str, tuple[str, ...]] = {
+    "instances": ("uuid", "terminated_at"),
+    "instance_actions": ("instance_uuid",),
+    "instance_action_events": ("action_id",),
+    "instance_faults": ("instance_uuid",),
+    "instance_tags": ("instance_uuid",),
+    "allocations": ("instance_uuid",),
+    "server_group_members": ("instance_uuid",),
+}
+
+
+def _shadow(live: Table) -> Table:
+    name = f"shadow_{live.name}"
+    columns = [
+        Column(c.name, c.type, nullable=c.nullable, primary_key=c.primary_key, autoincrement=False)
+        for c in live.columns
+    ]
+    indexes = [Index(f"ix_{name}_{column}", column) for column in SHADOW_INDEXES[live.name]]
+    return Table(name, Base.metadata, *columns, *indexes)
+
+
+SHADOWS: dict[str, Table] = {
+    live.name: _shadow(live)
+    for live in (INSTANCES, ACTIONS, ACTION_EVENTS, FAULTS, INSTANCE_TAGS, ALLOCATIONS,
+                 GROUP_MEMBERS)
+}  # fmt: skip

@@ -14,7 +14,8 @@ from sqlalchemy import Connection, RowMapping, select, update
 from services.common.db.models import API_TOKENS
 
 TOKEN_PREFIX = "ngt_"
-ROLES = ("member", "admin")
+# reader: read-only calls (Get*, List*, Watch*), as Nova's project reader
+ROLES = ("member", "admin", "reader")
 
 
 @dataclass(frozen=True, slots=True)

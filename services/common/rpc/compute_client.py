@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from services.common.builds import BuildRequest, hostname_for
 from services.common.context import request_metadata
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
+from services.common.networking import PortSpec
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.convert import to_timestamp
+from services.common.rpc.ports import port_to_proto
 from services.common.rpc.retry import with_retries
 
 
@@ -49,6 +51,7 @@ def build_to_proto(build: BuildRequest) -> compute_pb2.InstanceBuild:
         user_data=instance.user_data or "",
         admin_password=build.admin_password,
         ephemeral_disks_gb=[int(d["size_gb"]) for d in instance.block_devices],
+        ports=[port_to_proto(p) for p in instance.ports],
     )
 
 
@@ -89,6 +92,17 @@ class ComputeClient:
         async def call() -> int:
             reply = await stub.TerminateInstance(request, timeout=self._timeout)
             return int(reply.queued)
+
+        return await with_retries(call, attempts=3)
+
+    async def update_port_rules(self, address: str, ports: Sequence[PortSpec]) -> int:
+        """Replaces the rules of these ports on the host; idempotent, so retried."""
+        stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
+        request = compute_pb2.UpdatePortRulesRequest(ports=[port_to_proto(p) for p in ports])
+
+        async def call() -> int:
+            reply = await stub.UpdatePortRules(request, timeout=self._timeout)
+            return int(reply.updated)
 
         return await with_retries(call, attempts=3)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -24,6 +25,7 @@ from services.common.domain import (
 )
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.channels import ChannelPool
+from services.common.rpc.ports import port_from_proto
 from services.common.rpc.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -36,37 +38,41 @@ REPORT_DEADLINE_S = 10.0
 EVENT_LINGER_S = 0.01
 
 _EVENT_KINDS = {
-    InstanceEventKind.SPAWNING: conductor_pb2.SPAWNING,
-    InstanceEventKind.ACTIVE: conductor_pb2.ACTIVE,
-    InstanceEventKind.RESCHEDULE: conductor_pb2.RESCHEDULE,
-    InstanceEventKind.FAILED: conductor_pb2.FAILED,
-    InstanceEventKind.POWER_STATE: conductor_pb2.POWER_STATE,
-    InstanceEventKind.DELETED: conductor_pb2.DELETED,
-    InstanceEventKind.LOST: conductor_pb2.LOST,
-    InstanceEventKind.STOPPED: conductor_pb2.STOPPED,
-    InstanceEventKind.STARTED: conductor_pb2.STARTED,
-    InstanceEventKind.REBOOTED: conductor_pb2.REBOOTED,
-    InstanceEventKind.ACTION_FAILED: conductor_pb2.ACTION_FAILED,
-    InstanceEventKind.GUEST_READY: conductor_pb2.GUEST_READY,
+    InstanceEventKind.SPAWNING: conductor_pb2.INSTANCE_EVENT_KIND_SPAWNING,
+    InstanceEventKind.ACTIVE: conductor_pb2.INSTANCE_EVENT_KIND_ACTIVE,
+    InstanceEventKind.RESCHEDULE: conductor_pb2.INSTANCE_EVENT_KIND_RESCHEDULE,
+    InstanceEventKind.FAILED: conductor_pb2.INSTANCE_EVENT_KIND_FAILED,
+    InstanceEventKind.POWER_STATE: conductor_pb2.INSTANCE_EVENT_KIND_POWER_STATE,
+    InstanceEventKind.DELETED: conductor_pb2.INSTANCE_EVENT_KIND_DELETED,
+    InstanceEventKind.LOST: conductor_pb2.INSTANCE_EVENT_KIND_LOST,
+    InstanceEventKind.STOPPED: conductor_pb2.INSTANCE_EVENT_KIND_STOPPED,
+    InstanceEventKind.STARTED: conductor_pb2.INSTANCE_EVENT_KIND_STARTED,
+    InstanceEventKind.REBOOTED: conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED,
+    InstanceEventKind.ACTION_FAILED: conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED,
+    InstanceEventKind.GUEST_READY: conductor_pb2.INSTANCE_EVENT_KIND_GUEST_READY,
 }
 
 
 _POWER_ACTIONS = {
-    PowerAction.START: conductor_pb2.START,
-    PowerAction.STOP: conductor_pb2.STOP,
-    PowerAction.REBOOT_SOFT: conductor_pb2.REBOOT_SOFT,
-    PowerAction.REBOOT_HARD: conductor_pb2.REBOOT_HARD,
+    PowerAction.START: conductor_pb2.POWER_ACTION_KIND_START,
+    PowerAction.STOP: conductor_pb2.POWER_ACTION_KIND_STOP,
+    PowerAction.REBOOT_SOFT: conductor_pb2.POWER_ACTION_KIND_REBOOT_SOFT,
+    PowerAction.REBOOT_HARD: conductor_pb2.POWER_ACTION_KIND_REBOOT_HARD,
 }
 
 
 class BuildCaster:
-    """Casts accepted creates over one long-lived BuildInstances client stream per conductor.
+    """Casts accepted creates over long-lived BuildInstances client streams to the conductors.
 
-    ``cast`` only enqueues: the caller never waits for the conductor. One pump per conductor
-    takes messages from the shared queue, so a busy or absent conductor leaves the work to the
-    others. A message whose write fails goes back to the queue (BuildInstances is idempotent
-    by instance uuid, so a duplicate is harmless); one lost after a successful write, with a
-    stream that broke later, is re-driven from the database by the conductor's reconciler.
+    ``cast`` only enqueues: the caller never waits for a conductor. One pump per stream takes
+    messages from the shared queue, so a busy or absent conductor leaves the work to the
+    others. Delivery is at least once (BuildInstances is idempotent by instance uuid, so a
+    duplicate is harmless): each stream keeps what it wrote, and when the conductor ends the
+    stream (after its ``build_stream_max_age``, or because it drains) its summary says how
+    many messages it read; the rest go back to the queue, and the pump opens its next stream
+    at once, which its channel may place on another conductor (that is how conductors added
+    later get builds). A stream that breaks puts everything it wrote back. What is lost with
+    the api itself the conductors' reconciler re-drives from the database.
     """
 
     def __init__(
@@ -79,8 +85,9 @@ class BuildCaster:
         self._addresses = [a for a in addresses for _ in range(streams_per_address)]
         self._queue: asyncio.Queue[conductor_pb2.BuildInstancesRequest] = asyncio.Queue()
         self._pumps: list[asyncio.Task[None]] = []
-        self._closing = False
+        self._closing = asyncio.Event()
         self.sent = 0
+        self.resent = 0  # written to a stream that ended or broke before reading them
 
     def start(self) -> None:
         for index, address in enumerate(self._addresses):
@@ -111,41 +118,107 @@ class BuildCaster:
 
     async def _pump(self, address: str, index: int) -> None:
         backoff = 0.05
-        while not self._closing:
+        while not self._closing.is_set():
             # Its own channel per stream: with a DNS name, each lands on its own conductor.
             stub = conductor_pb2_grpc.ConductorStub(self._channels.get(address, key=str(index)))
             call = stub.BuildInstances(wait_for_ready=True)
+            written: list[conductor_pb2.BuildInstancesRequest] = []
             try:
-                await self._write_until_broken(call)
-                backoff = 0.05
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                summary = await self._write_until_ended(call, written)
+                self._give_back(written[summary.messages :])
+                if summary.messages or not written:
+                    backoff = 0.05
+                    continue  # ended by the conductor: the next stream at once
+            except (
+                grpc.aio.AioRpcError,
+                grpc.aio.UsageError,
+                asyncio.InvalidStateError,
+                TimeoutError,
+            ) as exc:
                 log.warning("BuildInstances stream to %s broke: %s", address, exc)
+                self._give_back(written)
             finally:
                 call.cancel()
-            if not self._closing:
+            if not self._closing.is_set():
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _write_until_broken(self, call: grpc.aio.StreamUnaryCall) -> None:  # type: ignore[type-arg]
+    def _give_back(self, messages: Sequence[conductor_pb2.BuildInstancesRequest]) -> None:
+        """Messages a conductor may not have read: back in the queue, for any stream (the
+        conductor dedupes by instance uuid)."""
+        for message in messages:
+            self._queue.put_nowait(message)
+        self.resent += len(messages)
+
+    async def _write_until_ended(
+        self,
+        call: grpc.aio.StreamUnaryCall,  # type: ignore[type-arg]
+        written: list[conductor_pb2.BuildInstancesRequest],
+    ) -> conductor_pb2.BuildInstancesSummary:
+        """Write queued messages until the conductor ends the stream (its summary) or the
+        caster closes (half-close, then the summary)."""
         await call.wait_for_connection()
-        while True:
-            message = await self._queue.get()
-            try:
-                await call.write(message)
-            except BaseException:
-                # Not known to have left: back to the queue for this or another stream.
-                self._queue.put_nowait(message)
-                raise
-            finally:
-                self._queue.task_done()
-            self.sent += 1
+        ended: asyncio.Future[Any] = asyncio.ensure_future(call)
+        ended.add_done_callback(_retrieved)  # it may end with the call's error, seen elsewhere
+        closing: asyncio.Future[Any] = asyncio.ensure_future(self._closing.wait())
+        try:
+            while True:
+                taking: asyncio.Future[Any] = asyncio.ensure_future(self._queue.get())
+                await asyncio.wait({taking, ended, closing}, return_when=asyncio.FIRST_COMPLETED)
+                if not taking.done():
+                    taking.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await taking
+                if taking.done() and not taking.cancelled():
+                    message = taking.result()
+                    if ended.done() or closing.done():
+                        self._queue.put_nowait(message)  # not ours to write any more
+                        self._queue.task_done()
+                    else:
+                        try:
+                            await self._write(call, message)
+                        except (
+                            grpc.aio.AioRpcError,
+                            grpc.aio.UsageError,
+                            asyncio.InvalidStateError,
+                        ):
+                            # the conductor may have ended the stream meanwhile: then its
+                            # summary says what it read; otherwise the call's error is raised
+                            return await asyncio.wait_for(asyncio.shield(ended), 5.0)  # type: ignore[no-any-return]
+                        written.append(message)
+                        continue
+                if closing.done() and not ended.done():
+                    await call.done_writing()
+                summary: conductor_pb2.BuildInstancesSummary = await ended
+                return summary
+        finally:
+            closing.cancel()
+            if not ended.done():
+                ended.cancel()
+
+    async def _write(
+        self,
+        call: grpc.aio.StreamUnaryCall,  # type: ignore[type-arg]
+        message: conductor_pb2.BuildInstancesRequest,
+    ) -> None:
+        try:
+            await call.write(message)
+        except BaseException:
+            # Not known to have left: back to the queue for this or another stream.
+            self._queue.put_nowait(message)
+            raise
+        finally:
+            self._queue.task_done()
+        self.sent += 1
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (within ``timeout``), then end the streams."""
+        """Send what is queued (within ``timeout``), end the streams (each conductor answers
+        once it has read everything), then stop."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
-        self._closing = True
-        for pump in self._pumps:
+        self._closing.set()
+        _, pending = await asyncio.wait(self._pumps, timeout=timeout)
+        for pump in pending:
             pump.cancel()
         for pump in self._pumps:
             with contextlib.suppress(asyncio.CancelledError):
@@ -155,6 +228,11 @@ class BuildCaster:
                 "%d casts not sent at shutdown; the reconciler will re-drive them",
                 self._queue.qsize(),
             )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _timestamp(event: InstanceEvent) -> timestamp_pb2.Timestamp:
@@ -251,8 +329,8 @@ class EventReporter:
                 await self._task
 
 
-def node_report_to_proto(report: ComputeNodeReport) -> conductor_pb2.ComputeNodeReport:
-    return conductor_pb2.ComputeNodeReport(
+def node_report_to_proto(report: ComputeNodeReport) -> conductor_pb2.ReportComputeNodeRequest:
+    return conductor_pb2.ReportComputeNodeRequest(
         host=report.host,
         hypervisor_hostname=report.hypervisor_hostname,
         rpc_address=report.rpc_address,
@@ -320,6 +398,7 @@ class ConductorClient:
                 task_state=TaskState(i.task_state) if i.task_state else None,
                 power_state=PowerState(i.power_state),
                 resources=Resources(i.vcpus, i.memory_mb, i.root_gb),
+                ports=tuple(port_from_proto(p, instance_uuid=i.instance_uuid) for p in i.ports),
             )
             for i in reply.instances
         ]
@@ -337,6 +416,18 @@ class ConductorClient:
             return int(reply.accepted)
 
         return await with_retries(call, attempts=3)
+
+    async def refresh_port_rules(
+        self, group_ids: Sequence[str], instance_uuids: Sequence[str] = ()
+    ) -> None:
+        request = conductor_pb2.RefreshPortRulesRequest(
+            group_ids=list(group_ids), instance_uuids=list(instance_uuids)
+        )
+
+        async def call() -> None:
+            await self._stub().RefreshPortRules(request, timeout=REPORT_DEADLINE_S)
+
+        await with_retries(call, attempts=3)
 
     async def power_action(self, uuid: str, action: PowerAction, *, request_id: str = "") -> None:
         """Not retried: a reboot must not happen twice. Errors surface to the caller."""

@@ -54,7 +54,7 @@ class ComputeConsoleClient:
     async def output(
         self, address: str, uuid: str, *, lines: int, max_bytes: int = 0, request_id: str = ""
     ) -> ConsoleText:
-        request = pb.ConsoleOutputRequest(instance_uuid=uuid, lines=lines, max_bytes=max_bytes)
+        request = pb.GetConsoleOutputRequest(instance_uuid=uuid, lines=lines, max_bytes=max_bytes)
         try:
             reply = await self._stub(address).GetConsoleOutput(
                 request, timeout=self._timeout, metadata=request_metadata(request_id)
@@ -67,7 +67,7 @@ class ComputeConsoleClient:
         self, address: str, uuid: str, *, lines: int, request_id: str = ""
     ) -> AsyncIterator[ConsoleText]:
         """No deadline of its own: it lasts as long as the caller's call (cancelled with it)."""
-        request = pb.ConsoleOutputRequest(instance_uuid=uuid, lines=lines)
+        request = pb.FollowConsoleOutputRequest(instance_uuid=uuid, lines=lines)
         call = self._stub(address).FollowConsoleOutput(
             request, metadata=request_metadata(request_id)
         )
@@ -87,9 +87,9 @@ class ComputeConsoleClient:
         call = self._stub(address).AttachConsole(metadata=request_metadata(request_id))
 
         async def pump() -> None:
-            await call.write(pb.ConsoleStreamInput(instance_uuid=uuid))
+            await call.write(pb.AttachConsoleRequest(instance_uuid=uuid))
             async for data in inputs:
-                await call.write(pb.ConsoleStreamInput(data=data))
+                await call.write(pb.AttachConsoleRequest(data=data))
             # Input ended: say so, but keep reading (output goes on until cancelled).
             await call.done_writing()
 

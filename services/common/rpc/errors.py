@@ -19,10 +19,16 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.common.context import REQUEST_ID_HEADER, new_request_id, request_id_var
+from services.common.context import (
+    REQUEST_ID_HEADER,
+    new_request_id,
+    request_id_var,
+    rpc_method_var,
+)
 from services.common.errors import (
     Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     DomainError,
     InvalidArgument,
     NotFound,
@@ -33,7 +39,7 @@ from services.common.errors import (
     Unavailable,
     WrongState,
 )
-from services.common.metrics import RpcMetrics
+from services.common.metrics import RpcMetrics, RpcType
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ _CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (Aborted, grpc.StatusCode.ABORTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 
@@ -128,10 +135,16 @@ def _aborted_code(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 def _wrap_unary(
-    behavior: Callable[..., Awaitable[Any]], method: str, metrics: RpcMetrics | None
+    behavior: Callable[..., Awaitable[Any]],
+    method: str,
+    kind: RpcType,
+    metrics: RpcMetrics | None,
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id_var.set(_request_id(context))
+        if metrics is not None:
+            metrics.start(method, kind)
+        rpc_method_var.set(method)
         started, code = time.perf_counter(), "OK"
         try:
             return await behavior(request, context)
@@ -146,16 +159,22 @@ def _wrap_unary(
             await _abort_for(exc, context)
         finally:
             if metrics is not None:
-                metrics.observe(method, code, time.perf_counter() - started)
+                metrics.observe(method, kind, code, time.perf_counter() - started)
 
     return handler
 
 
 def _wrap_stream(
-    behavior: Callable[..., AsyncIterator[Any]], method: str, metrics: RpcMetrics | None
+    behavior: Callable[..., AsyncIterator[Any]],
+    method: str,
+    kind: RpcType,
+    metrics: RpcMetrics | None,
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id_var.set(_request_id(context))
+        if metrics is not None:
+            metrics.start(method, kind)
+        rpc_method_var.set(method)
         started, code = time.perf_counter(), "OK"
         try:
             async for item in behavior(request, context):
@@ -171,7 +190,7 @@ def _wrap_stream(
             await _abort_for(exc, context)
         finally:
             if metrics is not None:
-                metrics.observe(method, code, time.perf_counter() - started)
+                metrics.observe(method, kind, code, time.perf_counter() - started)
 
     return handler
 
@@ -195,7 +214,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        wrapped = _wrap_handler(handler, method.rsplit("/", 1)[-1], self._metrics)
+        wrapped = _wrap_handler(handler, method, self._metrics)
         self._cache[method] = wrapped
         return wrapped
 
@@ -207,16 +226,24 @@ def _wrap_handler(
     serialize = handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(handler.unary_unary, method, metrics), deserialize, serialize
+            _wrap_unary(handler.unary_unary, method, RpcType.UNARY, metrics),
+            deserialize,
+            serialize,
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(handler.stream_unary, method, metrics), deserialize, serialize
+            _wrap_unary(handler.stream_unary, method, RpcType.CLIENT_STREAM, metrics),
+            deserialize,
+            serialize,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(handler.unary_stream, method, metrics), deserialize, serialize
+            _wrap_stream(handler.unary_stream, method, RpcType.SERVER_STREAM, metrics),
+            deserialize,
+            serialize,
         )
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream(handler.stream_stream, method, metrics), deserialize, serialize
+        _wrap_stream(handler.stream_stream, method, RpcType.BIDI_STREAM, metrics),
+        deserialize,
+        serialize,
     )

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -16,11 +17,19 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.common.metrics import RpcMetrics
+from services.common.rpc.deadlines import DeadlineInterceptor
 from services.common.rpc.errors import ErrorInterceptor
+from services.common.rpc.peers import CallerInterceptor, CallerPolicy
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+# The health service name kubelet's liveness probe asks for. It says SERVING from start until
+# shutdown and never follows the dependencies: an answer at all proves the event loop (which
+# answers it) is not stuck, and a database or libvirt outage must not restart healthy pods.
+# Readiness is the overall status ("") and each mounted service's name.
+LIVENESS_SERVICE = "liveness"
 
 # Keepalive lets the long-lived BuildInstances stream notice a dead peer within seconds.
 SERVER_OPTIONS: list[tuple[str, Any]] = [
@@ -59,6 +68,7 @@ class ServiceServer:
         self.health_server = health_server
 
     async def set_serving(self, serving: bool) -> None:
+        """Readiness: the overall status and every mounted service (never liveness)."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -81,12 +91,36 @@ async def start_server(
     credentials: grpc.ServerCredentials | None = None,
     metrics: RpcMetrics | None = None,
     health_listen: str = "",
+    max_connection_age: timedelta | None = None,
+    max_connection_age_grace: timedelta | None = None,
+    callers: CallerPolicy | None = None,
+    unary_deadline: timedelta | None = None,
 ) -> ServiceServer:
     """Bind ``listen`` (port 0 picks a free port), mount the servicers and start; with
     ``credentials`` the port speaks TLS (mutual, for the internal services).
 
-    Health starts NOT_SERVING; the service flips it once its dependencies answer."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
+    Readiness starts NOT_SERVING; the service flips it once its dependencies answer.
+    Liveness (``LIVENESS_SERVICE``) is SERVING as soon as the server runs.
+
+    ``max_connection_age``: clients are asked (GOAWAY) to reconnect after it, so that they
+    resolve a DNS name again and find replicas added since; their calls may run on for
+    ``max_connection_age_grace``.
+    ``unary_deadline`` stops every unary call that runs longer (DEADLINE_EXCEEDED).
+    ``callers`` says which internal role may call which method (needs ``credentials``: the
+    role comes from the client's certificate)."""
+    if callers is not None and credentials is None:
+        raise ValueError("a caller policy needs TLS credentials (identities come from them)")
+    options = list(SERVER_OPTIONS)
+    if max_connection_age is not None:
+        options.append(("grpc.max_connection_age_ms", _ms(max_connection_age)))
+        if max_connection_age_grace is not None:
+            options.append(("grpc.max_connection_age_grace_ms", _ms(max_connection_age_grace)))
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics)]
+    if callers is not None:
+        interceptors.append(CallerInterceptor(callers))
+    if unary_deadline is not None:
+        interceptors.append(DeadlineInterceptor(unary_deadline))
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)
     health = HealthServicer()
@@ -117,7 +151,12 @@ async def start_server(
         await health_server.start()
     service_server = ServiceServer(server, health, port, names, health_server)
     await service_server.set_serving(False)
+    await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     return service_server
+
+
+def _ms(duration: timedelta) -> int:
+    return max(int(duration.total_seconds() * 1000), 1)
 
 
 def bound_address(listen: str, port: int) -> str:

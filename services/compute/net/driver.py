@@ -18,16 +18,21 @@ class NetworkDriver(Protocol):
     def plug(self, port: PortSpec) -> None:
         """Make the network's bridge (if missing), the port's tap on it, its filter rules and
         its DHCP entry. Idempotent. Called before libvirt defines the domain, which then
-        attaches the existing tap (``<interface type='ethernet'>`` with ``managed='no'``) or
-        the bridge."""
+        creates the port's tap on the bridge (``<interface type='bridge'>``, target
+        ``port.tap_name``)."""
 
     def unplug(self, port: PortSpec) -> None:
         """Remove the port's tap, rules and DHCP entry; remove the network's bridge and DHCP
         server once no port on this host uses it. Idempotent."""
 
-    def update_rules(self, ports: Sequence[PortSpec]) -> None:
-        """Replace the filter rules of these ports (security-group change)."""
+    def unplug_instance(self, instance_uuid: str) -> None:
+        """``unplug`` every port of this instance that the driver has. Idempotent."""
+
+    def update_rules(self, ports: Sequence[PortSpec]) -> int:
+        """Replace the filter rules of these ports (security-group change); ports this host
+        does not have are ignored. Returns how many it had."""
 
     def converge(self, ports: Sequence[PortSpec]) -> None:
-        """Make the host's datapath exactly these ports: create what is missing, remove every
-        tap, bridge, rule and DHCP entry this driver owns that is not in ``ports``."""
+        """Make the host's datapath exactly these ports (plus any plugged since the driver
+        was made, whose builds may postdate the inventory): create what is missing, remove
+        every bridge, rule and DHCP entry this driver owns that no such port needs."""

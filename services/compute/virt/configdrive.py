@@ -33,6 +33,8 @@ class ConfigDriveContent:
     # Base64 as the user sent it.
     user_data: str = ""
     admin_password: str = ""
+    # openstack/latest/network_data.json (services/compute/virt/network_data.py)
+    network_data: Mapping[str, Any] = field(default_factory=dict)
 
     def meta_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -61,6 +63,10 @@ def build_config_drive(content: ConfigDriveContent, target: Path) -> Path:
         latest = Path(tmp) / "openstack" / "latest"
         latest.mkdir(parents=True)
         (latest / "meta_data.json").write_text(json.dumps(content.meta_data(), sort_keys=True))
+        if content.network_data:
+            (latest / "network_data.json").write_text(
+                json.dumps(content.network_data, sort_keys=True)
+            )
         if content.user_data:
             (latest / "user_data").write_bytes(base64.b64decode(content.user_data))
         partial = target.with_name(target.name + ".part")

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from services.common.domain import PowerState
+from services.common.networking import PortSpec
 
 if TYPE_CHECKING:
     from services.compute.virt.configdrive import ConfigDriveContent
@@ -59,8 +60,10 @@ class SpawnSpec:
     image: ImageRef
     created_at: datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
-    # One NIC per entry ("auto" is the host's default network); empty: no NIC.
+    # One NIC per entry ("auto" is the host's default network); empty: no NIC. Used only
+    # for instances recorded before ports existed; otherwise ``ports`` are the NICs.
     networks: tuple[str, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
     # What the guest finds on its config drive; None: no config drive.
     config_drive: ConfigDriveContent | None = None
     # Extra blank local disks, GiB each.

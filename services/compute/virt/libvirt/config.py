@@ -46,6 +46,10 @@ class InterfaceConfig:
     kind: str = "user"
     source: str = ""
     model: str = "virtio"
+    # The port's MAC; empty: libvirt picks one.
+    mac: str = ""
+    # The tap's name (the port's): the datapath's filter rules match it.
+    target: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +144,14 @@ def _devices(parent: ET.Element, config: DomainConfig) -> None:
             _sub(element, "readonly")
     for nic in config.interfaces:
         element = _sub(devices, "interface", type=nic.kind)
+        if nic.mac:
+            _sub(element, "mac", address=nic.mac)
         if nic.kind == "network":
             _sub(element, "source", network=nic.source)
         elif nic.kind == "bridge":
             _sub(element, "source", bridge=nic.source)
+        if nic.target:
+            _sub(element, "target", dev=nic.target)
         _sub(element, "model", type=nic.model)
     if config.serial is not None:
         _serial_pty(devices, config.serial)

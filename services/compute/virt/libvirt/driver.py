@@ -141,11 +141,23 @@ class LibvirtDriver:
             os_arch="i686" if is_test else "x86_64",
             direct_boot=boot,
             disks=disks,
-            interfaces=[self._interface(network) for network in spec.networks],
+            interfaces=self._interfaces(spec),
             serial=None if is_test else SerialConsole(str(files.console_log)),
             channels=() if is_test else (AgentChannel(),),
             emulator=self._options.emulator,
         )
+
+    def _interfaces(self, spec: SpawnSpec) -> list[InterfaceConfig]:
+        """One NIC per port: the port's tap (its name, its MAC) on its network's bridge,
+        which the network driver made before the domain is defined. Instances recorded
+        before ports existed keep the host's NIC setting."""
+        if not spec.ports:
+            return [self._interface(network) for network in spec.networks]
+        return [
+            InterfaceConfig("bridge", port.network.bridge,
+                            self._options.interface.model, mac=port.mac, target=port.tap_name)
+            for port in sorted(spec.ports, key=lambda p: p.device_index)
+        ]  # fmt: skip
 
     def _interface(self, network: str) -> InterfaceConfig:
         """``auto`` is the host's default NIC; a named network is a libvirt network of that

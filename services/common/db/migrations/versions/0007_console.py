@@ -2,7 +2,7 @@
 channel opened), as compute reports it.
 
 Revision ID: 0007_console
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-07
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_console"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

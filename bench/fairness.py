@@ -1,0 +1,220 @@
+"""Fairness under attack: while one project floods the api with its most expensive calls
+(ListServers of 1,000 servers, as many at once as it is allowed), another project's
+CreateServer and GetServer latencies, against the same figures unloaded.
+
+The api and conductor run as processes (no compute: the victim's creates end in ERROR at the
+scheduler, which keeps the run about the api); the flood runs in its own process so that its
+client-side decoding does not share a CPU-bound event loop with the measured client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.cli.launcher import Launcher
+from services.cli.manage import issue_token
+from services.common.db.migrate import upgrade
+from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from services.common.pki import create_pki, role_settings_env
+
+QUIET = ["--log-level", "WARNING"]
+ATTACKER_SERVERS = 1000
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+@dataclass(frozen=True)
+class Latencies:
+    create: list[float]
+    get: list[float]
+
+    def p(self, pct: float) -> tuple[float, float]:
+        return percentile(self.create, pct), percentile(self.get, pct)
+
+
+def _auth(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def victim(address: str, token: str, calls: int) -> Latencies:
+    """``calls`` CreateServer then GetServer, one at a time (ms each)."""
+    creates, gets = [], []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = servers_pb2_grpc.ServersStub(channel)
+        for i in range(calls):
+            started = time.perf_counter()
+            reply = await stub.CreateServer(
+                servers_pb2.CreateServerRequest(
+                    name=f"v{i}", flavor_ref="m1.tiny", image_ref="nova-tiny"
+                ),
+                timeout=30, metadata=_auth(token),
+            )  # fmt: skip
+            creates.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await stub.GetServer(
+                servers_pb2.GetServerRequest(id=reply.server_ids[0]),
+                timeout=30,
+                metadata=_auth(token),
+            )
+            gets.append((time.perf_counter() - started) * 1000)
+    return Latencies(creates, gets)
+
+
+async def flood(address: str, token: str, seconds: float, concurrency: int) -> dict[str, int]:
+    """Whole-page ListServers from ``concurrency`` loops until standard input closes (or
+    ``seconds`` pass); counts the outcomes by code."""
+    outcomes: dict[str, int] = {}
+    stopped = asyncio.Event()
+
+    async def watch_stdin() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(sys.stdin.read), seconds)
+        stopped.set()
+
+    async def loop(stub: Any) -> None:
+        request = servers_pb2.ListServersRequest(limit=1000, name="^a")
+        while not stopped.is_set():
+            try:
+                await stub.ListServers(request, timeout=30, metadata=_auth(token))
+                code = "OK"
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    await asyncio.sleep(0.01)  # as a client told to back off would
+            outcomes[code] = outcomes.get(code, 0) + 1
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = servers_pb2_grpc.ServersStub(channel)
+        await asyncio.gather(watch_stdin(), *(loop(stub) for _ in range(concurrency)))
+    return outcomes
+
+
+async def seed(address: str, token: str) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = servers_pb2_grpc.ServersStub(channel)
+        for batch in range(ATTACKER_SERVERS // 100):
+            await stub.CreateServer(
+                servers_pb2.CreateServerRequest(
+                    name=f"a{batch}", flavor_ref="m1.tiny", image_ref="nova-tiny",
+                    min_count=100, max_count=100,
+                ),
+                timeout=60, metadata=_auth(token),
+            )  # fmt: skip
+
+
+def start_api(workdir: Path, api_args: list[str]) -> tuple[Launcher, str, str]:
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "run").mkdir(parents=True)
+    url = f"sqlite:///{workdir / 'nova.sqlite'}"
+    upgrade(url)
+    pki = create_pki(workdir / "pki")
+    launcher = Launcher(workdir)
+    log = workdir / "services.log"
+    try:
+        conductor = launcher.start(
+            "conductor", "services.conductor",
+            ["--listen", "127.0.0.1:0", "--database-url", url, *QUIET],
+            log=log, env=role_settings_env(pki, "conductor"),
+        )  # fmt: skip
+        api = launcher.start(
+            "api", "services.api",
+            ["--listen", "127.0.0.1:0", "--database-url", url, "--conductor-addresses",
+             conductor, "--quota-instances", "-1", "--quota-cores", "-1", "--quota-ram", "-1",
+             *QUIET, *api_args],
+            log=log, env=role_settings_env(pki, "api"),
+        )  # fmt: skip
+    except BaseException:
+        launcher.stop()
+        raise
+    return launcher, api, url
+
+
+def measure(
+    workdir: Path, *, calls: int = 200, concurrency: int = 64, api_args: list[str] | None = None
+) -> tuple[Latencies, Latencies, dict[str, int]]:
+    """(unloaded, under flood, flood outcomes)."""
+    launcher, api, url = start_api(workdir, api_args or [])
+    try:
+        _, attacker = issue_token(url, "attacker")
+        _, victim_token = issue_token(url, "victim")
+        asyncio.run(seed(api, attacker))
+        asyncio.run(victim(api, victim_token, 20))  # warm up
+        unloaded = asyncio.run(victim(api, victim_token, calls))
+        flooder = subprocess.Popen(
+            [sys.executable, "-m", "bench.fairness", "flood", api, attacker, "300",
+             str(concurrency)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            time.sleep(1.0)  # let the flood reach its stride
+            loaded = asyncio.run(victim(api, victim_token, calls))
+        finally:
+            output, _ = flooder.communicate(timeout=60)  # closing its stdin stops it
+        outcomes = json.loads(output.strip().splitlines()[-1]) if output.strip() else {}
+        return unloaded, loaded, outcomes
+    finally:
+        launcher.stop()
+
+
+def run_fairness(
+    workdir: Path, *, calls: int = 200, api_args: list[str] | None = None
+) -> list[dict[str, Any]]:
+    unloaded, loaded, outcomes = measure(workdir, calls=calls, api_args=api_args)
+    flood_summary = ", ".join(f"{n} {code}" for code, n in sorted(outcomes.items()))
+    conditions = (
+        f"victim: {calls} sequential CreateServer+GetServer; attacker: 64 concurrent "
+        f"ListServers of {ATTACKER_SERVERS} servers ({flood_summary}); api+conductor "
+        "processes, SQLite"
+    )
+    rows = []
+    for name, index in (("CreateServer", 0), ("GetServer", 1)):
+        for pct in (50, 99):
+            calm, busy = unloaded.p(pct)[index], loaded.p(pct)[index]
+            rows.append({"figure": f"{name} p{pct} unloaded", "value": calm, "unit": "ms",
+                         "conditions": conditions})  # fmt: skip
+            rows.append({"figure": f"{name} p{pct} under flood", "value": busy, "unit": "ms",
+                         "conditions": conditions})  # fmt: skip
+            rows.append({"figure": f"{name} p{pct} flood/unloaded", "value": busy / calm,
+                         "unit": "x", "conditions": conditions})  # fmt: skip
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench.fairness")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("flood")
+    run.add_argument("address")
+    run.add_argument("token")
+    run.add_argument("seconds", type=float)
+    run.add_argument("concurrency", type=int)
+    measure_cmd = sub.add_parser("measure")
+    measure_cmd.add_argument("--workdir", default="var/bench/fairness")
+    measure_cmd.add_argument("--calls", type=int, default=200)
+    measure_cmd.add_argument("--api-arg", action="append", default=[])
+    args = parser.parse_args()
+    if args.command == "flood":
+        outcomes = asyncio.run(flood(args.address, args.token, args.seconds, args.concurrency))
+        print(json.dumps(outcomes))
+        return 0
+    for row in run_fairness(Path(args.workdir), calls=args.calls, api_args=args.api_arg):
+        print(f"{row['figure']:<40} {row['value']:>10.2f} {row['unit']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

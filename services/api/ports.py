@@ -1,0 +1,114 @@
+"""The NICs of new servers: which networks they ask for, and their ports with addresses,
+allocated inside the create's own transaction (IPAM in the database, atomic)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from ipaddress import IPv4Address
+
+from sqlalchemy import Connection
+
+from services.api import validation
+from services.api.context import RequestContext
+from services.api.networks import default_network, parse_address, resolve_network
+from services.common import ipam
+from services.common.db import networks as network_repo
+from services.common.errors import InvalidArgument
+from services.common.networking import Network
+
+AUTO, NONE = "auto", "none"
+
+
+@dataclass(frozen=True, slots=True)
+class NicRequest:
+    """One NIC: ``network`` is "auto" (the project's default network) or a name or id."""
+
+    network: str
+    fixed_ip: IPv4Address | None = None
+
+
+def check_nics(
+    networks: Sequence[str], nics: Sequence[tuple[str, str]], *, max_count: int
+) -> tuple[NicRequest, ...]:
+    """The NICs a create asks for, from either the list of names or the structured
+    requests; empty means no NIC."""
+    if networks and nics:
+        raise InvalidArgument("nics", "give either networks or nics, not both")
+    if not nics:
+        return tuple(NicRequest(n) for n in validation.check_networks(list(networks)))
+    if len(nics) > validation.NETWORKS_MAX:
+        raise InvalidArgument("nics", f"at most {validation.NETWORKS_MAX} NICs")
+    requests: list[NicRequest] = []
+    for network, fixed_ip in nics:
+        if network in {AUTO, NONE}:
+            raise InvalidArgument("nics.network", f"{network!r} is for networks, not nics")
+        validation.check_name("nics.network", network)
+        address = parse_address("nics.fixed_ip", fixed_ip) if fixed_ip else None
+        if address is not None and max_count > 1:
+            raise InvalidArgument("nics.fixed_ip", "a fixed IP needs a single server (max_count 1)")
+        requests.append(NicRequest(network, address))
+    return tuple(requests)
+
+
+class PortAllocator:
+    """Ports for one batch of creates, in its transaction. Each network is locked (on
+    PostgreSQL) and its used addresses read once per batch; the unique (network, address)
+    key backs it all up."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._networks: dict[tuple[str, str], Network] = {}
+        self._pools: dict[str, ipam.AddressPool] = {}
+        self._ports: list[network_repo.NewPort] = []
+
+    def resolve(self, nics: Sequence[NicRequest], context: RequestContext) -> list[Network]:
+        """The network of each NIC (NOT_FOUND names the field)."""
+        field = "nics.network" if any(n.fixed_ip for n in nics) else "networks"
+        return [self._network(nic.network, context, field) for nic in nics]
+
+    def allocate(
+        self,
+        instance_uuids: Sequence[str],
+        nics: Sequence[NicRequest],
+        networks: Sequence[Network],
+    ) -> list[network_repo.NewPort]:
+        """A port with an address on each NIC's network for every instance. Nothing is
+        stored until ``keep``: a create that fails (or loses its idempotency key) after this
+        keeps none (its addresses are only skipped for the rest of this batch)."""
+        made: list[network_repo.NewPort] = []
+        for uuid in instance_uuids:
+            for index, (nic, network) in enumerate(zip(nics, networks, strict=True)):
+                field = "nics.fixed_ip" if nic.fixed_ip else "networks"
+                address = self._pool(network).take(nic.fixed_ip, field=field)
+                made.append(network_repo.NewPort(uuid, network.id, index, ipam.new_mac(), address))
+        return made
+
+    def keep(self, ports: Sequence[network_repo.NewPort]) -> None:
+        self._ports.extend(ports)
+
+    def insert(self, now: datetime) -> None:
+        network_repo.insert_ports(self._connection, self._ports, now)
+
+    def _network(self, ref: str, context: RequestContext, field: str) -> Network:
+        key = (context.project_id if ref == AUTO else str(context.scope), ref)
+        if key not in self._networks:
+            if ref == AUTO:
+                network = default_network(self._connection, context.project_id)
+            else:
+                network = resolve_network(self._connection, ref, context, field=field)
+            self._networks[key] = network
+        return self._networks[key]
+
+    def _pool(self, network: Network) -> ipam.AddressPool:
+        if network.id not in self._pools:
+            network_repo.lock_networks(self._connection, [network.id])
+            self._pools[network.id] = ipam.AddressPool(
+                name=network.name,
+                cidr=network.cidr,
+                gateway=network.gateway,
+                pools=network.allocation_pools,
+                used=network_repo.used_addresses(self._connection, network.id),
+            )
+        return self._pools[network.id]

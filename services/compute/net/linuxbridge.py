@@ -1,0 +1,276 @@
+"""The Linux datapath of a compute host: a bridge per network, libvirt's taps on it, the
+security-group and anti-spoofing filter in nftables, and DHCP from dnsmasq.
+
+Per network on this host (its VNI ``N``):
+
+* bridge ``nbr-N`` with no address (guests' traffic is never routed into the host);
+* a namespace ``nova-dhcp-N`` joined to the bridge by a veth pair, holding the subnet's
+  gateway address: it answers DHCP (dnsmasq, static leases for this host's ports only, every
+  other MAC ignored) and is the gateway every host has for itself (as Neutron's DVR), so a
+  guest never needs one special host. A subnet without a gateway gets no DHCP namespace: its
+  guests learn their address from the config drive only.
+
+Links of the host's own namespace are made with pyroute2 (netlink, in process). The DHCP
+namespaces are made and configured with iproute2 (``ip netns add``, ``ip -n NS ...``) in
+child processes that exec at once: pyroute2 enters another namespace by forking the service
+without exec, and a forked copy of a gRPC service with an asyncio signal wake-up pipe can
+stop its parent (seen: a SIGTERM to the child reached the parent's loop). The filter is
+applied by ``nft -f`` with the pure renderer's script (``ruleset.py``), DHCP leases by
+rewriting dnsmasq's hosts file and sending it SIGHUP. Everything happens in the calling
+thread's network namespace (a test plays a host by entering one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from services.common.networking import NetworkSpec, PortSpec, bridge_name
+from services.compute.net.driver import DatapathError
+from services.compute.net.ruleset import render
+
+log = logging.getLogger(__name__)
+
+DHCP_NS_PREFIX = "nova-dhcp-"
+NFT_TIMEOUT_S = 30
+DNSMASQ_LEASE = "12h"
+DNSMASQ_START_S = 10.0
+
+
+def dhcp_namespace(segmentation_id: int) -> str:
+    return f"{DHCP_NS_PREFIX}{segmentation_id}"
+
+
+def _veth_name(segmentation_id: int) -> str:
+    return f"ndh-{segmentation_id}"
+
+
+class LinuxBridgeDriver:
+    """The ``NetworkDriver`` of real hosts. Thread-safe: builds plug from the build pool."""
+
+    def __init__(self, *, state_dir: Path) -> None:
+        # Absolute: dnsmasq changes to / before it opens its files.
+        self._state_dir = state_dir.resolve()
+        self._lock = threading.Lock()
+        self._ports: dict[str, PortSpec] = {}
+        self._dnsmasq: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- the NetworkDriver port ------------------------------------------------------------
+
+    def plug(self, port: PortSpec) -> None:
+        with self._lock:
+            self._ports[port.port_id] = port
+            self._ensure_network(port.network)
+            self._write_dhcp_hosts(port.network)
+            self._apply_rules()
+
+    def unplug(self, port: PortSpec) -> None:
+        with self._lock:
+            self._ports.pop(port.port_id, None)
+            if any(p.network.segmentation_id == port.network.segmentation_id
+                   for p in self._ports.values()):  # fmt: skip
+                self._write_dhcp_hosts(port.network)
+            else:
+                self._remove_network(port.network.segmentation_id)
+            self._apply_rules()
+
+    def unplug_instance(self, instance_uuid: str) -> None:
+        for port in [p for p in list(self._ports.values()) if p.instance_uuid == instance_uuid]:
+            self.unplug(port)
+
+    def update_rules(self, ports: Sequence[PortSpec]) -> int:
+        with self._lock:
+            known = [p for p in ports if p.port_id in self._ports]
+            self._ports.update((p.port_id, p) for p in known)
+            if known:
+                self._apply_rules()
+            return len(known)
+
+    def converge(self, ports: Sequence[PortSpec]) -> None:
+        with self._lock:
+            # Ports plugged since this process started stay: their builds may have arrived
+            # after the inventory that ``ports`` comes from was read.
+            self._ports = {**{p.port_id: p for p in ports}, **self._ports}
+            ports = list(self._ports.values())
+            wanted = {p.network.segmentation_id: p.network for p in ports}
+            for vni in self._existing_networks() - set(wanted):
+                self._remove_network(vni)
+            for network in wanted.values():
+                self._ensure_network(network)
+                self._write_dhcp_hosts(network)
+            self._apply_rules()
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def _ipr(self) -> IPRoute:
+        return IPRoute()
+
+    def _run(self, command: list[str], *, stdin: str | None = None) -> None:
+        result = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT_S,
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise DatapathError(f"{command[-3:]} failed: {result.stderr.strip()[:500]}")
+
+    def _apply_rules(self) -> None:
+        self._run(["nft", "-f", "-"], stdin=render(list(self._ports.values())))
+
+    def _ensure_network(self, network: NetworkSpec) -> None:
+        vni = network.segmentation_id
+        bridge = bridge_name(vni)
+        try:
+            with self._ipr() as ip:
+                if not ip.link_lookup(ifname=bridge):
+                    ip.link("add", ifname=bridge, kind="bridge")
+                    # The filter depends on bridged IPv4 crossing the inet hooks.
+                    self._run(["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"])
+                (index,) = ip.link_lookup(ifname=bridge)
+                ip.link("set", index=index, state="up", mtu=network.mtu)
+                if network.subnet.gateway is not None:
+                    self._ensure_dhcp_namespace(ip, network, index)
+        except NetlinkError as exc:
+            raise DatapathError(f"network {network.name} (bridge {bridge}): {exc}") from exc
+        if network.subnet.gateway is not None:
+            self._ensure_dnsmasq(network)
+
+    def _ensure_dhcp_namespace(self, ip: IPRoute, network: NetworkSpec, bridge: int) -> None:
+        vni, subnet = network.segmentation_id, network.subnet
+        name, veth = dhcp_namespace(vni), _veth_name(vni)
+        if name not in _namespaces():
+            self._run(["ip", "netns", "add", name])
+        if not ip.link_lookup(ifname=veth):
+            self._run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                       "netns", name])  # fmt: skip
+        (index,) = ip.link_lookup(ifname=veth)
+        ip.link("set", index=index, master=bridge, state="up", mtu=network.mtu)
+        inside = ["ip", "-n", name]
+        self._run([*inside, "link", "set", "lo", "up"])
+        self._run([*inside, "link", "set", "eth0", "up", "mtu", str(network.mtu)])
+        self._run([*inside, "addr", "replace", f"{subnet.gateway}/{subnet.cidr.prefixlen}",
+                   "dev", "eth0"])  # fmt: skip
+
+    def _dhcp_dir(self, vni: int) -> Path:
+        path = self._state_dir / "dhcp" / str(vni)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _write_dhcp_hosts(self, network: NetworkSpec) -> None:
+        if network.subnet.gateway is None:
+            return
+        vni = network.segmentation_id
+        lines = sorted(f"{p.mac},{p.fixed_ip}\n" for p in self._ports.values()
+                       if p.network.segmentation_id == vni)  # fmt: skip
+        hosts = self._dhcp_dir(vni) / "hosts"
+        partial = hosts.with_suffix(".part")
+        partial.write_text("".join(lines))
+        partial.replace(hosts)
+        process = self._dnsmasq.get(vni)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGHUP)  # re-reads the hosts file
+
+    def _ensure_dnsmasq(self, network: NetworkSpec) -> None:
+        vni, subnet = network.segmentation_id, network.subnet
+        process = self._dnsmasq.get(vni)
+        if process is not None and process.poll() is None:
+            return
+        directory = self._dhcp_dir(vni)
+        _kill_pidfile(directory / "dnsmasq.pid")  # one left by an earlier compute process
+        (directory / "hosts").touch()
+        command = [
+            "ip", "netns", "exec", dhcp_namespace(vni), "dnsmasq", "--keep-in-foreground",
+            "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0",
+            "--bind-interfaces", "--interface=eth0", "--except-interface=lo",
+            f"--dhcp-range={subnet.cidr.network_address},static,{subnet.cidr.netmask},"
+            f"{DNSMASQ_LEASE}",
+            f"--dhcp-hostsfile={directory / 'hosts'}",
+            # Only this host's ports get an answer: any other MAC is ignored.
+            "--dhcp-ignore=tag:!known",
+            "--dhcp-authoritative",
+            f"--dhcp-option=option:router,{subnet.gateway}",
+            f"--dhcp-option=option:mtu,{network.mtu}",
+            f"--dhcp-leasefile={directory / 'leases'}",
+            f"--pid-file={directory / 'dnsmasq.pid'}",
+            "--user=root",
+            "--group=root",
+        ]  # fmt: skip
+        if subnet.dns_servers:
+            servers = ",".join(str(a) for a in subnet.dns_servers)
+            command.append(f"--dhcp-option=option:dns-server,{servers}")
+        log_file = (directory / "dnsmasq.log").open("ab")
+        # Its own session: a compute restart must not take DHCP down with it; the next
+        # compute finds it by its pid file.
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log_file.close()
+        self._dnsmasq[vni] = process
+        # Its pid file appears once its signal handlers are set: a SIGHUP (hosts changed)
+        # sent before that would kill it.
+        pidfile, deadline = directory / "dnsmasq.pid", time.monotonic() + DNSMASQ_START_S
+        while not pidfile.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise DatapathError(
+                    f"dnsmasq for network {network.name} did not start: "
+                    + (directory / "dnsmasq.log").read_text()[-500:]
+                )
+            time.sleep(0.01)
+
+    def _existing_networks(self) -> set[int]:
+        found: set[int] = set()
+        with self._ipr() as ip:
+            for link in ip.get_links():
+                name = link.get_attr("IFLA_IFNAME") or ""
+                if name.startswith("nbr-") and name[4:].isdigit():
+                    found.add(int(name[4:]))
+        for name in _namespaces():
+            if name.startswith(DHCP_NS_PREFIX) and name[len(DHCP_NS_PREFIX) :].isdigit():
+                found.add(int(name[len(DHCP_NS_PREFIX) :]))
+        return found
+
+    def _remove_network(self, vni: int) -> None:
+        process = self._dnsmasq.pop(vni, None)
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+        directory = self._state_dir / "dhcp" / str(vni)
+        _kill_pidfile(directory / "dnsmasq.pid")
+        if dhcp_namespace(vni) in _namespaces():
+            self._run(["ip", "netns", "del", dhcp_namespace(vni)])  # takes its veth pair along
+        with self._ipr() as ip:
+            for name in (_veth_name(vni), bridge_name(vni)):
+                for index in ip.link_lookup(ifname=name):
+                    ip.link("del", index=index)
+        for leftover in ("hosts", "leases", "dnsmasq.pid", "dnsmasq.log", "hosts.part"):
+            (directory / leftover).unlink(missing_ok=True)
+        if directory.exists():
+            directory.rmdir()
+
+
+def _namespaces() -> set[str]:
+    """Named network namespaces (``ip netns add`` keeps them in /run/netns)."""
+    root = Path("/run/netns")
+    return {p.name for p in root.iterdir()} if root.is_dir() else set()
+
+
+def _kill_pidfile(pidfile: Path) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return
+    if b"dnsmasq" in cmdline and str(pidfile).encode() in cmdline:
+        os.kill(pid, signal.SIGTERM)
+    pidfile.unlink(missing_ok=True)

@@ -1,0 +1,74 @@
+"""A database read stops when its time is up or its caller goes away, and frees its thread:
+on SQLite (progress handler) and PostgreSQL (statement_timeout, cancel request)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from sqlalchemy import Connection, text
+
+from services.common.db.engine import Database
+from services.common.errors import DeadlineExceeded
+
+pytestmark = pytest.mark.timeout(60)
+
+# Counts to a billion: minutes of work for either database, unless stopped.
+ENDLESS = {
+    "sqlite": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+    "WHERE i < 1000000000) SELECT count(*) FROM n",
+    "postgresql": "SELECT count(*) FROM generate_series(1, 1000000000)",
+}
+
+
+def endless(connection: Connection) -> object:
+    return connection.execute(text(ENDLESS[connection.dialect.name])).scalar()
+
+
+def one(connection: Connection) -> object:
+    return connection.execute(text("SELECT 1")).scalar()
+
+
+async def test_a_read_past_its_time_is_stopped(database_url: str) -> None:
+    db = Database(database_url, readers=1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await db.read(endless, timeout=0.3)
+        assert time.monotonic() - started < 10
+        # the one read thread (and its connection) is free again
+        assert await asyncio.wait_for(db.read(one), 10) == 1
+    finally:
+        db.close()
+
+
+async def test_a_cancelled_read_frees_its_thread(database_url: str) -> None:
+    db = Database(database_url, readers=1)
+    try:
+        started = threading.Event()
+
+        def flagged(connection: Connection) -> object:
+            started.set()
+            return endless(connection)
+
+        task = asyncio.create_task(db.read(flagged))
+        assert await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # with one read thread, this waits behind the endless query unless it was stopped
+        assert await asyncio.wait_for(db.read(one), 10) == 1
+    finally:
+        db.close()
+
+
+async def test_the_database_read_timeout_applies_by_default(sqlite_url: str) -> None:
+    db = Database(sqlite_url, readers=1, read_timeout=0.3)
+    try:
+        with pytest.raises(DeadlineExceeded):
+            await db.read(endless)
+        assert await db.read(one, timeout=5) == 1
+    finally:
+        db.close()

@@ -1,0 +1,102 @@
+"""Security-group changes reach every affected port: the conductor's fan-out reads the
+affected instances' ports with their resolved rules and pushes them to each host."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from ipaddress import IPv4Network
+
+import pytest
+from sqlalchemy import update
+
+from services.api.create import CreateServers
+from services.api.security_group_rules import CreateRuleCommand
+from services.api.security_groups import SecurityGroupUseCases
+from services.common.db import placement
+from services.common.db.engine import Database
+from services.common.db.models import INSTANCES
+from services.common.domain import ComputeNodeReport, utcnow
+from services.common.networking import Direction, IpProtocol, PortSpec
+from services.conductor.port_rules import PortRulesFanOut, _Pending
+from tests.integration.test_security_groups import P1, RecordedChanges, creates, server
+
+pytestmark = pytest.mark.timeout(60)
+__all__ = ["creates"]  # the fixture, imported for this module's tests
+
+
+class RecordingPusher:
+    def __init__(self) -> None:
+        self.pushed: dict[str, list[PortSpec]] = {}
+        self.arrived = asyncio.Event()
+
+    async def update_port_rules(self, address: str, ports: Sequence[PortSpec]) -> int:
+        self.pushed[address] = list(ports)
+        self.arrived.set()
+        return len(ports)
+
+
+def place(db: Database, uuids: Sequence[str], host: str) -> None:
+    with db.begin() as connection:
+        placement.upsert_compute_node(
+            connection,
+            ComputeNodeReport(host, host, f"{host}:1", 4, 4096, 40, "QEMU", "x86_64", "nova",
+                              1.0, 1.0, 1.0),
+            now=utcnow(),
+        )  # fmt: skip
+        connection.execute(
+            update(INSTANCES).where(INSTANCES.c.uuid.in_(list(uuids)))
+            .values(host=host, vm_state="active", task_state=None)
+        )  # fmt: skip
+
+
+async def test_a_rule_change_and_a_new_member_reach_every_port_of_the_group(
+    db: Database, creates: CreateServers
+) -> None:
+    one, two, three = [await server(creates, name) for name in ("one", "two", "three")]
+    place(db, [one, two], "host-a")
+    place(db, [three], "host-b")
+    pusher = RecordingPusher()
+    fan_out = PortRulesFanOut(db, pusher)
+
+    # a member came: every port of the project, on each host, with the members' addresses
+    report = await fan_out.push(_Pending(churned={three}))
+    assert (report.hosts, report.ports) == (2, 3)
+    a_ports = {p.instance_uuid: p for p in pusher.pushed["host-a:1"]}
+    assert set(a_ports) == {one, two} and [p.instance_uuid for p in pusher.pushed["host-b:1"]] == [
+        three
+    ]
+    members = {
+        IPv4Network(f"{p.fixed_ip}/32") for p in [*a_ports.values(), *pusher.pushed["host-b:1"]]
+    }
+    ingress = [r for r in a_ports[one].security_rules if r.direction is Direction.INGRESS]
+    assert len(ingress) == 1 and set(ingress[0].remote_cidrs) == members
+
+    # a rule added to the default group reaches its members, and nothing else is pushed
+    groups = SecurityGroupUseCases(db, RecordedChanges())
+    rule = await groups.create_rule(P1, CreateRuleCommand(
+        "default", "ingress", "tcp", 8080, 8080, remote_ip_prefix="0.0.0.0/0"))  # fmt: skip
+    pusher.pushed.clear()
+    await fan_out.push(_Pending(group_ids={rule.group_id}))
+    pushed = [p for ports in pusher.pushed.values() for p in ports]
+    assert {p.instance_uuid for p in pushed} == {one, two, three}
+    web = [r for p in pushed for r in p.security_rules if r.protocol is IpProtocol.TCP]
+    assert len(web) == 3 and all((r.port_min, r.port_max) == (8080, 8080) for r in web)
+
+
+async def test_coalesced_requests_are_pushed_in_the_background(
+    db: Database, creates: CreateServers
+) -> None:
+    uuid = await server(creates, "solo")
+    place(db, [uuid], "host-c")
+    pusher = RecordingPusher()
+    fan_out = PortRulesFanOut(db, pusher)
+    fan_out.start()
+    try:
+        fan_out.servers_came_or_went([uuid])
+        fan_out.groups_changed([], [uuid])
+        async with asyncio.timeout(10):
+            await pusher.arrived.wait()
+    finally:
+        await fan_out.close()
+    assert [p.instance_uuid for p in pusher.pushed["host-c:1"]] == [uuid]

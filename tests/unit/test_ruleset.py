@@ -1,0 +1,108 @@
+"""The nftables renderer, pure: rules in, ruleset out (nft itself checks the syntax in the
+datapath's integration test)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address as A
+from ipaddress import IPv4Network as N
+
+import pytest
+
+from services.common.networking import (
+    Direction,
+    IpProtocol,
+    NetworkSpec,
+    PortSpec,
+    SecurityGroupRule,
+    SubnetSpec,
+)
+from services.compute.net.ruleset import render
+
+pytestmark = pytest.mark.timeout(10)
+
+NET = NetworkSpec("n", "net", 77, SubnetSpec(N("10.7.0.0/24"), A("10.7.0.1")))
+
+
+def port(rules: tuple[SecurityGroupRule, ...] = (), **fields: object) -> PortSpec:
+    values: dict[str, object] = {
+        "port_id": "abcdef01-2345-6789-abcd-ef0123456789", "instance_uuid": "i",
+        "network": NET, "mac": "fa:16:3e:aa:bb:cc", "fixed_ip": A("10.7.0.9"),
+        "security_rules": rules,
+    }  # fmt: skip
+    values.update(fields)
+    return PortSpec(**values)  # type: ignore[arg-type]
+
+
+def chain(script: str, name: str) -> list[str]:
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == f"chain {name} {{")
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "}")
+    return [line.strip() for line in lines[start + 1 : end]]
+
+
+def test_a_host_without_ports_removes_its_tables() -> None:
+    assert render([]) == (
+        "table bridge nova_grpc\ndelete table bridge nova_grpc\n"
+        "table inet nova_grpc\ndelete table inet nova_grpc\n"
+    )
+
+
+def test_anti_spoofing_pins_the_ports_mac_and_address_at_its_tap() -> None:
+    script = render([port()])
+    assert 'iifname "tapabcdef01234" jump spoof_abcdef0123456789' in script
+    spoof = chain(script, "spoof_abcdef0123456789")
+    assert spoof[0] == "ether saddr != fa:16:3e:aa:bb:cc drop"
+    assert "ip saddr != 10.7.0.9 drop" in spoof and "ether type ip6 drop" in spoof
+    assert "arp saddr ip != { 0.0.0.0, 10.7.0.9 } drop" in spoof
+    assert "udp sport 67 drop" in spoof  # no rogue DHCP server
+    # DHCP before the address is known goes through, and comes before the address check
+    assert spoof.index("ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 "
+                       "return") < spoof.index("ip saddr != 10.7.0.9 drop")  # fmt: skip
+
+
+def test_rules_render_in_their_direction_with_default_deny() -> None:
+    rules = (
+        SecurityGroupRule("1", Direction.INGRESS, IpProtocol.TCP, 22, 22, (N("192.0.2.0/24"),)),
+        SecurityGroupRule("2", Direction.INGRESS, IpProtocol.UDP, 5000, 5010),
+        SecurityGroupRule("3", Direction.INGRESS, IpProtocol.ICMP),
+        SecurityGroupRule("4", Direction.EGRESS, IpProtocol.ANY, None, None,
+                          (N("10.7.0.2/32"), N("10.7.0.3/32"))),
+        SecurityGroupRule("5", Direction.INGRESS, IpProtocol.TCP),
+    )
+    script = render([port(rules)])
+    assert chain(script, "ingress_abcdef0123456789") == [
+        "udp sport 67 udp dport 68 accept",
+        "ip saddr { 192.0.2.0/24 } tcp dport 22 accept",
+        "udp dport 5000-5010 accept",
+        "meta l4proto icmp accept",
+        "meta l4proto tcp accept",
+        "drop",
+    ]
+    assert chain(script, "egress_abcdef0123456789") == [
+        "ip daddr { 10.7.0.2/32, 10.7.0.3/32 } return", "drop"
+    ]  # fmt: skip
+
+
+def test_ports_are_keyed_by_bridge_and_address_and_each_bridge_has_its_zone() -> None:
+    other = NetworkSpec("m", "other", 78, SubnetSpec(N("10.7.0.0/24"), A("10.7.0.1")))
+    script = render([port(), port(port_id="00000000-1111-2222-3333-444444444444", network=other,
+                                  mac="fa:16:3e:00:00:01")])  # fmt: skip
+    forward = chain(script, "forward")  # the bridge table's chain comes first
+    assert len(forward) == 3  # hook + two taps
+    inet = script[script.index("table inet nova_grpc {"):]
+    assert 'iifname "nbr-77" ct zone set 77' in inet and 'iifname "nbr-78" ct zone set 78' in inet
+    assert 'oifname "nbr-77" ip daddr 10.7.0.9 jump ingress_abcdef0123456789' in inet
+    assert 'iifname "nbr-78" ip saddr 10.7.0.9 jump egress_0000000011112222' in inet
+    assert 'iifname { "nbr-77", "nbr-78" } ct state established,related accept' in inet
+
+
+def test_a_port_without_port_security_is_not_filtered() -> None:
+    script = render([port(port_security_enabled=False)])
+    assert "spoof_" not in script and "ingress_" not in script
+
+
+def test_the_output_is_deterministic_whatever_the_order() -> None:
+    a = port()
+    b = port(port_id="00000000-1111-2222-3333-444444444444", mac="fa:16:3e:00:00:01",
+             fixed_ip=A("10.7.0.10"))  # fmt: skip
+    assert render([a, b]) == render([b, a])
