@@ -64,11 +64,14 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
         session = await self._sessions.attach(_uuid(first.instance_uuid))
         pump = asyncio.create_task(self._pump(session, first.data, request_iterator))
         try:
-            while (chunk := await session.read()) is not None:
-                yield pb.ConsoleStreamOutput(data=chunk)
-            error = session.outcome()
-            if error is not None:
-                raise error
+            while True:
+                while (chunk := await session.read()) is not None:
+                    yield pb.ConsoleStreamOutput(data=chunk)
+                error = session.outcome()
+                if error is not None:
+                    raise error
+                if not await self._sessions.reopen(session):
+                    break
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -84,7 +87,7 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
         """Client -> guest. The client closing its side only stops input: output goes on
         until the client cancels, its deadline passes or the guest's side ends."""
         try:
-            await self._sessions.write(session, first)
+            await self._type(session, first)
             async for message in inputs:
                 if len(message.data) > MAX_INPUT_BYTES:
                     session.finish(
@@ -92,16 +95,24 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
                         InvalidArgument("data", f"at most {MAX_INPUT_BYTES} bytes a message"),
                     )
                     return
-                await self._sessions.write(session, message.data)
-        except ConsoleClosed as exc:
-            session.finish(str(exc))
+                await self._type(session, message.data)
         except grpc.aio.AioRpcError as exc:  # the client's side broke: the RPC is ending
             log.debug("console input of %s ended: %s", session.uuid, exc.code().name)
+
+    async def _type(self, session: ConsoleSession, data: bytes) -> None:
+        try:
+            await self._sessions.write(session, data)
+        except ConsoleClosed as exc:
+            # The stream ended under this input; the session's reader decides whether it
+            # goes on (a reopen) or ends. These bytes are lost either way.
+            log.info("console input to %s dropped: %s", session.uuid, exc)
 
     async def GetConsoleStatus(
         self, request: pb.GetConsoleStatusRequest, context: Context
     ) -> pb.ConsoleStatus:
         sessions = self._sessions.open_sessions
         return pb.ConsoleStatus(
-            open_sessions=len(sessions), instance_uuids=sorted(s.uuid for s in sessions)
+            open_sessions=len(sessions),
+            instance_uuids=sorted(s.uuid for s in sessions),
+            opened_total=self._sessions.opened_total,
         )

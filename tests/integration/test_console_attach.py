@@ -133,6 +133,9 @@ async def test_the_guest_going_away_ends_the_stream_ok(sqlite_url: str, tmp_path
         call = attach(stack)
         await call.write(consoles_pb2.AttachConsoleRequest(server_id=server_id, data=b"x"))
         assert (await asyncio.wait_for(call.read(), 10)).data == b"x"
+        consoles.drop_stream(server_id)  # the hypervisor's side ends, the guest runs on:
+        await call.write(consoles_pb2.AttachConsoleRequest(data=b"y"))  # the session goes on
+        assert (await asyncio.wait_for(call.read(), 10)).data == b"y"
         consoles.stop_guest(server_id)
         assert await asyncio.wait_for(call.read(), 10) is grpc.aio.EOF
         assert await call.code() == grpc.StatusCode.OK

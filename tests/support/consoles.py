@@ -50,6 +50,7 @@ class EchoConsoles:
         self.open_handles = 0
         self.opened = 0
         self.pauses: list[bool] = []
+        self.stopped: set[str] = set()
 
     def _check(self, uuid: str) -> None:
         if self.known is not None and uuid not in self.known:
@@ -61,7 +62,7 @@ class EchoConsoles:
 
     def open_console(self, uuid: str, sink: ConsoleSink) -> EchoHandle:
         self._check(uuid)
-        if uuid.startswith("stopped"):
+        if uuid.startswith("stopped") or uuid in self.stopped:
             raise WrongState("the server is not running: its console cannot be attached")
         handle = EchoHandle(self, uuid, sink)
         with self.lock:
@@ -74,6 +75,11 @@ class EchoConsoles:
         return handle
 
     def stop_guest(self, uuid: str) -> None:
+        self.stopped.add(uuid)
+        self.drop_stream(uuid)
+
+    def drop_stream(self, uuid: str) -> None:
+        """The hypervisor ends the stream by itself while the guest runs on."""
         handle = self.current.get(uuid)
         if handle is not None:
             handle.end("the guest's console closed")

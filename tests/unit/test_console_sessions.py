@@ -113,3 +113,35 @@ async def test_an_attach_cancelled_while_opening_closes_what_it_opened(tmp_path:
     await asyncio.wait_for(closed.wait(), 5)
     assert consoles.opened == 1 and consoles.open_handles == 0
     assert sessions.open_sessions == []
+
+
+async def test_a_stream_the_hypervisor_drops_while_the_guest_runs_is_reopened(
+    tmp_path: Path,
+) -> None:
+    consoles = EchoConsoles(tmp_path)
+    sessions = ConsoleSessions(consoles, in_thread)
+    session = await sessions.attach("u1")
+    for attempt in range(3):
+        consoles.drop_stream("u1")
+        assert await asyncio.wait_for(session.read(), 5) is None
+        assert await sessions.reopen(session)
+        await sessions.write(session, b"again %d" % attempt)
+        assert await asyncio.wait_for(session.read(), 5) == b"again %d" % attempt
+    assert consoles.opened == 4 and consoles.open_handles == 1
+    consoles.drop_stream("u1")
+    assert await asyncio.wait_for(session.read(), 5) is None
+    assert not await sessions.reopen(session)  # a fourth drop within a minute: it ends
+    await sessions.detach(session)
+    assert consoles.open_handles == 0
+
+
+async def test_a_stopped_guest_is_not_reopened(tmp_path: Path) -> None:
+    consoles = EchoConsoles(tmp_path)
+    sessions = ConsoleSessions(consoles, in_thread)
+    session = await sessions.attach("u1")
+    consoles.stop_guest("u1")
+    assert await asyncio.wait_for(session.read(), 5) is None
+    assert not await sessions.reopen(session)
+    assert session.outcome() is None
+    await sessions.detach(session)
+    assert consoles.open_handles == 0

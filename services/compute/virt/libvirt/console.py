@@ -69,11 +69,13 @@ class LibvirtConsole:
                 if data == -2:
                     break
                 if not data:
-                    self._end("the guest's console closed")
+                    self._end("the guest's console closed (end of stream)")
                     return
                 self._sink.data(bytes(data))
-        if events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
-            self._end("the guest's console closed")
+        if events & libvirt.VIR_STREAM_EVENT_HANGUP:
+            self._end("the guest's console closed (hangup)")
+        if events & libvirt.VIR_STREAM_EVENT_ERROR:
+            self._end("the guest's console closed (stream error)")
 
     def _end(self, reason: str) -> None:
         with self._lock:
