@@ -18,6 +18,7 @@ from bench.fairness import run_fairness
 from bench.real_guest import run_real_guest
 from bench.scheduler import run_scheduler
 from bench.targets import judge
+from bench.tls_cost import run_tls_cost
 from tests.support import postgres
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--workdir", default="var/bench")
     parser.add_argument(
-        "--only", choices=("e2e", "compute", "guest", "scheduler", "fairness"),
+        "--only", choices=("e2e", "compute", "guest", "scheduler", "fairness", "tls"),
         action="append",
         help="run only these parts (default: all)",
     )  # fmt: skip
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         help="sample this service with py-spy during the 50-client e2e run",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    parts = set(args.only or ("e2e", "compute", "guest", "scheduler", "fairness"))
+    parts = set(args.only or ("e2e", "compute", "guest", "scheduler", "fairness", "tls"))
     results = []
+    if "tls" in parts:
+        results += run_tls_cost(Path(args.workdir) / "tls")
     if "fairness" in parts:
         results += run_fairness(Path(args.workdir) / "fairness")
     if "scheduler" in parts:
