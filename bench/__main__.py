@@ -20,6 +20,7 @@ from bench.networking import run_networking
 from bench.real_guest import run_real_guest
 from bench.scheduler import run_scheduler
 from bench.targets import judge
+from bench.tls_cost import run_tls_cost
 from tests.support import postgres
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="var/bench")
     parser.add_argument(
         "--only", action="append",
-        choices=("e2e", "compute", "guest", "console", "scheduler", "net", "fairness"),
+        choices=("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls"),
         help="run only these parts (default: all)",
     )  # fmt: skip
     parser.add_argument(
@@ -39,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     parts = set(
-        args.only or ("e2e", "compute", "guest", "console", "scheduler", "net", "fairness")
+        args.only
+        or ("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls")
     )
     results = []
+    if "tls" in parts:
+        results += run_tls_cost(Path(args.workdir) / "tls")
     if "fairness" in parts:
         results += run_fairness(Path(args.workdir) / "fairness")
     if "scheduler" in parts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -66,6 +67,9 @@ from services.common.rpc.conductor_client import BuildCaster, ConductorClient
 from services.common.rpc.console_client import ComputeConsoleClient
 from services.common.rpc.server import Registration, start_server
 
+if TYPE_CHECKING:
+    from services.api.oidc import OidcVerifier
+
 log = logging.getLogger("services.api")
 
 
@@ -74,6 +78,28 @@ def _name(module: object, service: str) -> str:
 
 
 SERVICE_NAME = _name(servers_pb2, "Servers")
+
+
+def oidc_verifier(settings: ApiSettings) -> OidcVerifier | None:
+    if not settings.oidc_issuer:
+        return None
+    # imported here: PyJWT loads cryptography (~10 MiB), which an api without OIDC never needs
+    from services.api.oidc import JwksSource, OidcVerifier  # noqa: PLC0415
+
+    keys = JwksSource(
+        file=settings.oidc_jwks_file,
+        url=settings.oidc_jwks_url,
+        cache_seconds=settings.oidc_jwks_cache_seconds,
+    )
+    return OidcVerifier(
+        keys,
+        issuer=settings.oidc_issuer,
+        audience=settings.oidc_audience,
+        project_claim=settings.oidc_project_claim,
+        roles_claim=settings.oidc_roles_claim,
+        default_role=settings.oidc_default_role,
+        leeway=timedelta(seconds=settings.oidc_leeway_seconds),
+    )
 
 
 async def start_api(settings: ApiSettings) -> RunningService:
@@ -89,7 +115,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
     identify = Identify(
-        Authenticator(db, cache_seconds=settings.auth_cache_seconds),
+        Authenticator(db, cache_seconds=settings.auth_cache_seconds, oidc=oidc_verifier(settings)),
         RateLimiter(settings.rate_limit_per_second),
         Admission(
             calls_per_project=settings.max_calls_per_project,

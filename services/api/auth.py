@@ -1,9 +1,11 @@
 """Bearer-token authentication for the public API.
 
-Each request carries ``authorization: Bearer <token>``. The token's SHA-256 is looked up in
-the database; the answer is cached for ``cache_seconds`` so that a busy client costs no query
-per call (a revoked token stops working within that time). The token's project and roles
-become the request's context; the token itself never reaches a log line or an error message.
+Each request carries ``authorization: Bearer <token>``: one of the api's own tokens, or
+(with an OpenID Connect issuer configured) a JWT of that issuer (oidc.py). An own token's
+SHA-256 is looked up in the database; the answer is cached for ``cache_seconds`` so that a
+busy client costs no query per call (a revoked token stops working within that time), and
+no identity outlives its token's expiry. The token's project and roles become the request's
+context; the token itself never reaches a log line or an error message.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from services.common.db import tokens
 from services.common.db.engine import Database
 from services.common.domain import utcnow
 from services.common.errors import PermissionDenied, Unauthenticated
+
+if TYPE_CHECKING:  # PyJWT loads cryptography (~10 MiB): only a service that uses OIDC pays
+    from services.api.oidc import OidcVerifier
 
 AUTHORIZATION_HEADER = "authorization"
 CACHE_MAX = 10_000
@@ -56,8 +62,17 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     raise Unauthenticated("authorization: missing bearer token (authorization: Bearer <token>)")
 
 
+def looks_like_jwt(token: str) -> bool:
+    """A JWS compact serialisation (our own tokens start with ``ngt_``)."""
+    return token.count(".") == 2 and token.startswith("ey")
+
+
 class Authenticator:
-    def __init__(self, db: Database, *, cache_seconds: float = 30.0) -> None:
+    def __init__(
+        self, db: Database, *, cache_seconds: float = 30.0, oidc: OidcVerifier | None = None
+    ) -> None:
+        """``oidc``: also accept JWTs from that OpenID Connect issuer."""
+        self._oidc = oidc
         self._db = db
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, Identity | None]] = {}
@@ -69,6 +84,13 @@ class Authenticator:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             identity = cached[1]
+        elif self._oidc is not None and looks_like_jwt(secret):
+            # refusals are not cached: a key the issuer publishes later must be taken then
+            claims = await self._oidc.verify(secret)
+            identity = Identity(claims.project_id, claims.roles, claims.expires_at)
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = (now + self._ttl, identity)
         else:
             record = await self._db.read(lambda c: tokens.find_by_secret(c, secret))
             usable = record is not None and record.usable(utcnow())

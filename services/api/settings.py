@@ -66,6 +66,19 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     max_streams_per_project: int = setting(
         16, "Open WatchServers streams of one project, RESOURCE_EXHAUSTED beyond (0: no cap)."
     )
+    oidc_issuer: str = setting(
+        "", "OpenID Connect issuer whose JWTs are accepted as bearer tokens (empty: none)."
+    )
+    oidc_audience: str = setting("", "The audience (aud) the JWTs must be issued for.")
+    oidc_jwks_url: str = setting("", "The issuer's JWKS URL (fetched and cached).")
+    oidc_jwks_file: str = setting("", "The issuer's JWKS as a file (instead of the URL).")
+    oidc_jwks_cache_seconds: float = setting(300.0, "How long a fetched JWKS is kept.")
+    oidc_project_claim: str = setting("project_id", "The claim that names the project.")
+    oidc_roles_claim: str = setting(
+        "roles", "The claim listing roles (member, admin, reader; others are ignored)."
+    )
+    oidc_default_role: str = setting("member", "The role of a JWT that names none.")
+    oidc_leeway_seconds: float = setting(30.0, "Clock skew allowed on exp/iat/nbf (at most 300 s).")
     quota_instances: int = setting(10, "Default instances per project (-1: unlimited).")
     quota_cores: int = setting(20, "Default vCPUs per project (-1: unlimited).")
     quota_ram: int = setting(51200, "Default MiB of RAM per project (-1: unlimited).")
@@ -97,6 +110,19 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
             "public_tls_key" if self.public_tls_cert else "public_tls_cert",
             "public_tls_cert and public_tls_key go together",
         )
+        if self.oidc_issuer:
+            require(bool(self.oidc_audience), "oidc_audience", "required with oidc_issuer")
+            require(
+                bool(self.oidc_jwks_url) != bool(self.oidc_jwks_file),
+                "oidc_jwks_url",
+                "give the issuer's keys as oidc_jwks_url or oidc_jwks_file (one of them)",
+            )
+            require(
+                self.oidc_default_role in ("member", "admin", "reader"),
+                "oidc_default_role",
+                "must be member, admin or reader",
+            )
+        require(0 <= self.oidc_leeway_seconds <= 300, "oidc_leeway_seconds", "must be 0 to 300")
         require(self.rpc_deadline_seconds > 0, "rpc_deadline_seconds", "must be > 0")
         for name in ("max_calls_per_project", "max_streams_per_project"):
             require(getattr(self, name) >= 0, name, "must be >= 0 (0: no cap)")

@@ -1,8 +1,11 @@
 """Property tests against the running services: no input, however hostile, gets UNKNOWN or
-INTERNAL back; bad input gets a clear status."""
+INTERNAL back; bad input gets a clear status; and no call takes more than a second of the
+api's time on this small database (read from the api's own latency histogram at the end)."""
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,12 @@ nasty = text | st.sampled_from(
     ["", " ", "../../../etc/passwd", "a\x00b", "]]><x/>", "m1.tiny", "nova-tiny", "é" * 300,
      "x" * 5000, "%(uuid)s", "*", ".*", "(", "\n"]
 )  # fmt: skip
+# Patterns that take a backtracking engine exponential or high-polynomial time on the names
+# the fixture stores ("aaaa…a!"), and some that RE2 refuses.
+slow_patterns = st.sampled_from(
+    ["^(a+)+$", "(a|a)*b", "(a|aa)+$", "((a*)*)*b", r"^(\w+\s?)+$", "(.*a){25}", "(a*)*$",
+     "(?:a?){40}a{40}", r"(a)\1", "(?=a)a", "a{1001}", "(x+x+)+y", "(" * 200]
+)  # fmt: skip
 counts = st.none() | st.integers(-3, 3) | st.sampled_from([0, 1001, -(2**31), 2**31 - 1])
 HYPOTHESIS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -44,7 +53,8 @@ HYPOTHESIS = settings(
 
 
 class Api:
-    def __init__(self, channel: grpc.Channel, token: str, admin: str) -> None:
+    def __init__(self, channel: grpc.Channel, token: str, admin: str, *, metrics: str) -> None:
+        self.metrics = metrics
         self.servers = Authed(servers_pb2_grpc.ServersStub(channel), token)
         self.groups = Authed(server_groups_pb2_grpc.ServerGroupsStub(channel), token)
         self.keypairs = Authed(keypairs_pb2_grpc.KeypairsStub(channel), token)
@@ -62,11 +72,23 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     _, admin = issue_token(url, "ops", admin=True)
     services = ServiceSet(
         workdir,
-        env={"NOVA_GRPC_RATE_LIMIT_PER_SECOND": "0", "NOVA_GRPC_IMAGE_STORE_PATH": str(workdir)},
-    )
+        env={"NOVA_GRPC_RATE_LIMIT_PER_SECOND": "0", "NOVA_GRPC_IMAGE_STORE_PATH": str(workdir),
+             "NOVA_GRPC_METRICS_LISTEN": "127.0.0.1:0"},
+    )  # fmt: skip
     api_service, _, _ = services.start_all_in_one(url)
     channel = grpc.insecure_channel(api_service.address)
-    yield Api(channel, token, admin)
+    found = re.search(r"metrics on http://([0-9.:]+)/metrics", api_service.log())
+    assert found, "the api announces its metrics address"
+    hostile = Api(channel, token, admin, metrics=found.group(1))
+    # names a backtracking pattern match would choke on
+    for length in (30, 60, 200):
+        hostile.servers.CreateServer(
+            servers_pb2.CreateServerRequest(
+                name="a" * length + "!", flavor_ref="m1.tiny", image_ref="nova-tiny"
+            ),
+            timeout=20,
+        )
+    yield hostile
     channel.close()
     services.stop()
 
@@ -157,3 +179,39 @@ def test_watch_never_fails_internally(api: Api, server_id: str, reservation: str
             break
     except grpc.RpcError as exc:
         assert exc.code() not in FORBIDDEN, exc.details()  # type: ignore[attr-defined]
+
+
+@HYPOTHESIS
+@given(pattern=slow_patterns | nasty)
+def test_name_patterns_cannot_make_a_list_slow(api: Api, pattern: str) -> None:
+    answered(api.servers.ListServers, servers_pb2.ListServersRequest(name=pattern, limit=1000))
+
+
+def server_seconds_over_one(address: str) -> tuple[dict[str, float], float]:
+    """Calls per method that took the api longer than one second (its own histogram), and
+    how many calls it measured."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    within: dict[str, float] = {}
+    total: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("nova_grpc_rpc_duration_seconds_bucket"):
+            continue
+        method = re.search(r'method="([^"]+)"', line)
+        bucket = re.search(r'le="([^"]+)"', line)
+        if method is None or bucket is None or method.group(1) == "WatchServers":
+            continue  # a watch lasts as long as its client wants
+        value = float(line.rpartition(" ")[2])
+        if bucket.group(1) == "1.0":
+            within[method.group(1)] = within.get(method.group(1), 0) + value
+        elif bucket.group(1) == "+Inf":
+            total[method.group(1)] = total.get(method.group(1), 0) + value
+    over = {m: n - within.get(m, 0) for m, n in total.items() if n - within.get(m, 0) > 0}
+    return over, sum(total.values())
+
+
+def test_no_call_took_more_than_a_second_of_server_time(api: Api) -> None:
+    """Runs last in this module: over every call the property tests above made."""
+    over, measured = server_seconds_over_one(api.metrics)
+    assert measured > 300  # the calls of the property tests above
+    assert over == {}
