@@ -174,6 +174,7 @@ def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDrive
             virt_type=settings.virt_type,
             spawn_timeout=settings.spawn_timeout,
             interface=parse_interface(settings.network_interface),
+            owner=settings.host,
         ),
     )
 

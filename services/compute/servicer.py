@@ -138,7 +138,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
         status = self._manager.status
         domains = await self._manager.run_blocking(self._manager.driver.list_domains)
         return compute_pb2.ComputeStatus(
-            domain_uuids=sorted(d.uuid for d in domains if d.managed),
+            domain_uuids=sorted(d.uuid for d in domains if d.reapable_by(self._manager.host)),
             host=self._manager.host,
             queued=status.queued,
             building=status.building,

@@ -159,8 +159,12 @@ class HostSync:
         manager = self._manager
         doomed = set(orphan_files)
         for domain in orphan_domains:
-            if domain.managed:
+            if domain.reapable_by(manager.host):
                 doomed.add(domain.uuid)
+            elif domain.managed:
+                report.foreign.append(domain.uuid)
+                log.info("domain %s (%s) belongs to compute host %s; leaving it alone",
+                         domain.name, domain.uuid, domain.owner)  # fmt: skip
             else:
                 report.foreign.append(domain.uuid)
                 log.warning(

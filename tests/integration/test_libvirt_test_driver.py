@@ -22,7 +22,7 @@ from services.compute.virt.libvirt.host import LibvirtHost
 def driver(tmp_path: Path) -> LibvirtDriver:
     host = LibvirtHost("test:///default")
     host.connect()
-    return LibvirtDriver(host, InstanceStorage(tmp_path), LibvirtOptions(virt_type="test"))
+    return LibvirtDriver(host, InstanceStorage(tmp_path), LibvirtOptions(virt_type="test", owner="host-x"))
 
 
 def spec(display_name: str = "web", memory_mb: int = 64) -> SpawnSpec:
@@ -78,7 +78,10 @@ def test_spawn_runs_the_domain_and_destroy_removes_it(driver: LibvirtDriver) -> 
     s = spec()
     driver.spawn(s)
     assert driver.power_state(s.uuid) is PowerState.RUNNING
-    assert s.uuid in {d.uuid for d in driver.list_domains()}
+    (listed,) = [d for d in driver.list_domains() if d.uuid == s.uuid]
+    # ours, and made by this compute host (read back from the domain's metadata)
+    assert listed.managed and listed.owner == "host-x" and listed.reapable_by("host-x")
+    assert not listed.reapable_by("host-y")
     assert driver.destroy(s.uuid) is True
     assert driver.power_state(s.uuid) is PowerState.NOSTATE
     assert driver.destroy(s.uuid) is False  # idempotent

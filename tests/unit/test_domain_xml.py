@@ -124,3 +124,9 @@ def test_pty_serial_console_is_logged_and_the_agent_channel_is_there() -> None:
     assert channel_target.get("name") == "org.qemu.guest_agent.0"
     assert channel_target.get("type") == "virtio"
     assert root.find("devices/serial[@type='file']") is None
+
+
+def test_the_making_host_is_stamped_in_our_metadata() -> None:
+    meta = InstanceMetadata("web", "m1.tiny", "p1", datetime(2026, 1, 1, tzinfo=UTC), owner="h7")
+    root = ET.fromstring(domain_xml(config(metadata=meta)))
+    assert root.findtext("metadata/nova:instance/nova:host", namespaces=NS) == "h7"

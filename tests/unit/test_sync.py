@@ -21,14 +21,20 @@ TINY = Resources(1, 512, 1)
 class HostDriver(FakeDriver):
     """A fake hypervisor with domains in chosen power states, ours or somebody else's."""
 
-    def __init__(self, domains: dict[str, tuple[PowerState, bool]]) -> None:
+    def __init__(
+        self, domains: dict[str, tuple[PowerState, bool]], owners: dict[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.domains = domains
+        self.owners = owners or {}
         self.destroyed: list[str] = []
         self.file_listings = 0
 
     def list_domains(self) -> list[DomainInfo]:
-        return [DomainInfo(u, f"d-{u}", p, m) for u, (p, m) in self.domains.items()]
+        return [
+            DomainInfo(u, f"d-{u}", p, m, self.owners.get(u, ""))
+            for u, (p, m) in self.domains.items()
+        ]
 
     def instance_files(self) -> set[str]:
         self.file_listings += 1
@@ -62,7 +68,10 @@ async def test_start_up_recovery_restores_reaps_and_hands_back() -> None:
             "half-built": (PowerState.RUNNING, True),
             "orphan": (PowerState.RUNNING, True),
             "foreign": (PowerState.RUNNING, False),
-        }
+            # ours by its metadata, but made by another compute on the same libvirtd
+            "another-computes": (PowerState.RUNNING, True),
+        },
+        owners={"another-computes": "h2", "orphan": "h1"},
     )
     sink = RecordingSink()
     compute = manager(driver, sink, limit=2)
@@ -93,8 +102,8 @@ async def test_start_up_recovery_restores_reaps_and_hands_back() -> None:
     assert report.lost == ["vanished"]
     assert report.rescheduled == ["half-built"]
     assert report.reaped == ["orphan"]
-    assert report.foreign == ["foreign"]
-    assert "foreign" in driver.domains and "running" in driver.domains
+    assert sorted(report.foreign) == ["another-computes", "foreign"]
+    assert {"foreign", "another-computes", "running"} <= set(driver.domains)
     assert {"half-built", "orphan", "being-deleted"} <= set(driver.destroyed)
     assert sink.kinds("vanished") == [InstanceEventKind.LOST]
     assert sink.kinds("half-built") == [InstanceEventKind.RESCHEDULE]

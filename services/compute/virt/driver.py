@@ -75,8 +75,13 @@ class DomainInfo:
     uuid: str
     name: str
     power_state: PowerState
-    # Carries our metadata namespace: created by nova-grpc, so ours to reap when orphaned.
+    # Carries our metadata namespace: created by nova-grpc, so ours to reap when orphaned
+    # when ``owner`` (the compute host that made it) is this host or unknown.
     managed: bool = False
+    owner: str = ""
+
+    def reapable_by(self, host: str) -> bool:
+        return self.managed and self.owner in ("", host)
 
 
 class VirtDriver(Protocol):

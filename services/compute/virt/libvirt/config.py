@@ -27,6 +27,9 @@ class InstanceMetadata:
     project_id: str
     created_at: datetime
     properties: Mapping[str, str] = field(default_factory=dict)
+    # The compute host that made the domain: one libvirtd may serve several compute services
+    # (a test machine, a migration), and each reaps only its own orphans.
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,8 @@ def _metadata(parent: ET.Element, meta: InstanceMetadata) -> None:
     _sub(instance, f"{{{METADATA_NS}}}flavor", meta.flavor_name)
     _sub(instance, f"{{{METADATA_NS}}}project", meta.project_id)
     _sub(instance, f"{{{METADATA_NS}}}creationTime", meta.created_at.isoformat())
+    if meta.owner:
+        _sub(instance, f"{{{METADATA_NS}}}host", meta.owner)
     if meta.properties:
         props = _sub(instance, f"{{{METADATA_NS}}}properties")
         for key, value in sorted(meta.properties.items()):

@@ -72,6 +72,8 @@ class LibvirtOptions:
     spawn_timeout: float = 300.0
     interface: InterfaceConfig = field(default_factory=InterfaceConfig)
     emulator: str = ""
+    # This compute host's name, stamped into each domain it makes.
+    owner: str = ""
 
 
 class LibvirtDriver:
@@ -137,6 +139,7 @@ class LibvirtDriver:
                 project_id=spec.project_id,
                 created_at=spec.created_at,
                 properties=spec.metadata,
+                owner=self._options.owner,
             ),
             os_arch="i686" if is_test else "x86_64",
             direct_boot=boot,
@@ -260,7 +263,7 @@ class LibvirtDriver:
 
     def list_domains(self) -> list[DomainInfo]:
         return [
-            DomainInfo(d.uuid, d.name, power_state_of(d.state), d.managed)
+            DomainInfo(d.uuid, d.name, power_state_of(d.state), d.managed, d.owner)
             for d in self._host.list_domains(METADATA_NS)
         ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ class RawDomain:
     name: str
     state: int
     managed: bool
+    # The compute host named in our metadata; "" when none is (or the domain is not ours).
+    owner: str = ""
 
 
 def _quiet_error_handler(_ctx: object, _error: object) -> None:
@@ -153,7 +156,7 @@ class LibvirtHost:
         try:
             domains = self.connection.listAllDomains(0)
             return [
-                RawDomain(d.UUIDString(), d.name(), int(d.state()[0]), _has(d, metadata_ns))
+                RawDomain(d.UUIDString(), d.name(), int(d.state()[0]), *_ours(d, metadata_ns))
                 for d in domains
             ]
         except libvirt.libvirtError as exc:
@@ -194,12 +197,18 @@ class LibvirtHost:
             self._connection = None
 
 
-def _has(domain: libvirt.virDomain, namespace: str) -> bool:
+def _ours(domain: libvirt.virDomain, namespace: str) -> tuple[bool, str]:
+    """(carries our metadata, the compute host it names)."""
     try:
-        domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace)
+        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace)
     except libvirt.libvirtError:
-        return False
-    return True
+        return False, ""
+    try:
+        element = ET.fromstring(text)
+    except ET.ParseError:
+        return True, ""
+    owner = next((child.text or "" for child in element if child.tag.endswith("host")), "")
+    return True, owner
 
 
 def _shutdown_acpi(domain: libvirt.virDomain) -> None:
