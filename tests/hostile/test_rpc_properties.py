@@ -195,12 +195,12 @@ def server_seconds_over_one(address: str) -> tuple[dict[str, float], float]:
     within: dict[str, float] = {}
     total: dict[str, float] = {}
     for line in text.splitlines():
-        if not line.startswith("nova_grpc_rpc_duration_seconds_bucket"):
+        if not line.startswith("grpc_server_handling_seconds_bucket"):
             continue
-        method = re.search(r'method="([^"]+)"', line)
+        method = re.search(r'grpc_method="([^"]+)"', line)
         bucket = re.search(r'le="([^"]+)"', line)
-        if method is None or bucket is None or method.group(1) == "WatchServers":
-            continue  # a watch lasts as long as its client wants
+        if method is None or bucket is None or 'grpc_type="unary"' not in line:
+            continue  # a stream (a watch, a console) lasts as long as its client wants
         value = float(line.rpartition(" ")[2])
         if bucket.group(1) == "1.0":
             within[method.group(1)] = within.get(method.group(1), 0) + value
