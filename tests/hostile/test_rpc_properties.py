@@ -199,8 +199,8 @@ def server_seconds_over_one(address: str) -> tuple[dict[str, float], float]:
             continue
         method = re.search(r'grpc_method="([^"]+)"', line)
         bucket = re.search(r'le="([^"]+)"', line)
-        if method is None or bucket is None or method.group(1) == "WatchServers":
-            continue  # a watch lasts as long as its client wants
+        if method is None or bucket is None or 'grpc_type="unary"' not in line:
+            continue  # a stream (a watch, a console) lasts as long as its client wants
         value = float(line.rpartition(" ")[2])
         if bucket.group(1) == "1.0":
             within[method.group(1)] = within.get(method.group(1), 0) + value
