@@ -359,8 +359,8 @@ async def test_guest_ready_comes_from_the_guest_after_active(guest: Guest) -> No
         await watch.read()  # the snapshot (the fixture's server), before the create
         novactl = str(Path(sys.executable).with_name("novactl"))
         process = await asyncio.create_subprocess_exec(
-            novactl, "--endpoint", guest.api.address, "--token", guest.token, "-o", "json",
-            "server", "create", "--flavor", "m1.tiny", "--image", "tiny-guest",
+            novactl, "--endpoint", f"http://{guest.api.address}", "--token", guest.token,
+            "-o", "json", "server", "create", "--flavor", "m1.tiny", "--image", "tiny-guest",
             "--name", "ready", "--wait-ready", "--wait-timeout", "180",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
