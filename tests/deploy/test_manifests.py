@@ -288,11 +288,18 @@ def test_service_containers_have_grpc_probes_and_their_ports(
 
 
 def test_every_container_has_requests_and_limits(objects: list[Manifest]) -> None:
+    """Requests everywhere; memory limits everywhere; no CPU limit on the services, whose
+    latency CFS throttling would spoil (deploy/README.md), a CPU limit on everything else."""
     for o in pod_templates(objects):
         for c in all_containers(o):
             what = f"{o['metadata']['name']}/{c['name']}"
-            for kind in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(kind, {})), what
+            resources = c.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), what
+            assert "memory" in resources.get("limits", {}), what
+            if c["name"] in ROLE_PORTS and c in pod_spec(o)["containers"]:
+                assert "cpu" not in resources["limits"], what
+            else:
+                assert "cpu" in resources["limits"], what
 
 
 def test_the_migration_job_runs_the_migration(objects: list[Manifest]) -> None:
