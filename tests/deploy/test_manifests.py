@@ -57,7 +57,7 @@ OPERATOR_SECRETS = {
     "nova-grpc-compute-tls",
     "nova-grpc-api-public-tls",
 }
-CLUSTER_SCOPED = {"Namespace"}
+CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 
 Manifest = dict[str, Any]
 
@@ -353,6 +353,24 @@ def test_compute_never_sees_the_database(objects: list[Manifest]) -> None:
     compute = workload(objects, "compute")
     assert "initContainers" not in pod_spec(compute)
     assert "NOVA_GRPC_DATABASE_URL" not in environment(objects, container(compute, "compute"))
+
+
+def test_compute_daemonset_tolerates_hypervisor_taints_and_has_priority(
+    objects: list[Manifest],
+) -> None:
+    spec = pod_spec(workload(objects, "compute"))
+    tolerated = {(t["key"], t.get("effect")) for t in spec["tolerations"]
+                 if t.get("operator") == "Exists"}  # fmt: skip
+    assert {("nova-grpc/hypervisor", "NoSchedule"), ("nova-grpc/hypervisor", "NoExecute")} <= (
+        tolerated
+    )
+    assert set(spec["nodeSelector"]) == {"nova-grpc/hypervisor"}  # the taint's key, labelled
+    priority = find(objects, "PriorityClass", spec["priorityClassName"])
+    assert 0 < priority["value"] < 1_000_000_000  # user range, below the system classes
+    assert priority["globalDefault"] is False
+    # only compute: api and conductor keep the default priority
+    for role in ("api", "conductor"):
+        assert "priorityClassName" not in pod_spec(workload(objects, role))
 
 
 def test_compute_daemonset_reaches_the_hosts_libvirt(objects: list[Manifest], overlay: str) -> None:
