@@ -242,6 +242,11 @@ def test_labels_and_namespace(objects: list[Manifest]) -> None:
         what = f"{o['kind']}/{o['metadata']['name']}"
         assert labels.get("app.kubernetes.io/part-of") == "nova-grpc", what
         assert "app.kubernetes.io/name" in labels, what
+        assert labels.get("app.kubernetes.io/instance") == "nova-grpc", what
+        # the version label says what the image tag says
+        tags = {c["image"].rpartition(":")[2] for t in pod_templates(objects)
+                for c in all_containers(t) if "nova-grpc" in c["image"]}  # fmt: skip
+        assert {labels.get("app.kubernetes.io/version")} == tags, what
         if o["kind"] not in CLUSTER_SCOPED:
             assert o["metadata"].get("namespace") == NAMESPACE, what
     for o in pod_templates(objects):
