@@ -460,7 +460,14 @@ def test_api_and_compute_find_the_conductors_through_the_headless_service(
     )
     for role in ("api", "compute"):
         env = environment(objects, container(workload(objects, role), role))
-        assert env["NOVA_GRPC_CONDUCTOR_ADDRESSES"] == target, role
+        # the namespace is the pod's own (downward API), written nowhere in the settings
+        assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        address = env["NOVA_GRPC_CONDUCTOR_ADDRESSES"]
+        assert "$(POD_NAMESPACE)" in address, role
+        names = [v["name"] for v in container(workload(objects, role), role)["env"]]
+        assert names.index("POD_NAMESPACE") < names.index("NOVA_GRPC_CONDUCTOR_ADDRESSES")
+        namespace = workload(objects, role)["metadata"]["namespace"]
+        assert address.replace("$(POD_NAMESPACE)", namespace) == target, role
     # one build stream per conductor, so that every conductor gets builds
     streams = environment(objects, container(workload(objects, "api"), "api"))
     # (production: the autoscaler's maximum, see test_production_autoscales_api_and_conductor)

@@ -22,7 +22,9 @@ from services.compute.virt.libvirt.host import LibvirtHost
 def driver(tmp_path: Path) -> LibvirtDriver:
     host = LibvirtHost("test:///default")
     host.connect()
-    return LibvirtDriver(host, InstanceStorage(tmp_path), LibvirtOptions(virt_type="test", owner="host-x"))
+    return LibvirtDriver(
+        host, InstanceStorage(tmp_path), LibvirtOptions(virt_type="test", owner="host-x")
+    )
 
 
 def spec(display_name: str = "web", memory_mb: int = 64) -> SpawnSpec:
