@@ -57,7 +57,7 @@ OPERATOR_SECRETS = {
     "nova-grpc-compute-tls",
     "nova-grpc-api-public-tls",
 }
-CLUSTER_SCOPED = {"Namespace"}
+CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 
 Manifest = dict[str, Any]
 
@@ -242,6 +242,11 @@ def test_labels_and_namespace(objects: list[Manifest]) -> None:
         what = f"{o['kind']}/{o['metadata']['name']}"
         assert labels.get("app.kubernetes.io/part-of") == "nova-grpc", what
         assert "app.kubernetes.io/name" in labels, what
+        assert labels.get("app.kubernetes.io/instance") == "nova-grpc", what
+        # the version label says what the image tag says
+        tags = {c["image"].rpartition(":")[2] for t in pod_templates(objects)
+                for c in all_containers(t) if "nova-grpc" in c["image"]}  # fmt: skip
+        assert {labels.get("app.kubernetes.io/version")} == tags, what
         if o["kind"] not in CLUSTER_SCOPED:
             assert o["metadata"].get("namespace") == NAMESPACE, what
     for o in pod_templates(objects):
@@ -288,11 +293,18 @@ def test_service_containers_have_grpc_probes_and_their_ports(
 
 
 def test_every_container_has_requests_and_limits(objects: list[Manifest]) -> None:
+    """Requests everywhere; memory limits everywhere; no CPU limit on the services, whose
+    latency CFS throttling would spoil (deploy/README.md), a CPU limit on everything else."""
     for o in pod_templates(objects):
         for c in all_containers(o):
             what = f"{o['metadata']['name']}/{c['name']}"
-            for kind in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(kind, {})), what
+            resources = c.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), what
+            assert "memory" in resources.get("limits", {}), what
+            if c["name"] in ROLE_PORTS and c in pod_spec(o)["containers"]:
+                assert "cpu" not in resources["limits"], what
+            else:
+                assert "cpu" in resources["limits"], what
 
 
 def test_the_migration_job_runs_the_migration(objects: list[Manifest]) -> None:
@@ -346,6 +358,24 @@ def test_compute_never_sees_the_database(objects: list[Manifest]) -> None:
     compute = workload(objects, "compute")
     assert "initContainers" not in pod_spec(compute)
     assert "NOVA_GRPC_DATABASE_URL" not in environment(objects, container(compute, "compute"))
+
+
+def test_compute_daemonset_tolerates_hypervisor_taints_and_has_priority(
+    objects: list[Manifest],
+) -> None:
+    spec = pod_spec(workload(objects, "compute"))
+    tolerated = {(t["key"], t.get("effect")) for t in spec["tolerations"]
+                 if t.get("operator") == "Exists"}  # fmt: skip
+    assert {("nova-grpc/hypervisor", "NoSchedule"), ("nova-grpc/hypervisor", "NoExecute")} <= (
+        tolerated
+    )
+    assert set(spec["nodeSelector"]) == {"nova-grpc/hypervisor"}  # the taint's key, labelled
+    priority = find(objects, "PriorityClass", spec["priorityClassName"])
+    assert 0 < priority["value"] < 1_000_000_000  # user range, below the system classes
+    assert priority["globalDefault"] is False
+    # only compute: api and conductor keep the default priority
+    for role in ("api", "conductor"):
+        assert "priorityClassName" not in pod_spec(workload(objects, role))
 
 
 def test_compute_daemonset_reaches_the_hosts_libvirt(objects: list[Manifest], overlay: str) -> None:
@@ -430,7 +460,14 @@ def test_api_and_compute_find_the_conductors_through_the_headless_service(
     )
     for role in ("api", "compute"):
         env = environment(objects, container(workload(objects, role), role))
-        assert env["NOVA_GRPC_CONDUCTOR_ADDRESSES"] == target, role
+        # the namespace is the pod's own (downward API), written nowhere in the settings
+        assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        address = env["NOVA_GRPC_CONDUCTOR_ADDRESSES"]
+        assert "$(POD_NAMESPACE)" in address, role
+        names = [v["name"] for v in container(workload(objects, role), role)["env"]]
+        assert names.index("POD_NAMESPACE") < names.index("NOVA_GRPC_CONDUCTOR_ADDRESSES")
+        namespace = workload(objects, role)["metadata"]["namespace"]
+        assert address.replace("$(POD_NAMESPACE)", namespace) == target, role
     # one build stream per conductor, so that every conductor gets builds
     streams = environment(objects, container(workload(objects, "api"), "api"))
     # (production: the autoscaler's maximum, see test_production_autoscales_api_and_conductor)

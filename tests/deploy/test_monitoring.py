@@ -18,7 +18,13 @@ from prometheus_client import CollectorRegistry
 from services.common.metrics import RpcMetrics
 from services.compute.metrics import ComputeMetrics
 from services.conductor.metrics import ConductorMetrics
-from tests.deploy.test_manifests import KUBERNETES, KUBERNETES_VERSION, NAMESPACE, kustomize
+from tests.deploy.test_manifests import (
+    CLUSTER_SCOPED,
+    KUBERNETES,
+    KUBERNETES_VERSION,
+    NAMESPACE,
+    kustomize,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -141,7 +147,7 @@ def test_core_objects_are_valid_kubernetes(monitored: list[Manifest]) -> None:
         if o["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # a CRD: checked field by field below
         kubernetes_validate.validate(o, KUBERNETES_VERSION, strict=True)
-        if o["kind"] != "Namespace":
+        if o["kind"] not in CLUSTER_SCOPED:
             assert o["metadata"]["namespace"] == NAMESPACE, o["metadata"]["name"]
 
 
