@@ -15,7 +15,7 @@ from services.api.security_group_rules import CreateRuleCommand
 from services.api.security_groups import SecurityGroupUseCases
 from services.common.db import placement
 from services.common.db.engine import Database
-from services.common.db.models import INSTANCES
+from services.common.db.models import INSTANCES, NODES
 from services.common.domain import ComputeNodeReport, utcnow
 from services.common.networking import Direction, IpProtocol, PortSpec
 from services.conductor.port_rules import PortRulesFanOut, _Pending
@@ -100,3 +100,17 @@ async def test_coalesced_requests_are_pushed_in_the_background(
     finally:
         await fan_out.close()
     assert [p.instance_uuid for p in pusher.pushed["host-c:1"]] == [uuid]
+
+
+async def test_hosts_of_the_test_hypervisor_get_no_push(
+    db: Database, creates: CreateServers
+) -> None:
+    uuid = await server(creates, "on-test-driver")
+    place(db, [uuid], "host-t")
+    with db.begin() as connection:
+        connection.execute(
+            update(NODES).where(NODES.c.host == "host-t").values(hypervisor_type="TEST")
+        )
+    pusher = RecordingPusher()
+    report = await PortRulesFanOut(db, pusher).push(_Pending(churned={uuid}))
+    assert report.hosts == 0 and pusher.pushed == {}
