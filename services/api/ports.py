@@ -62,6 +62,7 @@ class PortAllocator:
         self._networks: dict[tuple[str, str], Network] = {}
         self._pools: dict[str, ipam.AddressPool] = {}
         self._ports: list[network_repo.NewPort] = []
+        self._macs: set[str] = set()
 
     def resolve(self, nics: Sequence[NicRequest], context: RequestContext) -> list[Network]:
         """The network of each NIC (NOT_FOUND names the field)."""
@@ -82,8 +83,18 @@ class PortAllocator:
             for index, (nic, network) in enumerate(zip(nics, networks, strict=True)):
                 field = "nics.fixed_ip" if nic.fixed_ip else "networks"
                 address = self._pool(network).take(nic.fixed_ip, field=field)
-                made.append(network_repo.NewPort(uuid, network.id, index, ipam.new_mac(), address))
+                made.append(network_repo.NewPort(uuid, network.id, index, self._mac(), address))
         return made
+
+    def _mac(self) -> str:
+        """A MAC no port has. 24 random bits collide by the birthday bound once a deployment
+        has thousands of ports (seen in make bench: the whole batch failed on the unique
+        key), so each candidate is checked against this batch and the database."""
+        while True:
+            mac = ipam.new_mac()
+            if mac not in self._macs and not network_repo.mac_in_use(self._connection, mac):
+                self._macs.add(mac)
+                return mac
 
     def keep(self, ports: Sequence[network_repo.NewPort]) -> None:
         self._ports.extend(ports)

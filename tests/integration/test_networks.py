@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from services.api.context import RequestContext
 from services.api.create import CreateServerCommand, CreateServerResult, CreateServers
 from services.api.networks import CreateNetworkCommand, NetworkUseCases
+from services.common import ipam
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.db.models import NETWORKS, PORTS
@@ -215,3 +216,24 @@ async def test_two_api_processes_allocate_500_addresses_in_one_23_without_a_dupl
             await c.close()
         for d in [*dbs, setup]:
             d.close()
+
+
+async def test_a_mac_already_in_use_is_never_handed_out_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 random bits collide once there are thousands of ports: the allocator checks."""
+    macs = iter(["fa:16:3e:00:00:01", "fa:16:3e:00:00:01", "fa:16:3e:00:00:01",
+                 "fa:16:3e:00:00:02"])  # fmt: skip
+    monkeypatch.setattr(ipam, "new_mac", lambda: next(macs))
+    creates = CreateServers(db, _NoCasts(), quota_defaults=UNLIMITED)
+    creates.start()
+    try:
+        first = await created(creates, server("a"))
+        second = await created(creates, server("b"))  # draws the taken MAC twice first
+    finally:
+        await creates.close()
+    with db.begin_read() as connection:
+        loaded = instance_repo.load_instances(connection, [*first.server_ids, *second.server_ids])
+    assert sorted(p.mac for i in loaded for p in i.ports) == [
+        "fa:16:3e:00:00:01", "fa:16:3e:00:00:02"
+    ]  # fmt: skip

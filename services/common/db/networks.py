@@ -267,3 +267,10 @@ def usage_per_network(connection: Connection) -> list[tuple[Network, int]]:
         ).all()
     )
     return [(n, int(counts.get(n.id, 0))) for n in list_networks(connection, project_id=None)]
+
+
+_MAC_IN_USE = select(PORTS.c.id).where(PORTS.c.mac == bindparam("mac")).limit(1)
+
+
+def mac_in_use(connection: Connection, mac: str) -> bool:
+    return connection.execute(_MAC_IN_USE, {"mac": mac}).first() is not None
