@@ -154,6 +154,16 @@ def _affected_ports(
                 )
             )
         )  # fmt: skip
+    # Only instances on hosts with a datapath to push to are loaded with their rules (that
+    # load is the costly part; libvirt's test hypervisor has none).
+    uuids = {
+        u for (u,) in connection.execute(
+            select(INSTANCES.c.uuid)
+            .join(NODES, NODES.c.host == INSTANCES.c.host)
+            .where(INSTANCES.c.uuid.in_(sorted(uuids)),
+                   NODES.c.hypervisor_type != TEST_HYPERVISOR)
+        )
+    }  # fmt: skip
     by_host: dict[str, list[PortSpec]] = defaultdict(list)
     for instance in instance_repo.load_instances(connection, sorted(uuids)):
         if instance.host and instance.ports and instance.vm_state is not VmState.DELETED:
