@@ -28,6 +28,7 @@ from services.common.errors import (
     QuotaExceeded,
     WrongState,
 )
+from tests.support.casts import NoCasts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,18 +36,6 @@ UNLIMITED = {"instances": -1, "cores": -1, "ram": -1}
 P1 = RequestContext("p1", "req-1")
 P2 = RequestContext("p2", "req-2")
 ADMIN = RequestContext("admin", "req-3", is_admin=True)
-
-
-class _NoCasts:
-    def cast(
-        self,
-        instance_uuids: Sequence[str],
-        *,
-        reservation_id: str,
-        request_id: str,
-        admin_password: str = "",
-    ) -> None:
-        pass
 
 
 def server(name: str, **fields: object) -> CreateServerCommand:
@@ -124,7 +113,7 @@ async def test_addresses_are_allocated_with_the_create_and_released_with_the_del
     networks = NetworkUseCases(db)
     await networks.create(P1, CreateNetworkCommand(
         "small", "10.50.0.0/28", allocation_pools=[("10.50.0.2", "10.50.0.5")]))  # fmt: skip
-    creates = CreateServers(db, _NoCasts(), quota_defaults=UNLIMITED)
+    creates = CreateServers(db, NoCasts(), quota_defaults=UNLIMITED)
     creates.start()
     try:
         first = await created(creates, server("a", max_count=2, networks=["small"]))
@@ -162,7 +151,7 @@ async def test_addresses_are_allocated_with_the_create_and_released_with_the_del
 async def test_auto_makes_one_default_network_per_project_and_none_gives_no_nic(
     db: Database,
 ) -> None:
-    creates = CreateServers(db, _NoCasts(), quota_defaults=UNLIMITED)
+    creates = CreateServers(db, NoCasts(), quota_defaults=UNLIMITED)
     creates.start()
     try:
         results = await asyncio.gather(
@@ -191,7 +180,7 @@ async def test_two_api_processes_allocate_500_addresses_in_one_23_without_a_dupl
     setup = Database(postgres_url)
     await NetworkUseCases(setup).create(P1, CreateNetworkCommand("big", "10.60.0.0/23"))
     dbs = [Database(postgres_url), Database(postgres_url)]
-    creators = [CreateServers(d, _NoCasts(), quota_defaults=UNLIMITED, max_batch=8) for d in dbs]
+    creators = [CreateServers(d, NoCasts(), quota_defaults=UNLIMITED, max_batch=8) for d in dbs]
     for c in creators:
         c.start()
     try:
@@ -225,7 +214,7 @@ async def test_a_mac_already_in_use_is_never_handed_out_again(
     macs = iter(["fa:16:3e:00:00:01", "fa:16:3e:00:00:01", "fa:16:3e:00:00:01",
                  "fa:16:3e:00:00:02"])  # fmt: skip
     monkeypatch.setattr(ipam, "new_mac", lambda: next(macs))
-    creates = CreateServers(db, _NoCasts(), quota_defaults=UNLIMITED)
+    creates = CreateServers(db, NoCasts(), quota_defaults=UNLIMITED)
     creates.start()
     try:
         first = await created(creates, server("a"))

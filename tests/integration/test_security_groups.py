@@ -33,6 +33,7 @@ from services.common.errors import (
     WrongState,
 )
 from services.common.networking import Direction, IpProtocol, SecurityGroupRule
+from tests.support.casts import NoCasts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,18 +41,6 @@ UNLIMITED = {"instances": -1, "cores": -1, "ram": -1}
 P1 = RequestContext("p1", "req-1")
 P2 = RequestContext("p2", "req-2")
 ADMIN = RequestContext("admin", "req-3", is_admin=True)
-
-
-class _NoCasts:
-    def cast(
-        self,
-        instance_uuids: Sequence[str],
-        *,
-        reservation_id: str,
-        request_id: str,
-        admin_password: str = "",
-    ) -> None:
-        pass
 
 
 class RecordedChanges:
@@ -68,7 +57,7 @@ class RecordedChanges:
 
 @pytest.fixture
 async def creates(db: Database) -> AsyncIterator[CreateServers]:
-    made = CreateServers(db, _NoCasts(), quota_defaults=UNLIMITED)
+    made = CreateServers(db, NoCasts(), quota_defaults=UNLIMITED)
     made.start()
     yield made
     await made.close()
@@ -319,7 +308,7 @@ async def test_a_group_deleted_while_servers_join_it_leaves_no_orphan(postgres_u
     a create takes on its groups and the delete's exclusive one order them, so either the
     delete waits and is refused (the servers use the group) or the creates find no group."""
     dbs = [Database(postgres_url), Database(postgres_url)]
-    creator = CreateServers(dbs[0], _NoCasts(), quota_defaults=UNLIMITED, max_batch=4)
+    creator = CreateServers(dbs[0], NoCasts(), quota_defaults=UNLIMITED, max_batch=4)
     creator.start()
     deleter = SecurityGroupUseCases(dbs[1], RecordedChanges())
     try:
