@@ -183,20 +183,29 @@ class HostSync:
         up what they left, drop any late cast of them, report them for rescheduling."""
         manager = self._manager
         instances = await self._inventory.list_host_instances(manager.host)
+        placed_here = {i.uuid for i in instances}
         building = {i.uuid for i in instances if i.vm_state is VmState.BUILDING}
         handed = [u for u in suspects if u in building and u not in manager.phases]
-        for uuid in handed:
+        # Moved elsewhere (or deleted) during the grace period, e.g. rescheduled by the
+        # conductor's reconciler while this host was down: what the dead build left here
+        # (its instance directory, a half-defined domain) belongs to nobody now.
+        moved = [u for u in suspects if u not in placed_here and u not in manager.phases]
+        for uuid in [*handed, *moved]:
             manager.tombstone(uuid)
             async with manager.locks.hold(uuid):
                 await manager.run_blocking(manager.driver.destroy, uuid)
                 await manager.run_blocking(manager.network.unplug_instance, uuid)
+        for uuid in handed:
             manager.report(
                 uuid,
                 InstanceEventKind.RESCHEDULE,
                 reason=f"compute service on {manager.host} restarted during the build",
             )
-        if handed:
-            log.info("handed %d interrupted builds back for rescheduling", len(handed))
+        if handed or moved:
+            log.info("handed %d interrupted builds back for rescheduling; cleaned up %d "
+                     "moved elsewhere meanwhile", len(handed), len(moved))  # fmt: skip
+        if self.last_recovery is not None:
+            self.last_recovery.reaped.extend(moved)
         if self.last_recovery is not None:
             self.last_recovery.rescheduled.extend(handed)
         return handed

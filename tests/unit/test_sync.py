@@ -140,3 +140,23 @@ async def test_periodic_sync_reports_only_differences() -> None:
     assert sink.kinds("c") == [InstanceEventKind.LOST]
     assert sink.kinds("d") == []  # builds are not the sync's business
     assert driver.file_listings == 0  # only start-up reaps directories: none listed here
+
+
+async def test_hand_back_cleans_up_a_build_moved_elsewhere_meanwhile() -> None:
+    """A build that died with the previous process and was rescheduled to another host
+    before the grace ran out leaves its directory here: the hand-back removes it and
+    reports nothing (the conductor already moved it)."""
+    driver = HostDriver({"moved": (PowerState.NOSTATE, True)})
+    sink = RecordingSink()
+    compute = manager(driver, sink, limit=2)
+    inventory = Inventory([live("moved", VmState.BUILDING, TaskState.SPAWNING, PowerState.NOSTATE)])
+    sync = HostSync(compute, inventory, interval=60)
+    report = await sync.recover()
+    assert report.suspects == ["moved"]
+    inventory.instances.clear()  # placed on another host now
+
+    assert await sync.hand_back(["moved"]) == []
+
+    assert driver.destroyed == ["moved"]
+    assert report.reaped == ["moved"]
+    assert sink.kinds("moved") == []
