@@ -1,0 +1,271 @@
+"""Hand-written in-memory fakes of the persistence ports (services.common.stores), for unit
+tests of use cases without a database.
+
+One ``FakeDatabase`` holds the rows; ``FakeUnitOfWork`` runs work on a ``FakeTransaction``
+(every fake store on that state) and, like a real transaction, keeps nothing of a piece of
+work that raised. Each store mirrors what its SQL twin in services.common.db.stores does;
+where the SQL relies on the database (a lock, a unique key), the fake says so.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from services.common.domain import Flavor, Instance, PowerState, TaskState, VmState, utcnow
+from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
+
+T = TypeVar("T")
+
+POWER_TASKS = frozenset(
+    {TaskState.POWERING_OFF, TaskState.POWERING_ON, TaskState.REBOOTING, TaskState.REBOOTING_HARD}
+)
+WATCH_MAX = 1000
+
+
+@dataclass
+class FakeNode:
+    host: str
+    rpc_address: str
+    last_heartbeat_at: datetime
+
+
+@dataclass
+class FakeAction:
+    instance_uuid: str
+    action: str
+    request_id: str
+    project_id: str
+    start_time: datetime
+    finish_time: datetime | None = None
+    message: str | None = None
+
+
+@dataclass
+class FakeDatabase:
+    """The rows. Tests arrange them directly and assert on them after the use case ran."""
+
+    instances: dict[str, Instance] = field(default_factory=dict)
+    nodes: dict[str, FakeNode] = field(default_factory=dict)
+    # instance uuid -> host of its placement claim
+    allocations: dict[str, str] = field(default_factory=dict)
+    actions: list[FakeAction] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+
+    def add(self, *instances: Instance) -> None:
+        for instance in instances:
+            self.instances[instance.uuid] = instance
+
+    def action_of(self, uuid: str, action: str) -> FakeAction:
+        """The latest ``action`` of the instance."""
+        return [a for a in self.actions if a.instance_uuid == uuid and a.action == action][-1]
+
+
+def make_instance(**changes: Any) -> Instance:
+    """A building instance of project ``demo`` (fields overridden by ``changes``)."""
+    values: dict[str, Any] = {
+        "uuid": str(uuid4()), "id": None, "display_name": "vm", "project_id": "demo",
+        "flavor": Flavor("1", "m1.tiny", 1, 512, 1), "image_id": "image-1",
+        "reservation_id": "r-1", "vm_state": VmState.BUILDING,
+        "task_state": TaskState.SCHEDULING, "power_state": PowerState.NOSTATE, "host": None,
+        "node": None, "metadata": {}, "created_at": utcnow(),
+    }  # fmt: skip
+    values.update(changes)
+    return Instance(**values)
+
+
+def _changed_before(instance: Instance, moment: datetime) -> bool:
+    return (instance.updated_at or instance.created_at) < moment
+
+
+def _building(instance: Instance) -> bool:
+    return instance.vm_state is VmState.BUILDING
+
+
+class FakeInstances:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def load(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
+        # for_update: a lock in the database; one thread of fake work needs none.
+        return [self._db.instances[u] for u in uuids if u in self._db.instances]
+
+    def unfinished(self, cutoffs: UnfinishedCutoffs) -> Findings:
+        now = cutoffs.now
+        grace = now - cutoffs.scheduling_grace
+        down = now - cutoffs.service_down_time
+        found = Findings()
+        unscheduled: dict[str, list[str]] = defaultdict(list)
+        for i in sorted(self._db.instances.values(), key=lambda i: i.created_at):
+            node = self._db.nodes.get(i.host) if i.host else None
+            not_deleting = i.task_state is not TaskState.DELETING
+            if (
+                _building(i) and i.task_state is TaskState.SCHEDULING and i.host is None
+                and _changed_before(i, grace)
+            ):  # fmt: skip
+                unscheduled[i.reservation_id].append(i.uuid)
+            if (
+                i.task_state is TaskState.DELETING and i.vm_state is not VmState.DELETED
+                and _changed_before(i, grace)
+            ):  # fmt: skip
+                found.deleting.append(i.uuid)
+            if (
+                _building(i) and not_deleting and node is not None
+                and node.last_heartbeat_at < down and _changed_before(i, grace)
+            ):  # fmt: skip
+                found.on_down_hosts.append((i.uuid, node.host))
+            if (
+                _building(i)
+                and not_deleting
+                and i.created_at < now - cutoffs.instance_build_timeout
+            ):
+                found.timed_out.append(i.uuid)
+            if i.task_state in POWER_TASKS and _changed_before(
+                i, now - cutoffs.power_action_timeout
+            ):
+                found.stuck_power.append(i.uuid)
+            if (
+                _building(i) and i.task_state is None and node is not None
+                and node.last_heartbeat_at >= down and _changed_before(i, grace)
+            ):  # fmt: skip
+                found.unsent.append(i.uuid)
+        found.unscheduled = dict(unscheduled)
+        return found
+
+    def host_address(self, uuid: str) -> str | None:
+        instance = self._db.instances.get(uuid)
+        if instance is None or instance.host is None or instance.host not in self._db.nodes:
+            return None
+        return self._db.nodes[instance.host].rpc_address
+
+    def mark_error(self, faults: Sequence[FaultRecord], now: datetime) -> None:
+        for fault in faults:
+            self._update([fault.uuid], vm_state=VmState.ERROR, task_state=None, updated_at=now)
+        self._db.faults.extend(faults)
+
+    def mark_deleted(self, uuids: Sequence[str], now: datetime) -> None:
+        live = [u for u in uuids if self._live(u)]
+        self._update(live, vm_state=VmState.DELETED, task_state=None,
+                     power_state=PowerState.NOSTATE, updated_at=now)  # fmt: skip
+
+    def settle_power_action(
+        self,
+        uuids: Sequence[str],
+        vm_state: VmState | None,
+        power: PowerState | None,
+        now: datetime,
+    ) -> None:
+        for uuid in uuids:
+            instance = self._db.instances.get(uuid)
+            if instance is None or instance.task_state not in POWER_TASKS:
+                continue
+            self._db.instances[uuid] = replace(
+                instance,
+                task_state=None,
+                updated_at=now,
+                vm_state=instance.vm_state if vm_state is None else vm_state,
+                power_state=instance.power_state if power is None else power,
+            )
+
+    def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
+        found = []
+        for i in sorted(self._db.instances.values(), key=lambda i: i.created_at):
+            if since is not None and (i.updated_at or i.created_at) < since:
+                continue
+            if any(_covers(scope, i, snapshot=since is None) for scope in scopes):
+                found.append(i)
+        return found[:WATCH_MAX]
+
+    def _live(self, uuid: str) -> bool:
+        instance = self._db.instances.get(uuid)
+        return instance is not None and instance.vm_state is not VmState.DELETED
+
+    def _update(self, uuids: Sequence[str], **changes: Any) -> None:
+        for uuid in uuids:
+            if uuid in self._db.instances:
+                self._db.instances[uuid] = replace(self._db.instances[uuid], **changes)
+
+
+def _covers(scope: WatchScope, instance: Instance, *, snapshot: bool) -> bool:
+    if scope.project_id is not None and instance.project_id != scope.project_id:
+        return False
+    if scope.server_id:
+        return instance.uuid == scope.server_id
+    if scope.reservation_id:
+        return instance.reservation_id == scope.reservation_id
+    return not snapshot or instance.vm_state is not VmState.DELETED
+
+
+class FakeNodes:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def rpc_addresses(self, hosts: Sequence[str]) -> dict[str, str]:
+        return {h: self._db.nodes[h].rpc_address for h in hosts if h in self._db.nodes}
+
+
+class FakeAllocations:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def free(self, uuids: Sequence[str]) -> int:
+        freed = [u for u in uuids if u in self._db.allocations]
+        for uuid in freed:
+            del self._db.allocations[uuid]
+        return len(freed)
+
+
+class FakeActions:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def finish(
+        self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
+    ) -> None:
+        for a in self._db.actions:
+            if a.instance_uuid in uuids and a.action == action and a.finish_time is None:
+                a.finish_time = now
+                a.message = message[:255] if message else None
+
+
+class FakeTransaction:
+    def __init__(self, db: FakeDatabase) -> None:
+        self.instances = FakeInstances(db)
+        self.nodes = FakeNodes(db)
+        self.allocations = FakeAllocations(db)
+        self.actions = FakeActions(db)
+
+
+class FakeUnitOfWork:
+    """Runs work at once on the fake rows; a piece of work that raises leaves them as they
+    were (its changes are rolled back). Counts transactions, so that tests can see how many
+    round trips a use case makes."""
+
+    def __init__(self, db: FakeDatabase | None = None) -> None:
+        self.db = db if db is not None else FakeDatabase()
+        self.writes = 0
+        self.reads = 0
+
+    async def write(self, work: Callable[[FakeTransaction], T]) -> T:
+        self.writes += 1
+        before = copy.deepcopy(self.db)
+        try:
+            return work(FakeTransaction(self.db))
+        except BaseException:
+            self._restore(before)
+            raise
+
+    async def read(
+        self, work: Callable[[FakeTransaction], T], *, timeout: float | None = None
+    ) -> T:
+        self.reads += 1
+        return work(FakeTransaction(self.db))
+
+    def _restore(self, before: FakeDatabase) -> None:
+        for name in vars(before):
+            setattr(self.db, name, getattr(before, name))
