@@ -40,6 +40,7 @@ from services.api.settings import ApiSettings
 from services.api.watch import ServerWatch
 from services.common.app import RunningService
 from services.common.db.engine import Database
+from services.common.db.stores import SqlUnitOfWork
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
@@ -107,6 +108,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     db = Database(
         settings.database_url, read_timeout=settings.rpc_deadline_seconds, fair_reads=True
     )
+    uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()
     channels = ChannelPool(settings.internal_client_tls())
     caster = BuildCaster(
@@ -122,7 +124,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
             streams_per_project=settings.max_streams_per_project,
         ),
     )
-    watch = ServerWatch(db)
+    watch = ServerWatch(uow)
     rules_fan_out = ConductorRulesFanOut(conductor)
     servers = ServersServicer(
         ServerUseCases(
