@@ -114,7 +114,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     caster = BuildCaster(
         channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
     )
-    create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
+    create = CreateServers(uow, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
     identify = Identify(
         Authenticator(db, cache_seconds=settings.auth_cache_seconds, oidc=oidc_verifier(settings)),

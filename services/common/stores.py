@@ -15,12 +15,21 @@ one transaction object that has them all fits every one of those.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from services.common.domain import Instance, PowerState, VmState
+from services.common.domain import Flavor, Image, Instance, PowerState, VmState
+from services.common.networking import Network
+
+if TYPE_CHECKING:  # records still defined beside their SQL (they import no SQL themselves)
+    from services.common.db.actions import NewAction
+    from services.common.db.idempotency import KeyedCreate
+    from services.common.db.networks import NewNetwork, NewPort
+    from services.common.db.quotas import Usage
+    from services.common.db.security_groups import SecurityGroup
 
 T = TypeVar("T")
 Tx_co = TypeVar("Tx_co", covariant=True)
@@ -124,11 +133,23 @@ class InstanceStore(Protocol):
         deletes included."""
         ...
 
+    def live_uuids(self, uuids: Sequence[str], *, project_id: str | None) -> set[str]:
+        """Which of ``uuids`` are servers not deleted (of ``project_id``, when given)."""
+        ...
+
+    def insert(self, instances: Sequence[Instance]) -> None: ...
+
 
 class NodeStore(Protocol):
     def rpc_addresses(self, hosts: Sequence[str]) -> dict[str, str]:
         """host -> rpc address, for the hosts that have a node record."""
         ...
+
+    def zones(self) -> set[str]:
+        """The availability zones that have compute hosts."""
+        ...
+
+    def host_exists(self, host: str) -> bool: ...
 
 
 class AllocationStore(Protocol):
@@ -138,8 +159,108 @@ class AllocationStore(Protocol):
 
 
 class ActionStore(Protocol):
+    def start(self, actions: Sequence[NewAction], now: datetime) -> None: ...
+
     def finish(
         self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
     ) -> None:
         """End the latest ``action`` of each instance (``message``: why it failed)."""
+        ...
+
+
+class CatalogStore(Protocol):
+    def find_flavor(self, ref: str) -> Flavor | None:
+        """By id, else by name."""
+        ...
+
+    def find_image(self, ref: str) -> Image | None:
+        """By id, else by name; InvalidArgument(image_ref) when a name is ambiguous."""
+        ...
+
+
+class ServerGroupStore(Protocol):
+    def exists(self, group_uuid: str, *, project_id: str | None) -> bool:
+        """The server group exists (in ``project_id``, when given)."""
+        ...
+
+    def add_members(
+        self, group_uuid: str, instance_uuids: Sequence[str], now: datetime
+    ) -> None: ...
+
+
+class KeypairStore(Protocol):
+    def public_key(self, *, project_id: str, name: str) -> str | None:
+        """The key pair's public key; None when the project has no key pair of that name."""
+        ...
+
+
+class QuotaStore(Protocol):
+    def limits(self, project_id: str, defaults: dict[str, int]) -> dict[str, int]:
+        """The project's limit of every resource (``defaults`` where it has none set)."""
+        ...
+
+    def usage(self, project_id: str) -> Usage:
+        """What the project's servers that are not deleted hold."""
+        ...
+
+
+class IdempotencyStore(Protocol):
+    """client_request_id keys: which servers a keyed create made."""
+
+    def find(
+        self, project_id: str, client_request_id: str, *, since: datetime
+    ) -> KeyedCreate | None: ...
+
+    def claim(
+        self,
+        project_id: str,
+        client_request_id: str,
+        *,
+        reservation_id: str,
+        server_ids: Sequence[str],
+        now: datetime,
+        expired_before: datetime,
+    ) -> bool:
+        """Record the key for these servers (dropping an expired one); False when another
+        create holds it. On a database the unique key decides between racing creates."""
+        ...
+
+
+class NetworkStore(Protocol):
+    def default_network(self, project_id: str) -> Network | None: ...
+
+    def find(self, ref: str, *, project_id: str | None) -> list[Network]:
+        """Networks with this id or name the project may use (its own and shared ones; an
+        id wins, then the project's own name); more than one means the name is ambiguous."""
+        ...
+
+    def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]: ...
+
+    def create(self, new: NewNetwork, now: datetime) -> Network | None:
+        """None when the project has a network of that name already."""
+        ...
+
+    def lock(self, network_ids: Sequence[str]) -> None:
+        """Serialise address allocation on these networks until the transaction ends."""
+        ...
+
+    def used_addresses(self, network_id: str) -> set[IPv4Address]: ...
+
+    def mac_in_use(self, mac: str) -> bool: ...
+
+    def insert_ports(self, ports: Sequence[NewPort], now: datetime) -> None: ...
+
+
+class SecurityGroupStore(Protocol):
+    def ensure_default(self, project_id: str, now: datetime) -> SecurityGroup:
+        """The project's "default" group, made with its rules on first use."""
+        ...
+
+    def find(self, ref: str, *, project_id: str | None, lock: bool = False) -> list[SecurityGroup]:
+        """Groups with this id or name (an id wins); ``lock``: none can be deleted before
+        the transaction ends."""
+        ...
+
+    def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """(instance uuid, group id) pairs."""
         ...

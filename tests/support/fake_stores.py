@@ -11,13 +11,29 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 from uuid import uuid4
 
-from services.common.domain import Flavor, Instance, PowerState, TaskState, VmState, utcnow
+from services.common.db.actions import NewAction
+from services.common.db.idempotency import KeyedCreate
+from services.common.db.networks import NewNetwork, NewPort
+from services.common.db.quotas import DEFAULTS, Usage
+from services.common.db.security_groups import DEFAULT_DESCRIPTION, DEFAULT_NAME, SecurityGroup
+from services.common.domain import (
+    Flavor,
+    Image,
+    Instance,
+    PowerState,
+    TaskState,
+    VmState,
+    utcnow,
+)
+from services.common.errors import InvalidArgument
+from services.common.networking import Network
 from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
 
 T = TypeVar("T")
@@ -33,6 +49,7 @@ class FakeNode:
     host: str
     rpc_address: str
     last_heartbeat_at: datetime
+    availability_zone: str = "nova"
 
 
 @dataclass
@@ -56,6 +73,20 @@ class FakeDatabase:
     allocations: dict[str, str] = field(default_factory=dict)
     actions: list[FakeAction] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
+    flavors: dict[str, Flavor] = field(default_factory=dict)  # by id
+    images: dict[str, Image] = field(default_factory=dict)  # by id
+    server_groups: dict[str, str] = field(default_factory=dict)  # uuid -> project
+    group_members: list[tuple[str, str]] = field(default_factory=list)  # (group, instance)
+    keypairs: dict[tuple[str, str], str] = field(default_factory=dict)  # (project, name) -> key
+    quota_limits: dict[tuple[str, str], int] = field(default_factory=dict)  # (project, resource)
+    # (project, client_request_id) -> (the create, when it was keyed)
+    create_requests: dict[tuple[str, str], tuple[KeyedCreate, datetime]] = field(
+        default_factory=dict
+    )
+    networks: dict[str, Network] = field(default_factory=dict)  # by id
+    ports: list[NewPort] = field(default_factory=list)
+    security_groups: dict[str, SecurityGroup] = field(default_factory=dict)  # by id
+    memberships: list[tuple[str, str]] = field(default_factory=list)  # (instance, group)
 
     def add(self, *instances: Instance) -> None:
         for instance in instances:
@@ -181,6 +212,20 @@ class FakeInstances:
                 found.append(i)
         return found[:WATCH_MAX]
 
+    def live_uuids(self, uuids: Sequence[str], *, project_id: str | None) -> set[str]:
+        return {
+            u
+            for u in uuids
+            if self._live(u)
+            and (project_id is None or self._db.instances[u].project_id == project_id)
+        }
+
+    def insert(self, instances: Sequence[Instance]) -> None:
+        for instance in instances:
+            if instance.uuid in self._db.instances:
+                raise AssertionError(f"duplicate instance {instance.uuid}")  # a primary key
+            self._db.instances[instance.uuid] = instance
+
     def _live(self, uuid: str) -> bool:
         instance = self._db.instances.get(uuid)
         return instance is not None and instance.vm_state is not VmState.DELETED
@@ -208,6 +253,12 @@ class FakeNodes:
     def rpc_addresses(self, hosts: Sequence[str]) -> dict[str, str]:
         return {h: self._db.nodes[h].rpc_address for h in hosts if h in self._db.nodes}
 
+    def zones(self) -> set[str]:
+        return {n.availability_zone for n in self._db.nodes.values()}
+
+    def host_exists(self, host: str) -> bool:
+        return host in self._db.nodes
+
 
 class FakeAllocations:
     def __init__(self, db: FakeDatabase) -> None:
@@ -224,6 +275,11 @@ class FakeActions:
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
 
+    def start(self, actions: Sequence[NewAction], now: datetime) -> None:
+        self._db.actions.extend(
+            FakeAction(a.instance_uuid, a.action, a.request_id, a.project_id, now) for a in actions
+        )
+
     def finish(
         self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
     ) -> None:
@@ -233,12 +289,196 @@ class FakeActions:
                 a.message = message[:255] if message else None
 
 
+class FakeCatalog:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def find_flavor(self, ref: str) -> Flavor | None:
+        if ref in self._db.flavors:
+            return self._db.flavors[ref]
+        return next((f for f in self._db.flavors.values() if f.name == ref), None)
+
+    def find_image(self, ref: str) -> Image | None:
+        if ref in self._db.images:
+            return self._db.images[ref]
+        named = [i for i in self._db.images.values() if i.name == ref]
+        if len(named) > 1:
+            raise InvalidArgument("image_ref", f"image name {ref!r} is ambiguous: use the image id")
+        return named[0] if named else None
+
+
+class FakeServerGroups:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def exists(self, group_uuid: str, *, project_id: str | None) -> bool:
+        owner = self._db.server_groups.get(group_uuid)
+        return owner is not None and (project_id is None or owner == project_id)
+
+    def add_members(self, group_uuid: str, instance_uuids: Sequence[str], now: datetime) -> None:
+        self._db.group_members.extend((group_uuid, u) for u in instance_uuids)
+
+
+class FakeKeypairs:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def public_key(self, *, project_id: str, name: str) -> str | None:
+        return self._db.keypairs.get((project_id, name))
+
+
+class FakeQuotas:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def limits(self, project_id: str, defaults: dict[str, int]) -> dict[str, int]:
+        found = dict(DEFAULTS if defaults is None else defaults)
+        for (project, resource), limit in self._db.quota_limits.items():
+            if project == project_id:
+                found[resource] = limit
+        return found
+
+    def usage(self, project_id: str) -> Usage:
+        live = [
+            i
+            for i in self._db.instances.values()
+            if i.project_id == project_id and i.vm_state is not VmState.DELETED
+        ]
+        return Usage(
+            len(live), sum(i.flavor.vcpus for i in live), sum(i.flavor.memory_mb for i in live)
+        )
+
+
+class FakeIdempotency:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def find(
+        self, project_id: str, client_request_id: str, *, since: datetime
+    ) -> KeyedCreate | None:
+        found = self._db.create_requests.get((project_id, client_request_id))
+        return None if found is None or found[1] < since else found[0]
+
+    def claim(
+        self,
+        project_id: str,
+        client_request_id: str,
+        *,
+        reservation_id: str,
+        server_ids: Sequence[str],
+        now: datetime,
+        expired_before: datetime,
+    ) -> bool:
+        key = (project_id, client_request_id)
+        held = self._db.create_requests.get(key)
+        if held is not None and held[1] >= expired_before:
+            return False
+        self._db.create_requests[key] = (KeyedCreate(reservation_id, tuple(server_ids)), now)
+        return True
+
+
+class FakeNetworks:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self.locked: list[str] = []
+
+    def default_network(self, project_id: str) -> Network | None:
+        return next(
+            (n for n in self._db.networks.values() if n.project_id == project_id and n.is_default),
+            None,
+        )
+
+    def find(self, ref: str, *, project_id: str | None) -> list[Network]:
+        found = [
+            n
+            for n in self._db.networks.values()
+            if ref in (n.id, n.name)
+            and (project_id is None or n.project_id == project_id or n.shared)
+        ]
+        by_id = [n for n in found if n.id == ref]
+        if by_id:
+            return by_id
+        own = [n for n in found if n.project_id == project_id]
+        return own or found
+
+    def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]:
+        return [(n.name, n.cidr) for n in self._db.networks.values() if n.project_id == project_id]
+
+    def create(self, new: NewNetwork, now: datetime) -> Network | None:
+        if any(
+            n.project_id == new.project_id and n.name == new.name
+            for n in self._db.networks.values()
+        ):
+            return None
+        network = Network(
+            id=str(uuid4()), project_id=new.project_id, name=new.name, cidr=new.cidr,
+            gateway=new.gateway, dns_servers=new.dns_servers,
+            allocation_pools=new.allocation_pools, shared=new.shared,
+            is_default=new.is_default, segmentation_id=len(self._db.networks) + 1, mtu=new.mtu,
+            created_at=now,
+        )  # fmt: skip
+        self._db.networks[network.id] = network
+        return network
+
+    def lock(self, network_ids: Sequence[str]) -> None:
+        self.locked.extend(network_ids)  # one thread of fake work: nothing to wait for
+
+    def used_addresses(self, network_id: str) -> set[IPv4Address]:
+        return {p.fixed_ip for p in self._db.ports if p.network_id == network_id}
+
+    def mac_in_use(self, mac: str) -> bool:
+        return any(p.mac == mac for p in self._db.ports)
+
+    def insert_ports(self, ports: Sequence[NewPort], now: datetime) -> None:
+        taken = {(p.network_id, p.fixed_ip) for p in self._db.ports}
+        for port in ports:
+            if (port.network_id, port.fixed_ip) in taken:  # the unique (network, address)
+                raise AssertionError(f"address {port.fixed_ip} taken twice")
+            taken.add((port.network_id, port.fixed_ip))
+        self._db.ports.extend(ports)
+
+
+class FakeSecurityGroups:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    def ensure_default(self, project_id: str, now: datetime) -> SecurityGroup:
+        found = self.find(DEFAULT_NAME, project_id=project_id)
+        if found:
+            return found[0]
+        group = SecurityGroup(str(uuid4()), project_id, DEFAULT_NAME, DEFAULT_DESCRIPTION, now)
+        self._db.security_groups[group.id] = group
+        return group
+
+    def find(self, ref: str, *, project_id: str | None, lock: bool = False) -> list[SecurityGroup]:
+        found = sorted(
+            (
+                g
+                for g in self._db.security_groups.values()
+                if ref in (g.id, g.name) and (project_id is None or g.project_id == project_id)
+            ),
+            key=lambda g: g.id,
+        )
+        by_id = [g for g in found if g.id == ref]
+        return by_id or found
+
+    def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._db.memberships.extend(pairs)
+
+
 class FakeTransaction:
     def __init__(self, db: FakeDatabase) -> None:
         self.instances = FakeInstances(db)
         self.nodes = FakeNodes(db)
         self.allocations = FakeAllocations(db)
         self.actions = FakeActions(db)
+        self.catalog = FakeCatalog(db)
+        self.server_groups = FakeServerGroups(db)
+        self.keypairs = FakeKeypairs(db)
+        self.quotas = FakeQuotas(db)
+        self.idempotency = FakeIdempotency(db)
+        self.networks = FakeNetworks(db)
+        self.security_groups = FakeSecurityGroups(db)
 
 
 class FakeUnitOfWork:

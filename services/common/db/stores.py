@@ -8,18 +8,22 @@ ran itself before, so a use case makes exactly the round trips it made then.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network
 from typing import TypeVar
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select
 
 from services.common.db import actions as action_repo
+from services.common.db import catalog, groups, idempotency, keypairs, placement, quotas
 from services.common.db import instances as instance_repo
-from services.common.db import placement
+from services.common.db import networks as network_repo
+from services.common.db import security_groups as security_group_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
-from services.common.domain import Instance, PowerState, TaskState, VmState
+from services.common.domain import Flavor, Image, Instance, PowerState, TaskState, VmState
+from services.common.networking import Network
 from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
 
 T = TypeVar("T")
@@ -154,6 +158,19 @@ class SqlInstances:
         rows = [r._mapping for r in self._c.execute(query)]
         return instance_repo.with_details(self._c, rows)
 
+    def live_uuids(self, uuids: Sequence[str], *, project_id: str | None) -> set[str]:
+        if not uuids:
+            return set()
+        query = select(INSTANCES.c.uuid).where(
+            INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state != VmState.DELETED.value
+        )
+        if project_id is not None:
+            query = query.where(INSTANCES.c.project_id == project_id)
+        return {u for (u,) in self._c.execute(query)}
+
+    def insert(self, instances: Sequence[Instance]) -> None:
+        instance_repo.insert_instances(self._c, instances)
+
 
 class SqlNodes:
     def __init__(self, connection: Connection) -> None:
@@ -164,6 +181,13 @@ class SqlNodes:
             select(NODES.c.host, NODES.c.rpc_address).where(NODES.c.host.in_(list(hosts)))
         )
         return {host: address for host, address in rows}
+
+    def zones(self) -> set[str]:
+        return {z for (z,) in self._c.execute(select(NODES.c.availability_zone).distinct())}
+
+    def host_exists(self, host: str) -> bool:
+        found = self._c.execute(select(NODES.c.host).where(NODES.c.host == host)).first()
+        return found is not None
 
 
 class SqlAllocations:
@@ -178,10 +202,125 @@ class SqlActions:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
+    def start(self, actions: Sequence[action_repo.NewAction], now: datetime) -> None:
+        action_repo.start_actions(self._c, actions, now)
+
     def finish(
         self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
     ) -> None:
         action_repo.finish_actions(self._c, uuids, action, now, message=message)
+
+
+class SqlCatalog:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def find_flavor(self, ref: str) -> Flavor | None:
+        return catalog.find_flavor(self._c, ref)
+
+    def find_image(self, ref: str) -> Image | None:
+        return catalog.find_image(self._c, ref)
+
+
+class SqlServerGroups:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def exists(self, group_uuid: str, *, project_id: str | None) -> bool:
+        return bool(groups.get_groups(self._c, [group_uuid], project_id=project_id))
+
+    def add_members(self, group_uuid: str, instance_uuids: Sequence[str], now: datetime) -> None:
+        groups.add_members(self._c, group_uuid, instance_uuids, now)
+
+
+class SqlKeypairs:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def public_key(self, *, project_id: str, name: str) -> str | None:
+        found = keypairs.get(self._c, project_id=project_id, name=name)
+        return None if found is None else found.public_key
+
+
+class SqlQuotas:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def limits(self, project_id: str, defaults: dict[str, int]) -> dict[str, int]:
+        return quotas.limits(self._c, project_id, defaults)
+
+    def usage(self, project_id: str) -> quotas.Usage:
+        return quotas.usage(self._c, project_id)
+
+
+class SqlIdempotency:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def find(
+        self, project_id: str, client_request_id: str, *, since: datetime
+    ) -> idempotency.KeyedCreate | None:
+        return idempotency.find(self._c, project_id, client_request_id, since=since)
+
+    def claim(
+        self,
+        project_id: str,
+        client_request_id: str,
+        *,
+        reservation_id: str,
+        server_ids: Sequence[str],
+        now: datetime,
+        expired_before: datetime,
+    ) -> bool:
+        return idempotency.claim(
+            self._c, project_id, client_request_id, reservation_id=reservation_id,
+            server_ids=server_ids, now=now, expired_before=expired_before,
+        )  # fmt: skip
+
+
+class SqlNetworks:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def default_network(self, project_id: str) -> Network | None:
+        return network_repo.default_network(self._c, project_id)
+
+    def find(self, ref: str, *, project_id: str | None) -> list[Network]:
+        return network_repo.find_networks(self._c, ref, project_id=project_id)
+
+    def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]:
+        return network_repo.project_cidrs(self._c, project_id)
+
+    def create(self, new: network_repo.NewNetwork, now: datetime) -> Network | None:
+        return network_repo.create_network(self._c, new, now)
+
+    def lock(self, network_ids: Sequence[str]) -> None:
+        network_repo.lock_networks(self._c, network_ids)
+
+    def used_addresses(self, network_id: str) -> set[IPv4Address]:
+        return network_repo.used_addresses(self._c, network_id)
+
+    def mac_in_use(self, mac: str) -> bool:
+        return network_repo.mac_in_use(self._c, mac)
+
+    def insert_ports(self, ports: Sequence[network_repo.NewPort], now: datetime) -> None:
+        network_repo.insert_ports(self._c, ports, now)
+
+
+class SqlSecurityGroups:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def ensure_default(self, project_id: str, now: datetime) -> security_group_repo.SecurityGroup:
+        return security_group_repo.ensure_default(self._c, project_id, now)
+
+    def find(
+        self, ref: str, *, project_id: str | None, lock: bool = False
+    ) -> list[security_group_repo.SecurityGroup]:
+        return security_group_repo.find_groups(self._c, ref, project_id=project_id, lock=lock)
+
+    def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
+        security_group_repo.add_memberships(self._c, pairs)
 
 
 class SqlTransaction:
@@ -193,6 +332,13 @@ class SqlTransaction:
         self.nodes = SqlNodes(connection)
         self.allocations = SqlAllocations(connection)
         self.actions = SqlActions(connection)
+        self.catalog = SqlCatalog(connection)
+        self.server_groups = SqlServerGroups(connection)
+        self.keypairs = SqlKeypairs(connection)
+        self.quotas = SqlQuotas(connection)
+        self.idempotency = SqlIdempotency(connection)
+        self.networks = SqlNetworks(connection)
+        self.security_groups = SqlSecurityGroups(connection)
 
 
 class SqlUnitOfWork:
