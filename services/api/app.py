@@ -128,7 +128,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     rules_fan_out = ConductorRulesFanOut(conductor)
     servers = ServersServicer(
         ServerUseCases(
-            create, ServerQueries(db), DeleteServer(db, conductor), PowerActions(db, conductor),
+            create, ServerQueries(db), DeleteServer(uow, conductor), PowerActions(uow, conductor),
             watch,
         ),
         identify,

@@ -21,7 +21,15 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from services.common.domain import Flavor, Image, Instance, PowerState, VmState
+from services.common.domain import (
+    Flavor,
+    HostState,
+    Image,
+    Instance,
+    PowerState,
+    TaskState,
+    VmState,
+)
 from services.common.networking import Network
 
 if TYPE_CHECKING:  # records still defined beside their SQL (they import no SQL themselves)
@@ -100,6 +108,10 @@ class WatchScope:
 
 
 class InstanceStore(Protocol):
+    def get(self, uuid: str, *, project_id: str | None) -> Instance | None:
+        """The instance (of ``project_id``, when given), deleted ones too."""
+        ...
+
     def load(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
         """``for_update``: the rows stay locked (PostgreSQL) until the transaction ends."""
         ...
@@ -112,6 +124,23 @@ class InstanceStore(Protocol):
         ...
 
     def mark_error(self, faults: Sequence[FaultRecord], now: datetime) -> None: ...
+
+    def mark_deleting(self, uuid: str, *, project_id: str | None, now: datetime) -> Instance | None:
+        """Record the intent to delete (task ``deleting``); None if no such live instance."""
+        ...
+
+    def start_power_action(
+        self,
+        uuid: str,
+        *,
+        project_id: str | None,
+        allowed: Sequence[VmState],
+        task: TaskState,
+        now: datetime,
+    ) -> Instance | None:
+        """Set ``task`` if the instance is in one of ``allowed`` with no task running; None
+        if not."""
+        ...
 
     def mark_deleted(self, uuids: Sequence[str], now: datetime) -> None:
         """DELETED, with the instances' ports and security-group memberships released."""
@@ -139,6 +168,14 @@ class InstanceStore(Protocol):
 
     def insert(self, instances: Sequence[Instance]) -> None: ...
 
+    def count_by_state(self) -> dict[str, int]:
+        """vm_state value -> how many instances are in it."""
+        ...
+
+    def oldest_building(self) -> datetime | None:
+        """When the oldest instance still building was created (None: none is)."""
+        ...
+
 
 class NodeStore(Protocol):
     def rpc_addresses(self, hosts: Sequence[str]) -> dict[str, str]:
@@ -150,6 +187,10 @@ class NodeStore(Protocol):
         ...
 
     def host_exists(self, host: str) -> bool: ...
+
+    def host_states(self, *, now: datetime, service_down_time: timedelta) -> list[HostState]:
+        """Every compute node with its usage (up: a heartbeat within ``service_down_time``)."""
+        ...
 
 
 class AllocationStore(Protocol):
@@ -249,6 +290,10 @@ class NetworkStore(Protocol):
     def mac_in_use(self, mac: str) -> bool: ...
 
     def insert_ports(self, ports: Sequence[NewPort], now: datetime) -> None: ...
+
+    def usage_per_network(self) -> list[tuple[Network, int]]:
+        """Every network with how many ports (so addresses) it has in use."""
+        ...
 
 
 class SecurityGroupStore(Protocol):

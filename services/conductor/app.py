@@ -103,7 +103,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
     census = InstanceCensus(
-        db, metrics, service_down_time=timedelta(seconds=settings.service_down_time)
+        uow, metrics, service_down_time=timedelta(seconds=settings.service_down_time)
     )
     readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()

@@ -22,10 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from services.common.db import actions, placement
-from services.common.db import instances as instance_repo
-from services.common.db import networks as network_repo
-from services.common.db.engine import Database
+from services.common.db import actions
 from services.common.domain import InstanceEvent, InstanceEventKind, VmState, utcnow
 from services.common.ipam import pool_size
 from services.common.stores import (
@@ -33,6 +30,8 @@ from services.common.stores import (
     AllocationStore,
     Findings,
     InstanceStore,
+    NetworkStore,
+    NodeStore,
     UnfinishedCutoffs,
     UnitOfWork,
 )
@@ -170,19 +169,28 @@ class Reconciler:
             self._task.cancel()
 
 
+class CensusTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def nodes(self) -> NodeStore: ...
+    @property
+    def networks(self) -> NetworkStore: ...
+
+
 class InstanceCensus:
     """Keeps the gauges read from the database current (every ``interval``): instances by
     state, the age of the oldest build, compute nodes up, down and disabled."""
 
     def __init__(
         self,
-        db: Database,
+        uow: UnitOfWork[CensusTx],
         metrics: ConductorMetrics,
         interval: float = 10.0,
         *,
         service_down_time: timedelta = timedelta(seconds=60),
     ) -> None:
-        self._db = db
+        self._uow = uow
         self._metrics = metrics
         self._interval = interval
         self._service_down_time = service_down_time
@@ -192,23 +200,20 @@ class InstanceCensus:
         self._task = asyncio.create_task(self._run(), name="instance-census")
 
     async def count_once(self) -> None:
-        counts = await self._db.read(instance_repo.count_by_state)
+        counts = await self._uow.read(lambda tx: tx.instances.count_by_state())
         for state in VmState:
             self._metrics.instances.labels(state.value).set(counts.get(state.value, 0))
-        for network, ports in await self._db.read(network_repo.usage_per_network):
+        for network, ports in await self._uow.read(lambda tx: tx.networks.usage_per_network()):
             gauge = self._metrics.network_ports
             gauge.labels(network.id, network.name, "in_use").set(ports)
-            gauge.labels(network.id, network.name, "pool").set(
-                pool_size(network.allocation_pools)
-            )
+            gauge.labels(network.id, network.name, "pool").set(pool_size(network.allocation_pools))
         now = utcnow()
-        oldest = await self._db.read(instance_repo.oldest_building)
+        oldest = await self._uow.read(lambda tx: tx.instances.oldest_building())
         age = (now - oldest).total_seconds() if oldest is not None else 0.0
         self._metrics.oldest_build_age.set(max(age, 0.0))
-        hosts = await self._db.read(
-            lambda c: placement.load_host_states(
-                c, now=now, service_down_time=self._service_down_time
-            )
+        down_time = self._service_down_time
+        hosts = await self._uow.read(
+            lambda tx: tx.nodes.host_states(now=now, service_down_time=down_time)
         )
         nodes = {"up": 0, "down": 0, "disabled": 0}
         for host in hosts:

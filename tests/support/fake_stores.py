@@ -13,7 +13,7 @@ import copy
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -25,9 +25,11 @@ from services.common.db.quotas import DEFAULTS, Usage
 from services.common.db.security_groups import DEFAULT_DESCRIPTION, DEFAULT_NAME, SecurityGroup
 from services.common.domain import (
     Flavor,
+    HostState,
     Image,
     Instance,
     PowerState,
+    Resources,
     TaskState,
     VmState,
     utcnow,
@@ -50,6 +52,8 @@ class FakeNode:
     rpc_address: str
     last_heartbeat_at: datetime
     availability_zone: str = "nova"
+    enabled: bool = True
+    total: Resources = field(default_factory=lambda: Resources(16, 32768, 400))
 
 
 @dataclass
@@ -122,6 +126,12 @@ class FakeInstances:
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
 
+    def get(self, uuid: str, *, project_id: str | None) -> Instance | None:
+        found = self._db.instances.get(uuid)
+        if found is None or (project_id is not None and found.project_id != project_id):
+            return None
+        return found
+
     def load(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
         # for_update: a lock in the database; one thread of fake work needs none.
         return [self._db.instances[u] for u in uuids if u in self._db.instances]
@@ -179,6 +189,28 @@ class FakeInstances:
             self._update([fault.uuid], vm_state=VmState.ERROR, task_state=None, updated_at=now)
         self._db.faults.extend(faults)
 
+    def mark_deleting(self, uuid: str, *, project_id: str | None, now: datetime) -> Instance | None:
+        found = self.get(uuid, project_id=project_id)
+        if found is None or found.vm_state is VmState.DELETED:
+            return None
+        self._update([uuid], task_state=TaskState.DELETING, updated_at=now)
+        return self._db.instances[uuid]
+
+    def start_power_action(
+        self,
+        uuid: str,
+        *,
+        project_id: str | None,
+        allowed: Sequence[VmState],
+        task: TaskState,
+        now: datetime,
+    ) -> Instance | None:
+        found = self.get(uuid, project_id=project_id)
+        if found is None or found.vm_state not in allowed or found.task_state is not None:
+            return None
+        self._update([uuid], task_state=task, updated_at=now)
+        return self._db.instances[uuid]
+
     def mark_deleted(self, uuids: Sequence[str], now: datetime) -> None:
         live = [u for u in uuids if self._live(u)]
         self._update(live, vm_state=VmState.DELETED, task_state=None,
@@ -226,6 +258,16 @@ class FakeInstances:
                 raise AssertionError(f"duplicate instance {instance.uuid}")  # a primary key
             self._db.instances[instance.uuid] = instance
 
+    def count_by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for instance in self._db.instances.values():
+            counts[instance.vm_state.value] += 1
+        return dict(counts)
+
+    def oldest_building(self) -> datetime | None:
+        building = [i.created_at for i in self._db.instances.values() if _building(i)]
+        return min(building, default=None)
+
     def _live(self, uuid: str) -> bool:
         instance = self._db.instances.get(uuid)
         return instance is not None and instance.vm_state is not VmState.DELETED
@@ -255,6 +297,39 @@ class FakeNodes:
 
     def zones(self) -> set[str]:
         return {n.availability_zone for n in self._db.nodes.values()}
+
+    def host_states(self, *, now: datetime, service_down_time: timedelta) -> list[HostState]:
+        states = []
+        for node_id, node in enumerate(self._db.nodes.values(), start=1):
+            placed = [i for h, i in self._placed() if h == node.host]
+            used = sum((i.resources for i in placed), Resources(0, 0, 0))
+            states.append(
+                HostState(
+                    node_id=node_id,
+                    host=node.host,
+                    hypervisor_hostname=node.host,
+                    rpc_address=node.rpc_address,
+                    total=node.total,
+                    used=used,
+                    cpu_allocation_ratio=1.0,
+                    ram_allocation_ratio=1.0,
+                    disk_allocation_ratio=1.0,
+                    generation=1,
+                    enabled=node.enabled,
+                    is_up=node.last_heartbeat_at >= now - service_down_time,
+                    availability_zone=node.availability_zone,
+                    instance_count=len(placed),
+                )
+            )
+        return states
+
+    def _placed(self) -> list[tuple[str, Instance]]:
+        """(host, instance) of every placement claim."""
+        return [
+            (host, self._db.instances[u])
+            for u, host in self._db.allocations.items()
+            if u in self._db.instances
+        ]
 
     def host_exists(self, host: str) -> bool:
         return host in self._db.nodes
@@ -428,6 +503,12 @@ class FakeNetworks:
 
     def mac_in_use(self, mac: str) -> bool:
         return any(p.mac == mac for p in self._db.ports)
+
+    def usage_per_network(self) -> list[tuple[Network, int]]:
+        return [
+            (n, sum(1 for p in self._db.ports if p.network_id == n.id))
+            for n in self._db.networks.values()
+        ]
 
     def insert_ports(self, ports: Sequence[NewPort], now: datetime) -> None:
         taken = {(p.network_id, p.fixed_ip) for p in self._db.ports}

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
 from services.conductor.metrics import ConductorMetrics
-from services.conductor.reconciler import ReconcilePolicy, Reconciler
+from services.conductor.reconciler import InstanceCensus, ReconcilePolicy, Reconciler
 from tests.support.fake_stores import FakeAction, FakeNode, FakeUnitOfWork, make_instance
 
 pytestmark = pytest.mark.timeout(10)
@@ -181,3 +181,29 @@ async def test_stuck_deletes_are_finished_and_every_action_is_counted() -> None:
         )
         == 1.0
     )
+
+
+async def test_the_census_sets_its_gauges_from_the_stores() -> None:
+    uow = FakeUnitOfWork()
+    now = utcnow()
+    uow.db.nodes["up"] = FakeNode("up", "10.0.0.1:1", now)
+    uow.db.nodes["down"] = FakeNode("down", "10.0.0.2:1", now - ago(600))
+    uow.db.nodes["off"] = FakeNode("off", "10.0.0.3:1", now, enabled=False)
+    uow.db.add(
+        make_instance(created_at=now - ago(42)),
+        make_instance(vm_state=VmState.ACTIVE, task_state=None),
+        make_instance(vm_state=VmState.ACTIVE, task_state=None),
+    )
+    registry = CollectorRegistry()
+    await InstanceCensus(uow, ConductorMetrics.create(registry)).count_once()
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("nova_grpc_instances", vm_state="active") == 2.0
+    assert value("nova_grpc_instances", vm_state="building") == 1.0
+    assert value("nova_grpc_instances", vm_state="error") == 0.0
+    age = value("nova_grpc_oldest_build_age_seconds")
+    assert age is not None and 42.0 <= age < 60.0
+    for state in ("up", "down", "disabled"):
+        assert value("nova_grpc_compute_nodes", state=state) == 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import TypeVar
 
@@ -22,7 +22,15 @@ from services.common.db import networks as network_repo
 from services.common.db import security_groups as security_group_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
-from services.common.domain import Flavor, Image, Instance, PowerState, TaskState, VmState
+from services.common.domain import (
+    Flavor,
+    HostState,
+    Image,
+    Instance,
+    PowerState,
+    TaskState,
+    VmState,
+)
 from services.common.networking import Network
 from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
 
@@ -42,6 +50,9 @@ def _changed_before(moment: datetime) -> ColumnElement[bool]:
 class SqlInstances:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+
+    def get(self, uuid: str, *, project_id: str | None) -> Instance | None:
+        return instance_repo.get_instance(self._c, uuid, project_id=project_id)
 
     def load(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
         return instance_repo.load_instances(self._c, uuids, for_update=for_update)
@@ -120,6 +131,22 @@ class SqlInstances:
     def mark_deleted(self, uuids: Sequence[str], now: datetime) -> None:
         instance_repo.mark_deleted(self._c, uuids, now)
 
+    def mark_deleting(self, uuid: str, *, project_id: str | None, now: datetime) -> Instance | None:
+        return instance_repo.mark_deleting(self._c, uuid, project_id=project_id, now=now)
+
+    def start_power_action(
+        self,
+        uuid: str,
+        *,
+        project_id: str | None,
+        allowed: Sequence[VmState],
+        task: TaskState,
+        now: datetime,
+    ) -> Instance | None:
+        return instance_repo.start_power_action(
+            self._c, uuid, project_id=project_id, allowed=allowed, task=task, now=now
+        )
+
     def settle_power_action(
         self,
         uuids: Sequence[str],
@@ -171,6 +198,12 @@ class SqlInstances:
     def insert(self, instances: Sequence[Instance]) -> None:
         instance_repo.insert_instances(self._c, instances)
 
+    def count_by_state(self) -> dict[str, int]:
+        return instance_repo.count_by_state(self._c)
+
+    def oldest_building(self) -> datetime | None:
+        return instance_repo.oldest_building(self._c)
+
 
 class SqlNodes:
     def __init__(self, connection: Connection) -> None:
@@ -188,6 +221,9 @@ class SqlNodes:
     def host_exists(self, host: str) -> bool:
         found = self._c.execute(select(NODES.c.host).where(NODES.c.host == host)).first()
         return found is not None
+
+    def host_states(self, *, now: datetime, service_down_time: timedelta) -> list[HostState]:
+        return placement.load_host_states(self._c, now=now, service_down_time=service_down_time)
 
 
 class SqlAllocations:
@@ -305,6 +341,9 @@ class SqlNetworks:
 
     def insert_ports(self, ports: Sequence[network_repo.NewPort], now: datetime) -> None:
         network_repo.insert_ports(self._c, ports, now)
+
+    def usage_per_network(self) -> list[tuple[Network, int]]:
+        return network_repo.usage_per_network(self._c)
 
 
 class SqlSecurityGroups:
