@@ -135,7 +135,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     )  # fmt: skip
     down = timedelta(seconds=settings.service_down_time)
     console_client = ComputeConsoleClient(channels, timeout=settings.console_timeout_seconds)
-    locate = ConsoleLocator(db)
+    locate = ConsoleLocator(uow)
     consoles = ConsolesServicer(
         ConsoleOutputs(locate, console_client),
         ConsoleSessions(

@@ -74,7 +74,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     streams = BuildStreams(max_age=settings.build_stream_max_age or None)
     servicer = ConductorServicer(
         builds, events, ComputeNodes(db), deletes, PowerActions(uow, computes),
-        port_rules=port_rules, streams=streams, scope=HostScope(db),
+        port_rules=port_rules, streams=streams, scope=HostScope(uow),
     )  # fmt: skip
     reconciler = Reconciler(
         uow,
