@@ -168,6 +168,16 @@ class InstanceStore(Protocol):
 
     def insert(self, instances: Sequence[Instance]) -> None: ...
 
+    def projects_of(self, uuids: Sequence[str]) -> set[str]: ...
+
+    def placed_in_projects(self, project_ids: Sequence[str]) -> set[str]:
+        """The servers of these projects that are not deleted and have a host."""
+        ...
+
+    def on_hypervisors_other_than(self, uuids: Sequence[str], hypervisor_type: str) -> set[str]:
+        """Those of ``uuids`` placed on a node whose hypervisor is not ``hypervisor_type``."""
+        ...
+
     def count_by_state(self) -> dict[str, int]:
         """vm_state value -> how many instances are in it."""
         ...
@@ -187,6 +197,10 @@ class NodeStore(Protocol):
         ...
 
     def host_exists(self, host: str) -> bool: ...
+
+    def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """host -> (rpc address, hypervisor type), for the hosts that have a node record."""
+        ...
 
     def host_states(self, *, now: datetime, service_down_time: timedelta) -> list[HostState]:
         """Every compute node with its usage (up: a heartbeat within ``service_down_time``)."""
@@ -308,4 +322,8 @@ class SecurityGroupStore(Protocol):
 
     def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
         """(instance uuid, group id) pairs."""
+        ...
+
+    def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:
+        """The servers whose port rules these groups' rules or members shape."""
         ...

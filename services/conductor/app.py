@@ -58,7 +58,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         batch_size=settings.schedule_batch_size,
         metrics=metrics,
     )
-    port_rules = PortRulesFanOut(db, computes, metrics=metrics)
+    port_rules = PortRulesFanOut(uow, computes, metrics=metrics)
     events = InstanceEvents(
         db,
         builds.dispatch,

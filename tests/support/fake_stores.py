@@ -53,6 +53,7 @@ class FakeNode:
     last_heartbeat_at: datetime
     availability_zone: str = "nova"
     enabled: bool = True
+    hypervisor_type: str = "QEMU"
     total: Resources = field(default_factory=lambda: Resources(16, 32768, 400))
 
 
@@ -258,6 +259,25 @@ class FakeInstances:
                 raise AssertionError(f"duplicate instance {instance.uuid}")  # a primary key
             self._db.instances[instance.uuid] = instance
 
+    def projects_of(self, uuids: Sequence[str]) -> set[str]:
+        return {self._db.instances[u].project_id for u in uuids if u in self._db.instances}
+
+    def placed_in_projects(self, project_ids: Sequence[str]) -> set[str]:
+        return {
+            i.uuid
+            for i in self._db.instances.values()
+            if i.project_id in project_ids and i.vm_state is not VmState.DELETED and i.host
+        }
+
+    def on_hypervisors_other_than(self, uuids: Sequence[str], hypervisor_type: str) -> set[str]:
+        found = set()
+        for uuid in uuids:
+            instance = self._db.instances.get(uuid)
+            node = self._db.nodes.get(instance.host) if instance and instance.host else None
+            if node is not None and node.hypervisor_type != hypervisor_type:
+                found.add(uuid)
+        return found
+
     def count_by_state(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         for instance in self._db.instances.values():
@@ -294,6 +314,13 @@ class FakeNodes:
 
     def rpc_addresses(self, hosts: Sequence[str]) -> dict[str, str]:
         return {h: self._db.nodes[h].rpc_address for h in hosts if h in self._db.nodes}
+
+    def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
+        return {
+            h: (self._db.nodes[h].rpc_address, self._db.nodes[h].hypervisor_type)
+            for h in hosts
+            if h in self._db.nodes
+        }
 
     def zones(self) -> set[str]:
         return {n.availability_zone for n in self._db.nodes.values()}
@@ -545,6 +572,24 @@ class FakeSecurityGroups:
 
     def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
         self._db.memberships.extend(pairs)
+
+    def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:
+        """The live members of these groups and of every group with a rule whose remote
+        group is one of them."""
+        groups = set(group_ids) | {
+            g.id
+            for g in self._db.security_groups.values()
+            if any(r.remote_group_id in group_ids for r in g.rules)
+        }
+        return sorted(
+            {
+                u
+                for u, g in self._db.memberships
+                if g in groups
+                and u in self._db.instances
+                and self._db.instances[u].vm_state is not VmState.DELETED
+            }
+        )
 
 
 class FakeTransaction:

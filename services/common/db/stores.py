@@ -198,6 +198,26 @@ class SqlInstances:
     def insert(self, instances: Sequence[Instance]) -> None:
         instance_repo.insert_instances(self._c, instances)
 
+    def projects_of(self, uuids: Sequence[str]) -> set[str]:
+        query = select(INSTANCES.c.project_id).where(INSTANCES.c.uuid.in_(sorted(uuids)))
+        return {p for (p,) in self._c.execute(query)}
+
+    def placed_in_projects(self, project_ids: Sequence[str]) -> set[str]:
+        query = select(INSTANCES.c.uuid).where(
+            INSTANCES.c.project_id.in_(sorted(project_ids)),
+            INSTANCES.c.vm_state != VmState.DELETED.value,
+            INSTANCES.c.host.is_not(None),
+        )
+        return {u for (u,) in self._c.execute(query)}
+
+    def on_hypervisors_other_than(self, uuids: Sequence[str], hypervisor_type: str) -> set[str]:
+        query = (
+            select(INSTANCES.c.uuid)
+            .join(NODES, NODES.c.host == INSTANCES.c.host)
+            .where(INSTANCES.c.uuid.in_(sorted(uuids)), NODES.c.hypervisor_type != hypervisor_type)
+        )
+        return {u for (u,) in self._c.execute(query)}
+
     def count_by_state(self) -> dict[str, int]:
         return instance_repo.count_by_state(self._c)
 
@@ -221,6 +241,12 @@ class SqlNodes:
     def host_exists(self, host: str) -> bool:
         found = self._c.execute(select(NODES.c.host).where(NODES.c.host == host)).first()
         return found is not None
+
+    def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
+        query = select(NODES.c.host, NODES.c.rpc_address, NODES.c.hypervisor_type).where(
+            NODES.c.host.in_(sorted(hosts))
+        )
+        return {host: (address, kind) for host, address, kind in self._c.execute(query)}
 
     def host_states(self, *, now: datetime, service_down_time: timedelta) -> list[HostState]:
         return placement.load_host_states(self._c, now=now, service_down_time=service_down_time)
@@ -360,6 +386,9 @@ class SqlSecurityGroups:
 
     def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
         security_group_repo.add_memberships(self._c, pairs)
+
+    def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:
+        return security_group_repo.instances_affected_by_groups(self._c, group_ids)
 
 
 class SqlTransaction:
