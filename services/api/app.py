@@ -40,6 +40,7 @@ from services.api.settings import ApiSettings
 from services.api.watch import ServerWatch
 from services.common.app import RunningService
 from services.common.db.engine import Database
+from services.common.db.stores import SqlUnitOfWork
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
@@ -107,12 +108,13 @@ async def start_api(settings: ApiSettings) -> RunningService:
     db = Database(
         settings.database_url, read_timeout=settings.rpc_deadline_seconds, fair_reads=True
     )
+    uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()
     channels = ChannelPool(settings.internal_client_tls())
     caster = BuildCaster(
         channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
     )
-    create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
+    create = CreateServers(uow, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
     identify = Identify(
         Authenticator(db, cache_seconds=settings.auth_cache_seconds, oidc=oidc_verifier(settings)),
@@ -122,18 +124,18 @@ async def start_api(settings: ApiSettings) -> RunningService:
             streams_per_project=settings.max_streams_per_project,
         ),
     )
-    watch = ServerWatch(db)
+    watch = ServerWatch(uow)
     rules_fan_out = ConductorRulesFanOut(conductor)
     servers = ServersServicer(
         ServerUseCases(
-            create, ServerQueries(db), DeleteServer(db, conductor), PowerActions(db, conductor),
+            create, ServerQueries(db), DeleteServer(uow, conductor), PowerActions(uow, conductor),
             watch,
         ),
         identify,
     )  # fmt: skip
     down = timedelta(seconds=settings.service_down_time)
     console_client = ComputeConsoleClient(channels, timeout=settings.console_timeout_seconds)
-    locate = ConsoleLocator(db)
+    locate = ConsoleLocator(uow)
     consoles = ConsolesServicer(
         ConsoleOutputs(locate, console_client),
         ConsoleSessions(

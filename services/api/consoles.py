@@ -8,13 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Connection, select
-
 from services.api import validation
 from services.api.context import RequestContext
-from services.common.db import instances as instance_repo
-from services.common.db.engine import Database
-from services.common.db.models import NODES
 from services.common.domain import VmState
 from services.common.errors import (
     InvalidArgument,
@@ -24,6 +19,7 @@ from services.common.errors import (
     WrongState,
 )
 from services.common.rpc.console_client import ConsoleText
+from services.common.stores import InstanceStore, NodeStore, UnitOfWork
 
 MAX_LINES = 10_000
 MAX_INPUT_BYTES = 4096
@@ -56,17 +52,24 @@ def check_lines(lines: int) -> int:
     return lines
 
 
+class LocateTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def nodes(self) -> NodeStore: ...
+
+
 class ConsoleLocator:
     """The compute address of a server the caller may see, or the right refusal."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[LocateTx]) -> None:
+        self._uow = uow
 
     async def __call__(self, server_id: str, context: RequestContext) -> Located:
         server_id = validation.check_uuid_ref("server_id", server_id)
 
-        def find(connection: Connection) -> Located:
-            found = instance_repo.get_instance(connection, server_id, project_id=context.scope)
+        def find(tx: LocateTx) -> Located:
+            found = tx.instances.get(server_id, project_id=context.scope)
             if found is None or found.vm_state is VmState.DELETED:
                 raise NotFound("server", server_id, field="server_id")
             if found.host is None:
@@ -74,14 +77,12 @@ class ConsoleLocator:
                     f"server_id: server {server_id} has no compute host yet "
                     f"(it is {found.status.value}): it has no console"
                 )
-            row = connection.execute(
-                select(NODES.c.rpc_address).where(NODES.c.host == found.host)
-            ).first()
-            if row is None or not row[0]:
+            address = tx.nodes.rpc_addresses([found.host]).get(found.host)
+            if not address:
                 raise Unavailable(f"compute host {found.host} of server {server_id} is unknown")
-            return Located(found.uuid, found.vm_state, str(row[0]))
+            return Located(found.uuid, found.vm_state, address)
 
-        return await self._db.read(find)
+        return await self._uow.read(find)
 
 
 class ConsoleOutputs:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection, select
-
 from services.api import validation
 from services.api.context import RequestContext, require_admin
 from services.api.keypairs import check_key_name
@@ -25,10 +23,7 @@ from services.api.ports import NicRequest, PortAllocator, check_nics
 from services.api.quotas import QuotaTracker
 from services.api.security_groups import SecurityGroupResolver
 from services.common.batching import Batcher
-from services.common.db import actions, catalog, groups, idempotency, keypairs, quotas
-from services.common.db import instances as instance_repo
-from services.common.db.engine import Database
-from services.common.db.models import INSTANCES, NODES
+from services.common.db import actions, quotas
 from services.common.domain import (
     Flavor,
     Image,
@@ -45,6 +40,19 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.request_spec import StoredSpec
+from services.common.stores import (
+    ActionStore,
+    CatalogStore,
+    IdempotencyStore,
+    InstanceStore,
+    KeypairStore,
+    NetworkStore,
+    NodeStore,
+    QuotaStore,
+    SecurityGroupStore,
+    ServerGroupStore,
+    UnitOfWork,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,31 @@ class CreateServerResult:
     reservation_id: str
     # Shown once; empty when an idempotent retry returns an earlier create's servers.
     admin_password: str = ""
+
+
+class CreateTx(Protocol):
+    """The stores one batch of creates reads and writes, in its one transaction."""
+
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def nodes(self) -> NodeStore: ...
+    @property
+    def actions(self) -> ActionStore: ...
+    @property
+    def catalog(self) -> CatalogStore: ...
+    @property
+    def server_groups(self) -> ServerGroupStore: ...
+    @property
+    def keypairs(self) -> KeypairStore: ...
+    @property
+    def quotas(self) -> QuotaStore: ...
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
+    @property
+    def networks(self) -> NetworkStore: ...
+    @property
+    def security_groups(self) -> SecurityGroupStore: ...
 
 
 class BuildCaster(Protocol):
@@ -187,13 +220,13 @@ def validate(command: CreateServerCommand, context: RequestContext) -> _ValidCre
 class CreateServers:
     def __init__(
         self,
-        db: Database,
+        uow: UnitOfWork[CreateTx],
         caster: BuildCaster,
         *,
         quota_defaults: dict[str, int] | None = None,
         max_batch: int = 256,
     ) -> None:
-        self._db = db
+        self._uow = uow
         self._caster = caster
         self._quota_defaults = dict(quotas.DEFAULTS if quota_defaults is None else quota_defaults)
         self._batcher: Batcher[_ValidCreate, CreateServerResult] = Batcher(
@@ -214,7 +247,7 @@ class CreateServers:
     async def _record_batch(
         self, creates: Sequence[_ValidCreate]
     ) -> list[CreateServerResult | BaseException]:
-        results, casts = await self._db.write(lambda c: self._record(c, creates))
+        results, casts = await self._uow.write(lambda tx: self._record(tx, creates))
         for result, create in casts:
             log.info(
                 "accepted %d servers, reservation %s",
@@ -231,17 +264,17 @@ class CreateServers:
         return results
 
     def _record(
-        self, connection: Connection, creates: Sequence[_ValidCreate]
+        self, tx: CreateTx, creates: Sequence[_ValidCreate]
     ) -> tuple[
         list[CreateServerResult | BaseException], list[tuple[CreateServerResult, _ValidCreate]]
     ]:
         """Resolve references and insert every accepted create in this one transaction.
         A create that fails resolution writes nothing; the others are unaffected."""
-        lookup = _Lookup(connection)
-        quota = QuotaTracker(connection, self._quota_defaults)
-        earlier = _EarlierCreates(connection)
-        ports = PortAllocator(connection)
-        security_groups = SecurityGroupResolver(connection)
+        lookup = _Lookup(tx)
+        quota = QuotaTracker(tx.quotas, self._quota_defaults)
+        earlier = _EarlierCreates(tx.idempotency)
+        ports = PortAllocator(tx.networks)
+        security_groups = SecurityGroupResolver(tx.security_groups)
         results: list[CreateServerResult | BaseException] = []
         accepted: list[tuple[CreateServerResult, _ValidCreate]] = []
         rows: list[Instance] = []
@@ -294,13 +327,12 @@ class CreateServers:
                 members.append((create.group, [i.uuid for i in new]))
             results.append(result)
             accepted.append((result, create))
-        instance_repo.insert_instances(connection, rows)
+        tx.instances.insert(rows)
         ports.insert(now)
         security_groups.insert()
         for group_uuid, uuids in members:
-            groups.add_members(connection, group_uuid, uuids, now)
-        actions.start_actions(
-            connection,
+            tx.server_groups.add_members(group_uuid, uuids, now)
+        tx.actions.start(
             [actions.NewAction(i.uuid, actions.CREATE, i.request_id, i.project_id) for i in rows],
             now,
         )
@@ -313,8 +345,8 @@ class _EarlierCreates:
     transaction, so two racing creates with one key cannot both build (the second waits on the
     unique key and then finds the first)."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, store: IdempotencyStore) -> None:
+        self._store = store
         self._in_batch: dict[tuple[str, str], CreateServerResult] = {}
 
     def find(self, create: _ValidCreate, now: datetime) -> CreateServerResult | None:
@@ -323,7 +355,7 @@ class _EarlierCreates:
         key = (create.context.project_id, create.client_request_id)
         if key in self._in_batch:
             return replace(self._in_batch[key], admin_password="")
-        found = idempotency.find(self._connection, *key, since=now - IDEMPOTENCY_WINDOW)
+        found = self._store.find(*key, since=now - IDEMPOTENCY_WINDOW)
         if found is None:
             return None
         return CreateServerResult(list(found.server_ids), found.reservation_id)
@@ -332,8 +364,8 @@ class _EarlierCreates:
         if create.client_request_id is None:
             return True
         key = (create.context.project_id, create.client_request_id)
-        claimed = idempotency.claim(
-            self._connection, *key, reservation_id=result.reservation_id,
+        claimed = self._store.claim(
+            *key, reservation_id=result.reservation_id,
             server_ids=result.server_ids, now=now, expired_before=now - IDEMPOTENCY_WINDOW,
         )  # fmt: skip
         if claimed:
@@ -345,8 +377,8 @@ class _Lookup:
     """References resolved for one batch: each flavor, image, zone list, forced host, group
     and key pair read once (a batch often repeats them, and it creates none of them)."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, tx: CreateTx) -> None:
+        self._tx = tx
         self._flavors: dict[str, Flavor | None] = {}
         self._images: dict[str, Image | None] = {}
         self._zones: set[str] | None = None
@@ -357,7 +389,7 @@ class _Lookup:
 
     def flavor(self, ref: str) -> Flavor:
         if ref not in self._flavors:
-            self._flavors[ref] = catalog.find_flavor(self._connection, ref)
+            self._flavors[ref] = self._tx.catalog.find_flavor(ref)
         found = self._flavors[ref]
         if found is None:
             raise NotFound("flavor", ref, field="flavor_ref")
@@ -365,7 +397,7 @@ class _Lookup:
 
     def image(self, ref: str) -> Image:
         if ref not in self._images:
-            self._images[ref] = catalog.find_image(self._connection, ref)
+            self._images[ref] = self._tx.catalog.find_image(ref)
         found = self._images[ref]
         if found is None:
             raise NotFound("image", ref, field="image_ref")
@@ -378,8 +410,7 @@ class _Lookup:
         public key (copied onto the instances, as Nova does)."""
         if create.zone is not None:
             if self._zones is None:
-                rows = self._connection.execute(select(NODES.c.availability_zone).distinct())
-                self._zones = {z for (z,) in rows}
+                self._zones = self._tx.nodes.zones()
             if create.zone not in self._zones:
                 raise InvalidArgument(
                     "availability_zone", f"zone {create.zone!r} has no compute hosts"
@@ -401,35 +432,26 @@ class _Lookup:
 
     def _host_exists(self, host: str) -> bool:
         if host not in self._hosts:
-            found = self._connection.execute(
-                select(NODES.c.host).where(NODES.c.host == host)
-            ).first()
-            self._hosts[host] = found is not None
+            self._hosts[host] = self._tx.nodes.host_exists(host)
         return self._hosts[host]
 
     def _group_visible(self, group: str, scope: str | None) -> bool:
         key = (scope, group)
         if key not in self._groups:
-            self._groups[key] = bool(groups.get_groups(self._connection, [group], project_id=scope))
+            self._groups[key] = self._tx.server_groups.exists(group, project_id=scope)
         return self._groups[key]
 
     def _public_key(self, project_id: str, name: str) -> str | None:
         """The key pair's public key, None when the project has no key pair of that name."""
         key = (project_id, name)
         if key not in self._public_keys:
-            found = keypairs.get(self._connection, project_id=project_id, name=name)
-            self._public_keys[key] = None if found is None else found.public_key
+            self._public_keys[key] = self._tx.keypairs.public_key(project_id=project_id, name=name)
         return self._public_keys[key]
 
     def _check_servers(self, field_name: str, uuids: Sequence[str], scope: str | None) -> None:
         if not uuids:
             return
-        query = select(INSTANCES.c.uuid).where(
-            INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state != VmState.DELETED.value
-        )
-        if scope is not None:
-            query = query.where(INSTANCES.c.project_id == scope)
-        found = {u for (u,) in self._connection.execute(query)}
+        found = self._tx.instances.live_uuids(uuids, project_id=scope)
         missing = [u for u in uuids if u not in found]
         if missing:
             raise NotFound("server", missing[0], field=field_name)

@@ -7,15 +7,13 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import grpc
-from sqlalchemy import Connection
 
 from services.api import validation
 from services.api.context import RequestContext
 from services.common.db import actions
-from services.common.db import instances as instance_repo
-from services.common.db.engine import Database
 from services.common.domain import Instance, utcnow
 from services.common.errors import NotFound
+from services.common.stores import ActionStore, InstanceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -26,33 +24,39 @@ class Deleter(Protocol):
     async def delete_instances(self, uuids: Sequence[str], *, request_id: str = "") -> int: ...
 
 
+class RecordTx(Protocol):
+    """What the api's server actions record, in one transaction."""
+
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def actions(self) -> ActionStore: ...
+
+
 class DeleteServer:
     """Marks the server ``deleting`` and opens a delete action in one transaction, then asks
     the conductor to finish. A conductor that cannot be reached leaves the intent for its
     reconciler: the delete is never lost once this returns."""
 
-    def __init__(self, db: Database, conductor: Deleter) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[RecordTx], conductor: Deleter) -> None:
+        self._uow = uow
         self._conductor = conductor
 
     async def __call__(self, server_id: str, context: RequestContext) -> None:
         server_id = validation.check_uuid_ref("id", server_id)
 
-        def record(connection: Connection) -> Instance | None:
+        def record(tx: RecordTx) -> Instance | None:
             now = utcnow()
-            found = instance_repo.mark_deleting(
-                connection, server_id, project_id=context.scope, now=now
-            )
+            found = tx.instances.mark_deleting(server_id, project_id=context.scope, now=now)
             if found is not None:
-                actions.start_actions(
-                    connection,
+                tx.actions.start(
                     [actions.NewAction(server_id, actions.DELETE, context.request_id,
                                        found.project_id)],
                     now,
                 )  # fmt: skip
             return found
 
-        if await self._db.write(record) is None:
+        if await self._uow.write(record) is None:
             raise NotFound("server", server_id, field="id")
         try:
             await self._conductor.delete_instances([server_id], request_id=context.request_id)

@@ -14,6 +14,7 @@ from services.api.context import RequestContext, require_admin
 from services.common import ipam
 from services.common.db import networks as network_repo
 from services.common.db.engine import Database
+from services.common.db.stores import SqlNetworks
 from services.common.domain import utcnow
 from services.common.errors import (
     AlreadyExists,
@@ -23,6 +24,7 @@ from services.common.errors import (
     WrongState,
 )
 from services.common.networking import Network
+from services.common.stores import NetworkStore
 
 MIN_PREFIX, MAX_PREFIX = 8, 29
 DNS_SERVERS_MAX = 5
@@ -132,13 +134,13 @@ def check_no_overlap(connection: Connection, new: network_repo.NewNetwork) -> No
             )
 
 
-def default_network(connection: Connection, project_id: str) -> Network:
+def default_network(store: NetworkStore, project_id: str) -> Network:
     """The project's default network, made on first use. Two creates racing to make it
     both end up with the same one (the insert ignores the loser's conflict)."""
-    found = network_repo.default_network(connection, project_id)
+    found = store.default_network(project_id)
     if found is not None:
         return found
-    taken = [cidr for _, cidr in network_repo.project_cidrs(connection, project_id)]
+    taken = [cidr for _, cidr in store.project_cidrs(project_id)]
     for cidr in AUTO_SUPERNET.subnets(new_prefix=AUTO_PREFIX):
         if not any(cidr.overlaps(other) for other in taken):
             break
@@ -149,21 +151,21 @@ def default_network(connection: Connection, project_id: str) -> Network:
         project_id=project_id, name=AUTO_NAME, cidr=cidr, gateway=gateway, dns_servers=(),
         allocation_pools=ipam.default_pools(cidr, gateway), is_default=True,
     )  # fmt: skip
-    made = network_repo.create_network(connection, new, utcnow())
+    made = store.create(new, utcnow())
     if made is not None:
         return made
-    raced = network_repo.default_network(connection, project_id)
+    raced = store.default_network(project_id)
     if raced is None:
         raise AlreadyExists(f"networks: the project has a network named {AUTO_NAME!r}")
     return raced
 
 
 def resolve_network(
-    connection: Connection, ref: str, context: RequestContext, *, field: str
+    store: NetworkStore, ref: str, context: RequestContext, *, field: str
 ) -> Network:
     """A network the caller may use, by id or unique name; NOT_FOUND for another project's
     unshared network (its existence is not revealed)."""
-    found = network_repo.find_networks(connection, ref, project_id=context.scope)
+    found = store.find(ref, project_id=context.scope)
     if not found:
         raise NotFound("network", ref, field=field)
     if len(found) > 1:
@@ -192,7 +194,7 @@ class NetworkUseCases:
         ref = validation.check_ref("id", ref)
 
         def work(connection: Connection) -> NetworkUsage:
-            network = resolve_network(connection, ref, context, field="id")
+            network = resolve_network(SqlNetworks(connection), ref, context, field="id")
             return _usage(connection, network)
 
         return await self._db.read(work)
@@ -208,7 +210,7 @@ class NetworkUseCases:
         ref = validation.check_ref("id", ref)
 
         def work(connection: Connection) -> None:
-            network = resolve_network(connection, ref, context, field="id")
+            network = resolve_network(SqlNetworks(connection), ref, context, field="id")
             if network.project_id != context.project_id and not context.is_admin:
                 raise PermissionDenied(f"id: network {network.name!r} belongs to another project")
             network_repo.lock_networks(connection, [network.id])

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address
 
-from sqlalchemy import Connection
-
 from services.api import validation
 from services.api.context import RequestContext
 from services.api.networks import default_network, parse_address, resolve_network
@@ -17,6 +15,7 @@ from services.common import ipam
 from services.common.db import networks as network_repo
 from services.common.errors import InvalidArgument
 from services.common.networking import Network
+from services.common.stores import NetworkStore
 
 AUTO, NONE = "auto", "none"
 
@@ -57,8 +56,8 @@ class PortAllocator:
     PostgreSQL) and its used addresses read once per batch; the unique (network, address)
     key backs it all up."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, store: NetworkStore) -> None:
+        self._store = store
         self._networks: dict[tuple[str, str], Network] = {}
         self._pools: dict[str, ipam.AddressPool] = {}
         self._ports: list[network_repo.NewPort] = []
@@ -92,7 +91,7 @@ class PortAllocator:
         key), so each candidate is checked against this batch and the database."""
         while True:
             mac = ipam.new_mac()
-            if mac not in self._macs and not network_repo.mac_in_use(self._connection, mac):
+            if mac not in self._macs and not self._store.mac_in_use(mac):
                 self._macs.add(mac)
                 return mac
 
@@ -100,26 +99,26 @@ class PortAllocator:
         self._ports.extend(ports)
 
     def insert(self, now: datetime) -> None:
-        network_repo.insert_ports(self._connection, self._ports, now)
+        self._store.insert_ports(self._ports, now)
 
     def _network(self, ref: str, context: RequestContext, field: str) -> Network:
         key = (context.project_id if ref == AUTO else str(context.scope), ref)
         if key not in self._networks:
             if ref == AUTO:
-                network = default_network(self._connection, context.project_id)
+                network = default_network(self._store, context.project_id)
             else:
-                network = resolve_network(self._connection, ref, context, field=field)
+                network = resolve_network(self._store, ref, context, field=field)
             self._networks[key] = network
         return self._networks[key]
 
     def _pool(self, network: Network) -> ipam.AddressPool:
         if network.id not in self._pools:
-            network_repo.lock_networks(self._connection, [network.id])
+            self._store.lock([network.id])
             self._pools[network.id] = ipam.AddressPool(
                 name=network.name,
                 cidr=network.cidr,
                 gateway=network.gateway,
                 pools=network.allocation_pools,
-                used=network_repo.used_addresses(self._connection, network.id),
+                used=self._store.used_addresses(network.id),
             )
         return self._pools[network.id]

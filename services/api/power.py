@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import Connection
-
 from services.api import validation
 from services.api.context import RequestContext
+from services.api.delete import RecordTx
 from services.common.db import actions
-from services.common.db import instances as instance_repo
-from services.common.db.engine import Database
 from services.common.domain import Instance, PowerAction, TaskState, VmState, utcnow
 from services.common.errors import NotFound, WrongState
+from services.common.stores import UnitOfWork
 
 # action -> (states it may start from, the task it sets, the instance action it records)
 RULES: dict[PowerAction, tuple[tuple[VmState, ...], TaskState, str]] = {
@@ -35,33 +33,31 @@ class PowerActionSender(Protocol):
 
 
 class PowerActions:
-    def __init__(self, db: Database, conductor: PowerActionSender) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[RecordTx], conductor: PowerActionSender) -> None:
+        self._uow = uow
         self._conductor = conductor
 
     async def __call__(self, server_id: str, action: PowerAction, context: RequestContext) -> None:
         server_id = validation.check_uuid_ref("id", server_id)
         allowed, task, name = RULES[action]
 
-        def record(connection: Connection) -> Instance | None:
+        def record(tx: RecordTx) -> Instance | None:
             now = utcnow()
-            started = instance_repo.start_power_action(
-                connection, server_id, project_id=context.scope, allowed=allowed, task=task,
-                now=now,
-            )  # fmt: skip
+            started = tx.instances.start_power_action(
+                server_id, project_id=context.scope, allowed=allowed, task=task, now=now
+            )
             if started is not None:
-                actions.start_actions(
-                    connection,
+                tx.actions.start(
                     [actions.NewAction(server_id, name, context.request_id, started.project_id)],
                     now,
                 )
                 return started
-            current = instance_repo.get_instance(connection, server_id, project_id=context.scope)
+            current = tx.instances.get(server_id, project_id=context.scope)
             if current is None or current.vm_state is VmState.DELETED:
                 raise NotFound("server", server_id, field="id")
             raise _wrong_state(action, current, allowed)
 
-        await self._db.write(record)
+        await self._uow.write(record)
         await self._conductor.power_action(server_id, action, request_id=context.request_id)
 
 

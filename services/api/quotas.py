@@ -11,6 +11,7 @@ from services.api.validation import check_name
 from services.common.db import quotas
 from services.common.db.engine import Database
 from services.common.errors import InvalidArgument, QuotaExceeded
+from services.common.stores import QuotaStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +24,8 @@ class QuotaView:
 class QuotaTracker:
     """Usage per project inside one create batch: each create sees the ones before it."""
 
-    def __init__(self, connection: Connection, defaults: dict[str, int]) -> None:
-        self._connection = connection
+    def __init__(self, store: QuotaStore, defaults: dict[str, int]) -> None:
+        self._store = store
         self._defaults = defaults
         self._state: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
 
@@ -32,10 +33,10 @@ class QuotaTracker:
         """How many of ``count`` servers (between ``minimum`` and ``count``) fit the project's
         quota, as Nova lowers max_count to what fits; QuotaExceeded if not even ``minimum``."""
         if project_id not in self._state:
-            limits = quotas.limits(self._connection, project_id, self._defaults)
+            limits = self._store.limits(project_id, self._defaults)
             # Counting usage scans the project's instances; a project without limits skips it.
             counted = any(limit != quotas.UNLIMITED for limit in limits.values())
-            current = quotas.usage(self._connection, project_id) if counted else None
+            current = self._store.usage(project_id) if counted else None
             self._state[project_id] = (
                 limits,
                 {r: current.get(r) if current else 0 for r in quotas.RESOURCES},

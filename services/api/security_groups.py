@@ -19,6 +19,7 @@ from services.common.db.engine import Database
 from services.common.db.models import INSTANCES
 from services.common.domain import VmState, utcnow
 from services.common.errors import AlreadyExists, NotFound, WrongState
+from services.common.stores import SecurityGroupStore
 
 DESCRIPTION_MAX = 255
 
@@ -244,8 +245,8 @@ class SecurityGroupResolver:
     """The groups of one batch of creates, in its transaction: each read (and share-locked,
     on PostgreSQL, so a concurrent delete waits for the create) once per batch."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, store: SecurityGroupStore) -> None:
+        self._store = store
         self._groups: dict[tuple[str, str], repo.SecurityGroup] = {}
         self._memberships: list[tuple[str, str]] = []
 
@@ -262,10 +263,9 @@ class SecurityGroupResolver:
         key = (project_id, ref)
         if key not in self._groups:
             if ref == repo.DEFAULT_NAME:
-                group = repo.ensure_default(self._connection, project_id, utcnow())
+                group = self._store.ensure_default(project_id, utcnow())
             else:
-                matches = repo.find_groups(self._connection, ref, project_id=project_id,
-                                           lock=True)  # fmt: skip
+                matches = self._store.find(ref, project_id=project_id, lock=True)
                 if not matches:
                     raise NotFound("security group", ref, field="security_groups")
                 group = matches[0]
@@ -277,4 +277,4 @@ class SecurityGroupResolver:
         self._memberships.extend((u, g.id) for u in instance_uuids for g in groups)
 
     def insert(self) -> None:
-        repo.add_memberships(self._connection, self._memberships)
+        self._store.add_memberships(self._memberships)

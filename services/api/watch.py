@@ -17,21 +17,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-
-from sqlalchemy import Connection, and_, or_, select
+from typing import Protocol
 
 from services.api import validation
 from services.api.context import RequestContext
-from services.common.db.engine import Database
-from services.common.db.instances import with_details
-from services.common.db.models import INSTANCES
 from services.common.domain import Instance, VmState, utcnow
 from services.common.errors import NotFound
+from services.common.stores import InstanceStore, UnitOfWork, WatchScope
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_MAX = 1000
 QUEUE_MAX = 10_000
+
+
+class WatchTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
 
 
 def _version(instance: Instance) -> datetime:
@@ -82,12 +83,12 @@ class _Watcher:
 class ServerWatch:
     def __init__(
         self,
-        db: Database,
+        uow: UnitOfWork[WatchTx],
         *,
         poll_interval: float = 0.1,
         lookback: timedelta = timedelta(seconds=5),
     ) -> None:
-        self._db = db
+        self._uow = uow
         self._interval = poll_interval
         self._lookback = lookback
         self._watchers: set[_Watcher] = set()
@@ -105,7 +106,7 @@ class ServerWatch:
         self._watchers.add(watcher)  # before the snapshot: no change can fall in between
         self._ensure_poller()
         try:
-            snapshot = await self._db.read(partial(_matching, watchers=[watcher], since=None))
+            snapshot = await self._uow.read(partial(_matching, watchers=[watcher], since=None))
             if server_id and not snapshot:
                 raise NotFound("server", server_id, field="server_id")
             for instance in snapshot:
@@ -131,7 +132,7 @@ class ServerWatch:
             since = utcnow() - self._lookback
             watchers = list(self._watchers)
             try:
-                changed = await self._db.read(partial(_matching, watchers=watchers, since=since))
+                changed = await self._uow.read(partial(_matching, watchers=watchers, since=since))
             except Exception as exc:  # the database may be away: keep watching
                 log.warning("watch poll failed: %s", exc)
                 changed = []
@@ -149,32 +150,7 @@ class ServerWatch:
                 await self._poller
 
 
-def _matching(
-    connection: Connection, *, watchers: list[_Watcher], since: datetime | None
-) -> list[Instance]:
+def _matching(tx: WatchTx, *, watchers: list[_Watcher], since: datetime | None) -> list[Instance]:
     """The rows any watcher covers (changed since ``since``, if given), in one query."""
-    scopes = []
-    for w in watchers:
-        if w.server_id:
-            condition = INSTANCES.c.uuid == w.server_id
-        elif w.reservation_id:
-            condition = INSTANCES.c.reservation_id == w.reservation_id
-        elif since is None:  # a project's snapshot: its live servers
-            condition = INSTANCES.c.vm_state != VmState.DELETED.value
-        else:  # a project's changes, deletes included
-            condition = INSTANCES.c.id.is_not(None)
-        if w.project_id is not None:
-            condition = and_(condition, INSTANCES.c.project_id == w.project_id)
-        scopes.append(condition)
-    if not scopes:
-        return []
-    query = select(INSTANCES).where(or_(*scopes))
-    if since is not None:
-        query = query.where(
-            or_(
-                INSTANCES.c.updated_at >= since,
-                and_(INSTANCES.c.updated_at.is_(None), INSTANCES.c.created_at >= since),
-            )
-        )
-    query = query.order_by(INSTANCES.c.created_at).limit(SNAPSHOT_MAX)
-    return with_details(connection, [r._mapping for r in connection.execute(query)])
+    scopes = [WatchScope(w.project_id, w.server_id, w.reservation_id) for w in watchers]
+    return tx.instances.watched(scopes, since=since)

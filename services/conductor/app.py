@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.app import RunningService
 from services.common.db.engine import Database
+from services.common.db.stores import SqlUnitOfWork
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.readiness import Readiness
@@ -37,6 +38,7 @@ SERVICE_NAME = conductor_pb2.DESCRIPTOR.services_by_name["Conductor"].full_name
 
 async def start_conductor(settings: ConductorSettings) -> RunningService:
     db = Database(settings.database_url)
+    uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()
     metrics = ConductorMetrics.create(registry)
     tls = settings.internal_client_tls()
@@ -56,7 +58,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         batch_size=settings.schedule_batch_size,
         metrics=metrics,
     )
-    port_rules = PortRulesFanOut(db, computes, metrics=metrics)
+    port_rules = PortRulesFanOut(uow, computes, metrics=metrics)
     events = InstanceEvents(
         db,
         builds.dispatch,
@@ -68,14 +70,14 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         servers_came_or_went=port_rules.servers_came_or_went,
     )
     builds.report_failures = events.apply
-    deletes = DeleteInstances(db, computes, servers_went=port_rules.servers_came_or_went)
+    deletes = DeleteInstances(uow, computes, servers_went=port_rules.servers_came_or_went)
     streams = BuildStreams(max_age=settings.build_stream_max_age or None)
     servicer = ConductorServicer(
-        builds, events, ComputeNodes(db), deletes, PowerActions(db, computes),
-        port_rules=port_rules, streams=streams, scope=HostScope(db),
+        builds, events, ComputeNodes(db), deletes, PowerActions(uow, computes),
+        port_rules=port_rules, streams=streams, scope=HostScope(uow),
     )  # fmt: skip
     reconciler = Reconciler(
-        db,
+        uow,
         schedule=builds.submit,
         redispatch=builds.redispatch,
         finish_deletes=deletes,
@@ -101,7 +103,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
     census = InstanceCensus(
-        db, metrics, service_down_time=timedelta(seconds=settings.service_down_time)
+        uow, metrics, service_down_time=timedelta(seconds=settings.service_down_time)
     )
     readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()

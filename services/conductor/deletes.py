@@ -15,13 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
-from sqlalchemy import Connection, select
 
-from services.common.db import instances as instance_repo
-from services.common.db import placement
-from services.common.db.engine import Database
-from services.common.db.models import NODES
 from services.common.domain import TaskState, VmState, utcnow
+from services.common.stores import AllocationStore, InstanceStore, NodeStore, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +28,29 @@ class ComputeTerminator(Protocol):
     ) -> int: ...
 
 
+class DeleteTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def nodes(self) -> NodeStore: ...
+    @property
+    def allocations(self) -> AllocationStore: ...
+
+
 class DeleteInstances:
     def __init__(
         self,
-        db: Database,
+        uow: UnitOfWork[DeleteTx],
         computes: ComputeTerminator,
         *,
         servers_went: Callable[[Sequence[str]], None] = lambda uuids: None,
     ) -> None:
         self._servers_went = servers_went
-        self._db = db
+        self._uow = uow
         self._computes = computes
 
     async def __call__(self, uuids: Sequence[str], request_id: str = "") -> int:
-        on_hosts = await self._db.write(lambda c: self._delete_unplaced(c, uuids))
+        on_hosts = await self._uow.write(lambda tx: _delete_unplaced(tx, uuids))
         self._servers_went(list(uuids))
         for address, host_uuids in on_hosts.items():
             try:
@@ -57,43 +62,38 @@ class DeleteInstances:
                     exc.code().name,
                     len(host_uuids),
                 )
-                await self._db.write(_finisher(host_uuids))
+                await self._uow.write(_finisher(host_uuids))
         return len(uuids)
 
-    def _delete_unplaced(
-        self, connection: Connection, uuids: Sequence[str]
-    ) -> dict[str, list[str]]:
-        """Finish at once what no host holds; return the rest grouped by compute address."""
-        instances = instance_repo.load_instances(connection, uuids, for_update=True)
-        pending = [
-            i
-            for i in instances
-            if i.task_state is TaskState.DELETING and i.vm_state is not VmState.DELETED
-        ]
-        unplaced = [i.uuid for i in pending if not i.host]
-        _finish(connection, unplaced)
-        hosts = {i.host for i in pending if i.host}
-        rows = connection.execute(
-            select(NODES.c.host, NODES.c.rpc_address).where(NODES.c.host.in_(hosts))
-        )
-        addresses: dict[str, str] = {host: address for host, address in rows}
-        grouped: dict[str, list[str]] = defaultdict(list)
-        for instance in pending:
-            if not instance.host:
-                continue
-            address = addresses.get(instance.host)
-            if address is None:  # the host's node record is gone: nobody to ask
-                _finish(connection, [instance.uuid])
-            else:
-                grouped[address].append(instance.uuid)
-        return grouped
+
+def _delete_unplaced(tx: DeleteTx, uuids: Sequence[str]) -> dict[str, list[str]]:
+    """Finish at once what no host holds; return the rest grouped by compute address."""
+    instances = tx.instances.load(uuids, for_update=True)
+    pending = [
+        i
+        for i in instances
+        if i.task_state is TaskState.DELETING and i.vm_state is not VmState.DELETED
+    ]
+    unplaced = [i.uuid for i in pending if not i.host]
+    _finish(tx, unplaced)
+    addresses = tx.nodes.rpc_addresses(sorted({i.host for i in pending if i.host}))
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for instance in pending:
+        if not instance.host:
+            continue
+        address = addresses.get(instance.host)
+        if address is None:  # the host's node record is gone: nobody to ask
+            _finish(tx, [instance.uuid])
+        else:
+            grouped[address].append(instance.uuid)
+    return grouped
 
 
-def _finisher(uuids: Sequence[str]) -> Callable[[Connection], None]:
-    return lambda connection: _finish(connection, uuids)
+def _finisher(uuids: Sequence[str]) -> Callable[[DeleteTx], None]:
+    return lambda tx: _finish(tx, uuids)
 
 
-def _finish(connection: Connection, uuids: Sequence[str]) -> None:
+def _finish(tx: DeleteTx, uuids: Sequence[str]) -> None:
     if uuids:
-        placement.free_allocations(connection, uuids)
-        instance_repo.mark_deleted(connection, uuids, utcnow())
+        tx.allocations.free(uuids)
+        tx.instances.mark_deleted(uuids, utcnow())

@@ -6,17 +6,20 @@ host's instances."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-from sqlalchemy import Connection
-
-from services.common.db import instances as instance_repo
-from services.common.db.engine import Database
 from services.common.request_spec import StoredSpec
+from services.common.stores import InstanceStore, UnitOfWork
 
 
-def instances_not_on(connection: Connection, host: str, uuids: Sequence[str]) -> list[str]:
+class ScopeTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
+
+
+def instances_not_on(tx: ScopeTx, host: str, uuids: Sequence[str]) -> list[str]:
     """Those of ``uuids`` never placed on ``host`` (unknown ones included)."""
-    known = {i.uuid: i for i in instance_repo.load_instances(connection, list(set(uuids)))}
+    known = {i.uuid: i for i in tx.instances.load(list(set(uuids)))}
     foreign = []
     for uuid in dict.fromkeys(uuids):
         instance = known.get(uuid)
@@ -31,10 +34,10 @@ def instances_not_on(connection: Connection, host: str, uuids: Sequence[str]) ->
 
 
 class HostScope:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[ScopeTx]) -> None:
+        self._uow = uow
 
     async def foreign_instances(self, host: str, uuids: Sequence[str]) -> list[str]:
         if not uuids:
             return []
-        return await self._db.read(lambda c: instances_not_on(c, host, uuids))
+        return await self._uow.read(lambda tx: instances_not_on(tx, host, uuids))

@@ -22,14 +22,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection, select
-
-from services.common.db import instances as instance_repo
-from services.common.db import security_groups as security_group_repo
-from services.common.db.engine import Database
-from services.common.db.models import INSTANCES, NODES
 from services.common.domain import VmState
 from services.common.networking import PortSpec
+from services.common.stores import InstanceStore, NodeStore, SecurityGroupStore, UnitOfWork
 from services.conductor.metrics import ConductorMetrics
 
 log = logging.getLogger(__name__)
@@ -62,17 +57,26 @@ class PushReport:
     failed_hosts: tuple[str, ...] = ()
 
 
+class RulesTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def nodes(self) -> NodeStore: ...
+    @property
+    def security_groups(self) -> SecurityGroupStore: ...
+
+
 class PortRulesFanOut:
     def __init__(
         self,
-        db: Database,
+        uow: UnitOfWork[RulesTx],
         computes: PortRulesPusher,
         *,
         linger: timedelta = timedelta(milliseconds=100),
         metrics: ConductorMetrics | None = None,
     ) -> None:
         self._metrics = metrics
-        self._db = db
+        self._uow = uow
         self._computes = computes
         self._linger = linger.total_seconds()
         self._pending = _Pending()
@@ -115,7 +119,7 @@ class PortRulesFanOut:
 
     async def push(self, pending: _Pending) -> PushReport:
         started = time.perf_counter()
-        by_host, addresses = await self._db.read(lambda c: _affected_ports(c, pending))
+        by_host, addresses = await self._uow.read(lambda tx: _affected_ports(tx, pending))
         failed: list[str] = []
         for host, ports in sorted(by_host.items()):
             try:
@@ -133,50 +137,25 @@ class PortRulesFanOut:
 
 
 def _affected_ports(
-    connection: Connection, pending: _Pending
+    tx: RulesTx, pending: _Pending
 ) -> tuple[dict[str, list[PortSpec]], dict[str, str]]:
     uuids = set(pending.instance_uuids)
-    uuids.update(
-        security_group_repo.instances_affected_by_groups(connection, sorted(pending.group_ids))
-    )
+    uuids.update(tx.security_groups.instances_affected_by_groups(sorted(pending.group_ids)))
     if pending.churned:
-        projects = {
-            p for (p,) in connection.execute(
-                select(INSTANCES.c.project_id).where(INSTANCES.c.uuid.in_(sorted(pending.churned)))
-            )
-        }  # fmt: skip
-        uuids.update(
-            u for (u,) in connection.execute(
-                select(INSTANCES.c.uuid).where(
-                    INSTANCES.c.project_id.in_(sorted(projects)),
-                    INSTANCES.c.vm_state != VmState.DELETED.value,
-                    INSTANCES.c.host.is_not(None),
-                )
-            )
-        )  # fmt: skip
+        projects = tx.instances.projects_of(sorted(pending.churned))
+        uuids.update(tx.instances.placed_in_projects(sorted(projects)))
     # Only instances on hosts with a datapath to push to are loaded with their rules (that
     # load is the costly part; libvirt's test hypervisor has none).
-    uuids = {
-        u for (u,) in connection.execute(
-            select(INSTANCES.c.uuid)
-            .join(NODES, NODES.c.host == INSTANCES.c.host)
-            .where(INSTANCES.c.uuid.in_(sorted(uuids)),
-                   NODES.c.hypervisor_type != TEST_HYPERVISOR)
-        )
-    }  # fmt: skip
+    uuids = tx.instances.on_hypervisors_other_than(sorted(uuids), TEST_HYPERVISOR)
     by_host: dict[str, list[PortSpec]] = defaultdict(list)
-    for instance in instance_repo.load_instances(connection, sorted(uuids)):
+    for instance in tx.instances.load(sorted(uuids)):
         if instance.host and instance.ports and instance.vm_state is not VmState.DELETED:
             by_host[instance.host].extend(instance.ports)
     # libvirt's test hypervisor has no guest and its datapath is the no-op: nothing to push
     # (and a big project's member rules are large: see the README's scale note).
     addresses = {
         host: address
-        for host, address, hypervisor in connection.execute(
-            select(NODES.c.host, NODES.c.rpc_address, NODES.c.hypervisor_type).where(
-                NODES.c.host.in_(sorted(by_host))
-            )
-        )
+        for host, (address, hypervisor) in tx.nodes.hypervisors(sorted(by_host)).items()
         if hypervisor != TEST_HYPERVISOR
     }
     return {h: p for h, p in by_host.items() if h in addresses}, addresses

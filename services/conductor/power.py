@@ -8,14 +8,11 @@ import logging
 from typing import Protocol
 
 import grpc
-from sqlalchemy import Connection, select
 
 from services.common.db import actions
-from services.common.db import instances as instance_repo
-from services.common.db.engine import Database
-from services.common.db.models import INSTANCES, NODES
 from services.common.domain import PowerAction, utcnow
 from services.common.errors import NotFound, Unavailable
+from services.common.stores import ActionStore, InstanceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -26,37 +23,33 @@ class ComputePowerActions(Protocol):
     ) -> None: ...
 
 
+class PowerTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def actions(self) -> ActionStore: ...
+
+
 class PowerActions:
-    def __init__(self, db: Database, computes: ComputePowerActions) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[PowerTx], computes: ComputePowerActions) -> None:
+        self._uow = uow
         self._computes = computes
 
     async def __call__(self, uuid: str, action: PowerAction, request_id: str = "") -> None:
-        address = await self._db.read(lambda c: _host_address(c, uuid))
+        address = await self._uow.read(lambda tx: tx.instances.host_address(uuid))
         if address is None:
-            await self._db.write(lambda c: _give_back(c, uuid, action, "it has no host"))
+            await self._uow.write(lambda tx: _give_back(tx, uuid, action, "it has no host"))
             raise NotFound("server", uuid, field="instance_uuid")
         try:
             await self._computes.power_action(address, uuid, action.value, request_id=request_id)
         except grpc.aio.AioRpcError as exc:
             reason = f"compute host unreachable: {exc.code().name}"
-            await self._db.write(lambda c: _give_back(c, uuid, action, reason))
+            await self._uow.write(lambda tx: _give_back(tx, uuid, action, reason))
             raise Unavailable(f"{action} of {uuid} not started: {reason}") from exc
 
 
-def _host_address(connection: Connection, uuid: str) -> str | None:
-    row = connection.execute(
-        select(NODES.c.rpc_address)
-        .join(INSTANCES, INSTANCES.c.host == NODES.c.host)
-        .where(INSTANCES.c.uuid == uuid)
-    ).first()
-    return None if row is None else str(row[0])
-
-
-def _give_back(connection: Connection, uuid: str, action: PowerAction, reason: str) -> None:
+def _give_back(tx: PowerTx, uuid: str, action: PowerAction, reason: str) -> None:
     now = utcnow()
     # Only the power task is given back: a delete that came in meanwhile keeps its task.
-    instance_repo.settle_power_action(connection, [uuid], None, None, now)
-    actions.finish_actions(
-        connection, [uuid], actions.ACTION_OF[action], now, message=f"not started: {reason}"
-    )
+    tx.instances.settle_power_action([uuid], None, None, now)
+    tx.actions.finish([uuid], actions.ACTION_OF[action], now, message=f"not started: {reason}")

@@ -18,19 +18,24 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import Connection, and_, or_, select
-
-from services.common.db import actions, placement
-from services.common.db import instances as instance_repo
-from services.common.db import networks as network_repo
-from services.common.db.engine import Database
-from services.common.db.models import INSTANCES, NODES
-from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
+from services.common.db import actions
+from services.common.domain import InstanceEvent, InstanceEventKind, VmState, utcnow
 from services.common.ipam import pool_size
-from services.conductor.failures import fail_builds
+from services.common.stores import (
+    ActionStore,
+    AllocationStore,
+    Findings,
+    InstanceStore,
+    NetworkStore,
+    NodeStore,
+    UnfinishedCutoffs,
+    UnitOfWork,
+)
+from services.conductor.failures import end_builds
 from services.conductor.metrics import ConductorMetrics
 
 log = logging.getLogger(__name__)
@@ -45,131 +50,52 @@ class ReconcilePolicy:
     power_action_timeout: timedelta = timedelta(seconds=300)
 
 
-@dataclass
-class Findings:
-    unscheduled: dict[str, list[str]]  # reservation -> uuids
-    deleting: list[str]
-    on_down_hosts: list[tuple[str, str]]  # (uuid, host)
-    timed_out: list[str]
-    stuck_power: list[str]
-    # Placed on a live host that has not said it started them (a dispatch lost with a
-    # conductor): sent again; the host drops what it already has.
-    unsent: list[str]
+class ReconcileTx(Protocol):
+    """The stores one reconcile step uses (one transaction)."""
 
     @property
-    def empty(self) -> bool:
-        return not (
-            self.unscheduled or self.deleting or self.on_down_hosts or self.timed_out
-            or self.stuck_power or self.unsent
-        )  # fmt: skip
+    def instances(self) -> InstanceStore: ...
+    @property
+    def allocations(self) -> AllocationStore: ...
+    @property
+    def actions(self) -> ActionStore: ...
 
 
-def _changed_before(moment: datetime) -> object:
-    return or_(
-        INSTANCES.c.updated_at < moment,
-        and_(INSTANCES.c.updated_at.is_(None), INSTANCES.c.created_at < moment),
+def find(tx: ReconcileTx, policy: ReconcilePolicy, now: datetime) -> Findings:
+    found = tx.instances.unfinished(
+        UnfinishedCutoffs(
+            now=now,
+            scheduling_grace=policy.scheduling_grace,
+            service_down_time=policy.service_down_time,
+            instance_build_timeout=policy.instance_build_timeout,
+            power_action_timeout=policy.power_action_timeout,
+        )
+    )
+    # A build past its timeout ends in ERROR: it is neither moved nor sent again.
+    timed = set(found.timed_out)
+    return replace(
+        found,
+        on_down_hosts=[(u, h) for u, h in found.on_down_hosts if u not in timed],
+        unsent=[u for u in found.unsent if u not in timed],
     )
 
 
-def find(connection: Connection, policy: ReconcilePolicy, now: datetime) -> Findings:
-    grace = now - policy.scheduling_grace
-    building = INSTANCES.c.vm_state == VmState.BUILDING.value
-    unscheduled: dict[str, list[str]] = defaultdict(list)
-    rows = connection.execute(
-        select(INSTANCES.c.uuid, INSTANCES.c.reservation_id).where(
-            building,
-            INSTANCES.c.task_state == TaskState.SCHEDULING.value,
-            INSTANCES.c.host.is_(None),
-            _changed_before(grace),  # type: ignore[arg-type]
-        )
-    )
-    for uuid, reservation in rows:
-        unscheduled[reservation].append(uuid)
-    deleting = [
-        u
-        for (u,) in connection.execute(
-            select(INSTANCES.c.uuid).where(
-                INSTANCES.c.task_state == TaskState.DELETING.value,
-                INSTANCES.c.vm_state != VmState.DELETED.value,
-                _changed_before(grace),  # type: ignore[arg-type]
-            )
-        )
-    ]
-    down = now - policy.service_down_time
-    on_down_hosts = [
-        (u, h)
-        for u, h in connection.execute(
-            select(INSTANCES.c.uuid, INSTANCES.c.host)
-            .join(NODES, NODES.c.host == INSTANCES.c.host)
-            .where(
-                building,
-                instance_repo.NOT_DELETING,
-                NODES.c.last_heartbeat_at < down,
-                _changed_before(grace),  # type: ignore[arg-type]
-            )
-        )
-    ]
-    timed_out = [
-        u
-        for (u,) in connection.execute(
-            select(INSTANCES.c.uuid).where(
-                building,
-                instance_repo.NOT_DELETING,
-                INSTANCES.c.created_at < now - policy.instance_build_timeout,
-            )
-        )
-    ]
-    stuck_power = [
-        u
-        for (u,) in connection.execute(
-            select(INSTANCES.c.uuid).where(
-                INSTANCES.c.task_state.in_(instance_repo.POWER_TASKS),
-                _changed_before(now - policy.power_action_timeout),  # type: ignore[arg-type]
-            )
-        )
-    ]
-    unsent = [
-        u
-        for (u,) in connection.execute(
-            select(INSTANCES.c.uuid)
-            .join(NODES, NODES.c.host == INSTANCES.c.host)
-            .where(
-                building,
-                INSTANCES.c.task_state.is_(None),
-                NODES.c.last_heartbeat_at >= down,
-                _changed_before(grace),  # type: ignore[arg-type]
-            )
-        )
-    ]
-    timed = set(timed_out)
-    return Findings(
-        dict(unscheduled),
-        deleting,
-        [(u, h) for u, h in on_down_hosts if u not in timed],
-        timed_out,
-        stuck_power,
-        [u for u in unsent if u not in timed],
-    )
-
-
-def fail_timed_out(connection: Connection, uuids: Sequence[str], policy: ReconcilePolicy) -> None:
-    now = utcnow()
+def fail_timed_out(tx: ReconcileTx, uuids: Sequence[str], policy: ReconcilePolicy) -> None:
     seconds = int(policy.instance_build_timeout.total_seconds())
-    message = f"Build of instance timed out after {seconds} s"
-    fail_builds(connection, uuids, message, now)
+    end_builds(tx, uuids, f"Build of instance timed out after {seconds} s", utcnow())
 
 
-def give_back_power(connection: Connection, uuids: Sequence[str]) -> None:
+def give_back_power(tx: ReconcileTx, uuids: Sequence[str]) -> None:
     now = utcnow()
-    instance_repo.settle_power_action(connection, uuids, None, None, now)
+    tx.instances.settle_power_action(uuids, None, None, now)
     for name in actions.POWER_ACTIONS:
-        actions.finish_actions(connection, uuids, name, now, message="timed out")
+        tx.actions.finish(uuids, name, now, message="timed out")
 
 
 class Reconciler:
     def __init__(
         self,
-        db: Database,
+        uow: UnitOfWork[ReconcileTx],
         *,
         schedule: Callable[[Sequence[str]], None],
         redispatch: Callable[[Sequence[str]], Awaitable[object]],
@@ -179,7 +105,7 @@ class Reconciler:
         metrics: ConductorMetrics | None = None,
     ) -> None:
         self._metrics = metrics
-        self._db = db
+        self._uow = uow
         self._schedule = schedule
         self._redispatch = redispatch
         self._finish_deletes = finish_deletes
@@ -201,7 +127,7 @@ class Reconciler:
 
     async def reconcile_once(self) -> Findings:
         policy = self._policy
-        found = await self._db.read(lambda c: find(c, policy, utcnow()))
+        found = await self._uow.read(lambda tx: find(tx, policy, utcnow()))
         if found.empty:
             return found
         for reservation, uuids in found.unscheduled.items():
@@ -222,9 +148,9 @@ class Reconciler:
             ])  # fmt: skip
         if found.timed_out:
             log.warning("%d builds timed out", len(found.timed_out))
-            await self._db.write(lambda c: fail_timed_out(c, found.timed_out, policy))
+            await self._uow.write(lambda tx: fail_timed_out(tx, found.timed_out, policy))
         if found.stuck_power:
-            await self._db.write(lambda c: give_back_power(c, found.stuck_power))
+            await self._uow.write(lambda tx: give_back_power(tx, found.stuck_power))
         for name, count in (
             ("rescheduled_unplaced", sum(len(u) for u in found.unscheduled.values())),
             ("finished_deletes", len(found.deleting)),
@@ -243,19 +169,28 @@ class Reconciler:
             self._task.cancel()
 
 
+class CensusTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def nodes(self) -> NodeStore: ...
+    @property
+    def networks(self) -> NetworkStore: ...
+
+
 class InstanceCensus:
     """Keeps the gauges read from the database current (every ``interval``): instances by
     state, the age of the oldest build, compute nodes up, down and disabled."""
 
     def __init__(
         self,
-        db: Database,
+        uow: UnitOfWork[CensusTx],
         metrics: ConductorMetrics,
         interval: float = 10.0,
         *,
         service_down_time: timedelta = timedelta(seconds=60),
     ) -> None:
-        self._db = db
+        self._uow = uow
         self._metrics = metrics
         self._interval = interval
         self._service_down_time = service_down_time
@@ -265,23 +200,20 @@ class InstanceCensus:
         self._task = asyncio.create_task(self._run(), name="instance-census")
 
     async def count_once(self) -> None:
-        counts = await self._db.read(instance_repo.count_by_state)
+        counts = await self._uow.read(lambda tx: tx.instances.count_by_state())
         for state in VmState:
             self._metrics.instances.labels(state.value).set(counts.get(state.value, 0))
-        for network, ports in await self._db.read(network_repo.usage_per_network):
+        for network, ports in await self._uow.read(lambda tx: tx.networks.usage_per_network()):
             gauge = self._metrics.network_ports
             gauge.labels(network.id, network.name, "in_use").set(ports)
-            gauge.labels(network.id, network.name, "pool").set(
-                pool_size(network.allocation_pools)
-            )
+            gauge.labels(network.id, network.name, "pool").set(pool_size(network.allocation_pools))
         now = utcnow()
-        oldest = await self._db.read(instance_repo.oldest_building)
+        oldest = await self._uow.read(lambda tx: tx.instances.oldest_building())
         age = (now - oldest).total_seconds() if oldest is not None else 0.0
         self._metrics.oldest_build_age.set(max(age, 0.0))
-        hosts = await self._db.read(
-            lambda c: placement.load_host_states(
-                c, now=now, service_down_time=self._service_down_time
-            )
+        down_time = self._service_down_time
+        hosts = await self._uow.read(
+            lambda tx: tx.nodes.host_states(now=now, service_down_time=down_time)
         )
         nodes = {"up": 0, "down": 0, "disabled": 0}
         for host in hosts:

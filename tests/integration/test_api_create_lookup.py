@@ -13,6 +13,7 @@ from services.api.context import RequestContext
 from services.api.create import CreateServerCommand, CreateServerResult, CreateServers, validate
 from services.common.db import groups, keypairs, placement
 from services.common.db.engine import Database
+from services.common.db.stores import SqlUnitOfWork
 from services.common.domain import ComputeNodeReport, utcnow
 from services.common.errors import NotFound
 from tests.support.keys import ed25519_public_key
@@ -70,7 +71,7 @@ async def test_a_batch_reads_each_key_pair_group_and_forced_host_once(sqlite_url
 
         event.listen(db.writer, "before_cursor_execute", record)
         try:
-            results = await CreateServers(db, _NoCasts())._record_batch(batch)
+            results = await CreateServers(SqlUnitOfWork(db), _NoCasts())._record_batch(batch)
         finally:
             event.remove(db.writer, "before_cursor_execute", record)
 

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.db import placement
 from services.common.db.engine import Database
+from services.common.db.stores import SqlUnitOfWork
 from services.common.domain import ComputeNodeReport, utcnow
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.reconciler import InstanceCensus
@@ -41,7 +42,7 @@ async def test_census_counts_states_oldest_build_and_nodes(db: Database) -> None
     insert_servers(db, server_rows([str(uuid.uuid4())], state="active", terminated=None, now=now))
 
     registry = CollectorRegistry()
-    census = InstanceCensus(db, ConductorMetrics.create(registry),
+    census = InstanceCensus(SqlUnitOfWork(db), ConductorMetrics.create(registry),
                             service_down_time=timedelta(seconds=60))  # fmt: skip
     await census.count_once()
 

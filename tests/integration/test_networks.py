@@ -18,6 +18,7 @@ from services.common import ipam
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.db.models import NETWORKS, PORTS
+from services.common.db.stores import SqlUnitOfWork
 from services.common.domain import utcnow
 from services.common.errors import (
     AlreadyExists,
@@ -113,7 +114,7 @@ async def test_addresses_are_allocated_with_the_create_and_released_with_the_del
     networks = NetworkUseCases(db)
     await networks.create(P1, CreateNetworkCommand(
         "small", "10.50.0.0/28", allocation_pools=[("10.50.0.2", "10.50.0.5")]))  # fmt: skip
-    creates = CreateServers(db, NoCasts(), quota_defaults=UNLIMITED)
+    creates = CreateServers(SqlUnitOfWork(db), NoCasts(), quota_defaults=UNLIMITED)
     creates.start()
     try:
         first = await created(creates, server("a", max_count=2, networks=["small"]))
@@ -151,7 +152,7 @@ async def test_addresses_are_allocated_with_the_create_and_released_with_the_del
 async def test_auto_makes_one_default_network_per_project_and_none_gives_no_nic(
     db: Database,
 ) -> None:
-    creates = CreateServers(db, NoCasts(), quota_defaults=UNLIMITED)
+    creates = CreateServers(SqlUnitOfWork(db), NoCasts(), quota_defaults=UNLIMITED)
     creates.start()
     try:
         results = await asyncio.gather(
@@ -180,7 +181,10 @@ async def test_two_api_processes_allocate_500_addresses_in_one_23_without_a_dupl
     setup = Database(postgres_url)
     await NetworkUseCases(setup).create(P1, CreateNetworkCommand("big", "10.60.0.0/23"))
     dbs = [Database(postgres_url), Database(postgres_url)]
-    creators = [CreateServers(d, NoCasts(), quota_defaults=UNLIMITED, max_batch=8) for d in dbs]
+    creators = [
+        CreateServers(SqlUnitOfWork(d), NoCasts(), quota_defaults=UNLIMITED, max_batch=8)
+        for d in dbs
+    ]
     for c in creators:
         c.start()
     try:
@@ -214,7 +218,7 @@ async def test_a_mac_already_in_use_is_never_handed_out_again(
     macs = iter(["fa:16:3e:00:00:01", "fa:16:3e:00:00:01", "fa:16:3e:00:00:01",
                  "fa:16:3e:00:00:02"])  # fmt: skip
     monkeypatch.setattr(ipam, "new_mac", lambda: next(macs))
-    creates = CreateServers(db, NoCasts(), quota_defaults=UNLIMITED)
+    creates = CreateServers(SqlUnitOfWork(db), NoCasts(), quota_defaults=UNLIMITED)
     creates.start()
     try:
         first = await created(creates, server("a"))

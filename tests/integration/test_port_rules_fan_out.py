@@ -16,6 +16,7 @@ from services.api.security_groups import SecurityGroupUseCases
 from services.common.db import placement
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
+from services.common.db.stores import SqlUnitOfWork
 from services.common.domain import ComputeNodeReport, utcnow
 from services.common.networking import Direction, IpProtocol, PortSpec
 from services.conductor.port_rules import PortRulesFanOut, _Pending
@@ -57,7 +58,7 @@ async def test_a_rule_change_and_a_new_member_reach_every_port_of_the_group(
     place(db, [one, two], "host-a")
     place(db, [three], "host-b")
     pusher = RecordingPusher()
-    fan_out = PortRulesFanOut(db, pusher)
+    fan_out = PortRulesFanOut(SqlUnitOfWork(db), pusher)
 
     # a member came: every port of the project, on each host, with the members' addresses
     report = await fan_out.push(_Pending(churned={three}))
@@ -90,7 +91,7 @@ async def test_coalesced_requests_are_pushed_in_the_background(
     uuid = await server(creates, "solo")
     place(db, [uuid], "host-c")
     pusher = RecordingPusher()
-    fan_out = PortRulesFanOut(db, pusher)
+    fan_out = PortRulesFanOut(SqlUnitOfWork(db), pusher)
     fan_out.start()
     try:
         fan_out.servers_came_or_went([uuid])
@@ -112,5 +113,5 @@ async def test_hosts_of_the_test_hypervisor_get_no_push(
             update(NODES).where(NODES.c.host == "host-t").values(hypervisor_type="TEST")
         )
     pusher = RecordingPusher()
-    report = await PortRulesFanOut(db, pusher).push(_Pending(churned={uuid}))
+    report = await PortRulesFanOut(SqlUnitOfWork(db), pusher).push(_Pending(churned={uuid}))
     assert report.hosts == 0 and pusher.pushed == {}

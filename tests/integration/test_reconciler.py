@@ -12,6 +12,7 @@ import pytest
 from services.common.db import actions, placement
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
+from services.common.db.stores import SqlUnitOfWork
 from services.common.domain import (
     ComputeNodeReport,
     Flavor,
@@ -130,7 +131,7 @@ async def test_a_power_action_given_back_leaves_a_delete_that_came_meanwhile(
     insert(sqlite_url, stopping, deleting)
     db = Database(sqlite_url)
     try:
-        power = PowerActions(db, computes=None)  # type: ignore[arg-type]  # never reached
+        power = PowerActions(SqlUnitOfWork(db), computes=None)  # type: ignore[arg-type]  # never reached
         for instance in (stopping, deleting):
             with pytest.raises(NotFound):  # no host: the action is given back
                 await power(instance.uuid, PowerAction.STOP)

@@ -24,6 +24,7 @@ from services.common.db.models import (
     SECURITY_GROUP_RULES,
     SECURITY_GROUPS,
 )
+from services.common.db.stores import SqlUnitOfWork
 from services.common.domain import utcnow
 from services.common.errors import (
     AlreadyExists,
@@ -57,7 +58,7 @@ class RecordedChanges:
 
 @pytest.fixture
 async def creates(db: Database) -> AsyncIterator[CreateServers]:
-    made = CreateServers(db, NoCasts(), quota_defaults=UNLIMITED)
+    made = CreateServers(SqlUnitOfWork(db), NoCasts(), quota_defaults=UNLIMITED)
     made.start()
     yield made
     await made.close()
@@ -308,7 +309,9 @@ async def test_a_group_deleted_while_servers_join_it_leaves_no_orphan(postgres_u
     a create takes on its groups and the delete's exclusive one order them, so either the
     delete waits and is refused (the servers use the group) or the creates find no group."""
     dbs = [Database(postgres_url), Database(postgres_url)]
-    creator = CreateServers(dbs[0], NoCasts(), quota_defaults=UNLIMITED, max_batch=4)
+    creator = CreateServers(
+        SqlUnitOfWork(dbs[0]), NoCasts(), quota_defaults=UNLIMITED, max_batch=4
+    )
     creator.start()
     deleter = SecurityGroupUseCases(dbs[1], RecordedChanges())
     try:

@@ -29,6 +29,9 @@ from services.common.domain import (
 )
 from services.common.networking import PortSpec
 
+# Re-exported (the build path names it here); it is defined with the ports use cases see.
+from services.common.stores import FaultRecord as FaultRecord  # noqa: PLC0414
+
 FAULT_MESSAGE_MAX = 255
 
 # A delete in progress wins over every late report of a build.
@@ -377,15 +380,6 @@ def set_power_states(
         )
         .values(vm_state=VmState.STOPPED.value, updated_at=now)
     )
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRecord:
-    uuid: str
-    code: int
-    message: str
-    details: str = ""
-    host: str | None = None
 
 
 def mark_error(connection: Connection, faults: Sequence[FaultRecord], now: datetime) -> None:

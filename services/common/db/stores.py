@@ -1,0 +1,426 @@
+"""The stores of ``services.common.stores`` on SQLAlchemy, and the unit of work that gives
+them one transaction of ``Database`` (whose deadlock retries run the work again whole).
+
+The stores are thin: each method is the query (or the repository function) the use case
+ran itself before, so a use case makes exactly the round trips it made then.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from ipaddress import IPv4Address, IPv4Network
+from typing import TypeVar
+
+from sqlalchemy import ColumnElement, Connection, and_, or_, select
+
+from services.common.db import actions as action_repo
+from services.common.db import catalog, groups, idempotency, keypairs, placement, quotas
+from services.common.db import instances as instance_repo
+from services.common.db import networks as network_repo
+from services.common.db import security_groups as security_group_repo
+from services.common.db.engine import Database
+from services.common.db.models import INSTANCES, NODES
+from services.common.domain import (
+    Flavor,
+    HostState,
+    Image,
+    Instance,
+    PowerState,
+    TaskState,
+    VmState,
+)
+from services.common.networking import Network
+from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
+
+T = TypeVar("T")
+
+# The most rows one watch read returns (a snapshot or one poll's changes).
+WATCH_MAX = 1000
+
+
+def _changed_before(moment: datetime) -> ColumnElement[bool]:
+    return or_(
+        INSTANCES.c.updated_at < moment,
+        and_(INSTANCES.c.updated_at.is_(None), INSTANCES.c.created_at < moment),
+    )
+
+
+class SqlInstances:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def get(self, uuid: str, *, project_id: str | None) -> Instance | None:
+        return instance_repo.get_instance(self._c, uuid, project_id=project_id)
+
+    def load(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
+        return instance_repo.load_instances(self._c, uuids, for_update=for_update)
+
+    def unfinished(self, cutoffs: UnfinishedCutoffs) -> Findings:
+        """Six indexed queries, one per kind of stuck work (the reconciler's pass)."""
+        c = self._c
+        grace = cutoffs.now - cutoffs.scheduling_grace
+        down = cutoffs.now - cutoffs.service_down_time
+        building = INSTANCES.c.vm_state == VmState.BUILDING.value
+        unscheduled: dict[str, list[str]] = defaultdict(list)
+        rows = c.execute(
+            select(INSTANCES.c.uuid, INSTANCES.c.reservation_id).where(
+                building,
+                INSTANCES.c.task_state == TaskState.SCHEDULING.value,
+                INSTANCES.c.host.is_(None),
+                _changed_before(grace),
+            )
+        )
+        for uuid, reservation in rows:
+            unscheduled[reservation].append(uuid)
+        deleting = select(INSTANCES.c.uuid).where(
+            INSTANCES.c.task_state == TaskState.DELETING.value,
+            INSTANCES.c.vm_state != VmState.DELETED.value,
+            _changed_before(grace),
+        )
+        on_down_hosts = (
+            select(INSTANCES.c.uuid, INSTANCES.c.host)
+            .join(NODES, NODES.c.host == INSTANCES.c.host)
+            .where(
+                building,
+                instance_repo.NOT_DELETING,
+                NODES.c.last_heartbeat_at < down,
+                _changed_before(grace),
+            )
+        )
+        timed_out = select(INSTANCES.c.uuid).where(
+            building,
+            instance_repo.NOT_DELETING,
+            INSTANCES.c.created_at < cutoffs.now - cutoffs.instance_build_timeout,
+        )
+        stuck_power = select(INSTANCES.c.uuid).where(
+            INSTANCES.c.task_state.in_(instance_repo.POWER_TASKS),
+            _changed_before(cutoffs.now - cutoffs.power_action_timeout),
+        )
+        unsent = (
+            select(INSTANCES.c.uuid)
+            .join(NODES, NODES.c.host == INSTANCES.c.host)
+            .where(
+                building,
+                INSTANCES.c.task_state.is_(None),
+                NODES.c.last_heartbeat_at >= down,
+                _changed_before(grace),
+            )
+        )
+        return Findings(
+            unscheduled=dict(unscheduled),
+            deleting=[u for (u,) in c.execute(deleting)],
+            on_down_hosts=[(u, h) for u, h in c.execute(on_down_hosts)],
+            timed_out=[u for (u,) in c.execute(timed_out)],
+            stuck_power=[u for (u,) in c.execute(stuck_power)],
+            unsent=[u for (u,) in c.execute(unsent)],
+        )
+
+    def host_address(self, uuid: str) -> str | None:
+        row = self._c.execute(
+            select(NODES.c.rpc_address)
+            .join(INSTANCES, INSTANCES.c.host == NODES.c.host)
+            .where(INSTANCES.c.uuid == uuid)
+        ).first()
+        return None if row is None else str(row[0])
+
+    def mark_error(self, faults: Sequence[FaultRecord], now: datetime) -> None:
+        instance_repo.mark_error(self._c, faults, now)
+
+    def mark_deleted(self, uuids: Sequence[str], now: datetime) -> None:
+        instance_repo.mark_deleted(self._c, uuids, now)
+
+    def mark_deleting(self, uuid: str, *, project_id: str | None, now: datetime) -> Instance | None:
+        return instance_repo.mark_deleting(self._c, uuid, project_id=project_id, now=now)
+
+    def start_power_action(
+        self,
+        uuid: str,
+        *,
+        project_id: str | None,
+        allowed: Sequence[VmState],
+        task: TaskState,
+        now: datetime,
+    ) -> Instance | None:
+        return instance_repo.start_power_action(
+            self._c, uuid, project_id=project_id, allowed=allowed, task=task, now=now
+        )
+
+    def settle_power_action(
+        self,
+        uuids: Sequence[str],
+        vm_state: VmState | None,
+        power: PowerState | None,
+        now: datetime,
+    ) -> None:
+        instance_repo.settle_power_action(self._c, uuids, vm_state, power, now)
+
+    def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
+        """One query for every scope."""
+        conditions = []
+        for scope in scopes:
+            if scope.server_id:
+                condition = INSTANCES.c.uuid == scope.server_id
+            elif scope.reservation_id:
+                condition = INSTANCES.c.reservation_id == scope.reservation_id
+            elif since is None:  # a project's snapshot: its live servers
+                condition = INSTANCES.c.vm_state != VmState.DELETED.value
+            else:  # a project's changes, deletes included
+                condition = INSTANCES.c.id.is_not(None)
+            if scope.project_id is not None:
+                condition = and_(condition, INSTANCES.c.project_id == scope.project_id)
+            conditions.append(condition)
+        if not conditions:
+            return []
+        query = select(INSTANCES).where(or_(*conditions))
+        if since is not None:
+            query = query.where(
+                or_(
+                    INSTANCES.c.updated_at >= since,
+                    and_(INSTANCES.c.updated_at.is_(None), INSTANCES.c.created_at >= since),
+                )
+            )
+        query = query.order_by(INSTANCES.c.created_at).limit(WATCH_MAX)
+        rows = [r._mapping for r in self._c.execute(query)]
+        return instance_repo.with_details(self._c, rows)
+
+    def live_uuids(self, uuids: Sequence[str], *, project_id: str | None) -> set[str]:
+        if not uuids:
+            return set()
+        query = select(INSTANCES.c.uuid).where(
+            INSTANCES.c.uuid.in_(list(uuids)), INSTANCES.c.vm_state != VmState.DELETED.value
+        )
+        if project_id is not None:
+            query = query.where(INSTANCES.c.project_id == project_id)
+        return {u for (u,) in self._c.execute(query)}
+
+    def insert(self, instances: Sequence[Instance]) -> None:
+        instance_repo.insert_instances(self._c, instances)
+
+    def projects_of(self, uuids: Sequence[str]) -> set[str]:
+        query = select(INSTANCES.c.project_id).where(INSTANCES.c.uuid.in_(sorted(uuids)))
+        return {p for (p,) in self._c.execute(query)}
+
+    def placed_in_projects(self, project_ids: Sequence[str]) -> set[str]:
+        query = select(INSTANCES.c.uuid).where(
+            INSTANCES.c.project_id.in_(sorted(project_ids)),
+            INSTANCES.c.vm_state != VmState.DELETED.value,
+            INSTANCES.c.host.is_not(None),
+        )
+        return {u for (u,) in self._c.execute(query)}
+
+    def on_hypervisors_other_than(self, uuids: Sequence[str], hypervisor_type: str) -> set[str]:
+        query = (
+            select(INSTANCES.c.uuid)
+            .join(NODES, NODES.c.host == INSTANCES.c.host)
+            .where(INSTANCES.c.uuid.in_(sorted(uuids)), NODES.c.hypervisor_type != hypervisor_type)
+        )
+        return {u for (u,) in self._c.execute(query)}
+
+    def count_by_state(self) -> dict[str, int]:
+        return instance_repo.count_by_state(self._c)
+
+    def oldest_building(self) -> datetime | None:
+        return instance_repo.oldest_building(self._c)
+
+
+class SqlNodes:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def rpc_addresses(self, hosts: Sequence[str]) -> dict[str, str]:
+        rows = self._c.execute(
+            select(NODES.c.host, NODES.c.rpc_address).where(NODES.c.host.in_(list(hosts)))
+        )
+        return {host: address for host, address in rows}
+
+    def zones(self) -> set[str]:
+        return {z for (z,) in self._c.execute(select(NODES.c.availability_zone).distinct())}
+
+    def host_exists(self, host: str) -> bool:
+        found = self._c.execute(select(NODES.c.host).where(NODES.c.host == host)).first()
+        return found is not None
+
+    def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
+        query = select(NODES.c.host, NODES.c.rpc_address, NODES.c.hypervisor_type).where(
+            NODES.c.host.in_(sorted(hosts))
+        )
+        return {host: (address, kind) for host, address, kind in self._c.execute(query)}
+
+    def host_states(self, *, now: datetime, service_down_time: timedelta) -> list[HostState]:
+        return placement.load_host_states(self._c, now=now, service_down_time=service_down_time)
+
+
+class SqlAllocations:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def free(self, uuids: Sequence[str]) -> int:
+        return placement.free_allocations(self._c, uuids)
+
+
+class SqlActions:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def start(self, actions: Sequence[action_repo.NewAction], now: datetime) -> None:
+        action_repo.start_actions(self._c, actions, now)
+
+    def finish(
+        self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
+    ) -> None:
+        action_repo.finish_actions(self._c, uuids, action, now, message=message)
+
+
+class SqlCatalog:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def find_flavor(self, ref: str) -> Flavor | None:
+        return catalog.find_flavor(self._c, ref)
+
+    def find_image(self, ref: str) -> Image | None:
+        return catalog.find_image(self._c, ref)
+
+
+class SqlServerGroups:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def exists(self, group_uuid: str, *, project_id: str | None) -> bool:
+        return bool(groups.get_groups(self._c, [group_uuid], project_id=project_id))
+
+    def add_members(self, group_uuid: str, instance_uuids: Sequence[str], now: datetime) -> None:
+        groups.add_members(self._c, group_uuid, instance_uuids, now)
+
+
+class SqlKeypairs:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def public_key(self, *, project_id: str, name: str) -> str | None:
+        found = keypairs.get(self._c, project_id=project_id, name=name)
+        return None if found is None else found.public_key
+
+
+class SqlQuotas:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def limits(self, project_id: str, defaults: dict[str, int]) -> dict[str, int]:
+        return quotas.limits(self._c, project_id, defaults)
+
+    def usage(self, project_id: str) -> quotas.Usage:
+        return quotas.usage(self._c, project_id)
+
+
+class SqlIdempotency:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def find(
+        self, project_id: str, client_request_id: str, *, since: datetime
+    ) -> idempotency.KeyedCreate | None:
+        return idempotency.find(self._c, project_id, client_request_id, since=since)
+
+    def claim(
+        self,
+        project_id: str,
+        client_request_id: str,
+        *,
+        reservation_id: str,
+        server_ids: Sequence[str],
+        now: datetime,
+        expired_before: datetime,
+    ) -> bool:
+        return idempotency.claim(
+            self._c, project_id, client_request_id, reservation_id=reservation_id,
+            server_ids=server_ids, now=now, expired_before=expired_before,
+        )  # fmt: skip
+
+
+class SqlNetworks:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def default_network(self, project_id: str) -> Network | None:
+        return network_repo.default_network(self._c, project_id)
+
+    def find(self, ref: str, *, project_id: str | None) -> list[Network]:
+        return network_repo.find_networks(self._c, ref, project_id=project_id)
+
+    def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]:
+        return network_repo.project_cidrs(self._c, project_id)
+
+    def create(self, new: network_repo.NewNetwork, now: datetime) -> Network | None:
+        return network_repo.create_network(self._c, new, now)
+
+    def lock(self, network_ids: Sequence[str]) -> None:
+        network_repo.lock_networks(self._c, network_ids)
+
+    def used_addresses(self, network_id: str) -> set[IPv4Address]:
+        return network_repo.used_addresses(self._c, network_id)
+
+    def mac_in_use(self, mac: str) -> bool:
+        return network_repo.mac_in_use(self._c, mac)
+
+    def insert_ports(self, ports: Sequence[network_repo.NewPort], now: datetime) -> None:
+        network_repo.insert_ports(self._c, ports, now)
+
+    def usage_per_network(self) -> list[tuple[Network, int]]:
+        return network_repo.usage_per_network(self._c)
+
+
+class SqlSecurityGroups:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def ensure_default(self, project_id: str, now: datetime) -> security_group_repo.SecurityGroup:
+        return security_group_repo.ensure_default(self._c, project_id, now)
+
+    def find(
+        self, ref: str, *, project_id: str | None, lock: bool = False
+    ) -> list[security_group_repo.SecurityGroup]:
+        return security_group_repo.find_groups(self._c, ref, project_id=project_id, lock=lock)
+
+    def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
+        security_group_repo.add_memberships(self._c, pairs)
+
+    def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:
+        return security_group_repo.instances_affected_by_groups(self._c, group_ids)
+
+
+class SqlTransaction:
+    """Every store, on one connection (one transaction). Building it runs no query."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.instances = SqlInstances(connection)
+        self.nodes = SqlNodes(connection)
+        self.allocations = SqlAllocations(connection)
+        self.actions = SqlActions(connection)
+        self.catalog = SqlCatalog(connection)
+        self.server_groups = SqlServerGroups(connection)
+        self.keypairs = SqlKeypairs(connection)
+        self.quotas = SqlQuotas(connection)
+        self.idempotency = SqlIdempotency(connection)
+        self.networks = SqlNetworks(connection)
+        self.security_groups = SqlSecurityGroups(connection)
+
+
+class SqlUnitOfWork:
+    """``UnitOfWork[SqlTransaction]`` on a ``Database``: its thread pools, its SQLite writer
+    queue, its read time limits and its deadlock retries (``work`` runs again from the start
+    on a fresh transaction)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def write(self, work: Callable[[SqlTransaction], T]) -> T:
+        return await self.db.write(lambda connection: work(SqlTransaction(connection)))
+
+    async def read(self, work: Callable[[SqlTransaction], T], *, timeout: float | None = None) -> T:
+        return await self.db.read(
+            lambda connection: work(SqlTransaction(connection)), timeout=timeout
+        )

@@ -1,0 +1,83 @@
+"""WatchServers on the in-memory stores: a snapshot first, then each newer change once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from services.api.context import RequestContext
+from services.api.watch import ServerWatch
+from services.common.domain import Instance, VmState, utcnow
+from services.common.errors import NotFound
+from tests.support.fake_stores import FakeUnitOfWork, make_instance
+
+pytestmark = pytest.mark.timeout(10)
+
+DEMO = RequestContext("demo", "req-1")
+
+
+async def next_event(stream: AsyncIterator[tuple[Instance, str]]) -> tuple[Instance, str]:
+    return await asyncio.wait_for(anext(stream), timeout=5)
+
+
+def changed(instance: Instance, **changes: object) -> Instance:
+    return replace(instance, updated_at=utcnow(), **changes)  # type: ignore[arg-type]
+
+
+async def test_a_server_watch_sends_its_snapshot_then_changes_and_ends_at_delete() -> None:
+    uow = FakeUnitOfWork()
+    server = make_instance(created_at=utcnow() - timedelta(seconds=1))
+    uow.db.add(server)
+    watch = ServerWatch(uow, poll_interval=0.01)
+    stream = watch.watch(DEMO, server_id=server.uuid)
+    try:
+        first, change = await next_event(stream)
+        assert (first.uuid, change) == (server.uuid, "snapshot")
+        uow.db.add(changed(server, vm_state=VmState.ACTIVE, task_state=None))
+        update, change = await next_event(stream)
+        assert (update.vm_state, change) == (VmState.ACTIVE, "update")
+        uow.db.add(changed(update, vm_state=VmState.DELETED))
+        gone, change = await next_event(stream)
+        assert (gone.vm_state, change) == (VmState.DELETED, "deleted")
+        with pytest.raises(StopAsyncIteration):
+            await next_event(stream)
+    finally:
+        await stream.aclose()
+        await watch.close()
+
+
+async def test_a_project_watch_sees_its_servers_and_not_another_projects() -> None:
+    uow = FakeUnitOfWork()
+    then = utcnow() - timedelta(seconds=1)
+    theirs = make_instance(project_id="other", created_at=then)
+    mine = make_instance(created_at=then)
+    uow.db.add(theirs, mine)
+    watch = ServerWatch(uow, poll_interval=0.01)
+    stream = watch.watch(DEMO)
+    try:
+        instance, change = await next_event(stream)
+        assert (instance.uuid, change) == (mine.uuid, "snapshot")
+        uow.db.add(changed(theirs, task_state=None), changed(mine, task_state=None))
+        instance, change = await next_event(stream)
+        assert (instance.uuid, instance.task_state, change) == (mine.uuid, None, "update")
+    finally:
+        await stream.aclose()
+        await watch.close()
+
+
+async def test_watching_a_server_of_another_project_is_not_found() -> None:
+    uow = FakeUnitOfWork()
+    theirs = make_instance(project_id="other")
+    uow.db.add(theirs)
+    watch = ServerWatch(uow, poll_interval=0.01)
+    stream = watch.watch(DEMO, server_id=theirs.uuid)
+    try:
+        with pytest.raises(NotFound):
+            await next_event(stream)
+    finally:
+        await stream.aclose()
+        await watch.close()
