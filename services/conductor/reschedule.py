@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from services.common.builds import BuildRequest
 from services.common.db import actions, catalog, placement
 from services.common.db import instances as instance_repo
 from services.common.domain import (
@@ -28,7 +27,8 @@ from services.common.domain import (
     VmState,
 )
 from services.common.request_spec import StoredSpec
-from services.conductor.build_task import NO_VALID_HOST, HostBuilds
+from services.conductor.build.factory import build_request
+from services.conductor.build.types import NO_VALID_HOST, HostBuilds
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +163,6 @@ def _move_to_alternate(
             host.host,
             len(spec.tried_hosts) + 1,
         )
-        build = BuildRequest(
-            replace(instance, host=host.host, node=host.hypervisor_hostname),
-            image,
-            attempt=len(spec.tried_hosts) + 1,
-            request_id=request_id or instance.request_id,
-        )
+        build = build_request(instance, image, host=host, spec=spec, request_id=request_id)
         return HostBuilds(host, [build])
     return None
