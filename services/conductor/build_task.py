@@ -19,14 +19,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from services.common.batching import Batcher
-from services.common.db import catalog, placement
-from services.common.db import instances as instance_repo
+from services.common.db.build_store import SqlBuildStore, SqlBuildTransactions
 from services.common.db.engine import Database
 from services.common.domain import InstanceEvent, VmState, utcnow
 from services.common.request_spec import StoredSpec
 from services.conductor.build.dispatch import ComputeBuilder, Dispatcher, Reschedule
 from services.conductor.build.factory import RecentPasswords, build_request
 from services.conductor.build.placement import Draft, PlacementPass
+from services.conductor.build.ports import BuildStore
 from services.conductor.build.types import NO_VALID_HOST, BatchPlan, Cast, HostBuilds
 from services.conductor.failures import fail_builds
 from services.conductor.metrics import ConductorMetrics
@@ -63,8 +63,10 @@ class BuildTask:
         self._metrics = metrics
         self._down_time = service_down_time
         self._passwords = RecentPasswords()
+        self._stores = SqlBuildTransactions(db)
         self.placement = PlacementPass(
-            db, scheduler, service_down_time=service_down_time, passwords=self._passwords
+            self._stores, scheduler, service_down_time=service_down_time,
+            passwords=self._passwords,
         )
         self.dispatcher = Dispatcher(
             computes,
@@ -130,7 +132,7 @@ class BuildTask:
         return await self.placement.place(request_ids)
 
     def draft(self, connection: Connection, uuids: Sequence[str], now: datetime) -> Draft | None:
-        return self.placement.draft(connection, uuids, now)
+        return self.placement.draft(SqlBuildStore(connection), uuids, now)
 
     def plan(
         self,
@@ -139,7 +141,7 @@ class BuildTask:
         now: datetime,
         draft: Draft | None = None,
     ) -> BatchPlan:
-        return self.placement.plan(connection, request_ids, now, draft)
+        return self.placement.plan(SqlBuildStore(connection), request_ids, now, draft)
 
     def _observe(self, plan: BatchPlan, seconds: float) -> None:
         """Metrics, and one log line per request (with its request id) saying where its
@@ -174,8 +176,8 @@ class BuildTask:
     async def redispatch(self, uuids: Sequence[str]) -> int:
         """Send placed builds to their hosts again (idempotent there: a host that has the
         build already answers that it is a duplicate)."""
-        work = await self._db.read(
-            lambda c: placed_builds(c, uuids, now=utcnow(), service_down_time=self._down_time)
+        work = await self._stores.read(
+            lambda s: placed_builds(s, uuids, now=utcnow(), service_down_time=self._down_time)
         )
         self.dispatch(work)
         return sum(len(w.builds) for w in work)
@@ -212,7 +214,7 @@ class BuildTask:
 
 
 def placed_builds(
-    connection: Connection,
+    store: BuildStore,
     uuids: Sequence[str],
     *,
     now: datetime,
@@ -222,17 +224,17 @@ def placed_builds(
     are gone leave their instances to the build timeout)."""
     instances = [
         i
-        for i in instance_repo.load_instances(connection, uuids)
+        for i in store.load_instances(uuids)
         if i.vm_state is VmState.BUILDING and i.host and i.task_state is None
     ]
     hosts = {
         h.host: h
-        for h in placement.load_host_states(
-            connection, now=now, service_down_time=service_down_time,
+        for h in store.host_states(
+            now=now, service_down_time=service_down_time,
             hosts=sorted({i.host for i in instances if i.host}),
         )
     }  # fmt: skip
-    images = catalog.images_by_id(connection, {i.image_id for i in instances})
+    images = store.images({i.image_id for i in instances})
     work: dict[str, HostBuilds] = {}
     for instance in instances:
         host, image = hosts.get(instance.host or ""), images.get(instance.image_id)
