@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-import grpc
 from sqlalchemy import Connection
 
 from services.api import validation
@@ -15,7 +14,7 @@ from services.common.db import actions
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.domain import Instance, utcnow
-from services.common.errors import NotFound
+from services.common.errors import NotFound, PeerFailed
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +55,9 @@ class DeleteServer:
             raise NotFound("server", server_id, field="id")
         try:
             await self._conductor.delete_instances([server_id], request_id=context.request_id)
-        except grpc.aio.AioRpcError as exc:
+        except PeerFailed as exc:
             log.warning(
                 "conductor did not take the delete of %s (%s); the reconciler will finish it",
                 server_id,
-                exc.code().name,
+                exc.reason,
             )

@@ -26,7 +26,7 @@ from services.common.request_spec import StoredSpec
 from services.conductor.build.dispatch import ComputeBuilder, Dispatcher, Reschedule
 from services.conductor.build.factory import RecentPasswords, build_request
 from services.conductor.build.placement import Draft, PlacementPass
-from services.conductor.build.ports import BuildStore
+from services.conductor.build.ports import BuildStore, BuildTransactions
 from services.conductor.build.types import NO_VALID_HOST, BatchPlan, Cast, HostBuilds
 from services.conductor.failures import fail_builds
 from services.conductor.metrics import ConductorMetrics
@@ -53,17 +53,19 @@ class BuildTask:
         *,
         service_down_time: timedelta,
         reschedule: Reschedule | None = None,
+        stores: BuildTransactions | None = None,
         batch_size: int = 500,
         linger: timedelta = SCHEDULE_LINGER,
         metrics: ConductorMetrics | None = None,
     ) -> None:
         """``reschedule``: where builds go that could not be handed to their host (the
-        conductor's EventRecorder.record); without it they fail for good."""
+        conductor's EventRecorder.record); without it they fail for good. ``stores``: the
+        database as the build path sees it (by default, SQL on ``db``)."""
         self._db = db
         self._metrics = metrics
         self._down_time = service_down_time
         self._passwords = RecentPasswords()
-        self._stores = SqlBuildTransactions(db)
+        self._stores: BuildTransactions = stores or SqlBuildTransactions(db)
         self.placement = PlacementPass(
             self._stores, scheduler, service_down_time=service_down_time,
             passwords=self._passwords,

@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-import grpc
 from sqlalchemy import Connection, select
 
 from services.common.db import instances as instance_repo
@@ -22,6 +21,7 @@ from services.common.db import placement
 from services.common.db.engine import Database
 from services.common.db.models import NODES
 from services.common.domain import TaskState, VmState, utcnow
+from services.common.errors import PeerFailed
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,11 @@ class DeleteInstances:
         for address, host_uuids in on_hosts.items():
             try:
                 await self._computes.terminate(address, host_uuids, request_id=request_id)
-            except grpc.aio.AioRpcError as exc:
+            except PeerFailed as exc:
                 log.warning(
                     "compute %s unreachable (%s): deleting %d instances locally",
                     address,
-                    exc.code().name,
+                    exc.reason,
                     len(host_uuids),
                 )
                 await self._db.write(_finisher(host_uuids))

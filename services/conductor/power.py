@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-import grpc
 from sqlalchemy import Connection, select
 
 from services.common.db import actions
@@ -15,7 +14,7 @@ from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import PowerAction, utcnow
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import NotFound, PeerFailed, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,8 @@ class PowerActions:
             raise NotFound("server", uuid, field="instance_uuid")
         try:
             await self._computes.power_action(address, uuid, action.value, request_id=request_id)
-        except grpc.aio.AioRpcError as exc:
-            reason = f"compute host unreachable: {exc.code().name}"
+        except PeerFailed as exc:
+            reason = f"compute host unreachable: {exc.reason}"
             await self._db.write(lambda c: _give_back(c, uuid, action, reason))
             raise Unavailable(f"{action} of {uuid} not started: {reason}") from exc
 

@@ -1,4 +1,5 @@
-"""Typed client of the compute services (the conductor's side)."""
+"""Typed client of the compute services (the conductor's side). Every call's gRPC error
+leaves it as a PeerFailed (HostUnreachable, PeerRefused): callers see no status codes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from services.common.context import request_metadata
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.networking import PortSpec
 from services.common.rpc.channels import ChannelPool
+from services.common.rpc.client_errors import wrap_errors
 from services.common.rpc.convert import to_timestamp
 from services.common.rpc.ports import port_to_proto
 from services.common.rpc.retry import with_retries
@@ -80,7 +82,8 @@ class ComputeClient:
             )
             return BuildAck(reply.queued, list(reply.duplicates))
 
-        return await with_retries(call, attempts=4)
+        with wrap_errors(f"compute host at {address}"):
+            return await with_retries(call, attempts=4)
 
     async def terminate(self, address: str, uuids: Sequence[str], *, request_id: str = "") -> int:
         """Idempotent: an instance the host no longer has is reported DELETED at once."""
@@ -93,7 +96,8 @@ class ComputeClient:
             reply = await stub.TerminateInstance(request, timeout=self._timeout)
             return int(reply.queued)
 
-        return await with_retries(call, attempts=3)
+        with wrap_errors(f"compute host at {address}"):
+            return await with_retries(call, attempts=3)
 
     async def update_port_rules(self, address: str, ports: Sequence[PortSpec]) -> int:
         """Replaces the rules of these ports on the host; idempotent, so retried."""
@@ -104,7 +108,8 @@ class ComputeClient:
             reply = await stub.UpdatePortRules(request, timeout=self._timeout)
             return int(reply.updated)
 
-        return await with_retries(call, attempts=3)
+        with wrap_errors(f"compute host at {address}"):
+            return await with_retries(call, attempts=3)
 
     async def power_action(
         self, address: str, uuid: str, action: str, *, request_id: str = ""
@@ -113,4 +118,5 @@ class ComputeClient:
         request = compute_pb2.ComputePowerActionRequest(
             instance_uuid=uuid, action=action, request_id=request_id
         )
-        await stub.PowerAction(request, timeout=self._timeout)
+        with wrap_errors(f"compute host at {address}"):
+            await stub.PowerAction(request, timeout=self._timeout)
