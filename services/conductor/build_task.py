@@ -22,9 +22,8 @@ from services.common.batching import Batcher
 from services.common.db.build_store import SqlBuildStore, SqlBuildTransactions
 from services.common.db.engine import Database
 from services.common.domain import InstanceEvent, VmState, utcnow
-from services.common.request_spec import StoredSpec
 from services.conductor.build.dispatch import ComputeBuilder, Dispatcher, Reschedule
-from services.conductor.build.factory import RecentPasswords, build_request
+from services.conductor.build.factory import RecentPasswords, build_spec
 from services.conductor.build.placement import Draft, PlacementPass
 from services.conductor.build.ports import BuildStore, BuildTransactions
 from services.conductor.build.types import NO_VALID_HOST, BatchPlan, Cast, HostBuilds
@@ -154,7 +153,7 @@ class BuildTask:
             for build in host_builds.builds:
                 per_request[build.request_id][host_builds.host.host] += 1
                 if self._metrics is not None:
-                    delay = (now - build.instance.created_at).total_seconds()
+                    delay = (now - build.created_at).total_seconds()
                     self._metrics.schedule_delay.observe(delay)
         for request_id, hosts in per_request.items():
             placed = ", ".join(f"{h} x{n}" for h, n in sorted(hosts.items()))
@@ -242,7 +241,6 @@ def placed_builds(
         host, image = hosts.get(instance.host or ""), images.get(instance.image_id)
         if host is None or image is None:
             continue
-        spec = StoredSpec.from_json(instance.request_spec)
-        build = build_request(instance, image, host=host, spec=spec)
+        build = build_spec(instance, image)
         work.setdefault(host.host, HostBuilds(host)).builds.append(build)
     return list(work.values())

@@ -27,7 +27,7 @@ from services.common.domain import (
     VmState,
 )
 from services.common.request_spec import StoredSpec
-from services.conductor.build.factory import build_request
+from services.conductor.build.factory import build_spec
 from services.conductor.build.types import NO_VALID_HOST, HostBuilds
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,6 @@ def _move_to_alternate(
             host.host,
             len(spec.tried_hosts) + 1,
         )
-        build = build_request(instance, image, host=host, spec=spec, request_id=request_id)
+        build = build_spec(instance, image, request_id=request_id)
         return HostBuilds(host, [build])
     return None

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 
 from services.common.batching import Batcher
-from services.common.builds import BuildRequest
+from services.common.builds import BuildSpec
 from services.common.db.engine import Database
 from services.common.domain import (
     Flavor,
@@ -29,7 +30,7 @@ from services.common.errors import HostUnreachable
 from services.common.request_spec import StoredSpec
 from services.common.rpc.compute_client import BuildAck
 from services.conductor.build.dispatch import Dispatcher
-from services.conductor.build.factory import RecentPasswords, build_request
+from services.conductor.build.factory import RecentPasswords, build_spec
 from services.conductor.build.placement import PlacementPass
 from services.conductor.build.types import NO_VALID_HOST, HostBuilds
 from services.conductor.build_task import BuildTask
@@ -98,14 +99,14 @@ async def test_a_pass_places_claims_and_records_then_builds_carry_host_and_passw
     assert {p.uuid for p in plan.placements} == set(store.allocations)
     assert all(store.instances[u].host in ("a", "b") for u in store.allocations)
     builds = {b.uuid: b for hb in plan.by_host.values() for b in hb.builds}
+    hosts = {b.uuid: name for name, hb in plan.by_host.items() for b in hb.builds}
     first, second = builds[waiting(1).uuid], builds[waiting(2).uuid]
-    assert first.instance.host == store.instances[first.uuid].host
+    assert hosts[first.uuid] == store.instances[first.uuid].host
     assert first.admin_password == "s3cret" and second.admin_password == ""
     assert (first.request_id, second.request_id) == ("req-1", "req-at-create")
-    assert first.attempt == 1
     # the alternates are recorded with the placement, for a reschedule
     alternates = StoredSpec.from_json(store.instances[first.uuid].request_spec).alternates
-    assert alternates and first.instance.host not in alternates
+    assert alternates and hosts[first.uuid] not in alternates
     scheduled = [e for e in store.events if e.event == "conductor_schedule"]
     assert {e.instance_uuid for e in scheduled} == set(builds) and not store.faults
 
@@ -160,12 +161,18 @@ async def test_min_count_not_met_builds_none_and_frees_the_claims() -> None:
     assert all("only 1 of the 2" in f.message for f in plan.failed)
 
 
-def test_the_factory_counts_attempts_from_the_hosts_tried() -> None:
-    instance = waiting(1)
-    tried = StoredSpec(tried_hosts=("a", "b"))
-    build = build_request(instance, IMAGE, host=host(3, "c"), spec=tried, request_id="")
-    assert (build.attempt, build.instance.host, build.instance.node) == (3, "c", "c.node")
+def test_the_factory_makes_the_one_build_contract_from_the_rows() -> None:
+    instance = replace(
+        waiting(1), block_devices=({"size_gb": 2}, {"size_gb": 3}), availability_zone=None,
+        key_name="k", config_drive=True,
+    )  # fmt: skip
+    build = build_spec(instance, IMAGE, request_id="")
     assert build.request_id == instance.request_id  # the create's, when the cast had none
+    assert build.ephemeral_gb == (2, 3) and build.resources == instance.resources
+    assert (build.instance_id, build.image.location, build.availability_zone) == (
+        1, IMAGE.location, "")  # fmt: skip
+    assert (build.key_name, build.config_drive, build.admin_password) == ("k", True, "")
+    assert "s3cret" not in repr(replace(build, admin_password="s3cret"))  # never logged
 
 
 def test_recent_passwords_forget_the_oldest_first() -> None:
@@ -183,12 +190,12 @@ class Computes:
     """Records what each address got; raises what ``failing`` says for an address."""
 
     def __init__(self, failing: dict[str, BaseException] | None = None) -> None:
-        self.sent: dict[str, list[BuildRequest]] = {}
+        self.sent: dict[str, list[BuildSpec]] = {}
         self.failing = failing or {}
         self.called = asyncio.Event()
 
     async def build_and_run(
-        self, address: str, builds: Sequence[BuildRequest], *, request_id: str = ""
+        self, address: str, builds: Sequence[BuildSpec], *, request_id: str = ""
     ) -> BuildAck:
         self.called.set()
         if address in self.failing:
@@ -211,11 +218,11 @@ class Rescheduler:
         return moves
 
 
-def builds_on(target: HostState, *numbers: int, password: str = "") -> HostBuilds:
+def builds_on(target: HostState, *numbers: int) -> HostBuilds:
     return HostBuilds(
         target,
         [
-            build_request(waiting(n), IMAGE, host=target, spec=StoredSpec(), request_id="r")
+            build_spec(waiting(n), IMAGE, request_id="r")
             for n in numbers
         ],
     )
