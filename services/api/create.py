@@ -457,7 +457,7 @@ def _new_instances(
         image_properties=dict(image.properties),
         min_count=create.min_count,
         num_instances=count,
-    ).to_json()
+    )
     return [
         Instance(
             uuid=str(uuid.uuid4()),

@@ -1,6 +1,6 @@
 """The one internal build contract: what the conductor sends compute for one build.
 
-The conductor makes a BuildSpec once (services/conductor/build/factory.py); the internal
+The conductor makes a BuildSpec once (services/conductor/build_path/factory.py); the internal
 proto's InstanceBuild mirrors it field for field; compute turns it straight into its spawn
 spec. Nothing in it is a database row or an api shape.
 """

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.networking import PortSpec
+from services.common.request_spec import StoredSpec
 
 
 def utcnow() -> datetime:
@@ -128,8 +129,8 @@ class Instance:
     fault: Fault | None = None
     request_id: str = ""
     availability_zone: str | None = None
-    # The StoredSpec as JSON (services.common.request_spec); None for rows written before it.
-    request_spec: Mapping[str, Any] | None = None
+    # What placing it again needs (services.common.request_spec); parsed once, by the store.
+    request_spec: StoredSpec = field(default_factory=StoredSpec)
     description: str | None = None
     key_name: str | None = None
     key_data: str | None = None

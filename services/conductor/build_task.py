@@ -2,7 +2,7 @@
 
 Casts queue whole in the intake (a Batcher that lingers a moment after an idle spell); one
 placement pass places each batch and commits; dispatch sends each host its builds after the
-commit. The parts live in services/conductor/build/; this module only joins them and keeps
+commit. The parts live in services/conductor/build_path/; this module only joins them and keeps
 the figures the service reports.
 """
 
@@ -22,11 +22,11 @@ from services.common.batching import Batcher
 from services.common.db.build_store import SqlBuildStore, SqlBuildTransactions
 from services.common.db.engine import Database
 from services.common.domain import InstanceEvent, VmState, utcnow
-from services.conductor.build.dispatch import ComputeBuilder, Dispatcher, Reschedule
-from services.conductor.build.factory import RecentPasswords, build_spec
-from services.conductor.build.placement import Draft, PlacementPass
-from services.conductor.build.ports import BuildStore, BuildTransactions
-from services.conductor.build.types import NO_VALID_HOST, BatchPlan, Cast, HostBuilds
+from services.conductor.build_path.dispatch import ComputeBuilder, Dispatcher, Reschedule
+from services.conductor.build_path.factory import RecentPasswords, build_spec
+from services.conductor.build_path.placement import Draft, PlacementPass
+from services.conductor.build_path.ports import BuildStore, BuildTransactions
+from services.conductor.build_path.types import NO_VALID_HOST, BatchPlan, Cast, HostBuilds
 from services.conductor.failures import fail_builds
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.scheduler.scheduler import Scheduler

@@ -29,7 +29,7 @@ from services.common.domain import (
     VmState,
     utcnow,
 )
-from services.conductor.build.types import HostBuilds
+from services.conductor.build_path.types import HostBuilds
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.reschedule import handle_failed_builds
 

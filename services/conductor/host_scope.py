@@ -11,7 +11,6 @@ from sqlalchemy import Connection
 
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
-from services.common.request_spec import StoredSpec
 
 
 def instances_not_on(connection: Connection, host: str, uuids: Sequence[str]) -> list[str]:
@@ -25,7 +24,7 @@ def instances_not_on(connection: Connection, host: str, uuids: Sequence[str]) ->
             continue
         if instance.host == host:
             continue
-        if host not in StoredSpec.from_json(instance.request_spec).tried_hosts:
+        if host not in instance.request_spec.tried_hosts:
             foreign.append(uuid)
     return foreign
 

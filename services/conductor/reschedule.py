@@ -27,8 +27,8 @@ from services.common.domain import (
     VmState,
 )
 from services.common.request_spec import StoredSpec
-from services.conductor.build.factory import build_spec
-from services.conductor.build.types import NO_VALID_HOST, HostBuilds
+from services.conductor.build_path.factory import build_spec
+from services.conductor.build_path.types import NO_VALID_HOST, HostBuilds
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def handle_failed_builds(
     images = catalog.images_by_id(connection, {current[e.instance_uuid].image_id for e in relevant})
     for event in relevant:
         instance = current[event.instance_uuid]
-        stored = StoredSpec.from_json(instance.request_spec).with_attempt_on(event.host)
+        stored = instance.request_spec.with_attempt_on(event.host)
         why = _no_retry_reason(event, stored, max_attempts)
         if why is None:
             moved = _move_to_alternate(
@@ -147,7 +147,7 @@ def _move_to_alternate(
         spec = replace(stored, alternates=tuple(remaining[position + 1 :]))
         instance_repo.move_build(
             connection, instance.uuid, host=host.host, node=host.hypervisor_hostname,
-            spec=spec.to_json(), now=now,
+            spec=spec, now=now,
         )  # fmt: skip
         actions.add_events(
             connection,

@@ -1,4 +1,4 @@
-"""An in-memory BuildStore (services/conductor/build/ports.py) for unit tests of the build
+"""An in-memory BuildStore (services/conductor/build_path/ports.py) for unit tests of the build
 path: what the SQL store does, on dicts, with the generation check of a claim."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from services.common.domain import (
     TaskState,
     VmState,
 )
+from services.common.request_spec import StoredSpec
 
 T = TypeVar("T")
 
@@ -107,7 +108,7 @@ class FakeBuildStore:
             if p.uuid in self.still_scheduling([p.uuid]):
                 self.instances[p.uuid] = replace(
                     self.instances[p.uuid], host=p.host, node=p.node, task_state=None,
-                    request_spec=p.request_spec,
+                    request_spec=p.request_spec or StoredSpec(),
                 )  # fmt: skip
                 self.placed.append(p)
 

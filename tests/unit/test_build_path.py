@@ -29,10 +29,10 @@ from services.common.domain import (
 from services.common.errors import HostUnreachable
 from services.common.request_spec import StoredSpec
 from services.common.rpc.compute_client import BuildAck
-from services.conductor.build.dispatch import Dispatcher
-from services.conductor.build.factory import RecentPasswords, build_spec
-from services.conductor.build.placement import PlacementPass
-from services.conductor.build.types import NO_VALID_HOST, HostBuilds
+from services.conductor.build_path.dispatch import Dispatcher
+from services.conductor.build_path.factory import RecentPasswords, build_spec
+from services.conductor.build_path.placement import PlacementPass
+from services.conductor.build_path.types import NO_VALID_HOST, HostBuilds
 from services.conductor.build_task import BuildTask
 from services.conductor.scheduler.registry import (
     DEFAULT_FILTERS,
@@ -70,7 +70,7 @@ def waiting(n: int, *, reservation: str = "r-1", spec: StoredSpec | None = None)
         flavor=TINY, image_id=IMAGE.id, reservation_id=reservation, vm_state=VmState.BUILDING,
         task_state=TaskState.SCHEDULING, power_state=PowerState.NOSTATE, host=None, node=None,
         metadata={}, created_at=NOW, request_id="req-at-create",
-        request_spec=(spec or StoredSpec()).to_json(),
+        request_spec=spec or StoredSpec(),
     )  # fmt: skip
 
 
@@ -105,7 +105,7 @@ async def test_a_pass_places_claims_and_records_then_builds_carry_host_and_passw
     assert first.admin_password == "s3cret" and second.admin_password == ""
     assert (first.request_id, second.request_id) == ("req-1", "req-at-create")
     # the alternates are recorded with the placement, for a reschedule
-    alternates = StoredSpec.from_json(store.instances[first.uuid].request_spec).alternates
+    alternates = store.instances[first.uuid].request_spec.alternates
     assert alternates and hosts[first.uuid] not in alternates
     scheduled = [e for e in store.events if e.event == "conductor_schedule"]
     assert {e.instance_uuid for e in scheduled} == set(builds) and not store.faults

@@ -1,5 +1,5 @@
-"""The conductor's build path on SQLAlchemy (the ports are in services/conductor/build/ports.py):
-each method is one of the repositories' queries, run on the store's connection."""
+"""The conductor's build path on SQLAlchemy (its ports: services/conductor/build_path/ports.py).
+Each method is one of the repositories' queries, run on the store's connection."""
 
 from __future__ import annotations
 

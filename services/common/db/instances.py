@@ -6,7 +6,7 @@ change, whatever the number of instances.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,7 @@ from services.common.domain import (
     extra_disk_gb,
 )
 from services.common.networking import PortSpec
+from services.common.request_spec import StoredSpec
 
 FAULT_MESSAGE_MAX = 255
 
@@ -63,7 +64,7 @@ def instance_from_row(
         fault=fault,
         request_id=m["request_id"],
         availability_zone=m["availability_zone"],
-        request_spec=m["request_spec"],
+        request_spec=StoredSpec.from_json(m["request_spec"]),
         description=m["description"],
         key_name=m["key_name"],
         key_data=m["key_data"],
@@ -104,7 +105,7 @@ def insert_instances(connection: Connection, instances: Sequence[Instance]) -> N
                 "server_metadata": i.metadata,
                 "request_id": i.request_id,
                 "availability_zone": i.availability_zone,
-                "request_spec": dict(i.request_spec) if i.request_spec is not None else None,
+                "request_spec": i.request_spec.to_json(),
                 "description": i.description,
                 "key_name": i.key_name,
                 "key_data": i.key_data,
@@ -256,7 +257,7 @@ class Placement:
     uuid: str
     host: str
     node: str
-    request_spec: Mapping[str, Any] | None = None
+    request_spec: StoredSpec | None = None
 
 
 def mark_placed(connection: Connection, placements: Sequence[Placement], now: datetime) -> int:
@@ -270,7 +271,7 @@ def mark_placed(connection: Connection, placements: Sequence[Placement], now: da
                 "b_uuid": p.uuid,
                 "b_host": p.host,
                 "b_node": p.node,
-                "b_spec": dict(p.request_spec) if p.request_spec is not None else None,
+                "b_spec": p.request_spec.to_json() if p.request_spec is not None else None,
                 "b_now": now,
             }
             for p in placements
@@ -285,14 +286,14 @@ def move_build(
     *,
     host: str,
     node: str,
-    spec: Mapping[str, Any],
+    spec: StoredSpec,
     now: datetime,
 ) -> None:
     """A rescheduled build: same instance, next host (still building)."""
     connection.execute(
         update(INSTANCES)
         .where(INSTANCES.c.uuid == uuid, INSTANCES.c.vm_state == VmState.BUILDING.value)
-        .values(host=host, node=node, request_spec=dict(spec), task_state=None, updated_at=now)
+        .values(host=host, node=node, request_spec=spec.to_json(), task_state=None, updated_at=now)
     )
 
 
