@@ -211,8 +211,15 @@ class ComputeManager:
     def spawn_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Each task reports its own outcome; anything that still escapes one is logged
+        here rather than lost in it."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task %s failed", task.get_name(), exc_info=exc)
 
     def tombstone(self, uuid: str) -> None:
         self._tombstones[uuid] = None
@@ -264,6 +271,10 @@ class ComputeManager:
                 self._building += 1
                 try:
                     await self._run_build(build)
+                except Exception as exc:  # the task's boundary: the build ends as a report
+                    log.exception("build failed unexpectedly")
+                    await self._undo_build(build.uuid)
+                    self._fail(build, InstanceEventKind.RESCHEDULE, type(exc).__name__)
                 finally:
                     self._building -= 1
         finally:
