@@ -11,7 +11,6 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from services.common.networking import PortSpec
 from services.common.request_spec import StoredSpec
@@ -137,8 +136,8 @@ class Instance:
     user_data: str | None = None
     security_groups: tuple[str, ...] = ()
     networks: tuple[str, ...] = ()
-    # Extra blank local disks: ({"size_gb": n}, ...)
-    block_devices: tuple[Mapping[str, Any], ...] = ()
+    # Extra blank local disks, GiB each (the block device mapping's one shape past the api).
+    ephemeral_gb: tuple[int, ...] = ()
     config_drive: bool = False
     tags: tuple[str, ...] = ()
     # Its NICs, in device order (loaded with the instance; empty for networks=["none"]).
@@ -155,7 +154,7 @@ class Instance:
         """What the instance holds on its host: the flavor plus its extra local disks."""
         flavor = self.flavor
         return Resources(
-            flavor.vcpus, flavor.memory_mb, flavor.root_gb + extra_disk_gb(self.block_devices)
+            flavor.vcpus, flavor.memory_mb, flavor.root_gb + sum(self.ephemeral_gb)
         )
 
 
@@ -182,8 +181,6 @@ class Resources:
 ZERO = Resources(0, 0, 0)
 
 
-def extra_disk_gb(block_devices: tuple[Mapping[str, Any], ...]) -> int:
-    return sum(int(d.get("size_gb", 0)) for d in block_devices)
 
 
 @dataclass(slots=True)

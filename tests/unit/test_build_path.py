@@ -163,7 +163,7 @@ async def test_min_count_not_met_builds_none_and_frees_the_claims() -> None:
 
 def test_the_factory_makes_the_one_build_contract_from_the_rows() -> None:
     instance = replace(
-        waiting(1), block_devices=({"size_gb": 2}, {"size_gb": 3}), availability_zone=None,
+        waiting(1), ephemeral_gb=(2, 3), availability_zone=None,
         key_name="k", config_drive=True,
     )  # fmt: skip
     build = build_spec(instance, IMAGE, request_id="")

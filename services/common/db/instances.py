@@ -6,7 +6,7 @@ change, whatever the number of instances.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,6 @@ from services.common.domain import (
     Resources,
     TaskState,
     VmState,
-    extra_disk_gb,
 )
 from services.common.networking import PortSpec
 from services.common.request_spec import StoredSpec
@@ -36,6 +35,16 @@ FAULT_MESSAGE_MAX = 255
 NOT_DELETING = or_(
     INSTANCES.c.task_state.is_(None), INSTANCES.c.task_state != TaskState.DELETING.value
 )
+
+
+def ephemeral_from_json(block_devices: Sequence[Mapping[str, Any]] | None) -> tuple[int, ...]:
+    """The instances table's ``block_devices`` column (``[{"size_gb": n}, ...]``, kept as it
+    is) as disk sizes: read once, by the store."""
+    return tuple(int(d.get("size_gb", 0)) for d in block_devices or ())
+
+
+def ephemeral_to_json(ephemeral_gb: Sequence[int]) -> list[dict[str, int]]:
+    return [{"size_gb": size} for size in ephemeral_gb]
 
 
 def instance_from_row(
@@ -71,7 +80,7 @@ def instance_from_row(
         user_data=m["user_data"],
         security_groups=tuple(m["security_groups"] or ()),
         networks=tuple(m["networks"] or ()),
-        block_devices=tuple(m["block_devices"] or ()),
+        ephemeral_gb=ephemeral_from_json(m["block_devices"]),
         config_drive=bool(m["config_drive"]),
         tags=tags,
         ports=ports,
@@ -112,7 +121,7 @@ def insert_instances(connection: Connection, instances: Sequence[Instance]) -> N
                 "user_data": i.user_data,
                 "security_groups": list(i.security_groups),
                 "networks": list(i.networks),
-                "block_devices": [dict(b) for b in i.block_devices],
+                "block_devices": ephemeral_to_json(i.ephemeral_gb),
                 "config_drive": i.config_drive,
                 "created_at": i.created_at,
                 "updated_at": None,
@@ -475,7 +484,7 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             task_state=TaskState(r.task_state) if r.task_state else None,
             power_state=PowerState(r.power_state),
             resources=Resources(
-                r.vcpus, r.memory_mb, r.root_gb + extra_disk_gb(tuple(r.block_devices or ()))
+                r.vcpus, r.memory_mb, r.root_gb + sum(ephemeral_from_json(r.block_devices))
             ),
             ports=ports.get(r.uuid, ()),
         )

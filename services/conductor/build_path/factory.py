@@ -61,7 +61,7 @@ def build_spec(
         metadata=dict(instance.metadata),
         networks=instance.networks,
         ports=instance.ports,
-        ephemeral_gb=tuple(int(d["size_gb"]) for d in instance.block_devices),
+        ephemeral_gb=instance.ephemeral_gb,
         config_drive=instance.config_drive,
         availability_zone=instance.availability_zone or "",
         key_name=instance.key_name or "",
