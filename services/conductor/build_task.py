@@ -1,9 +1,9 @@
 """The conductor's build path, wired: intake → placement pass → dispatch.
 
-Casts queue whole in the intake (a Batcher that lingers a moment after an idle spell); one
-placement pass places each batch and commits; dispatch sends each host its builds after the
-commit. The parts live in services/conductor/build_path/; this module only joins them and keeps
-the figures the service reports.
+Casts queue whole in the intake; one placement pass places each batch and commits;
+dispatch sends each host its builds after the commit. The parts live in
+services/conductor/build_path/; this module only joins them and keeps the figures the
+service reports (metrics, one log line per request).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from services.common.batching import Batcher
 from services.common.db.build_store import SqlBuildStore, SqlBuildTransactions
 from services.common.db.engine import Database
 from services.common.domain import InstanceEvent, VmState, utcnow
 from services.conductor.build_path.dispatch import ComputeBuilder, Dispatcher, Reschedule
 from services.conductor.build_path.factory import RecentPasswords, build_spec
+from services.conductor.build_path.intake import Intake
 from services.conductor.build_path.placement import Draft, PlacementPass
 from services.conductor.build_path.ports import BuildStore, BuildTransactions
 from services.conductor.build_path.types import NO_VALID_HOST, BatchPlan, Cast, HostBuilds
@@ -33,9 +33,6 @@ from services.conductor.scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
-# A batch whose transaction fails (database away) is tried again; after that the instances
-# stay in `scheduling` for the reconciler.
-BATCH_ATTEMPTS = 3
 # After an idle spell the first cast waits this long for company: creates sent one by one a
 # few milliseconds apart then share a pass (its reads, transaction and per-host calls)
 # instead of paying for one each. Measured with 50 clients at 200 creates/s: CreateServer
@@ -75,9 +72,9 @@ class BuildTask:
             passwords=self._passwords,
             count_error=self._count_error,
         )
-        self._intake: Batcher[Cast, None] = Batcher(
-            self._handle, max_batch=batch_size, name="build-intake", linger=linger,
-            weigh=lambda cast: len(cast.instance_uuids),
+        self._intake = Intake(
+            self.schedule, batch_size=batch_size, linger=linger, passwords=self._passwords,
+            count_error=self._count_error,
         )  # fmt: skip
         self.placed = 0
         self.no_valid_host = 0
@@ -89,33 +86,12 @@ class BuildTask:
         self, instance_uuids: Sequence[str], request_id: str = "", admin_password: str = ""
     ) -> None:
         """Queue one cast (kept whole: a multi-create is placed in one pass)."""
-        if instance_uuids:
-            self._intake.put(Cast(tuple(instance_uuids), request_id, admin_password))
+        self._intake.submit(Cast(tuple(instance_uuids), request_id, admin_password))
 
     @property
     def backlog(self) -> int:
         """Instances cast and not yet taken by a pass."""
         return self._intake.backlog
-
-    # -- intake ----------------------------------------------------------------------------
-
-    async def _handle(self, casts: Sequence[Cast]) -> list[BaseException | None]:
-        """The intake's boundary: a pass that fails is tried again, and then left (logged,
-        counted) to the reconciler; nothing it raises escapes."""
-        for cast in casts:
-            self._passwords.remember(cast.instance_uuids, cast.admin_password)
-        request_ids = {u: cast.request_id for cast in casts for u in cast.instance_uuids}
-        for attempt in range(1, BATCH_ATTEMPTS + 1):
-            try:
-                await self.schedule(request_ids)
-                break
-            except Exception:
-                # Nothing was committed: the instances are still `scheduling`.
-                log.exception("scheduling a batch of %d failed (attempt %d of %d)",
-                              len(request_ids), attempt, BATCH_ATTEMPTS)  # fmt: skip
-                self._count_error("schedule")
-                await asyncio.sleep(0.2 * attempt)
-        return [None] * len(casts)
 
     async def schedule(self, request_ids: dict[str, str]) -> BatchPlan:
         """One pass over ``request_ids`` (uuid -> request id), then its builds sent."""
@@ -210,7 +186,7 @@ class BuildTask:
                         "reconciler will place them", self._intake.backlog)  # fmt: skip
 
     async def close(self) -> None:
-        await self._intake.cancel()
+        await self._intake.close()
         await self.dispatcher.close()
 
 

@@ -31,8 +31,9 @@ from services.common.request_spec import StoredSpec
 from services.common.rpc.compute_client import BuildAck
 from services.conductor.build_path.dispatch import Dispatcher
 from services.conductor.build_path.factory import RecentPasswords, build_spec
+from services.conductor.build_path.intake import Intake
 from services.conductor.build_path.placement import PlacementPass
-from services.conductor.build_path.types import NO_VALID_HOST, HostBuilds
+from services.conductor.build_path.types import NO_VALID_HOST, Cast, HostBuilds
 from services.conductor.build_task import BuildTask
 from services.conductor.scheduler.registry import (
     DEFAULT_FILTERS,
@@ -351,3 +352,28 @@ async def test_intake_tries_a_failed_pass_again() -> None:
     finally:
         await task.close()
     assert [b.uuid for b in computes.sent["a:1"]] == [waiting(1).uuid]
+
+
+async def test_intake_gives_up_on_a_pass_after_its_attempts_and_goes_on() -> None:
+    calls: list[dict[str, str]] = []
+    errors: list[str] = []
+
+    async def schedule(request_ids: dict[str, str]) -> None:
+        calls.append(request_ids)
+        if "doomed" in request_ids:
+            raise ConnectionError("database away")
+
+    passwords = RecentPasswords()
+    intake = Intake(
+        schedule, batch_size=10, linger=timedelta(0), passwords=passwords,
+        count_error=errors.append, retry_delay=timedelta(0),
+    )  # fmt: skip
+    intake.submit(Cast(("doomed",), "r1", "pw"))
+    intake.start()
+    await intake.wait_idle()
+    intake.submit(Cast(("fine",), "r2"))
+    await intake.wait_idle()
+    await intake.close()
+    assert calls == [{"doomed": "r1"}] * 3 + [{"fine": "r2"}]
+    assert errors == ["schedule"] * 3  # logged and counted, never raised
+    assert passwords.get("doomed") == "pw"  # kept for the reconciler's next try

@@ -5,6 +5,7 @@
   transaction (the database's part of the path);
 - ``dispatch``: each host gets its builds in one call; what cannot be sent is rescheduled.
 
-``types`` holds what they pass to each other, ``factory`` the one place a BuildRequest is
-made; ``services.conductor.build_task`` wires the three together.
+``types`` holds what they pass to each other, ``factory`` the one place a BuildSpec is made,
+``ports`` the database as the path needs it; ``services.conductor.build_task`` wires the
+three together.
 """
