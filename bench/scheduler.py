@@ -71,7 +71,7 @@ def _seed(db: Database, hosts: int, instances: int) -> list[str]:
                 node=None,
                 metadata={},
                 created_at=now,
-                request_spec=StoredSpec().to_json(),
+                request_spec=StoredSpec(),
             )
             for i in range(instances)
         ]  # fmt: skip

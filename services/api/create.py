@@ -156,7 +156,7 @@ class _ValidCreate:
     security_groups: tuple[str, ...]
     tags: tuple[str, ...]
     client_request_id: str | None
-    block_devices: tuple[dict[str, int], ...]
+    ephemeral_gb: tuple[int, ...]
     nics: tuple[NicRequest, ...]
     config_drive: bool
 
@@ -211,7 +211,7 @@ def validate(command: CreateServerCommand, context: RequestContext) -> _ValidCre
         security_groups=validation.check_security_groups(list(command.security_groups)),
         tags=validation.check_tags(list(command.tags)),
         client_request_id=validation.check_client_request_id(command.client_request_id),
-        block_devices=validation.check_block_devices(list(command.block_devices)),
+        ephemeral_gb=validation.check_block_devices(list(command.block_devices)),
         nics=nics,
         config_drive=command.config_drive,
     )
@@ -479,7 +479,7 @@ def _new_instances(
         image_properties=dict(image.properties),
         min_count=create.min_count,
         num_instances=count,
-    ).to_json()
+    )
     return [
         Instance(
             uuid=str(uuid.uuid4()),
@@ -505,7 +505,7 @@ def _new_instances(
             user_data=create.user_data,
             security_groups=security_groups,
             networks=create.networks,
-            block_devices=create.block_devices,
+            ephemeral_gb=create.ephemeral_gb,
             config_drive=bool(create.config_drive or create.user_data or key_data),
             tags=create.tags,
         )

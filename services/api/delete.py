@@ -6,13 +6,11 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-import grpc
-
 from services.api import validation
 from services.api.context import RequestContext
 from services.common.db import actions
 from services.common.domain import Instance, utcnow
-from services.common.errors import NotFound
+from services.common.errors import NotFound, PeerFailed
 from services.common.stores import ActionStore, InstanceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -60,9 +58,9 @@ class DeleteServer:
             raise NotFound("server", server_id, field="id")
         try:
             await self._conductor.delete_instances([server_id], request_id=context.request_id)
-        except grpc.aio.AioRpcError as exc:
+        except PeerFailed as exc:
             log.warning(
                 "conductor did not take the delete of %s (%s); the reconciler will finish it",
                 server_id,
-                exc.code().name,
+                exc.reason,
             )

@@ -180,8 +180,9 @@ def check_client_request_id(value: str) -> str | None:
     return check_name("client_request_id", value)
 
 
-def check_block_devices(mappings: list[tuple[str, str, int]]) -> tuple[dict[str, int], ...]:
-    """(source_type, destination_type, size GiB): only blank local disks are supported."""
+def check_block_devices(mappings: list[tuple[str, str, int]]) -> tuple[int, ...]:
+    """(source_type, destination_type, size GiB): only blank local disks are supported, so
+    what is kept is their sizes."""
     if len(mappings) > BLOCK_DEVICES_MAX:
         raise InvalidArgument("block_device_mapping", f"at most {BLOCK_DEVICES_MAX} disks")
     disks = []
@@ -194,5 +195,5 @@ def check_block_devices(mappings: list[tuple[str, str, int]]) -> tuple[dict[str,
             raise InvalidArgument(
                 "block_device_mapping.volume_size", f"must be 1 to {BLOCK_DEVICE_MAX_GB} GiB"
             )
-        disks.append({"size_gb": size})
+        disks.append(size)
     return tuple(disks)

@@ -169,9 +169,7 @@ def run_token_command(command: str) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CliError(f"token_command {command!r}: {exc}") from exc
     if done.returncode != 0:
-        raise CliError(
-            f"token_command {command!r} exited {done.returncode}: {done.stderr.strip()}"
-        )
+        raise CliError(f"token_command {command!r} exited {done.returncode}: {done.stderr.strip()}")
     lines = done.stdout.strip().splitlines()
     if not lines:
         raise CliError(f"token_command {command!r} printed no token")

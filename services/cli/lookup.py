@@ -35,8 +35,7 @@ def pick(kind: str, ref: str, candidates: Iterable[tuple[str, str]]) -> str:
         return named[0]
     if named:
         raise Ambiguous(
-            f"{kind} name {ref!r} is ambiguous: {len(named)} match ({', '.join(named)}); "
-            "use an id"
+            f"{kind} name {ref!r} is ambiguous: {len(named)} match ({', '.join(named)}); use an id"
         )
     raise NotFound(f"no {kind} with the id or name {ref!r}")
 
@@ -77,9 +76,7 @@ def network_id(client: Client, ref: str) -> str:
 
 
 def group_id(client: Client, ref: str) -> str:
-    reply = client.call(
-        client.groups.ListServerGroups, server_groups_pb2.ListServerGroupsRequest()
-    )
+    reply = client.call(client.groups.ListServerGroups, server_groups_pb2.ListServerGroupsRequest())
     return pick("server group", ref, ((g.id, g.name) for g in reply.server_groups))
 
 
@@ -98,4 +95,3 @@ def catalog_ref(client: Client, kind: str, ref: str) -> str:
 
 def server_ids(client: Client, refs: Iterable[str]) -> list[str]:
     return [server_id(client, ref) for ref in refs]
-

@@ -28,33 +28,68 @@ class Option:
 
 
 OPTIONS = (
-    Option(("--endpoint",), "endpoint",
-           {"help": "api address: host:port or https://host:port (TLS), http://host:port "
-            "(plaintext) [env NOVACTL_ENDPOINT]"}),
+    Option(
+        ("--endpoint",),
+        "endpoint",
+        {
+            "help": "api address: host:port or https://host:port (TLS), http://host:port "
+            "(plaintext) [env NOVACTL_ENDPOINT]"
+        },
+    ),
     Option(("--token",), "token", {"help": "bearer token [env NOVACTL_TOKEN]"}),
-    Option(("--cacert",), "cacert", {"metavar": "PEM",
-           "help": "the CA a TLS endpoint is verified against; default: the system's roots "
-           "[env NOVACTL_CACERT]"}),
-    Option(("--insecure",), "insecure",
-           {"action": "store_true",
-            "help": "plaintext even for a host:port endpoint (http:// says so too)"},
-           default=False),
+    Option(
+        ("--cacert",),
+        "cacert",
+        {
+            "metavar": "PEM",
+            "help": "the CA a TLS endpoint is verified against; default: the system's roots "
+            "[env NOVACTL_CACERT]",
+        },
+    ),
+    Option(
+        ("--insecure",),
+        "insecure",
+        {
+            "action": "store_true",
+            "help": "plaintext even for a host:port endpoint (http:// says so too)",
+        },
+        default=False,
+    ),
     Option(("--config",), "config", {"help": "config file [env NOVACTL_CONFIG]"}),
-    Option(("--profile",), "profile", {"help": "a [profiles.NAME] of the config file "
-           "[env NOVACTL_PROFILE]"}),
-    Option(("-o", "--output", "-f", "--format"), "output",
-           {"choices": FORMATS, "help": "table (default), wide, value, json or yaml"},
-           default="table"),
-    Option(("-c", "--column"), "column",
-           {"action": "append", "metavar": "COLUMN",
-            "help": "show this column (repeatable; default: the usual ones)"},
-           default=[]),
-    Option(("--sort", "--sort-by", "--sort-column"), "sort",
-           {"action": "append", "metavar": "COLUMN[:asc|desc]",
-            "help": "order a list by this column (repeatable)"},
-           default=[]),
-    Option(("--timeout",), "timeout", {"type": float, "help": "per-call deadline (s)"},
-           default=30.0),
+    Option(
+        ("--profile",),
+        "profile",
+        {"help": "a [profiles.NAME] of the config file [env NOVACTL_PROFILE]"},
+    ),
+    Option(
+        ("-o", "--output", "-f", "--format"),
+        "output",
+        {"choices": FORMATS, "help": "table (default), wide, value, json or yaml"},
+        default="table",
+    ),
+    Option(
+        ("-c", "--column"),
+        "column",
+        {
+            "action": "append",
+            "metavar": "COLUMN",
+            "help": "show this column (repeatable; default: the usual ones)",
+        },
+        default=[],
+    ),
+    Option(
+        ("--sort", "--sort-by", "--sort-column"),
+        "sort",
+        {
+            "action": "append",
+            "metavar": "COLUMN[:asc|desc]",
+            "help": "order a list by this column (repeatable)",
+        },
+        default=[],
+    ),
+    Option(
+        ("--timeout",), "timeout", {"type": float, "help": "per-call deadline (s)"}, default=30.0
+    ),
 )
 
 

@@ -173,9 +173,7 @@ def _select(record: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]
         return dict(record)
     unknown = [c for c in columns if c not in record]
     if unknown:
-        raise CliError(
-            f"-c {unknown[0]!r}: no such column (columns: {', '.join(sorted(record))})"
-        )
+        raise CliError(f"-c {unknown[0]!r}: no such column (columns: {', '.join(sorted(record))})")
     return {c: record[c] for c in columns}
 
 

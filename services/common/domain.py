@@ -11,9 +11,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from services.common.networking import PortSpec
+from services.common.request_spec import StoredSpec
 
 
 def utcnow() -> datetime:
@@ -128,16 +128,16 @@ class Instance:
     fault: Fault | None = None
     request_id: str = ""
     availability_zone: str | None = None
-    # The StoredSpec as JSON (services.common.request_spec); None for rows written before it.
-    request_spec: Mapping[str, Any] | None = None
+    # What placing it again needs (services.common.request_spec); parsed once, by the store.
+    request_spec: StoredSpec = field(default_factory=StoredSpec)
     description: str | None = None
     key_name: str | None = None
     key_data: str | None = None
     user_data: str | None = None
     security_groups: tuple[str, ...] = ()
     networks: tuple[str, ...] = ()
-    # Extra blank local disks: ({"size_gb": n}, ...)
-    block_devices: tuple[Mapping[str, Any], ...] = ()
+    # Extra blank local disks, GiB each (the block device mapping's one shape past the api).
+    ephemeral_gb: tuple[int, ...] = ()
     config_drive: bool = False
     tags: tuple[str, ...] = ()
     # Its NICs, in device order (loaded with the instance; empty for networks=["none"]).
@@ -153,9 +153,7 @@ class Instance:
     def resources(self) -> Resources:
         """What the instance holds on its host: the flavor plus its extra local disks."""
         flavor = self.flavor
-        return Resources(
-            flavor.vcpus, flavor.memory_mb, flavor.root_gb + extra_disk_gb(self.block_devices)
-        )
+        return Resources(flavor.vcpus, flavor.memory_mb, flavor.root_gb + sum(self.ephemeral_gb))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +177,6 @@ class Resources:
 
 
 ZERO = Resources(0, 0, 0)
-
-
-def extra_disk_gb(block_devices: tuple[Mapping[str, Any], ...]) -> int:
-    return sum(int(d.get("size_gb", 0)) for d in block_devices)
 
 
 @dataclass(slots=True)

@@ -79,3 +79,26 @@ class Unavailable(DomainError):
 
 class Aborted(DomainError):
     """The operation was ended by a concurrent one (a console session another one took over)."""
+
+
+class PeerFailed(DomainError):
+    """A call to another of our services failed. The typed clients (services.common.rpc)
+    raise it, and its subclasses, in place of the transport's error, so a use case never
+    sees a status code. ``reason`` is the transport's one-word account (as logged and put in
+    faults), ``details`` what the peer said, if anything."""
+
+    def __init__(self, peer: str, reason: str, details: str = "") -> None:
+        said = f": {details}" if details and details != reason else ""
+        super().__init__(f"{peer} did not take the call: {reason}{said}")
+        self.peer = peer
+        self.reason = reason
+        self.details = details
+
+
+class HostUnreachable(PeerFailed, Unavailable):
+    """The peer did not answer in time or could not be reached: another host (or a retry
+    later) may do better."""
+
+
+class PeerRefused(PeerFailed):
+    """The peer answered with an error of its own (it refused or failed the request)."""

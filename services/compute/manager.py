@@ -20,7 +20,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.common.builds import BuildRequest, hostname_for
+from services.common.builds import BuildSpec, hostname_for
 from services.common.context import instance_uuid_var, request_id_var
 from services.common.domain import (
     InstanceEvent,
@@ -102,46 +102,45 @@ def instance_name(template: str, instance_id: int, uuid: str) -> str:
     return template % instance_id
 
 
-def config_drive_content(build: BuildRequest) -> ConfigDriveContent | None:
-    instance = build.instance
-    if not instance.config_drive:
+def config_drive_content(build: BuildSpec) -> ConfigDriveContent | None:
+    if not build.config_drive:
         return None
     return ConfigDriveContent(
-        uuid=instance.uuid,
-        name=instance.display_name,
-        hostname=hostname_for(instance.display_name, instance.uuid),
-        project_id=instance.project_id,
-        availability_zone=instance.availability_zone or "",
-        metadata=instance.metadata,
-        key_name=instance.key_name or "",
-        key_data=instance.key_data or "",
-        user_data=instance.user_data or "",
+        uuid=build.uuid,
+        name=build.display_name,
+        hostname=hostname_for(build.display_name, build.uuid),
+        project_id=build.project_id,
+        availability_zone=build.availability_zone,
+        metadata=build.metadata,
+        key_name=build.key_name,
+        key_data=build.key_data,
+        user_data=build.user_data,
         admin_password=build.admin_password,
-        network_data=network_data(instance.ports) if instance.ports else {},
+        network_data=network_data(build.ports) if build.ports else {},
     )
 
 
-def spawn_spec(build: BuildRequest, template: str) -> SpawnSpec:
-    instance, image = build.instance, build.image
+def spawn_spec(build: BuildSpec, template: str) -> SpawnSpec:
+    image = build.image
     return SpawnSpec(
-        uuid=instance.uuid,
-        name=instance_name(template, instance.id or 0, instance.uuid),
-        display_name=instance.display_name,
-        project_id=instance.project_id,
-        flavor_name=instance.flavor.name,
-        vcpus=instance.flavor.vcpus,
-        memory_mb=instance.flavor.memory_mb,
-        root_gb=instance.flavor.root_gb,
+        uuid=build.uuid,
+        name=instance_name(template, build.instance_id, build.uuid),
+        display_name=build.display_name,
+        project_id=build.project_id,
+        flavor_name=build.flavor.name,
+        vcpus=build.flavor.vcpus,
+        memory_mb=build.flavor.memory_mb,
+        root_gb=build.flavor.root_gb,
         image=ImageRef(
             image.id, image.name, image.disk_format, image.location, image.checksum,
             dict(image.properties),
         ),
-        created_at=instance.created_at,
-        metadata=instance.metadata,
+        created_at=build.created_at,
+        metadata=build.metadata,
         networks=build.networks,
-        ports=instance.ports,
+        ports=build.ports,
         config_drive=config_drive_content(build),
-        ephemeral_gb=tuple(int(d["size_gb"]) for d in instance.block_devices),
+        ephemeral_gb=build.ephemeral_gb,
     )  # fmt: skip
 
 
@@ -176,7 +175,7 @@ class ComputeManager:
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         # Builds accepted but still waiting for their lock or a slot.
-        self._queued: dict[str, tuple[BuildRequest, asyncio.Task[None]]] = {}
+        self._queued: dict[str, tuple[BuildSpec, asyncio.Task[None]]] = {}
         self._waiting = 0
         self._building = 0
         self._succeeded = 0
@@ -212,8 +211,15 @@ class ComputeManager:
     def spawn_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Each task reports its own outcome; anything that still escapes one is logged
+        here rather than lost in it."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task %s failed", task.get_name(), exc_info=exc)
 
     def tombstone(self, uuid: str) -> None:
         self._tombstones[uuid] = None
@@ -221,7 +227,7 @@ class ComputeManager:
         while len(self._tombstones) > TOMBSTONES:
             self._tombstones.popitem(last=False)
 
-    def accept(self, builds: Sequence[BuildRequest]) -> tuple[int, list[str]]:
+    def accept(self, builds: Sequence[BuildSpec]) -> tuple[int, list[str]]:
         """Queue the builds; return (queued, duplicates). Never blocks on the hypervisor."""
         if not self._accepting:
             raise HypervisorError("compute service is shutting down")
@@ -248,7 +254,7 @@ class ComputeManager:
             )
         return queued, duplicates
 
-    async def _build(self, build: BuildRequest) -> None:
+    async def _build(self, build: BuildSpec) -> None:
         request_id_var.set(build.request_id)
         instance_uuid_var.set(build.uuid)
         started = False
@@ -265,6 +271,10 @@ class ComputeManager:
                 self._building += 1
                 try:
                     await self._run_build(build)
+                except Exception as exc:  # the task's boundary: the build ends as a report
+                    log.exception("build failed unexpectedly")
+                    await self._undo_build(build.uuid)
+                    self._fail(build, InstanceEventKind.RESCHEDULE, type(exc).__name__)
                 finally:
                     self._building -= 1
         finally:
@@ -272,11 +282,11 @@ class ComputeManager:
                 self._waiting -= 1
                 self._queued.pop(build.uuid, None)
 
-    async def _run_build(self, build: BuildRequest) -> None:
+    async def _run_build(self, build: BuildSpec) -> None:
         uuid = build.uuid
         self.phases[uuid] = Phase.BUILDING
         try:
-            self.tracker.claim(uuid, build.instance.resources)
+            self.tracker.claim(uuid, build.resources)
         except ClaimRefused as exc:
             self._fail(build, InstanceEventKind.RESCHEDULE, f"claim refused: {exc}")
             return
@@ -307,8 +317,8 @@ class ComputeManager:
             self.metrics.build_seconds.observe(time.perf_counter() - started)
         self._report(build, InstanceEventKind.ACTIVE, power_state=PowerState.RUNNING)
 
-    def _plug(self, build: BuildRequest) -> None:
-        for port in build.instance.ports:
+    def _plug(self, build: BuildSpec) -> None:
+        for port in build.ports:
             self.network.plug(port)
 
     async def _undo_build(self, uuid: str) -> None:
@@ -320,7 +330,7 @@ class ComputeManager:
         except DatapathError as exc:
             log.error("removing the ports of a failed build: %s", exc)
 
-    def _fail(self, build: BuildRequest, kind: InstanceEventKind, reason: str) -> None:
+    def _fail(self, build: BuildSpec, kind: InstanceEventKind, reason: str) -> None:
         log.warning("build failed (%s): %s", kind.value, reason)
         if self.metrics is not None:
             self.metrics.builds.labels(kind.value).inc()
@@ -408,7 +418,7 @@ class ComputeManager:
 
     def _report(
         self,
-        build: BuildRequest,
+        build: BuildSpec,
         kind: InstanceEventKind,
         *,
         reason: str = "",
@@ -429,7 +439,7 @@ class ComputeManager:
             await asyncio.wait(list(self._tasks), timeout=remaining)
         return 0
 
-    def _hand_back(self, build: BuildRequest) -> None:
+    def _hand_back(self, build: BuildSpec) -> None:
         """A queued build this service will not run (it is stopping): back to the conductor,
         which places it elsewhere; a late cast of it is dropped here."""
         self.tombstone(build.uuid)

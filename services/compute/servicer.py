@@ -6,16 +6,8 @@ from typing import Any
 
 import grpc
 
-from services.common.builds import BuildRequest
-from services.common.domain import (
-    Flavor,
-    Image,
-    Instance,
-    PowerAction,
-    PowerState,
-    TaskState,
-    VmState,
-)
+from services.common.builds import BuildImage, BuildSpec
+from services.common.domain import Flavor, PowerAction
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.generated.novagrpc.internal.v1 import (
     compute_console_pb2,
@@ -52,54 +44,40 @@ CALLERS: CallerPolicy = {
 }
 
 
-def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildRequest:
+def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildSpec:
     if not message.instance_uuid:
         raise InvalidArgument("builds.instance_uuid", "must not be empty")
-    flavor = message.flavor
+    flavor, image = message.flavor, message.image
     if flavor.vcpus < 1 or flavor.memory_mb < 1:
         raise InvalidArgument("builds.flavor", "vcpus and memory_mb must be positive")
-    instance = Instance(
+    if any(gb < 1 for gb in message.ephemeral_disks_gb):
+        raise InvalidArgument("builds.ephemeral_disks_gb", "sizes must be positive")
+    return BuildSpec(
         uuid=message.instance_uuid,
-        id=message.instance_id,
+        instance_id=message.instance_id,
         display_name=message.display_name,
         project_id=message.project_id,
         flavor=Flavor(flavor.id, flavor.name, flavor.vcpus, flavor.memory_mb, flavor.root_gb),
-        image_id=message.image.id,
-        reservation_id="",
-        vm_state=VmState.BUILDING,
-        task_state=TaskState.SPAWNING,
-        power_state=PowerState.NOSTATE,
-        host=None,
-        node=None,
-        metadata=dict(message.metadata),
+        image=BuildImage(
+            id=image.id,
+            name=image.name,
+            disk_format=image.disk_format,
+            location=image.location,
+            checksum=image.checksum,
+            size_bytes=image.size_bytes,
+            properties=dict(image.properties),
+        ),
         created_at=from_timestamp(message.created_at),
         request_id=message.request_id,
-        availability_zone=message.availability_zone or None,
-        key_name=message.key_name or None,
-        key_data=message.key_data or None,
-        user_data=message.user_data or None,
+        metadata=dict(message.metadata),
         networks=tuple(message.networks),
-        block_devices=tuple({"size_gb": int(gb)} for gb in message.ephemeral_disks_gb),
-        config_drive=message.config_drive,
         ports=tuple(port_from_proto(p, instance_uuid=message.instance_uuid) for p in message.ports),
-    )
-    image = Image(
-        id=message.image.id,
-        name=message.image.name,
-        disk_format=message.image.disk_format,
-        container_format="bare",
-        location=message.image.location,
-        checksum=message.image.checksum,
-        size_bytes=message.image.size_bytes,
-        properties=dict(message.image.properties),
-    )
-    if any(gb < 1 for gb in message.ephemeral_disks_gb):
-        raise InvalidArgument("builds.ephemeral_disks_gb", "sizes must be positive")
-    return BuildRequest(
-        instance,
-        image,
-        attempt=message.attempt,
-        request_id=message.request_id,
+        ephemeral_gb=tuple(message.ephemeral_disks_gb),
+        config_drive=message.config_drive,
+        availability_zone=message.availability_zone,
+        key_name=message.key_name,
+        key_data=message.key_data,
+        user_data=message.user_data,
         admin_password=message.admin_password,
     )
 

@@ -18,7 +18,7 @@ from services.common.rpc.compute_client import ComputeClient
 from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
-from services.conductor.events import EventPolicy, InstanceEvents
+from services.conductor.events import EventPolicy, EventRecorder, InstanceEvents
 from services.conductor.host_scope import HostScope
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
@@ -50,18 +50,11 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         max_attempts=settings.max_attempts,
     )
     computes = ComputeClient(channels, timeout=settings.build_rpc_timeout)
-    builds = BuildTask(
-        db,
-        computes,
-        scheduler,
-        service_down_time=timedelta(seconds=settings.service_down_time),
-        batch_size=settings.schedule_batch_size,
-        metrics=metrics,
-    )
     port_rules = PortRulesFanOut(uow, computes, metrics=metrics)
-    events = InstanceEvents(
+    # Compute's reports and dispatch's unsendable builds are written by one recorder; the
+    # builds it moves go back to dispatch: recorder -> build path -> batched reports.
+    recorder = EventRecorder(
         db,
-        builds.dispatch,
         EventPolicy(
             max_attempts=settings.max_attempts,
             service_down_time=timedelta(seconds=settings.service_down_time),
@@ -69,7 +62,16 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         metrics=metrics,
         servers_came_or_went=port_rules.servers_came_or_went,
     )
-    builds.report_failures = events.apply
+    builds = BuildTask(
+        db,
+        computes,
+        scheduler,
+        service_down_time=timedelta(seconds=settings.service_down_time),
+        reschedule=recorder.record,
+        batch_size=settings.schedule_batch_size,
+        metrics=metrics,
+    )
+    events = InstanceEvents(recorder, dispatch=builds.dispatch)
     deletes = DeleteInstances(uow, computes, servers_went=port_rules.servers_came_or_went)
     streams = BuildStreams(max_age=settings.build_stream_max_age or None)
     servicer = ConductorServicer(

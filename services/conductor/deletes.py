@@ -14,9 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-import grpc
-
 from services.common.domain import TaskState, VmState, utcnow
+from services.common.errors import PeerFailed
 from services.common.stores import AllocationStore, InstanceStore, NodeStore, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -55,11 +54,11 @@ class DeleteInstances:
         for address, host_uuids in on_hosts.items():
             try:
                 await self._computes.terminate(address, host_uuids, request_id=request_id)
-            except grpc.aio.AioRpcError as exc:
+            except PeerFailed as exc:
                 log.warning(
                     "compute %s unreachable (%s): deleting %d instances locally",
                     address,
-                    exc.code().name,
+                    exc.reason,
                     len(host_uuids),
                 )
                 await self._uow.write(_finisher(host_uuids))

@@ -29,7 +29,7 @@ from services.common.domain import (
     VmState,
     utcnow,
 )
-from services.conductor.build_task import HostBuilds
+from services.conductor.build_path.types import HostBuilds
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.reschedule import handle_failed_builds
 
@@ -44,27 +44,57 @@ class EventPolicy:
     service_down_time: timedelta = timedelta(seconds=60)
 
 
-class InstanceEvents:
+class EventRecorder:
+    """The write half: applies a list of events in one transaction and returns the builds it
+    moved to other hosts (not sent yet). Shared by the batched reports below and by dispatch,
+    which reschedules the builds it could not send."""
+
     def __init__(
         self,
         db: Database,
-        dispatch: Callable[[Sequence[HostBuilds]], None],
         policy: EventPolicy,
-        metrics: ConductorMetrics | None = None,
         *,
+        metrics: ConductorMetrics | None = None,
         servers_came_or_went: Callable[[Sequence[str]], None] = lambda uuids: None,
     ) -> None:
         """``servers_came_or_went``: told of servers that became ACTIVE or were deleted
         (their addresses join or leave their groups' member rules)."""
-        self._servers_came_or_went = servers_came_or_went
-        self._metrics = metrics
         self._db = db
-        self._dispatch = dispatch
         self._policy = policy
+        self._metrics = metrics
+        self._servers_came_or_went = servers_came_or_went
+        self.applied = 0
+
+    async def record(self, events: Sequence[InstanceEvent]) -> list[HostBuilds]:
+        moved: list[HostBuilds] = await self._db.write(
+            lambda c: apply_events(c, events, self._policy)
+        )
+        self.applied += len(events)
+        if self._metrics is not None:
+            for event in events:
+                self._metrics.events.labels(event.kind.value).inc()
+        self._servers_came_or_went(
+            [e.instance_uuid for e in events if e.kind in (Kind.ACTIVE, Kind.DELETED)]
+        )
+        return moved
+
+
+class InstanceEvents:
+    """Compute's reports, batched: one transaction for many reports; the builds they move
+    are handed to ``dispatch`` after the commit."""
+
+    def __init__(
+        self, recorder: EventRecorder, *, dispatch: Callable[[Sequence[HostBuilds]], None]
+    ) -> None:
+        self._recorder = recorder
+        self._dispatch = dispatch
         self._batcher: Batcher[Sequence[InstanceEvent], int] = Batcher(
             self._apply_batch, max_batch=64, name="instance-events"
         )
-        self.applied = 0
+
+    @property
+    def applied(self) -> int:
+        return self._recorder.applied
 
     def start(self) -> None:
         self._batcher.start()
@@ -79,17 +109,9 @@ class InstanceEvents:
     async def _apply_batch(
         self, reports: Sequence[Sequence[InstanceEvent]]
     ) -> list[int | BaseException]:
-        flat = [event for report in reports for event in report]
-        moved = await self._db.write(lambda c: apply_events(c, flat, self._policy))
-        self.applied += len(flat)
-        if self._metrics is not None:
-            for event in flat:
-                self._metrics.events.labels(event.kind.value).inc()
+        moved = await self._recorder.record([event for report in reports for event in report])
         if moved:
             self._dispatch(moved)
-        self._servers_came_or_went(
-            [e.instance_uuid for e in flat if e.kind in (Kind.ACTIVE, Kind.DELETED)]
-        )
         return [len(report) for report in reports]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.common.request_spec import StoredSpec
 from services.common.stores import InstanceStore, UnitOfWork
 
 
@@ -28,7 +27,7 @@ def instances_not_on(tx: ScopeTx, host: str, uuids: Sequence[str]) -> list[str]:
             continue
         if instance.host == host:
             continue
-        if host not in StoredSpec.from_json(instance.request_spec).tried_hosts:
+        if host not in instance.request_spec.tried_hosts:
             foreign.append(uuid)
     return foreign
 

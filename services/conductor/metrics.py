@@ -23,6 +23,7 @@ class ConductorMetrics:
     rules_push_failures: Counter
     oldest_build_age: Gauge
     compute_nodes: Gauge
+    task_errors: Counter
 
     @staticmethod
     def create(registry: CollectorRegistry) -> ConductorMetrics:
@@ -59,4 +60,7 @@ class ConductorMetrics:
             Gauge("nova_grpc_compute_nodes",
                   "Compute nodes by state: up, down (enabled, no heartbeat within "
                   "service_down_time) or disabled.", ["state"], registry=registry),
+            Counter("nova_grpc_conductor_task_errors",
+                    "Errors caught at a background task's boundary (logged with their "
+                    "traceback), by task.", ["task"], registry=registry),
         )  # fmt: skip

@@ -7,11 +7,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-import grpc
-
 from services.common.db import actions
 from services.common.domain import PowerAction, utcnow
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import NotFound, PeerFailed, Unavailable
 from services.common.stores import ActionStore, InstanceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -42,8 +40,8 @@ class PowerActions:
             raise NotFound("server", uuid, field="instance_uuid")
         try:
             await self._computes.power_action(address, uuid, action.value, request_id=request_id)
-        except grpc.aio.AioRpcError as exc:
-            reason = f"compute host unreachable: {exc.code().name}"
+        except PeerFailed as exc:
+            reason = f"compute host unreachable: {exc.reason}"
             await self._uow.write(lambda tx: _give_back(tx, uuid, action, reason))
             raise Unavailable(f"{action} of {uuid} not started: {reason}") from exc
 

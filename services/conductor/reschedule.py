@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from services.common.builds import BuildRequest
 from services.common.db import actions, catalog, placement
 from services.common.db import instances as instance_repo
 from services.common.domain import (
@@ -28,7 +27,8 @@ from services.common.domain import (
     VmState,
 )
 from services.common.request_spec import StoredSpec
-from services.conductor.build_task import NO_VALID_HOST, HostBuilds
+from services.conductor.build_path.factory import build_spec
+from services.conductor.build_path.types import NO_VALID_HOST, HostBuilds
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def handle_failed_builds(
     images = catalog.images_by_id(connection, {current[e.instance_uuid].image_id for e in relevant})
     for event in relevant:
         instance = current[event.instance_uuid]
-        stored = StoredSpec.from_json(instance.request_spec).with_attempt_on(event.host)
+        stored = instance.request_spec.with_attempt_on(event.host)
         why = _no_retry_reason(event, stored, max_attempts)
         if why is None:
             moved = _move_to_alternate(
@@ -147,7 +147,7 @@ def _move_to_alternate(
         spec = replace(stored, alternates=tuple(remaining[position + 1 :]))
         instance_repo.move_build(
             connection, instance.uuid, host=host.host, node=host.hypervisor_hostname,
-            spec=spec.to_json(), now=now,
+            spec=spec, now=now,
         )  # fmt: skip
         actions.add_events(
             connection,
@@ -163,11 +163,6 @@ def _move_to_alternate(
             host.host,
             len(spec.tried_hosts) + 1,
         )
-        build = BuildRequest(
-            replace(instance, host=host.host, node=host.hypervisor_hostname),
-            image,
-            attempt=len(spec.tried_hosts) + 1,
-            request_id=request_id or instance.request_id,
-        )
+        build = build_spec(instance, image, request_id=request_id)
         return HostBuilds(host, [build])
     return None

@@ -111,9 +111,11 @@ def test_guests_get_their_addresses_reach_each_other_and_only_what_rules_allow( 
                 name="e2e-net", cidr=CIDR,
                 allocation_pools=[networks_pb2.AllocationPool(start=POOL[0], end=POOL[1])],
             ), timeout=10)  # fmt: skip
-            vni = Authed(networks_pb2_grpc.NetworksStub(channel), admin_token).GetNetwork(
-                networks_pb2.GetNetworkRequest(id=network.id), timeout=10
-            ).segmentation_id
+            vni = (
+                Authed(networks_pb2_grpc.NetworksStub(channel), admin_token)
+                .GetNetwork(networks_pb2.GetNetworkRequest(id=network.id), timeout=10)
+                .segmentation_id
+            )
 
             def create(name: str, **fields: object) -> servers_pb2.Server:
                 reply = servers.CreateServer(servers_pb2.CreateServerRequest(

@@ -95,7 +95,7 @@ def test_named_profiles_from_the_config_file(system: System, tmp_path: Path) -> 
         f'endpoint = "http://{system.api.address}"\ntoken = "wrong"\n\n'
         f'[profiles.good]\nendpoint = "http://{system.api.address}"\ntoken = "{system.token}"\n\n'
         f'[profiles.command]\nendpoint = "http://{system.api.address}"\n'
-        f"token_command = \"{sys.executable} -c 'print(\\\"{system.admin_token}\\\")'\"\n"
+        f'token_command = "{sys.executable} -c \'print(\\"{system.admin_token}\\")\'"\n'
     )
     env = {"NOVACTL_CONFIG": str(config), "NOVACTL_ENDPOINT": "", "NOVACTL_TOKEN": "",
            "NOVACTL_PROFILE": ""}  # fmt: skip

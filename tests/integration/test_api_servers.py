@@ -85,7 +85,8 @@ async def test_create_records_every_field_and_returns_the_password_once(
         assert (server.description, server.key_name) == ("a web server", "mykey")
         assert list(server.networks) == ["net-a", "net-b"]
         assert [(a.network, a.addr, a.type) for a in server.addresses] == [
-            ("net-a", "10.1.0.2", "fixed"), ("net-b", "10.2.0.2", "fixed")
+            ("net-a", "10.1.0.2", "fixed"),
+            ("net-b", "10.2.0.2", "fixed"),
         ]
         assert all(a.mac_addr.startswith("fa:16:3e:") for a in server.addresses)
         assert list(server.security_groups) == ["web"]

@@ -64,7 +64,9 @@ async def test_network_lifecycle_and_bad_input(db: Database) -> None:
         ),
     )  # fmt: skip
     assert (str(made.network.gateway), made.pool_size, made.ports_in_use) == (
-        "192.168.10.1", 100, 0
+        "192.168.10.1",
+        100,
+        0,
     )
     assert (await networks.get(P1, "web")).network.id == made.network.id
     assert (await networks.get(P1, made.network.id)).network.name == "web"

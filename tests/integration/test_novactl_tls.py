@@ -56,7 +56,7 @@ def test_a_profile_with_a_ca_and_a_token_command(
     config = tmp_path / "config.toml"
     config.write_text(
         f'[profiles.secure]\nendpoint = "{address}"\nca = "ca.pem"\n'
-        f"token_command = \"{sys.executable} -c 'print(\\\"from-command\\\")'\"\n"
+        f'token_command = "{sys.executable} -c \'print(\\"from-command\\")\'"\n'
         f'[profiles.plain]\nendpoint = "http://{address}"\ntoken = "t"\n'
         f'[profiles.system]\nendpoint = "{address}"\ntoken = "t"\n'
     )

@@ -50,7 +50,7 @@ def stale_instance(
         flavor=Flavor("1", "m1.tiny", 1, 512, 1), image_id=SEED_IMAGE, reservation_id="r-stale",
         vm_state=VmState.BUILDING, task_state=task, power_state=PowerState.NOSTATE, host=host,
         node=host, metadata={}, created_at=then,
-        request_spec=StoredSpec(alternates=alternates).to_json(),
+        request_spec=StoredSpec(alternates=alternates),
     )  # fmt: skip
 
 

@@ -231,5 +231,6 @@ async def test_min_count_is_all_or_nothing(sqlite_url: str, tmp_path: Path) -> N
         )
         servers = await stack.wait_settled(list(enough.server_ids))
         assert Counter(s.status for s in servers) == {
-            servers_pb2.SERVER_STATUS_ACTIVE: 9, servers_pb2.SERVER_STATUS_ERROR: 3
+            servers_pb2.SERVER_STATUS_ACTIVE: 9,
+            servers_pb2.SERVER_STATUS_ERROR: 3,
         }

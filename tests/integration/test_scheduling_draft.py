@@ -81,7 +81,7 @@ def seed(db: Database, *, hosts: int, instances: int, memory_mb: int = 65536) ->
             uuid=str(uuid.uuid4()), id=None, display_name=f"s{i}", project_id="p",
             flavor=TINY, image_id=SEED_IMAGE, reservation_id="r-1", vm_state=VmState.BUILDING,
             task_state=TaskState.SCHEDULING, power_state=PowerState.NOSTATE, host=None,
-            node=None, metadata={}, created_at=now, request_spec=StoredSpec().to_json(),
+            node=None, metadata={}, created_at=now, request_spec=StoredSpec(),
         )
         for i in range(instances)
     ]  # fmt: skip

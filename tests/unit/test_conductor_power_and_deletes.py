@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-import grpc
 import pytest
 
 from services.common.domain import PowerAction, PowerState, TaskState, VmState, utcnow
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import HostUnreachable, NotFound, Unavailable
 from services.conductor.deletes import DeleteInstances
 from services.conductor.power import PowerActions
 from tests.support.fake_stores import FakeAction, FakeNode, FakeUnitOfWork, make_instance
@@ -18,10 +17,9 @@ from tests.support.fake_stores import FakeAction, FakeNode, FakeUnitOfWork, make
 pytestmark = pytest.mark.timeout(10)
 
 
-def unreachable() -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="down"
-    )
+def unreachable() -> HostUnreachable:
+    # what the typed compute client raises in place of the transport's UNAVAILABLE
+    return HostUnreachable("compute", "UNAVAILABLE", "down")
 
 
 class FakeComputes:

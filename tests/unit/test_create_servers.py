@@ -119,7 +119,7 @@ async def test_an_accepted_create_is_recorded_in_one_transaction_then_cast() -> 
         assert instance.reservation_id == result.reservation_id
         assert instance.image_id == "img-1" and instance.flavor.name == "m1.tiny"
         assert instance.request_spec is not None
-        assert instance.request_spec["image_properties"] == {"hw_machine_type": "q35"}
+        assert instance.request_spec.image_properties == {"hw_machine_type": "q35"}
         assert uow.db.action_of(instance.uuid, "create").request_id == "req-1"
     assert caster.casts == [
         Cast(tuple(result.server_ids), result.reservation_id, "req-1", "pw-123456")
@@ -221,7 +221,7 @@ async def test_key_pair_and_group_and_forced_host_are_honoured() -> None:
     (instance,) = (uow.db.instances[u] for u in result.server_ids)
     assert instance.key_data == "ssh-ed25519 AAAA k" and instance.config_drive
     assert instance.request_spec is not None
-    assert instance.request_spec["force_host"] == "host-a"
+    assert instance.request_spec.force_host == "host-a"
     assert uow.db.group_members == [("5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31", instance.uuid)]
 
 

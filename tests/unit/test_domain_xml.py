@@ -102,6 +102,8 @@ def test_a_ports_nic_carries_the_ports_mac() -> None:
     assert interface is not None and interface.get("type") == "bridge"
     assert interface.find("mac").get("address") == "fa:16:3e:00:00:01"  # type: ignore[union-attr]
     assert interface.find("source").get("bridge") == "brq-42"  # type: ignore[union-attr]
+
+
 def test_pty_serial_console_is_logged_and_the_agent_channel_is_there() -> None:
     root = ET.fromstring(
         domain_xml(

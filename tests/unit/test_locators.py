@@ -48,7 +48,7 @@ async def test_a_console_refusal_says_why() -> None:
 async def test_a_host_may_report_on_what_is_or_was_placed_on_it_only() -> None:
     uow = FakeUnitOfWork()
     here = make_instance(host="h1", task_state=TaskState.SPAWNING)
-    moved = make_instance(host="h2", request_spec=StoredSpec(tried_hosts=("h1",)).to_json())
+    moved = make_instance(host="h2", request_spec=StoredSpec(tried_hosts=("h1",)))
     elsewhere = make_instance(host="h2")
     uow.db.add(here, moved, elsewhere)
     scope = HostScope(uow)

@@ -10,17 +10,13 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from services.common.builds import BuildRequest
+from services.common.builds import BuildImage, BuildSpec
 from services.common.domain import (
     Flavor,
-    Image,
-    Instance,
     InstanceEvent,
     InstanceEventKind,
     PowerState,
     Resources,
-    TaskState,
-    VmState,
 )
 from services.common.networking import NetworkSpec, PortSpec, SubnetSpec
 from services.compute.manager import ComputeManager, InstanceLocks, instance_name
@@ -92,24 +88,16 @@ class RecordingSink:
         return [e.kind for e in self.events if e.instance_uuid == uuid]
 
 
-def build(n: int) -> BuildRequest:
-    instance = Instance(
+def build(n: int) -> BuildSpec:
+    return BuildSpec(
         uuid=f"00000000-0000-0000-0000-{n:012d}",
-        id=n,
+        instance_id=n,
         display_name=f"vm-{n}",
         project_id="p",
         flavor=Flavor("1", "m1.tiny", 1, 512, 1),
-        image_id="img",
-        reservation_id="r-1",
-        vm_state=VmState.BUILDING,
-        task_state=TaskState.SPAWNING,
-        power_state=PowerState.NOSTATE,
-        host=None,
-        node=None,
-        metadata={},
+        image=BuildImage("img", "img", "raw", "", ""),
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    return BuildRequest(instance, Image("img", "img", "raw", "bare", "", "", 0))
 
 
 class FakeNetwork:
@@ -215,11 +203,11 @@ async def wait_for_event(sink: RecordingSink, uuid: str, kind: InstanceEventKind
             await sink.changed.wait()
 
 
-def with_port(request: BuildRequest) -> BuildRequest:
+def with_port(request: BuildSpec) -> BuildSpec:
     subnet = SubnetSpec(IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))
     port = PortSpec("p-" + request.uuid, request.uuid, NetworkSpec("n", "net", 7, subnet),
                     "fa:16:3e:00:00:01", IPv4Address("10.0.0.5"))  # fmt: skip
-    return replace(request, instance=replace(request.instance, ports=(port,)))
+    return replace(request, ports=(port,))
 
 
 async def test_ports_are_plugged_before_the_spawn_and_unplugged_when_it_fails_or_goes() -> None:

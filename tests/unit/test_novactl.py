@@ -404,8 +404,10 @@ def test_a_watch_gives_up_on_an_error_a_new_stream_would_repeat() -> None:
 def test_a_reconnect_that_fails_at_once_backs_off() -> None:
     unavailable = Dropped(grpc.StatusCode.UNAVAILABLE)
     client = WatchClient(
-        Stream([event("a", BUILD, "snapshot")], unavailable), Stream([], unavailable),
-        Stream([], unavailable), Stream([event("a", ACTIVE, "snapshot")], None),
+        Stream([event("a", BUILD, "snapshot")], unavailable),
+        Stream([], unavailable),
+        Stream([], unavailable),
+        Stream([event("a", ACTIVE, "snapshot")], None),
     )
     pauses: list[float] = []
     stream = events(client, servers_pb2.WatchServersRequest(), timeout=None,  # type: ignore[arg-type]

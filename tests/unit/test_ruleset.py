@@ -65,8 +65,9 @@ def test_rules_render_in_their_direction_with_default_deny() -> None:
         SecurityGroupRule("1", Direction.INGRESS, IpProtocol.TCP, 22, 22, (N("192.0.2.0/24"),)),
         SecurityGroupRule("2", Direction.INGRESS, IpProtocol.UDP, 5000, 5010),
         SecurityGroupRule("3", Direction.INGRESS, IpProtocol.ICMP),
-        SecurityGroupRule("4", Direction.EGRESS, IpProtocol.ANY, None, None,
-                          (N("10.7.0.2/32"), N("10.7.0.3/32"))),
+        SecurityGroupRule(
+            "4", Direction.EGRESS, IpProtocol.ANY, None, None, (N("10.7.0.2/32"), N("10.7.0.3/32"))
+        ),
         SecurityGroupRule("5", Direction.INGRESS, IpProtocol.TCP),
     )
     script = render([port(rules)])
@@ -89,7 +90,7 @@ def test_ports_are_keyed_by_bridge_and_address_and_each_bridge_has_its_zone() ->
                                   mac="fa:16:3e:00:00:01")])  # fmt: skip
     forward = chain(script, "forward")  # the bridge table's chain comes first
     assert len(forward) == 3  # hook + two taps
-    inet = script[script.index("table inet nova_grpc {"):]
+    inet = script[script.index("table inet nova_grpc {") :]
     assert 'iifname "nbr-77" ct zone set 77' in inet and 'iifname "nbr-78" ct zone set 78' in inet
     assert 'oifname "nbr-77" ip daddr 10.7.0.9 jump ingress_abcdef0123456789' in inet
     assert 'iifname "nbr-78" ip saddr 10.7.0.9 jump egress_0000000011112222' in inet

@@ -73,4 +73,3 @@ def test_bad_rules_are_refused_naming_the_field(command: CreateRuleCommand, fiel
     with pytest.raises(InvalidArgument) as caught:
         check_rule(command)
     assert caught.value.field == field and caught.value.message.startswith(f"{field}: ")
-

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
 import pytest
 
 from services.api.context import RequestContext
 from services.api.delete import DeleteServer
 from services.api.power import PowerActions
 from services.common.domain import PowerAction, TaskState, VmState
-from services.common.errors import NotFound, WrongState
+from services.common.errors import HostUnreachable, NotFound, WrongState
 from tests.support.fake_stores import FakeUnitOfWork, make_instance
 
 pytestmark = pytest.mark.timeout(10)
@@ -28,9 +27,8 @@ class FakeConductor:
 
     async def delete_instances(self, uuids: Sequence[str], *, request_id: str = "") -> int:
         if not self.reachable:
-            raise grpc.aio.AioRpcError(
-                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata()
-            )
+            # what the typed conductor client raises in place of the transport's error
+            raise HostUnreachable("conductor", "UNAVAILABLE")
         self.deletes.append((list(uuids), request_id))
         return len(uuids)
 

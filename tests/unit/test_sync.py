@@ -115,9 +115,7 @@ async def test_start_up_recovery_restores_reaps_and_hands_back() -> None:
     ]
     # a late cast of the build that died with the old process is dropped
     template = build(1)
-    late = dataclasses.replace(
-        template, instance=dataclasses.replace(template.instance, uuid="half-built")
-    )
+    late = dataclasses.replace(template, uuid="half-built")
     assert compute.accept([late]) == (0, ["half-built"])
 
 

@@ -65,9 +65,7 @@ def _quota(client: Client, args: argparse.Namespace, out: TextIO) -> int:
                 setattr(request, name, value)
         reply = client.call(client.quotas.SetQuota, request)
     else:
-        reply = client.call(
-            client.quotas.GetQuota, quotas_pb2.GetQuotaRequest(project_id=project)
-        )
+        reply = client.call(client.quotas.GetQuota, quotas_pb2.GetQuotaRequest(project_id=project))
     if args.view.structured:
         emit(to_dict(reply), args.view, out)
         return 0

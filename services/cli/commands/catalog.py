@@ -29,7 +29,10 @@ def _flavor_create(client: Client, args: argparse.Namespace, out: TextIO) -> int
     flavor = client.call(
         client.flavors.CreateFlavor,
         catalog_pb2.CreateFlavorRequest(
-            name=_name(args), id=args.id or "", vcpus=args.vcpus, ram=args.ram,
+            name=_name(args),
+            id=args.id or "",
+            vcpus=args.vcpus,
+            ram=args.ram,
             disk=args.disk,
         ),
     )

@@ -30,9 +30,7 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    reply = client.call(
-        client.groups.ListServerGroups, server_groups_pb2.ListServerGroupsRequest()
-    )
+    reply = client.call(client.groups.ListServerGroups, server_groups_pb2.ListServerGroupsRequest())
     rows = [to_dict(g) for g in reply.server_groups]
     if not args.view.structured:  # a table shows how many; JSON and YAML carry the ids
         rows = [{**r, "members": len(r["members"])} for r in rows]

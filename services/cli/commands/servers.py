@@ -255,12 +255,22 @@ def _register_create(server: Any) -> None:
     complete(create.add_argument("--key-name"), "keypair")
     create.add_argument("--user-data", metavar="FILE", help="file given to the guest")
     create.add_argument("--admin-password", help="default: generated and shown once")
-    create.add_argument("--network", action="append", default=[],
-                        help="auto (the project's default network), none, or a name or id")
-    create.add_argument("--nic", action="append", default=[], metavar="net=NAME[,ip=ADDR]",
-                        help="a NIC on a network, with a fixed address if given")
-    create.add_argument("--config-drive", action="store_true",
-                        help="a config drive even without user data or a key")
+    create.add_argument(
+        "--network",
+        action="append",
+        default=[],
+        help="auto (the project's default network), none, or a name or id",
+    )
+    create.add_argument(
+        "--nic",
+        action="append",
+        default=[],
+        metavar="net=NAME[,ip=ADDR]",
+        help="a NIC on a network, with a fixed address if given",
+    )
+    create.add_argument(
+        "--config-drive", action="store_true", help="a config drive even without user data or a key"
+    )
     create.add_argument("--security-group", action="append", default=[])
     create.add_argument("--tag", action="append", default=[])
     create.add_argument("--hint", action="append", default=[],
@@ -326,4 +336,3 @@ def _register_others(server: Any) -> None:
     complete(target, "server")
     watch.add_argument("--reservation-id")
     watch.set_defaults(func=_watch)
-

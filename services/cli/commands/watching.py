@@ -138,9 +138,7 @@ def wait_settled(
                 continue
             latest[event.server.id] = event.server
             progress.show(reply.reservation_id, Counter(_status(s) for s in latest.values()))
-            if len(latest) == len(wanted) and all(
-                _status(s) in SETTLED for s in latest.values()
-            ):
+            if len(latest) == len(wanted) and all(_status(s) in SETTLED for s in latest.values()):
                 break
     finally:
         progress.done()

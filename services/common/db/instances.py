@@ -25,9 +25,9 @@ from services.common.domain import (
     Resources,
     TaskState,
     VmState,
-    extra_disk_gb,
 )
 from services.common.networking import PortSpec
+from services.common.request_spec import StoredSpec
 
 # Re-exported (the build path names it here); it is defined with the ports use cases see.
 from services.common.stores import FaultRecord as FaultRecord  # noqa: PLC0414
@@ -38,6 +38,16 @@ FAULT_MESSAGE_MAX = 255
 NOT_DELETING = or_(
     INSTANCES.c.task_state.is_(None), INSTANCES.c.task_state != TaskState.DELETING.value
 )
+
+
+def ephemeral_from_json(block_devices: Sequence[Mapping[str, Any]] | None) -> tuple[int, ...]:
+    """The instances table's ``block_devices`` column (``[{"size_gb": n}, ...]``, kept as it
+    is) as disk sizes: read once, by the store."""
+    return tuple(int(d.get("size_gb", 0)) for d in block_devices or ())
+
+
+def ephemeral_to_json(ephemeral_gb: Sequence[int]) -> list[dict[str, int]]:
+    return [{"size_gb": size} for size in ephemeral_gb]
 
 
 def instance_from_row(
@@ -66,14 +76,14 @@ def instance_from_row(
         fault=fault,
         request_id=m["request_id"],
         availability_zone=m["availability_zone"],
-        request_spec=m["request_spec"],
+        request_spec=StoredSpec.from_json(m["request_spec"]),
         description=m["description"],
         key_name=m["key_name"],
         key_data=m["key_data"],
         user_data=m["user_data"],
         security_groups=tuple(m["security_groups"] or ()),
         networks=tuple(m["networks"] or ()),
-        block_devices=tuple(m["block_devices"] or ()),
+        ephemeral_gb=ephemeral_from_json(m["block_devices"]),
         config_drive=bool(m["config_drive"]),
         tags=tags,
         ports=ports,
@@ -107,14 +117,14 @@ def insert_instances(connection: Connection, instances: Sequence[Instance]) -> N
                 "server_metadata": i.metadata,
                 "request_id": i.request_id,
                 "availability_zone": i.availability_zone,
-                "request_spec": dict(i.request_spec) if i.request_spec is not None else None,
+                "request_spec": i.request_spec.to_json(),
                 "description": i.description,
                 "key_name": i.key_name,
                 "key_data": i.key_data,
                 "user_data": i.user_data,
                 "security_groups": list(i.security_groups),
                 "networks": list(i.networks),
-                "block_devices": [dict(b) for b in i.block_devices],
+                "block_devices": ephemeral_to_json(i.ephemeral_gb),
                 "config_drive": i.config_drive,
                 "created_at": i.created_at,
                 "updated_at": None,
@@ -259,7 +269,7 @@ class Placement:
     uuid: str
     host: str
     node: str
-    request_spec: Mapping[str, Any] | None = None
+    request_spec: StoredSpec | None = None
 
 
 def mark_placed(connection: Connection, placements: Sequence[Placement], now: datetime) -> int:
@@ -273,7 +283,7 @@ def mark_placed(connection: Connection, placements: Sequence[Placement], now: da
                 "b_uuid": p.uuid,
                 "b_host": p.host,
                 "b_node": p.node,
-                "b_spec": dict(p.request_spec) if p.request_spec is not None else None,
+                "b_spec": p.request_spec.to_json() if p.request_spec is not None else None,
                 "b_now": now,
             }
             for p in placements
@@ -288,14 +298,14 @@ def move_build(
     *,
     host: str,
     node: str,
-    spec: Mapping[str, Any],
+    spec: StoredSpec,
     now: datetime,
 ) -> None:
     """A rescheduled build: same instance, next host (still building)."""
     connection.execute(
         update(INSTANCES)
         .where(INSTANCES.c.uuid == uuid, INSTANCES.c.vm_state == VmState.BUILDING.value)
-        .values(host=host, node=node, request_spec=dict(spec), task_state=None, updated_at=now)
+        .values(host=host, node=node, request_spec=spec.to_json(), task_state=None, updated_at=now)
     )
 
 
@@ -468,7 +478,7 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
             task_state=TaskState(r.task_state) if r.task_state else None,
             power_state=PowerState(r.power_state),
             resources=Resources(
-                r.vcpus, r.memory_mb, r.root_gb + extra_disk_gb(tuple(r.block_devices or ()))
+                r.vcpus, r.memory_mb, r.root_gb + sum(ephemeral_from_json(r.block_devices))
             ),
             ports=ports.get(r.uuid, ()),
         )

@@ -66,10 +66,7 @@ def _insert_ignoring_conflicts(connection: Connection, values: dict[str, Any]) -
     insert of the same key waits for the other transaction and then does nothing."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = (
-        dialect.insert(NETWORKS)
-        .values(**values)
-        .on_conflict_do_nothing()
-        .returning(NETWORKS.c.id)
+        dialect.insert(NETWORKS).values(**values).on_conflict_do_nothing().returning(NETWORKS.c.id)
     )
     # RETURNING, not rowcount: psycopg reports -1 for this statement.
     return connection.execute(statement).first() is not None

@@ -1,27 +1,29 @@
-"""Typed client of the compute services (the conductor's side)."""
+"""Typed client of the compute services (the conductor's side). Every call's gRPC error
+leaves it as a PeerFailed (HostUnreachable, PeerRefused): callers see no status codes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.builds import BuildRequest, hostname_for
+from services.common.builds import BuildSpec
 from services.common.context import request_metadata
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.networking import PortSpec
 from services.common.rpc.channels import ChannelPool
+from services.common.rpc.client_errors import wrap_errors
 from services.common.rpc.convert import to_timestamp
 from services.common.rpc.ports import port_to_proto
 from services.common.rpc.retry import with_retries
 
 
-def build_to_proto(build: BuildRequest) -> compute_pb2.InstanceBuild:
-    instance, image, flavor = build.instance, build.image, build.instance.flavor
+def build_to_proto(build: BuildSpec) -> compute_pb2.InstanceBuild:
+    flavor, image = build.flavor, build.image
     return compute_pb2.InstanceBuild(
-        instance_uuid=instance.uuid,
-        instance_id=instance.id or 0,
-        display_name=instance.display_name,
-        project_id=instance.project_id,
+        instance_uuid=build.uuid,
+        instance_id=build.instance_id,
+        display_name=build.display_name,
+        project_id=build.project_id,
         flavor=compute_pb2.FlavorSpec(
             id=flavor.id,
             name=flavor.name,
@@ -38,20 +40,18 @@ def build_to_proto(build: BuildRequest) -> compute_pb2.InstanceBuild:
             properties=dict(image.properties),
             size_bytes=image.size_bytes,
         ),
-        metadata=instance.metadata,
-        created_at=to_timestamp(instance.created_at),
-        attempt=build.attempt,
+        metadata=dict(build.metadata),
+        created_at=to_timestamp(build.created_at),
         request_id=build.request_id,
         networks=list(build.networks),
-        config_drive=instance.config_drive,
-        hostname=hostname_for(instance.display_name, instance.uuid),
-        availability_zone=instance.availability_zone or "",
-        key_name=instance.key_name or "",
-        key_data=instance.key_data or "",
-        user_data=instance.user_data or "",
+        config_drive=build.config_drive,
+        availability_zone=build.availability_zone,
+        key_name=build.key_name,
+        key_data=build.key_data,
+        user_data=build.user_data,
         admin_password=build.admin_password,
-        ephemeral_disks_gb=[int(d["size_gb"]) for d in instance.block_devices],
-        ports=[port_to_proto(p) for p in instance.ports],
+        ephemeral_disks_gb=list(build.ephemeral_gb),
+        ports=[port_to_proto(p) for p in build.ports],
     )
 
 
@@ -67,7 +67,7 @@ class ComputeClient:
         self._timeout = timeout
 
     async def build_and_run(
-        self, address: str, builds: Sequence[BuildRequest], *, request_id: str = ""
+        self, address: str, builds: Sequence[BuildSpec], *, request_id: str = ""
     ) -> BuildAck:
         """Idempotent on the compute side (by instance uuid), so retrying is safe."""
         stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
@@ -80,7 +80,8 @@ class ComputeClient:
             )
             return BuildAck(reply.queued, list(reply.duplicates))
 
-        return await with_retries(call, attempts=4)
+        with wrap_errors(f"compute host at {address}"):
+            return await with_retries(call, attempts=4)
 
     async def terminate(self, address: str, uuids: Sequence[str], *, request_id: str = "") -> int:
         """Idempotent: an instance the host no longer has is reported DELETED at once."""
@@ -93,7 +94,8 @@ class ComputeClient:
             reply = await stub.TerminateInstance(request, timeout=self._timeout)
             return int(reply.queued)
 
-        return await with_retries(call, attempts=3)
+        with wrap_errors(f"compute host at {address}"):
+            return await with_retries(call, attempts=3)
 
     async def update_port_rules(self, address: str, ports: Sequence[PortSpec]) -> int:
         """Replaces the rules of these ports on the host; idempotent, so retried."""
@@ -104,7 +106,8 @@ class ComputeClient:
             reply = await stub.UpdatePortRules(request, timeout=self._timeout)
             return int(reply.updated)
 
-        return await with_retries(call, attempts=3)
+        with wrap_errors(f"compute host at {address}"):
+            return await with_retries(call, attempts=3)
 
     async def power_action(
         self, address: str, uuid: str, action: str, *, request_id: str = ""
@@ -113,4 +116,5 @@ class ComputeClient:
         request = compute_pb2.ComputePowerActionRequest(
             instance_uuid=uuid, action=action, request_id=request_id
         )
-        await stub.PowerAction(request, timeout=self._timeout)
+        with wrap_errors(f"compute host at {address}"):
+            await stub.PowerAction(request, timeout=self._timeout)

@@ -1,4 +1,7 @@
-"""Typed clients of the conductor: the api's build caster and compute's reporters."""
+"""Typed clients of the conductor: the api's build caster and compute's reporters.
+
+The unary calls' gRPC errors leave as PeerFailed (HostUnreachable, PeerRefused); the two
+background senders (BuildCaster, EventReporter) keep theirs inside, where they retry."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from services.common.domain import (
 )
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.channels import ChannelPool
+from services.common.rpc.client_errors import wrap_errors
 from services.common.rpc.ports import port_from_proto
 from services.common.rpc.retry import with_retries
 
@@ -386,7 +390,8 @@ class NodeReporter:
             )
             return int(ack.compute_node_id)
 
-        return await with_retries(call)
+        with wrap_errors("conductor"):
+            return await with_retries(call)
 
 
 class ConductorClient:
@@ -409,7 +414,8 @@ class ConductorClient:
             )
             return reply
 
-        reply = await with_retries(call)
+        with wrap_errors("conductor"):
+            reply = await with_retries(call)
         return [
             HostInstance(
                 uuid=i.instance_uuid,
@@ -434,7 +440,8 @@ class ConductorClient:
             )
             return int(reply.accepted)
 
-        return await with_retries(call, attempts=3)
+        with wrap_errors("conductor"):
+            return await with_retries(call, attempts=3)
 
     async def refresh_port_rules(
         self, group_ids: Sequence[str], instance_uuids: Sequence[str] = ()
@@ -446,7 +453,8 @@ class ConductorClient:
         async def call() -> None:
             await self._stub().RefreshPortRules(request, timeout=REPORT_DEADLINE_S)
 
-        await with_retries(call, attempts=3)
+        with wrap_errors("conductor"):
+            await with_retries(call, attempts=3)
 
     async def power_action(self, uuid: str, action: PowerAction, *, request_id: str = "") -> None:
         """Not retried: a reboot must not happen twice. Errors surface to the caller."""
@@ -454,4 +462,5 @@ class ConductorClient:
             instance_uuid=uuid, action=_POWER_ACTIONS[action], request_id=request_id
         )
         metadata = request_metadata(request_id)
-        await self._stub().PowerAction(request, timeout=REPORT_DEADLINE_S, metadata=metadata)
+        with wrap_errors("conductor"):
+            await self._stub().PowerAction(request, timeout=REPORT_DEADLINE_S, metadata=metadata)

@@ -1,0 +1,94 @@
+"""The conductor's build path on SQLAlchemy (its ports: services/conductor/build_path/ports.py).
+Each method is one of the repositories' queries, run on the store's connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection
+
+from services.common.db import actions, catalog, groups, placement
+from services.common.db import instances as instance_repo
+from services.common.domain import HostState, Image, Instance, Resources
+
+T = TypeVar("T")
+
+
+class SqlBuildStore:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def load_instances(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
+        return instance_repo.load_instances(self._c, uuids, for_update=for_update)
+
+    def allocated(self, uuids: Sequence[str]) -> Collection[str]:
+        return placement.allocated_instances(self._c, uuids).keys()
+
+    def still_scheduling(self, uuids: Sequence[str]) -> set[str]:
+        return instance_repo.still_scheduling(self._c, uuids)
+
+    def host_states(
+        self, *, now: datetime, service_down_time: timedelta, hosts: Sequence[str] | None = None
+    ) -> list[HostState]:
+        return placement.load_host_states(
+            self._c, now=now, service_down_time=service_down_time, hosts=hosts
+        )
+
+    def images(self, ids: set[str]) -> dict[str, Image]:
+        return catalog.images_by_id(self._c, ids)
+
+    def group_policies(self, group_uuids: Sequence[str]) -> dict[str, str]:
+        found = groups.get_groups(self._c, group_uuids, project_id=None)
+        return {u: g.policy for u, g in found.items()}
+
+    def member_hosts(self, group_uuids: Sequence[str]) -> Mapping[str, Mapping[str, int]]:
+        return groups.member_hosts(self._c, group_uuids)
+
+    def instance_hosts(self, uuids: Sequence[str]) -> dict[str, str]:
+        return groups.instance_hosts(self._c, uuids)
+
+    def bump_generations(self, hosts: Sequence[HostState]) -> set[int]:
+        return placement.bump_generations(self._c, hosts)
+
+    def insert_allocations(self, rows: Sequence[tuple[int, str, Resources]], now: datetime) -> None:
+        placement.insert_allocations(self._c, rows, now)
+
+    def free_allocations(self, uuids: Sequence[str]) -> None:
+        placement.free_allocations(self._c, uuids)
+
+    def mark_placed(self, placements: Sequence[instance_repo.Placement], now: datetime) -> None:
+        instance_repo.mark_placed(self._c, placements, now)
+
+    def mark_error(self, faults: Sequence[instance_repo.FaultRecord], now: datetime) -> None:
+        instance_repo.mark_error(self._c, faults, now)
+
+    def add_events(self, events: Sequence[actions.EventRecord], now: datetime) -> None:
+        actions.add_events(self._c, events, now)
+
+    def finish_actions(
+        self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
+    ) -> None:
+        actions.finish_actions(self._c, uuids, action, now, message=message)
+
+
+class _Database(Protocol):
+    async def read(self, work: Callable[[Connection], Any]) -> Any: ...
+
+    async def write(self, work: Callable[[Connection], Any]) -> Any: ...
+
+
+class SqlBuildTransactions:
+    """Opens a SqlBuildStore per transaction of the Database (its write retries included)."""
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+
+    async def read(self, work: Callable[[SqlBuildStore], T]) -> T:
+        result: T = await self._db.read(lambda c: work(SqlBuildStore(c)))
+        return result
+
+    async def write(self, work: Callable[[SqlBuildStore], T]) -> T:
+        result: T = await self._db.write(lambda c: work(SqlBuildStore(c)))
+        return result

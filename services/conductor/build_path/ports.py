@@ -1,0 +1,68 @@
+"""What the build path needs from the database, as ports: ``BuildStore`` is bound to one
+transaction, ``BuildTransactions`` opens them. services/common/db/build_store.py implements
+both on SQLAlchemy; tests/support/fake_build_store.py in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
+
+from services.common.db.actions import EventRecord
+from services.common.db.instances import FaultRecord, Placement
+from services.common.domain import HostState, Image, Instance, Resources
+
+T = TypeVar("T")
+
+
+class BuildStore(Protocol):
+    def load_instances(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
+        """``for_update``: the rows stay locked until the commit (PostgreSQL)."""
+
+    def allocated(self, uuids: Sequence[str]) -> Collection[str]:
+        """Those of ``uuids`` that hold a claim on some host."""
+
+    def still_scheduling(self, uuids: Sequence[str]) -> set[str]:
+        """Those of ``uuids`` still building and waiting for a host (rows locked)."""
+
+    def host_states(
+        self, *, now: datetime, service_down_time: timedelta, hosts: Sequence[str] | None = None
+    ) -> list[HostState]:
+        """Every compute node (or those named) with its usage and generation."""
+
+    def images(self, ids: set[str]) -> dict[str, Image]: ...
+
+    def group_policies(self, group_uuids: Sequence[str]) -> dict[str, str]:
+        """Policy by server group uuid (groups that are gone are left out)."""
+
+    def member_hosts(self, group_uuids: Sequence[str]) -> Mapping[str, Mapping[str, int]]:
+        """Per group, its live members' hosts with how many members each has."""
+
+    def instance_hosts(self, uuids: Sequence[str]) -> dict[str, str]: ...
+
+    def bump_generations(self, hosts: Sequence[HostState]) -> set[int]:
+        """Bump each host whose generation is still the one seen; the node ids bumped."""
+
+    def insert_allocations(
+        self, rows: Sequence[tuple[int, str, Resources]], now: datetime
+    ) -> None: ...
+
+    def free_allocations(self, uuids: Sequence[str]) -> None: ...
+
+    def mark_placed(self, placements: Sequence[Placement], now: datetime) -> None: ...
+
+    def mark_error(self, faults: Sequence[FaultRecord], now: datetime) -> None: ...
+
+    def add_events(self, events: Sequence[EventRecord], now: datetime) -> None: ...
+
+    def finish_actions(
+        self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
+    ) -> None: ...
+
+
+class BuildTransactions(Protocol):
+    async def read(self, work: Callable[[BuildStore], T]) -> T:
+        """``work`` on a read snapshot (no write lock held)."""
+
+    async def write(self, work: Callable[[BuildStore], T]) -> T:
+        """``work`` in one write transaction, retried whole on a transient failure."""
