@@ -5,10 +5,10 @@ only fail it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from services.common.background import BackgroundTask
 from services.common.rpc.server import ServiceServer
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class Readiness:
         self._server = server
         self._checks = list(checks)
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("readiness", self._run)
         self.ready = False
 
     async def check_once(self) -> bool:
@@ -46,7 +46,7 @@ class Readiness:
         return ready
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="readiness")
+        self._task.start()
 
     async def _run(self) -> None:
         while True:
@@ -54,7 +54,4 @@ class Readiness:
             await self.check_once()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.close()

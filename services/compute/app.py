@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from services.common.app import RunningService
+from services.common.background import BackgroundTask
 from services.common.domain import ComputeNodeReport, Resources
 from services.common.generated.novagrpc.internal.v1 import (
     compute_console_pb2,
@@ -126,11 +126,11 @@ class Heartbeat:
         self._manager = manager
         self._settings = settings
         self._address = address
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("heartbeat", self._run)
         self.registered = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="heartbeat")
+        self._task.start()
 
     async def _run(self) -> None:
         driver: VirtDriver = self._manager.driver
@@ -160,10 +160,7 @@ class Heartbeat:
             await asyncio.sleep(self._settings.heartbeat_interval)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.close()
 
 
 def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDriver:

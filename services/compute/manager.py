@@ -33,7 +33,6 @@ from services.common.domain import (
 from services.compute.metrics import ComputeMetrics
 from services.compute.net.driver import DatapathError, NetworkDriver
 from services.compute.resource_tracker import ClaimRefused, ResourceTracker
-from services.compute.virt.configdrive import ConfigDriveContent
 from services.compute.virt.driver import (
     HypervisorError,
     ImageRef,
@@ -41,6 +40,7 @@ from services.compute.virt.driver import (
     SpawnSpec,
     VirtDriver,
 )
+from services.compute.virt.metadata import ConfigDriveContent
 from services.compute.virt.network_data import network_data
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.common.domain import DISK_FORMATS
-from services.compute.virt.configdrive import ConfigDriveContent, build_config_drive
+from services.compute.virt.configdrive import build_config_drive
 from services.compute.virt.driver import HypervisorError, ImageRef, InvalidBuild
+from services.compute.virt.metadata import ConfigDriveContent
 
 log = logging.getLogger(__name__)
 
