@@ -4,7 +4,6 @@ error message."""
 from __future__ import annotations
 
 import base64
-import time
 from pathlib import Path
 
 import grpc
@@ -20,6 +19,7 @@ from services.common.generated.novagrpc.v1 import (
 )
 from tests.support.auth import Authed
 from tests.support.keys import ed25519_public_key
+from tests.support.polling import wait_until
 from tests.support.processes import ServiceSet
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,15 +50,14 @@ def test_secrets_never_reach_logs_or_errors(tmp_path: Path) -> None:
                 ),
                 timeout=10,
             )  # fmt: skip
-            deadline = time.monotonic() + 30
-            while (
-                stub.GetServer(
+            wait_until(
+                lambda: stub.GetServer(
                     servers_pb2.GetServerRequest(id=reply.server_ids[0]), timeout=10
                 ).status
-                == servers_pb2.SERVER_STATUS_BUILD
-            ):
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+                != servers_pb2.SERVER_STATUS_BUILD,
+                30,
+                "the server to leave BUILD",
+            )
             bad_requests = [
                 servers_pb2.CreateServerRequest(name="x", flavor_ref="m1.tiny",
                     image_ref="nova-tiny", admin_password=password + "\x01"),
