@@ -10,7 +10,6 @@ import grpc
 import pytest
 
 from services.cli.manage import issue_token
-from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import (
     keypairs_pb2,
     keypairs_pb2_grpc,
@@ -25,9 +24,8 @@ from tests.support.processes import ServiceSet
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_secrets_never_reach_logs_or_errors(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
-    upgrade(url)
+def test_secrets_never_reach_logs_or_errors(tmp_path: Path, sqlite_url: str) -> None:
+    url = sqlite_url
     _, token = issue_token(url, "demo")
     services = ServiceSet(tmp_path, env={"NOVA_GRPC_LOG_LEVEL": "DEBUG"})
     password = "pw-SECRET-7f3a9c"

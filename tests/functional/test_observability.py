@@ -15,7 +15,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.cli.manage import issue_token
-from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceSet
@@ -68,9 +67,10 @@ def check_metrics(before: dict[str, dict[str, float]], after: dict[str, dict[str
     assert moved("compute", "grpc_server_handled_total", **build) == 1
 
 
-def test_metrics_move_and_a_request_id_crosses_all_three_services(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
-    upgrade(url)
+def test_metrics_move_and_a_request_id_crosses_all_three_services(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    url = sqlite_url
     _, token = issue_token(url, "demo")
     services = ServiceSet(tmp_path, env={"NOVA_GRPC_LOG_FORMAT": "json"})
     ports = {"conductor": "127.0.0.1:19780", "compute": "127.0.0.1:19790", "api": "127.0.0.1:19774"}
