@@ -357,7 +357,7 @@ class ComputeManager:
             except Exception as exc:
                 log.warning("%s of %s failed: %s", action, uuid, exc)
                 self.report(uuid, InstanceEventKind.ACTION_FAILED, reason=f"{action}: {exc}",
-                            request_id=request_id)  # fmt: skip
+                            request_id=request_id, power_action=action)  # fmt: skip
                 return
         power = PowerState.SHUTDOWN if done is InstanceEventKind.STOPPED else PowerState.RUNNING
         self.report(uuid, done, power_state=power, request_id=request_id)
@@ -393,6 +393,7 @@ class ComputeManager:
         reason: str = "",
         power_state: PowerState = PowerState.NOSTATE,
         request_id: str = "",
+        power_action: PowerAction | None = None,
     ) -> None:
         self._events.report(
             InstanceEvent(
@@ -403,6 +404,7 @@ class ComputeManager:
                 power_state=power_state,
                 reason=reason,
                 request_id=request_id,
+                power_action=power_action,
             )
         )
 
