@@ -145,7 +145,7 @@ class Heartbeat:
                 )
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-                await asyncio.sleep(min(1.0, self._settings.heartbeat_interval))
+                await asyncio.sleep(min(1.0, self._settings.heartbeat_interval.total_seconds()))
                 continue
             if not self.registered.is_set():
                 log.info(
@@ -157,7 +157,7 @@ class Heartbeat:
                     resources.local_gb,
                 )
                 self.registered.set()
-            await asyncio.sleep(self._settings.heartbeat_interval)
+            await asyncio.sleep(self._settings.heartbeat_interval.total_seconds())
 
     async def close(self) -> None:
         await self._task.close()
@@ -169,7 +169,7 @@ def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDrive
         InstanceStorage(Path(settings.instances_path)),
         LibvirtOptions(
             virt_type=settings.virt_type,
-            spawn_timeout=settings.spawn_timeout,
+            spawn_timeout=settings.spawn_timeout.total_seconds(),
             interface=parse_interface(settings.network_interface),
             owner=settings.host,
         ),
@@ -224,7 +224,7 @@ async def start_compute(
         host=settings.host,
         max_concurrent_builds=settings.max_concurrent_builds,
         instance_name_template=settings.instance_name_template,
-        clean_shutdown_timeout=settings.clean_shutdown_timeout,
+        clean_shutdown_timeout=settings.clean_shutdown_timeout.total_seconds(),
         metrics=metrics,
     )
     console = ConsoleService.create(
@@ -253,7 +253,7 @@ async def start_compute(
         return True
 
     readiness = Readiness(
-        server, [("libvirt", libvirt_answers)], interval=settings.readiness_interval
+        server, [("libvirt", libvirt_answers)], interval=settings.readiness_interval.total_seconds()
     )
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(
@@ -262,8 +262,8 @@ async def start_compute(
     sync = HostSync(
         manager,
         ConductorClient(channels, settings.conductor_addresses),
-        interval=settings.sync_power_state_interval,
-        handback_grace=settings.build_handback_grace,
+        interval=settings.sync_power_state_interval.total_seconds(),
+        handback_grace=settings.build_handback_grace.total_seconds(),
     )
     readiness_reports = GuestReadiness(
         events, settings.host, asyncio.get_running_loop(), ours=lambda uuid: uuid in tracker
@@ -279,8 +279,8 @@ async def start_compute(
     readiness.start()
 
     async def drain_builds() -> None:
-        log.info("draining builds (up to %.0fs)", settings.shutdown_timeout)
-        unfinished = await manager.drain(settings.shutdown_timeout)
+        log.info("draining builds (up to %.0fs)", settings.shutdown_timeout.total_seconds())
+        unfinished = await manager.drain(settings.shutdown_timeout.total_seconds())
         if unfinished:
             log.warning("%d builds unfinished at shutdown", unfinished)
         if not await events.flush(EVENT_FLUSH_TIMEOUT_S):

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -180,7 +181,7 @@ async def test_delete_during_build_and_in_error(sqlite_url: str, tmp_path: Path)
 
 
 async def test_power_changes_behind_our_back_are_synced(sqlite_url: str, tmp_path: Path) -> None:
-    fast_sync = [{"sync_power_state_interval": 0.2}]
+    fast_sync = [{"sync_power_state_interval": timedelta(seconds=0.2)}]
     async with running_stack(sqlite_url, tmp_path, per_compute=fast_sync) as stack:
         await wait_for_compute(sqlite_url)
         reply = await stack.servers.CreateServer(create(max_count=2), timeout=5)
