@@ -120,6 +120,7 @@ class Heartbeat:
         nodes: NodeReporter,
         manager: ComputeManager,
         settings: ComputeSettings,
+        *,
         address: str,
     ) -> None:
         self._nodes = nodes
@@ -257,7 +258,7 @@ async def start_compute(
     )
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(
-        NodeReporter(channels, settings.conductor_addresses), manager, settings, address
+        NodeReporter(channels, settings.conductor_addresses), manager, settings, address=address
     )
     sync = HostSync(
         manager,
