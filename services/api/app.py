@@ -206,9 +206,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         unary_deadline=settings.rpc_deadline_seconds,
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
-    readiness = Readiness(
-        server, [("database", db.ping)], interval=settings.readiness_interval.total_seconds()
-    )
+    readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     caster.start()
     create.start()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
 from services.common.background import BackgroundTask
 from services.common.rpc.server import ServiceServer
@@ -18,11 +19,15 @@ Check = Callable[[], Awaitable[bool]]
 
 class Readiness:
     def __init__(
-        self, server: ServiceServer, checks: Sequence[tuple[str, Check]], interval: float = 5.0
+        self,
+        server: ServiceServer,
+        checks: Sequence[tuple[str, Check]],
+        *,
+        interval: timedelta = timedelta(seconds=5),
     ) -> None:
         self._server = server
         self._checks = list(checks)
-        self._interval = interval
+        self._interval = interval.total_seconds()
         self._task = BackgroundTask("readiness", self._run)
         self.ready = False
 

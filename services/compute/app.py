@@ -254,7 +254,7 @@ async def start_compute(
         return True
 
     readiness = Readiness(
-        server, [("libvirt", libvirt_answers)], interval=settings.readiness_interval.total_seconds()
+        server, [("libvirt", libvirt_answers)], interval=settings.readiness_interval
     )
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(

@@ -100,9 +100,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
     census = InstanceCensus(db, metrics, service_down_time=settings.service_down_time)
-    readiness = Readiness(
-        server, [("database", db.ping)], interval=settings.readiness_interval.total_seconds()
-    )
+    readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()
     events.start()
     port_rules.start()
