@@ -10,6 +10,8 @@ SYSTEM_DEPS := $(VENV)/.system-deps
 GENERATED := services/common/generated/.stamp
 PROTOS := $(shell find protos -name '*.proto')
 RUFF_PATHS := services tests bench deploy
+## the layering contracts in pyproject.toml ([tool.importlinter]): which layer may import what
+LINT_IMPORTS := $(VENV)/bin/lint-imports --no-cache
 
 ## Debian packages. Running needs what libvirt-python builds against; testing also needs
 ## PostgreSQL (integration tests run on it) and libvirtd + QEMU + xorriso (the e2e guest).
@@ -46,6 +48,7 @@ test: deps $(TEST_SYSTEM_DEPS) $(BUF_INSTALLED)
 	$(BUF) lint
 	$(BUF) breaking --against '.git#ref=$(PROTO_BASELINE),subdir=protos'
 	$(PY) -m ruff check $(RUFF_PATHS)
+	$(LINT_IMPORTS)
 	$(PY) -m mypy
 	$(PY) -m pytest tests
 
@@ -83,6 +86,7 @@ bench: deps
 
 lint: deps
 	$(PY) -m ruff check $(RUFF_PATHS)
+	$(LINT_IMPORTS)
 
 ## proto-lint: buf lint (STANDARD, with the exceptions buf.yaml explains)
 proto-lint: $(BUF_INSTALLED)

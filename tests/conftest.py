@@ -8,22 +8,38 @@ import pytest
 from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from tests.support import postgres
+from tests.support.sqlite import copy_database
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SQLite schema, migrated once per session; each test gets a copy of the file."""
+    path = tmp_path_factory.mktemp("schema") / "nova.sqlite"
+    upgrade(f"sqlite:///{path}")
+    return path
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
-    upgrade(url)
-    return url
+def sqlite_url(tmp_path: Path, migrated_sqlite: Path) -> str:
+    """A freshly migrated SQLite database of this test's own (a copy: migrating takes long)."""
+    return copy_database(migrated_sqlite, tmp_path / "nova.sqlite")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
+@pytest.fixture(scope="session")
+def migrated_postgres() -> Iterator[str]:
+    """A PostgreSQL database migrated once per session: the template each test's is made from."""
     try:
         url = postgres.create_database()
     except postgres.PostgresUnavailable as exc:
         pytest.fail(f"PostgreSQL is required for this test: {exc}")
     upgrade(url)
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture
+def postgres_url(migrated_postgres: str) -> Iterator[str]:
+    url = postgres.create_database(template=migrated_postgres)
     yield url
     postgres.drop_database(url)
 

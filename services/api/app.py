@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,7 +89,7 @@ def oidc_verifier(settings: ApiSettings) -> OidcVerifier | None:
     keys = JwksSource(
         file=settings.oidc_jwks_file,
         url=settings.oidc_jwks_url,
-        cache_seconds=settings.oidc_jwks_cache_seconds,
+        cache_seconds=settings.oidc_jwks_cache_seconds.total_seconds(),
     )
     return OidcVerifier(
         keys,
@@ -99,14 +98,16 @@ def oidc_verifier(settings: ApiSettings) -> OidcVerifier | None:
         project_claim=settings.oidc_project_claim,
         roles_claim=settings.oidc_roles_claim,
         default_role=settings.oidc_default_role,
-        leeway=timedelta(seconds=settings.oidc_leeway_seconds),
+        leeway=settings.oidc_leeway_seconds,
     )
 
 
 async def start_api(settings: ApiSettings) -> RunningService:
     # a read is stopped when its call's deadline passes (or its client goes away)
     db = Database(
-        settings.database_url, read_timeout=settings.rpc_deadline_seconds, fair_reads=True
+        settings.database_url,
+        read_timeout=settings.rpc_deadline_seconds.total_seconds(),
+        fair_reads=True,
     )
     uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()
@@ -117,7 +118,11 @@ async def start_api(settings: ApiSettings) -> RunningService:
     create = CreateServers(uow, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
     identify = Identify(
-        Authenticator(db, cache_seconds=settings.auth_cache_seconds, oidc=oidc_verifier(settings)),
+        Authenticator(
+            db,
+            cache_seconds=settings.auth_cache_seconds.total_seconds(),
+            oidc=oidc_verifier(settings),
+        ),
         RateLimiter(settings.rate_limit_per_second),
         Admission(
             calls_per_project=settings.max_calls_per_project,
@@ -133,8 +138,10 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ),
         identify,
     )  # fmt: skip
-    down = timedelta(seconds=settings.service_down_time)
-    console_client = ComputeConsoleClient(channels, timeout=settings.console_timeout_seconds)
+    down = settings.service_down_time
+    console_client = ComputeConsoleClient(
+        channels, timeout=settings.console_timeout_seconds.total_seconds()
+    )
     locate = ConsoleLocator(uow)
     consoles = ConsolesServicer(
         ConsoleOutputs(locate, console_client),
@@ -198,7 +205,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         registrations,
         credentials=settings.public_credentials(),
         metrics=RpcMetrics.create(registry),
-        unary_deadline=timedelta(seconds=settings.rpc_deadline_seconds),
+        unary_deadline=settings.rpc_deadline_seconds,
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
     readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
@@ -222,7 +229,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
             close_db,
             metrics_server.close,
         ],
-        grace=settings.shutdown_grace_seconds,
+        grace=settings.shutdown_grace_seconds.total_seconds(),
     )
     await readiness.check_once()
     readiness.start()

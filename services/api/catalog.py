@@ -24,7 +24,7 @@ MAX_DISK_GB = 1024 * 1024
 FLAVOR_ID = re.compile(r"^[A-Za-z0-9._-]{1,36}$")
 
 
-def _bounded(field: str, value: int, low: int, high: int) -> int:
+def _bounded(field: str, value: int, *, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidArgument(field, f"must be between {low} and {high}, got {value}")
     return value
@@ -42,9 +42,9 @@ class FlavorUseCases:
         flavor = Flavor(
             id=flavor_id or str(uuid.uuid4()),
             name=validation.check_name("name", name),
-            vcpus=_bounded("vcpus", vcpus, 1, MAX_VCPUS),
-            memory_mb=_bounded("ram", ram, 1, MAX_RAM_MB),
-            root_gb=_bounded("disk", disk, 0, MAX_DISK_GB),
+            vcpus=_bounded("vcpus", vcpus, low=1, high=MAX_VCPUS),
+            memory_mb=_bounded("ram", ram, low=1, high=MAX_RAM_MB),
+            root_gb=_bounded("disk", disk, low=0, high=MAX_DISK_GB),
         )
         if not FLAVOR_ID.match(flavor.id):
             raise InvalidArgument("id", "use 1 to 36 letters, digits, '.', '_' or '-'")

@@ -89,7 +89,7 @@ def new_network_from(
         gateway = None
     elif command.gateway_ip:
         gateway = parse_address("gateway_ip", command.gateway_ip)
-        ipam.check_fixed_ip("gateway_ip", gateway, cidr, None)
+        ipam.check_fixed_ip("gateway_ip", gateway, cidr=cidr, gateway=None)
     else:
         gateway = cidr.network_address + 1
     if len(command.dns_nameservers) > DNS_SERVERS_MAX:
@@ -114,7 +114,7 @@ def _check_pools(
         start = parse_address("allocation_pools.start", start_text)
         end = parse_address("allocation_pools.end", end_text)
         for address in (start, end):
-            ipam.check_fixed_ip("allocation_pools", address, cidr, None)
+            ipam.check_fixed_ip("allocation_pools", address, cidr=cidr, gateway=None)
         if end < start:
             raise InvalidArgument("allocation_pools", f"{start}-{end}: the end is before the start")
         if gateway is not None and start <= gateway <= end:

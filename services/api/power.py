@@ -11,17 +11,18 @@ from services.api.delete import RecordTx
 from services.common.db import actions
 from services.common.domain import Instance, PowerAction, TaskState, VmState, utcnow
 from services.common.errors import NotFound, WrongState
+from services.common.instance_actions import ActionName
 from services.common.stores import UnitOfWork
 
 # action -> (states it may start from, the task it sets, the instance action it records)
-RULES: dict[PowerAction, tuple[tuple[VmState, ...], TaskState, str]] = {
-    PowerAction.START: ((VmState.STOPPED,), TaskState.POWERING_ON, "start"),
-    PowerAction.STOP: ((VmState.ACTIVE, VmState.ERROR), TaskState.POWERING_OFF, "stop"),
-    PowerAction.REBOOT_SOFT: ((VmState.ACTIVE,), TaskState.REBOOTING, "reboot"),
+RULES: dict[PowerAction, tuple[tuple[VmState, ...], TaskState, ActionName]] = {
+    PowerAction.START: ((VmState.STOPPED,), TaskState.POWERING_ON, ActionName.START),
+    PowerAction.STOP: ((VmState.ACTIVE, VmState.ERROR), TaskState.POWERING_OFF, ActionName.STOP),
+    PowerAction.REBOOT_SOFT: ((VmState.ACTIVE,), TaskState.REBOOTING, ActionName.REBOOT),
     PowerAction.REBOOT_HARD: (
         (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR),
         TaskState.REBOOTING_HARD,
-        "reboot",
+        ActionName.REBOOT,
     ),
 }
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 
 from services.common.config import require, setting
-from services.common.observability_settings import ObservabilitySettings
+from services.common.service_settings import ServiceSettings
 from services.common.tls_reload import KeyPairFiles, ReloadingServerCredentials
-from services.common.tls_settings import InternalTlsSettings
 
 DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
 
 
 @dataclass(frozen=True)
-class ApiSettings(ObservabilitySettings, InternalTlsSettings):
+class ApiSettings(ServiceSettings):
     listen: str = setting(
         "127.0.0.1:8774", "Address the public gRPC API listens on (host:port; port 0 = any free)."
     )
@@ -37,26 +37,26 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     conductor_streams: int = setting(
         1, "Build streams opened per conductor address (one per conductor behind a DNS name)."
     )
-    auth_cache_seconds: float = setting(
-        30.0, "How long a token lookup is cached (a revoked token works at most this long)."
+    auth_cache_seconds: timedelta = setting(
+        timedelta(seconds=30),
+        "How long a token lookup is cached (a revoked token works at most this long).",
     )
-    ready_file: str = setting(
-        "", "When set, the bound address is written here once the service is serving."
-    )
-    shutdown_grace_seconds: float = setting(
-        5.0, "How long in-flight RPCs may run after SIGTERM before they are cancelled."
+    shutdown_grace_seconds: timedelta = setting(
+        timedelta(seconds=5),
+        "How long in-flight RPCs may run after SIGTERM before they are cancelled.",
     )
     image_store_path: str = setting(
         "var/images", "Directory holding image files; RegisterImage only reads files inside it."
     )
-    service_down_time: float = setting(
-        60.0, "Seconds without a heartbeat after which a compute host is shown as down."
+    service_down_time: timedelta = setting(
+        timedelta(seconds=60),
+        "Seconds without a heartbeat after which a compute host is shown as down.",
     )
     rate_limit_per_second: float = setting(
         500.0, "Public API calls per project per second, bursts of twice that (0: no limit)."
     )
-    rpc_deadline_seconds: float = setting(
-        5.0,
+    rpc_deadline_seconds: timedelta = setting(
+        timedelta(seconds=5),
         "Server-side time limit of every unary public call: past it the call's work (its "
         "database reads too) is stopped and it answers DEADLINE_EXCEEDED.",
     )
@@ -72,39 +72,43 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
     oidc_audience: str = setting("", "The audience (aud) the JWTs must be issued for.")
     oidc_jwks_url: str = setting("", "The issuer's JWKS URL (fetched and cached).")
     oidc_jwks_file: str = setting("", "The issuer's JWKS as a file (instead of the URL).")
-    oidc_jwks_cache_seconds: float = setting(300.0, "How long a fetched JWKS is kept.")
+    oidc_jwks_cache_seconds: timedelta = setting(
+        timedelta(seconds=300), "How long a fetched JWKS is kept."
+    )
     oidc_project_claim: str = setting("project_id", "The claim that names the project.")
     oidc_roles_claim: str = setting(
         "roles", "The claim listing roles (member, admin, reader; others are ignored)."
     )
     oidc_default_role: str = setting("member", "The role of a JWT that names none.")
-    oidc_leeway_seconds: float = setting(30.0, "Clock skew allowed on exp/iat/nbf (at most 300 s).")
+    oidc_leeway_seconds: timedelta = setting(
+        timedelta(seconds=30), "Clock skew allowed on exp/iat/nbf (at most 300 s)."
+    )
     quota_instances: int = setting(10, "Default instances per project (-1: unlimited).")
     quota_cores: int = setting(20, "Default vCPUs per project (-1: unlimited).")
     quota_ram: int = setting(51200, "Default MiB of RAM per project (-1: unlimited).")
-    console_timeout_seconds: float = setting(
-        10.0, "Deadline of one console-output call to a compute host."
+    console_timeout_seconds: timedelta = setting(
+        timedelta(seconds=10), "Deadline of one console-output call to a compute host."
     )
     console_sessions_per_project: int = setting(
         4, "Interactive console sessions one project may hold open through one api process."
     )
-    log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
     def __post_init__(self) -> None:
         self._check()
-        self.check_observability()
-        self.check_internal_tls()
+        self.check_service()
 
     def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
-        require(self.auth_cache_seconds >= 0, "auth_cache_seconds", "must be >= 0")
+        require(self.auth_cache_seconds >= timedelta(0), "auth_cache_seconds", "must be >= 0")
         require(self.conductor_streams >= 1, "conductor_streams", "must be >= 1")
         require(self.rate_limit_per_second >= 0, "rate_limit_per_second", "must be >= 0")
         require(
             self.console_sessions_per_project >= 1, "console_sessions_per_project", "must be >= 1"
         )
-        require(self.console_timeout_seconds > 0, "console_timeout_seconds", "must be > 0")
+        require(
+            self.console_timeout_seconds > timedelta(0), "console_timeout_seconds", "must be > 0"
+        )
         require(
             bool(self.public_tls_cert) == bool(self.public_tls_key),
             "public_tls_key" if self.public_tls_cert else "public_tls_cert",
@@ -122,11 +126,17 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
                 "oidc_default_role",
                 "must be member, admin or reader",
             )
-        require(0 <= self.oidc_leeway_seconds <= 300, "oidc_leeway_seconds", "must be 0 to 300")
-        require(self.rpc_deadline_seconds > 0, "rpc_deadline_seconds", "must be > 0")
+        require(
+            timedelta(0) <= self.oidc_leeway_seconds <= timedelta(seconds=300),
+            "oidc_leeway_seconds",
+            "must be 0 to 300",
+        )
+        require(self.rpc_deadline_seconds > timedelta(0), "rpc_deadline_seconds", "must be > 0")
         for name in ("max_calls_per_project", "max_streams_per_project"):
             require(getattr(self, name) >= 0, name, "must be >= 0 (0: no cap)")
-        require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
+        require(
+            self.shutdown_grace_seconds >= timedelta(0), "shutdown_grace_seconds", "must be >= 0"
+        )
         for name in ("quota_instances", "quota_cores", "quota_ram"):
             require(getattr(self, name) >= -1, name, "must be -1 (unlimited) or more")
 

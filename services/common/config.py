@@ -3,6 +3,9 @@
 Each service declares one frozen dataclass whose fields carry a default and a help line
 (``setting(...)``). ``load_settings`` builds the command-line parser from those fields, so the
 flags, the environment variables and the settings reference can never drift apart.
+
+Durations are ``timedelta`` fields; in a file, the environment and on the command line they
+are given in seconds (a number), as they always were.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,12 +67,32 @@ def _parse_int(raw: Any) -> int:
     return int(raw)
 
 
+def _parse_duration(raw: Any) -> timedelta:
+    """Seconds (a number, or its text) -> timedelta."""
+    if isinstance(raw, timedelta):
+        return raw
+    if isinstance(raw, bool):
+        raise ValueError("a boolean is not a duration")
+    return timedelta(seconds=float(raw))
+
+
+def seconds(value: timedelta) -> str:
+    """A duration as users write it (seconds), for help texts and the settings reference."""
+    return str(value.total_seconds())
+
+
 def _parse_tuple(raw: Any) -> tuple[str, ...]:
     items = [i.strip() for i in raw.split(",")] if isinstance(raw, str) else list(raw)
     return tuple(str(item) for item in items if str(item))
 
 
-_SCALARS: dict[Any, Any] = {bool: _parse_bool, int: _parse_int, float: float, str: str}
+_SCALARS: dict[Any, Any] = {
+    bool: _parse_bool,
+    int: _parse_int,
+    float: float,
+    str: str,
+    timedelta: _parse_duration,
+}
 
 
 def _parse_value(kind: Any, raw: Any, name: str) -> Any:
@@ -96,7 +120,12 @@ def describe(cls: type) -> list[tuple[str, str, str, str, str]]:
         default = field.default
         if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
-        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        if isinstance(default, tuple):
+            shown = ",".join(default)
+        elif isinstance(default, timedelta):
+            shown = seconds(default)
+        else:
+            shown = str(default)
         rows.append(
             (field.name, flag_name(field.name), env_name(field.name), shown, field.metadata["help"])
         )

@@ -278,6 +278,8 @@ class InstanceEvent:
     power_state: PowerState = PowerState.NOSTATE
     reason: str = ""
     request_id: str = ""
+    # ACTION_FAILED: which power action failed (None from a compute too old to say).
+    power_action: PowerAction | None = None
 
 
 @dataclass(frozen=True, slots=True)

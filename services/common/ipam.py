@@ -50,7 +50,7 @@ def pool_size(pools: Iterable[Pool]) -> int:
 
 
 def check_fixed_ip(
-    field: str, address: IPv4Address, cidr: IPv4Network, gateway: IPv4Address | None
+    field: str, address: IPv4Address, *, cidr: IPv4Network, gateway: IPv4Address | None
 ) -> None:
     """A requested address must be a host address of the subnet and not its gateway."""
     hosts = _host_range(cidr)
@@ -83,7 +83,7 @@ class AddressPool:
     def take(self, requested: IPv4Address | None = None, *, field: str = "networks") -> IPv4Address:
         """The requested address if free, else the lowest free one of the pools."""
         if requested is not None:
-            check_fixed_ip(field, requested, self._cidr, self._gateway)
+            check_fixed_ip(field, requested, cidr=self._cidr, gateway=self._gateway)
             if requested in self._used:
                 raise AlreadyExists(
                     f"{field}: address {requested} is in use on network {self._name!r}",

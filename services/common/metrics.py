@@ -96,7 +96,7 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def gauge_from(
-    registry: CollectorRegistry, name: str, help_text: str, read: Callable[[], float]
+    registry: CollectorRegistry, name: str, help_text: str, *, read: Callable[[], float]
 ) -> Gauge:
     """A gauge whose value is read when Prometheus scrapes."""
     gauge = Gauge(name, help_text, registry=registry)

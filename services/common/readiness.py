@@ -5,10 +5,11 @@ only fail it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
+from services.common.background import BackgroundTask
 from services.common.rpc.server import ServiceServer
 
 log = logging.getLogger(__name__)
@@ -18,12 +19,16 @@ Check = Callable[[], Awaitable[bool]]
 
 class Readiness:
     def __init__(
-        self, server: ServiceServer, checks: Sequence[tuple[str, Check]], interval: float = 5.0
+        self,
+        server: ServiceServer,
+        checks: Sequence[tuple[str, Check]],
+        *,
+        interval: timedelta = timedelta(seconds=5),
     ) -> None:
         self._server = server
         self._checks = list(checks)
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._interval = interval.total_seconds()
+        self._task = BackgroundTask("readiness", self._run)
         self.ready = False
 
     async def check_once(self) -> bool:
@@ -46,7 +51,7 @@ class Readiness:
         return ready
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="readiness")
+        self._task.start()
 
     async def _run(self) -> None:
         while True:
@@ -54,7 +59,4 @@ class Readiness:
             await self.check_once()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.close()

@@ -15,8 +15,9 @@ from services.common.app import RunningService
 from services.common.config import ConfigError, load_settings
 from services.common.logging_setup import configure_logging
 from services.common.rpc.server import stop_event_on_signals
+from services.common.service_settings import ServiceSettings
 
-S = TypeVar("S")
+S = TypeVar("S", bound=ServiceSettings)
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,14 @@ def main_for(
         return 2
 
     async def run() -> int:
-        configure_logging(
-            log_name(settings),
-            str(getattr(settings, "log_level", "INFO")),
-            str(getattr(settings, "log_format", "text")),
-        )
+        configure_logging(log_name(settings), settings.log_level, settings.log_format)
         stop = stop_event_on_signals()
         try:
             service = await start(settings)
         except Exception as exc:  # a dependency refused us at start: say which, plainly
             log.error("%s cannot start: %s", prog, exc)
             return 1
-        write_ready_file(str(getattr(settings, "ready_file", "")), service.address)
+        write_ready_file(settings.ready_file, service.address)
         await stop.wait()
         await service.stop()
         return 0

@@ -30,6 +30,7 @@ from services.common.domain import (
     TaskState,
     VmState,
 )
+from services.common.instance_actions import ActionName
 from services.common.networking import Network
 
 if TYPE_CHECKING:  # records still defined beside their SQL (they import no SQL themselves)
@@ -217,7 +218,7 @@ class ActionStore(Protocol):
     def start(self, actions: Sequence[NewAction], now: datetime) -> None: ...
 
     def finish(
-        self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
+        self, uuids: Sequence[str], action: ActionName, now: datetime, *, message: str | None = None
     ) -> None:
         """End the latest ``action`` of each instance (``message``: why it failed)."""
         ...

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from services.common.app import RunningService
+from services.common.background import BackgroundTask
 from services.common.domain import ComputeNodeReport, Resources
 from services.common.generated.novagrpc.internal.v1 import (
     compute_console_pb2,
@@ -120,17 +120,18 @@ class Heartbeat:
         nodes: NodeReporter,
         manager: ComputeManager,
         settings: ComputeSettings,
+        *,
         address: str,
     ) -> None:
         self._nodes = nodes
         self._manager = manager
         self._settings = settings
         self._address = address
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("heartbeat", self._run)
         self.registered = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="heartbeat")
+        self._task.start()
 
     async def _run(self) -> None:
         driver: VirtDriver = self._manager.driver
@@ -145,7 +146,7 @@ class Heartbeat:
                 )
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-                await asyncio.sleep(min(1.0, self._settings.heartbeat_interval))
+                await asyncio.sleep(min(1.0, self._settings.heartbeat_interval.total_seconds()))
                 continue
             if not self.registered.is_set():
                 log.info(
@@ -157,13 +158,10 @@ class Heartbeat:
                     resources.local_gb,
                 )
                 self.registered.set()
-            await asyncio.sleep(self._settings.heartbeat_interval)
+            await asyncio.sleep(self._settings.heartbeat_interval.total_seconds())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.close()
 
 
 def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDriver:
@@ -172,7 +170,7 @@ def libvirt_driver(settings: ComputeSettings, host: LibvirtHost) -> LibvirtDrive
         InstanceStorage(Path(settings.instances_path)),
         LibvirtOptions(
             virt_type=settings.virt_type,
-            spawn_timeout=settings.spawn_timeout,
+            spawn_timeout=settings.spawn_timeout.total_seconds(),
             interface=parse_interface(settings.network_interface),
             owner=settings.host,
         ),
@@ -227,7 +225,7 @@ async def start_compute(
         host=settings.host,
         max_concurrent_builds=settings.max_concurrent_builds,
         instance_name_template=settings.instance_name_template,
-        clean_shutdown_timeout=settings.clean_shutdown_timeout,
+        clean_shutdown_timeout=settings.clean_shutdown_timeout.total_seconds(),
         metrics=metrics,
     )
     console = ConsoleService.create(
@@ -260,13 +258,13 @@ async def start_compute(
     )
     address = settings.advertise_address or bound_address(settings.listen, server.port)
     heartbeat = Heartbeat(
-        NodeReporter(channels, settings.conductor_addresses), manager, settings, address
+        NodeReporter(channels, settings.conductor_addresses), manager, settings, address=address
     )
     sync = HostSync(
         manager,
         ConductorClient(channels, settings.conductor_addresses),
-        interval=settings.sync_power_state_interval,
-        handback_grace=settings.build_handback_grace,
+        interval=settings.sync_power_state_interval.total_seconds(),
+        handback_grace=settings.build_handback_grace.total_seconds(),
     )
     readiness_reports = GuestReadiness(
         events, settings.host, asyncio.get_running_loop(), ours=lambda uuid: uuid in tracker
@@ -282,8 +280,8 @@ async def start_compute(
     readiness.start()
 
     async def drain_builds() -> None:
-        log.info("draining builds (up to %.0fs)", settings.shutdown_timeout)
-        unfinished = await manager.drain(settings.shutdown_timeout)
+        log.info("draining builds (up to %.0fs)", settings.shutdown_timeout.total_seconds())
+        unfinished = await manager.drain(settings.shutdown_timeout.total_seconds())
         if unfinished:
             log.warning("%d builds unfinished at shutdown", unfinished)
         if not await events.flush(EVENT_FLUSH_TIMEOUT_S):

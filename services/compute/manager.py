@@ -33,7 +33,6 @@ from services.common.domain import (
 from services.compute.metrics import ComputeMetrics
 from services.compute.net.driver import DatapathError, NetworkDriver
 from services.compute.resource_tracker import ClaimRefused, ResourceTracker
-from services.compute.virt.configdrive import ConfigDriveContent
 from services.compute.virt.driver import (
     HypervisorError,
     ImageRef,
@@ -41,6 +40,7 @@ from services.compute.virt.driver import (
     SpawnSpec,
     VirtDriver,
 )
+from services.compute.virt.metadata import ConfigDriveContent
 from services.compute.virt.network_data import network_data
 
 log = logging.getLogger(__name__)
@@ -367,7 +367,7 @@ class ComputeManager:
             except Exception as exc:
                 log.warning("%s of %s failed: %s", action, uuid, exc)
                 self.report(uuid, InstanceEventKind.ACTION_FAILED, reason=f"{action}: {exc}",
-                            request_id=request_id)  # fmt: skip
+                            request_id=request_id, power_action=action)  # fmt: skip
                 return
         power = PowerState.SHUTDOWN if done is InstanceEventKind.STOPPED else PowerState.RUNNING
         self.report(uuid, done, power_state=power, request_id=request_id)
@@ -403,6 +403,7 @@ class ComputeManager:
         reason: str = "",
         power_state: PowerState = PowerState.NOSTATE,
         request_id: str = "",
+        power_action: PowerAction | None = None,
     ) -> None:
         self._events.report(
             InstanceEvent(
@@ -413,6 +414,7 @@ class ComputeManager:
                 power_state=power_state,
                 reason=reason,
                 request_id=request_id,
+                power_action=power_action,
             )
         )
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from services.common.config import require, setting
-from services.common.observability_settings import ObservabilitySettings
-from services.common.tls_settings import InternalTlsSettings
+from services.common.service_settings import ServiceSettings
 from services.compute.virt.libvirt.driver import parse_interface
 
 VIRT_TYPES = ("test", "qemu", "kvm")
@@ -15,7 +15,7 @@ NETWORK_DRIVERS = frozenset({"", "linuxbridge", "noop"})
 
 
 @dataclass(frozen=True)
-class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
+class ComputeSettings(ServiceSettings):
     listen: str = setting(
         "127.0.0.1:8790", "Address the internal Compute service listens on (host:port)."
     )
@@ -59,35 +59,35 @@ class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
     cpu_allocation_ratio: float = setting(16.0, "vCPU overcommit of this host (Nova: 16.0).")
     ram_allocation_ratio: float = setting(1.5, "RAM overcommit of this host (Nova: 1.5).")
     disk_allocation_ratio: float = setting(1.0, "Disk overcommit of this host (Nova: 1.0).")
-    sync_power_state_interval: float = setting(
-        60.0, "Seconds between comparisons of libvirt's power states with the database's."
+    sync_power_state_interval: timedelta = setting(
+        timedelta(seconds=60),
+        "Seconds between comparisons of libvirt's power states with the database's.",
     )
-    build_handback_grace: float = setting(
-        60.0,
+    build_handback_grace: timedelta = setting(
+        timedelta(seconds=60),
         "After a restart, seconds to wait for builds placed here before handing back those "
         "that never arrive (they died with the previous process).",
     )
-    heartbeat_interval: float = setting(
-        10.0, "Seconds between heartbeats to the conductor (Nova's report_interval: 10)."
+    heartbeat_interval: timedelta = setting(
+        timedelta(seconds=10),
+        "Seconds between heartbeats to the conductor (Nova's report_interval: 10).",
     )
-    spawn_timeout: float = setting(
-        300.0, "Seconds a domain may take to reach RUNNING before the build fails."
+    spawn_timeout: timedelta = setting(
+        timedelta(seconds=300), "Seconds a domain may take to reach RUNNING before the build fails."
     )
-    clean_shutdown_timeout: float = setting(
-        30.0, "Seconds a guest gets to shut down cleanly on stop before it is destroyed."
+    clean_shutdown_timeout: timedelta = setting(
+        timedelta(seconds=30),
+        "Seconds a guest gets to shut down cleanly on stop before it is destroyed.",
     )
-    shutdown_timeout: float = setting(
-        30.0, "On SIGTERM, seconds to let queued and running builds finish before exiting."
+    shutdown_timeout: timedelta = setting(
+        timedelta(seconds=30),
+        "On SIGTERM, seconds to let queued and running builds finish before exiting.",
     )
     health_listen: str = setting(
         "",
         "host:port of a plaintext gRPC port serving only health (for kubelet's probes, "
         "which cannot present a client certificate); empty: none.",
     )
-    ready_file: str = setting(
-        "", "When set, the bound address is written here once the service is serving."
-    )
-    log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
 
     @property
     def chosen_network_driver(self) -> str:
@@ -97,8 +97,7 @@ class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
 
     def __post_init__(self) -> None:
         self._check()
-        self.check_observability()
-        self.check_internal_tls()
+        self.check_service()
 
     def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
@@ -106,8 +105,12 @@ class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
         require(self.virt_type in VIRT_TYPES, "virt_type", f"must be one of {VIRT_TYPES}")
         require(self.max_concurrent_builds >= 1, "max_concurrent_builds", "must be >= 1")
-        require(self.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
-        require(self.sync_power_state_interval > 0, "sync_power_state_interval", "must be > 0")
+        require(self.heartbeat_interval > timedelta(0), "heartbeat_interval", "must be > 0")
+        require(
+            self.sync_power_state_interval > timedelta(0),
+            "sync_power_state_interval",
+            "must be > 0",
+        )
         for name in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio"):
             require(getattr(self, name) > 0, name, "must be > 0")
         require(

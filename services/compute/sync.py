@@ -15,12 +15,12 @@ it is compared with the database's, and differences are reported.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from services.common.background import BackgroundTask
 from services.common.domain import HostInstance, InstanceEventKind, TaskState, VmState
 from services.compute.manager import ComputeManager, Phase
 from services.compute.virt.driver import DomainInfo
@@ -59,18 +59,15 @@ class HostSync:
         self._inventory = inventory
         self._interval = interval
         self._grace = handback_grace
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("host-sync", self._run)
         self.recovered = asyncio.Event()
         self.last_recovery: RecoveryReport | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="host-sync")
+        self._task.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.close()
 
     async def _run(self) -> None:
         delay = 0.2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from prometheus_client import CollectorRegistry
 
@@ -49,7 +48,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         host_subset_size=settings.host_subset_size,
         max_attempts=settings.max_attempts,
     )
-    computes = ComputeClient(channels, timeout=settings.build_rpc_timeout)
+    computes = ComputeClient(channels, timeout=settings.build_rpc_timeout.total_seconds())
     port_rules = PortRulesFanOut(uow, computes, metrics=metrics)
     # Compute's reports and dispatch's unsendable builds are written by one recorder; the
     # builds it moves go back to dispatch: recorder -> build path -> batched reports.
@@ -57,7 +56,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         db,
         EventPolicy(
             max_attempts=settings.max_attempts,
-            service_down_time=timedelta(seconds=settings.service_down_time),
+            service_down_time=settings.service_down_time,
         ),
         metrics=metrics,
         servers_came_or_went=port_rules.servers_came_or_went,
@@ -66,14 +65,14 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         db,
         computes,
         scheduler,
-        service_down_time=timedelta(seconds=settings.service_down_time),
+        service_down_time=settings.service_down_time,
         reschedule=recorder.record,
         batch_size=settings.schedule_batch_size,
         metrics=metrics,
     )
     events = InstanceEvents(recorder, dispatch=builds.dispatch)
     deletes = DeleteInstances(uow, computes, servers_went=port_rules.servers_came_or_went)
-    streams = BuildStreams(max_age=settings.build_stream_max_age or None)
+    streams = BuildStreams(max_age=settings.build_stream_max_age.total_seconds() or None)
     servicer = ConductorServicer(
         builds, events, ComputeNodes(db), deletes, PowerActions(uow, computes),
         port_rules=port_rules, streams=streams, scope=HostScope(uow),
@@ -85,11 +84,11 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         finish_deletes=deletes,
         report_failures=events.apply,
         policy=ReconcilePolicy(
-            interval=settings.reconcile_interval,
-            scheduling_grace=timedelta(seconds=settings.scheduling_grace),
-            service_down_time=timedelta(seconds=settings.service_down_time),
-            instance_build_timeout=timedelta(seconds=settings.instance_build_timeout),
-            power_action_timeout=timedelta(seconds=settings.power_action_timeout),
+            interval=settings.reconcile_interval.total_seconds(),
+            scheduling_grace=settings.scheduling_grace,
+            service_down_time=settings.service_down_time,
+            instance_build_timeout=settings.instance_build_timeout,
+            power_action_timeout=settings.power_action_timeout,
         ),
         metrics=metrics,
     )
@@ -104,9 +103,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         max_connection_age_grace=settings.connection_age_grace(),
     )
     metrics_server = MetricsServer(registry, settings.metrics_listen)
-    census = InstanceCensus(
-        uow, metrics, service_down_time=timedelta(seconds=settings.service_down_time)
-    )
+    census = InstanceCensus(uow, metrics, service_down_time=settings.service_down_time)
     readiness = Readiness(server, [("database", db.ping)], interval=settings.readiness_interval)
     builds.start()
     events.start()
@@ -118,10 +115,10 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         db.close()
 
     async def drain_streams() -> None:
-        await streams.end_all(timeout=settings.shutdown_grace_seconds)
+        await streams.end_all(timeout=settings.shutdown_grace_seconds.total_seconds())
 
     async def drain_builds() -> None:
-        await builds.drain(timeout=settings.shutdown_grace_seconds)
+        await builds.drain(timeout=settings.shutdown_grace_seconds.total_seconds())
 
     service = RunningService(
         "conductor",
@@ -142,7 +139,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             close_db,
             metrics_server.close,
         ],
-        grace=settings.shutdown_grace_seconds,
+        grace=settings.shutdown_grace_seconds.total_seconds(),
     )
     await readiness.check_once()
     readiness.start()

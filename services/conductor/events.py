@@ -23,7 +23,6 @@ from services.common.db.engine import Database
 from services.common.domain import (
     InstanceEvent,
     InstanceEventKind,
-    PowerAction,
     PowerState,
     TaskState,
     VmState,
@@ -190,15 +189,17 @@ def _power_results(
             connection, [e.instance_uuid for e in failed], None, None, now
         )
         for event in failed:
-            # compute's reason starts with the PowerAction's value ("reboot_hard: ...")
-            name = event.reason.split(":", 1)[0]
-            try:
-                action = actions.ACTION_OF[PowerAction(name)]
-            except ValueError:
-                action = name
-            actions.finish_actions(
-                connection, [event.instance_uuid], action, now, message=event.reason
+            # A compute too old to name the action: the instance's one open power action
+            # (its task state lets only one run at a time) is the one that failed.
+            names = (
+                [actions.ACTION_OF[event.power_action]]
+                if event.power_action is not None
+                else actions.POWER_ACTIONS
             )
+            for action in names:
+                actions.finish_actions(
+                    connection, [event.instance_uuid], action, now, message=event.reason
+                )
 
 
 _CLEARS_READINESS = (Kind.STOPPED, Kind.REBOOTED)

@@ -13,7 +13,6 @@ the datapath to the database) or with the next change; the push is logged and co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
+from services.common.background import BackgroundTask
 from services.common.domain import VmState
 from services.common.networking import PortSpec
 from services.common.stores import InstanceStore, NodeStore, SecurityGroupStore, UnitOfWork
@@ -81,17 +81,14 @@ class PortRulesFanOut:
         self._linger = linger.total_seconds()
         self._pending = _Pending()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("port-rules-fan-out", self._run)
         self.last: PushReport = PushReport()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="port-rules-fan-out")
+        self._task.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.close()
 
     def groups_changed(self, group_ids: Sequence[str], instance_uuids: Sequence[str] = ()) -> None:
         """Never blocks: the push happens in the background, coalesced."""

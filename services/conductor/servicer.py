@@ -96,6 +96,7 @@ def event_from_proto(message: conductor_pb2.InstanceEvent) -> InstanceEvent:
         power_state=power_state,
         reason=message.reason,
         request_id=message.request_id,
+        power_action=_POWER_ACTIONS.get(message.power_action),
     )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from services.cli.manage import issue_token
-from services.common.db.migrate import upgrade
 from tests.support.processes import Service, ServiceSet
+from tests.support.sqlite import copy_database
 
 
 @dataclass
@@ -21,11 +21,10 @@ class System:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def system(tmp_path_factory: pytest.TempPathFactory, migrated_sqlite: Path) -> Iterator[System]:
     """api, conductor and one compute (test:///default) as three real processes on SQLite."""
     workdir: Path = tmp_path_factory.mktemp("system")
-    url = f"sqlite:///{workdir / 'nova.sqlite'}"
-    upgrade(url)
+    url = copy_database(migrated_sqlite, workdir / "nova.sqlite")
     _, token = issue_token(url, "demo")
     _, admin_token = issue_token(url, "ops", admin=True)
     services = ServiceSet(workdir)

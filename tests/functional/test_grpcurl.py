@@ -6,12 +6,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.functional.conftest import System
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -39,18 +40,18 @@ def test_reflection_create_and_get(system: System) -> None:
     assert created.returncode == 0, created.stderr
     server_id = json.loads(created.stdout)["server_ids"][0]
 
-    deadline = time.monotonic() + 30
-    while True:
+    server: dict[str, Any] = {}
+
+    def built() -> bool:
         shown = grpcurl(
             "-H", auth, "-d", json.dumps({"id": server_id}), api.address,
             "novagrpc.v1.Servers/GetServer",
         )  # fmt: skip
         assert shown.returncode == 0, shown.stderr
-        server = json.loads(shown.stdout)
-        if server["status"] != "SERVER_STATUS_BUILD":
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+        server.update(json.loads(shown.stdout))
+        return bool(server["status"] != "SERVER_STATUS_BUILD")
+
+    wait_until(built, 30, "the server to leave BUILD", interval=0.1)
     assert server["status"] == "SERVER_STATUS_ACTIVE" and server["name"] == "curl"
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,11 +27,12 @@ def test_launcher_runs_the_system_and_ctrl_c_stops_all_three(tmp_path: Path) -> 
     )  # fmt: skip
     try:
         api_file = tmp_path / "run" / "api.addr"
-        deadline = time.monotonic() + 60
-        while not api_file.exists():
+
+        def serving() -> bool:
             assert launcher.poll() is None, launcher.stdout.read() if launcher.stdout else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            return api_file.exists()
+
+        wait_until(serving, 60, "the launcher's api address file")
         api = api_file.read_text().strip()
         novactl = str(Path(sys.executable).with_name("novactl"))
         token = (tmp_path / "dev-token").read_text().strip()

@@ -4,14 +4,12 @@ error message."""
 from __future__ import annotations
 
 import base64
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 
 from services.cli.manage import issue_token
-from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import (
     keypairs_pb2,
     keypairs_pb2_grpc,
@@ -20,14 +18,14 @@ from services.common.generated.novagrpc.v1 import (
 )
 from tests.support.auth import Authed
 from tests.support.keys import ed25519_public_key
+from tests.support.polling import wait_until
 from tests.support.processes import ServiceSet
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_secrets_never_reach_logs_or_errors(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
-    upgrade(url)
+def test_secrets_never_reach_logs_or_errors(tmp_path: Path, sqlite_url: str) -> None:
+    url = sqlite_url
     _, token = issue_token(url, "demo")
     services = ServiceSet(tmp_path, env={"NOVA_GRPC_LOG_LEVEL": "DEBUG"})
     password = "pw-SECRET-7f3a9c"
@@ -50,15 +48,16 @@ def test_secrets_never_reach_logs_or_errors(tmp_path: Path) -> None:
                 ),
                 timeout=10,
             )  # fmt: skip
-            deadline = time.monotonic() + 30
-            while (
-                stub.GetServer(
-                    servers_pb2.GetServerRequest(id=reply.server_ids[0]), timeout=10
-                ).status
-                == servers_pb2.SERVER_STATUS_BUILD
-            ):
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_until(
+                lambda: (
+                    stub.GetServer(
+                        servers_pb2.GetServerRequest(id=reply.server_ids[0]), timeout=10
+                    ).status
+                    != servers_pb2.SERVER_STATUS_BUILD
+                ),
+                30,
+                "the server to leave BUILD",
+            )
             bad_requests = [
                 servers_pb2.CreateServerRequest(name="x", flavor_ref="m1.tiny",
                     image_ref="nova-tiny", admin_password=password + "\x01"),

@@ -3,9 +3,9 @@ all three processes (JSON lines)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -15,8 +15,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.cli.manage import issue_token
-from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
+from tests.support.polling import wait_until
 from tests.support.processes import ServiceSet
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,9 +67,10 @@ def check_metrics(before: dict[str, dict[str, float]], after: dict[str, dict[str
     assert moved("compute", "grpc_server_handled_total", **build) == 1
 
 
-def test_metrics_move_and_a_request_id_crosses_all_three_services(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
-    upgrade(url)
+def test_metrics_move_and_a_request_id_crosses_all_three_services(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    url = sqlite_url
     _, token = issue_token(url, "demo")
     services = ServiceSet(tmp_path, env={"NOVA_GRPC_LOG_FORMAT": "json"})
     ports = {"conductor": "127.0.0.1:19780", "compute": "127.0.0.1:19790", "api": "127.0.0.1:19774"}
@@ -111,16 +112,28 @@ def test_metrics_move_and_a_request_id_crosses_all_three_services(tmp_path: Path
                 stub.GetServer(servers_pb2.GetServerRequest(id=str(uuid.uuid4())), timeout=5,
                                metadata=headers[:1])  # fmt: skip
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-            deadline = time.monotonic() + 30
-            while any(
-                stub.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5,
-                               metadata=headers[:1]).status == servers_pb2.SERVER_STATUS_BUILD
-                for i in reply.server_ids
-            ):  # fmt: skip
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        time.sleep(0.5)
-        after = {name: scrape(address) for name, address in ports.items()}
+            wait_until(
+                lambda: not any(
+                    stub.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5,
+                                   metadata=headers[:1]).status == servers_pb2.SERVER_STATUS_BUILD
+                    for i in reply.server_ids
+                ),
+                30, "both servers to leave BUILD",
+            )  # fmt: skip
+        after: dict[str, dict[str, float]] = {}
+
+        def metrics_moved() -> bool:
+            # a counter moves a moment after the answer it counts (the interceptor records a
+            # call once it has been answered): scrape until all moved, then assert below
+            after.update({name: scrape(address) for name, address in ports.items()})
+            try:
+                check_metrics(before, after)
+            except AssertionError:
+                return False
+            return True
+
+        with contextlib.suppress(TimeoutError):  # check_metrics below says what did not move
+            wait_until(metrics_moved, 10, "the create's metrics", interval=0.1)
     finally:
         services.stop()
 

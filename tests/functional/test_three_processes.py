@@ -11,18 +11,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from tests.functional.conftest import System
 from tests.support.auth import Authed
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def wait_settled(stub: Authed, ids: list[str], timeout: float = 30) -> list[servers_pb2.Server]:
-    deadline = time.monotonic() + timeout
-    while True:
-        servers = [stub.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5) for i in ids]
-        if all(s.status != servers_pb2.SERVER_STATUS_BUILD for s in servers):
-            return servers
-        assert time.monotonic() < deadline, [s.status for s in servers]
-        time.sleep(0.05)
+    servers: list[servers_pb2.Server] = []
+
+    def settled() -> bool:
+        servers[:] = [stub.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5) for i in ids]
+        return all(s.status != servers_pb2.SERVER_STATUS_BUILD for s in servers)
+
+    wait_until(settled, timeout, f"{len(ids)} servers to leave BUILD")
+    return servers
 
 
 def test_three_servers_reach_active_and_running(system: System) -> None:

@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.cli.manage import issue_token
-from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
@@ -31,6 +30,7 @@ from services.common.generated.novagrpc.v1 import (
 )
 from tests.support.auth import Authed
 from tests.support.processes import ServiceSet
+from tests.support.sqlite import copy_database
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -64,10 +64,9 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def api(tmp_path_factory: pytest.TempPathFactory, migrated_sqlite: Path) -> Iterator[Api]:
     workdir: Path = tmp_path_factory.mktemp("hostile")
-    url = f"sqlite:///{workdir / 'nova.sqlite'}"
-    upgrade(url)
+    url = copy_database(migrated_sqlite, workdir / "nova.sqlite")
     _, token = issue_token(url, "demo")
     _, admin = issue_token(url, "ops", admin=True)
     services = ServiceSet(

@@ -30,6 +30,7 @@ from tests.integration.test_compute_lifecycle import GatedDriver
 from tests.integration.test_pipeline import create, instance_count, wait_for_compute
 from tests.support.auth import Authed
 from tests.support.keys import ed25519_public_key
+from tests.support.polling import wait_until_async
 from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(90)
@@ -312,13 +313,15 @@ async def test_stop_start_and_reboot(sqlite_url: str, tmp_path: Path) -> None:
             await stack.servers.RebootServer(
                 servers_pb2.RebootServerRequest(id=server_id, type=kind), timeout=5
             )
-            for _ in range(500):
-                server = await stack.servers.GetServer(
+
+            async def rebooted() -> servers_pb2.Server | None:
+                shown = await stack.servers.GetServer(
                     servers_pb2.GetServerRequest(id=server_id), timeout=5
                 )
-                if not server.task_state:
-                    break
-                await asyncio.sleep(0.01)
+                return None if shown.task_state else shown
+
+            server = await wait_until_async(rebooted, 10, "the reboot to finish")
+            assert server is not None
             assert server.status == servers_pb2.SERVER_STATUS_ACTIVE
             assert server.power_state == servers_pb2.POWER_STATE_RUNNING
         actions = await stack.servers.ListServerActions(

@@ -15,6 +15,7 @@ import pytest
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.rpc.server import Registration, start_server
 from tests.integration.test_pipeline import create, field_violation, wait_for_compute
+from tests.support.polling import wait_until_async
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.timeout(60)
@@ -126,17 +127,18 @@ async def test_open_streams_are_capped_per_project(sqlite_url: str, tmp_path: Pa
         assert (await _first(admin_stream)).server.id == theirs.server_ids[0]
         # ...and closing one stream makes room again (its slot frees when the call ends)
         streams[0].cancel()
-        deadline = time.monotonic() + 10
-        while True:
+
+        async def room_again() -> bool:
             again = stack.servers.WatchServers(watch, timeout=5)
             try:
                 assert (await _first(again)).server.id == reply.server_ids[0]
-                break
+                return True
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+                return False
             finally:
                 again.cancel()
+
+        await wait_until_async(room_again, 10, "the closed stream's slot", interval=0.05)
         admin_stream.cancel()
         streams[1].cancel()

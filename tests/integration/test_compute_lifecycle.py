@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -22,6 +23,7 @@ from services.compute.virt.images import qemu_img
 from services.compute.virt.libvirt.driver import LibvirtDriver
 from services.compute.virt.libvirt.host import LibvirtHost
 from tests.integration.test_pipeline import create, wait_for_compute
+from tests.support.polling import wait_until_async
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.timeout(60)
@@ -141,13 +143,16 @@ async def test_delete_during_build_and_in_error(sqlite_url: str, tmp_path: Path)
         await wait_for_compute(sqlite_url)
         building = (await stack.servers.CreateServer(create("slow"), timeout=5)).server_ids[0]
         assert await asyncio.to_thread(gated[0].waiting.wait, 10), "the build never started"
-        for _ in range(500):  # the spawning report lands a moment after the spawn starts
-            server = await stack.servers.GetServer(
+
+        async def reported() -> servers_pb2.Server | None:
+            shown = await stack.servers.GetServer(
                 servers_pb2.GetServerRequest(id=building), timeout=5
             )
-            if server.task_state == "spawning":
-                break
-            await asyncio.sleep(0.01)
+            return shown if shown.task_state == "spawning" else None
+
+        # the spawning report lands a moment after the spawn starts
+        server = await wait_until_async(reported, 10, "the spawning report")
+        assert server is not None
         assert server.status == servers_pb2.SERVER_STATUS_BUILD and server.task_state == "spawning"
         await stack.servers.DeleteServer(servers_pb2.DeleteServerRequest(id=building), timeout=5)
         gated[0].gate.set()  # the build finishes; the queued terminate then removes it
@@ -176,7 +181,7 @@ async def test_delete_during_build_and_in_error(sqlite_url: str, tmp_path: Path)
 
 
 async def test_power_changes_behind_our_back_are_synced(sqlite_url: str, tmp_path: Path) -> None:
-    fast_sync = [{"sync_power_state_interval": 0.2}]
+    fast_sync = [{"sync_power_state_interval": timedelta(seconds=0.2)}]
     async with running_stack(sqlite_url, tmp_path, per_compute=fast_sync) as stack:
         await wait_for_compute(sqlite_url)
         reply = await stack.servers.CreateServer(create(max_count=2), timeout=5)

@@ -24,6 +24,7 @@ from tests.integration.test_api_servers import rich_detail
 from tests.integration.test_pipeline import create, field_violation, wait_for_compute
 from tests.support.auth import Authed
 from tests.support.consoles import EchoConsoles
+from tests.support.polling import wait_until_async
 from tests.support.stack import Stack, running_stack
 from tests.support.tls import api_aio_channel
 
@@ -64,11 +65,16 @@ async def open_sessions(stack: Stack) -> int:
 
 async def wait_sessions(stack: Stack, consoles: EchoConsoles, wanted: int) -> None:
     """Both ends of the cleanup: the compute's sessions and the console port's streams."""
-    for _ in range(500):
-        if await open_sessions(stack) == wanted and consoles.open_handles == wanted:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"sessions {await open_sessions(stack)}, streams {consoles.open_handles}")
+    seen: list[int] = []
+
+    async def closed() -> bool:
+        seen[:] = [await open_sessions(stack)]
+        return seen[0] == wanted and consoles.open_handles == wanted
+
+    await wait_until_async(
+        closed, 10, f"{wanted} open console sessions",
+        last=lambda: f"sessions {seen}, streams {consoles.open_handles}",
+    )  # fmt: skip
 
 
 async def test_typed_bytes_come_back_and_cancelling_frees_everything(

@@ -3,7 +3,6 @@ together travel in one call, in order, and nothing is dropped when the conductor
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from services.common.domain import InstanceEvent, InstanceEventKind, utcnow
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import EventReporter
+from tests.support.polling import turns
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -59,10 +59,12 @@ async def test_events_close_together_travel_in_one_call(channels: ChannelPool) -
     server, address = await _serve(conductor)
     reporter = EventReporter(channels, [address], linger=0.05)
     reporter.start()
-    await asyncio.sleep(0.01)  # idle, as a compute between builds
+    await turns()  # idle, as a compute between builds
     try:
         reporter.report(event("a", InstanceEventKind.SPAWNING))
-        await asyncio.sleep(0.005)  # the build runs on: well inside the linger
+        # the build runs on: the reporter wakes and lingers; without the linger it would
+        # have sent SPAWNING alone within these turns (no clock: a few task switches)
+        await turns(3)
         reporter.report(event("a", InstanceEventKind.ACTIVE))
         assert await reporter.flush(10)
     finally:

@@ -14,20 +14,19 @@ from sqlalchemy import func, select
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.generated.novagrpc.v1 import servers_pb2
+from tests.support.polling import wait_until_async
 from tests.support.stack import running_stack
 
 
 async def wait_for_compute(database_url: str, count: int = 1) -> None:
     db = Database(database_url)
+
+    async def registered() -> bool:
+        nodes = await db.read(lambda c: c.execute(select(func.count()).select_from(NODES)).scalar())
+        return bool(nodes >= count)
+
     try:
-        for _ in range(200):
-            nodes = await db.read(
-                lambda c: c.execute(select(func.count()).select_from(NODES)).scalar()
-            )
-            if nodes >= count:
-                return
-            await asyncio.sleep(0.02)
-        raise TimeoutError("compute never registered")
+        await wait_until_async(registered, 10, f"{count} compute node(s) to register")
     finally:
         db.close()
 

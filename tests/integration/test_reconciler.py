@@ -34,10 +34,10 @@ pytestmark = pytest.mark.timeout(60)
 
 SEED_IMAGE = "5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31"
 FAST = {
-    "reconcile_interval": 0.2,
-    "scheduling_grace": 0.5,
-    "instance_build_timeout": 8.0,
-    "service_down_time": 2.0,
+    "reconcile_interval": timedelta(seconds=0.2),
+    "scheduling_grace": timedelta(seconds=0.5),
+    "instance_build_timeout": timedelta(seconds=8),
+    "service_down_time": timedelta(seconds=2),
 }
 
 

@@ -38,6 +38,7 @@ from services.conductor.scheduler.registry import (
     parse_weights,
 )
 from services.conductor.scheduler.scheduler import Scheduler
+from tests.support.polling import turns
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -169,17 +170,21 @@ async def test_a_pass_with_nothing_waiting_does_not_write(db: Database) -> None:
 
 
 class RecordingCompute:
-    def __init__(self) -> None:
+    def __init__(self, expected: int = 0) -> None:
         self.sent: list[list[str]] = []
+        self.expected = expected
+        self.all_sent = asyncio.Event()  # set once ``expected`` builds have been sent
 
     async def build_and_run(self, address: str, builds: Any, *, request_id: str = "") -> Any:
         self.sent.append([b.uuid for b in builds])
+        if sum(len(s) for s in self.sent) >= self.expected:
+            self.all_sent.set()
         return BuildAck(queued=len(builds), duplicates=())
 
 
 async def test_casts_arriving_close_together_share_one_pass(db: Database) -> None:
     uuids = seed(db, hosts=1, instances=3)
-    compute = RecordingCompute()
+    compute = RecordingCompute(expected=3)
     task = task_on(db, compute)
     passes: list[int] = []
     place = task.place
@@ -190,15 +195,14 @@ async def test_casts_arriving_close_together_share_one_pass(db: Database) -> Non
 
     task.place = counted  # type: ignore[method-assign]
     task.start()
-    await asyncio.sleep(0.01)  # idle, waiting for casts, as a running conductor is
+    await turns()  # idle, waiting for casts, as a running conductor is
     try:
-        for uuid_ in uuids:  # three single creates, a millisecond apart
+        for uuid_ in uuids:  # three single creates, one after another
             task.submit([uuid_], "req")
-            await asyncio.sleep(0.001)
-        for _ in range(500):
-            if sum(len(s) for s in compute.sent) == 3:
-                break
-            await asyncio.sleep(0.01)
+            # the task wakes at the first and lingers; without the linger it would have
+            # taken this cast alone within these turns (no clock: a few task switches)
+            await turns(3)
+        await asyncio.wait_for(compute.all_sent.wait(), 10)
     finally:
         await task.close()
     assert passes == [3]

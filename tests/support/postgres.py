@@ -41,11 +41,13 @@ def ensure_cluster() -> None:
     )
 
 
-def create_database() -> str:
-    """A new empty database; returns its SQLAlchemy URL."""
+def create_database(template: str = "") -> str:
+    """A new database, empty or a copy of the database ``template`` names (a URL from here,
+    that nothing is connected to); returns its SQLAlchemy URL."""
     ensure_cluster()
     name = "novagrpc_" + uuid.uuid4().hex[:12]
-    _psql(f"CREATE DATABASE {name} OWNER {ROLE}")
+    copy = f" TEMPLATE {template.rsplit('/', 1)[1]}" if template else ""
+    _psql(f"CREATE DATABASE {name} OWNER {ROLE}{copy}")
     return f"postgresql+psycopg://{ROLE}:{PASSWORD}@127.0.0.1:5432/{name}"
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import grpc
 
 from services.common.pki import create_pki, role_settings_env
 from services.common.tls import INTERNAL_NAME
+from tests.support.polling import wait_until
 from tests.support.tls import api_channel, api_identity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,14 +64,17 @@ class ServiceSet:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
+
+        def serving() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited ({process.returncode}):\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"{name} not ready in {timeout}s:\n{log_path.read_text()}")
-            time.sleep(0.02)
+            return ready.exists()
+
+        try:
+            wait_until(serving, timeout, f"{name}'s ready file", interval=0.02)
+        except TimeoutError:
+            process.kill()
+            raise RuntimeError(f"{name} not ready in {timeout}s:\n{log_path.read_text()}") from None
         service = Service(name, process, ready.read_text().strip(), log_path)
         self.services.append(service)
         return service

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ from services.compute.virt.libvirt.driver import LibvirtDriver
 from services.conductor.app import start_conductor
 from services.conductor.settings import ConductorSettings
 from tests.support.auth import Authed
+from tests.support.polling import wait_until_async
 from tests.support.tls import api_aio_channel
 
 
@@ -68,30 +68,38 @@ class Stack:
     async def wait_status(
         self, server_id: str, wanted: int, timeout: float = 20
     ) -> servers_pb2.Server:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
+        seen: list[servers_pb2.Server] = []
+
+        async def reached() -> servers_pb2.Server | None:
             server = await self.admin.GetServer(
                 servers_pb2.GetServerRequest(id=server_id), timeout=5
             )
-            if server.status == wanted:
-                return server
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(servers_pb2.ServerStatus.Name(server.status))
-            await asyncio.sleep(0.02)
+            seen[:] = [server]
+            return server if server.status == wanted else None
+
+        status = servers_pb2.ServerStatus.Name(wanted)
+        found = await wait_until_async(
+            reached, timeout, f"server {server_id} to reach {status}",
+            last=lambda: servers_pb2.ServerStatus.Name(seen[0].status) if seen else "nothing",
+        )  # fmt: skip
+        assert found is not None
+        return found
 
     async def wait_settled(self, ids: list[str], timeout: float = 20) -> list[servers_pb2.Server]:
         """Poll (as an admin, who sees every project) until none of ``ids`` is in BUILD."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            found = [
+        seen: list[servers_pb2.Server] = []
+
+        async def settled() -> list[servers_pb2.Server]:
+            seen[:] = [
                 await self.admin.GetServer(servers_pb2.GetServerRequest(id=i), timeout=5)
                 for i in ids
             ]
-            if all(s.status != servers_pb2.SERVER_STATUS_BUILD for s in found):
-                return found
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError([servers_pb2.ServerStatus.Name(s.status) for s in found])
-            await asyncio.sleep(0.02)
+            return seen if all(s.status != servers_pb2.SERVER_STATUS_BUILD for s in seen) else []
+
+        return await wait_until_async(
+            settled, timeout, f"{len(ids)} servers to leave BUILD",
+            last=lambda: [servers_pb2.ServerStatus.Name(s.status) for s in seen],
+        )  # fmt: skip
 
 
 @asynccontextmanager

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ class Example:
     workers: int = setting(2, "how many")
     verbose: bool = setting(False, "chatty")
     peers: tuple[str, ...] = setting(("a:1",), "peers")
+    grace: timedelta = setting(timedelta(seconds=1.5), "how long")
 
     def __post_init__(self) -> None:
         require(self.workers > 0, "workers", "must be > 0")
@@ -102,3 +104,20 @@ def test_every_service_prints_its_help() -> None:
         text = build_parser(settings_type, "x", "y").format_help()
         assert "--listen" in text and "NOVA_GRPC_LISTEN" in text
     assert "instance-%08x" in build_parser(ComputeSettings, "x", "y").format_help()
+
+
+def test_durations_are_given_in_seconds_and_held_as_timedelta(tmp_path: Path) -> None:
+    assert load_settings(Example, ["--grace", "0.25"], environ={}).grace == timedelta(seconds=0.25)
+    from_env = load_settings(Example, [], environ={"NOVA_GRPC_GRACE": "3"})
+    assert from_env.grace == timedelta(seconds=3)
+    config = tmp_path / "c.toml"
+    config.write_text("grace = 90\n")
+    loaded = load_settings(Example, ["--config-file", str(config)], environ={})
+    assert loaded.grace == timedelta(minutes=1.5)
+    with pytest.raises(ConfigError, match="grace"):
+        load_settings(Example, ["--grace", "soon"], environ={})
+    config.write_text("grace = true\n")
+    with pytest.raises(ConfigError, match="grace"):
+        load_settings(Example, ["--config-file", str(config)], environ={})
+    (row,) = [r for r in describe(Example) if r[0] == "grace"]
+    assert row[3] == "1.5"  # the reference shows seconds, as users write them

@@ -13,6 +13,7 @@ from services.compute.virt.libvirt.config import (
     DomainConfig,
     InstanceMetadata,
     InterfaceConfig,
+    InterfaceKind,
     SerialConsole,
     domain_xml,
 )
@@ -96,7 +97,7 @@ def test_test_driver_domain_is_minimal() -> None:
 
 
 def test_a_ports_nic_carries_the_ports_mac() -> None:
-    nic = InterfaceConfig("bridge", "brq-42", mac="fa:16:3e:00:00:01")
+    nic = InterfaceConfig(InterfaceKind.BRIDGE, "brq-42", mac="fa:16:3e:00:00:01")
     root = ET.fromstring(domain_xml(config(interfaces=[nic])))
     interface = root.find("devices/interface")
     assert interface is not None and interface.get("type") == "bridge"

@@ -41,6 +41,8 @@ class FakeDriver:
         self.in_spawn = 0
         self.peak = 0
         self._lock = threading.Lock()
+        # notified as a spawn enters: tests wait for the builds they expect to be running
+        self._entered = threading.Condition(self._lock)
         self.release = threading.Event()
         self.release.set()
 
@@ -51,6 +53,7 @@ class FakeDriver:
         with self._lock:
             self.in_spawn += 1
             self.peak = max(self.peak, self.in_spawn)
+            self._entered.notify_all()
         try:
             self.release.wait(5)
             if self.spawn_seconds:
@@ -61,6 +64,14 @@ class FakeDriver:
         finally:
             with self._lock:
                 self.in_spawn -= 1
+
+    def _wait_spawning(self, count: int) -> bool:
+        with self._lock:
+            return self._entered.wait_for(lambda: self.in_spawn == count, timeout=5)
+
+    async def spawning(self, count: int) -> None:
+        """Until exactly ``count`` spawns are inside the hypervisor (held by ``release``)."""
+        assert await asyncio.to_thread(self._wait_spawning, count), f"{count} spawns never ran"
 
     def destroy(self, uuid: str) -> bool:
         return self.running.pop(uuid, None) is not None
@@ -163,7 +174,7 @@ async def test_accept_returns_before_any_build_runs_and_queue_is_visible() -> No
     driver.release.clear()
     compute = manager(driver, sink, limit=2)
     compute.accept([build(i) for i in range(5)])
-    await asyncio.sleep(0.05)
+    await driver.spawning(2)
     status = compute.status
     assert (status.building, status.queued) == (2, 3)
     assert (compute.building, compute.queued) == (2, 3)  # what the metrics gauges read
@@ -243,7 +254,7 @@ async def test_instance_lock_serialises_one_uuid() -> None:
     async def hold(tag: str) -> None:
         async with locks.hold("u"):
             order.append(f"{tag}-in")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # yield while holding: the other one tries the lock now
             order.append(f"{tag}-out")
 
     await asyncio.gather(hold("a"), hold("b"))
@@ -289,7 +300,7 @@ async def test_terminate_drops_a_queued_build_and_reports_deleted() -> None:
     driver.release.clear()
     compute = manager(driver, sink, limit=1)
     compute.accept([build(1), build(2)])  # 2 waits behind 1 for the only slot
-    await asyncio.sleep(0.02)
+    await driver.spawning(1)
     compute.terminate([build(2).uuid])
     driver.release.set()
     await compute.wait_idle(5)
@@ -306,7 +317,7 @@ async def test_terminate_waits_for_a_running_build_then_removes_it() -> None:
     tracker = ResourceTracker(Ratios(1.0, 1.0, 1.0))
     compute = manager(driver, sink, limit=1, tracker=tracker)
     compute.accept([build(5)])
-    await asyncio.sleep(0.02)
+    await driver.spawning(1)
     compute.terminate([build(5).uuid])
     driver.release.set()
     await compute.wait_idle(5)
@@ -322,10 +333,11 @@ async def test_drain_hands_back_queued_builds_and_lets_running_ones_finish() -> 
     driver.release.clear()
     compute = manager(driver, sink, limit=1)
     compute.accept([build(i) for i in range(4)])
-    await asyncio.sleep(0.02)  # build 0 runs, 1-3 wait for the only slot
+    await driver.spawning(1)  # build 0 runs, 1-3 wait for the only slot
     draining = asyncio.ensure_future(compute.drain(5))
-    await asyncio.sleep(0.02)
     handed = [b.uuid for b in (build(1), build(2), build(3))]
+    for uuid in handed:
+        await wait_for_event(sink, uuid, InstanceEventKind.RESCHEDULE)
     assert all(sink.kinds(u) == [InstanceEventKind.RESCHEDULE] for u in handed)
     assert all("stopping" in e.reason for e in sink.events if e.instance_uuid in handed)
     driver.release.set()

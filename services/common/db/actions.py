@@ -9,33 +9,30 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 
+from services.common import instance_actions
 from services.common.db.models import ACTION_EVENTS, ACTIONS
-from services.common.domain import PowerAction
+from services.common.instance_actions import ActionEventName, ActionName, ActionResult
 
-CREATE = "create"
-DELETE = "delete"
-CONDUCTOR_SCHEDULE = "conductor_schedule"
-COMPUTE_BUILD_AND_RUN = "compute_build_and_run"
-COMPUTE_TERMINATE = "compute_terminate"
-START = "start"
-STOP = "stop"
-REBOOT = "reboot"  # soft and hard alike, as Nova records them
-POWER_ACTIONS = (START, STOP, REBOOT)
-ACTION_OF = {
-    PowerAction.START: START,
-    PowerAction.STOP: STOP,
-    PowerAction.REBOOT_SOFT: REBOOT,
-    PowerAction.REBOOT_HARD: REBOOT,
-}
-SUCCESS = "Success"
-ERROR = "Error"
+# The names as this module's callers have always spelt them (the Enums' members).
+CREATE = ActionName.CREATE
+DELETE = ActionName.DELETE
+START = ActionName.START
+STOP = ActionName.STOP
+REBOOT = ActionName.REBOOT
+CONDUCTOR_SCHEDULE = ActionEventName.CONDUCTOR_SCHEDULE
+COMPUTE_BUILD_AND_RUN = ActionEventName.COMPUTE_BUILD_AND_RUN
+COMPUTE_TERMINATE = ActionEventName.COMPUTE_TERMINATE
+SUCCESS = ActionResult.SUCCESS
+ERROR = ActionResult.ERROR
+POWER_ACTIONS = instance_actions.POWER_ACTIONS
+ACTION_OF = instance_actions.ACTION_OF
 DETAILS_MAX = 4000
 
 
 @dataclass(frozen=True, slots=True)
 class NewAction:
     instance_uuid: str
-    action: str
+    action: ActionName
     request_id: str
     project_id: str
 
@@ -45,10 +42,10 @@ class EventRecord:
     """An event to add, or (``finish_only``) the open event of that name and host to close."""
 
     instance_uuid: str
-    action: str
-    event: str
+    action: ActionName
+    event: ActionEventName
     host: str | None
-    result: str | None = None
+    result: ActionResult | None = None
     details: str = ""
     finish: bool = True
 
@@ -104,17 +101,19 @@ _LATEST_ACTION_IDS = (
 )
 
 
-def _latest_action_ids(connection: Connection, uuids: Sequence[str], action: str) -> dict[str, int]:
+def _latest_action_ids(
+    connection: Connection, uuids: Sequence[str], action: ActionName
+) -> dict[str, int]:
     rows = connection.execute(_LATEST_ACTION_IDS, {"uuids": list(uuids), "kind": action})
     return {u: int(i) for u, i in rows}
 
 
 def _action_ids_of(
     connection: Connection, events: Sequence[EventRecord]
-) -> dict[tuple[str, str], int]:
+) -> dict[tuple[str, ActionName], int]:
     """(instance uuid, action) -> the id of that instance's latest such action, one query per
     kind of action among ``events``."""
-    ids: dict[tuple[str, str], int] = {}
+    ids: dict[tuple[str, ActionName], int] = {}
     for action in {e.action for e in events}:
         uuids = [e.instance_uuid for e in events if e.action == action]
         for uuid, action_id in _latest_action_ids(connection, uuids, action).items():
@@ -202,7 +201,7 @@ def finish_events(connection: Connection, events: Sequence[EventRecord], now: da
 def finish_actions(
     connection: Connection,
     uuids: Sequence[str],
-    action: str,
+    action: ActionName,
     now: datetime,
     *,
     message: str | None = None,

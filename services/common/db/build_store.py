@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from services.common.db import actions, catalog, groups, placement
 from services.common.db import instances as instance_repo
 from services.common.domain import HostState, Image, Instance, Resources
+from services.common.instance_actions import ActionName
 
 T = TypeVar("T")
 
@@ -68,7 +69,7 @@ class SqlBuildStore:
         actions.add_events(self._c, events, now)
 
     def finish_actions(
-        self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
+        self, uuids: Sequence[str], action: ActionName, now: datetime, *, message: str | None = None
     ) -> None:
         actions.finish_actions(self._c, uuids, action, now, message=message)
 

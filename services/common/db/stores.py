@@ -31,6 +31,7 @@ from services.common.domain import (
     TaskState,
     VmState,
 )
+from services.common.instance_actions import ActionName
 from services.common.networking import Network
 from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
 
@@ -268,7 +269,7 @@ class SqlActions:
         action_repo.start_actions(self._c, actions, now)
 
     def finish(
-        self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
+        self, uuids: Sequence[str], action: ActionName, now: datetime, *, message: str | None = None
     ) -> None:
         action_repo.finish_actions(self._c, uuids, action, now, message=message)
 

@@ -254,6 +254,11 @@ def event_to_proto(event: InstanceEvent) -> conductor_pb2.InstanceEvent:
         reason=event.reason,
         occurred_at=_timestamp(event),
         request_id=event.request_id,
+        power_action=(
+            _POWER_ACTIONS[event.power_action]
+            if event.power_action is not None
+            else conductor_pb2.POWER_ACTION_KIND_UNSPECIFIED
+        ),
     )
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from services.common.domain import PowerState
 from services.common.networking import PortSpec
-
-if TYPE_CHECKING:
-    from services.compute.virt.configdrive import ConfigDriveContent
+from services.compute.virt.metadata import ConfigDriveContent
 
 
 class HypervisorError(Exception):

@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.common.domain import DISK_FORMATS
-from services.compute.virt.configdrive import ConfigDriveContent, build_config_drive
+from services.compute.virt.configdrive import build_config_drive
 from services.compute.virt.driver import HypervisorError, ImageRef, InvalidBuild
+from services.compute.virt.metadata import ConfigDriveContent
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class ImageCache:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def _fetch_file(self, directory: Path, name: str, location: str, checksum: str) -> Path:
+    def _fetch_file(self, directory: Path, name: str, *, location: str, checksum: str) -> Path:
         target = directory / name
         if target.exists():
             return target
@@ -114,14 +115,16 @@ class ImageCache:
         with self._lock(key):
             directory.mkdir(parents=True, exist_ok=True)
             if image.disk_format == "kernel":
-                kernel = self._fetch_file(directory, "kernel", image.location, image.checksum)
+                kernel = self._fetch_file(
+                    directory, "kernel", location=image.location, checksum=image.checksum
+                )
                 initrd_location = image.properties.get("initrd_location", "")
                 initrd = (
                     self._fetch_file(
                         directory,
                         "initrd",
-                        initrd_location,
-                        image.properties.get("initrd_checksum", ""),
+                        location=initrd_location,
+                        checksum=image.properties.get("initrd_checksum", ""),
                     )
                     if initrd_location
                     else None
@@ -129,7 +132,9 @@ class ImageCache:
                 return CachedImage(
                     kernel=kernel, initrd=initrd, cmdline=image.properties.get("kernel_cmdline", "")
                 )
-            disk = self._fetch_file(directory, "disk", image.location, image.checksum)
+            disk = self._fetch_file(
+                directory, "disk", location=image.location, checksum=image.checksum
+            )
             return CachedImage(disk=disk, disk_format=image.disk_format)
 
     def virtual_size(self, disk: Path, disk_format: str) -> int:

@@ -11,6 +11,7 @@ from typing import Protocol, TypeVar
 from services.common.db.actions import EventRecord
 from services.common.db.instances import FaultRecord, Placement
 from services.common.domain import HostState, Image, Instance, Resources
+from services.common.instance_actions import ActionName
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ class BuildStore(Protocol):
     def add_events(self, events: Sequence[EventRecord], now: datetime) -> None: ...
 
     def finish_actions(
-        self, uuids: Sequence[str], action: str, now: datetime, *, message: str | None = None
+        self, uuids: Sequence[str], action: ActionName, now: datetime, *, message: str | None = None
     ) -> None: ...
 
 

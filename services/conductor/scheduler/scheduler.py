@@ -113,6 +113,7 @@ class Scheduler:
         candidates: npt.NDArray[np.intp],
         raw: FloatArray,
         want: int,
+        *,
         multipliers: FloatArray | None = None,
     ) -> list[int]:
         """The ``want`` best candidates (positions into ``candidates``), best first."""
@@ -134,9 +135,10 @@ class Scheduler:
         hosts: Sequence[HostState],
         candidates: npt.NDArray[np.intp],
         raw: FloatArray,
+        *,
         multipliers: FloatArray | None = None,
     ) -> tuple[HostState, list[HostState]]:
-        order = self.rank(candidates, raw, self._subset + self._alternates, multipliers)
+        order = self.rank(candidates, raw, self._subset + self._alternates, multipliers=multipliers)
         pick = self._rng.randrange(min(self._subset, len(order)))
         chosen = order.pop(pick)
         alternates = [hosts[candidates[p]] for p in order[: self._alternates]]
@@ -232,6 +234,6 @@ class _Bucket:
                 spec, None, rejected_by=dict(self._rejected), host_count=len(self._hosts)
             )
         host, alternates = self._scheduler.choose(
-            self._hosts, candidates, self._raw[:, candidates], self._multipliers
+            self._hosts, candidates, self._raw[:, candidates], multipliers=self._multipliers
         )
         return Decision(spec, host, alternates, dict(self._rejected), len(self._hosts))

@@ -6,6 +6,7 @@ Reference: https://libvirt.org/formatdomain.html
 
 from __future__ import annotations
 
+import enum
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,11 +43,17 @@ class DiskConfig:
     readonly: bool = False
 
 
+class InterfaceKind(enum.StrEnum):
+    """libvirt's ``<interface type=...>``: what a guest NIC is plugged into."""
+
+    USER = "user"  # slirp: QEMU's own user-mode network
+    NETWORK = "network"  # a named libvirt network
+    BRIDGE = "bridge"  # a host bridge (a port's tap, made by the network driver)
+
+
 @dataclass(frozen=True, slots=True)
 class InterfaceConfig:
-    """``user`` (slirp), ``network`` (a named libvirt network) or ``bridge``."""
-
-    kind: str = "user"
+    kind: InterfaceKind = InterfaceKind.USER
     source: str = ""
     model: str = "virtio"
     # The port's MAC; empty: libvirt picks one.
@@ -151,9 +158,9 @@ def _devices(parent: ET.Element, config: DomainConfig) -> None:
         element = _sub(devices, "interface", type=nic.kind)
         if nic.mac:
             _sub(element, "mac", address=nic.mac)
-        if nic.kind == "network":
+        if nic.kind is InterfaceKind.NETWORK:
             _sub(element, "source", network=nic.source)
-        elif nic.kind == "bridge":
+        elif nic.kind is InterfaceKind.BRIDGE:
             _sub(element, "source", bridge=nic.source)
         if nic.target:
             _sub(element, "target", dev=nic.target)

@@ -25,6 +25,7 @@ from services.compute.virt.libvirt.config import (
     DomainConfig,
     InstanceMetadata,
     InterfaceConfig,
+    InterfaceKind,
     SerialConsole,
     domain_xml,
 )
@@ -59,10 +60,10 @@ def shut_down(libvirt_state: int | None) -> bool:
 def parse_interface(setting: str) -> InterfaceConfig:
     """``user`` | ``network:<name>`` | ``bridge:<name>`` (the compute setting)."""
     kind, _, source = setting.partition(":")
-    if kind == "user" and not source:
-        return InterfaceConfig("user")
-    if kind in {"network", "bridge"} and source:
-        return InterfaceConfig(kind, source)
+    if kind == InterfaceKind.USER and not source:
+        return InterfaceConfig(InterfaceKind.USER)
+    if kind in {InterfaceKind.NETWORK, InterfaceKind.BRIDGE} and source:
+        return InterfaceConfig(InterfaceKind(kind), source)
     raise ValueError(f"network_interface {setting!r}: use user, network:<name> or bridge:<name>")
 
 
@@ -157,7 +158,7 @@ class LibvirtDriver:
         if not spec.ports:
             return [self._interface(network) for network in spec.networks]
         return [
-            InterfaceConfig("bridge", port.network.bridge,
+            InterfaceConfig(InterfaceKind.BRIDGE, port.network.bridge,
                             self._options.interface.model, mac=port.mac, target=port.tap_name)
             for port in sorted(spec.ports, key=lambda p: p.device_index)
         ]  # fmt: skip
@@ -166,9 +167,9 @@ class LibvirtDriver:
         """``auto`` is the host's default NIC; a named network is a libvirt network of that
         name when the host uses libvirt networks, else the host's default."""
         default = self._options.interface
-        if network == "auto" or default.kind != "network":
+        if network == "auto" or default.kind is not InterfaceKind.NETWORK:
             return default
-        return InterfaceConfig("network", network, default.model)
+        return InterfaceConfig(InterfaceKind.NETWORK, network, default.model)
 
     def _image(self, spec: SpawnSpec) -> CachedImage | None:
         if not spec.image.location:

@@ -13,9 +13,35 @@ from dataclasses import dataclass
 import libvirt
 
 from services.compute.virt.driver import HypervisorError
-from services.compute.virt.libvirt.events import ensure_event_loop
 
 log = logging.getLogger(__name__)
+
+# libvirt's event loop: console streams and domain events (a guest agent connecting) are
+# delivered through it. libvirt has one event implementation per process, and it must be
+# registered before a connection is opened to deliver that connection's events, so this is
+# process-wide by necessity: the first LibvirtHost.connect() starts it, and one daemon thread
+# runs it for the life of the process.
+_event_loop_lock = threading.Lock()
+_event_loop_threads: list[threading.Thread] = []  # at most one
+
+
+def _run_event_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except libvirt.libvirtError as exc:  # one bad callback must not stop every console
+            log.warning("libvirt event loop: %s", exc)
+
+
+def ensure_event_loop() -> None:
+    """Registers libvirt's default event implementation and starts its thread, once."""
+    with _event_loop_lock:
+        if _event_loop_threads:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        thread = threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True)
+        thread.start()
+        _event_loop_threads.append(thread)
 
 
 @dataclass(frozen=True, slots=True)
