@@ -41,6 +41,11 @@ _REBOOT_TYPES: dict[int, PowerAction] = {
     _REBOOT.REBOOT_TYPE_SOFT: PowerAction.REBOOT_SOFT,
     _REBOOT.REBOOT_TYPE_HARD: PowerAction.REBOOT_HARD,
 }
+_CHANGE_KINDS = {
+    "snapshot": servers_pb2.SERVER_CHANGE_KIND_SNAPSHOT,
+    "update": servers_pb2.SERVER_CHANGE_KIND_UPDATE,
+    "deleted": servers_pb2.SERVER_CHANGE_KIND_DELETED,
+}
 _STATUS_STATES: dict[int, tuple[VmState, ...]] = {
     servers_pb2.SERVER_STATUS_BUILD: (VmState.BUILDING,),
     servers_pb2.SERVER_STATUS_ACTIVE: (VmState.ACTIVE,),
@@ -209,5 +214,7 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             caller, server_id=request.server_id, reservation_id=request.reservation_id
         ):
             yield servers_pb2.ServerEvent(
-                server=server_to_proto(instance, admin=caller.is_admin), change=change
+                server=server_to_proto(instance, admin=caller.is_admin),
+                change=change,  # still filled for clients built before kind
+                kind=_CHANGE_KINDS[change],
             )

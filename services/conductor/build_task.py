@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -35,6 +35,7 @@ from services.common.db import actions, catalog, groups, placement
 from services.common.db import instances as instance_repo
 from services.common.db.engine import Database
 from services.common.domain import (
+    GroupPolicy,
     HostState,
     Image,
     Instance,
@@ -126,7 +127,7 @@ def request_spec(
     instance: Instance,
     stored: StoredSpec,
     *,
-    policies: dict[str, str],
+    policies: Mapping[str, GroupPolicy],
     member_hosts: dict[str, dict[str, int]],
     hint_hosts: dict[str, str],
 ) -> RequestSpec:
