@@ -6,6 +6,7 @@ from google.protobuf import empty_pb2
 
 from services.api.convert import GROUP_POLICIES, group_to_proto
 from services.api.groups import ServerGroupUseCases
+from services.api.paging import PageRequest, bound, page_of, sortable
 from services.api.servicer import Context, Identify
 from services.common.domain import GroupPolicy
 from services.common.errors import InvalidArgument
@@ -56,9 +57,14 @@ class ServerGroupsServicer(server_groups_pb2_grpc.ServerGroupsServicer):  # type
         self, request: server_groups_pb2.ListServerGroupsRequest, context: Context
     ) -> server_groups_pb2.ListServerGroupsResponse:
         caller = await self._identify(context)
-        found = await self._groups.list_groups(caller)
+        page, next_token = page_of(
+            await self._groups.list_groups(caller),
+            PageRequest(request.page_size, request.page_token),
+            key=lambda g: (sortable(g.created_at), g.uuid),
+            bound_to=bound("ListServerGroups", caller),
+        )
         return server_groups_pb2.ListServerGroupsResponse(
-            server_groups=[group_to_proto(g) for g in found]
+            server_groups=[group_to_proto(g) for g in page], next_page_token=next_token
         )
 
     async def DeleteServerGroup(

@@ -15,6 +15,7 @@ from services.api.context import RequestContext
 from services.api.convert import action_to_proto, server_to_proto
 from services.api.create import CreateServerCommand, CreateServers
 from services.api.delete import DeleteServer
+from services.api.paging import PageRequest
 from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
 from services.api.rate_limit import RateLimiter
@@ -161,8 +162,10 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             else None,
             host=request.host,
             all_projects=request.all_projects,
-            limit=request.limit,
+            # limit is page_size's deprecated name; older clients still send it.
+            page_size=request.page_size or request.limit,
             page_token=request.page_token,
+            page_size_field="page_size" if request.page_size else "limit",
         )
         found, next_token = await self._queries.search(caller, query)
         return servers_pb2.ListServersResponse(
@@ -180,9 +183,11 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         self, request: servers_pb2.ListServerActionsRequest, context: Context
     ) -> servers_pb2.ListServerActionsResponse:
         caller = await self._identify(context)
-        found = await self._queries.actions(request.server_id, caller)
+        paging = PageRequest(request.page_size, request.page_token)
+        found, next_token = await self._queries.actions(request.server_id, caller, paging)
         return servers_pb2.ListServerActionsResponse(
-            actions=[action_to_proto(a, admin=caller.is_admin) for a in found]
+            actions=[action_to_proto(a, admin=caller.is_admin) for a in found],
+            next_page_token=next_token,
         )
 
     async def StartServer(
