@@ -11,6 +11,7 @@ from services.cli.client import Client
 from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import server_groups_pb2
 
 POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
@@ -30,10 +31,9 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    reply = client.call(
-        client.groups.ListServerGroups, server_groups_pb2.ListServerGroupsRequest()
-    )
-    rows = [to_dict(g) for g in reply.server_groups]
+    request = server_groups_pb2.ListServerGroupsRequest()
+    found = every(client, client.groups.ListServerGroups, request, "server_groups")
+    rows = [to_dict(g) for g in found]
     if not args.view.structured:  # a table shows how many; JSON and YAML carry the ids
         rows = [{**r, "members": len(r["members"])} for r in rows]
     show_many(rows, COLUMNS, args.view, out)
