@@ -72,26 +72,26 @@ def encode_token(position: Key, *, bound_to: Mapping[str, object]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_token(token: str, *, bound_to: Mapping[str, object]) -> Key:
+def decode_token(token: str, *, bound_to: Mapping[str, object], field: str = "page_token") -> Key:
     if len(token) > TOKEN_MAX:
-        raise InvalidArgument("page_token", "is not a token this service issued")
+        raise InvalidArgument(field, "is not a token this service issued")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
     except (ValueError, binascii.Error) as exc:
-        raise InvalidArgument("page_token", "is not a token this service issued") from exc
+        raise InvalidArgument(field, "is not a token this service issued") from exc
     if (
         not isinstance(data, list)
         or len(data) < 3
         or data[0] != _VERSION
         or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in data[1:])
     ):
-        raise InvalidArgument("page_token", "is not a token this service issued")
+        raise InvalidArgument(field, "is not a token this service issued")
     if data[1] != _digest(bound_to):
         raise InvalidArgument(
-            "page_token",
+            field,
             "was issued for other filters (or another caller): repeat the request that "
-            "returned it, with the same filters, or start without a page_token",
+            f"returned it, with the same filters, or start without a {field}",
         )
     return tuple(data[2:])
 

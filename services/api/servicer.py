@@ -215,11 +215,13 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         self, request: servers_pb2.WatchServersRequest, context: Context
     ) -> AsyncIterator[servers_pb2.ServerEvent]:
         caller = await self._identify(context, stream=True)
-        async for instance, change in self._watch.watch(
-            caller, server_id=request.server_id, reservation_id=request.reservation_id
-        ):
+        async for instance, change, token in self._watch.watch(
+            caller, server_id=request.server_id, reservation_id=request.reservation_id,
+            resume_token=request.resume_token,
+        ):  # fmt: skip
             yield servers_pb2.ServerEvent(
                 server=server_to_proto(instance, admin=caller.is_admin),
                 change=change,  # still filled for clients built before kind
                 kind=_CHANGE_KINDS[change],
+                resume_token=token,
             )
