@@ -273,6 +273,9 @@ async def test_watch_delivers_build_then_active_in_order(sqlite_url: str, tmp_pa
         released = False
         async for event in stream:
             events.append((event.server.id, event.change, event.server.status))
+            # the enum says what the deprecated string says
+            kind = servers_pb2.ServerChangeKind.Name(event.kind)
+            assert kind == f"SERVER_CHANGE_KIND_{event.change.upper()}"
             if not released:
                 gated[0].gate.set()  # every server is BUILD until now
                 released = True

@@ -22,10 +22,12 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     name = args.name_arg or args.name
     if not name:
         raise CliError("a name is required (server group create --policy POLICY NAME)")
-    reply = client.call(
-        client.groups.CreateServerGroup,
-        server_groups_pb2.CreateServerGroupRequest(name=name, policy=args.policy),
+    # The enum, and Nova's string too: an api older than group_policy reads only the string.
+    policy = "SERVER_GROUP_POLICY_" + args.policy.upper().replace("-", "_")
+    request = server_groups_pb2.CreateServerGroupRequest(
+        name=name, policy=args.policy, group_policy=policy
     )
+    reply = client.call(client.groups.CreateServerGroup, request)
     emit(to_dict(reply), args.view, out)
     return 0
 
