@@ -7,6 +7,7 @@ from google.protobuf import empty_pb2
 from services.api.compute_services import ComputeServiceUseCases
 from services.api.convert import keypair_to_proto, node_to_proto, quota_to_proto
 from services.api.keypairs import KeypairUseCases
+from services.api.paging import PageRequest, bound, page_of
 from services.api.quotas import QuotaUseCases
 from services.api.servicer import Context, Identify
 from services.common.generated.novagrpc.v1 import (
@@ -41,8 +42,15 @@ class KeypairsServicer(keypairs_pb2_grpc.KeypairsServicer):  # type: ignore[misc
         self, request: keypairs_pb2.ListKeypairsRequest, context: Context
     ) -> keypairs_pb2.ListKeypairsResponse:
         caller = await self._identify(context)
-        found = await self._keypairs.list_keypairs(caller)
-        return keypairs_pb2.ListKeypairsResponse(keypairs=[keypair_to_proto(k) for k in found])
+        page, next_token = page_of(
+            await self._keypairs.list_keypairs(caller),
+            PageRequest(request.page_size, request.page_token),
+            key=lambda k: (k.name,),
+            bound_to=bound("ListKeypairs", caller),
+        )
+        return keypairs_pb2.ListKeypairsResponse(
+            keypairs=[keypair_to_proto(k) for k in page], next_page_token=next_token
+        )
 
     async def DeleteKeypair(
         self, request: keypairs_pb2.DeleteKeypairRequest, context: Context
@@ -82,9 +90,15 @@ class ComputeServicesServicer(compute_services_pb2_grpc.ComputeServicesServicer)
     async def ListComputeServices(
         self, request: compute_services_pb2.ListComputeServicesRequest, context: Context
     ) -> compute_services_pb2.ListComputeServicesResponse:
-        found = await self._services.list_services(await self._identify(context))
+        caller = await self._identify(context)
+        page, next_token = page_of(
+            await self._services.list_services(caller),
+            PageRequest(request.page_size, request.page_token),
+            key=lambda v: (v.state.host,),
+            bound_to=bound("ListComputeServices", caller),
+        )
         return compute_services_pb2.ListComputeServicesResponse(
-            services=[node_to_proto(v) for v in found]
+            services=[node_to_proto(v) for v in page], next_page_token=next_token
         )
 
     async def SetComputeServiceStatus(

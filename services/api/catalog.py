@@ -14,7 +14,7 @@ from services.api import validation
 from services.api.context import RequestContext, require_admin
 from services.common.db import catalog
 from services.common.db.engine import Database
-from services.common.domain import DISK_FORMATS, Flavor, Image, utcnow
+from services.common.domain import DISK_FORMATS, Flavor, Image, ImageStatus, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.files import image_record
 
@@ -117,7 +117,7 @@ class ImageUseCases:
     async def get(self, ref: str) -> Image:
         ref = validation.check_ref("id", ref)
         found = await self._db.read(lambda c: catalog.find_image(c, ref, field="id"))
-        if found is None or found.status == "deleted":
+        if found is None or found.status is ImageStatus.DELETED:
             raise NotFound("image", ref, field="id")
         return found
 

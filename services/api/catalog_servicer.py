@@ -6,6 +6,7 @@ from google.protobuf import empty_pb2
 
 from services.api.catalog import FlavorUseCases, ImageUseCases
 from services.api.convert import flavor_to_proto, image_to_proto
+from services.api.paging import PageRequest, bound, page_of
 from services.api.servicer import Context, Identify
 from services.common.generated.novagrpc.v1 import catalog_pb2, catalog_pb2_grpc
 
@@ -34,9 +35,16 @@ class FlavorsServicer(catalog_pb2_grpc.FlavorsServicer):  # type: ignore[misc]
     async def ListFlavors(
         self, request: catalog_pb2.ListFlavorsRequest, context: Context
     ) -> catalog_pb2.ListFlavorsResponse:
-        await self._identify(context)
-        found = await self._flavors.list_flavors()
-        return catalog_pb2.ListFlavorsResponse(flavors=[flavor_to_proto(f) for f in found])
+        caller = await self._identify(context)
+        page, next_token = page_of(
+            await self._flavors.list_flavors(),
+            PageRequest(request.page_size, request.page_token),
+            key=lambda f: (f.memory_mb, f.id),
+            bound_to=bound("ListFlavors", caller),
+        )
+        return catalog_pb2.ListFlavorsResponse(
+            flavors=[flavor_to_proto(f) for f in page], next_page_token=next_token
+        )
 
     async def DeleteFlavor(
         self, request: catalog_pb2.DeleteFlavorRequest, context: Context
@@ -70,9 +78,16 @@ class ImagesServicer(catalog_pb2_grpc.ImagesServicer):  # type: ignore[misc]
     async def ListImages(
         self, request: catalog_pb2.ListImagesRequest, context: Context
     ) -> catalog_pb2.ListImagesResponse:
-        await self._identify(context)
-        found = await self._images.list_images()
-        return catalog_pb2.ListImagesResponse(images=[image_to_proto(i) for i in found])
+        caller = await self._identify(context)
+        page, next_token = page_of(
+            await self._images.list_images(),
+            PageRequest(request.page_size, request.page_token),
+            key=lambda i: (i.name, i.id),
+            bound_to=bound("ListImages", caller),
+        )
+        return catalog_pb2.ListImagesResponse(
+            images=[image_to_proto(i) for i in page], next_page_token=next_token
+        )
 
     async def DeleteImage(
         self, request: catalog_pb2.DeleteImageRequest, context: Context

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.api.networks import NetworkUsage
 from services.api.quotas import QuotaView
 from services.common.db import actions, groups, keypairs, placement, security_groups
-from services.common.domain import Flavor, Image, Instance, ServerStatus
+from services.common.domain import Flavor, GroupPolicy, Image, ImageStatus, Instance, ServerStatus
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     compute_services_pb2,
@@ -18,6 +18,17 @@ from services.common.generated.novagrpc.v1 import (
 )
 from services.common.rpc.convert import to_timestamp
 
+_CS = compute_services_pb2
+GROUP_POLICIES = {
+    GroupPolicy.AFFINITY: server_groups_pb2.SERVER_GROUP_POLICY_AFFINITY,
+    GroupPolicy.ANTI_AFFINITY: server_groups_pb2.SERVER_GROUP_POLICY_ANTI_AFFINITY,
+    GroupPolicy.SOFT_AFFINITY: server_groups_pb2.SERVER_GROUP_POLICY_SOFT_AFFINITY,
+    GroupPolicy.SOFT_ANTI_AFFINITY: server_groups_pb2.SERVER_GROUP_POLICY_SOFT_ANTI_AFFINITY,
+}
+_IMAGE_STATES = {
+    ImageStatus.ACTIVE: catalog_pb2.IMAGE_STATE_ACTIVE,
+    ImageStatus.DELETED: catalog_pb2.IMAGE_STATE_DELETED,
+}
 _STATUSES = {
     ServerStatus.BUILD: servers_pb2.SERVER_STATUS_BUILD,
     ServerStatus.ACTIVE: servers_pb2.SERVER_STATUS_ACTIVE,
@@ -126,7 +137,8 @@ def group_to_proto(group: groups.ServerGroup) -> server_groups_pb2.ServerGroup:
     return server_groups_pb2.ServerGroup(
         id=group.uuid,
         name=group.name,
-        policy=group.policy,
+        policy=group.policy.value,
+        group_policy=GROUP_POLICIES[group.policy],
         project_id=group.project_id,
         members=list(group.members),
         created_at=to_timestamp(group.created_at),
@@ -152,7 +164,8 @@ def image_to_proto(image: Image) -> catalog_pb2.Image:
         name=image.name,
         disk_format=image.disk_format,
         container_format=image.container_format,
-        status=image.status,
+        status=image.status.value,
+        state=_IMAGE_STATES[image.status],
         size=image.size_bytes,
         checksum=image.checksum,
         properties=visible,
@@ -191,6 +204,12 @@ def node_to_proto(view: placement.NodeView) -> compute_services_pb2.ComputeServi
         availability_zone=state.availability_zone,
         state="up" if state.is_up else "down",
         status="enabled" if state.enabled else "disabled",
+        service_state=_CS.COMPUTE_SERVICE_STATE_UP
+        if state.is_up
+        else _CS.COMPUTE_SERVICE_STATE_DOWN,
+        service_status=_CS.COMPUTE_SERVICE_STATUS_ENABLED
+        if state.enabled
+        else _CS.COMPUTE_SERVICE_STATUS_DISABLED,
         disabled_reason=view.disabled_reason or "",
         vcpus=state.total.vcpus,
         vcpus_used=state.used.vcpus,

@@ -6,19 +6,18 @@ from services.api import validation
 from services.api.context import RequestContext
 from services.common.db import groups
 from services.common.db.engine import Database
-from services.common.domain import utcnow
-from services.common.errors import InvalidArgument, NotFound
-from services.common.request_spec import GroupPolicy
+from services.common.domain import GroupPolicy, utcnow
+from services.common.errors import NotFound
 
 
 class ServerGroupUseCases:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, name: str, policy: str, context: RequestContext) -> groups.ServerGroup:
+    async def create(
+        self, name: str, policy: GroupPolicy, context: RequestContext
+    ) -> groups.ServerGroup:
         name = validation.check_name("name", name)
-        if policy not in GroupPolicy.ALL:
-            raise InvalidArgument("policy", f"must be one of {', '.join(GroupPolicy.ALL)}")
         return await self._db.write(
             lambda c: groups.create_group(
                 c, name=name, project_id=context.project_id, policy=policy, now=utcnow()

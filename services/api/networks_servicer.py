@@ -6,6 +6,7 @@ from google.protobuf import empty_pb2
 
 from services.api.convert import network_to_proto
 from services.api.networks import CreateNetworkCommand, NetworkUseCases
+from services.api.paging import PageRequest, bound, page_of, sortable
 from services.api.servicer import Context, Identify
 from services.common.generated.novagrpc.v1 import networks_pb2, networks_pb2_grpc
 
@@ -39,9 +40,15 @@ class NetworksServicer(networks_pb2_grpc.NetworksServicer):  # type: ignore[misc
         self, request: networks_pb2.ListNetworksRequest, context: Context
     ) -> networks_pb2.ListNetworksResponse:
         caller = await self._identify(context)
-        found = await self._networks.list_networks(caller)
+        page, next_token = page_of(
+            await self._networks.list_networks(caller),
+            PageRequest(request.page_size, request.page_token),
+            key=lambda n: (sortable(n.network.created_at), n.network.id),
+            bound_to=bound("ListNetworks", caller),
+        )
         return networks_pb2.ListNetworksResponse(
-            networks=[network_to_proto(n, admin=caller.is_admin) for n in found]
+            networks=[network_to_proto(n, admin=caller.is_admin) for n in page],
+            next_page_token=next_token,
         )
 
     async def DeleteNetwork(

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection
 
 from services.api import validation
 from services.api.context import RequestContext, require_admin
+from services.api.paging import (
+    PageRequest,
+    bound,
+    decode_token,
+    encode_token,
+    page_of,
+    page_size,
+    sortable,
+)
 from services.common import name_patterns
 from services.common.db import actions, catalog
 from services.common.db import instances as instance_repo
@@ -20,7 +27,6 @@ from services.common.domain import Instance, VmState
 from services.common.errors import InvalidArgument, NotFound
 
 DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 REGEX_MAX = name_patterns.PATTERN_MAX
 # Each tag is one more EXISTS per row scanned: bound them (Nova's API allows 50 per server).
 TAGS_MAX = 50
@@ -38,8 +44,17 @@ class ListQuery:
     changes_since: datetime | None = None
     host: str = ""
     all_projects: bool = False
-    limit: int = 0
+    page_size: int = 0
     page_token: str = ""
+    # Which request field page_size came from (the deprecated limit, for older clients).
+    page_size_field: str = "page_size"
+
+    def filters(self) -> dict[str, object]:
+        """Everything that selects the servers: what a page token is bound to."""
+        found = asdict(self)
+        for paging in ("page_size", "page_token", "page_size_field"):
+            del found[paging]
+        return found
 
 
 def check_regex(field: str, pattern: str) -> None:
@@ -50,17 +65,16 @@ def check_regex(field: str, pattern: str) -> None:
         raise InvalidArgument(field, str(exc)) from exc
 
 
-def encode_page_token(cursor: Cursor) -> str:
-    raw = json.dumps({"c": cursor.created_at.isoformat(), "i": cursor.id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_page_token(cursor: Cursor, *, bound_to: dict[str, object]) -> str:
+    return encode_token((cursor.created_at.isoformat(), cursor.uuid), bound_to=bound_to)
 
 
-def decode_page_token(token: str) -> Cursor:
+def decode_page_token(token: str, *, bound_to: dict[str, object]) -> Cursor:
+    position = decode_token(token, bound_to=bound_to)
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        return Cursor(datetime.fromisoformat(data["c"]), int(data["i"]))
-    except (ValueError, KeyError, TypeError) as exc:
+        created_at, uuid = position
+        return Cursor(datetime.fromisoformat(str(created_at)), str(uuid))
+    except ValueError as exc:
         raise InvalidArgument("page_token", "is not a token this service issued") from exc
 
 
@@ -94,13 +108,12 @@ class ServerQueries:
         if query.host or query.all_projects:
             field = "host" if query.host else "all_projects"
             require_admin(context, f"{field}: filtering by host or across projects")
-        limit = query.limit or DEFAULT_PAGE
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidArgument("limit", f"must be 1 to {MAX_PAGE}, got {limit}")
+        limit = page_size(query.page_size, default=DEFAULT_PAGE, field=query.page_size_field)
         if query.name:
             check_regex("name", query.name)
         _check_bounds(query)
-        after = decode_page_token(query.page_token) if query.page_token else None
+        bound_to = bound("ListServers", context, **query.filters())
+        after = decode_page_token(query.page_token, bound_to=bound_to) if query.page_token else None
         # An admin sees only their own project unless they filter by host or ask for all.
         across = context.is_admin and (query.all_projects or bool(query.host))
         project = None if across else context.project_id
@@ -124,8 +137,18 @@ class ServerQueries:
             return search(connection, filters, limit=limit, after=after)
 
         page, cursor = await self._db.read(run)
-        return page, encode_page_token(cursor) if cursor is not None else ""
+        return page, encode_page_token(cursor, bound_to=bound_to) if cursor is not None else ""
 
-    async def actions(self, server_id: str, context: RequestContext) -> list[actions.Action]:
+    async def actions(
+        self, server_id: str, context: RequestContext, paging: PageRequest | None = None
+    ) -> tuple[list[actions.Action], str]:
+        """One page of a server's actions, oldest first, and the next page's token."""
         server = await self.get(server_id, context, field="server_id")
-        return await self._db.read(lambda c: actions.list_actions(c, server.uuid))
+        found = await self._db.read(lambda c: actions.list_actions(c, server.uuid))
+        return page_of(
+            found,
+            paging or PageRequest(),
+            # list_actions' own order (oldest first), by public values only.
+            key=lambda a: (sortable(a.start_time), a.request_id, a.action),
+            bound_to=bound("ListServerActions", context, server_id=server.uuid),
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from services.api.convert import security_group_rule_to_proto, security_group_to_proto
+from services.api.paging import PageRequest, bound, page_of, sortable
 from services.api.security_group_rules import CreateRuleCommand
 from services.api.security_groups import CreateGroupCommand, SecurityGroupUseCases
 from services.api.servicer import Context, Identify
@@ -33,9 +34,14 @@ class SecurityGroupsServicer(security_groups_pb2_grpc.SecurityGroupsServicer):  
         self, request: security_groups_pb2.ListSecurityGroupsRequest, context: Context
     ) -> security_groups_pb2.ListSecurityGroupsResponse:
         caller = await self._identify(context)
-        found = await self._groups.list_groups(caller)
+        page, next_token = page_of(
+            await self._groups.list_groups(caller),
+            PageRequest(request.page_size, request.page_token),
+            key=lambda g: (g.project_id, sortable(g.created_at), g.id),
+            bound_to=bound("ListSecurityGroups", caller),
+        )
         return security_groups_pb2.ListSecurityGroupsResponse(
-            security_groups=[security_group_to_proto(g) for g in found]
+            security_groups=[security_group_to_proto(g) for g in page], next_page_token=next_token
         )
 
     async def DeleteSecurityGroup(

@@ -15,6 +15,7 @@ from services.api.context import RequestContext
 from services.api.convert import action_to_proto, server_to_proto
 from services.api.create import CreateServerCommand, CreateServers
 from services.api.delete import DeleteServer
+from services.api.paging import PageRequest
 from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
 from services.api.rate_limit import RateLimiter
@@ -40,6 +41,11 @@ _REBOOT_TYPES: dict[int, PowerAction] = {
     _REBOOT.REBOOT_TYPE_UNSPECIFIED: PowerAction.REBOOT_SOFT,
     _REBOOT.REBOOT_TYPE_SOFT: PowerAction.REBOOT_SOFT,
     _REBOOT.REBOOT_TYPE_HARD: PowerAction.REBOOT_HARD,
+}
+_CHANGE_KINDS = {
+    "snapshot": servers_pb2.SERVER_CHANGE_KIND_SNAPSHOT,
+    "update": servers_pb2.SERVER_CHANGE_KIND_UPDATE,
+    "deleted": servers_pb2.SERVER_CHANGE_KIND_DELETED,
 }
 _STATUS_STATES: dict[int, tuple[VmState, ...]] = {
     servers_pb2.SERVER_STATUS_BUILD: (VmState.BUILDING,),
@@ -156,8 +162,10 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             else None,
             host=request.host,
             all_projects=request.all_projects,
-            limit=request.limit,
+            # limit is page_size's deprecated name; older clients still send it.
+            page_size=request.page_size or request.limit,
             page_token=request.page_token,
+            page_size_field="page_size" if request.page_size else "limit",
         )
         found, next_token = await self._queries.search(caller, query)
         return servers_pb2.ListServersResponse(
@@ -175,9 +183,11 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         self, request: servers_pb2.ListServerActionsRequest, context: Context
     ) -> servers_pb2.ListServerActionsResponse:
         caller = await self._identify(context)
-        found = await self._queries.actions(request.server_id, caller)
+        paging = PageRequest(request.page_size, request.page_token)
+        found, next_token = await self._queries.actions(request.server_id, caller, paging)
         return servers_pb2.ListServerActionsResponse(
-            actions=[action_to_proto(a, admin=caller.is_admin) for a in found]
+            actions=[action_to_proto(a, admin=caller.is_admin) for a in found],
+            next_page_token=next_token,
         )
 
     async def StartServer(
@@ -205,9 +215,13 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         self, request: servers_pb2.WatchServersRequest, context: Context
     ) -> AsyncIterator[servers_pb2.ServerEvent]:
         caller = await self._identify(context, stream=True)
-        async for instance, change in self._watch.watch(
-            caller, server_id=request.server_id, reservation_id=request.reservation_id
-        ):
+        async for instance, change, token in self._watch.watch(
+            caller, server_id=request.server_id, reservation_id=request.reservation_id,
+            resume_token=request.resume_token,
+        ):  # fmt: skip
             yield servers_pb2.ServerEvent(
-                server=server_to_proto(instance, admin=caller.is_admin), change=change
+                server=server_to_proto(instance, admin=caller.is_admin),
+                change=change,  # still filled for clients built before kind
+                kind=_CHANGE_KINDS[change],
+                resume_token=token,
             )

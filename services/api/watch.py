@@ -6,6 +6,18 @@ in one query, and offers them to every watcher. A watcher first receives a snaps
 each change it has not seen, in order per server (a row is sent again only with a newer
 ``updated_at``). Rows are read with a ``lookback`` window, because a transaction can commit
 a little after the time it stamped: a change is never missed for committing late.
+
+Resume: each event carries a token (bound to the watch's filters and caller, as page tokens
+are) holding a watermark: the newest change version queued so far (the snapshot's start for
+the snapshot's last event). A client that reconnects with it gets no snapshot but every
+server of its scope changed since ``watermark - lookback`` (the same late-commit margin as
+the poller's; a server seen just before the drop may come again), then live changes. The
+instances table holds each server's latest state, so what changed several times while the
+client was away comes once, as it is now (as the live stream, which also sends latest
+states). When that cannot be complete, the client is told to take a new snapshot
+(FAILED_PRECONDITION naming resume_token): the token is older than ``resume_window``, a
+server of the scope was archived since (its deletion is no longer in the table), or more
+servers changed than one read returns.
 """
 
 from __future__ import annotations
@@ -21,9 +33,10 @@ from typing import Protocol
 
 from services.api import validation
 from services.api.context import RequestContext
+from services.api.paging import bound, decode_token, encode_token
 from services.common.domain import Instance, VmState, utcnow
-from services.common.errors import NotFound
-from services.common.stores import InstanceStore, UnitOfWork, WatchScope
+from services.common.errors import InvalidArgument, NotFound, WrongState
+from services.common.stores import WATCH_MAX, InstanceStore, UnitOfWork, WatchScope
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +57,20 @@ class _Watcher:
     project_id: str | None
     server_id: str = ""
     reservation_id: str = ""
-    queue: asyncio.Queue[tuple[Instance, str]] = field(
+    # Each event with its watermark: the newest version queued up to it.
+    queue: asyncio.Queue[tuple[Instance, str, datetime]] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_MAX)
     )
+    watermark: datetime | None = None
     sent: dict[str, datetime] = field(default_factory=dict)
     overflowed: bool = False
     # Until its snapshot is out, changes the poller finds wait here (newest per server), so
     # that a client's first event for every server is its snapshot.
     ready: bool = False
     early: dict[str, tuple[Instance, str]] = field(default_factory=dict)
+
+    def scope(self) -> WatchScope:
+        return WatchScope(self.project_id, self.server_id, self.reservation_id)
 
     def matches(self, instance: Instance) -> bool:
         if self.project_id is not None and instance.project_id != self.project_id:
@@ -74,8 +92,10 @@ class _Watcher:
         if last is not None and version <= last:
             return
         self.sent[instance.uuid] = version
+        if change != "snapshot" and (self.watermark is None or version > self.watermark):
+            self.watermark = version
         try:
-            self.queue.put_nowait((instance, change))
+            self.queue.put_nowait((instance, change, self.watermark or version))
         except asyncio.QueueFull:
             self.overflowed = True  # a client that does not read: end its stream
 
@@ -87,41 +107,89 @@ class ServerWatch:
         *,
         poll_interval: float = 0.1,
         lookback: timedelta = timedelta(seconds=5),
+        resume_window: timedelta = timedelta(hours=1),
     ) -> None:
         self._uow = uow
         self._interval = poll_interval
         self._lookback = lookback
+        self._resume_window = resume_window
         self._watchers: set[_Watcher] = set()
         self._poller: asyncio.Task[None] | None = None
 
     async def watch(
-        self, context: RequestContext, *, server_id: str = "", reservation_id: str = ""
-    ) -> AsyncIterator[tuple[Instance, str]]:
+        self,
+        context: RequestContext,
+        *,
+        server_id: str = "",
+        reservation_id: str = "",
+        resume_token: str = "",
+    ) -> AsyncIterator[tuple[Instance, str, str]]:
+        """(server, change, resume token) for the snapshot (none on a resume), then each
+        change; the token is "" on every snapshot event but the last."""
         if server_id:
             server_id = validation.check_uuid_ref("server_id", server_id)
         if reservation_id:
             reservation_id = validation.check_name("reservation_id", reservation_id)
+        bound_to = bound(
+            "WatchServers", context, server_id=server_id, reservation_id=reservation_id
+        )
+        resume_from = self._resume_point(resume_token, bound_to) if resume_token else None
         scope = context.scope if (server_id or reservation_id) else context.project_id
         watcher = _Watcher(scope, server_id, reservation_id)
         self._watchers.add(watcher)  # before the snapshot: no change can fall in between
         self._ensure_poller()
         try:
-            snapshot = await self._uow.read(partial(_matching, watchers=[watcher], since=None))
-            if server_id and not snapshot:
-                raise NotFound("server", server_id, field="server_id")
-            for instance in snapshot:
-                watcher.offer(instance, "snapshot")
+            if resume_from is None:
+                # Whatever changes from now on is newer than this (less the lookback).
+                watcher.watermark = utcnow()
+                snapshot = await self._uow.read(partial(_matching, watchers=[watcher], since=None))
+                if server_id and not snapshot:
+                    raise NotFound("server", server_id, field="server_id")
+                for instance in snapshot:
+                    watcher.offer(instance, "snapshot")
+            else:
+                await self._replay(watcher, resume_from)
             watcher.ready = True
             for instance, change in watcher.early.values():
                 watcher.offer(instance, change)  # only what is newer than the snapshot
             watcher.early.clear()
             while not watcher.overflowed:
-                instance, change = await watcher.queue.get()
-                yield instance, change
+                instance, change, watermark = await watcher.queue.get()
+                # Mid-snapshot there is nothing to resume from: the client must start over.
+                mid_snapshot = change == "snapshot" and not watcher.queue.empty()
+                token = "" if mid_snapshot else _resume_token(watermark, bound_to)
+                yield instance, change, token
                 if server_id and instance.vm_state is VmState.DELETED:
                     return
         finally:
             self._watchers.discard(watcher)
+
+    def _resume_point(self, token: str, bound_to: dict[str, object]) -> datetime:
+        (value,) = decode_token(token, bound_to=bound_to, field="resume_token")
+        try:
+            watermark = datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise InvalidArgument("resume_token", "is not a token this service issued") from exc
+        if utcnow() - watermark > self._resume_window:
+            raise _take_a_snapshot(f"it is older than {self._resume_window}")
+        return watermark - self._lookback
+
+    async def _replay(self, watcher: _Watcher, since: datetime) -> None:
+        """Every server of the scope changed since ``since``, as updates (or deletions)."""
+
+        def read(tx: WatchTx) -> tuple[bool, list[Instance]]:
+            archived = tx.instances.archived_since(watcher.scope(), since=since)
+            return archived, _matching(tx, watchers=[watcher], since=since)
+
+        archived, changed = await self._uow.read(read)
+        if archived:
+            raise _take_a_snapshot("a server it covers was archived since")
+        if len(changed) >= WATCH_MAX:
+            raise _take_a_snapshot(f"more than {WATCH_MAX - 1} servers changed since")
+        watcher.watermark = since
+        watcher.ready = True
+        for instance in sorted(changed, key=_version):
+            watcher.offer(instance, "deleted" if instance.vm_state is VmState.DELETED else "update")
 
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
@@ -150,7 +218,18 @@ class ServerWatch:
                 await self._poller
 
 
+def _resume_token(watermark: datetime, bound_to: dict[str, object]) -> str:
+    return encode_token((watermark.isoformat(),), bound_to=bound_to)
+
+
+def _take_a_snapshot(why: str) -> WrongState:
+    return WrongState(
+        f"resume_token: the changes since cannot all be given ({why}): watch again without "
+        "resume_token (a new snapshot)",
+        field="resume_token",
+    )
+
+
 def _matching(tx: WatchTx, *, watchers: list[_Watcher], since: datetime | None) -> list[Instance]:
     """The rows any watcher covers (changed since ``since``, if given), in one query."""
-    scopes = [WatchScope(w.project_id, w.server_id, w.reservation_id) for w in watchers]
-    return tx.instances.watched(scopes, since=since)
+    return tx.instances.watched([w.scope() for w in watchers], since=since)

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return 0
     try:
         args.view = options.view(args)
-        client = Client(resolve(args), args.timeout)
+        client = Client(resolve(args), args.timeout, page_size=args.chunk_size)
         status: int = args.func(client, args, out)
         return status
     except grpc.RpcError as exc:

@@ -201,9 +201,11 @@ def _system_roots() -> bytes | None:
 
 
 class Client:
-    def __init__(self, connection: Connection, timeout: float) -> None:
+    def __init__(self, connection: Connection, timeout: float, *, page_size: int = 0) -> None:
         self.channel = channel(connection)
         self.timeout = timeout
+        # Items per call of a List RPC (0: the api's default); lists still come whole.
+        self.page_size = page_size
         token = connection.token
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.servers = servers_pb2_grpc.ServersStub(self.channel)

@@ -19,6 +19,7 @@ import grpc
 from services.cli import options
 from services.cli.client import Client, resolve
 from services.cli.errors import CliError
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     keypairs_pb2,
@@ -33,33 +34,33 @@ MAX_SERVERS = 1000
 
 
 def _servers(client: Client) -> Iterable[str]:
-    request = servers_pb2.ListServersRequest(limit=MAX_SERVERS)
+    request = servers_pb2.ListServersRequest(page_size=MAX_SERVERS)  # one page: a TAB is quick
     return (s.name for s in client.call(client.servers.ListServers, request).servers)
 
 
 def _flavors(client: Client) -> Iterable[str]:
-    reply = client.call(client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest())
-    return (f.name for f in reply.flavors)
+    found = every(client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), "flavors")
+    return (f.name for f in found)
 
 
 def _images(client: Client) -> Iterable[str]:
-    reply = client.call(client.images.ListImages, catalog_pb2.ListImagesRequest())
-    return (i.name for i in reply.images)
+    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), "images")
+    return (i.name for i in found)
 
 
 def _groups(client: Client) -> Iterable[str]:
     request = server_groups_pb2.ListServerGroupsRequest()
-    return (g.name for g in client.call(client.groups.ListServerGroups, request).server_groups)
+    return (g.name for g in every(client, client.groups.ListServerGroups, request, "server_groups"))
 
 
 def _networks(client: Client) -> Iterable[str]:
-    reply = client.call(client.networks.ListNetworks, networks_pb2.ListNetworksRequest())
-    return (n.name for n in reply.networks)
+    request = networks_pb2.ListNetworksRequest()
+    return (n.name for n in every(client, client.networks.ListNetworks, request, "networks"))
 
 
 def _keypairs(client: Client) -> Iterable[str]:
-    reply = client.call(client.keypairs.ListKeypairs, keypairs_pb2.ListKeypairsRequest())
-    return (k.name for k in reply.keypairs)
+    request = keypairs_pb2.ListKeypairsRequest()
+    return (k.name for k in every(client, client.keypairs.ListKeypairs, request, "keypairs"))
 
 
 LISTERS: dict[str, Callable[[Client], Iterable[str]]] = {

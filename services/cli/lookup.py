@@ -13,6 +13,7 @@ import grpc
 
 from services.cli.client import Client
 from services.cli.errors import Ambiguous, NotFound
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2,
     networks_pb2,
@@ -50,34 +51,30 @@ def server_id(client: Client, ref: str) -> str:
         else:
             return str(server.id)
     request = servers_pb2.ListServersRequest(name=f"^{re.escape(ref)}$")
-    candidates: list[tuple[str, str]] = []
-    while True:
-        page = client.call(client.servers.ListServers, request)
-        candidates.extend((s.id, s.name) for s in page.servers)
-        if not page.next_page_token:
-            break
-        request.page_token = page.next_page_token
-    return pick("server", ref, candidates)
+    found = every(client, client.servers.ListServers, request, "servers")
+    return pick("server", ref, [(s.id, s.name) for s in found])
 
 
 def flavor_id(client: Client, ref: str) -> str:
-    reply = client.call(client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest())
-    return pick("flavor", ref, ((f.id, f.name) for f in reply.flavors))
+    found = every(client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), "flavors")
+    return pick("flavor", ref, ((f.id, f.name) for f in found))
 
 
 def image_id(client: Client, ref: str) -> str:
-    reply = client.call(client.images.ListImages, catalog_pb2.ListImagesRequest())
-    return pick("image", ref, ((i.id, i.name) for i in reply.images))
+    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), "images")
+    return pick("image", ref, ((i.id, i.name) for i in found))
 
 
 def network_id(client: Client, ref: str) -> str:
-    reply = client.call(client.networks.ListNetworks, networks_pb2.ListNetworksRequest())
-    return pick("network", ref, ((n.id, n.name) for n in reply.networks))
+    request = networks_pb2.ListNetworksRequest()
+    found = every(client, client.networks.ListNetworks, request, "networks")
+    return pick("network", ref, ((n.id, n.name) for n in found))
 
 
 def group_id(client: Client, ref: str) -> str:
-    reply = client.call(client.groups.ListServerGroups, server_groups_pb2.ListServerGroupsRequest())
-    return pick("server group", ref, ((g.id, g.name) for g in reply.server_groups))
+    request = server_groups_pb2.ListServerGroupsRequest()
+    found = every(client, client.groups.ListServerGroups, request, "server_groups")
+    return pick("server group", ref, ((g.id, g.name) for g in found))
 
 
 def catalog_ref(client: Client, kind: str, ref: str) -> str:

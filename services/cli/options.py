@@ -90,6 +90,17 @@ OPTIONS = (
     Option(
         ("--timeout",), "timeout", {"type": float, "help": "per-call deadline (s)"}, default=30.0
     ),
+    Option(
+        ("--chunk-size",),
+        "chunk_size",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "list in calls of N items (as kubectl's --chunk-size; default: the api's "
+            "page size); lists are still shown whole",
+        },
+        default=0,
+    ),
 )
 
 

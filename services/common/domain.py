@@ -79,6 +79,22 @@ class Flavor:
     is_public: bool = True
 
 
+class ImageStatus(enum.StrEnum):
+    """Glance's image statuses that this service has; stored as these strings."""
+
+    ACTIVE = "active"
+    DELETED = "deleted"
+
+
+class GroupPolicy(enum.StrEnum):
+    """A server group's placement policy, spelt as Nova's API and the database store it."""
+
+    AFFINITY = "affinity"
+    ANTI_AFFINITY = "anti-affinity"
+    SOFT_AFFINITY = "soft-affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+
+
 # What the image store takes: disk images libvirt attaches, or a kernel booted directly (with
 # its initrd and command line as image properties).
 DISK_FORMATS = ("qcow2", "raw", "kernel")
@@ -93,7 +109,7 @@ class Image:
     location: str
     checksum: str
     size_bytes: int
-    status: str = "active"
+    status: ImageStatus = ImageStatus.ACTIVE
     properties: Mapping[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
     owner: str | None = None

@@ -10,14 +10,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 
-class GroupPolicy:
-    AFFINITY = "affinity"
-    ANTI_AFFINITY = "anti-affinity"
-    SOFT_AFFINITY = "soft-affinity"
-    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
-    ALL = (AFFINITY, ANTI_AFFINITY, SOFT_AFFINITY, SOFT_ANTI_AFFINITY)
-
-
 @dataclass(frozen=True, slots=True)
 class StoredSpec:
     availability_zone: str | None = None

@@ -44,6 +44,10 @@ T = TypeVar("T")
 Tx_co = TypeVar("Tx_co", covariant=True)
 
 
+# The most instances one watch read returns (a snapshot, or the changes of one poll).
+WATCH_MAX = 1000
+
+
 class UnitOfWork(Protocol[Tx_co]):
     """Runs ``work`` in one transaction: committed when it returns, rolled back when it
     raises (the exception goes to the caller)."""
@@ -161,6 +165,11 @@ class InstanceStore(Protocol):
         """The instances any scope covers, oldest first, at most ``limit`` of the adapter;
         ``since`` None: a snapshot (a project's live servers); else what changed since,
         deletes included."""
+        ...
+
+    def archived_since(self, scope: WatchScope, *, since: datetime) -> bool:
+        """Whether a server of ``scope`` was archived (its deletion gone from the live
+        table) after ``since``: a watch resumed from there could not be complete."""
         ...
 
     def live_uuids(self, uuids: Sequence[str], *, project_id: str | None) -> set[str]:

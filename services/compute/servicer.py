@@ -18,6 +18,7 @@ from services.common.identity import ServiceRole
 from services.common.rpc.convert import from_timestamp
 from services.common.rpc.peers import CallerPolicy
 from services.common.rpc.ports import port_from_proto
+from services.common.rpc.power_actions import POWER_ACTIONS
 from services.compute.manager import ComputeManager
 from services.compute.net.driver import DatapathError
 from services.compute.virt.driver import HypervisorError
@@ -136,10 +137,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
     ) -> compute_pb2.ComputePowerActionResponse:
         if not request.instance_uuid:
             raise InvalidArgument("instance_uuid", "must not be empty")
-        try:
-            action = PowerAction(request.action)
-        except ValueError as exc:
-            raise InvalidArgument("action", f"unknown power action {request.action!r}") from exc
+        action = power_action_of(request)
         try:
             self._manager.power_action(request.instance_uuid, action, request.request_id)
         except HypervisorError as exc:
@@ -158,3 +156,16 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
         except DatapathError as exc:
             raise Unavailable(f"the datapath could not apply the rules: {exc}") from exc
         return compute_pb2.UpdatePortRulesResponse(updated=updated)
+
+
+def power_action_of(request: compute_pb2.ComputePowerActionRequest) -> PowerAction:
+    """kind, or the string of a conductor older than kind (read only when kind is unset)."""
+    if request.kind:
+        found = POWER_ACTIONS.get(request.kind)
+        if found is None:
+            raise InvalidArgument("kind", f"unknown power action kind {request.kind}")
+        return found
+    try:
+        return PowerAction(request.action)
+    except ValueError as exc:
+        raise InvalidArgument("action", f"unknown power action {request.action!r}") from exc

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 class ComputePowerActions(Protocol):
     async def power_action(
-        self, address: str, uuid: str, action: str, *, request_id: str = ""
+        self, address: str, uuid: str, action: PowerAction, *, request_id: str = ""
     ) -> None: ...
 
 
@@ -39,7 +39,7 @@ class PowerActions:
             await self._uow.write(lambda tx: _give_back(tx, uuid, action, "it has no host"))
             raise NotFound("server", uuid, field="instance_uuid")
         try:
-            await self._computes.power_action(address, uuid, action.value, request_id=request_id)
+            await self._computes.power_action(address, uuid, action, request_id=request_id)
         except PeerFailed as exc:
             reason = f"compute host unreachable: {exc.reason}"
             await self._uow.write(lambda tx: _give_back(tx, uuid, action, reason))

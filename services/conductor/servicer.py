@@ -12,7 +12,6 @@ from services.common.domain import (
     ComputeNodeReport,
     InstanceEvent,
     InstanceEventKind,
-    PowerAction,
     PowerState,
 )
 from services.common.errors import InvalidArgument
@@ -21,6 +20,7 @@ from services.common.identity import ServiceRole
 from services.common.rpc.convert import from_timestamp
 from services.common.rpc.peers import CallerPolicy, deny, peer_identity
 from services.common.rpc.ports import port_to_proto
+from services.common.rpc.power_actions import POWER_ACTIONS
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import InstanceEvents
@@ -45,14 +45,6 @@ _KINDS = {
     conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED: InstanceEventKind.REBOOTED,
     conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED: InstanceEventKind.ACTION_FAILED,
     conductor_pb2.INSTANCE_EVENT_KIND_GUEST_READY: InstanceEventKind.GUEST_READY,
-}
-
-
-_POWER_ACTIONS = {
-    conductor_pb2.POWER_ACTION_KIND_START: PowerAction.START,
-    conductor_pb2.POWER_ACTION_KIND_STOP: PowerAction.STOP,
-    conductor_pb2.POWER_ACTION_KIND_REBOOT_SOFT: PowerAction.REBOOT_SOFT,
-    conductor_pb2.POWER_ACTION_KIND_REBOOT_HARD: PowerAction.REBOOT_HARD,
 }
 
 
@@ -96,7 +88,7 @@ def event_from_proto(message: conductor_pb2.InstanceEvent) -> InstanceEvent:
         power_state=power_state,
         reason=message.reason,
         request_id=message.request_id,
-        power_action=_POWER_ACTIONS.get(message.power_action),
+        power_action=POWER_ACTIONS.get(message.power_action),
     )
 
 
@@ -253,7 +245,7 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
         request: conductor_pb2.PowerActionRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> conductor_pb2.PowerActionResponse:
-        action = _POWER_ACTIONS.get(request.action)
+        action = POWER_ACTIONS.get(request.action)
         if action is None:
             raise InvalidArgument("action", f"unknown power action {request.action}")
         if not request.instance_uuid:

@@ -90,6 +90,7 @@ async def test_images(sqlite_url: str, tmp_path: Path) -> None:
             timeout=10,
         )  # fmt: skip
         assert image.status == "active" and len(image.checksum) == 64 and image.owner == "demo"
+        assert image.state == catalog_pb2.IMAGE_STATE_ACTIVE
         assert image.size > 0 and dict(image.properties) == {"hw_architecture": "i686"}
         for bad, code, field in [
             ({"file": "../secret.txt"}, grpc.StatusCode.INVALID_ARGUMENT, "file"),
@@ -162,10 +163,34 @@ async def test_server_groups(sqlite_url: str, tmp_path: Path) -> None:
             server_groups_pb2.CreateServerGroupRequest(name="g", policy="soft-anti-affinity"),
             timeout=5,
         )
+        # An old client's string and a new client's enum name the same policy; both fields
+        # are filled in the reply.
+        soft_anti = server_groups_pb2.SERVER_GROUP_POLICY_SOFT_ANTI_AFFINITY
+        assert (group.policy, group.group_policy) == ("soft-anti-affinity", soft_anti)
+        by_enum = await groups.CreateServerGroup(
+            server_groups_pb2.CreateServerGroupRequest(
+                name="h", group_policy=server_groups_pb2.SERVER_GROUP_POLICY_AFFINITY
+            ),
+            timeout=5,
+        )
+        assert (by_enum.policy, by_enum.group_policy) == (
+            "affinity", server_groups_pb2.SERVER_GROUP_POLICY_AFFINITY)  # fmt: skip
+        for request, field in [
+            (server_groups_pb2.CreateServerGroupRequest(name="x"), "group_policy"),
+            (server_groups_pb2.CreateServerGroupRequest(
+                name="x", policy="affinity", group_policy=soft_anti), "policy"),
+            (server_groups_pb2.CreateServerGroupRequest(name="x", group_policy=99), "group_policy"),  # type: ignore[arg-type]
+        ]:  # fmt: skip
+            error = await refused(groups.CreateServerGroup(request, timeout=5))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and field in error.details()
+        await groups.DeleteServerGroup(
+            server_groups_pb2.DeleteServerGroupRequest(id=by_enum.id), timeout=5
+        )
         listed = await groups.ListServerGroups(
             server_groups_pb2.ListServerGroupsRequest(), timeout=5
         )
         assert [g.id for g in listed.server_groups] == [group.id]
+        assert listed.server_groups[0].group_policy == soft_anti
         _, other = issue_token(sqlite_url, "other")
         theirs = Authed(server_groups_pb2_grpc.ServerGroupsStub(stack.channel), other)
         hidden = await refused(theirs.GetServerGroup(
@@ -187,6 +212,10 @@ async def test_compute_services_for_admins(sqlite_url: str, tmp_path: Path) -> N
         (host,) = (await admin.ListComputeServices(
             compute_services_pb2.ListComputeServicesRequest(), timeout=5)).services  # fmt: skip
         assert (host.state, host.status, host.vcpus, host.memory_mb) == ("up", "enabled", 16, 3072)
+        assert (host.service_state, host.service_status) == (
+            compute_services_pb2.COMPUTE_SERVICE_STATE_UP,
+            compute_services_pb2.COMPUTE_SERVICE_STATUS_ENABLED,
+        )
         no_reason = await refused(admin.SetComputeServiceStatus(
             compute_services_pb2.SetComputeServiceStatusRequest(host=host.host, enabled=False),
             timeout=5))  # fmt: skip
@@ -197,6 +226,7 @@ async def test_compute_services_for_admins(sqlite_url: str, tmp_path: Path) -> N
             timeout=5,
         )  # fmt: skip
         assert (disabled.status, disabled.disabled_reason) == ("disabled", "maintenance")
+        assert disabled.service_status == compute_services_pb2.COMPUTE_SERVICE_STATUS_DISABLED
         reply = await stack.servers.CreateServer(create(), timeout=5)
         (refused_server,) = await stack.wait_settled(list(reply.server_ids))
         # a disabled host takes no builds

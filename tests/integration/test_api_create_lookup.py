@@ -14,7 +14,7 @@ from services.api.create import CreateServerCommand, CreateServerResult, CreateS
 from services.common.db import groups, keypairs, placement
 from services.common.db.engine import Database
 from services.common.db.stores import SqlUnitOfWork
-from services.common.domain import ComputeNodeReport, utcnow
+from services.common.domain import ComputeNodeReport, GroupPolicy, utcnow
 from services.common.errors import NotFound
 from tests.support.keys import ed25519_public_key
 
@@ -50,7 +50,11 @@ async def test_a_batch_reads_each_key_pair_group_and_forced_host_once(sqlite_url
             key = keypairs.add(connection, project_id="p1", name="k",
                                public_key=ed25519_public_key(), now=now)  # fmt: skip
             group = groups.create_group(
-                connection, name="g", project_id="p1", policy="soft-anti-affinity", now=now
+                connection,
+                name="g",
+                project_id="p1",
+                policy=GroupPolicy.SOFT_ANTI_AFFINITY,
+                now=now,
             )
         # An admin may force a host; the key pair is the caller's project's, the group any.
         context = RequestContext("p1", "req-1", is_admin=True)

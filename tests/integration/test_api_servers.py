@@ -238,8 +238,20 @@ async def test_list_filters_and_pagination_return_every_server_once(
             servers_pb2.ListServersRequest(host=host), timeout=5
         )
         assert by_host.servers and {s.host for s in by_host.servers} == {host}
+        # A token is bound to the filters that produced it (AIP-158).
+        tagged = await stack.servers.ListServers(
+            servers_pb2.ListServersRequest(tags=["even"], page_size=2), timeout=5
+        )
+        assert len(tagged.servers) == 2 and tagged.next_page_token
+        continued = await stack.servers.ListServers(servers_pb2.ListServersRequest(
+            tags=["even"], page_size=2, page_token=tagged.next_page_token), timeout=5)  # fmt: skip
+        assert len(continued.servers) == 2
+        # Above the maximum is lowered to it, as AIP-158 (not refused).
+        assert len(await ids(page_size=5000)) == 18 and len(await ids(limit=5000)) == 18
         for bad, field in [({"name": "("}, "name"), ({"page_token": "garbage"}, "page_token"),
-                           ({"limit": 5000}, "limit")]:  # fmt: skip
+                           ({"limit": -1}, "limit"), ({"page_size": -1}, "page_size"),
+                           ({"tags": ["odd"], "page_token": tagged.next_page_token}, "page_token"),
+                           ({"page_token": tagged.next_page_token}, "page_token")]:  # fmt: skip
             error = await refused(stack.servers.ListServers(
                 servers_pb2.ListServersRequest(**bad), timeout=5))  # type: ignore[arg-type]  # fmt: skip
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and field in error.details()
@@ -263,6 +275,9 @@ async def test_watch_delivers_build_then_active_in_order(sqlite_url: str, tmp_pa
         released = False
         async for event in stream:
             events.append((event.server.id, event.change, event.server.status))
+            # the enum says what the deprecated string says
+            kind = servers_pb2.ServerChangeKind.Name(event.kind)
+            assert kind == f"SERVER_CHANGE_KIND_{event.change.upper()}"
             if not released:
                 gated[0].gate.set()  # every server is BUILD until now
                 released = True

@@ -245,6 +245,10 @@ class FakeInstances:
                 found.append(i)
         return found[:WATCH_MAX]
 
+    def archived_since(self, scope: WatchScope, *, since: datetime) -> bool:
+        # archiving has no in-memory side: nothing is ever archived here
+        return False
+
     def live_uuids(self, uuids: Sequence[str], *, project_id: str | None) -> set[str]:
         return {
             u

@@ -31,7 +31,7 @@ class FakeComputes:
         self.terminated: list[tuple[str, list[str]]] = []
 
     async def power_action(
-        self, address: str, uuid: str, action: str, *, request_id: str = ""
+        self, address: str, uuid: str, action: PowerAction, *, request_id: str = ""
     ) -> None:
         if address in self.down:
             raise unreachable()

@@ -219,6 +219,7 @@ class FakeImages:
 class FakeClient:
     def __init__(self, images: FakeImages) -> None:
         self.images = images
+        self.page_size = 0  # the api's default
 
     def call(self, method: Callable[[object], object], request: object) -> object:
         return method(request)

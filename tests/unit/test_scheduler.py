@@ -6,8 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from services.common.domain import HostState, Resources
-from services.common.request_spec import GroupPolicy, StoredSpec, parse_availability_zone
+from services.common.domain import GroupPolicy, HostState, Resources
+from services.common.request_spec import StoredSpec, parse_availability_zone
 from services.conductor.build_path.types import no_valid_host_message
 from services.conductor.scheduler.filters.affinity import ServerGroupAffinityFilter
 from services.conductor.scheduler.filters.anti_affinity import ServerGroupAntiAffinityFilter

@@ -11,6 +11,7 @@ from services.cli.client import Client
 from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import (
     compute_services_pb2,
     keypairs_pb2,
@@ -34,8 +35,9 @@ def _keypair_create(client: Client, args: argparse.Namespace, out: TextIO) -> in
 
 
 def _keypair_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    reply = client.call(client.keypairs.ListKeypairs, keypairs_pb2.ListKeypairsRequest())
-    show_many([to_dict(k) for k in reply.keypairs], KEYPAIR_COLUMNS, args.view, out)
+    request = keypairs_pb2.ListKeypairsRequest()
+    found = every(client, client.keypairs.ListKeypairs, request, "keypairs")
+    show_many([to_dict(k) for k in found], KEYPAIR_COLUMNS, args.view, out)
     return 0
 
 
@@ -80,10 +82,9 @@ def _quota(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _compute_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    reply = client.call(
-        client.computes.ListComputeServices, compute_services_pb2.ListComputeServicesRequest()
-    )
-    show_many([to_dict(s) for s in reply.services], COMPUTE_COLUMNS, args.view, out)
+    request = compute_services_pb2.ListComputeServicesRequest()
+    found = every(client, client.computes.ListComputeServices, request, "services")
+    show_many([to_dict(s) for s in found], COMPUTE_COLUMNS, args.view, out)
     return 0
 
 

@@ -11,6 +11,7 @@ from services.cli.commands.servers import pairs
 from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
+from services.cli.paging import every
 from services.common.domain import DISK_FORMATS
 from services.common.generated.novagrpc.v1 import catalog_pb2
 
@@ -41,8 +42,8 @@ def _flavor_create(client: Client, args: argparse.Namespace, out: TextIO) -> int
 
 
 def _flavor_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    reply = client.call(client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest())
-    show_many([to_dict(f) for f in reply.flavors], FLAVOR_COLUMNS, args.view, out)
+    found = every(client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), "flavors")
+    show_many([to_dict(f) for f in found], FLAVOR_COLUMNS, args.view, out)
     return 0
 
 
@@ -76,8 +77,8 @@ def _image_register(client: Client, args: argparse.Namespace, out: TextIO) -> in
 
 
 def _image_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    reply = client.call(client.images.ListImages, catalog_pb2.ListImagesRequest())
-    show_many([to_dict(i) for i in reply.images], IMAGE_COLUMNS, args.view, out)
+    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), "images")
+    show_many([to_dict(i) for i in found], IMAGE_COLUMNS, args.view, out)
     return 0
 
 

@@ -11,6 +11,7 @@ from services.cli.client import Client
 from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import server_groups_pb2
 
 POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
@@ -21,17 +22,20 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     name = args.name_arg or args.name
     if not name:
         raise CliError("a name is required (server group create --policy POLICY NAME)")
-    reply = client.call(
-        client.groups.CreateServerGroup,
-        server_groups_pb2.CreateServerGroupRequest(name=name, policy=args.policy),
+    # The enum, and Nova's string too: an api older than group_policy reads only the string.
+    policy = "SERVER_GROUP_POLICY_" + args.policy.upper().replace("-", "_")
+    request = server_groups_pb2.CreateServerGroupRequest(
+        name=name, policy=args.policy, group_policy=policy
     )
+    reply = client.call(client.groups.CreateServerGroup, request)
     emit(to_dict(reply), args.view, out)
     return 0
 
 
 def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    reply = client.call(client.groups.ListServerGroups, server_groups_pb2.ListServerGroupsRequest())
-    rows = [to_dict(g) for g in reply.server_groups]
+    request = server_groups_pb2.ListServerGroupsRequest()
+    found = every(client, client.groups.ListServerGroups, request, "server_groups")
+    rows = [to_dict(g) for g in found]
     if not args.view.structured:  # a table shows how many; JSON and YAML carry the ids
         rows = [{**r, "members": len(r["members"])} for r in rows]
     show_many(rows, COLUMNS, args.view, out)

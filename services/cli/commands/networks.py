@@ -10,6 +10,7 @@ from services.cli.client import Client
 from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import networks_pb2
 
 COLUMNS = ("id", "name", "cidr", "gateway_ip", "shared", "ports_in_use", "pool_size")
@@ -36,8 +37,8 @@ def _network(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         emit(to_dict(client.call(stub.CreateNetwork, request)), args.view, out)
         return 0
     if args.network_action == "list":
-        reply = client.call(stub.ListNetworks, networks_pb2.ListNetworksRequest())
-        show_many([to_dict(n) for n in reply.networks], COLUMNS, args.view, out)
+        found = every(client, stub.ListNetworks, networks_pb2.ListNetworksRequest(), "networks")
+        show_many([to_dict(n) for n in found], COLUMNS, args.view, out)
         return 0
     network_id = lookup.network_id(client, args.network)
     if args.network_action == "show":

@@ -11,6 +11,7 @@ from services.cli.client import Client
 from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import security_groups_pb2, security_groups_pb2_grpc
 
 COLUMNS = ("id", "name", "description", "rules")
@@ -60,10 +61,9 @@ def _group(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         emit(to_dict(client.call(stub.CreateSecurityGroup, request)), args.view, out)
         return 0
     if args.action == "list":
-        reply = client.call(
-            stub.ListSecurityGroups, security_groups_pb2.ListSecurityGroupsRequest()
-        )
-        show_many([_group_row(g) for g in reply.security_groups], COLUMNS, args.view, out)
+        listing = security_groups_pb2.ListSecurityGroupsRequest()
+        found = every(client, stub.ListSecurityGroups, listing, "security_groups")
+        show_many([_group_row(g) for g in found], COLUMNS, args.view, out)
         return 0
     if args.action == "show":
         get = security_groups_pb2.GetSecurityGroupRequest(id=args.group)

@@ -15,6 +15,7 @@ from services.cli.commands.watching import follow, wait_settled, watch_one
 from services.cli.completers import complete
 from services.cli.errors import CliError
 from services.cli.output import emit, show_many, to_dict
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import servers_pb2
 
 COLUMNS = ("id", "name", "status", "task_state", "power_state", "networks", "flavor_name")
@@ -142,17 +143,16 @@ def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         flavor=lookup.catalog_ref(client, "flavor", args.flavor) if args.flavor else "",
         image=lookup.catalog_ref(client, "image", args.image) if args.image else "",
         tags=args.tag, host=args.host or "",
-        all_projects=args.all_projects, limit=args.limit or 0,
+        all_projects=args.all_projects,
     )  # fmt: skip
     if args.status:
         request.status = servers_pb2.ServerStatus.Value(f"SERVER_STATUS_{args.status.upper()}")  # type: ignore[assignment]
-    rows: list[dict[str, Any]] = []
-    while True:
-        page = client.call(client.servers.ListServers, request)
-        rows.extend(row(s, structured=args.view.structured) for s in page.servers)
-        if not page.next_page_token or args.limit:
-            break
-        request.page_token = page.next_page_token
+    if args.limit:  # one page of at most that many
+        request.page_size = args.limit
+        found = list(client.call(client.servers.ListServers, request).servers)
+    else:
+        found = every(client, client.servers.ListServers, request, "servers")
+    rows = [row(s, structured=args.view.structured) for s in found]
     show_many(rows, COLUMNS, args.view, out)
     return 0
 
@@ -204,14 +204,13 @@ def _power(action: str) -> Any:
 
 def _actions(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     server_id = lookup.server_id(client, args.server)
-    reply = client.call(
-        client.servers.ListServerActions, servers_pb2.ListServerActionsRequest(server_id=server_id)
-    )
+    request = servers_pb2.ListServerActionsRequest(server_id=server_id)
+    found = every(client, client.servers.ListServerActions, request, "actions")
     if args.view.structured:
-        show_many([to_dict(a) for a in reply.actions], (), args.view, out)
+        show_many([to_dict(a) for a in found], (), args.view, out)
         return 0
     rows = []
-    for action in reply.actions:
+    for action in found:
         for event in action.events or [servers_pb2.ServerActionEvent()]:
             rows.append({
                 "action": action.action, "event": event.event, "host": event.host,

@@ -1,10 +1,13 @@
 """Following WatchServers: ``server watch`` and every ``--wait``.
 
 A watch outlives its stream: when the stream drops (the api restarts, a proxy cuts it, the api
-ends a watcher that fell too far behind), novactl opens a new one. The api starts every stream
-with a snapshot of the servers in scope, so nothing that changed meanwhile is missed; servers
-whose state novactl has already shown are not shown again, and a changed one is shown as an
-``update`` rather than as part of a snapshot.
+ends a watcher that fell too far behind), novactl opens a new one with the resume_token of the
+last event it got: the api then sends every server changed since instead of a snapshot. When
+the api cannot resume (FAILED_PRECONDITION on resume_token: too old, servers archived since)
+or predates resume tokens, the new stream starts with a snapshot of the servers in scope, so
+nothing that changed meanwhile is missed either way; servers whose state novactl has already
+shown are not shown again, and a changed one is shown as an ``update`` rather than as part of
+a snapshot.
 """
 
 from __future__ import annotations
@@ -76,23 +79,32 @@ def events(
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = _Shown()
     backoff = FIRST_BACKOFF
+    token = ""  # where a new stream resumes ("": from a snapshot)
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise CliError(f"timed out after {timeout:.0f}s")
+        attempt = servers_pb2.WatchServersRequest()
+        attempt.CopyFrom(request)
+        attempt.resume_token = token
         # A reconnect waits for the api to come back rather than failing at once.
-        stream = client.stream(client.servers.WatchServers, request, remaining,
+        stream = client.stream(client.servers.WatchServers, attempt, remaining,
                                wait_for_ready=shown.resumed)  # fmt: skip
         received = False
         try:
             for event in stream:
                 received = True
+                token = event.resume_token or token
                 if shown.fresh(event):
                     yield event
             if request.server_id and shown.deleted(request.server_id):
                 return
             reason = "the api ended the stream"
         except grpc.RpcError as exc:
+            if token and _resume_refused(exc):
+                notify(f"cannot resume ({exc.details()}); taking a new snapshot")  # type: ignore[attr-defined]
+                token = ""
+                continue
             reason = _dropped(exc, request, resumed=shown.resumed or received, timeout=timeout,
                               deadline=deadline)  # fmt: skip
             if not reason:
@@ -107,6 +119,11 @@ def events(
             pause(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
         shown.resumed = True
+
+
+def _resume_refused(exc: grpc.RpcError) -> bool:
+    code = exc.code()  # type: ignore[attr-defined]
+    return code == grpc.StatusCode.FAILED_PRECONDITION and "resume_token" in str(exc.details())  # type: ignore[attr-defined]
 
 
 def _dropped(

@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from services.common.db import actions, catalog, groups, placement
 from services.common.db import instances as instance_repo
-from services.common.domain import HostState, Image, Instance, Resources
+from services.common.domain import GroupPolicy, HostState, Image, Instance, Resources
 from services.common.instance_actions import ActionName
 
 T = TypeVar("T")
@@ -40,7 +40,7 @@ class SqlBuildStore:
     def images(self, ids: set[str]) -> dict[str, Image]:
         return catalog.images_by_id(self._c, ids)
 
-    def group_policies(self, group_uuids: Sequence[str]) -> dict[str, str]:
+    def group_policies(self, group_uuids: Sequence[str]) -> dict[str, GroupPolicy]:
         found = groups.get_groups(self._c, group_uuids, project_id=None)
         return {u: g.policy for u, g in found.items()}
 

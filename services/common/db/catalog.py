@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Connection, RowMapping, and_, bindparam, or_, select, update
 
 from services.common.db.models import FLAVORS, IMAGES
-from services.common.domain import Flavor, Image
+from services.common.domain import Flavor, Image, ImageStatus
 from services.common.errors import InvalidArgument
 
 
@@ -24,7 +24,7 @@ def image_from_row(m: RowMapping) -> Image:
         location=m["location"],
         checksum=m["checksum"],
         size_bytes=m["size_bytes"],
-        status=m["status"],
+        status=ImageStatus(m["status"]),
         properties=dict(m["properties"] or {}),
         created_at=m["created_at"],
         owner=m["owner"],
@@ -40,7 +40,7 @@ _IMAGE_BY_REF = (
     .where(
         or_(
             IMAGES.c.id == bindparam("ref"),
-            and_(IMAGES.c.name == bindparam("ref"), IMAGES.c.status != "deleted"),
+            and_(IMAGES.c.name == bindparam("ref"), IMAGES.c.status != ImageStatus.DELETED.value),
         )
     )
     .limit(3)  # the image with that id, and two of that name are enough to call it ambiguous
@@ -91,7 +91,7 @@ def add_image(connection: Connection, image: Image, now: datetime) -> None:
             location=image.location,
             checksum=image.checksum,
             size_bytes=image.size_bytes,
-            status=image.status,
+            status=image.status.value,
             properties=dict(image.properties),
             created_at=now,
             owner=image.owner,
@@ -101,7 +101,7 @@ def add_image(connection: Connection, image: Image, now: datetime) -> None:
 
 def images_named(connection: Connection, name: str) -> list[Image]:
     rows = connection.execute(
-        select(IMAGES).where(IMAGES.c.name == name, IMAGES.c.status != "deleted")
+        select(IMAGES).where(IMAGES.c.name == name, IMAGES.c.status != ImageStatus.DELETED.value)
     )
     return [image_from_row(r._mapping) for r in rows]
 
@@ -109,7 +109,9 @@ def images_named(connection: Connection, name: str) -> list[Image]:
 def retire_images(connection: Connection, ids: list[str]) -> None:
     """Hide images from name lookups; instances built from them keep their id."""
     if ids:
-        connection.execute(update(IMAGES).where(IMAGES.c.id.in_(ids)).values(status="deleted"))
+        connection.execute(
+            update(IMAGES).where(IMAGES.c.id.in_(ids)).values(status=ImageStatus.DELETED.value)
+        )
 
 
 def create_flavor(connection: Connection, flavor: Flavor, now: datetime) -> None:
@@ -145,6 +147,8 @@ def delete_flavor(connection: Connection, flavor_id: str) -> bool:
 
 def list_images(connection: Connection) -> list[Image]:
     rows = connection.execute(
-        select(IMAGES).where(IMAGES.c.status != "deleted").order_by(IMAGES.c.name, IMAGES.c.id)
+        select(IMAGES)
+        .where(IMAGES.c.status != ImageStatus.DELETED.value)
+        .order_by(IMAGES.c.name, IMAGES.c.id)
     )
     return [image_from_row(r._mapping) for r in rows]

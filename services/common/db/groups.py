@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, select
 
 from services.common.db.models import GROUP_MEMBERS, INSTANCES, SERVER_GROUPS
-from services.common.domain import VmState
+from services.common.domain import GroupPolicy, VmState
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,18 +19,18 @@ class ServerGroup:
     uuid: str
     name: str
     project_id: str
-    policy: str
+    policy: GroupPolicy
     created_at: datetime
     members: tuple[str, ...] = ()
 
 
 def create_group(
-    connection: Connection, *, name: str, project_id: str, policy: str, now: datetime
+    connection: Connection, *, name: str, project_id: str, policy: GroupPolicy, now: datetime
 ) -> ServerGroup:
     group = ServerGroup(str(uuid.uuid4()), name, project_id, policy, now)
     connection.execute(
         SERVER_GROUPS.insert().values(
-            uuid=group.uuid, name=name, project_id=project_id, policy=policy, created_at=now
+            uuid=group.uuid, name=name, project_id=project_id, policy=policy.value, created_at=now
         )
     )
     return group
@@ -67,7 +67,7 @@ def get_groups(
             m["uuid"],
             m["name"],
             m["project_id"],
-            m["policy"],
+            GroupPolicy(m["policy"]),
             m["created_at"],
             tuple(members.get(m["uuid"], ())),
         )

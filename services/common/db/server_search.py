@@ -29,10 +29,11 @@ class ServerFilter:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """The last row of a page: the next page starts strictly after it."""
+    """The last row of a page: the next page starts strictly after it. The server's uuid, not
+    its row id, breaks ties: page tokens carry the cursor and show no internal ids."""
 
     created_at: datetime
-    id: int
+    uuid: str
 
 
 def search(
@@ -72,11 +73,11 @@ def search(
         query = query.where(
             or_(
                 INSTANCES.c.created_at < after.created_at,
-                and_(INSTANCES.c.created_at == after.created_at, INSTANCES.c.id < after.id),
+                and_(INSTANCES.c.created_at == after.created_at, INSTANCES.c.uuid < after.uuid),
             )
         )
-    query = query.order_by(INSTANCES.c.created_at.desc(), INSTANCES.c.id.desc()).limit(limit + 1)
+    query = query.order_by(INSTANCES.c.created_at.desc(), INSTANCES.c.uuid.desc()).limit(limit + 1)
     rows: list[RowMapping] = [r._mapping for r in connection.execute(query)]
     page = rows[:limit]
-    cursor = Cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+    cursor = Cursor(page[-1]["created_at"], page[-1]["uuid"]) if len(rows) > limit else None
     return with_details(connection, page), cursor

@@ -16,7 +16,15 @@ from typing import TypeVar
 from sqlalchemy import ColumnElement, Connection, and_, or_, select
 
 from services.common.db import actions as action_repo
-from services.common.db import catalog, groups, idempotency, keypairs, placement, quotas
+from services.common.db import (
+    catalog,
+    groups,
+    idempotency,
+    keypairs,
+    placement,
+    quotas,
+    watch_resume,
+)
 from services.common.db import instances as instance_repo
 from services.common.db import networks as network_repo
 from services.common.db import security_groups as security_group_repo
@@ -33,12 +41,17 @@ from services.common.domain import (
 )
 from services.common.instance_actions import ActionName
 from services.common.networking import Network
-from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
+from services.common.stores import (
+    WATCH_MAX,
+    FaultRecord,
+    Findings,
+    UnfinishedCutoffs,
+    WatchScope,
+)
 
 T = TypeVar("T")
 
 # The most rows one watch read returns (a snapshot or one poll's changes).
-WATCH_MAX = 1000
 
 
 def _changed_before(moment: datetime) -> ColumnElement[bool]:
@@ -185,6 +198,12 @@ class SqlInstances:
         query = query.order_by(INSTANCES.c.created_at).limit(WATCH_MAX)
         rows = [r._mapping for r in self._c.execute(query)]
         return instance_repo.with_details(self._c, rows)
+
+    def archived_since(self, scope: WatchScope, *, since: datetime) -> bool:
+        return watch_resume.archived_since(
+            self._c, since=since, project_id=scope.project_id,
+            server_id=scope.server_id, reservation_id=scope.reservation_id,
+        )  # fmt: skip
 
     def live_uuids(self, uuids: Sequence[str], *, project_id: str | None) -> set[str]:
         if not uuids:

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 from services.common.builds import BuildSpec
 from services.common.context import request_metadata
+from services.common.domain import PowerAction
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
 from services.common.networking import PortSpec
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.client_errors import wrap_errors
 from services.common.rpc.convert import to_timestamp
 from services.common.rpc.ports import port_to_proto
+from services.common.rpc.power_actions import POWER_ACTION_KINDS
 from services.common.rpc.retry import with_retries
 
 
@@ -110,11 +112,13 @@ class ComputeClient:
             return await with_retries(call, attempts=3)
 
     async def power_action(
-        self, address: str, uuid: str, action: str, *, request_id: str = ""
+        self, address: str, uuid: str, action: PowerAction, *, request_id: str = ""
     ) -> None:
         stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
+        # The string too, for compute services older than kind (a rolling upgrade).
         request = compute_pb2.ComputePowerActionRequest(
-            instance_uuid=uuid, action=action, request_id=request_id
-        )
+            instance_uuid=uuid, action=action.value, kind=POWER_ACTION_KINDS[action],
+            request_id=request_id,
+        )  # fmt: skip
         with wrap_errors(f"compute host at {address}"):
             await stub.PowerAction(request, timeout=self._timeout)

@@ -30,6 +30,7 @@ from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conduc
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.client_errors import wrap_errors
 from services.common.rpc.ports import port_from_proto
+from services.common.rpc.power_actions import POWER_ACTION_KINDS
 from services.common.rpc.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,6 @@ _EVENT_KINDS = {
     InstanceEventKind.REBOOTED: conductor_pb2.INSTANCE_EVENT_KIND_REBOOTED,
     InstanceEventKind.ACTION_FAILED: conductor_pb2.INSTANCE_EVENT_KIND_ACTION_FAILED,
     InstanceEventKind.GUEST_READY: conductor_pb2.INSTANCE_EVENT_KIND_GUEST_READY,
-}
-
-
-_POWER_ACTIONS = {
-    PowerAction.START: conductor_pb2.POWER_ACTION_KIND_START,
-    PowerAction.STOP: conductor_pb2.POWER_ACTION_KIND_STOP,
-    PowerAction.REBOOT_SOFT: conductor_pb2.POWER_ACTION_KIND_REBOOT_SOFT,
-    PowerAction.REBOOT_HARD: conductor_pb2.POWER_ACTION_KIND_REBOOT_HARD,
 }
 
 
@@ -255,7 +248,7 @@ def event_to_proto(event: InstanceEvent) -> conductor_pb2.InstanceEvent:
         occurred_at=_timestamp(event),
         request_id=event.request_id,
         power_action=(
-            _POWER_ACTIONS[event.power_action]
+            POWER_ACTION_KINDS[event.power_action]
             if event.power_action is not None
             else conductor_pb2.POWER_ACTION_KIND_UNSPECIFIED
         ),
@@ -464,7 +457,7 @@ class ConductorClient:
     async def power_action(self, uuid: str, action: PowerAction, *, request_id: str = "") -> None:
         """Not retried: a reboot must not happen twice. Errors surface to the caller."""
         request = conductor_pb2.PowerActionRequest(
-            instance_uuid=uuid, action=_POWER_ACTIONS[action], request_id=request_id
+            instance_uuid=uuid, action=POWER_ACTION_KINDS[action], request_id=request_id
         )
         metadata = request_metadata(request_id)
         with wrap_errors("conductor"):

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from services.common.db import actions
 from services.common.db import instances as instance_repo
 from services.common.domain import (
+    GroupPolicy,
     HostState,
     Image,
     Instance,
@@ -75,7 +76,7 @@ def request_spec(
     instance: Instance,
     stored: StoredSpec,
     *,
-    policies: dict[str, str],
+    policies: Mapping[str, GroupPolicy],
     member_hosts: dict[str, dict[str, int]],
     hint_hosts: dict[str, str],
 ) -> RequestSpec:
@@ -205,6 +206,7 @@ class PlacementPass:
                 host_count = len(hosts)
                 decisions = self._scheduler.place(self._specs(batch, pending), hosts)
             pending = self._claim(batch, decisions)
+            plan.claim_conflicts += len(pending)
             decisions = None
             if not pending:
                 break

@@ -10,7 +10,7 @@ from typing import Protocol, TypeVar
 
 from services.common.db.actions import EventRecord
 from services.common.db.instances import FaultRecord, Placement
-from services.common.domain import HostState, Image, Instance, Resources
+from services.common.domain import GroupPolicy, HostState, Image, Instance, Resources
 from services.common.instance_actions import ActionName
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ class BuildStore(Protocol):
 
     def images(self, ids: set[str]) -> dict[str, Image]: ...
 
-    def group_policies(self, group_uuids: Sequence[str]) -> dict[str, str]:
+    def group_policies(self, group_uuids: Sequence[str]) -> dict[str, GroupPolicy]:
         """Policy by server group uuid (groups that are gone are left out)."""
 
     def member_hosts(self, group_uuids: Sequence[str]) -> Mapping[str, Mapping[str, int]]:

@@ -37,6 +37,9 @@ class BatchPlan:
     failed: list[instance_repo.FaultRecord] = field(default_factory=list)
     placements: list[instance_repo.Placement] = field(default_factory=list)
     skipped: int = 0
+    # claims whose host's generation moved under them (another conductor claimed there first;
+    # placed again on fresh host states): what scale-out costs, counted (make bench)
+    claim_conflicts: int = 0
 
 
 def no_valid_host_message(rejected: dict[str, int], host_count: int) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.common.domain import Resources
+from services.common.domain import GroupPolicy, Resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class RequestSpec:
     force_node: str | None = None
     image_properties: Mapping[str, str] = field(default_factory=dict)
     group_uuid: str | None = None
-    group_policy: str | None = None
+    group_policy: GroupPolicy | None = None
     # host -> members of the instance's server group already there
     group_hosts: Mapping[str, int] = field(default_factory=dict)
     same_host_hosts: frozenset[str] | None = None

@@ -3,8 +3,7 @@ group."""
 
 from __future__ import annotations
 
-from services.common.domain import HostState
-from services.common.request_spec import GroupPolicy
+from services.common.domain import GroupPolicy, HostState
 from services.conductor.scheduler.request import RequestSpec
 
 
