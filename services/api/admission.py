@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 
-from services.common.errors import RateLimited
+from services.common.errors import ErrorReason, RateLimited
+
+# A call in flight ends within the unary deadline, usually far sooner: a client may try again
+# after this. A stream ends when its client closes it, which no retry delay can foretell.
+CALL_RETRY_AFTER = timedelta(milliseconds=500)
 
 
 class Admission:
@@ -29,7 +34,11 @@ class Admission:
         if cap and counts[project_id] >= cap:
             what = "open streams" if stream else "calls in flight"
             raise RateLimited(
-                f"too many {what} for this project (at most {cap}); retry when one ends"
+                f"too many {what} for this project (at most {cap}); retry when one ends",
+                retry_after=None if stream else CALL_RETRY_AFTER,
+                reason=(
+                    ErrorReason.TOO_MANY_STREAMS if stream else ErrorReason.TOO_MANY_CALLS_IN_FLIGHT
+                ),
             )
         counts[project_id] += 1
         released = False

@@ -55,6 +55,11 @@ OPTIONS = (
            default=[]),
     Option(("--timeout",), "timeout", {"type": float, "help": "per-call deadline (s)"},
            default=30.0),
+    Option(("--retries",), "retries",
+           {"type": int, "metavar": "N",
+            "help": "send a rate-limited call again up to N times, each after the delay the "
+            "api asks for (at most 10s)"},
+           default=3),
 )
 
 
