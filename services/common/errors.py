@@ -133,6 +133,7 @@ class QuotaExceeded(DomainError):
     @property
     def metadata(self) -> dict[str, str]:
         return {
+            **super().metadata,
             "resource": self.resource,
             "limit": str(self.limit),
             "in_use": str(self.in_use),
