@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,6 +104,8 @@ def oidc_verifier(settings: ApiSettings) -> OidcVerifier | None:
 
 
 async def start_api(settings: ApiSettings) -> RunningService:
+    # The event loop shares the interpreter with the database threads: see switch_interval_ms.
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     # a read is stopped when its call's deadline passes (or its client goes away)
     db = Database(
         settings.database_url, read_timeout=settings.rpc_deadline_seconds, fair_reads=True

@@ -18,6 +18,7 @@ from services.api.delete import DeleteServer
 from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
 from services.api.rate_limit import RateLimiter
+from services.api.slices import convert_in_slices
 from services.api.watch import ServerWatch
 from services.common.context import (
     current_request_id,
@@ -160,10 +161,10 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             page_token=request.page_token,
         )
         found, next_token = await self._queries.search(caller, query)
-        return servers_pb2.ListServersResponse(
-            servers=[server_to_proto(i, admin=caller.is_admin) for i in found],
-            next_page_token=next_token,
-        )
+        # in slices: a page of 1,000 must not hold the event loop for every other project
+        admin = caller.is_admin
+        servers = await convert_in_slices(found, lambda i: server_to_proto(i, admin=admin))
+        return servers_pb2.ListServersResponse(servers=servers, next_page_token=next_token)
 
     async def DeleteServer(
         self, request: servers_pb2.DeleteServerRequest, context: Context

@@ -60,6 +60,12 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         "Server-side time limit of every unary public call: past it the call's work (its "
         "database reads too) is stopped and it answers DEADLINE_EXCEEDED.",
     )
+    switch_interval_ms: float = setting(
+        1.0,
+        "How often (ms) a thread running Python code hands the interpreter lock on (Python's "
+        "default is 5): a database thread building a large page then delays another "
+        "project's call on the event loop by at most this, not 5 ms per hand-over.",
+    )
     max_calls_per_project: int = setting(
         64, "Public calls of one project in flight at once, RESOURCE_EXHAUSTED beyond (0: no cap)."
     )
@@ -124,6 +130,7 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
             )
         require(0 <= self.oidc_leeway_seconds <= 300, "oidc_leeway_seconds", "must be 0 to 300")
         require(self.rpc_deadline_seconds > 0, "rpc_deadline_seconds", "must be > 0")
+        require(0 < self.switch_interval_ms <= 100, "switch_interval_ms", "must be in (0, 100]")
         for name in ("max_calls_per_project", "max_streams_per_project"):
             require(getattr(self, name) >= 0, name, "must be >= 0 (0: no cap)")
         require(self.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
