@@ -92,7 +92,8 @@ def _report(results: list[dict[str, Any]]) -> int:
         verdict = f"{r['target']} {'met' if r['met'] else 'MISSED'}" if "target" in r else ""
         print(
             f"{r['figure'].ljust(width)}  {r['value']:>12.2f}  {verdict:<20}  "
-            f"{r['unit']}; {r['conditions']}"
+            f"{r['unit']}{' (rounds: ' + r['range'] + ')' if 'range' in r else ''}; "
+            f"{r['conditions']}"
         )
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)
