@@ -108,7 +108,10 @@ async def start_api(settings: ApiSettings) -> RunningService:
     sys.setswitchinterval(settings.switch_interval_ms / 1000)
     # a read is stopped when its call's deadline passes (or its client goes away)
     db = Database(
-        settings.database_url, read_timeout=settings.rpc_deadline_seconds, fair_reads=True
+        settings.database_url,
+        read_timeout=settings.rpc_deadline_seconds,
+        fair_reads=True,
+        reads_per_tenant=settings.read_threads_per_project,
     )
     registry = CollectorRegistry()
     channels = ChannelPool(settings.internal_client_tls())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
@@ -18,6 +20,8 @@ from services.common.db.engine import Database
 from services.common.db.server_search import Cursor, ServerFilter, search
 from services.common.domain import Instance, VmState
 from services.common.errors import InvalidArgument, NotFound
+
+T = TypeVar("T")
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -89,8 +93,19 @@ class ServerQueries:
             raise NotFound("server", server_id, field=field)
         return found
 
-    async def search(self, context: RequestContext, query: ListQuery) -> tuple[list[Instance], str]:
-        """One page of servers and the token of the next page ("" on the last)."""
+    async def search(
+        self,
+        context: RequestContext,
+        query: ListQuery,
+        present: Callable[[list[Instance]], T],
+    ) -> tuple[T, str]:
+        """One page of servers, as ``present`` makes it, and the token of the next page (""
+        on the last).
+
+        ``present`` (the servicer's conversion) runs on the database thread that read the
+        page, inside the caller's project's share of those threads: a page of 1,000 servers
+        is ~50 ms of conversion that would otherwise hold the event loop, and every other
+        project's calls with it."""
         if query.host or query.all_projects:
             field = "host" if query.host else "all_projects"
             require_admin(context, f"{field}: filtering by host or across projects")
@@ -105,7 +120,7 @@ class ServerQueries:
         across = context.is_admin and (query.all_projects or bool(query.host))
         project = None if across else context.project_id
 
-        def run(connection: Connection) -> tuple[list[Instance], Cursor | None]:
+        def run(connection: Connection) -> tuple[T, Cursor | None]:
             flavor_ids: tuple[str, ...] = ()
             if query.flavor:
                 found = catalog.find_flavor(connection, query.flavor)
@@ -121,7 +136,8 @@ class ServerQueries:
                 changes_since=query.changes_since,
                 host=query.host or None,
             )
-            return search(connection, filters, limit=limit, after=after)
+            servers, cursor = search(connection, filters, limit=limit, after=after)
+            return present(servers), cursor
 
         page, cursor = await self._db.read(run)
         return page, encode_page_token(cursor) if cursor is not None else ""

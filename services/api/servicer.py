@@ -18,7 +18,6 @@ from services.api.delete import DeleteServer
 from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
 from services.api.rate_limit import RateLimiter
-from services.api.slices import convert_in_slices
 from services.api.watch import ServerWatch
 from services.common.context import (
     current_request_id,
@@ -26,7 +25,7 @@ from services.common.context import (
     rpc_method_var,
     tenant_var,
 )
-from services.common.domain import PowerAction, VmState
+from services.common.domain import Instance, PowerAction, VmState
 from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.rpc.convert import from_timestamp
@@ -160,11 +159,17 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             limit=request.limit,
             page_token=request.page_token,
         )
-        found, next_token = await self._queries.search(caller, query)
-        # in slices: a page of 1,000 must not hold the event loop for every other project
         admin = caller.is_admin
-        servers = await convert_in_slices(found, lambda i: server_to_proto(i, admin=admin))
-        return servers_pb2.ListServersResponse(servers=servers, next_page_token=next_token)
+
+        def present(found: list[Instance]) -> servers_pb2.ListServersResponse:
+            # runs on the database thread: a page of 1,000 must not hold the event loop
+            return servers_pb2.ListServersResponse(
+                servers=[server_to_proto(i, admin=admin) for i in found]
+            )
+
+        reply, next_token = await self._queries.search(caller, query, present)
+        reply.next_page_token = next_token
+        return reply
 
     async def DeleteServer(
         self, request: servers_pb2.DeleteServerRequest, context: Context

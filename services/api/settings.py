@@ -60,6 +60,12 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         "Server-side time limit of every unary public call: past it the call's work (its "
         "database reads too) is stopped and it answers DEADLINE_EXCEEDED.",
     )
+    read_threads_per_project: int = setting(
+        1,
+        "Database read threads (of 4) one project may hold at once. A read of a large page "
+        "is CPU work under the interpreter lock: each thread a flooding project holds takes "
+        "a share of it from every other project's calls.",
+    )
     switch_interval_ms: float = setting(
         1.0,
         "How often (ms) a thread running Python code hands the interpreter lock on (Python's "
@@ -130,6 +136,7 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
             )
         require(0 <= self.oidc_leeway_seconds <= 300, "oidc_leeway_seconds", "must be 0 to 300")
         require(self.rpc_deadline_seconds > 0, "rpc_deadline_seconds", "must be > 0")
+        require(1 <= self.read_threads_per_project <= 4, "read_threads_per_project", "1 to 4")
         require(0 < self.switch_interval_ms <= 100, "switch_interval_ms", "must be in (0, 100]")
         for name in ("max_calls_per_project", "max_streams_per_project"):
             require(getattr(self, name) >= 0, name, "must be >= 0 (0: no cap)")
