@@ -27,6 +27,12 @@ class Admission:
     def in_flight(self, project_id: str, *, stream: bool = False) -> int:
         return self._open[stream][project_id]
 
+    def others_in_flight(self, project_id: str) -> bool:
+        """Whether any other project has a unary call in flight (read from worker threads:
+        a snapshot, as good as the moment it is taken)."""
+        calls = self._open[False]
+        return len(calls) > 1 or (len(calls) == 1 and project_id not in calls)
+
     def enter(self, project_id: str, *, stream: bool = False) -> Callable[[], None]:
         """Count one more call (or stream) of ``project_id``; returns what ends it (call it
         exactly once). RateLimited when the project is at its cap."""

@@ -120,19 +120,26 @@ async def start_api(settings: ApiSettings) -> RunningService:
     )
     create = CreateServers(db, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
+    admission = Admission(
+        calls_per_project=settings.max_calls_per_project,
+        streams_per_project=settings.max_streams_per_project,
+    )
     identify = Identify(
         Authenticator(db, cache_seconds=settings.auth_cache_seconds, oidc=oidc_verifier(settings)),
         RateLimiter(settings.rate_limit_per_second),
-        Admission(
-            calls_per_project=settings.max_calls_per_project,
-            streams_per_project=settings.max_streams_per_project,
-        ),
+        admission,
     )
     watch = ServerWatch(db)
     rules_fan_out = ConductorRulesFanOut(conductor)
     servers = ServersServicer(
         ServerUseCases(
-            create, ServerQueries(db), DeleteServer(db, conductor), PowerActions(db, conductor),
+            create,
+            ServerQueries(
+                db,
+                others_busy=admission.others_in_flight,
+                expensive_share=settings.expensive_call_share,
+            ),
+            DeleteServer(db, conductor), PowerActions(db, conductor),
             watch,
         ),
         identify,

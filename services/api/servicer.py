@@ -161,15 +161,12 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
         )
         admin = caller.is_admin
 
-        def present(found: list[Instance]) -> servers_pb2.ListServersResponse:
+        def present(instance: Instance) -> servers_pb2.Server:
             # runs on the database thread: a page of 1,000 must not hold the event loop
-            return servers_pb2.ListServersResponse(
-                servers=[server_to_proto(i, admin=admin) for i in found]
-            )
+            return server_to_proto(instance, admin=admin)
 
-        reply, next_token = await self._queries.search(caller, query, present)
-        reply.next_page_token = next_token
-        return reply
+        servers, next_token = await self._queries.search(caller, query, present)
+        return servers_pb2.ListServersResponse(servers=servers, next_page_token=next_token)
 
     async def DeleteServer(
         self, request: servers_pb2.DeleteServerRequest, context: Context

@@ -66,6 +66,11 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         "is CPU work under the interpreter lock: each thread a flooding project holds takes "
         "a share of it from every other project's calls.",
     )
+    expensive_call_share: float = setting(
+        0.25,
+        "While other projects' calls are in flight, the part of the interpreter's time one "
+        "large read (a page of ListServers) may take; it pauses to keep to it (1: never).",
+    )
     switch_interval_ms: float = setting(
         1.0,
         "How often (ms) a thread running Python code hands the interpreter lock on (Python's "
@@ -137,6 +142,7 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         require(0 <= self.oidc_leeway_seconds <= 300, "oidc_leeway_seconds", "must be 0 to 300")
         require(self.rpc_deadline_seconds > 0, "rpc_deadline_seconds", "must be > 0")
         require(1 <= self.read_threads_per_project <= 4, "read_threads_per_project", "1 to 4")
+        require(0 < self.expensive_call_share <= 1, "expensive_call_share", "must be in (0, 1]")
         require(0 < self.switch_interval_ms <= 100, "switch_interval_ms", "must be in (0, 100]")
         for name in ("max_calls_per_project", "max_streams_per_project"):
             require(getattr(self, name) >= 0, name, "must be >= 0 (0: no cap)")
