@@ -23,6 +23,7 @@ from services.api.compute_services import ComputeServiceUseCases
 from services.api.consoles import ConsoleLocator, ConsoleOutputs, ConsoleSessions, OpenConsoles
 from services.api.consoles_servicer import ConsolesServicer
 from services.api.create import CreateServers
+from services.api.create_admission import CreateBudget, FairCreates
 from services.api.delete import DeleteServer
 from services.api.groups import ServerGroupUseCases
 from services.api.groups_servicer import ServerGroupsServicer
@@ -133,7 +134,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     rules_fan_out = ConductorRulesFanOut(conductor)
     servers = ServersServicer(
         ServerUseCases(
-            create,
+            FairCreates(create, CreateBudget(settings.create_servers_per_project)),
             ServerQueries(
                 db,
                 others_busy=admission.others_in_flight,

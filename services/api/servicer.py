@@ -13,7 +13,8 @@ from services.api.admission import Admission
 from services.api.auth import Authenticator
 from services.api.context import RequestContext
 from services.api.convert import action_to_proto, server_to_proto
-from services.api.create import CreateServerCommand, CreateServers
+from services.api.create import CreateServerCommand
+from services.api.create_admission import CreateUseCase
 from services.api.delete import DeleteServer
 from services.api.power import PowerActions
 from services.api.queries import ListQuery, ServerQueries
@@ -81,7 +82,7 @@ class Identify:
 
 @dataclass(frozen=True, slots=True)
 class ServerUseCases:
-    create: CreateServers
+    create: CreateUseCase
     queries: ServerQueries
     delete: DeleteServer
     power: PowerActions

@@ -66,6 +66,12 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         "is CPU work under the interpreter lock: each thread a flooding project holds takes "
         "a share of it from every other project's calls.",
     )
+    create_servers_per_project: int = setting(
+        100,
+        "Servers one project's CreateServer calls in flight may add up to; its next create "
+        "waits for one of them to end (creates share transactions: a project's big creates "
+        "must not fill every other project's).",
+    )
     expensive_call_share: float = setting(
         0.25,
         "While other projects' calls are in flight, the part of the interpreter's time one "
@@ -142,6 +148,7 @@ class ApiSettings(ObservabilitySettings, InternalTlsSettings):
         require(0 <= self.oidc_leeway_seconds <= 300, "oidc_leeway_seconds", "must be 0 to 300")
         require(self.rpc_deadline_seconds > 0, "rpc_deadline_seconds", "must be > 0")
         require(1 <= self.read_threads_per_project <= 4, "read_threads_per_project", "1 to 4")
+        require(self.create_servers_per_project >= 1, "create_servers_per_project", "must be >= 1")
         require(0 < self.expensive_call_share <= 1, "expensive_call_share", "must be in (0, 1]")
         require(0 < self.switch_interval_ms <= 100, "switch_interval_ms", "must be in (0, 100]")
         for name in ("max_calls_per_project", "max_streams_per_project"):
