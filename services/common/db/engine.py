@@ -176,7 +176,7 @@ class Database:
                         return work(connection)
                     finally:
                         guard.detach()
-            except (DBAPIError, Unavailable) as exc:
+            except (DBAPIError, Unavailable, TimeoutError) as exc:  # TimeoutError: its check
                 if guard.tripped:
                     raise DeadlineExceeded(
                         "the query ran past its time limit and was stopped"
