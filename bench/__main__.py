@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         results += run_tls_cost(Path(args.workdir) / "tls")
     if "fairness" in parts:
         results += run_fairness(Path(args.workdir) / "fairness")
+        results += run_fairness(Path(args.workdir) / "fairness-mixed", mix=True)
     if "scheduler" in parts:
         results += run_scheduler(Path(args.workdir) / "scheduler")
         results += _scheduler_on_postgres(Path(args.workdir) / "scheduler-pg")
