@@ -46,6 +46,7 @@ def percentile(values: list[float], pct: float) -> float:
 class Latencies:
     create: list[float]
     get: list[float]
+    failed: int = 0  # calls that failed (counted at the time they took)
 
     def p(self, pct: float) -> tuple[float, float]:
         return percentile(self.create, pct), percentile(self.get, pct)
@@ -55,28 +56,41 @@ def _auth(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
 
 
-async def victim(address: str, token: str, calls: int) -> Latencies:
-    """``calls`` CreateServer then GetServer, one at a time (ms each)."""
-    creates, gets = [], []
+async def victim(address: str, token: str, calls: int, *, tolerate: bool = False) -> Latencies:
+    """``calls`` CreateServer then GetServer, one at a time (ms each). A failed call raises,
+    or with ``tolerate`` counts at the time it took (and a failed create skips its get)."""
+    creates, gets, failed = [], [], 0
     async with grpc.aio.insecure_channel(address) as channel:
         stub = servers_pb2_grpc.ServersStub(channel)
         for i in range(calls):
             started = time.perf_counter()
-            reply = await stub.CreateServer(
-                servers_pb2.CreateServerRequest(
-                    name=f"v{i}", flavor_ref="m1.tiny", image_ref="nova-tiny"
-                ),
-                timeout=30, metadata=_auth(token),
-            )  # fmt: skip
+            try:
+                reply = await stub.CreateServer(
+                    servers_pb2.CreateServerRequest(
+                        name=f"v{i}", flavor_ref="m1.tiny", image_ref="nova-tiny"
+                    ),
+                    timeout=30, metadata=_auth(token),
+                )  # fmt: skip
+            except grpc.aio.AioRpcError:
+                if not tolerate:
+                    raise
+                failed += 1
+                creates.append((time.perf_counter() - started) * 1000)
+                continue
             creates.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
-            await stub.GetServer(
-                servers_pb2.GetServerRequest(id=reply.server_ids[0]),
-                timeout=30,
-                metadata=_auth(token),
-            )
+            try:
+                await stub.GetServer(
+                    servers_pb2.GetServerRequest(id=reply.server_ids[0]),
+                    timeout=30,
+                    metadata=_auth(token),
+                )
+            except grpc.aio.AioRpcError:
+                if not tolerate:
+                    raise
+                failed += 1
             gets.append((time.perf_counter() - started) * 1000)
-    return Latencies(creates, gets)
+    return Latencies(creates, gets, failed)
 
 
 async def flood(
@@ -204,6 +218,7 @@ def measure_rounds(
     rounds: int = 1,
     concurrency: int = 64,
     mix: bool = False,
+    tolerate: bool = False,
     api_args: list[str] | None = None,
 ) -> tuple[list[tuple[Latencies, Latencies]], dict[str, int]]:
     """``rounds`` of (unloaded, under flood) pairs, one after the other, so that each flood
@@ -217,11 +232,11 @@ def measure_rounds(
         asyncio.run(victim(api, victim_token, 20))  # warm up
         pairs, outcomes = [], {}
         for _ in range(rounds):
-            unloaded = asyncio.run(victim(api, victim_token, calls))
+            unloaded = asyncio.run(victim(api, victim_token, calls, tolerate=tolerate))
             flooder = _flooded(api, attacker, concurrency, mix)
             try:
                 time.sleep(1.0)  # let the flood reach its stride
-                loaded = asyncio.run(victim(api, victim_token, calls))
+                loaded = asyncio.run(victim(api, victim_token, calls, tolerate=tolerate))
             finally:
                 _stop_flood(flooder, outcomes)
             pairs.append((unloaded, loaded))
@@ -253,8 +268,9 @@ def run_fairness(
     api_args: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     pairs, outcomes = measure_rounds(
-        workdir, calls=calls, rounds=rounds, mix=mix, api_args=api_args
+        workdir, calls=calls, rounds=rounds, mix=mix, tolerate=True, api_args=api_args
     )
+    failed = sum(b.failed for _, b in pairs), sum(u.failed for u, _ in pairs)
     flood_summary = ", ".join(f"{n} {code}" for code, n in sorted(outcomes.items()))
     attack = (
         f"{64 - CREATES} concurrent ListServers of {ATTACKER_SERVERS} servers, {CREATES} "
@@ -266,7 +282,7 @@ def run_fairness(
         f"{rounds} rounds of victim: {calls} sequential CreateServer+GetServer unloaded, then "
         f"the same under flood; attacker: {attack} ({flood_summary}); api+conductor "
         "processes, SQLite; 2 vCPUs shared with other work (the range is the lowest and "
-        "highest round)"
+        f"highest round); victim calls failed under flood / unloaded: {failed[0]} / {failed[1]}"
     )
     label = " (mixed flood)" if mix else ""
     rows = []
