@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         results += run_tls_cost(Path(args.workdir) / "tls")
     if "fairness" in parts:
         results += run_fairness(Path(args.workdir) / "fairness")
+        results += run_fairness(Path(args.workdir) / "fairness-mixed", mix=True)
     if "scheduler" in parts:
         results += run_scheduler(Path(args.workdir) / "scheduler")
         results += _scheduler_on_postgres(Path(args.workdir) / "scheduler-pg")
@@ -92,7 +93,8 @@ def _report(results: list[dict[str, Any]]) -> int:
         verdict = f"{r['target']} {'met' if r['met'] else 'MISSED'}" if "target" in r else ""
         print(
             f"{r['figure'].ljust(width)}  {r['value']:>12.2f}  {verdict:<20}  "
-            f"{r['unit']}; {r['conditions']}"
+            f"{r['unit']}{' (rounds: ' + r['range'] + ')' if 'range' in r else ''}; "
+            f"{r['conditions']}"
         )
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)

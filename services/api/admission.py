@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 
-from services.common.errors import RateLimited
+from services.common.errors import ErrorReason, RateLimited
+
+# A call in flight ends within the unary deadline, usually far sooner: a client may try again
+# after this. A stream ends when its client closes it, which no retry delay can foretell.
+CALL_RETRY_AFTER = timedelta(milliseconds=500)
 
 
 class Admission:
@@ -22,6 +27,12 @@ class Admission:
     def in_flight(self, project_id: str, *, stream: bool = False) -> int:
         return self._open[stream][project_id]
 
+    def others_in_flight(self, project_id: str) -> bool:
+        """Whether any other project has a unary call in flight (read from worker threads:
+        a snapshot, as good as the moment it is taken)."""
+        calls = self._open[False]
+        return len(calls) > 1 or (len(calls) == 1 and project_id not in calls)
+
     def enter(self, project_id: str, *, stream: bool = False) -> Callable[[], None]:
         """Count one more call (or stream) of ``project_id``; returns what ends it (call it
         exactly once). RateLimited when the project is at its cap."""
@@ -29,7 +40,11 @@ class Admission:
         if cap and counts[project_id] >= cap:
             what = "open streams" if stream else "calls in flight"
             raise RateLimited(
-                f"too many {what} for this project (at most {cap}); retry when one ends"
+                f"too many {what} for this project (at most {cap}); retry when one ends",
+                retry_after=None if stream else CALL_RETRY_AFTER,
+                reason=(
+                    ErrorReason.TOO_MANY_STREAMS if stream else ErrorReason.TOO_MANY_CALLS_IN_FLIGHT
+                ),
             )
         counts[project_id] += 1
         released = False

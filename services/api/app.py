@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from services.api.compute_services import ComputeServiceUseCases
 from services.api.consoles import ConsoleLocator, ConsoleOutputs, ConsoleSessions, OpenConsoles
 from services.api.consoles_servicer import ConsolesServicer
 from services.api.create import CreateServers
+from services.api.create_admission import CreateBudget, FairCreates
 from services.api.delete import DeleteServer
 from services.api.groups import ServerGroupUseCases
 from services.api.groups_servicer import ServerGroupsServicer
@@ -103,11 +105,14 @@ def oidc_verifier(settings: ApiSettings) -> OidcVerifier | None:
 
 
 async def start_api(settings: ApiSettings) -> RunningService:
+    # The event loop shares the interpreter with the database threads: see switch_interval_ms.
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     # a read is stopped when its call's deadline passes (or its client goes away)
     db = Database(
         settings.database_url,
         read_timeout=settings.rpc_deadline_seconds.total_seconds(),
         fair_reads=True,
+        reads_per_tenant=settings.read_threads_per_project,
     )
     uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()
@@ -117,6 +122,10 @@ async def start_api(settings: ApiSettings) -> RunningService:
     )
     create = CreateServers(uow, caster, quota_defaults=settings.default_quotas)
     conductor = ConductorClient(channels, settings.conductor_addresses)
+    admission = Admission(
+        calls_per_project=settings.max_calls_per_project,
+        streams_per_project=settings.max_streams_per_project,
+    )
     identify = Identify(
         Authenticator(
             db,
@@ -124,16 +133,19 @@ async def start_api(settings: ApiSettings) -> RunningService:
             oidc=oidc_verifier(settings),
         ),
         RateLimiter(settings.rate_limit_per_second),
-        Admission(
-            calls_per_project=settings.max_calls_per_project,
-            streams_per_project=settings.max_streams_per_project,
-        ),
+        admission,
     )
     watch = ServerWatch(uow)
     rules_fan_out = ConductorRulesFanOut(conductor)
     servers = ServersServicer(
         ServerUseCases(
-            create, ServerQueries(db), DeleteServer(uow, conductor), PowerActions(uow, conductor),
+            FairCreates(create, CreateBudget(settings.create_servers_per_project)),
+            ServerQueries(
+                db,
+                others_busy=admission.others_in_flight,
+                expensive_share=settings.expensive_call_share,
+            ),
+            DeleteServer(uow, conductor), PowerActions(uow, conductor),
             watch,
         ),
         identify,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from services.common.db import tokens
 from services.common.db.engine import Database
 from services.common.domain import utcnow
-from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.errors import ErrorReason, PermissionDenied, Unauthenticated
 
 if TYPE_CHECKING:  # PyJWT loads cryptography (~10 MiB): only a service that uses OIDC pays
     from services.api.oidc import OidcVerifier
@@ -49,7 +49,10 @@ class Identity:
     def check_method(self, method: str) -> None:
         """``method``: the RPC's name or its full path (/package.Service/Method)."""
         if self.read_only and not method.rsplit("/", 1)[-1].startswith(READ_PREFIXES):
-            raise PermissionDenied(f"{method}: a reader token may only read (Get, List, Watch)")
+            raise PermissionDenied(
+                f"{method}: a reader token may only read (Get, List, Watch)",
+                reason=ErrorReason.READ_ONLY_TOKEN,
+            )
 
 
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
@@ -58,8 +61,14 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
-            raise Unauthenticated("authorization: expected 'Bearer <token>'")
-    raise Unauthenticated("authorization: missing bearer token (authorization: Bearer <token>)")
+            raise Unauthenticated(
+                "authorization: expected 'Bearer <token>'", field=AUTHORIZATION_HEADER
+            )
+    raise Unauthenticated(
+        "authorization: missing bearer token (authorization: Bearer <token>)",
+        field=AUTHORIZATION_HEADER,
+        reason=ErrorReason.TOKEN_MISSING,
+    )
 
 
 def looks_like_jwt(token: str) -> bool:

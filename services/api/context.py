@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.errors import PermissionDenied
+from services.common.errors import ErrorReason, PermissionDenied
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,4 +22,4 @@ class RequestContext:
 def require_admin(context: RequestContext, what: str) -> None:
     """The one admin check of the api, so every refusal reads ``<what> is admin-only``."""
     if not context.is_admin:
-        raise PermissionDenied(f"{what} is admin-only")
+        raise PermissionDenied(f"{what} is admin-only", reason=ErrorReason.ADMIN_ONLY)

@@ -62,5 +62,5 @@ class DeleteServer:
             log.warning(
                 "conductor did not take the delete of %s (%s); the reconciler will finish it",
                 server_id,
-                exc.reason,
+                exc.status,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from services.common.errors import RateLimited
 
@@ -31,9 +32,12 @@ class RateLimiter:
         tokens = min(self._burst, tokens + (now - then) * self._rate)
         if tokens < 1:
             self._buckets[project_id] = (tokens, now)
+            # the time until the bucket holds a whole token again: the client's RetryInfo
+            wait = timedelta(seconds=(1 - tokens) / self._rate)
             raise RateLimited(
                 f"rate limit: at most {self._rate:g} requests per second per project "
-                f"(bursts of {self._burst:g}); retry shortly"
+                f"(bursts of {self._burst:g}); retry in {wait.total_seconds():.3g}s",
+                retry_after=wait,
             )
         if len(self._buckets) >= MAX_TRACKED and project_id not in self._buckets:
             self._buckets.clear()  # forgetting full buckets only ever lets traffic through

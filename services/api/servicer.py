@@ -13,7 +13,8 @@ from services.api.admission import Admission
 from services.api.auth import Authenticator
 from services.api.context import RequestContext
 from services.api.convert import action_to_proto, server_to_proto
-from services.api.create import CreateServerCommand, CreateServers
+from services.api.create import CreateServerCommand
+from services.api.create_admission import CreateUseCase
 from services.api.delete import DeleteServer
 from services.api.paging import PageRequest
 from services.api.power import PowerActions
@@ -26,7 +27,7 @@ from services.common.context import (
     rpc_method_var,
     tenant_var,
 )
-from services.common.domain import PowerAction, VmState
+from services.common.domain import Instance, PowerAction, VmState
 from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.rpc.convert import from_timestamp
@@ -87,7 +88,7 @@ class Identify:
 
 @dataclass(frozen=True, slots=True)
 class ServerUseCases:
-    create: CreateServers
+    create: CreateUseCase
     queries: ServerQueries
     delete: DeleteServer
     power: PowerActions
@@ -167,11 +168,14 @@ class ServersServicer(servers_pb2_grpc.ServersServicer):  # type: ignore[misc]
             page_token=request.page_token,
             page_size_field="page_size" if request.page_size else "limit",
         )
-        found, next_token = await self._queries.search(caller, query)
-        return servers_pb2.ListServersResponse(
-            servers=[server_to_proto(i, admin=caller.is_admin) for i in found],
-            next_page_token=next_token,
-        )
+        admin = caller.is_admin
+
+        def present(instance: Instance) -> servers_pb2.Server:
+            # runs on the database thread: a page of 1,000 must not hold the event loop
+            return server_to_proto(instance, admin=admin)
+
+        servers, next_token = await self._queries.search(caller, query, present)
+        return servers_pb2.ListServersResponse(servers=servers, next_page_token=next_token)
 
     async def DeleteServer(
         self, request: servers_pb2.DeleteServerRequest, context: Context

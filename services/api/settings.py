@@ -60,6 +60,29 @@ class ApiSettings(ServiceSettings):
         "Server-side time limit of every unary public call: past it the call's work (its "
         "database reads too) is stopped and it answers DEADLINE_EXCEEDED.",
     )
+    read_threads_per_project: int = setting(
+        1,
+        "Database read threads (of 4) one project may hold at once. A read of a large page "
+        "is CPU work under the interpreter lock: each thread a flooding project holds takes "
+        "a share of it from every other project's calls.",
+    )
+    create_servers_per_project: int = setting(
+        100,
+        "Servers one project's CreateServer calls in flight may add up to; its next create "
+        "waits for one of them to end (creates share transactions: a project's big creates "
+        "must not fill every other project's).",
+    )
+    expensive_call_share: float = setting(
+        0.25,
+        "While other projects' calls are in flight, the part of the interpreter's time one "
+        "large read (a page of ListServers) may take; it pauses to keep to it (1: never).",
+    )
+    switch_interval_ms: float = setting(
+        1.0,
+        "How often (ms) a thread running Python code hands the interpreter lock on (Python's "
+        "default is 5): a database thread building a large page then delays another "
+        "project's call on the event loop by at most this, not 5 ms per hand-over.",
+    )
     max_calls_per_project: int = setting(
         64, "Public calls of one project in flight at once, RESOURCE_EXHAUSTED beyond (0: no cap)."
     )
@@ -132,6 +155,10 @@ class ApiSettings(ServiceSettings):
             "must be 0 to 300",
         )
         require(self.rpc_deadline_seconds > timedelta(0), "rpc_deadline_seconds", "must be > 0")
+        require(1 <= self.read_threads_per_project <= 4, "read_threads_per_project", "1 to 4")
+        require(self.create_servers_per_project >= 1, "create_servers_per_project", "must be >= 1")
+        require(0 < self.expensive_call_share <= 1, "expensive_call_share", "must be in (0, 1]")
+        require(0 < self.switch_interval_ms <= 100, "switch_interval_ms", "must be in (0, 100]")
         for name in ("max_calls_per_project", "max_streams_per_project"):
             require(getattr(self, name) >= 0, name, "must be >= 0 (0: no cap)")
         require(

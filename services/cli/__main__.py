@@ -23,6 +23,7 @@ from services.cli import options
 from services.cli.client import Client, resolve
 from services.cli.commands import account, catalog, networks, security_groups, servers
 from services.cli.errors import CliError
+from services.cli.status import describe
 
 SHELLS = ("bash", "zsh", "fish", "tcsh")
 
@@ -64,13 +65,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return 0
     try:
         args.view = options.view(args)
-        client = Client(resolve(args), args.timeout, page_size=args.chunk_size)
+        client = Client(
+            resolve(args), args.timeout, page_size=args.chunk_size, retries=args.retries
+        )
         status: int = args.func(client, args, out)
         return status
     except grpc.RpcError as exc:
-        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        print(f"error: {code}: {details}", file=sys.stderr)
+        print(f"error: {describe(exc)}", file=sys.stderr)
         return 1
     except CliError as exc:
         print(exc.report(), file=sys.stderr)

@@ -31,7 +31,10 @@ import os
 import shlex
 import ssl
 import subprocess
+import sys
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +42,7 @@ from typing import Any
 
 import grpc
 
+from services.cli import status
 from services.cli.errors import CliError
 from services.common.generated.novagrpc.v1 import (
     catalog_pb2_grpc,
@@ -201,11 +205,23 @@ def _system_roots() -> bytes | None:
 
 
 class Client:
-    def __init__(self, connection: Connection, timeout: float, *, page_size: int = 0) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        timeout: float,
+        *,
+        page_size: int = 0,
+        retries: int = status.DEFAULT_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``retries``: how many times a rate-limited call is sent again, each after the delay
+        the server asked for (RetryInfo)."""
         self.channel = channel(connection)
         self.timeout = timeout
         # Items per call of a List RPC (0: the api's default); lists still come whole.
         self.page_size = page_size
+        self._retries = retries
+        self._sleep = sleep
         token = connection.token
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.servers = servers_pb2_grpc.ServersStub(self.channel)
@@ -218,7 +234,23 @@ class Client:
         self.computes = compute_services_pb2_grpc.ComputeServicesStub(self.channel)
 
     def call(self, method: Any, request: Any) -> Any:
-        return method(request, timeout=self.timeout, metadata=self.metadata)
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=self.timeout, metadata=self.metadata)
+            except grpc.RpcError as exc:
+                # Only a refusal that says when to come back is retried: the server refused
+                # it before doing any work, so sending it again cannot do anything twice.
+                delay = status.retry_delay(exc)
+                if delay is None or attempt >= self._retries or delay > status.MAX_RETRY_DELAY:
+                    raise
+                attempt += 1
+                print(
+                    f"{status.describe(exc)}; retry {attempt}/{self._retries} "
+                    f"in {delay.total_seconds():.3g}s",
+                    file=sys.stderr,
+                )
+                self._sleep(delay.total_seconds())
 
     def stream(
         self, method: Any, request: Any, timeout: float | None, *, wait_for_ready: bool = False

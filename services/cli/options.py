@@ -101,6 +101,17 @@ OPTIONS = (
         },
         default=0,
     ),
+    Option(
+        ("--retries",),
+        "retries",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "send a rate-limited call again up to N times, each after the delay the "
+            "api asks for (at most 10s)",
+        },
+        default=3,
+    ),
 )
 
 

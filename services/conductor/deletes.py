@@ -58,7 +58,7 @@ class DeleteInstances:
                 log.warning(
                     "compute %s unreachable (%s): deleting %d instances locally",
                     address,
-                    exc.reason,
+                    exc.status,
                     len(host_uuids),
                 )
                 await self._uow.write(_finisher(host_uuids))

@@ -41,7 +41,7 @@ class PowerActions:
         try:
             await self._computes.power_action(address, uuid, action, request_id=request_id)
         except PeerFailed as exc:
-            reason = f"compute host unreachable: {exc.reason}"
+            reason = f"compute host unreachable: {exc.status}"
             await self._uow.write(lambda tx: _give_back(tx, uuid, action, reason))
             raise Unavailable(f"{action} of {uuid} not started: {reason}") from exc
 

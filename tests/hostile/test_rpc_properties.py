@@ -1,6 +1,7 @@
 """Property tests against the running services: no input, however hostile, gets UNKNOWN or
-INTERNAL back; bad input gets a clear status; and no call takes more than a second of the
-api's time on this small database (read from the api's own latency histogram at the end)."""
+INTERNAL back; bad input gets a clear status with an ErrorInfo (a stable reason); and no call
+takes more than a second of the api's time on this small database (read from the api's own
+latency histogram at the end)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from services.common.generated.novagrpc.v1 import (
 from tests.support.auth import Authed
 from tests.support.processes import ServiceSet
 from tests.support.sqlite import copy_database
+from tests.support.status import error_info
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,6 +57,7 @@ HYPOTHESIS = settings(
 class Api:
     def __init__(self, channel: grpc.Channel, token: str, admin: str, *, metrics: str) -> None:
         self.metrics = metrics
+        self.channel, self.token = channel, token
         self.servers = Authed(servers_pb2_grpc.ServersStub(channel), token)
         self.groups = Authed(server_groups_pb2_grpc.ServerGroupsStub(channel), token)
         self.keypairs = Authed(keypairs_pb2_grpc.KeypairsStub(channel), token)
@@ -99,6 +102,7 @@ def answered(call: Callable[..., Any], request: Any, **kwargs: Any) -> grpc.Stat
         code = exc.code()  # type: ignore[attr-defined]
         assert code not in FORBIDDEN, f"{code}: {exc.details()}"  # type: ignore[attr-defined]
         assert exc.details(), "an error must say why"  # type: ignore[attr-defined]
+        error_info(exc)  # and a reason a client can act on (AIP-193)
         return code  # type: ignore[no-any-return]
     return grpc.StatusCode.OK
 
@@ -178,6 +182,22 @@ def test_watch_never_fails_internally(api: Api, server_id: str, reservation: str
             break
     except grpc.RpcError as exc:
         assert exc.code() not in FORBIDDEN, exc.details()  # type: ignore[attr-defined]
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+            error_info(exc)  # (the client's own 0.5 s deadline has no server status)
+
+
+RAW_METHODS = ["/novagrpc.v1.Servers/CreateServer", "/novagrpc.v1.Servers/GetServer",
+               "/novagrpc.v1.Servers/ListServers", "/novagrpc.v1.Keypairs/ImportKeypair",
+               "/novagrpc.v1.Servers/NoSuchMethod", "/no.such.Service/Get"]  # fmt: skip
+
+
+@HYPOTHESIS
+@given(method=st.sampled_from(RAW_METHODS), body=st.binary(max_size=300))
+def test_bytes_that_are_not_a_request_get_a_reason(api: Api, method: str, body: bytes) -> None:
+    """Any bytes on the wire: a status with an ErrorInfo, never INTERNAL (gRPC's own answer to
+    a request that does not parse)."""
+    call = api.channel.unary_unary(method)
+    answered(call, body, metadata=(("authorization", f"Bearer {api.token}"),))
 
 
 @HYPOTHESIS

@@ -72,3 +72,25 @@ async def test_the_database_read_timeout_applies_by_default(sqlite_url: str) -> 
         assert await db.read(one, timeout=5) == 1
     finally:
         db.close()
+
+
+async def test_a_read_whose_time_ran_out_before_a_statement_is_a_deadline(
+    sqlite_url: str,
+) -> None:
+    """The guard refuses the next statement once the time is up (a read waiting its turn
+    for a thread, or doing work between statements): DEADLINE_EXCEEDED, never an internal
+    error (it was: the refused statement closed the connection the guard then detached)."""
+    db = Database(sqlite_url, readers=1)
+    try:
+        passed = threading.Event()
+
+        def late(connection: Connection) -> object:
+            one(connection)
+            passed.wait(0.5)  # past the deadline, between two statements
+            return one(connection)
+
+        with pytest.raises(DeadlineExceeded):
+            await db.read(late, timeout=0.1)
+        assert await db.read(one, timeout=5) == 1
+    finally:
+        db.close()

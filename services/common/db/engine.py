@@ -108,13 +108,16 @@ class Database:
         readers: int = 4,
         read_timeout: float | None = None,
         fair_reads: bool = False,
+        reads_per_tenant: int | None = None,
     ) -> None:
         """``read_timeout``: seconds after which a read is stopped (None: no limit).
         ``fair_reads``: the read threads go round the projects that wait for one
-        (services.common.context.tenant_var), instead of first come, first served."""
+        (services.common.context.tenant_var), instead of first come, first served, and one
+        project holds at most ``reads_per_tenant`` of them (default: half)."""
         self.read_timeout = read_timeout
-        # a project may hold half the threads: the rest stay free for the next project
-        self._fair = FairQueue(readers, per_tenant=max(1, readers // 2)) if fair_reads else None
+        # the threads a project may not hold stay free for the next project
+        share = reads_per_tenant or max(1, readers // 2)
+        self._fair = FairQueue(readers, per_tenant=min(share, readers)) if fair_reads else None
         self.url = normalise_url(url)
         self.is_sqlite = is_sqlite(self.url)
         # SQLite has one writer at a time whatever we do: more writer threads only contend.
@@ -173,7 +176,7 @@ class Database:
                         return work(connection)
                     finally:
                         guard.detach()
-            except (DBAPIError, Unavailable) as exc:
+            except (DBAPIError, Unavailable, TimeoutError) as exc:  # TimeoutError: its check
                 if guard.tripped:
                     raise DeadlineExceeded(
                         "the query ran past its time limit and was stopped"

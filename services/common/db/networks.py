@@ -222,27 +222,40 @@ def ports_of(connection: Connection, uuids: Sequence[str]) -> dict[str, tuple[Po
     if not uuids:
         return {}
     found: dict[str, list[PortSpec]] = {}
+    # a page's ports share a few networks: each is parsed once (parsing the addresses of
+    # every port's network again was a third of a 1,000-server ListServers, profiled)
+    networks: dict[str, NetworkSpec] = {}
     for row in connection.execute(_PORTS_OF, {"uuids": list(uuids)}):
         m = row._mapping
-        found.setdefault(m["instance_uuid"], []).append(port_from_row(m))
+        found.setdefault(m["instance_uuid"], []).append(port_from_row(m, networks))
     return {u: tuple(p) for u, p in found.items()}
 
 
-def port_from_row(m: RowMapping) -> PortSpec:
+def _network_spec(m: RowMapping) -> NetworkSpec:
+    return NetworkSpec(
+        network_id=m["network_id"],
+        name=m["network_name"],
+        segmentation_id=m["segmentation_id"],
+        subnet=SubnetSpec(
+            IPv4Network(m["cidr"]),
+            IPv4Address(m["gateway"]) if m["gateway"] else None,
+            tuple(IPv4Address(a) for a in m["dns_servers"] or ()),
+        ),
+        mtu=m["mtu"],
+    )
+
+
+def port_from_row(m: RowMapping, networks: dict[str, NetworkSpec] | None = None) -> PortSpec:
+    """``networks``: the networks parsed so far (by id), shared over one query's rows."""
+    network = networks.get(m["network_id"]) if networks is not None else None
+    if network is None:
+        network = _network_spec(m)
+        if networks is not None:
+            networks[m["network_id"]] = network
     return PortSpec(
         port_id=m["id"],
         instance_uuid=m["instance_uuid"],
-        network=NetworkSpec(
-            network_id=m["network_id"],
-            name=m["network_name"],
-            segmentation_id=m["segmentation_id"],
-            subnet=SubnetSpec(
-                IPv4Network(m["cidr"]),
-                IPv4Address(m["gateway"]) if m["gateway"] else None,
-                tuple(IPv4Address(a) for a in m["dns_servers"] or ()),
-            ),
-            mtu=m["mtu"],
-        ),
+        network=network,
         mac=m["mac"],
         fixed_ip=IPv4Address(m["fixed_ip"]),
         device_index=m["device_index"],

@@ -8,6 +8,8 @@ transaction, and a caller that goes away sends a cancel request for the running 
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -69,7 +71,9 @@ class ReadGuard:
             raw, self._raw = self._raw, None
             self._connection_info.pop(GUARD_KEY, None)
         if raw is not None and self._sqlite:
-            raw.set_progress_handler(None, 0)
+            # closed: a read that ``check`` stopped has its connection invalidated
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                raw.set_progress_handler(None, 0)
 
     @property
     def attached(self) -> bool:

@@ -3,14 +3,21 @@ and tags for it), whatever the filters, stable under concurrent inserts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, exists, or_, select
+from sqlalchemy import Connection, RowMapping, Select, and_, exists, or_, select
 
 from services.common.db.instances import with_details
 from services.common.db.models import INSTANCE_TAGS, INSTANCES
 from services.common.domain import Instance, VmState
+from services.common.pacing import unpaced
+
+# Rows fetched (each decoded: JSON columns, timestamps) between two pacing checkpoints.
+PACE_ROWS = 50
+DETAIL_ROWS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +44,14 @@ class Cursor:
 
 
 def search(
-    connection: Connection, f: ServerFilter, *, limit: int, after: Cursor | None = None
+    connection: Connection,
+    f: ServerFilter,
+    *,
+    limit: int,
+    after: Cursor | None = None,
+    checkpoint: Callable[[], None] = unpaced,
 ) -> tuple[list[Instance], Cursor | None]:
+    """``checkpoint`` is called every few dozen rows (services.common.pacing)."""
     query = select(INSTANCES)
     if f.project_id is not None:
         query = query.where(INSTANCES.c.project_id == f.project_id)
@@ -77,7 +90,21 @@ def search(
             )
         )
     query = query.order_by(INSTANCES.c.created_at.desc(), INSTANCES.c.uuid.desc()).limit(limit + 1)
-    rows: list[RowMapping] = [r._mapping for r in connection.execute(query)]
+    return _page(connection, query, limit, checkpoint)
+
+
+def _page(
+    connection: Connection, query: Select[Any], limit: int, checkpoint: Callable[[], None]
+) -> tuple[list[Instance], Cursor | None]:
+    rows: list[RowMapping] = []
+    for part in connection.execute(query).partitions(PACE_ROWS):
+        rows.extend(r._mapping for r in part)
+        checkpoint()
     page = rows[:limit]
     cursor = Cursor(page[-1]["created_at"], page[-1]["uuid"]) if len(rows) > limit else None
-    return with_details(connection, page), cursor
+    # the details (faults, tags, ports) a slice at a time: pacing can pause between slices
+    instances: list[Instance] = []
+    for start in range(0, len(page), DETAIL_ROWS):
+        instances += with_details(connection, page[start : start + DETAIL_ROWS])
+        checkpoint()
+    return instances, cursor

@@ -82,7 +82,7 @@ class Dispatcher:
                 host.rpc_address, builds, request_id=builds[0].request_id
             )
         except PeerFailed as exc:
-            reason = f"compute host {host.host} unreachable: {exc.reason}"
+            reason = f"compute host {host.host} unreachable: {exc.status}"
         except Exception as exc:  # the task's boundary: nothing dies unseen in it
             log.exception("sending %d builds to %s failed", len(builds), host.host)
             self._count_error("dispatch")

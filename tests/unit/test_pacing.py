@@ -1,0 +1,70 @@
+"""Pacing of a long piece of CPU work while other projects' calls are in flight."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.api.admission import Admission
+from services.common.pacing import Pacer
+
+pytestmark = pytest.mark.timeout(5)
+
+
+class Work:
+    """A fake thread CPU clock and sleep: ``run`` spends CPU, ``sleep`` records the pauses."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+        self.pauses: list[float] = []
+
+    def clock(self) -> float:
+        return self.cpu
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+
+
+def test_work_keeps_to_its_share_while_others_are_busy() -> None:
+    work, busy = Work(), [True]
+    pace = Pacer(lambda: busy[0], share=0.25, clock=work.clock, sleep=work.sleep)
+    for _ in range(10):
+        work.cpu += 0.004  # 4 ms of work between checkpoints
+        pace()
+    # 40 ms of work, 120 ms of pauses: a quarter of the time
+    assert sum(work.pauses) == pytest.approx(0.120)
+    busy[0] = False
+    work.pauses.clear()
+    for _ in range(10):
+        work.cpu += 0.004
+        pace()
+    assert work.pauses == []  # alone, it runs flat out
+
+
+def test_checkpoints_below_a_quantum_do_not_pause() -> None:
+    work = Work()
+    pace = Pacer(lambda: True, share=0.5, clock=work.clock, sleep=work.sleep)
+    work.cpu += 0.0005
+    pace()
+    assert work.pauses == []
+    work.cpu += 0.002  # 2.5 ms since the last pause
+    pace()
+    assert work.pauses == [pytest.approx(0.0025)]
+
+
+def test_share_is_checked() -> None:
+    with pytest.raises(ValueError, match="share"):
+        Pacer(lambda: True, share=0)
+
+
+def test_admission_says_whether_other_projects_are_served() -> None:
+    admission = Admission(calls_per_project=0, streams_per_project=0)
+    assert not admission.others_in_flight("flood")
+    flood = [admission.enter("flood") for _ in range(3)]
+    assert not admission.others_in_flight("flood")  # its own calls do not count
+    victim = admission.enter("victim")
+    assert admission.others_in_flight("flood") and admission.others_in_flight("victim")
+    victim()
+    assert not admission.others_in_flight("flood")
+    assert admission.others_in_flight("victim")
+    for release in flood:
+        release()
