@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     parts = set(
-        args.only
-        or ("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls")
+        args.only or ("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls")
     )
     results = []
     if "tls" in parts:

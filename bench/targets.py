@@ -35,9 +35,7 @@ TARGETS = (
     Target("placements/s at 5,000 hosts", at_least=1000.0, text=">= 1,000/s"),
     Target("RSS *", at_most=120 * MIB_PER_MB, text="<= 120 MB"),
     Target("real guest CreateServer -> ACTIVE", at_most=1.5, text="<= 1.5 s"),
-    Target(
-        "throughput with one port per server / without a NIC", at_least=0.9, text=">= 0.9"
-    ),
+    Target("throughput with one port per server / without a NIC", at_least=0.9, text=">= 0.9"),
     Target("security-group rule applied to 100 ports, p99", at_most=1.0, text="<= 1 s"),
     # issue 15: another project's p99 while one floods stays within twice the unloaded one
     Target("CreateServer p99 flood/unloaded", at_most=2.0, text="<= 2x"),

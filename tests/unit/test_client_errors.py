@@ -31,7 +31,7 @@ def test_every_grpc_error_leaves_the_client_as_a_domain_error(
     with pytest.raises(kind) as caught, wrap_errors("compute host at h:1"):
         raise rpc_error(code, "the peer's words")
     error = caught.value
-    assert (error.peer, error.reason, error.details) == ("compute host at h:1", code.name,
+    assert (error.peer, error.status, error.details) == ("compute host at h:1", code.name,
                                                          "the peer's words")  # fmt: skip
     assert str(error) == f"compute host at h:1 did not take the call: {code.name}: the peer's words"
 
