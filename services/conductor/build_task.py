@@ -86,6 +86,9 @@ class BatchPlan:
     failed: list[instance_repo.FaultRecord] = field(default_factory=list)
     placements: list[instance_repo.Placement] = field(default_factory=list)
     skipped: int = 0
+    # claims whose host's generation moved under them (another conductor claimed there first;
+    # placed again on fresh host states): what scale-out costs, counted (make bench)
+    claim_conflicts: int = 0
 
 
 @dataclass
@@ -296,6 +299,7 @@ class BuildTask:
         if self._metrics is not None:
             self._metrics.scheduling_pass.observe(seconds)
             self._metrics.placed.inc(len(plan.placements))
+            self._metrics.claim_conflicts.inc(plan.claim_conflicts)
             self._metrics.no_valid_host.inc(
                 sum(1 for f in plan.failed if f.message.startswith(NO_VALID_HOST))
             )
@@ -382,6 +386,7 @@ class BuildTask:
                 host_count = len(hosts)
                 decisions = self._scheduler.place(self._specs(batch, pending), hosts)
             pending = self._claim(batch, decisions)
+            plan.claim_conflicts += len(pending)
             decisions = None
             if not pending:
                 break
