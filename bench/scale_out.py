@@ -13,10 +13,13 @@ database, told apart by the application_name each service connects with.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -50,6 +53,7 @@ NODE_XML = (
     f"<memory>{NODE_MEMORY_KIB}</memory></node>"
 )
 TICK = os.sysconf("SC_CLK_TCK")
+IDLE_S = 3.0
 ROLES = ("conductor", "api", "compute")
 
 
@@ -179,7 +183,9 @@ class Round:
         return found
 
 
-def start_round(workdir: Path, conductors: int, url: str) -> Round:
+def start_round(
+    workdir: Path, conductors: int, url: str, conductor_args: tuple[str, ...] = ()
+) -> Round:
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "run").mkdir(parents=True)
     upgrade(url)
@@ -195,7 +201,8 @@ def start_round(workdir: Path, conductors: int, url: str) -> Round:
             addresses.append(launcher.start(
                 f"conductor{i}", "services.conductor",
                 ["--listen", "127.0.0.1:0", "--metrics-listen", metrics[-1],
-                 "--database-url", with_application_name(url, "bench-conductor"), *QUIET],
+                 "--database-url", with_application_name(url, "bench-conductor"),
+                 *conductor_args, *QUIET],
                 log=log, env=role_settings_env(pki, "conductor"),
             ))  # fmt: skip
         for i in range(COMPUTES):
@@ -278,10 +285,12 @@ def _wait(census: Census, done: Any, what: str, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def measure_round(workdir: Path, conductors: int) -> dict[str, Any]:
+def measure_round(
+    workdir: Path, conductors: int, conductor_args: tuple[str, ...] = ()
+) -> dict[str, Any]:
     url = postgres.create_database()
     try:
-        fleet = start_round(workdir, conductors, url)
+        fleet = start_round(workdir, conductors, url, conductor_args)
         census, backends = Census(url), BackendCpu(url)
         try:
             deadline = time.monotonic() + 60
@@ -297,6 +306,11 @@ def measure_round(workdir: Path, conductors: int) -> dict[str, Any]:
                 return Snapshot(time.perf_counter(), fleet.cpu(), backends.totals(),
                                 machine_busy_s())  # fmt: skip
 
+            # what the fleet burns doing nothing (heartbeats, the census, periodic syncs):
+            # taken out of the per-instance figures, which would otherwise depend on how
+            # long a run took on a machine shared with others
+            fleet.snapshots.append(snapshot())
+            time.sleep(IDLE_S)
             fleet.snapshots.append(snapshot())
             creates = threading.Thread(
                 target=lambda: asyncio.run(create_all(fleet.api, fleet.token, total)),
@@ -322,15 +336,26 @@ def measure_round(workdir: Path, conductors: int) -> dict[str, Any]:
 def _summary(
     fleet: Round, total: int, placed: int, error: int, counters: dict[str, float]
 ) -> dict[str, Any]:
-    start, placing_done, settled = fleet.snapshots
+    idle, start, placing_done, settled = fleet.snapshots
+    idle_s = start.at - idle.at
 
     def used(role: str, until: Snapshot) -> float:
-        return until.processes.get(role, 0.0) - start.processes.get(role, 0.0)
+        """CPU seconds of ``role`` from the first create to ``until``, less its idle rate."""
+        spent = until.processes.get(role, 0.0) - start.processes.get(role, 0.0)
+        resting = start.processes.get(role, 0.0) - idle.processes.get(role, 0.0)
+        return max(0.0, spent - resting / idle_s * (until.at - start.at))
 
     def pg(name: str, until: Snapshot) -> float:
-        return until.postgres.get(name, 0.0) - start.postgres.get(name, 0.0)
+        spent = until.postgres.get(name, 0.0) - start.postgres.get(name, 0.0)
+        resting = start.postgres.get(name, 0.0) - idle.postgres.get(name, 0.0)
+        return max(0.0, spent - resting / idle_s * (until.at - start.at))
 
-    ours = sum(used(r, settled) for r in ROLES) + sum(settled.postgres.values())
+    def raw(until: Snapshot) -> float:
+        """CPU seconds of everything of ours, idle rate included."""
+        processes = sum(until.processes.values()) - sum(start.processes.values())
+        return processes + sum(until.postgres.values()) - sum(start.postgres.values())
+
+    ours = raw(settled)
     wall = settled.at - start.at
     return {
         "conductors": fleet.conductors,
@@ -417,28 +442,43 @@ def _predictions(runs: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]
     rows = []
     for run in runs:
         n = run["conductors"]
-        guess = predict(costs_of(run), conductors=n, cores=cores, compute=True)
-        rows.append({
-            "figure": f"scale-out model, {n} conductor(s) on this machine's {cores} cores",
-            "value": guess.per_second, "unit": f"instances/s (bound: {guess.bound.value})",
-            "conditions": "api, computes and PostgreSQL on the same cores; compare with the "
-            "measured instances/s to ACTIVE or ERROR",
-        })  # fmt: skip
+        left = max(0.1, cores - run["others_cores"])
+        for label, m in ((f"this machine's {cores} cores, idle", cores),
+                         (f"the {left:.1f} of {cores} cores others left it", left)):  # fmt: skip
+            guess = predict(costs_of(run), conductors=n, cores=m, compute=True)
+            rows.append({
+                "figure": f"scale-out model, {n} conductor(s) on {label}",
+                "value": guess.per_second,
+                "unit": f"instances/s (bound: {guess.bound.value})",
+                "conditions": "api, computes and PostgreSQL on the same cores, costs of this "
+                "round; compare with its measured instances/s to ACTIVE or ERROR",
+            })  # fmt: skip
+    # the fewest conductors measured lost the fewest claims (an upper bound), the most the
+    # most (closer to a real tier of several conductors)
+    narrowest = min(runs, key=lambda r: r["conductors"])
     widest = max(runs, key=lambda r: r["conductors"])
     for m in (4, 16):
         for n in sorted({min(m, 4), m}):
-            guess = predict(costs_of(widest), conductors=n, cores=m)
-            rows.append({
-                "figure": f"scale-out model, {n} conductors, {m} cores",
-                "value": guess.per_second, "unit": f"instances/s (bound: {guess.bound.value})",
-                "conditions": f"conductors, api and PostgreSQL on {m} cores, computes elsewhere; "
-                f"costs measured with {widest['conductors']} conductors",
-            })  # fmt: skip
+            for source in sorted({id(narrowest): narrowest, id(widest): widest}.values(),
+                                 key=lambda r: r["conductors"]):  # fmt: skip
+                guess = predict(costs_of(source), conductors=n, cores=m)
+                rows.append({
+                    "figure": f"scale-out model, {n} conductors, {m} cores, costs of "
+                    f"{source['conductors']}",
+                    "value": guess.per_second,
+                    "unit": f"instances/s (bound: {guess.bound.value})",
+                    "conditions": f"conductors, api and PostgreSQL on {m} cores, computes "
+                    f"elsewhere; CPU per instance as measured with {source['conductors']} "
+                    f"conductor(s) ({source['claim_conflicts']} claim conflicts)",
+                })  # fmt: skip
     return rows
 
 
 def run_scale_out(
-    workdir: Path, *, conductors: tuple[int, ...] = CONDUCTORS
+    workdir: Path,
+    *,
+    conductors: tuple[int, ...] = CONDUCTORS,
+    conductor_args: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     try:
         postgres.ensure_cluster()
@@ -447,6 +487,27 @@ def run_scale_out(
         return []
     runs = []
     for n in conductors:
-        runs.append(measure_round(workdir / f"conductors-{n}", n))
+        runs.append(measure_round(workdir / f"conductors-{n}", n, conductor_args))
         print(f"scale-out: {n} conductor(s) measured")
     return _rows(runs)
+
+
+def main() -> int:
+    """Variants by hand, e.g. ``python -m bench.scale_out --conductors 4 -- --host-subset-size
+    4`` (arguments after ``--`` go to every conductor); prints the rows as JSON."""
+    parser = argparse.ArgumentParser(prog="bench.scale_out")
+    parser.add_argument("--conductors", type=int, action="append")
+    parser.add_argument("--workdir", default="var/bench/scale-out")
+    parser.add_argument("conductor_args", nargs="*")
+    args = parser.parse_args()
+    rows = run_scale_out(
+        Path(args.workdir),
+        conductors=tuple(args.conductors or CONDUCTORS),
+        conductor_args=tuple(args.conductor_args),
+    )
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
