@@ -377,7 +377,8 @@ def _summary(
         "conductor_cores_placing": (
             used("conductor", placing_done) / (placing_done.at - start.at)
         ),
-        # cores the rest of the machine (other users) kept busy meanwhile
+        # cores busy meanwhile with work outside the fleet: other users', and this benchmark's
+        # own client and polling (which compete with the fleet as much)
         "others_cores": max(0.0, (settled.machine - start.machine) - ours) / wall,
     }
 
@@ -390,7 +391,7 @@ def _rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         f"with room for {PER_HOST} m1.tiny each, {{instances}} instances created (up to "
         f"{PER_CREATE} per CreateServer, {CLIENTS} clients, a port each on the default network), "
         f"{cores} cores shared with the api, the computes, PostgreSQL and other users "
-        "({others:.1f} cores busy with others' work)"
+        "({others:.1f} cores busy with other work: other users', the benchmark's client)"
     )
     for run in runs:
         n = run["conductors"]
@@ -443,8 +444,11 @@ def _predictions(runs: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]
     for run in runs:
         n = run["conductors"]
         left = max(0.1, cores - run["others_cores"])
-        for label, m in ((f"this machine's {cores} cores, idle", cores),
-                         (f"the {left:.1f} of {cores} cores others left it", left)):  # fmt: skip
+        settings = (
+            (f"this machine's {cores} cores, idle", cores),
+            (f"the {left:.1f} of {cores} cores other work left it", left),
+        )
+        for label, m in settings:
             guess = predict(costs_of(run), conductors=n, cores=m, compute=True)
             rows.append({
                 "figure": f"scale-out model, {n} conductor(s) on {label}",
