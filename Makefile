@@ -37,7 +37,18 @@ BUF_INSTALLED := $(VENV)/buf/.installed-$(BUF_VERSION)
 ## to each new release (a tag once releases are tagged); now: main before issue 17.
 PROTO_BASELINE ?= 050081066f7a5f37ab9b060b15a4a66388b620b3
 
-.PHONY: run test proto-lint breaking lint typecheck unit integration functional e2e proto deps system-deps bench guest-image image image-smoke clean
+## Locked dependencies. requirements.lock is the image's set (pyproject's dependencies and the
+## code generator: extra "build"), requirements-dev.lock everything `make test` needs (extra
+## "dev"), held to the same versions as the first; both carry every file's sha256, and every
+## install checks them. `make lock` rewrites both from pyproject.toml and keeps the pins that
+## still fit; `make lock UPGRADE=1` moves every pin to the newest release that fits.
+UV_VERSION := 0.13.10
+LOCK_TOOLS := var/lock-tools
+UV_COMPILE := $(LOCK_TOOLS)/bin/uv pip compile pyproject.toml --quiet --universal \
+	--python-version 3.11 --generate-hashes --native-tls --custom-compile-command 'make lock' \
+	$(if $(UPGRADE),--upgrade)
+
+.PHONY: run test lock proto-lint breaking lint typecheck unit integration functional e2e proto deps system-deps bench guest-image image image-smoke clean
 
 ## run: start api, conductor and compute on SQLite + test:///default (Ctrl-C stops all three)
 run: deps
@@ -113,11 +124,21 @@ $(TEST_SYSTEM_DEPS): $(SYSTEM_DEPS)
 	deploy/install-debian-packages.sh $(TEST_PACKAGES)
 	@touch $@
 
-$(INSTALLED): pyproject.toml $(SYSTEM_DEPS)
+## the locked set first (hash-checked), then the project itself without resolving anything
+## (its build backend, setuptools, is in the lock: no unpinned build environment)
+$(INSTALLED): pyproject.toml requirements-dev.lock $(SYSTEM_DEPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
+
+## lock: rewrite requirements.lock and requirements-dev.lock from pyproject.toml (needs PyPI)
+lock:
+	@test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) \
+	  && $(LOCK_TOOLS)/bin/pip install -q 'uv==$(UV_VERSION)'; }
+	$(UV_COMPILE) --extra build -o requirements.lock
+	$(UV_COMPILE) --extra dev --constraint requirements.lock -o requirements-dev.lock
 
 ## proto: generate the Python code for protos/ into services/common/generated
 proto: $(GENERATED)

@@ -18,6 +18,7 @@ from bench.e2e import run_e2e
 from bench.fairness import run_fairness
 from bench.networking import run_networking
 from bench.real_guest import run_real_guest
+from bench.scale_out import run_scale_out
 from bench.scheduler import run_scheduler
 from bench.targets import judge
 from bench.tls_cost import run_tls_cost
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="var/bench")
     parser.add_argument(
         "--only", action="append",
-        choices=("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls"),
+        choices=("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls",
+                 "scaleout"),
         help="run only these parts (default: all)",
     )  # fmt: skip
     parser.add_argument(
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     parts = set(
-        args.only or ("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls")
+        args.only
+        or ("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls", "scaleout")
     )
     results = []
     if "tls" in parts:
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if "scheduler" in parts:
         results += run_scheduler(Path(args.workdir) / "scheduler")
         results += _scheduler_on_postgres(Path(args.workdir) / "scheduler-pg")
+    if "scaleout" in parts:
+        results += run_scale_out(Path(args.workdir) / "scale-out")
     if "compute" in parts:
         results += run_compute_builds(Path(args.workdir) / "compute", count=args.instances)
     if "net" in parts:

@@ -142,6 +142,8 @@ class BuildTask:
         if self._metrics is not None:
             self._metrics.scheduling_pass.observe(seconds)
             self._metrics.placed.inc(len(plan.placements))
+            self._metrics.claim_conflicts.inc(plan.claim_conflicts)
+            self._metrics.claim_conflicts.inc(plan.claim_conflicts)
             self._metrics.no_valid_host.inc(
                 sum(1 for f in plan.failed if f.message.startswith(NO_VALID_HOST))
             )

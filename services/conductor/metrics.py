@@ -15,6 +15,7 @@ class ConductorMetrics:
     schedule_delay: Histogram
     placed: Counter
     no_valid_host: Counter
+    claim_conflicts: Counter
     events: Counter
     reconciler_actions: Counter
     instances: Gauge
@@ -37,6 +38,10 @@ class ConductorMetrics:
             Counter("nova_grpc_instances_placed", "Instances placed on a host.",
                     registry=registry),
             Counter("nova_grpc_no_valid_host", "Instances no host could take.",
+                    registry=registry),
+            Counter("nova_grpc_claim_conflicts",
+                    "Claims lost because another conductor claimed on the same host first "
+                    "(the instances are placed again on fresh host states).",
                     registry=registry),
             Counter("nova_grpc_instance_events", "State reports from compute, by kind.",
                     ["kind"], registry=registry),

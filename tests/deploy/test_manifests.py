@@ -717,7 +717,11 @@ def test_dockerfile_is_multi_stage_on_python_311_bookworm() -> None:
     build, runtime = stages[0], stages[-1]
     assert build[1] and runtime[1]
     for image, _, _ in (build, runtime):
-        assert re.fullmatch(r"(docker\.io/(library/)?)?python:3\.11[\w.-]*-slim-bookworm", image)
+        # pinned by digest (tests/unit/test_lock_files.py checks that it is)
+        assert re.fullmatch(
+            r"(docker\.io/(library/)?)?python:3\.11[\w.-]*-slim-bookworm(@sha256:[0-9a-f]{64})?",
+            image,
+        )
     build_steps = " ".join(_instructions(build, "RUN"))
     assert "protos/generate.py" in build_steps
     assert "pip install" in build_steps

@@ -110,6 +110,7 @@ async def test_an_instance_deleted_after_the_draft_is_not_placed(db: Database) -
     plan = await db.write(lambda c: task.plan(c, request_ids(uuids), now, draft))
     assert [p.uuid for p in plan.placements] == [uuids[1]]
     assert plan.skipped == 1
+    assert plan.claim_conflicts == 0  # a delete is no lost claim
     claimed = await db.read(lambda c: placement.allocated_instances(c, uuids))
     assert set(claimed) == {uuids[1]}
 
@@ -129,6 +130,7 @@ async def test_a_host_filled_after_the_draft_is_not_overbooked(db: Database) -> 
     plan = await db.write(lambda c: task.plan(c, request_ids([uuids[0]]), now, draft))
     # The draft chose the host when it was empty; the claim saw it full and placed again.
     assert plan.placements == []
+    assert plan.claim_conflicts == 1  # the draft's claim, lost; the second draw finds no room
     assert [f.uuid for f in plan.failed] == [uuids[0]]
     assert plan.failed[0].message.startswith("No valid host was found")
     claimed = await db.read(lambda c: placement.allocated_instances(c, uuids))
@@ -148,6 +150,7 @@ async def test_a_draft_lost_to_a_generation_change_is_placed_again(db: Database)
     await db.write(another_conductor_claims)
     plan = await db.write(lambda c: task.plan(c, request_ids([uuids[0]]), now, draft))
     assert [p.uuid for p in plan.placements] == [uuids[0]]
+    assert plan.claim_conflicts == 1
     generation = await db.read(lambda c: c.execute(select(NODES.c.generation)).scalar_one())
     assert generation == 2  # the other claim's bump, then ours after reloading the host
 
