@@ -69,6 +69,7 @@ def node_report(
         cpu_allocation_ratio=settings.cpu_allocation_ratio,
         ram_allocation_ratio=settings.ram_allocation_ratio,
         disk_allocation_ratio=settings.disk_allocation_ratio,
+        underlay_address=settings.underlay_address,
     )
 
 
