@@ -60,6 +60,11 @@ class ComputeSettings(ObservabilitySettings, InternalTlsSettings):
         "empty: the advertised address when it is a routable IPv4 address, else the source "
         "address of the route towards the first conductor.",
     )
+    dhcp_namespace_prefix: str = setting(
+        "nova-dhcp-",
+        "Prefix of the per-network DHCP/gateway namespaces (+ the VNI); namespaces are "
+        "global to the machine, so two compute services on one machine need their own.",
+    )
     network_state_path: str = setting(
         "var/network", "Directory for the datapath's state (DHCP hosts files and leases)."
     )
