@@ -26,6 +26,7 @@ thread's network namespace (a test plays a host by entering one).
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import signal
@@ -41,7 +42,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from services.common.networking import NetworkSpec, PortSpec, bridge_name
 from services.common.overlay import HostNetworkState, vxlan_name
-from services.compute.net import overlay
+from services.compute.net import nat, overlay
 from services.compute.net.driver import DatapathError
 from services.compute.net.ruleset import render
 
@@ -120,6 +121,7 @@ class LinuxBridgeDriver:
             for network in {p.network.segmentation_id: p.network
                             for p in self._ports.values()}.values():  # fmt: skip
                 self._ensure_overlay(network)
+                self._ensure_uplink(network)
 
     def converge(self, ports: Sequence[PortSpec]) -> None:
         with self._lock:
@@ -167,8 +169,54 @@ class LinuxBridgeDriver:
         except NetlinkError as exc:
             raise DatapathError(f"network {network.name} (bridge {bridge}): {exc}") from exc
         self._ensure_overlay(network)
+        self._ensure_uplink(network)
         if network.subnet.gateway is not None:
             self._ensure_dnsmasq(network)
+
+    def _ensure_uplink(self, network: NetworkSpec) -> None:
+        """The gateway namespace's leg on the external network, its addresses and its NAT
+        (``nat.py``); none when the network is not connected (or has no gateway)."""
+        vni = network.segmentation_id
+        namespace, leg = dhcp_namespace(vni, self._ns_prefix), _uplink_name(vni)
+        if network.subnet.gateway is None or namespace not in _namespaces():
+            return
+        uplink = self._state.uplink(vni)
+        inside = ["ip", "-n", namespace]
+        if uplink is None:
+            if _link_exists(leg):
+                self._run(["ip", "link", "del", leg])  # its peer ext0 goes with it
+            self._run(["ip", "netns", "exec", namespace, "nft", "-f", "-"],
+                      stdin=nat.render(None, ()))  # fmt: skip
+            return
+        floating = [f for f in self._state.floating if f.segmentation_id == vni]
+        if not _link_exists(leg):
+            self._run(["ip", "link", "add", leg, "type", "veth", "peer", "name",
+                       nat.EXTERNAL_IFNAME, "netns", namespace])  # fmt: skip
+        if not _link_exists(uplink.bridge):
+            raise DatapathError(f"external bridge {uplink.bridge} is missing on this host")
+        self._run(["ip", "link", "set", leg, "master", uplink.bridge, "up"])
+        self._run([*inside, "link", "set", nat.EXTERNAL_IFNAME, "up"])
+        wanted = set(nat.addresses(uplink, floating))
+        shown = subprocess.run([*inside, "-j", "addr", "show", "dev", nat.EXTERNAL_IFNAME],
+                               capture_output=True, text=True, timeout=NFT_TIMEOUT_S,
+                               check=False)  # fmt: skip
+        present = {
+            f"{a['local']}/{a['prefixlen']}"
+            for link in json.loads(shown.stdout or "[]")
+            for a in link.get("addr_info", [])
+            if a.get("family") == "inet"
+        }
+        for address in sorted(present - wanted):
+            self._run([*inside, "addr", "del", address, "dev", nat.EXTERNAL_IFNAME])
+        for address in sorted(wanted - present):
+            self._run([*inside, "addr", "add", address, "dev", nat.EXTERNAL_IFNAME])
+        self._run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w",
+                   "net.ipv4.ip_forward=1"])  # fmt: skip
+        if uplink.gateway is not None:
+            self._run([*inside, "route", "replace", "default", "via", str(uplink.gateway),
+                       "dev", nat.EXTERNAL_IFNAME])  # fmt: skip
+        self._run(["ip", "netns", "exec", namespace, "nft", "-f", "-"],
+                  stdin=nat.render(uplink, floating))  # fmt: skip
 
     def _ensure_overlay(self, network: NetworkSpec) -> None:
         if self._underlay is None:
@@ -298,7 +346,7 @@ class LinuxBridgeDriver:
         if namespace in _namespaces():
             self._run(["ip", "netns", "del", namespace])  # takes its veth pair along
         with self._ipr() as ip:
-            for name in (_veth_name(vni), vxlan_name(vni), bridge_name(vni)):
+            for name in (_veth_name(vni), _uplink_name(vni), vxlan_name(vni), bridge_name(vni)):
                 for index in ip.link_lookup(ifname=name):
                     try:
                         ip.link("del", index=index)
@@ -311,6 +359,18 @@ class LinuxBridgeDriver:
             (directory / leftover).unlink(missing_ok=True)
         if directory.exists():
             directory.rmdir()
+
+
+def _uplink_name(segmentation_id: int) -> str:
+    return f"nxg-{segmentation_id}"
+
+
+def _link_exists(name: str) -> bool:
+    """In the calling thread's namespace (a test's host may be one: /sys would show the
+    machine's own)."""
+    shown = subprocess.run(["ip", "link", "show", "dev", name], capture_output=True,
+                           timeout=NFT_TIMEOUT_S, check=False)  # fmt: skip
+    return shown.returncode == 0
 
 
 def _namespaces() -> set[str]:
