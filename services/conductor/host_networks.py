@@ -63,7 +63,7 @@ class HostNetworkFanOut:
         self._wake.set()
 
     async def state_of(self, host: str) -> HostNetworkState:
-        return await self._db.read(lambda c: overlay_repo.host_state(c, host))
+        return await self._db.write(lambda c: overlay_repo.host_state(c, host))
 
     async def _run(self) -> None:
         while True:
@@ -79,7 +79,7 @@ class HostNetworkFanOut:
         """Push every host whose state differs from what this process pushed last; returns
         the hosts pushed to."""
         started = time.perf_counter()
-        states = await self._db.read(overlay_repo.host_states)
+        states = await self._db.write(overlay_repo.host_states)
         # a host that lost its last port gets an empty state (its flood lists go)
         for host in set(self._pushed) - set(states):
             states[host] = HostNetworkState(host=host)
