@@ -16,6 +16,7 @@ from services.conductor.host_networks import HostNetworkFanOut
 SERVICE_NAME = datapath_pb2.DESCRIPTOR.services_by_name["ConductorDatapath"].full_name
 CALLERS: CallerPolicy = {
     f"/{SERVICE_NAME}/GetHostNetworkState": frozenset({ServiceRole.COMPUTE}),
+    f"/{SERVICE_NAME}/RefreshHostNetworks": frozenset({ServiceRole.API}),
 }
 
 
@@ -36,3 +37,11 @@ class ConductorDatapathServicer(datapath_pb2_grpc.ConductorDatapathServicer):  #
                                 f"for host {request.host!r}")  # fmt: skip
         state = await self._host_networks.state_of(request.host)
         return datapath_pb2.GetHostNetworkStateResponse(state=state_to_proto(state))
+
+    async def RefreshHostNetworks(
+        self,
+        request: datapath_pb2.RefreshHostNetworksRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> datapath_pb2.RefreshHostNetworksResponse:
+        self._host_networks.changed()
+        return datapath_pb2.RefreshHostNetworksResponse()

@@ -93,6 +93,27 @@ class HostStatePusher:
         await with_retries(call, attempts=3)
 
 
+class HostNetworksRefresher:
+    """The api's side: tell a conductor that host networks changed (it pushes in the
+    background)."""
+
+    def __init__(self, channels: ChannelPool, addresses: Sequence[str]) -> None:
+        self._channels = channels
+        self._addresses = list(addresses)
+        self._next = 0
+
+    async def refresh_host_networks(self) -> None:
+        async def call() -> None:
+            address = self._addresses[self._next % len(self._addresses)]
+            self._next += 1
+            stub = datapath_pb2_grpc.ConductorDatapathStub(self._channels.get(address))
+            await stub.RefreshHostNetworks(
+                datapath_pb2.RefreshHostNetworksRequest(), timeout=STATE_DEADLINE_S
+            )
+
+        await with_retries(call, attempts=3)
+
+
 class HostStateSource:
     """Compute's side: the state the database gives this host (tries each conductor)."""
 
