@@ -8,10 +8,12 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
+from services.api.convert import server_to_proto
 from services.api.create import CreateServers
 from services.api.external_networks import CreateExternalNetworkCommand, ExternalNetworkUseCases
 from services.api.floating_ips import FloatingIPUseCases
 from services.api.networks import NetworkUseCases
+from services.common.db import instances as instance_repo
 from services.common.db import networks as network_repo
 from services.common.db.engine import Database
 from services.common.errors import (
@@ -132,6 +134,10 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
     bound = await floating.associate(P1, mine.id, one)
     assert bound.server_id == one and bound.fixed_ip is not None
     assert (await floating.associate(P1, mine.id, one)).port_id == bound.port_id  # no-op
+    with db.begin_read() as connection:
+        (shown,) = instance_repo.load_instances(connection, [one])
+    addresses = [(a.addr, a.type) for a in server_to_proto(shown, admin=False).addresses]
+    assert addresses == [(str(bound.fixed_ip), "fixed"), ("203.0.113.10", "floating")]
     with pytest.raises(WrongState) as caught:  # in use by another server
         await floating.associate(P1, mine.id, two)
     refused(WrongState, "id", caught)
