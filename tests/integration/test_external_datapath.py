@@ -62,7 +62,7 @@ def arrived_from(outside: str) -> dict[str, int]:
     return counts
 
 
-def test_snat_out_and_floating_in_through_the_security_groups(tmp_path: Path) -> None:
+def test_snat_out_and_floating_in_through_the_security_groups(tmp_path: Path) -> None:  # noqa: PLR0915
     tag = uuid.uuid4().hex[:4]
     with namespaces("host", "g1", "outside") as ns:
         with IPRoute(netns=ns["host"]) as ip:
@@ -106,6 +106,22 @@ def test_snat_out_and_floating_in_through_the_security_groups(tmp_path: Path) ->
             # the guest's own traffic now leaves as its floating address
             assert pings(ns["g1"], "203.0.113.1")
             assert arrived_from(ns["outside"])["203.0.113.50"] == 1
+            # the compute restarts (kill -9): the new process converges to the database's
+            # ports and keeps what carries traffic until its state arrives; then one of each
+            with inside(ns["host"]):
+                driver = LinuxBridgeDriver(state_dir=tmp_path, namespace_prefix=f"t{tag}-dhcp-")
+                driver.converge([port.with_rules((EGRESS, WEB))])
+            assert tcp_connects(ns["outside"], "203.0.113.50", 8080)
+            with inside(ns["host"]):
+                driver.set_host_state(
+                    HostNetworkState("host", uplinks=(UPLINK,), floating=(FLOATING,))
+                )
+            assert tcp_connects(ns["outside"], "203.0.113.50", 8080)
+            shown = run_in(namespace, "ip", "-4", "-o", "addr", "show", "dev", "ext0").stdout
+            assert sorted(line.split()[3] for line in shown.splitlines()) == [
+                "203.0.113.5/24", "203.0.113.50/32"
+            ]  # fmt: skip
+            assert run_in(namespace, "nft", "list", "tables").stdout.count("nova_grpc_nat") == 1
             # disassociated: the address no longer reaches the guest
             with inside(ns["host"]):
                 driver.set_host_state(HostNetworkState("host", uplinks=(UPLINK,)))

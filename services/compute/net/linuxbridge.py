@@ -82,6 +82,10 @@ class LinuxBridgeDriver:
         self._lock = threading.Lock()
         self._ports: dict[str, PortSpec] = {}
         self._state = HostNetworkState(host=host)
+        # Until the conductor's state first arrives (a restarted compute asks at start-up),
+        # flood lists, uplinks and floating addresses already on the host are left as they
+        # are: they keep carrying traffic instead of going away for a moment.
+        self._state_known = False
         self._dnsmasq: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- the NetworkDriver port ------------------------------------------------------------
@@ -118,6 +122,7 @@ class LinuxBridgeDriver:
     def set_host_state(self, state: HostNetworkState) -> None:
         with self._lock:
             self._state = state
+            self._state_known = True
             for network in {p.network.segmentation_id: p.network
                             for p in self._ports.values()}.values():  # fmt: skip
                 self._ensure_overlay(network)
@@ -180,6 +185,8 @@ class LinuxBridgeDriver:
         namespace, leg = dhcp_namespace(vni, self._ns_prefix), _uplink_name(vni)
         if network.subnet.gateway is None or namespace not in _namespaces():
             return
+        if not self._state_known:
+            return
         uplink = self._state.uplink(vni)
         inside = ["ip", "-n", namespace]
         if uplink is None:
@@ -222,6 +229,8 @@ class LinuxBridgeDriver:
         if self._underlay is None:
             return
         vni, device = network.segmentation_id, vxlan_name(network.segmentation_id)
+        if not self._state_known and _link_exists(device):
+            return
         shown = subprocess.run(["ip", "-j", "-d", "link", "show", device], capture_output=True,
                                text=True, timeout=NFT_TIMEOUT_S, check=False)  # fmt: skip
         local = overlay.parse_vxlan_local(shown.stdout) if shown.returncode == 0 else None
