@@ -27,7 +27,7 @@ from services.conductor.datapath_servicer import SERVICE_NAME as DATAPATH_SERVIC
 from services.conductor.datapath_servicer import ConductorDatapathServicer
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, InstanceEvents
-from services.conductor.host_networks import HostNetworkFanOut
+from services.conductor.host_networks import HostNetworkFanOut, HostNetworkMetrics
 from services.conductor.host_scope import HostScope
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
@@ -67,7 +67,9 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         metrics=metrics,
     )
     port_rules = PortRulesFanOut(db, computes, metrics=metrics)
-    host_networks = HostNetworkFanOut(db, HostStatePusher(channels))
+    host_networks = HostNetworkFanOut(
+        db, HostStatePusher(channels), metrics=HostNetworkMetrics.create(registry)
+    )
 
     def servers_came_or_went(uuids: Sequence[str]) -> None:
         port_rules.servers_came_or_went(uuids)

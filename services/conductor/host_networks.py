@@ -15,8 +15,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.db import overlay as overlay_repo
 from services.common.db.engine import Database
@@ -29,6 +32,23 @@ class HostStatePusher(Protocol):
     async def set_host_state(self, address: str, state: HostNetworkState) -> None: ...
 
 
+@dataclass(frozen=True)
+class HostNetworkMetrics:
+    push: Histogram
+    failures: Counter
+
+    @staticmethod
+    def create(registry: CollectorRegistry) -> HostNetworkMetrics:
+        return HostNetworkMetrics(
+            Histogram("nova_grpc_host_network_push_seconds",
+                      "One round of host network state pushes (derive every host's state, "
+                      "push the changed ones).", registry=registry),
+            Counter("nova_grpc_host_network_push_failures",
+                    "Hosts a host network state push did not reach (they converge at their "
+                    "next sync).", registry=registry),
+        )  # fmt: skip
+
+
 class HostNetworkFanOut:
     def __init__(
         self,
@@ -36,7 +56,9 @@ class HostNetworkFanOut:
         computes: HostStatePusher,
         *,
         linger: timedelta = timedelta(milliseconds=100),
+        metrics: HostNetworkMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._db = db
         self._computes = computes
         self._linger = linger.total_seconds()
@@ -85,6 +107,7 @@ class HostNetworkFanOut:
             states[host] = HostNetworkState(host=host)
         due = [h for h, s in sorted(states.items()) if self._pushed.get(h) != s]
         if not due:
+            self._observe(started, 0)
             return []
         addresses = await self._db.read(lambda c: overlay_repo.rpc_addresses(c, due))
         pushed: list[str] = []
@@ -99,6 +122,12 @@ class HostNetworkFanOut:
             self._pushed[host] = states[host]
             pushed.append(host)
         self.rounds += 1
+        self._observe(started, len(due) - len(pushed))
         log.info("host network state pushed to %d of %d hosts in %.3fs",
                  len(pushed), len(due), time.perf_counter() - started)  # fmt: skip
         return pushed
+
+    def _observe(self, started: float, failed: int) -> None:
+        if self._metrics is not None:
+            self._metrics.push.observe(time.perf_counter() - started)
+            self._metrics.failures.inc(failed)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address as A
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import update
 
 from services.api.create import CreateServers
@@ -23,7 +24,7 @@ from services.common.rpc.channels import ChannelPool
 from services.common.rpc.datapath import HostStateSource
 from services.common.rpc.server import Registration, start_server
 from services.conductor.datapath_servicer import ConductorDatapathServicer
-from services.conductor.host_networks import HostNetworkFanOut
+from services.conductor.host_networks import HostNetworkFanOut, HostNetworkMetrics
 from tests.integration.test_security_groups import P2, creates, server
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,7 +72,8 @@ async def test_hosts_sharing_a_network_flood_to_each_other_and_follow_churn(
     place(db, [other], "host-b", "192.0.2.2")
     place(db, [three], "host-t", "192.0.2.9", kind="TEST")  # no datapath: nobody's peer
     pusher = RecordingPusher()
-    fan_out = HostNetworkFanOut(db, pusher)
+    registry = CollectorRegistry()
+    fan_out = HostNetworkFanOut(db, pusher, metrics=HostNetworkMetrics.create(registry))
 
     assert sorted(await fan_out.push()) == ["host-a", "host-b"]
     a, b = pusher.pushed["host-a:1"], pusher.pushed["host-b:1"]
@@ -91,6 +93,8 @@ async def test_hosts_sharing_a_network_flood_to_each_other_and_follow_churn(
     assert pusher.pushed["host-a:1"].peers(web) == frozenset()
     pusher.down.clear()
     assert await fan_out.push() == ["host-b"]  # retried on the next round
+    assert registry.get_sample_value("nova_grpc_host_network_push_failures_total") == 1
+    assert registry.get_sample_value("nova_grpc_host_network_push_seconds_count") == 4
     assert vnis(pusher.pushed["host-b:1"]) == {theirs}
 
     # a host that asks gets the same state over gRPC
