@@ -16,6 +16,7 @@ from bench.compute_builds import run_compute_builds
 from bench.console import run_console
 from bench.e2e import run_e2e
 from bench.fairness import run_fairness
+from bench.host_networks import run_host_networks
 from bench.networking import run_networking
 from bench.real_guest import run_real_guest
 from bench.scale_out import run_scale_out
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         results += run_compute_builds(Path(args.workdir) / "compute", count=args.instances)
     if "net" in parts:
         results += run_networking(Path(args.workdir) / "net")
+        results += run_host_networks(Path(args.workdir) / "host-networks")
     if "guest" in parts:
         results += run_real_guest(Path(args.workdir) / "guest")
     if "console" in parts:

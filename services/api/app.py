@@ -24,8 +24,12 @@ from services.api.consoles_servicer import ConsolesServicer
 from services.api.create import CreateServers
 from services.api.create_admission import CreateBudget, FairCreates
 from services.api.delete import DeleteServer
+from services.api.external_networks import ExternalNetworkUseCases
+from services.api.external_networks_servicer import ExternalNetworksServicer, FloatingIPsServicer
+from services.api.floating_ips import FloatingIPUseCases
 from services.api.groups import ServerGroupUseCases
 from services.api.groups_servicer import ServerGroupsServicer
+from services.api.host_networks_notify import ConductorHostNetworks
 from services.api.keypairs import KeypairUseCases
 from services.api.networks import NetworkUseCases
 from services.api.networks_servicer import NetworksServicer
@@ -49,6 +53,10 @@ from services.common.generated.novagrpc.v1 import (
     compute_services_pb2_grpc,
     consoles_pb2,
     consoles_pb2_grpc,
+    external_networks_pb2,
+    external_networks_pb2_grpc,
+    floating_ips_pb2,
+    floating_ips_pb2_grpc,
     keypairs_pb2,
     keypairs_pb2_grpc,
     networks_pb2,
@@ -67,6 +75,7 @@ from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import BuildCaster, ConductorClient
 from services.common.rpc.console_client import ComputeConsoleClient
+from services.common.rpc.datapath import HostNetworksRefresher
 from services.common.rpc.server import Registration, start_server
 
 if TYPE_CHECKING:
@@ -137,6 +146,9 @@ async def start_api(settings: ApiSettings) -> RunningService:
     )
     watch = ServerWatch(uow)
     rules_fan_out = ConductorRulesFanOut(conductor)
+    host_networks = ConductorHostNetworks(
+        HostNetworksRefresher(channels, settings.conductor_addresses)
+    )
     servers = ServersServicer(
         ServerUseCases(
             FairCreates(create, CreateBudget(settings.create_servers_per_project)),
@@ -197,6 +209,16 @@ async def start_api(settings: ApiSettings) -> RunningService:
             _name(security_groups_pb2, "SecurityGroups"),
         ),
         Registration(
+            external_networks_pb2_grpc.add_ExternalNetworksServicer_to_server,
+            ExternalNetworksServicer(ExternalNetworkUseCases(db, host_networks), identify),
+            _name(external_networks_pb2, "ExternalNetworks"),
+        ),
+        Registration(
+            floating_ips_pb2_grpc.add_FloatingIPsServicer_to_server,
+            FloatingIPsServicer(FloatingIPUseCases(db, host_networks), identify),
+            _name(floating_ips_pb2, "FloatingIPs"),
+        ),
+        Registration(
             quotas_pb2_grpc.add_QuotasServicer_to_server,
             QuotasServicer(QuotaUseCases(db, settings.default_quotas), identify),
             _name(quotas_pb2, "Quotas"),
@@ -235,6 +257,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
             readiness.close,
             watch.close,
             rules_fan_out.close,
+            host_networks.close,
             create.close,
             caster.close,
             channels.close,

@@ -67,14 +67,17 @@ def server_to_proto(instance: Instance, *, admin: bool) -> servers_pb2.Server:
         addresses=[
             servers_pb2.ServerAddress(
                 network=port.network.name,
-                addr=str(port.fixed_ip),
+                addr=str(address),
                 version=4,
                 mac_addr=port.mac,
-                type="fixed",
+                type=kind,
                 network_id=port.network.network_id,
                 port_id=port.port_id,
             )
             for port in instance.ports
+            # as Nova shows them: each port's fixed address, then its floating one
+            for address, kind in ((port.fixed_ip, "fixed"), (port.floating_ip, "floating"))
+            if address is not None
         ],
     )
     if instance.guest_ready_at is not None:

@@ -21,7 +21,7 @@ import grpc
 
 from services.cli import options
 from services.cli.client import Client, resolve
-from services.cli.commands import account, catalog, networks, security_groups, servers
+from services.cli.commands import account, catalog, floating, networks, security_groups, servers
 from services.cli.errors import CliError
 from services.cli.status import describe
 
@@ -47,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     account.register(commands)
     networks.register(commands)
     security_groups.register(commands)  # after servers: adds server add/remove
+    floating.register(commands)
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=SHELLS)
     completion.set_defaults(func=None)

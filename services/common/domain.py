@@ -259,6 +259,8 @@ class ComputeNodeReport:
     cpu_allocation_ratio: float = 16.0
     ram_allocation_ratio: float = 1.5
     disk_allocation_ratio: float = 1.0
+    # The host's VXLAN endpoint (empty: the host takes part in no overlay).
+    underlay_address: str = ""
 
 
 class InstanceEventKind(enum.StrEnum):

@@ -107,6 +107,8 @@ class PortSpec:
     port_security_enabled: bool = True
     tap_name: str = field(default="")
     device_index: int = 0
+    # Its floating address, shown in Server.addresses (the NAT comes with the host state).
+    floating_ip: IPv4Address | None = None
 
     def __post_init__(self) -> None:
         if not self.tap_name:

@@ -6,7 +6,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,29 @@ from services.common.generated.novagrpc.internal.v1 import (
     compute_console_pb2_grpc,
     compute_pb2,
     compute_pb2_grpc,
+    datapath_pb2_grpc,
 )
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import ConductorClient, EventReporter, NodeReporter
+from services.common.rpc.datapath import HostStateSource
 from services.common.rpc.server import Registration, bound_address, start_server
 from services.compute.console.output import ConsoleOutput
 from services.compute.console.ports import ConsoleHypervisor
 from services.compute.console.sessions import ConsoleSessions
 from services.compute.console_servicer import ComputeConsoleServicer
+from services.compute.datapath_servicer import CALLERS as DATAPATH_CALLERS
+from services.compute.datapath_servicer import SERVICE_NAME as DATAPATH_SERVICE
+from services.compute.datapath_servicer import ComputeDatapathServicer
 from services.compute.guest_ready import GuestReadiness
 from services.compute.manager import ComputeManager
 from services.compute.metrics import ComputeMetrics
 from services.compute.net.driver import NetworkDriver
 from services.compute.net.linuxbridge import LinuxBridgeDriver
 from services.compute.net.noop import NoopNetworkDriver
+from services.compute.net.state_sync import HostNetworkSync
+from services.compute.net.underlay import choose_underlay
 from services.compute.resource_tracker import Ratios, ResourceTracker
 from services.compute.servicer import CALLERS, ComputeServicer
 from services.compute.settings import ComputeSettings
@@ -69,6 +77,7 @@ def node_report(
         cpu_allocation_ratio=settings.cpu_allocation_ratio,
         ram_allocation_ratio=settings.ram_allocation_ratio,
         disk_allocation_ratio=settings.disk_allocation_ratio,
+        underlay_address=settings.underlay_address,
     )
 
 
@@ -181,7 +190,12 @@ def network_driver(settings: ComputeSettings) -> NetworkDriver:
     """The datapath the settings choose: the no-op only for the test hypervisor."""
     if settings.chosen_network_driver == "noop":
         return NoopNetworkDriver()
-    return LinuxBridgeDriver(state_dir=Path(settings.network_state_path))
+    return LinuxBridgeDriver(
+        state_dir=Path(settings.network_state_path),
+        underlay=IPv4Address(settings.underlay_address) if settings.underlay_address else None,
+        host=settings.host,
+        namespace_prefix=settings.dhcp_namespace_prefix,
+    )
 
 
 async def start_compute(
@@ -192,6 +206,14 @@ async def start_compute(
 ) -> RunningService:
     """``wrap_driver`` lets a test put a gate or a fault in front of the real driver;
     ``wrap_consoles`` the same for consoles (libvirt's test driver has none to test with)."""
+    if settings.chosen_network_driver != "noop":
+        underlay = choose_underlay(
+            settings.underlay_address,
+            advertised=settings.advertise_address or settings.listen,
+            conductors=settings.conductor_addresses,
+        )
+        settings = replace(settings, underlay_address=str(underlay) if underlay else "")
+        log.info("underlay address (VXLAN endpoint): %s", underlay or "none (no overlay)")
     executor = ThreadPoolExecutor(settings.max_concurrent_builds + 4, thread_name_prefix="virt")
     libvirt_host = LibvirtHost(settings.libvirt_uri)
     await asyncio.get_running_loop().run_in_executor(executor, libvirt_host.connect)
@@ -241,9 +263,14 @@ async def start_compute(
                 SERVICE_NAME,
             ),
             console.registration,
+            Registration(
+                datapath_pb2_grpc.add_ComputeDatapathServicer_to_server,
+                ComputeDatapathServicer(manager),
+                DATAPATH_SERVICE,
+            ),
         ],
         credentials=settings.internal_server_credentials(),
-        callers=CALLERS if tls is not None else None,
+        callers={**CALLERS, **DATAPATH_CALLERS} if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
     )
@@ -273,9 +300,15 @@ async def start_compute(
         await manager.run_blocking(libvirt_host.watch_agents, readiness_reports.connected)
     except HypervisorError as exc:
         log.warning("guest readiness will not be reported from this host: %s", exc)
+    network_sync = HostNetworkSync(
+        manager,
+        HostStateSource(channels, settings.conductor_addresses),
+        interval=settings.sync_power_state_interval.total_seconds(),
+    )
     events.start()
     heartbeat.start()
     sync.start()
+    network_sync.start()
     await readiness.check_once()
     readiness.start()
 
@@ -300,6 +333,7 @@ async def start_compute(
         closers=[
             readiness.close,
             sync.close,
+            network_sync.close,
             heartbeat.close,
             events.close,
             channels.close,

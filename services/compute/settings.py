@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
+from ipaddress import IPv4Address
 
 from services.common.config import require, setting
 from services.common.service_settings import ServiceSettings
@@ -52,6 +53,17 @@ class ComputeSettings(ServiceSettings):
         "",
         "Datapath for ports: linuxbridge (a bridge per network, nftables, dnsmasq) or noop "
         "(only with virt_type test, which has no guest); empty: chosen by virt_type.",
+    )
+    underlay_address: str = setting(
+        "",
+        "This host's VXLAN endpoint (IPv4) that other hosts send shared networks' traffic to; "
+        "empty: the advertised address when it is a routable IPv4 address, else the source "
+        "address of the route towards the first conductor.",
+    )
+    dhcp_namespace_prefix: str = setting(
+        "nova-dhcp-",
+        "Prefix of the per-network DHCP/gateway namespaces (+ the VNI); namespaces are "
+        "global to the machine, so two compute services on one machine need their own.",
     )
     network_state_path: str = setting(
         "var/network", "Directory for the datapath's state (DHCP hosts files and leases)."
@@ -123,6 +135,11 @@ class ComputeSettings(ServiceSettings):
             "network_driver",
             "noop is for libvirt's test hypervisor only: a real guest needs its datapath",
         )
+        if self.underlay_address:
+            try:
+                IPv4Address(self.underlay_address)
+            except ValueError:
+                require(False, "underlay_address", "must be an IPv4 address")
         try:
             parse_interface(self.network_interface)
         except ValueError as exc:

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
 from services.common.app import RunningService
 from services.common.db.engine import Database
 from services.common.db.stores import SqlUnitOfWork
-from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
+from services.common.generated.novagrpc.internal.v1 import (
+    conductor_pb2,
+    conductor_pb2_grpc,
+    datapath_pb2_grpc,
+)
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.compute_client import ComputeClient
+from services.common.rpc.datapath import HostStatePusher
 from services.common.rpc.server import Registration, start_server
 from services.conductor.build_task import BuildTask
+from services.conductor.datapath_servicer import CALLERS as DATAPATH_CALLERS
+from services.conductor.datapath_servicer import SERVICE_NAME as DATAPATH_SERVICE
+from services.conductor.datapath_servicer import ConductorDatapathServicer
 from services.conductor.deletes import DeleteInstances
 from services.conductor.events import EventPolicy, EventRecorder, InstanceEvents
+from services.conductor.host_networks import HostNetworkFanOut, HostNetworkMetrics
 from services.conductor.host_scope import HostScope
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.nodes import ComputeNodes
@@ -50,6 +60,14 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     )
     computes = ComputeClient(channels, timeout=settings.build_rpc_timeout.total_seconds())
     port_rules = PortRulesFanOut(uow, computes, metrics=metrics)
+    host_networks = HostNetworkFanOut(
+        db, HostStatePusher(channels), metrics=HostNetworkMetrics.create(registry)
+    )
+
+    def servers_came_or_went(uuids: Sequence[str]) -> None:
+        port_rules.servers_came_or_went(uuids)
+        host_networks.servers_came_or_went(uuids)
+
     # Compute's reports and dispatch's unsendable builds are written by one recorder; the
     # builds it moves go back to dispatch: recorder -> build path -> batched reports.
     recorder = EventRecorder(
@@ -59,7 +77,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             service_down_time=settings.service_down_time,
         ),
         metrics=metrics,
-        servers_came_or_went=port_rules.servers_came_or_went,
+        servers_came_or_went=servers_came_or_went,
     )
     builds = BuildTask(
         db,
@@ -71,7 +89,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         metrics=metrics,
     )
     events = InstanceEvents(recorder, dispatch=builds.dispatch)
-    deletes = DeleteInstances(uow, computes, servers_went=port_rules.servers_came_or_went)
+    deletes = DeleteInstances(uow, computes, servers_went=servers_came_or_went)
     streams = BuildStreams(max_age=settings.build_stream_max_age.total_seconds() or None)
     servicer = ConductorServicer(
         builds, events, ComputeNodes(db), deletes, PowerActions(uow, computes),
@@ -94,9 +112,18 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     )
     server = await start_server(
         settings.listen,
-        [Registration(conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME)],
+        [
+            Registration(
+                conductor_pb2_grpc.add_ConductorServicer_to_server, servicer, SERVICE_NAME
+            ),
+            Registration(
+                datapath_pb2_grpc.add_ConductorDatapathServicer_to_server,
+                ConductorDatapathServicer(host_networks),
+                DATAPATH_SERVICE,
+            ),
+        ],
         credentials=settings.internal_server_credentials(),
-        callers=CALLERS if tls is not None else None,
+        callers={**CALLERS, **DATAPATH_CALLERS} if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,
         max_connection_age=settings.connection_age(),
@@ -108,6 +135,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     builds.start()
     events.start()
     port_rules.start()
+    host_networks.start()
     reconciler.start()
     census.start()
 
@@ -134,6 +162,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
             reconciler.close,
             events.close,
             port_rules.close,
+            host_networks.close,
             builds.close,
             channels.close,
             close_db,

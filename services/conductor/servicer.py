@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from ipaddress import IPv4Address
 from typing import Any
 
 import grpc
@@ -92,6 +93,15 @@ def event_from_proto(message: conductor_pb2.InstanceEvent) -> InstanceEvent:
     )
 
 
+def underlay_from_proto(address: str) -> str:
+    if not address:
+        return ""
+    try:
+        return str(IPv4Address(address))
+    except ValueError as exc:
+        raise InvalidArgument("underlay_address", f"{address!r} is not an IPv4 address") from exc
+
+
 def node_from_proto(message: conductor_pb2.ReportComputeNodeRequest) -> ComputeNodeReport:
     if not message.host:
         raise InvalidArgument("host", "must not be empty")
@@ -112,6 +122,7 @@ def node_from_proto(message: conductor_pb2.ReportComputeNodeRequest) -> ComputeN
         cpu_allocation_ratio=message.cpu_allocation_ratio or 16.0,
         ram_allocation_ratio=message.ram_allocation_ratio or 1.5,
         disk_allocation_ratio=message.disk_allocation_ratio or 1.0,
+        underlay_address=underlay_from_proto(message.underlay_address),
     )
 
 

@@ -107,3 +107,16 @@ def test_the_output_is_deterministic_whatever_the_order() -> None:
     b = port(port_id="00000000-1111-2222-3333-444444444444", mac="fa:16:3e:00:00:01",
              fixed_ip=A("10.7.0.10"))  # fmt: skip
     assert render([a, b]) == render([b, a])
+
+
+def test_each_hosts_gateway_and_dhcp_stay_off_the_vxlan_port() -> None:
+    script = render([port()])
+    overlay = chain(script, "overlay")
+    assert 'iifname "nvx-77" arp daddr ip 10.7.0.1 drop' in overlay
+    assert 'oifname "nvx-77" arp saddr ip 10.7.0.1 drop' in overlay
+    assert 'oifname "nvx-77" ip saddr 10.7.0.1 drop' in overlay
+    assert 'iifname "nvx-77" udp dport { 67, 68 } drop' in overlay
+    assert 'oifname "nvx-77" udp dport { 67, 68 } drop' in overlay
+    no_gateway = NetworkSpec("n", "flat", 79, SubnetSpec(N("10.9.0.0/24"), None))
+    lines = chain(render([port(network=no_gateway)]), "overlay")
+    assert not [line for line in lines if "arp" in line]

@@ -117,6 +117,8 @@ class ComputeNodeRow(Base):
     last_heartbeat_at: Mapped[datetime]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime | None]
+    # Where the other hosts send this host's VXLAN traffic (its registration says).
+    underlay_address: Mapped[str | None] = mapped_column(String(39))
 
 
 class InstanceRow(Base):
@@ -345,6 +347,47 @@ class NetworkRow(Base):
     segmentation_id: Mapped[int] = mapped_column(Integer, unique=True)
     mtu: Mapped[int] = mapped_column(Integer, default=1500, server_default="1500")
     created_at: Mapped[datetime]
+    # Connected to this external network: its servers reach outside through SNAT on their
+    # own host, and floating addresses of its pool can be associated with its ports.
+    external_network_id: Mapped[str | None] = mapped_column(ForeignKey("external_networks.id"))
+
+
+class ExternalNetworkRow(Base):
+    """An admin-defined network outside the cloud: the same bridge name on every host, its
+    subnet, its upstream gateway and the pool floating and host gateway addresses come from."""
+
+    __tablename__ = "external_networks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    cidr: Mapped[str] = mapped_column(String(43))
+    gateway: Mapped[str | None] = mapped_column(String(39))
+    allocation_pools: Mapped[list[list[str]]] = mapped_column(JSON, default=list)
+    bridge: Mapped[str] = mapped_column(String(15))
+    created_at: Mapped[datetime]
+
+
+class ExternalAddressRow(Base):
+    """One address of an external network's pool in use: a project's floating address
+    (kind "floating", maybe associated with a port) or a host's gateway address for one
+    connected network (kind "gateway", its SNAT source). One table, so that the unique
+    (external network, address) key covers both."""
+
+    __tablename__ = "external_addresses"
+    __table_args__ = (UniqueConstraint("external_network_id", "address"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    external_network_id: Mapped[str] = mapped_column(ForeignKey("external_networks.id"))
+    address: Mapped[str] = mapped_column(String(39))
+    kind: Mapped[str] = mapped_column(String(16))
+    project_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # A deleted port (its server went) leaves its floating address allocated, unassociated.
+    port_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ports.id", ondelete="SET NULL"), unique=True
+    )
+    network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"))
+    host: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
 
 
 class PortRow(Base):
@@ -413,6 +456,8 @@ ACTIONS = _table(InstanceActionRow)
 ACTION_EVENTS = _table(InstanceActionEventRow)
 NETWORKS = _table(NetworkRow)
 PORTS = _table(PortRow)
+EXTERNAL_NETWORKS = _table(ExternalNetworkRow)
+EXTERNAL_ADDRESSES = _table(ExternalAddressRow)
 SECURITY_GROUPS = _table(SecurityGroupRow)
 SECURITY_GROUP_RULES = _table(SecurityGroupRuleRow)
 INSTANCE_SECURITY_GROUPS = _table(InstanceSecurityGroupRow)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, bindparam, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from services.common.db.models import NETWORKS, PORTS
+from services.common.db.models import EXTERNAL_ADDRESSES, NETWORKS, PORTS
 from services.common.networking import Network, NetworkSpec, PortSpec, SubnetSpec
 
 # VNIs are 24 bits; 0 is reserved.
@@ -210,8 +210,11 @@ _PORTS_OF = (
         NETWORKS.c.dns_servers,
         NETWORKS.c.segmentation_id,
         NETWORKS.c.mtu,
+        EXTERNAL_ADDRESSES.c.address.label("floating_ip"),
     )
     .join(NETWORKS, NETWORKS.c.id == PORTS.c.network_id)
+    # a port's floating address (at most one: port_id is unique there)
+    .outerjoin(EXTERNAL_ADDRESSES, EXTERNAL_ADDRESSES.c.port_id == PORTS.c.id)
     .where(PORTS.c.instance_uuid.in_(bindparam("uuids", expanding=True)))
     .order_by(PORTS.c.instance_uuid, PORTS.c.device_index)
 )
@@ -259,6 +262,7 @@ def port_from_row(m: RowMapping, networks: dict[str, NetworkSpec] | None = None)
         mac=m["mac"],
         fixed_ip=IPv4Address(m["fixed_ip"]),
         device_index=m["device_index"],
+        floating_ip=IPv4Address(m["floating_ip"]) if m.get("floating_ip") else None,
     )
 
 

@@ -42,6 +42,7 @@ def upsert_compute_node(
         "cpu_allocation_ratio": report.cpu_allocation_ratio,
         "ram_allocation_ratio": report.ram_allocation_ratio,
         "disk_allocation_ratio": report.disk_allocation_ratio,
+        "underlay_address": report.underlay_address or None,
         "last_heartbeat_at": now,
     }
     if row is None:

@@ -364,6 +364,7 @@ def node_report_to_proto(report: ComputeNodeReport) -> conductor_pb2.ReportCompu
         cpu_allocation_ratio=report.cpu_allocation_ratio,
         ram_allocation_ratio=report.ram_allocation_ratio,
         disk_allocation_ratio=report.disk_allocation_ratio,
+        underlay_address=report.underlay_address,
     )
 
 

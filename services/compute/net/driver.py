@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.common.networking import PortSpec
+from services.common.overlay import HostNetworkState
 
 
 class DatapathError(Exception):
@@ -31,6 +32,11 @@ class NetworkDriver(Protocol):
     def update_rules(self, ports: Sequence[PortSpec]) -> int:
         """Replace the filter rules of these ports (security-group change); ports this host
         does not have are ignored. Returns how many it had."""
+
+    def set_host_state(self, state: HostNetworkState) -> None:
+        """Make the host's overlay (VXLAN flood lists), uplinks and floating addresses match
+        ``state`` for the networks it has ports on (the conductor's whole view of this host,
+        kept and applied again to networks plugged later). Idempotent."""
 
     def converge(self, ports: Sequence[PortSpec]) -> None:
         """Make the host's datapath exactly these ports (plus any plugged since the driver

@@ -4,6 +4,9 @@ security-group and anti-spoofing filter in nftables, and DHCP from dnsmasq.
 Per network on this host (its VNI ``N``):
 
 * bridge ``nbr-N`` with no address (guests' traffic is never routed into the host);
+* with an underlay address, a VXLAN device ``nvx-N`` on the bridge flooding to the other
+  hosts that have ports on the network (``overlay.py``; the conductor says which); the
+  gateway's ARP and DHCP never cross it (``ruleset.py``), so each host answers its own;
 * a namespace ``nova-dhcp-N`` joined to the bridge by a veth pair, holding the subnet's
   gateway address: it answers DHCP (dnsmasq, static leases for this host's ports only, every
   other MAC ignored) and is the gateway every host has for itself (as Neutron's DVR), so a
@@ -22,6 +25,8 @@ thread's network namespace (a test plays a host by entering one).
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
 import signal
@@ -29,12 +34,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from services.common.networking import NetworkSpec, PortSpec, bridge_name
+from services.common.overlay import HostNetworkState, vxlan_name
+from services.compute.net import nat, overlay
 from services.compute.net.driver import DatapathError
 from services.compute.net.ruleset import render
 
@@ -46,8 +54,8 @@ DNSMASQ_LEASE = "12h"
 DNSMASQ_START_S = 10.0
 
 
-def dhcp_namespace(segmentation_id: int) -> str:
-    return f"{DHCP_NS_PREFIX}{segmentation_id}"
+def dhcp_namespace(segmentation_id: int, prefix: str = DHCP_NS_PREFIX) -> str:
+    return f"{prefix}{segmentation_id}"
 
 
 def _veth_name(segmentation_id: int) -> str:
@@ -57,11 +65,27 @@ def _veth_name(segmentation_id: int) -> str:
 class LinuxBridgeDriver:
     """The ``NetworkDriver`` of real hosts. Thread-safe: builds plug from the build pool."""
 
-    def __init__(self, *, state_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        underlay: IPv4Address | None = None,
+        host: str = "",
+        namespace_prefix: str = DHCP_NS_PREFIX,
+    ) -> None:
+        # Namespace names are global to the machine: two compute hosts on one machine (a
+        # test's) need prefixes of their own.
+        self._ns_prefix = namespace_prefix
         # Absolute: dnsmasq changes to / before it opens its files.
         self._state_dir = state_dir.resolve()
+        self._underlay = underlay  # None: no overlay (a single host)
         self._lock = threading.Lock()
         self._ports: dict[str, PortSpec] = {}
+        self._state = HostNetworkState(host=host)
+        # Until the conductor's state first arrives (a restarted compute asks at start-up),
+        # flood lists, uplinks and floating addresses already on the host are left as they
+        # are: they keep carrying traffic instead of going away for a moment.
+        self._state_known = False
         self._dnsmasq: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- the NetworkDriver port ------------------------------------------------------------
@@ -95,6 +119,15 @@ class LinuxBridgeDriver:
                 self._apply_rules()
             return len(known)
 
+    def set_host_state(self, state: HostNetworkState) -> None:
+        with self._lock:
+            self._state = state
+            self._state_known = True
+            for network in {p.network.segmentation_id: p.network
+                            for p in self._ports.values()}.values():  # fmt: skip
+                self._ensure_overlay(network)
+                self._ensure_uplink(network)
+
     def converge(self, ports: Sequence[PortSpec]) -> None:
         with self._lock:
             # Ports plugged since this process started stay: their builds may have arrived
@@ -120,7 +153,7 @@ class LinuxBridgeDriver:
             check=False,
         )  # fmt: skip
         if result.returncode != 0:
-            raise DatapathError(f"{command[-3:]} failed: {result.stderr.strip()[:500]}")
+            raise DatapathError(f"{command[:4]} failed: {result.stderr.strip()[:500]}")
 
     def _apply_rules(self) -> None:
         self._run(["nft", "-f", "-"], stdin=render(list(self._ports.values())))
@@ -140,12 +173,84 @@ class LinuxBridgeDriver:
                     self._ensure_dhcp_namespace(ip, network, index)
         except NetlinkError as exc:
             raise DatapathError(f"network {network.name} (bridge {bridge}): {exc}") from exc
+        self._ensure_overlay(network)
+        self._ensure_uplink(network)
         if network.subnet.gateway is not None:
             self._ensure_dnsmasq(network)
 
+    def _ensure_uplink(self, network: NetworkSpec) -> None:
+        """The gateway namespace's leg on the external network, its addresses and its NAT
+        (``nat.py``); none when the network is not connected (or has no gateway)."""
+        vni = network.segmentation_id
+        namespace, leg = dhcp_namespace(vni, self._ns_prefix), _uplink_name(vni)
+        if network.subnet.gateway is None or namespace not in _namespaces():
+            return
+        if not self._state_known:
+            return
+        uplink = self._state.uplink(vni)
+        inside = ["ip", "-n", namespace]
+        if uplink is None:
+            if _link_exists(leg):
+                self._run(["ip", "link", "del", leg])  # its peer ext0 goes with it
+            self._run(["ip", "netns", "exec", namespace, "nft", "-f", "-"],
+                      stdin=nat.render(None, ()))  # fmt: skip
+            return
+        floating = [f for f in self._state.floating if f.segmentation_id == vni]
+        if not _link_exists(leg):
+            self._run(["ip", "link", "add", leg, "type", "veth", "peer", "name",
+                       nat.EXTERNAL_IFNAME, "netns", namespace])  # fmt: skip
+        if not _link_exists(uplink.bridge):
+            raise DatapathError(f"external bridge {uplink.bridge} is missing on this host")
+        self._run(["ip", "link", "set", leg, "master", uplink.bridge, "up"])
+        self._run([*inside, "link", "set", nat.EXTERNAL_IFNAME, "up"])
+        wanted = set(nat.addresses(uplink, floating))
+        shown = subprocess.run([*inside, "-j", "addr", "show", "dev", nat.EXTERNAL_IFNAME],
+                               capture_output=True, text=True, timeout=NFT_TIMEOUT_S,
+                               check=False)  # fmt: skip
+        present = {
+            f"{a['local']}/{a['prefixlen']}"
+            for link in json.loads(shown.stdout or "[]")
+            for a in link.get("addr_info", [])
+            if a.get("family") == "inet"
+        }
+        for address in sorted(present - wanted):
+            self._run([*inside, "addr", "del", address, "dev", nat.EXTERNAL_IFNAME])
+        for address in sorted(wanted - present):
+            self._run([*inside, "addr", "add", address, "dev", nat.EXTERNAL_IFNAME])
+        self._run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w",
+                   "net.ipv4.ip_forward=1"])  # fmt: skip
+        if uplink.gateway is not None:
+            self._run([*inside, "route", "replace", "default", "via", str(uplink.gateway),
+                       "dev", nat.EXTERNAL_IFNAME])  # fmt: skip
+        self._run(["ip", "netns", "exec", namespace, "nft", "-f", "-"],
+                  stdin=nat.render(uplink, floating))  # fmt: skip
+
+    def _ensure_overlay(self, network: NetworkSpec) -> None:
+        if self._underlay is None:
+            return
+        vni, device = network.segmentation_id, vxlan_name(network.segmentation_id)
+        if not self._state_known and _link_exists(device):
+            return
+        shown = subprocess.run(["ip", "-j", "-d", "link", "show", device], capture_output=True,
+                               text=True, timeout=NFT_TIMEOUT_S, check=False)  # fmt: skip
+        local = overlay.parse_vxlan_local(shown.stdout) if shown.returncode == 0 else None
+        if shown.returncode == 0 and local != self._underlay:
+            self._run(["ip", "link", "del", device])  # made for another underlay address
+        if shown.returncode != 0 or local != self._underlay:
+            for command in overlay.create_commands(vni, local=self._underlay, mtu=network.mtu):
+                self._run(command)
+        fdb = subprocess.run(["bridge", "-j", "fdb", "show", "dev", device], capture_output=True,
+                             text=True, timeout=NFT_TIMEOUT_S, check=False)  # fmt: skip
+        if fdb.returncode != 0:
+            raise DatapathError(f"reading the flood list of {device}: {fdb.stderr.strip()}")
+        for command in overlay.flood_commands(
+            vni, wanted=self._state.peers(vni), present=overlay.parse_flood_list(fdb.stdout)
+        ):
+            self._run(command)
+
     def _ensure_dhcp_namespace(self, ip: IPRoute, network: NetworkSpec, bridge: int) -> None:
         vni, subnet = network.segmentation_id, network.subnet
-        name, veth = dhcp_namespace(vni), _veth_name(vni)
+        name, veth = dhcp_namespace(vni, self._ns_prefix), _veth_name(vni)
         if name not in _namespaces():
             self._run(["ip", "netns", "add", name])
         if not ip.link_lookup(ifname=veth):
@@ -187,7 +292,8 @@ class LinuxBridgeDriver:
         _kill_pidfile(directory / "dnsmasq.pid")  # one left by an earlier compute process
         (directory / "hosts").touch()
         command = [
-            "ip", "netns", "exec", dhcp_namespace(vni), "dnsmasq", "--keep-in-foreground",
+            "ip", "netns", "exec", dhcp_namespace(vni, self._ns_prefix),
+            "dnsmasq", "--keep-in-foreground",
             "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0",
             "--bind-interfaces", "--interface=eth0", "--except-interface=lo",
             f"--dhcp-range={subnet.cidr.network_address},static,{subnet.cidr.netmask},"
@@ -230,11 +336,12 @@ class LinuxBridgeDriver:
         with self._ipr() as ip:
             for link in ip.get_links():
                 name = link.get_attr("IFLA_IFNAME") or ""
-                if name.startswith("nbr-") and name[4:].isdigit():
+                if name[:4] in ("nbr-", "nvx-") and name[4:].isdigit():
                     found.add(int(name[4:]))
         for name in _namespaces():
-            if name.startswith(DHCP_NS_PREFIX) and name[len(DHCP_NS_PREFIX) :].isdigit():
-                found.add(int(name[len(DHCP_NS_PREFIX) :]))
+            tail = name.removeprefix(self._ns_prefix)
+            if tail != name and tail.isdigit():
+                found.add(int(tail))
         return found
 
     def _remove_network(self, vni: int) -> None:
@@ -244,16 +351,35 @@ class LinuxBridgeDriver:
             process.wait(10)
         directory = self._state_dir / "dhcp" / str(vni)
         _kill_pidfile(directory / "dnsmasq.pid")
-        if dhcp_namespace(vni) in _namespaces():
-            self._run(["ip", "netns", "del", dhcp_namespace(vni)])  # takes its veth pair along
+        namespace = dhcp_namespace(vni, self._ns_prefix)
+        if namespace in _namespaces():
+            self._run(["ip", "netns", "del", namespace])  # takes its veth pair along
         with self._ipr() as ip:
-            for name in (_veth_name(vni), bridge_name(vni)):
+            for name in (_veth_name(vni), _uplink_name(vni), vxlan_name(vni), bridge_name(vni)):
                 for index in ip.link_lookup(ifname=name):
-                    ip.link("del", index=index)
+                    try:
+                        ip.link("del", index=index)
+                    except NetlinkError as exc:
+                        # The veth goes with its namespace, which the kernel cleans up
+                        # asynchronously: it may vanish between the lookup and the delete.
+                        if exc.code != errno.ENODEV:
+                            raise
         for leftover in ("hosts", "leases", "dnsmasq.pid", "dnsmasq.log", "hosts.part"):
             (directory / leftover).unlink(missing_ok=True)
         if directory.exists():
             directory.rmdir()
+
+
+def _uplink_name(segmentation_id: int) -> str:
+    return f"nxg-{segmentation_id}"
+
+
+def _link_exists(name: str) -> bool:
+    """In the calling thread's namespace (a test's host may be one: /sys would show the
+    machine's own)."""
+    shown = subprocess.run(["ip", "link", "show", "dev", name], capture_output=True,
+                           timeout=NFT_TIMEOUT_S, check=False)  # fmt: skip
+    return shown.returncode == 0
 
 
 def _namespaces() -> set[str]:

@@ -9,12 +9,14 @@ import threading
 from collections.abc import Sequence
 
 from services.common.networking import PortSpec
+from services.common.overlay import HostNetworkState
 
 
 class NoopNetworkDriver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ports: dict[str, PortSpec] = {}
+        self.state = HostNetworkState(host="")
 
     def plug(self, port: PortSpec) -> None:
         with self._lock:
@@ -35,6 +37,10 @@ class NoopNetworkDriver:
             known = [p for p in ports if p.port_id in self._ports]
             self._ports.update((p.port_id, p) for p in known)
             return len(known)
+
+    def set_host_state(self, state: HostNetworkState) -> None:
+        with self._lock:
+            self.state = state
 
     def converge(self, ports: Sequence[PortSpec]) -> None:
         with self._lock:

@@ -7,6 +7,10 @@ Two tables, because this kernel has no connection tracking in nftables' bridge f
 * ``bridge nova_grpc``: anti-spoofing at each tap (frames from a guest must carry its own
   MAC, and its own IPv4 address in ARP and IP; no IPv6; no DHCP server replies). Stateless,
   so the bridge family is the right place, before any forwarding.
+  Also at each network's VXLAN port: every host has the network's gateway address (its own
+  ``nova-dhcp-N`` namespace) and answers DHCP for its own ports only, so the gateway's ARP
+  and IP traffic and DHCP never cross to another host (as Neutron's DVR keeps each host's
+  router to itself); a guest always finds the gateway of its own host.
 * ``inet nova_grpc``: the security groups, stateful. With br_netfilter
   (``bridge-nf-call-iptables=1``) bridged IPv4 traffic crosses the inet forward hook, where
   its input and output interface are the *bridge*, so a port's traffic is keyed by
@@ -28,6 +32,7 @@ from services.common.networking import (
     SecurityGroupRule,
     bridge_name,
 )
+from services.common.overlay import vxlan_name
 
 TABLE = "nova_grpc"
 
@@ -70,6 +75,27 @@ def _rule_lines(
     return lines
 
 
+def _overlay_lines(ports: Sequence[PortSpec]) -> list[str]:
+    """Keep each host's gateway and DHCP server on its own side of the VXLAN port."""
+    lines: list[str] = []
+    networks = {p.network.segmentation_id: p.network for p in ports}
+    for vni, network in sorted(networks.items()):
+        device = vxlan_name(vni)
+        lines += [
+            f'    iifname "{device}" udp dport {{ 67, 68 }} drop',
+            f'    oifname "{device}" udp dport {{ 67, 68 }} drop',
+        ]
+        gateway = network.subnet.gateway
+        if gateway is not None:
+            lines += [
+                f'    iifname "{device}" arp daddr ip {gateway} drop',
+                f'    oifname "{device}" arp saddr ip {gateway} drop',
+                f'    iifname "{device}" ip daddr {gateway} drop',
+                f'    oifname "{device}" ip saddr {gateway} drop',
+            ]
+    return lines
+
+
 def render(ports: Sequence[PortSpec]) -> str:
     """The whole nftables script for these ports (a host without ports gets none)."""
     ports = sorted(ports, key=lambda p: p.port_id)
@@ -90,6 +116,12 @@ def render(ports: Sequence[PortSpec]) -> str:
     secured = [p for p in ports if p.port_security_enabled]
     out += [f'    iifname "{p.tap_name}" jump spoof_{_chain_id(p)}' for p in secured]
     out.append("  }")
+    out += [
+        "  chain overlay {",
+        "    type filter hook forward priority filter; policy accept;",
+        *_overlay_lines(ports),
+        "  }",
+    ]
     for port in secured:
         mac, ip = port.mac, port.fixed_ip
         out += [
