@@ -53,6 +53,11 @@ times = st.integers(0, 5).map(lambda s: T0 + timedelta(seconds=s))
 FLAVOR = Flavor("1", "m1.tiny", 1, 64, 1)
 
 
+def as_is(instance: Instance) -> Instance:
+    """The page's servers as the store gives them (the servicer presents them as protobuf)."""
+    return instance
+
+
 def server(project: str, created_at: datetime, name: str = "s") -> Instance:
     return Instance(
         uuid=str(uuid.uuid4()), id=None, display_name=name, project_id=project, flavor=FLAVOR,
@@ -99,7 +104,7 @@ def test_every_server_once_across_pages_under_concurrent_inserts(
         token = ""
         for round_ in range(1000):
             page, token = await queries.search(
-                caller, ListQuery(page_size=page_size, page_token=token)
+                caller, ListQuery(page_size=page_size, page_token=token), as_is
             )
             assert len(page) <= page_size
             seen.extend(i.uuid for i in page)
@@ -123,10 +128,10 @@ def test_a_page_token_is_bound_to_its_filters_and_caller(db: Database) -> None:
 
     async def run() -> None:
         query = ListQuery(name="^web-", page_size=2)
-        first, token = await queries.search(caller, query)
+        first, token = await queries.search(caller, query, as_is)
         assert len(first) == 2 and token
         # The same filters continue the listing.
-        second, _ = await queries.search(caller, ListQuery(name="^web-", page_token=token))
+        second, _ = await queries.search(caller, ListQuery(name="^web-", page_token=token), as_is)
         assert not {i.uuid for i in first} & {i.uuid for i in second}
         other = RequestContext(project_id="other", request_id="r")
         replays = [
@@ -137,13 +142,13 @@ def test_a_page_token_is_bound_to_its_filters_and_caller(db: Database) -> None:
         ]  # fmt: skip
         for who, replay in replays:
             with pytest.raises(InvalidArgument) as raised:
-                await queries.search(who, replay)
+                await queries.search(who, replay, as_is)
             assert raised.value.field == "page_token"
         # AIP-158: a page size above the maximum is lowered to it; a negative one is refused.
-        everything, token = await queries.search(caller, ListQuery(page_size=5000))
+        everything, token = await queries.search(caller, ListQuery(page_size=5000), as_is)
         assert len(everything) == 5 and token == ""
         with pytest.raises(InvalidArgument) as raised:
-            await queries.search(caller, ListQuery(page_size=-1))
+            await queries.search(caller, ListQuery(page_size=-1), as_is)
         assert raised.value.field == "page_size"
 
     asyncio.run(run())
