@@ -152,17 +152,17 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ),
         Registration(
             catalog_pb2_grpc.add_FlavorsServicer_to_server,
-            FlavorsServicer(FlavorUseCases(db), identify),
+            FlavorsServicer(FlavorUseCases(uow), identify),
             _name(catalog_pb2, "Flavors"),
         ),
         Registration(
             catalog_pb2_grpc.add_ImagesServicer_to_server,
-            ImagesServicer(ImageUseCases(db, Path(settings.image_store_path)), identify),
+            ImagesServicer(ImageUseCases(uow, Path(settings.image_store_path)), identify),
             _name(catalog_pb2, "Images"),
         ),
         Registration(
             keypairs_pb2_grpc.add_KeypairsServicer_to_server,
-            KeypairsServicer(KeypairUseCases(db), identify),
+            KeypairsServicer(KeypairUseCases(uow), identify),
             _name(keypairs_pb2, "Keypairs"),
         ),
         Registration(
@@ -179,7 +179,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ),
         Registration(
             quotas_pb2_grpc.add_QuotasServicer_to_server,
-            QuotasServicer(QuotaUseCases(db, settings.default_quotas), identify),
+            QuotasServicer(QuotaUseCases(uow, settings.default_quotas), identify),
             _name(quotas_pb2, "Quotas"),
         ),
         Registration(

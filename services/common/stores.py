@@ -35,6 +35,7 @@ from services.common.networking import Network
 if TYPE_CHECKING:  # records still defined beside their SQL (they import no SQL themselves)
     from services.common.db.actions import NewAction
     from services.common.db.idempotency import KeyedCreate
+    from services.common.db.keypairs import Keypair
     from services.common.db.networks import NewNetwork, NewPort
     from services.common.db.quotas import Usage
     from services.common.db.security_groups import SecurityGroup
@@ -228,8 +229,26 @@ class CatalogStore(Protocol):
         """By id, else by name."""
         ...
 
-    def find_image(self, ref: str) -> Image | None:
-        """By id, else by name; InvalidArgument(image_ref) when a name is ambiguous."""
+    def find_image(self, ref: str, *, field: str = "image_ref") -> Image | None:
+        """By id, else by name; InvalidArgument(``field``) when a name is ambiguous."""
+        ...
+
+    def list_flavors(self) -> list[Flavor]: ...
+
+    def flavor_taken(self, flavor_id: str, name: str) -> str | None:
+        """ "id" or "name" when a flavor has that id or name already, else None."""
+        ...
+
+    def create_flavor(self, flavor: Flavor, now: datetime) -> None: ...
+
+    def delete_flavor(self, flavor_id: str) -> bool: ...
+
+    def add_image(self, image: Image, now: datetime) -> None: ...
+
+    def list_images(self) -> list[Image]: ...
+
+    def retire_images(self, image_ids: list[str]) -> None:
+        """Status "deleted": servers built from them keep their reference."""
         ...
 
 
@@ -248,6 +267,18 @@ class KeypairStore(Protocol):
         """The key pair's public key; None when the project has no key pair of that name."""
         ...
 
+    def get(self, *, project_id: str, name: str) -> Keypair | None: ...
+
+    def add(self, *, project_id: str, name: str, public_key: str, now: datetime) -> Keypair:
+        """``public_key`` must parse (keypairs.parse_public_key)."""
+        ...
+
+    def list_keypairs(self, *, project_id: str) -> list[Keypair]:
+        """By name."""
+        ...
+
+    def remove(self, *, project_id: str, name: str) -> bool: ...
+
 
 class QuotaStore(Protocol):
     def limits(self, project_id: str, defaults: dict[str, int]) -> dict[str, int]:
@@ -257,6 +288,8 @@ class QuotaStore(Protocol):
     def usage(self, project_id: str) -> Usage:
         """What the project's servers that are not deleted hold."""
         ...
+
+    def set_limits(self, project_id: str, new: dict[str, int]) -> None: ...
 
 
 class IdempotencyStore(Protocol):

@@ -20,6 +20,7 @@ from uuid import uuid4
 
 from services.common.db.actions import NewAction
 from services.common.db.idempotency import KeyedCreate
+from services.common.db.keypairs import Keypair, parse_public_key
 from services.common.db.networks import NewNetwork, NewPort
 from services.common.db.quotas import DEFAULTS, Usage
 from services.common.db.security_groups import DEFAULT_DESCRIPTION, DEFAULT_NAME, SecurityGroup
@@ -82,7 +83,7 @@ class FakeDatabase:
     images: dict[str, Image] = field(default_factory=dict)  # by id
     server_groups: dict[str, str] = field(default_factory=dict)  # uuid -> project
     group_members: list[tuple[str, str]] = field(default_factory=list)  # (group, instance)
-    keypairs: dict[tuple[str, str], str] = field(default_factory=dict)  # (project, name) -> key
+    keypairs: dict[tuple[str, str], Keypair] = field(default_factory=dict)  # (project, name)
     quota_limits: dict[tuple[str, str], int] = field(default_factory=dict)  # (project, resource)
     # (project, client_request_id) -> (the create, when it was keyed)
     create_requests: dict[tuple[str, str], tuple[KeyedCreate, datetime]] = field(
@@ -400,13 +401,39 @@ class FakeCatalog:
             return self._db.flavors[ref]
         return next((f for f in self._db.flavors.values() if f.name == ref), None)
 
-    def find_image(self, ref: str) -> Image | None:
+    def find_image(self, ref: str, *, field: str = "image_ref") -> Image | None:
         if ref in self._db.images:
             return self._db.images[ref]
-        named = [i for i in self._db.images.values() if i.name == ref]
+        named = [i for i in self._db.images.values() if i.name == ref and i.status != "deleted"]
         if len(named) > 1:
-            raise InvalidArgument("image_ref", f"image name {ref!r} is ambiguous: use the image id")
+            raise InvalidArgument(field, f"image name {ref!r} is ambiguous: use the image id")
         return named[0] if named else None
+
+    def list_flavors(self) -> list[Flavor]:
+        return sorted(self._db.flavors.values(), key=lambda f: (f.memory_mb, f.id))
+
+    def flavor_taken(self, flavor_id: str, name: str) -> str | None:
+        if flavor_id in self._db.flavors:
+            return "id"
+        return "name" if any(f.name == name for f in self._db.flavors.values()) else None
+
+    def create_flavor(self, flavor: Flavor, now: datetime) -> None:
+        self._db.flavors[flavor.id] = flavor
+
+    def delete_flavor(self, flavor_id: str) -> bool:
+        return self._db.flavors.pop(flavor_id, None) is not None
+
+    def add_image(self, image: Image, now: datetime) -> None:
+        self._db.images[image.id] = replace(image, created_at=now)
+
+    def list_images(self) -> list[Image]:
+        live = [i for i in self._db.images.values() if i.status != "deleted"]
+        return sorted(live, key=lambda i: (i.name, i.id))
+
+    def retire_images(self, image_ids: list[str]) -> None:
+        for image_id in image_ids:
+            if image_id in self._db.images:
+                self._db.images[image_id] = replace(self._db.images[image_id], status="deleted")
 
 
 class FakeServerGroups:
@@ -426,7 +453,27 @@ class FakeKeypairs:
         self._db = db
 
     def public_key(self, *, project_id: str, name: str) -> str | None:
+        found = self._db.keypairs.get((project_id, name))
+        return None if found is None else found.public_key
+
+    def get(self, *, project_id: str, name: str) -> Keypair | None:
         return self._db.keypairs.get((project_id, name))
+
+    def add(self, *, project_id: str, name: str, public_key: str, now: datetime) -> Keypair:
+        if (project_id, name) in self._db.keypairs:
+            raise AssertionError(f"key pair {name!r} twice")  # the unique key
+        key_type, fingerprint = parse_public_key(public_key)
+        keypair = Keypair(name, project_id, public_key.strip(), fingerprint, key_type, now)
+        self._db.keypairs[(project_id, name)] = keypair
+        return keypair
+
+    def list_keypairs(self, *, project_id: str) -> list[Keypair]:
+        return sorted(
+            (k for (p, _), k in self._db.keypairs.items() if p == project_id), key=lambda k: k.name
+        )
+
+    def remove(self, *, project_id: str, name: str) -> bool:
+        return self._db.keypairs.pop((project_id, name), None) is not None
 
 
 class FakeQuotas:
@@ -439,6 +486,10 @@ class FakeQuotas:
             if project == project_id:
                 found[resource] = limit
         return found
+
+    def set_limits(self, project_id: str, new: dict[str, int]) -> None:
+        for resource, limit in new.items():
+            self._db.quota_limits[(project_id, resource)] = limit
 
     def usage(self, project_id: str) -> Usage:
         live = [

@@ -280,8 +280,29 @@ class SqlCatalog:
     def find_flavor(self, ref: str) -> Flavor | None:
         return catalog.find_flavor(self._c, ref)
 
-    def find_image(self, ref: str) -> Image | None:
-        return catalog.find_image(self._c, ref)
+    def find_image(self, ref: str, *, field: str = "image_ref") -> Image | None:
+        return catalog.find_image(self._c, ref, field=field)
+
+    def list_flavors(self) -> list[Flavor]:
+        return catalog.list_flavors(self._c)
+
+    def flavor_taken(self, flavor_id: str, name: str) -> str | None:
+        return catalog.flavor_taken(self._c, flavor_id, name)
+
+    def create_flavor(self, flavor: Flavor, now: datetime) -> None:
+        catalog.create_flavor(self._c, flavor, now)
+
+    def delete_flavor(self, flavor_id: str) -> bool:
+        return catalog.delete_flavor(self._c, flavor_id)
+
+    def add_image(self, image: Image, now: datetime) -> None:
+        catalog.add_image(self._c, image, now)
+
+    def list_images(self) -> list[Image]:
+        return catalog.list_images(self._c)
+
+    def retire_images(self, image_ids: list[str]) -> None:
+        catalog.retire_images(self._c, image_ids)
 
 
 class SqlServerGroups:
@@ -303,6 +324,21 @@ class SqlKeypairs:
         found = keypairs.get(self._c, project_id=project_id, name=name)
         return None if found is None else found.public_key
 
+    def get(self, *, project_id: str, name: str) -> keypairs.Keypair | None:
+        return keypairs.get(self._c, project_id=project_id, name=name)
+
+    def add(
+        self, *, project_id: str, name: str, public_key: str, now: datetime
+    ) -> keypairs.Keypair:
+        return keypairs.add(self._c, project_id=project_id, name=name, public_key=public_key,
+                            now=now)  # fmt: skip
+
+    def list_keypairs(self, *, project_id: str) -> list[keypairs.Keypair]:
+        return keypairs.list_keypairs(self._c, project_id=project_id)
+
+    def remove(self, *, project_id: str, name: str) -> bool:
+        return keypairs.remove(self._c, project_id=project_id, name=name)
+
 
 class SqlQuotas:
     def __init__(self, connection: Connection) -> None:
@@ -313,6 +349,9 @@ class SqlQuotas:
 
     def usage(self, project_id: str) -> quotas.Usage:
         return quotas.usage(self._c, project_id)
+
+    def set_limits(self, project_id: str, new: dict[str, int]) -> None:
+        quotas.set_limits(self._c, project_id, new)
 
 
 class SqlIdempotency:
