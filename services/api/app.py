@@ -147,7 +147,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         Registration(servers_pb2_grpc.add_ServersServicer_to_server, servers, SERVICE_NAME),
         Registration(
             server_groups_pb2_grpc.add_ServerGroupsServicer_to_server,
-            ServerGroupsServicer(ServerGroupUseCases(db), identify),
+            ServerGroupsServicer(ServerGroupUseCases(uow), identify),
             _name(server_groups_pb2, "ServerGroups"),
         ),
         Registration(
@@ -184,7 +184,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ),
         Registration(
             compute_services_pb2_grpc.add_ComputeServicesServicer_to_server,
-            ComputeServicesServicer(ComputeServiceUseCases(db, service_down_time=down), identify),
+            ComputeServicesServicer(ComputeServiceUseCases(uow, service_down_time=down), identify),
             _name(compute_services_pb2, "ComputeServices"),
         ),
         Registration(

@@ -22,7 +22,9 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from services.common.domain import (
+    ComputeNodeReport,
     Flavor,
+    HostInstance,
     HostState,
     Image,
     Instance,
@@ -34,9 +36,11 @@ from services.common.networking import Network
 
 if TYPE_CHECKING:  # records still defined beside their SQL (they import no SQL themselves)
     from services.common.db.actions import NewAction
+    from services.common.db.groups import ServerGroup
     from services.common.db.idempotency import KeyedCreate
     from services.common.db.keypairs import Keypair
     from services.common.db.networks import NewNetwork, NewPort
+    from services.common.db.placement import NodeView
     from services.common.db.quotas import Usage
     from services.common.db.security_groups import SecurityGroup
 
@@ -179,6 +183,10 @@ class InstanceStore(Protocol):
         """Those of ``uuids`` placed on a node whose hypervisor is not ``hypervisor_type``."""
         ...
 
+    def on_host(self, host: str) -> list[HostInstance]:
+        """Every live instance placed on ``host``, with its ports."""
+        ...
+
     def count_by_state(self) -> dict[str, int]:
         """vm_state value -> how many instances are in it."""
         ...
@@ -198,6 +206,19 @@ class NodeStore(Protocol):
         ...
 
     def host_exists(self, host: str) -> bool: ...
+
+    def upsert(self, report: ComputeNodeReport, now: datetime) -> int:
+        """Register a node or refresh its heartbeat; its id. A capacity change bumps the
+        node's generation (no claim computed against the old capacity can land)."""
+        ...
+
+    def views(self, *, now: datetime, service_down_time: timedelta) -> list[NodeView]:
+        """Every node as an operator sees it, by host."""
+        ...
+
+    def set_status(self, host: str, *, enabled: bool, reason: str | None, now: datetime) -> bool:
+        """False when there is no such host."""
+        ...
 
     def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
         """host -> (rpc address, hypervisor type), for the hosts that have a node record."""
@@ -260,6 +281,16 @@ class ServerGroupStore(Protocol):
     def add_members(
         self, group_uuid: str, instance_uuids: Sequence[str], now: datetime
     ) -> None: ...
+
+    def create(self, *, name: str, project_id: str, policy: str, now: datetime) -> ServerGroup: ...
+
+    def get(self, group_uuids: Sequence[str], *, project_id: str | None) -> dict[str, ServerGroup]:
+        """The groups found (of ``project_id``, when given), with their live members."""
+        ...
+
+    def list_groups(self, *, project_id: str | None) -> list[ServerGroup]: ...
+
+    def delete(self, group_uuid: str) -> None: ...
 
 
 class KeypairStore(Protocol):

@@ -73,7 +73,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     deletes = DeleteInstances(uow, computes, servers_went=port_rules.servers_came_or_went)
     streams = BuildStreams(max_age=settings.build_stream_max_age or None)
     servicer = ConductorServicer(
-        builds, events, ComputeNodes(db), deletes, PowerActions(uow, computes),
+        builds, events, ComputeNodes(uow), deletes, PowerActions(uow, computes),
         port_rules=port_rules, streams=streams, scope=HostScope(uow),
     )  # fmt: skip
     reconciler = Reconciler(

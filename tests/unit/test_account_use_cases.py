@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from services.api.catalog import FlavorUseCases, ImageUseCases
+from services.api.compute_services import ComputeServiceUseCases
 from services.api.context import RequestContext
+from services.api.groups import ServerGroupUseCases
 from services.api.keypairs import KeypairUseCases
 from services.api.quotas import QuotaUseCases
-from services.common.domain import Image
+from services.common.domain import ComputeNodeReport, Image, VmState
 from services.common.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
+from services.conductor.nodes import ComputeNodes
 from tests.support.fake_stores import FakeUnitOfWork, make_instance
 from tests.support.keys import ed25519_public_key
 
@@ -99,3 +103,46 @@ async def test_quotas_are_read_with_usage_and_set_by_an_admin() -> None:
     assert changed.limits["instances"] == 3 and changed.limits["cores"] == 20
     with pytest.raises(PermissionDenied):
         await quotas.get(P2, "p1")
+
+
+async def test_server_groups_are_made_seen_by_their_project_only_and_deleted() -> None:
+    uow = FakeUnitOfWork()
+    groups = ServerGroupUseCases(uow)
+    with pytest.raises(InvalidArgument):
+        await groups.create("g", "round-robin", P1)
+    made = await groups.create("g", "anti-affinity", P1)
+    member = make_instance(project_id="p1")
+    uow.db.add(member)
+    uow.db.group_members.append((made.uuid, member.uuid))
+    assert (await groups.get(made.uuid, P1)).members == (member.uuid,)
+    with pytest.raises(NotFound):
+        await groups.get(made.uuid, P2)
+    assert [g.uuid for g in await groups.list_groups(ADMIN)] == [made.uuid]
+    await groups.delete(made.uuid, P1)
+    assert await groups.list_groups(P1) == []
+
+
+async def test_compute_services_are_listed_and_disabled_with_a_reason_by_admins() -> None:
+    uow = FakeUnitOfWork()
+    nodes = ComputeNodes(uow)
+    report = ComputeNodeReport("h1", "h1", "10.0.0.1:7000", 8, 8192, 80, "QEMU", "x86_64", "nova")
+    await nodes.report(report)
+    services = ComputeServiceUseCases(uow, service_down_time=timedelta(seconds=60))
+    with pytest.raises(PermissionDenied):
+        await services.list_services(P1)
+    (view,) = await services.list_services(ADMIN)
+    assert view.state.host == "h1" and view.state.is_up and view.state.enabled
+    disabled = await services.set_status(ADMIN, "h1", enabled=False, reason="maintenance")
+    assert not disabled.state.enabled and disabled.disabled_reason == "maintenance"
+    with pytest.raises(InvalidArgument):
+        await services.set_status(ADMIN, "h1", enabled=True, reason="why")
+    with pytest.raises(NotFound):
+        await services.set_status(ADMIN, "h9", enabled=False, reason="gone")
+
+
+async def test_a_host_is_told_the_live_instances_placed_on_it() -> None:
+    uow = FakeUnitOfWork()
+    here = make_instance(host="h1", vm_state=VmState.ACTIVE, task_state=None)
+    gone = make_instance(host="h1", vm_state=VmState.DELETED, task_state=None)
+    uow.db.add(here, gone, make_instance(host="h2"))
+    assert [i.uuid for i in await ComputeNodes(uow).host_instances("h1")] == [here.uuid]

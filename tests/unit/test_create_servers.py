@@ -14,6 +14,7 @@ import pytest
 
 from services.api.context import RequestContext
 from services.api.create import CreateServerCommand, CreateServerResult, CreateServers, validate
+from services.common.db.groups import ServerGroup
 from services.common.db.keypairs import Keypair
 from services.common.domain import Flavor, Image, TaskState, VmState, utcnow
 from services.common.errors import (
@@ -213,7 +214,8 @@ async def test_key_pair_and_group_and_forced_host_are_honoured() -> None:
     uow = seeded()
     key = ed25519_public_key()
     uow.db.keypairs[("p1", "k")] = Keypair("k", "p1", key, "fp", "ssh", utcnow())
-    uow.db.server_groups["5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31"] = "p1"
+    group = ServerGroup("5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31", "g", "p1", "affinity", utcnow())
+    uow.db.server_groups[group.uuid] = group
     admin = RequestContext("p1", "req-2", is_admin=True)
     result = await create_one(
         uow,

@@ -23,7 +23,9 @@ from services.common.db import security_groups as security_group_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import (
+    ComputeNodeReport,
     Flavor,
+    HostInstance,
     HostState,
     Image,
     Instance,
@@ -218,6 +220,9 @@ class SqlInstances:
         )
         return {u for (u,) in self._c.execute(query)}
 
+    def on_host(self, host: str) -> list[HostInstance]:
+        return instance_repo.host_instances(self._c, host)
+
     def count_by_state(self) -> dict[str, int]:
         return instance_repo.count_by_state(self._c)
 
@@ -241,6 +246,15 @@ class SqlNodes:
     def host_exists(self, host: str) -> bool:
         found = self._c.execute(select(NODES.c.host).where(NODES.c.host == host)).first()
         return found is not None
+
+    def upsert(self, report: ComputeNodeReport, now: datetime) -> int:
+        return placement.upsert_compute_node(self._c, report, now=now)
+
+    def views(self, *, now: datetime, service_down_time: timedelta) -> list[placement.NodeView]:
+        return placement.list_nodes(self._c, now=now, service_down_time=service_down_time)
+
+    def set_status(self, host: str, *, enabled: bool, reason: str | None, now: datetime) -> bool:
+        return placement.set_node_status(self._c, host, enabled=enabled, reason=reason, now=now)
 
     def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
         query = select(NODES.c.host, NODES.c.rpc_address, NODES.c.hypervisor_type).where(
@@ -314,6 +328,23 @@ class SqlServerGroups:
 
     def add_members(self, group_uuid: str, instance_uuids: Sequence[str], now: datetime) -> None:
         groups.add_members(self._c, group_uuid, instance_uuids, now)
+
+    def create(
+        self, *, name: str, project_id: str, policy: str, now: datetime
+    ) -> groups.ServerGroup:
+        return groups.create_group(self._c, name=name, project_id=project_id, policy=policy,
+                                   now=now)  # fmt: skip
+
+    def get(
+        self, group_uuids: Sequence[str], *, project_id: str | None
+    ) -> dict[str, groups.ServerGroup]:
+        return groups.get_groups(self._c, group_uuids, project_id=project_id)
+
+    def list_groups(self, *, project_id: str | None) -> list[groups.ServerGroup]:
+        return groups.list_groups(self._c, project_id=project_id)
+
+    def delete(self, group_uuid: str) -> None:
+        groups.delete_group(self._c, group_uuid)
 
 
 class SqlKeypairs:
