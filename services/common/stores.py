@@ -34,7 +34,9 @@ from services.common.domain import (
 )
 from services.common.networking import Network
 
-if TYPE_CHECKING:  # records still defined beside their SQL (they import no SQL themselves)
+# The records these ports pass are still defined in the SQL modules beside their queries; they
+# are imported for type checking only, so that this module imports no SQLAlchemy.
+if TYPE_CHECKING:
     from services.common.db.actions import NewAction
     from services.common.db.groups import ServerGroup
     from services.common.db.idempotency import KeyedCreate
@@ -162,7 +164,7 @@ class InstanceStore(Protocol):
         ...
 
     def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
-        """The instances any scope covers, oldest first, at most ``limit`` of the adapter;
+        """The instances any scope covers, oldest first, at most the adapter's limit (1000);
         ``since`` None: a snapshot (a project's live servers); else what changed since,
         deletes included."""
         ...
