@@ -178,22 +178,22 @@ async def start_api(settings: ApiSettings) -> RunningService:
         Registration(servers_pb2_grpc.add_ServersServicer_to_server, servers, SERVICE_NAME),
         Registration(
             server_groups_pb2_grpc.add_ServerGroupsServicer_to_server,
-            ServerGroupsServicer(ServerGroupUseCases(db), identify),
+            ServerGroupsServicer(ServerGroupUseCases(uow), identify),
             _name(server_groups_pb2, "ServerGroups"),
         ),
         Registration(
             catalog_pb2_grpc.add_FlavorsServicer_to_server,
-            FlavorsServicer(FlavorUseCases(db), identify),
+            FlavorsServicer(FlavorUseCases(uow), identify),
             _name(catalog_pb2, "Flavors"),
         ),
         Registration(
             catalog_pb2_grpc.add_ImagesServicer_to_server,
-            ImagesServicer(ImageUseCases(db, Path(settings.image_store_path)), identify),
+            ImagesServicer(ImageUseCases(uow, Path(settings.image_store_path)), identify),
             _name(catalog_pb2, "Images"),
         ),
         Registration(
             keypairs_pb2_grpc.add_KeypairsServicer_to_server,
-            KeypairsServicer(KeypairUseCases(db), identify),
+            KeypairsServicer(KeypairUseCases(uow), identify),
             _name(keypairs_pb2, "Keypairs"),
         ),
         Registration(
@@ -220,12 +220,12 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ),
         Registration(
             quotas_pb2_grpc.add_QuotasServicer_to_server,
-            QuotasServicer(QuotaUseCases(db, settings.default_quotas), identify),
+            QuotasServicer(QuotaUseCases(uow, settings.default_quotas), identify),
             _name(quotas_pb2, "Quotas"),
         ),
         Registration(
             compute_services_pb2_grpc.add_ComputeServicesServicer_to_server,
-            ComputeServicesServicer(ComputeServiceUseCases(db, service_down_time=down), identify),
+            ComputeServicesServicer(ComputeServiceUseCases(uow, service_down_time=down), identify),
             _name(compute_services_pb2, "ComputeServices"),
         ),
         Registration(

@@ -7,16 +7,14 @@ import os
 import re
 import uuid
 from pathlib import Path
-
-from sqlalchemy import Connection
+from typing import Protocol
 
 from services.api import validation
 from services.api.context import RequestContext, require_admin
-from services.common.db import catalog
-from services.common.db.engine import Database
 from services.common.domain import DISK_FORMATS, Flavor, Image, ImageStatus, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.files import image_record
+from services.common.stores import CatalogStore, UnitOfWork
 
 MAX_VCPUS = 1024
 MAX_RAM_MB = 16 * 1024 * 1024
@@ -30,9 +28,14 @@ def _bounded(field: str, value: int, *, low: int, high: int) -> int:
     return value
 
 
+class CatalogTx(Protocol):
+    @property
+    def catalog(self) -> CatalogStore: ...
+
+
 class FlavorUseCases:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[CatalogTx]) -> None:
+        self._uow = uow
 
     async def create(
         self, context: RequestContext, *, name: str, flavor_id: str, vcpus: int, ram: int,
@@ -49,36 +52,36 @@ class FlavorUseCases:
         if not FLAVOR_ID.match(flavor.id):
             raise InvalidArgument("id", "use 1 to 36 letters, digits, '.', '_' or '-'")
 
-        def work(connection: Connection) -> None:
-            taken = catalog.flavor_taken(connection, flavor.id, flavor.name)
+        def work(tx: CatalogTx) -> None:
+            taken = tx.catalog.flavor_taken(flavor.id, flavor.name)
             if taken is not None:
                 ref = flavor.id if taken == "id" else flavor.name
                 raise AlreadyExists(f"{taken}: a flavor {ref!r} exists already", field=taken)
-            catalog.create_flavor(connection, flavor, utcnow())
+            tx.catalog.create_flavor(flavor, utcnow())
 
-        await self._db.write(work)
+        await self._uow.write(work)
         return flavor
 
     async def get(self, ref: str) -> Flavor:
         ref = validation.check_ref("id", ref)
-        found = await self._db.read(lambda c: catalog.find_flavor(c, ref))
+        found = await self._uow.read(lambda tx: tx.catalog.find_flavor(ref))
         if found is None:
             raise NotFound("flavor", ref, field="id")
         return found
 
     async def list_flavors(self) -> list[Flavor]:
-        return await self._db.read(catalog.list_flavors)
+        return await self._uow.read(lambda tx: tx.catalog.list_flavors())
 
     async def delete(self, context: RequestContext, flavor_id: str) -> None:
         require_admin(context, "deleting flavors")
         flavor_id = validation.check_ref("id", flavor_id)
-        if not await self._db.write(lambda c: catalog.delete_flavor(c, flavor_id)):
+        if not await self._uow.write(lambda tx: tx.catalog.delete_flavor(flavor_id)):
             raise NotFound("flavor", flavor_id, field="id")
 
 
 class ImageUseCases:
-    def __init__(self, db: Database, store: Path) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[CatalogTx], store: Path) -> None:
+        self._uow = uow
         self._store = store.resolve()
 
     def _in_store(self, field: str, relative: str) -> Path:
@@ -111,21 +114,21 @@ class ImageUseCases:
             image_record, name, path, disk_format=disk_format, initrd=initrd,
             cmdline=kernel_cmdline[:1024], properties=props, owner=context.project_id,
         )  # fmt: skip
-        await self._db.write(lambda c: catalog.add_image(c, image, utcnow()))
+        await self._uow.write(lambda tx: tx.catalog.add_image(image, utcnow()))
         return await self.get(image.id)
 
     async def get(self, ref: str) -> Image:
         ref = validation.check_ref("id", ref)
-        found = await self._db.read(lambda c: catalog.find_image(c, ref, field="id"))
+        found = await self._uow.read(lambda tx: tx.catalog.find_image(ref, field="id"))
         if found is None or found.status is ImageStatus.DELETED:
             raise NotFound("image", ref, field="id")
         return found
 
     async def list_images(self) -> list[Image]:
-        return await self._db.read(catalog.list_images)
+        return await self._uow.read(lambda tx: tx.catalog.list_images())
 
     async def delete(self, context: RequestContext, ref: str) -> None:
         image = await self.get(ref)
         if not context.is_admin and image.owner != context.project_id:
             raise PermissionDenied("only the image's owner or an admin may delete it")
-        await self._db.write(lambda c: catalog.retire_images(c, [image.id]))
+        await self._uow.write(lambda tx: tx.catalog.retire_images([image.id]))

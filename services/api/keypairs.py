@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-
-from sqlalchemy import Connection
+from typing import Protocol
 
 from services.api.context import RequestContext
 from services.common.db import keypairs
-from services.common.db.engine import Database
 from services.common.domain import utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.stores import KeypairStore, UnitOfWork
 
 # Nova's rule: letters, digits, spaces, '_', '-', '.', '@'; 1 to 255 characters.
 KEY_NAME = re.compile(r"^[A-Za-z0-9 _.@-]{1,255}$")
@@ -22,9 +21,14 @@ def check_key_name(field: str, name: str) -> str:
     return name
 
 
+class KeypairTx(Protocol):
+    @property
+    def keypairs(self) -> KeypairStore: ...
+
+
 class KeypairUseCases:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[KeypairTx]) -> None:
+        self._uow = uow
 
     async def import_keypair(
         self, context: RequestContext, name: str, public_key: str
@@ -35,36 +39,32 @@ class KeypairUseCases:
         except keypairs.InvalidPublicKey as exc:
             raise InvalidArgument("public_key", str(exc)) from exc
 
-        def work(connection: Connection) -> keypairs.Keypair:
-            if keypairs.get(connection, project_id=context.project_id, name=name) is not None:
+        def work(tx: KeypairTx) -> keypairs.Keypair:
+            if tx.keypairs.get(project_id=context.project_id, name=name) is not None:
                 raise AlreadyExists(f"name: a keypair {name!r} exists already", field="name")
-            return keypairs.add(
-                connection,
-                project_id=context.project_id,
-                name=name,
-                public_key=public_key,
-                now=utcnow(),
+            return tx.keypairs.add(
+                project_id=context.project_id, name=name, public_key=public_key, now=utcnow()
             )
 
-        return await self._db.write(work)
+        return await self._uow.write(work)
 
     async def get(self, context: RequestContext, name: str) -> keypairs.Keypair:
         name = check_key_name("name", name)
-        found = await self._db.read(
-            lambda c: keypairs.get(c, project_id=context.project_id, name=name)
+        found = await self._uow.read(
+            lambda tx: tx.keypairs.get(project_id=context.project_id, name=name)
         )
         if found is None:
             raise NotFound("keypair", name, field="name")
         return found
 
     async def list_keypairs(self, context: RequestContext) -> list[keypairs.Keypair]:
-        return await self._db.read(
-            lambda c: keypairs.list_keypairs(c, project_id=context.project_id)
+        return await self._uow.read(
+            lambda tx: tx.keypairs.list_keypairs(project_id=context.project_id)
         )
 
     async def delete(self, context: RequestContext, name: str) -> None:
         name = check_key_name("name", name)
-        if not await self._db.write(
-            lambda c: keypairs.remove(c, project_id=context.project_id, name=name)
+        if not await self._uow.write(
+            lambda tx: tx.keypairs.remove(project_id=context.project_id, name=name)
         ):
             raise NotFound("keypair", name, field="name")

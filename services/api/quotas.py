@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from sqlalchemy import Connection
+from typing import Protocol
 
 from services.api.context import RequestContext, require_admin
 from services.api.validation import check_name
 from services.common.db import quotas
-from services.common.db.engine import Database
 from services.common.errors import InvalidArgument, QuotaExceeded
-from services.common.stores import QuotaStore
+from services.common.stores import QuotaStore, UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +71,14 @@ class QuotaTracker:
             used[resource] -= each * count
 
 
+class QuotaTx(Protocol):
+    @property
+    def quotas(self) -> QuotaStore: ...
+
+
 class QuotaUseCases:
-    def __init__(self, db: Database, defaults: dict[str, int]) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[QuotaTx], defaults: dict[str, int]) -> None:
+        self._uow = uow
         self._defaults = defaults
 
     async def get(self, context: RequestContext, project_id: str) -> QuotaView:
@@ -83,14 +86,12 @@ class QuotaUseCases:
         if project != context.project_id:
             require_admin(context, "reading another project's quota")
 
-        def read(connection: Connection) -> QuotaView:
+        def read(tx: QuotaTx) -> QuotaView:
             return QuotaView(
-                project,
-                quotas.limits(connection, project, self._defaults),
-                quotas.usage(connection, project),
+                project, tx.quotas.limits(project, self._defaults), tx.quotas.usage(project)
             )
 
-        return await self._db.read(read)
+        return await self._uow.read(read)
 
     async def set(self, context: RequestContext, project_id: str, new: dict[str, int]) -> QuotaView:
         require_admin(context, "setting quotas")
@@ -98,5 +99,5 @@ class QuotaUseCases:
         for resource, limit in new.items():
             if limit < quotas.UNLIMITED:
                 raise InvalidArgument(resource, f"must be -1 (unlimited) or more, got {limit}")
-        await self._db.write(lambda c: quotas.set_limits(c, project, new))
+        await self._uow.write(lambda tx: tx.quotas.set_limits(project, new))
         return await self.get(context, project)

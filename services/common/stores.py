@@ -22,7 +22,10 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from services.common.domain import (
+    ComputeNodeReport,
     Flavor,
+    GroupPolicy,
+    HostInstance,
     HostState,
     Image,
     Instance,
@@ -33,10 +36,15 @@ from services.common.domain import (
 from services.common.instance_actions import ActionName
 from services.common.networking import Network
 
-if TYPE_CHECKING:  # records still defined beside their SQL (they import no SQL themselves)
+# The records these ports pass are still defined in the SQL modules beside their queries; they
+# are imported for type checking only, so that this module imports no SQLAlchemy.
+if TYPE_CHECKING:
     from services.common.db.actions import NewAction
+    from services.common.db.groups import ServerGroup
     from services.common.db.idempotency import KeyedCreate
+    from services.common.db.keypairs import Keypair
     from services.common.db.networks import NewNetwork, NewPort
+    from services.common.db.placement import NodeView
     from services.common.db.quotas import Usage
     from services.common.db.security_groups import SecurityGroup
 
@@ -162,7 +170,7 @@ class InstanceStore(Protocol):
         ...
 
     def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
-        """The instances any scope covers, oldest first, at most ``limit`` of the adapter;
+        """The instances any scope covers, oldest first, at most the adapter's limit (1000);
         ``since`` None: a snapshot (a project's live servers); else what changed since,
         deletes included."""
         ...
@@ -188,6 +196,10 @@ class InstanceStore(Protocol):
         """Those of ``uuids`` placed on a node whose hypervisor is not ``hypervisor_type``."""
         ...
 
+    def on_host(self, host: str) -> list[HostInstance]:
+        """Every live instance placed on ``host``, with its ports."""
+        ...
+
     def count_by_state(self) -> dict[str, int]:
         """vm_state value -> how many instances are in it."""
         ...
@@ -207,6 +219,19 @@ class NodeStore(Protocol):
         ...
 
     def host_exists(self, host: str) -> bool: ...
+
+    def upsert(self, report: ComputeNodeReport, now: datetime) -> int:
+        """Register a node or refresh its heartbeat; its id. A capacity change bumps the
+        node's generation (no claim computed against the old capacity can land)."""
+        ...
+
+    def views(self, *, now: datetime, service_down_time: timedelta) -> list[NodeView]:
+        """Every node as an operator sees it, by host."""
+        ...
+
+    def set_status(self, host: str, *, enabled: bool, reason: str | None, now: datetime) -> bool:
+        """False when there is no such host."""
+        ...
 
     def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
         """host -> (rpc address, hypervisor type), for the hosts that have a node record."""
@@ -238,8 +263,26 @@ class CatalogStore(Protocol):
         """By id, else by name."""
         ...
 
-    def find_image(self, ref: str) -> Image | None:
-        """By id, else by name; InvalidArgument(image_ref) when a name is ambiguous."""
+    def find_image(self, ref: str, *, field: str = "image_ref") -> Image | None:
+        """By id, else by name; InvalidArgument(``field``) when a name is ambiguous."""
+        ...
+
+    def list_flavors(self) -> list[Flavor]: ...
+
+    def flavor_taken(self, flavor_id: str, name: str) -> str | None:
+        """ "id" or "name" when a flavor has that id or name already, else None."""
+        ...
+
+    def create_flavor(self, flavor: Flavor, now: datetime) -> None: ...
+
+    def delete_flavor(self, flavor_id: str) -> bool: ...
+
+    def add_image(self, image: Image, now: datetime) -> None: ...
+
+    def list_images(self) -> list[Image]: ...
+
+    def retire_images(self, image_ids: list[str]) -> None:
+        """Status "deleted": servers built from them keep their reference."""
         ...
 
 
@@ -252,11 +295,35 @@ class ServerGroupStore(Protocol):
         self, group_uuid: str, instance_uuids: Sequence[str], now: datetime
     ) -> None: ...
 
+    def create(
+        self, *, name: str, project_id: str, policy: GroupPolicy, now: datetime
+    ) -> ServerGroup: ...
+
+    def get(self, group_uuids: Sequence[str], *, project_id: str | None) -> dict[str, ServerGroup]:
+        """The groups found (of ``project_id``, when given), with their live members."""
+        ...
+
+    def list_groups(self, *, project_id: str | None) -> list[ServerGroup]: ...
+
+    def delete(self, group_uuid: str) -> None: ...
+
 
 class KeypairStore(Protocol):
     def public_key(self, *, project_id: str, name: str) -> str | None:
         """The key pair's public key; None when the project has no key pair of that name."""
         ...
+
+    def get(self, *, project_id: str, name: str) -> Keypair | None: ...
+
+    def add(self, *, project_id: str, name: str, public_key: str, now: datetime) -> Keypair:
+        """``public_key`` must parse (keypairs.parse_public_key)."""
+        ...
+
+    def list_keypairs(self, *, project_id: str) -> list[Keypair]:
+        """By name."""
+        ...
+
+    def remove(self, *, project_id: str, name: str) -> bool: ...
 
 
 class QuotaStore(Protocol):
@@ -267,6 +334,8 @@ class QuotaStore(Protocol):
     def usage(self, project_id: str) -> Usage:
         """What the project's servers that are not deleted hold."""
         ...
+
+    def set_limits(self, project_id: str, new: dict[str, int]) -> None: ...
 
 
 class IdempotencyStore(Protocol):

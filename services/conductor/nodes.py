@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from services.common.db import instances as instance_repo
-from services.common.db import placement
-from services.common.db.engine import Database
+from typing import Protocol
+
 from services.common.domain import ComputeNodeReport, HostInstance, utcnow
+from services.common.stores import InstanceStore, NodeStore, UnitOfWork
+
+
+class NodesTx(Protocol):
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def nodes(self) -> NodeStore: ...
 
 
 class ComputeNodes:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[NodesTx]) -> None:
+        self._uow = uow
 
     async def report(self, report: ComputeNodeReport) -> int:
-        return await self._db.write(
-            lambda c: placement.upsert_compute_node(c, report, now=utcnow())
-        )
+        return await self._uow.write(lambda tx: tx.nodes.upsert(report, utcnow()))
 
     async def host_instances(self, host: str) -> list[HostInstance]:
-        return await self._db.read(lambda c: instance_repo.host_instances(c, host))
+        return await self._uow.read(lambda tx: tx.instances.on_host(host))

@@ -19,12 +19,18 @@ from typing import Any, TypeVar
 from uuid import uuid4
 
 from services.common.db.actions import NewAction
+from services.common.db.groups import ServerGroup
 from services.common.db.idempotency import KeyedCreate
+from services.common.db.keypairs import Keypair, parse_public_key
 from services.common.db.networks import NewNetwork, NewPort
+from services.common.db.placement import NodeView
 from services.common.db.quotas import DEFAULTS, Usage
 from services.common.db.security_groups import DEFAULT_DESCRIPTION, DEFAULT_NAME, SecurityGroup
 from services.common.domain import (
+    ComputeNodeReport,
     Flavor,
+    GroupPolicy,
+    HostInstance,
     HostState,
     Image,
     Instance,
@@ -54,6 +60,7 @@ class FakeNode:
     availability_zone: str = "nova"
     enabled: bool = True
     hypervisor_type: str = "QEMU"
+    disabled_reason: str | None = None
     total: Resources = field(default_factory=lambda: Resources(16, 32768, 400))
 
 
@@ -80,9 +87,9 @@ class FakeDatabase:
     faults: list[FaultRecord] = field(default_factory=list)
     flavors: dict[str, Flavor] = field(default_factory=dict)  # by id
     images: dict[str, Image] = field(default_factory=dict)  # by id
-    server_groups: dict[str, str] = field(default_factory=dict)  # uuid -> project
+    server_groups: dict[str, ServerGroup] = field(default_factory=dict)  # by uuid
     group_members: list[tuple[str, str]] = field(default_factory=list)  # (group, instance)
-    keypairs: dict[tuple[str, str], str] = field(default_factory=dict)  # (project, name) -> key
+    keypairs: dict[tuple[str, str], Keypair] = field(default_factory=dict)  # (project, name)
     quota_limits: dict[tuple[str, str], int] = field(default_factory=dict)  # (project, resource)
     # (project, client_request_id) -> (the create, when it was keyed)
     create_requests: dict[tuple[str, str], tuple[KeyedCreate, datetime]] = field(
@@ -282,6 +289,20 @@ class FakeInstances:
                 found.add(uuid)
         return found
 
+    def on_host(self, host: str) -> list[HostInstance]:
+        return [
+            HostInstance(
+                uuid=i.uuid,
+                vm_state=i.vm_state,
+                task_state=i.task_state,
+                power_state=i.power_state,
+                resources=i.resources,
+                ports=i.ports,
+            )
+            for i in self._db.instances.values()
+            if i.host == host and i.vm_state is not VmState.DELETED
+        ]
+
     def count_by_state(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         for instance in self._db.instances.values():
@@ -318,6 +339,32 @@ class FakeNodes:
 
     def rpc_addresses(self, hosts: Sequence[str]) -> dict[str, str]:
         return {h: self._db.nodes[h].rpc_address for h in hosts if h in self._db.nodes}
+
+    def upsert(self, report: ComputeNodeReport, now: datetime) -> int:
+        known = self._db.nodes.get(report.host)
+        self._db.nodes[report.host] = FakeNode(
+            report.host, report.rpc_address, now, availability_zone=report.availability_zone,
+            enabled=known.enabled if known else True,
+            total=Resources(report.vcpus, report.memory_mb, report.local_gb),
+            hypervisor_type=report.hypervisor_type,
+            disabled_reason=known.disabled_reason if known else None,
+        )  # fmt: skip
+        return list(self._db.nodes).index(report.host) + 1
+
+    def views(self, *, now: datetime, service_down_time: timedelta) -> list[NodeView]:
+        states = {s.host: s for s in self.host_states(now=now, service_down_time=service_down_time)}
+        return [
+            NodeView(states[h], n.disabled_reason, n.last_heartbeat_at)
+            for h, n in sorted(self._db.nodes.items())
+        ]
+
+    def set_status(self, host: str, *, enabled: bool, reason: str | None, now: datetime) -> bool:
+        node = self._db.nodes.get(host)
+        if node is None:
+            return False
+        node.enabled = enabled
+        node.disabled_reason = None if enabled else reason
+        return True
 
     def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
         return {
@@ -404,13 +451,39 @@ class FakeCatalog:
             return self._db.flavors[ref]
         return next((f for f in self._db.flavors.values() if f.name == ref), None)
 
-    def find_image(self, ref: str) -> Image | None:
+    def find_image(self, ref: str, *, field: str = "image_ref") -> Image | None:
         if ref in self._db.images:
             return self._db.images[ref]
-        named = [i for i in self._db.images.values() if i.name == ref]
+        named = [i for i in self._db.images.values() if i.name == ref and i.status != "deleted"]
         if len(named) > 1:
-            raise InvalidArgument("image_ref", f"image name {ref!r} is ambiguous: use the image id")
+            raise InvalidArgument(field, f"image name {ref!r} is ambiguous: use the image id")
         return named[0] if named else None
+
+    def list_flavors(self) -> list[Flavor]:
+        return sorted(self._db.flavors.values(), key=lambda f: (f.memory_mb, f.id))
+
+    def flavor_taken(self, flavor_id: str, name: str) -> str | None:
+        if flavor_id in self._db.flavors:
+            return "id"
+        return "name" if any(f.name == name for f in self._db.flavors.values()) else None
+
+    def create_flavor(self, flavor: Flavor, now: datetime) -> None:
+        self._db.flavors[flavor.id] = flavor
+
+    def delete_flavor(self, flavor_id: str) -> bool:
+        return self._db.flavors.pop(flavor_id, None) is not None
+
+    def add_image(self, image: Image, now: datetime) -> None:
+        self._db.images[image.id] = replace(image, created_at=now)
+
+    def list_images(self) -> list[Image]:
+        live = [i for i in self._db.images.values() if i.status != "deleted"]
+        return sorted(live, key=lambda i: (i.name, i.id))
+
+    def retire_images(self, image_ids: list[str]) -> None:
+        for image_id in image_ids:
+            if image_id in self._db.images:
+                self._db.images[image_id] = replace(self._db.images[image_id], status="deleted")
 
 
 class FakeServerGroups:
@@ -418,11 +491,39 @@ class FakeServerGroups:
         self._db = db
 
     def exists(self, group_uuid: str, *, project_id: str | None) -> bool:
-        owner = self._db.server_groups.get(group_uuid)
-        return owner is not None and (project_id is None or owner == project_id)
+        return bool(self.get([group_uuid], project_id=project_id))
 
     def add_members(self, group_uuid: str, instance_uuids: Sequence[str], now: datetime) -> None:
         self._db.group_members.extend((group_uuid, u) for u in instance_uuids)
+
+    def create(
+        self, *, name: str, project_id: str, policy: GroupPolicy, now: datetime
+    ) -> ServerGroup:
+        group = ServerGroup(str(uuid4()), name, project_id, policy, now)
+        self._db.server_groups[group.uuid] = group
+        return group
+
+    def get(self, group_uuids: Sequence[str], *, project_id: str | None) -> dict[str, ServerGroup]:
+        found = {}
+        for uuid in group_uuids:
+            group = self._db.server_groups.get(uuid)
+            if group is None or (project_id is not None and group.project_id != project_id):
+                continue
+            members = tuple(
+                i for g, i in self._db.group_members
+                if g == uuid and i in self._db.instances
+                and self._db.instances[i].vm_state is not VmState.DELETED
+            )  # fmt: skip
+            found[uuid] = replace(group, members=members)
+        return found
+
+    def list_groups(self, *, project_id: str | None) -> list[ServerGroup]:
+        found = self.get(list(self._db.server_groups), project_id=project_id)
+        return list(found.values())
+
+    def delete(self, group_uuid: str) -> None:
+        self._db.server_groups.pop(group_uuid, None)
+        self._db.group_members = [(g, i) for g, i in self._db.group_members if g != group_uuid]
 
 
 class FakeKeypairs:
@@ -430,7 +531,27 @@ class FakeKeypairs:
         self._db = db
 
     def public_key(self, *, project_id: str, name: str) -> str | None:
+        found = self._db.keypairs.get((project_id, name))
+        return None if found is None else found.public_key
+
+    def get(self, *, project_id: str, name: str) -> Keypair | None:
         return self._db.keypairs.get((project_id, name))
+
+    def add(self, *, project_id: str, name: str, public_key: str, now: datetime) -> Keypair:
+        if (project_id, name) in self._db.keypairs:
+            raise AssertionError(f"key pair {name!r} twice")  # the unique key
+        key_type, fingerprint = parse_public_key(public_key)
+        keypair = Keypair(name, project_id, public_key.strip(), fingerprint, key_type, now)
+        self._db.keypairs[(project_id, name)] = keypair
+        return keypair
+
+    def list_keypairs(self, *, project_id: str) -> list[Keypair]:
+        return sorted(
+            (k for (p, _), k in self._db.keypairs.items() if p == project_id), key=lambda k: k.name
+        )
+
+    def remove(self, *, project_id: str, name: str) -> bool:
+        return self._db.keypairs.pop((project_id, name), None) is not None
 
 
 class FakeQuotas:
@@ -443,6 +564,10 @@ class FakeQuotas:
             if project == project_id:
                 found[resource] = limit
         return found
+
+    def set_limits(self, project_id: str, new: dict[str, int]) -> None:
+        for resource, limit in new.items():
+            self._db.quota_limits[(project_id, resource)] = limit
 
     def usage(self, project_id: str) -> Usage:
         live = [

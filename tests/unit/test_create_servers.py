@@ -14,6 +14,8 @@ import pytest
 
 from services.api.context import RequestContext
 from services.api.create import CreateServerCommand, CreateServerResult, CreateServers, validate
+from services.common.db.groups import ServerGroup
+from services.common.db.keypairs import Keypair
 from services.common.domain import Flavor, Image, TaskState, VmState, utcnow
 from services.common.errors import (
     DomainError,
@@ -25,6 +27,7 @@ from services.common.errors import (
 from services.common.ipam import NetworkFull
 from services.common.networking import Network
 from tests.support.fake_stores import FakeNode, FakeTransaction, FakeUnitOfWork
+from tests.support.keys import ed25519_public_key
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -209,8 +212,10 @@ async def test_the_same_key_twice_in_one_batch_builds_once() -> None:
 
 async def test_key_pair_and_group_and_forced_host_are_honoured() -> None:
     uow = seeded()
-    uow.db.keypairs[("p1", "k")] = "ssh-ed25519 AAAA k"
-    uow.db.server_groups["5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31"] = "p1"
+    key = ed25519_public_key()
+    uow.db.keypairs[("p1", "k")] = Keypair("k", "p1", key, "fp", "ssh", utcnow())
+    group = ServerGroup("5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31", "g", "p1", "affinity", utcnow())
+    uow.db.server_groups[group.uuid] = group
     admin = RequestContext("p1", "req-2", is_admin=True)
     result = await create_one(
         uow,
@@ -219,7 +224,7 @@ async def test_key_pair_and_group_and_forced_host_are_honoured() -> None:
         context=admin,
     )  # fmt: skip
     (instance,) = (uow.db.instances[u] for u in result.server_ids)
-    assert instance.key_data == "ssh-ed25519 AAAA k" and instance.config_drive
+    assert instance.key_data == key and instance.config_drive
     assert instance.request_spec is not None
     assert instance.request_spec.force_host == "host-a"
     assert uow.db.group_members == [("5e0c0f1c-7a7e-4c51-9b0e-6e6f76612d31", instance.uuid)]
@@ -295,9 +300,9 @@ def test_fake_rollback_keeps_nothing_of_work_that_raised() -> None:
 
     def work(tx: FakeTransaction) -> None:
         tx.networks.insert_ports([], utcnow())
-        uow.db.keypairs[("p1", "x")] = "key"
+        uow.db.quota_limits[("p1", "x")] = 1
         raise NotFound("server", "x")
 
     with pytest.raises(NotFound):
         asyncio.run(uow.write(work))
-    assert ("p1", "x") not in uow.db.keypairs
+    assert ("p1", "x") not in uow.db.quota_limits

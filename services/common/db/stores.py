@@ -31,7 +31,10 @@ from services.common.db import security_groups as security_group_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import (
+    ComputeNodeReport,
     Flavor,
+    GroupPolicy,
+    HostInstance,
     HostState,
     Image,
     Instance,
@@ -238,6 +241,9 @@ class SqlInstances:
         )
         return {u for (u,) in self._c.execute(query)}
 
+    def on_host(self, host: str) -> list[HostInstance]:
+        return instance_repo.host_instances(self._c, host)
+
     def count_by_state(self) -> dict[str, int]:
         return instance_repo.count_by_state(self._c)
 
@@ -261,6 +267,15 @@ class SqlNodes:
     def host_exists(self, host: str) -> bool:
         found = self._c.execute(select(NODES.c.host).where(NODES.c.host == host)).first()
         return found is not None
+
+    def upsert(self, report: ComputeNodeReport, now: datetime) -> int:
+        return placement.upsert_compute_node(self._c, report, now=now)
+
+    def views(self, *, now: datetime, service_down_time: timedelta) -> list[placement.NodeView]:
+        return placement.list_nodes(self._c, now=now, service_down_time=service_down_time)
+
+    def set_status(self, host: str, *, enabled: bool, reason: str | None, now: datetime) -> bool:
+        return placement.set_node_status(self._c, host, enabled=enabled, reason=reason, now=now)
 
     def hypervisors(self, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
         query = select(NODES.c.host, NODES.c.rpc_address, NODES.c.hypervisor_type).where(
@@ -300,8 +315,29 @@ class SqlCatalog:
     def find_flavor(self, ref: str) -> Flavor | None:
         return catalog.find_flavor(self._c, ref)
 
-    def find_image(self, ref: str) -> Image | None:
-        return catalog.find_image(self._c, ref)
+    def find_image(self, ref: str, *, field: str = "image_ref") -> Image | None:
+        return catalog.find_image(self._c, ref, field=field)
+
+    def list_flavors(self) -> list[Flavor]:
+        return catalog.list_flavors(self._c)
+
+    def flavor_taken(self, flavor_id: str, name: str) -> str | None:
+        return catalog.flavor_taken(self._c, flavor_id, name)
+
+    def create_flavor(self, flavor: Flavor, now: datetime) -> None:
+        catalog.create_flavor(self._c, flavor, now)
+
+    def delete_flavor(self, flavor_id: str) -> bool:
+        return catalog.delete_flavor(self._c, flavor_id)
+
+    def add_image(self, image: Image, now: datetime) -> None:
+        catalog.add_image(self._c, image, now)
+
+    def list_images(self) -> list[Image]:
+        return catalog.list_images(self._c)
+
+    def retire_images(self, image_ids: list[str]) -> None:
+        catalog.retire_images(self._c, image_ids)
 
 
 class SqlServerGroups:
@@ -314,6 +350,23 @@ class SqlServerGroups:
     def add_members(self, group_uuid: str, instance_uuids: Sequence[str], now: datetime) -> None:
         groups.add_members(self._c, group_uuid, instance_uuids, now)
 
+    def create(
+        self, *, name: str, project_id: str, policy: GroupPolicy, now: datetime
+    ) -> groups.ServerGroup:
+        return groups.create_group(self._c, name=name, project_id=project_id, policy=policy,
+                                   now=now)  # fmt: skip
+
+    def get(
+        self, group_uuids: Sequence[str], *, project_id: str | None
+    ) -> dict[str, groups.ServerGroup]:
+        return groups.get_groups(self._c, group_uuids, project_id=project_id)
+
+    def list_groups(self, *, project_id: str | None) -> list[groups.ServerGroup]:
+        return groups.list_groups(self._c, project_id=project_id)
+
+    def delete(self, group_uuid: str) -> None:
+        groups.delete_group(self._c, group_uuid)
+
 
 class SqlKeypairs:
     def __init__(self, connection: Connection) -> None:
@@ -322,6 +375,21 @@ class SqlKeypairs:
     def public_key(self, *, project_id: str, name: str) -> str | None:
         found = keypairs.get(self._c, project_id=project_id, name=name)
         return None if found is None else found.public_key
+
+    def get(self, *, project_id: str, name: str) -> keypairs.Keypair | None:
+        return keypairs.get(self._c, project_id=project_id, name=name)
+
+    def add(
+        self, *, project_id: str, name: str, public_key: str, now: datetime
+    ) -> keypairs.Keypair:
+        return keypairs.add(self._c, project_id=project_id, name=name, public_key=public_key,
+                            now=now)  # fmt: skip
+
+    def list_keypairs(self, *, project_id: str) -> list[keypairs.Keypair]:
+        return keypairs.list_keypairs(self._c, project_id=project_id)
+
+    def remove(self, *, project_id: str, name: str) -> bool:
+        return keypairs.remove(self._c, project_id=project_id, name=name)
 
 
 class SqlQuotas:
@@ -333,6 +401,9 @@ class SqlQuotas:
 
     def usage(self, project_id: str) -> quotas.Usage:
         return quotas.usage(self._c, project_id)
+
+    def set_limits(self, project_id: str, new: dict[str, int]) -> None:
+        quotas.set_limits(self._c, project_id, new)
 
 
 class SqlIdempotency:
