@@ -13,7 +13,7 @@ from services.api.context import RequestContext
 from services.api.groups import ServerGroupUseCases
 from services.api.keypairs import KeypairUseCases
 from services.api.quotas import QuotaUseCases
-from services.common.domain import ComputeNodeReport, Image, VmState
+from services.common.domain import ComputeNodeReport, GroupPolicy, Image, VmState
 from services.common.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -108,9 +108,10 @@ async def test_quotas_are_read_with_usage_and_set_by_an_admin() -> None:
 async def test_server_groups_are_made_seen_by_their_project_only_and_deleted() -> None:
     uow = FakeUnitOfWork()
     groups = ServerGroupUseCases(uow)
+    # an unknown policy never reaches the use case: the servicer parses it into the enum
     with pytest.raises(InvalidArgument):
-        await groups.create("g", "round-robin", P1)
-    made = await groups.create("g", "anti-affinity", P1)
+        await groups.create("", GroupPolicy.ANTI_AFFINITY, P1)
+    made = await groups.create("g", GroupPolicy.ANTI_AFFINITY, P1)
     member = make_instance(project_id="p1")
     uow.db.add(member)
     uow.db.group_members.append((made.uuid, member.uuid))
