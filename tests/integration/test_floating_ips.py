@@ -101,8 +101,10 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
         await externals.connect(P1, network.id, "nope")
     refused(NotFound, "external_network_id", caught)
     assert told.times == 0
-    await externals.connect(P1, network.id, public.id)
-    await externals.connect(P1, network.id, public.id)  # again: no-op
+    connected = await externals.connect(P1, network.id, public.id)
+    assert connected.network.external_network_id == public.id
+    again = await externals.connect(P1, network.id, public.id)  # again: no-op
+    assert again.network.external_network_id == public.id
     second = (await externals.create(ADMIN, CreateExternalNetworkCommand(
         "second", "198.51.100.0/24", "br-ex3", allocation_pools=[("198.51.100.5", "198.51.100.9")]
     ))).network  # fmt: skip
@@ -192,7 +194,7 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
         await externals.delete(ADMIN, public.id)  # still connected (and P2's address)
     refused(WrongState, "id", caught)
     await floating.release(P2, other.id)
-    await externals.disconnect(P1, network.id)
+    assert (await externals.disconnect(P1, network.id)).network.external_network_id is None
     await HostNetworkFanOut(db, pusher).push()
     assert pusher.pushed["host-a:1"].uplinks == ()  # the gateway address went back
     await externals.delete(ADMIN, public.id)
