@@ -173,9 +173,11 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
                                    services._compute_args(1, conductor, compute_args))  # fmt: skip
             wait_until(lambda: "host network state applied" in again.log(), 60, "the sync")
             assert reaches()
-            vni = Authed(networks_pb2_grpc.NetworksStub(channel), admin_token).GetNetwork(
-                networks_pb2.GetNetworkRequest(id="e2e-fip-net"), timeout=10
-            ).segmentation_id
+            vni = (
+                Authed(networks_pb2_grpc.NetworksStub(channel), admin_token)
+                .GetNetwork(networks_pb2.GetNetworkRequest(id="e2e-fip-net"), timeout=10)
+                .segmentation_id
+            )
             gateway_ns = f"e2e{tag}-dhcp-{vni}"
             held = run_in(gateway_ns, "ip", "-4", "-o", "addr", "show", "dev", "ext0").stdout
             assert sorted(line.split()[3] for line in held.splitlines()) == sorted(

@@ -179,9 +179,13 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
             network_id=network.id, host="host-a", created_at=utcnow()))  # fmt: skip
     await HostNetworkFanOut(db, pusher).push()
     with db.begin_read() as connection:
-        gateways = connection.execute(
-            select(EXTERNAL_ADDRESSES.c.address).where(EXTERNAL_ADDRESSES.c.kind == "gateway")
-        ).scalars().all()
+        gateways = (
+            connection.execute(
+                select(EXTERNAL_ADDRESSES.c.address).where(EXTERNAL_ADDRESSES.c.kind == "gateway")
+            )
+            .scalars()
+            .all()
+        )
     assert gateways == ["203.0.113.12"]
 
     # the server goes: its address stays the project's, unassociated; then released
