@@ -298,6 +298,8 @@ class InstanceEvent:
     request_id: str = ""
     # ACTION_FAILED: which power action failed (None from a compute too old to say).
     power_action: PowerAction | None = None
+    # RESCHEDULE: the build's admin password, handed back for the next host (never stored).
+    admin_password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

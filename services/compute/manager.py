@@ -404,6 +404,7 @@ class ComputeManager:
         power_state: PowerState = PowerState.NOSTATE,
         request_id: str = "",
         power_action: PowerAction | None = None,
+        admin_password: str = "",
     ) -> None:
         self._events.report(
             InstanceEvent(
@@ -415,6 +416,7 @@ class ComputeManager:
                 reason=reason,
                 request_id=request_id,
                 power_action=power_action,
+                admin_password=admin_password,
             )
         )
 
@@ -426,9 +428,12 @@ class ComputeManager:
         reason: str = "",
         power_state: PowerState = PowerState.NOSTATE,
     ) -> None:
+        # a build going elsewhere takes its admin password along (the conductor stores none)
+        password = build.admin_password if kind is InstanceEventKind.RESCHEDULE else ""
         self.report(
-            build.uuid, kind, reason=reason, power_state=power_state, request_id=build.request_id
-        )
+            build.uuid, kind, reason=reason, power_state=power_state,
+            request_id=build.request_id, admin_password=password,
+        )  # fmt: skip
 
     async def wait_idle(self, timeout: float) -> int:
         """Wait up to ``timeout`` for the queued and running work (including work that this

@@ -86,6 +86,7 @@ def handle_failed_builds(
             moved = _move_to_alternate(
                 connection, instance, stored, image=images.get(instance.image_id),
                 service_down_time=service_down_time, now=now, request_id=event.request_id,
+                admin_password=event.admin_password,
             )  # fmt: skip
             if moved is not None:
                 outcome.moved.setdefault(moved.host.host, HostBuilds(moved.host)).builds.extend(
@@ -127,6 +128,7 @@ def _move_to_alternate(
     service_down_time: timedelta,
     now: datetime,
     request_id: str,
+    admin_password: str,
 ) -> HostBuilds | None:
     """Claim the first alternate that still takes the instance; record the move."""
     if image is None:
@@ -163,6 +165,7 @@ def _move_to_alternate(
             host.host,
             len(spec.tried_hosts) + 1,
         )
-        build = build_spec(instance, image, request_id=request_id)
+        build = replace(build_spec(instance, image, request_id=request_id),
+                        admin_password=admin_password)  # fmt: skip
         return HostBuilds(host, [build])
     return None

@@ -90,6 +90,7 @@ def event_from_proto(message: conductor_pb2.InstanceEvent) -> InstanceEvent:
         reason=message.reason,
         request_id=message.request_id,
         power_action=POWER_ACTIONS.get(message.power_action),
+        admin_password=message.admin_password,
     )
 
 

@@ -345,3 +345,20 @@ async def test_drain_hands_back_queued_builds_and_lets_running_ones_finish() -> 
     assert sink.kinds(build(0).uuid)[-1] is InstanceEventKind.ACTIVE
     with pytest.raises(HypervisorError, match="shutting down"):
         compute.accept([build(9)])
+
+
+async def test_a_rescheduled_build_hands_its_admin_password_back_and_nothing_else_carries_it() -> (
+    None
+):
+    """The conductor stores no password: the one that places the build again (any of them)
+    has it only from the RESCHEDULE event, as Nova's compute hands it back."""
+    failing = replace(build(7), admin_password="s3cret")
+    working = replace(build(8), admin_password="other")
+    driver, sink = FakeDriver(fail={failing.uuid}), RecordingSink()
+    compute = manager(driver, sink, limit=2)
+    compute.accept([failing, working])
+    await compute.wait_idle(5)
+    (handed,) = [e for e in sink.events if e.kind is InstanceEventKind.RESCHEDULE]
+    assert (handed.instance_uuid, handed.admin_password) == (failing.uuid, "s3cret")
+    assert all(e.admin_password == "" for e in sink.events if e is not handed)
+    assert "s3cret" not in repr(handed)  # events are logged; the password never is

@@ -252,6 +252,7 @@ def event_to_proto(event: InstanceEvent) -> conductor_pb2.InstanceEvent:
             if event.power_action is not None
             else conductor_pb2.POWER_ACTION_KIND_UNSPECIFIED
         ),
+        admin_password=event.admin_password,
     )
 
 

@@ -60,7 +60,8 @@ class Dispatcher:
             if not host_builds.builds:
                 continue
             if self._passwords is not None:
-                # a build moved to an alternate comes from the database, without its password
+                # a build moved to an alternate whose compute could not hand its password back
+                # (it died with the build) gets it here, if this conductor took the cast
                 host_builds.builds = [self._with_password(b) for b in host_builds.builds]
             name = f"dispatch-{host_builds.host.host}"
             task = asyncio.create_task(self._send(host_builds), name=name)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from services.common.builds import BuildImage, BuildSpec
 from services.common.domain import Image, Instance
 
-# Admin passwords of recent casts, kept in memory only (never stored), so that a build
-# rescheduled to an alternate host still gets its password; the oldest go first.
+# Admin passwords of recent casts, kept in memory only (never stored). A compute that
+# reschedules a build hands its password back with the event (as Nova's does); these are the
+# fallback for a build whose compute died with it (handed back by its restart, without the
+# password) when this conductor took the cast. The oldest go first.
 PASSWORDS_KEPT = 100_000
 
 
