@@ -11,6 +11,7 @@ from services.api.external_networks import (
     ExternalUsage,
 )
 from services.api.floating_ips import FloatingIPUseCases
+from services.api.paging import PageRequest, bound, page_of, sortable
 from services.api.servicer import Context, Identify
 from services.common.external import FloatingIP
 from services.common.generated.novagrpc.v1 import (
@@ -83,9 +84,14 @@ class ExternalNetworksServicer(external_networks_pb2_grpc.ExternalNetworksServic
         self, request: external_networks_pb2.ListExternalNetworksRequest, context: Context
     ) -> external_networks_pb2.ListExternalNetworksResponse:
         caller = await self._identify(context)
-        found = await self._externals.list_external(caller)
+        page, next_token = page_of(
+            await self._externals.list_external(caller),
+            PageRequest(request.page_size, request.page_token),
+            key=lambda e: (sortable(e.network.created_at), e.network.id),  # oldest first, as before
+            bound_to=bound("ListExternalNetworks", caller),
+        )
         return external_networks_pb2.ListExternalNetworksResponse(
-            external_networks=[external_to_proto(e) for e in found]
+            external_networks=[external_to_proto(e) for e in page], next_page_token=next_token
         )
 
     async def DeleteExternalNetwork(
@@ -129,9 +135,15 @@ class FloatingIPsServicer(floating_ips_pb2_grpc.FloatingIPsServicer):  # type: i
         self, request: floating_ips_pb2.ListFloatingIPsRequest, context: Context
     ) -> floating_ips_pb2.ListFloatingIPsResponse:
         caller = await self._identify(context)
-        found = await self._floating.list_floating(caller)
+        page, next_token = page_of(
+            await self._floating.list_floating(caller),
+            PageRequest(request.page_size, request.page_token),
+            # by address (the id breaks a tie across external networks whose ranges overlap)
+            key=lambda f: (int(f.address), f.id),
+            bound_to=bound("ListFloatingIPs", caller),
+        )
         return floating_ips_pb2.ListFloatingIPsResponse(
-            floating_ips=[floating_to_proto(f) for f in found]
+            floating_ips=[floating_to_proto(f) for f in page], next_page_token=next_token
         )
 
     async def GetFloatingIP(

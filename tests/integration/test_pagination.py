@@ -28,6 +28,10 @@ from services.common.generated.novagrpc.v1 import (
     catalog_pb2_grpc,
     compute_services_pb2,
     compute_services_pb2_grpc,
+    external_networks_pb2,
+    external_networks_pb2_grpc,
+    floating_ips_pb2,
+    floating_ips_pb2_grpc,
     keypairs_pb2,
     keypairs_pb2_grpc,
     networks_pb2,
@@ -43,7 +47,7 @@ from tests.integration.test_api_servers import refused
 from tests.integration.test_pipeline import create, wait_for_compute
 from tests.support.auth import Authed
 from tests.support.keys import ed25519_public_key
-from tests.support.stack import running_stack
+from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -154,6 +158,28 @@ def test_a_page_token_is_bound_to_its_filters_and_caller(db: Database) -> None:
     asyncio.run(run())
 
 
+async def allocate_floating_addresses(stack: Stack) -> None:
+    """Two external networks (admin), two floating addresses of each for the project."""
+    externals = Authed(
+        external_networks_pb2_grpc.ExternalNetworksStub(stack.channel), stack.admin_token
+    )
+    floating = Authed(floating_ips_pb2_grpc.FloatingIPsStub(stack.channel), stack.token)
+    for i in range(2):
+        outside = await externals.CreateExternalNetwork(
+            external_networks_pb2.CreateExternalNetworkRequest(
+                name=f"x{i}", cidr=f"203.0.11{i}.0/24", bridge=f"xbr{i}",
+                allocation_pools=[networks_pb2.AllocationPool(
+                    start=f"203.0.11{i}.10", end=f"203.0.11{i}.20")],
+            ),
+            timeout=5,
+        )  # fmt: skip
+        for _ in range(2):
+            await floating.AllocateFloatingIP(
+                floating_ips_pb2.AllocateFloatingIPRequest(external_network_id=outside.id),
+                timeout=5,
+            )
+
+
 async def test_every_list_rpc_pages_and_binds_its_tokens(sqlite_url: str, tmp_path: Path) -> None:
     """Each List RPC through a real client: page by page (page_size 1) gives what one page
     gives, and a token replayed by another caller or on another RPC is INVALID_ARGUMENT."""
@@ -182,6 +208,7 @@ async def test_every_list_rpc_pages_and_binds_its_tokens(sqlite_url: str, tmp_pa
             await secgroups.CreateSecurityGroup(
                 security_groups_pb2.CreateSecurityGroupRequest(name=f"s{i}"), timeout=5
             )
+        await allocate_floating_addresses(stack)
         reply = await stack.servers.CreateServer(create(max_count=2), timeout=5)
         server, _ = await stack.wait_settled(list(reply.server_ids))
         await stack.servers.StopServer(servers_pb2.StopServerRequest(id=server.id), timeout=5)
@@ -204,6 +231,10 @@ async def test_every_list_rpc_pages_and_binds_its_tokens(sqlite_url: str, tmp_pa
              servers_pb2.ListServerActionsRequest, {"server_id": server.id}, "actions"),
             (as_member, servers_pb2_grpc.ServersStub, "ListServers",
              servers_pb2.ListServersRequest, {}, "servers"),
+            (as_member, external_networks_pb2_grpc.ExternalNetworksStub, "ListExternalNetworks",
+             external_networks_pb2.ListExternalNetworksRequest, {}, "external_networks"),
+            (as_member, floating_ips_pb2_grpc.FloatingIPsStub, "ListFloatingIPs",
+             floating_ips_pb2.ListFloatingIPsRequest, {}, "floating_ips"),
         ]  # fmt: skip
         paged_rpcs: set[str] = set()
         for (channel, token), stub_type, rpc, request_type, fields, items in lists:

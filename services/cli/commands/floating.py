@@ -11,6 +11,7 @@ from services.cli import lookup
 from services.cli.client import Client
 from services.cli.commands.networks import _pool
 from services.cli.output import emit, show_many, to_dict
+from services.cli.paging import every
 from services.common.generated.novagrpc.v1 import (
     external_networks_pb2,
     external_networks_pb2_grpc,
@@ -33,8 +34,9 @@ def _floating(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         )
         emit(to_dict(client.call(stub.AllocateFloatingIP, request)), args.view, out)
     elif action == "list":
-        reply = client.call(stub.ListFloatingIPs, floating_ips_pb2.ListFloatingIPsRequest())
-        show_many([to_dict(f) for f in reply.floating_ips], FLOATING_COLUMNS, args.view, out)
+        request = floating_ips_pb2.ListFloatingIPsRequest()
+        found = every(client, stub.ListFloatingIPs, request, "floating_ips")
+        show_many([to_dict(f) for f in found], FLOATING_COLUMNS, args.view, out)
     elif action == "show":
         reply = client.call(stub.GetFloatingIP, floating_ips_pb2.GetFloatingIPRequest(id=args.id))
         emit(to_dict(reply), args.view, out)
@@ -63,10 +65,9 @@ def _external(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         )  # fmt: skip
         emit(to_dict(client.call(stub.CreateExternalNetwork, request)), args.view, out)
     elif action == "list":
-        reply = client.call(
-            stub.ListExternalNetworks, external_networks_pb2.ListExternalNetworksRequest()
-        )
-        show_many([to_dict(e) for e in reply.external_networks], EXTERNAL_COLUMNS, args.view, out)
+        request = external_networks_pb2.ListExternalNetworksRequest()
+        found = every(client, stub.ListExternalNetworks, request, "external_networks")
+        show_many([to_dict(e) for e in found], EXTERNAL_COLUMNS, args.view, out)
     elif action == "show":
         request = external_networks_pb2.GetExternalNetworkRequest(id=args.external)
         emit(to_dict(client.call(stub.GetExternalNetwork, request)), args.view, out)
