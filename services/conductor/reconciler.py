@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from services.common.background import BackgroundTask
 from services.common.db import actions
 from services.common.domain import InstanceEvent, InstanceEventKind, VmState, utcnow
 from services.common.ipam import pool_size
@@ -111,11 +112,11 @@ class Reconciler:
         self._finish_deletes = finish_deletes
         self._report_failures = report_failures
         self._policy = policy
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("reconciler", self._run)
         self.actions_taken: dict[str, int] = defaultdict(int)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reconciler")
+        self._task.start()
 
     async def _run(self) -> None:
         while True:
@@ -124,6 +125,8 @@ class Reconciler:
                 await self.reconcile_once()
             except Exception as exc:  # the database may be away: try again next round
                 log.warning("reconcile pass failed: %s", exc)
+                if self._metrics is not None:
+                    self._metrics.task_errors.labels("reconciler").inc()
 
     async def reconcile_once(self) -> Findings:
         policy = self._policy
@@ -165,8 +168,7 @@ class Reconciler:
         return found
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        await self._task.close()
 
 
 class CensusTx(Protocol):
@@ -194,10 +196,10 @@ class InstanceCensus:
         self._metrics = metrics
         self._interval = interval
         self._service_down_time = service_down_time
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("instance-census", self._run)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="instance-census")
+        self._task.start()
 
     async def count_once(self) -> None:
         counts = await self._uow.read(lambda tx: tx.instances.count_by_state())
@@ -225,10 +227,10 @@ class InstanceCensus:
         while True:
             try:
                 await self.count_once()
-            except Exception as exc:
+            except Exception as exc:  # the database may be away: count again next round
                 log.debug("instance census failed: %s", exc)
+                self._metrics.task_errors.labels("instance-census").inc()
             await asyncio.sleep(self._interval)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        await self._task.close()

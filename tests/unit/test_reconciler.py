@@ -3,7 +3,9 @@ runs it against a real database and a running stack)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -12,9 +14,18 @@ from prometheus_client import CollectorRegistry
 from services.common.domain import InstanceEvent, InstanceEventKind, TaskState, VmState, utcnow
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.reconciler import InstanceCensus, ReconcilePolicy, Reconciler
-from tests.support.fake_stores import FakeAction, FakeNode, FakeUnitOfWork, make_instance
+from tests.support.fake_stores import (
+    FakeAction,
+    FakeNode,
+    FakeTransaction,
+    FakeUnitOfWork,
+    make_instance,
+)
+from tests.support.polling import wait_until_async
 
 pytestmark = pytest.mark.timeout(10)
+
+T = TypeVar("T")
 
 POLICY = ReconcilePolicy(
     interval=60.0,
@@ -207,3 +218,27 @@ async def test_the_census_sets_its_gauges_from_the_stores() -> None:
     assert age is not None and 42.0 <= age < 60.0
     for state in ("up", "down", "disabled"):
         assert value("nova_grpc_compute_nodes", state=state) == 1.0
+
+
+class DownUnitOfWork(FakeUnitOfWork):
+    """A database that does not answer."""
+
+    async def read(
+        self, work: Callable[[FakeTransaction], T], *, timeout: float | None = None
+    ) -> T:
+        raise ConnectionError("database away")
+
+
+async def test_a_failed_pass_is_logged_and_counted_and_the_loop_goes_on() -> None:
+    metrics = ConductorMetrics.create(CollectorRegistry())
+    loop = Reconciler(
+        DownUnitOfWork(), schedule=Recorder().schedule, redispatch=Recorder().redispatch,
+        finish_deletes=Recorder().finish_deletes, report_failures=Recorder().report_failures,
+        policy=replace(POLICY, interval=0.01), metrics=metrics,
+    )  # fmt: skip
+    errors = metrics.task_errors.labels("reconciler")
+    loop.start()
+    try:
+        await wait_until_async(lambda: errors._value.get() >= 2, 5, "two failed passes counted")
+    finally:
+        await loop.close()
