@@ -4,9 +4,9 @@ runs it against a real database and a running stack)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 from dataclasses import replace
 from datetime import timedelta
+from typing import TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
