@@ -24,6 +24,7 @@ from services.common.errors import (
     WrongState,
 )
 from services.common.networking import Network
+from services.common.records import NewNetwork
 from services.common.stores import NetworkStore
 
 MIN_PREFIX, MAX_PREFIX = 8, 29
@@ -73,9 +74,7 @@ def check_cidr(field: str, text: str) -> IPv4Network:
     return cidr
 
 
-def new_network_from(
-    command: CreateNetworkCommand, context: RequestContext
-) -> network_repo.NewNetwork:
+def new_network_from(command: CreateNetworkCommand, context: RequestContext) -> NewNetwork:
     """Everything about a new network that needs no database, each rejection naming its
     field."""
     name = validation.check_name("name", command.name)
@@ -96,7 +95,7 @@ def new_network_from(
         raise InvalidArgument("dns_nameservers", f"at most {DNS_SERVERS_MAX}")
     dns = tuple(parse_address("dns_nameservers", a) for a in command.dns_nameservers)
     pools = _check_pools(command.allocation_pools, cidr, gateway)
-    return network_repo.NewNetwork(
+    return NewNetwork(
         project_id=context.project_id, name=name, cidr=cidr, gateway=gateway,
         dns_servers=dns, allocation_pools=pools, shared=command.shared,
     )  # fmt: skip
@@ -126,7 +125,7 @@ def _check_pools(
     return tuple(sorted(pools))
 
 
-def check_no_overlap(connection: Connection, new: network_repo.NewNetwork) -> None:
+def check_no_overlap(connection: Connection, new: NewNetwork) -> None:
     for name, cidr in network_repo.project_cidrs(connection, new.project_id):
         if cidr.overlaps(new.cidr):
             raise InvalidArgument(
@@ -147,7 +146,7 @@ def default_network(store: NetworkStore, project_id: str) -> Network:
     else:
         raise WrongState("networks: no free 10.x.0.0/16 for the project's default network")
     gateway = cidr.network_address + 1
-    new = network_repo.NewNetwork(
+    new = NewNetwork(
         project_id=project_id, name=AUTO_NAME, cidr=cidr, gateway=gateway, dns_servers=(),
         allocation_pools=ipam.default_pools(cidr, gateway), is_default=True,
     )  # fmt: skip

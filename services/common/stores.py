@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from services.common.domain import (
     ComputeNodeReport,
@@ -35,18 +35,17 @@ from services.common.domain import (
 )
 from services.common.instance_actions import ActionName
 from services.common.networking import Network
-
-# The records these ports pass are still defined in the SQL modules beside their queries; they
-# are imported for type checking only, so that this module imports no SQLAlchemy.
-if TYPE_CHECKING:
-    from services.common.db.actions import NewAction
-    from services.common.db.groups import ServerGroup
-    from services.common.db.idempotency import KeyedCreate
-    from services.common.db.keypairs import Keypair
-    from services.common.db.networks import NewNetwork, NewPort
-    from services.common.db.placement import NodeView
-    from services.common.db.quotas import Usage
-    from services.common.db.security_groups import SecurityGroup
+from services.common.records import (
+    KeyedCreate,
+    Keypair,
+    NewAction,
+    NewNetwork,
+    NewPort,
+    NodeView,
+    SecurityGroup,
+    ServerGroup,
+    Usage,
+)
 
 T = TypeVar("T")
 Tx_co = TypeVar("Tx_co", covariant=True)

@@ -28,6 +28,15 @@ from services.common.domain import (
     VmState,
     utcnow,
 )
+from services.common.instance_actions import (
+    ACTION_OF,
+    POWER_ACTIONS,
+    ActionEventName,
+    ActionName,
+    ActionResult,
+)
+from services.common.records import EventRecord
+from services.common.stores import FaultRecord
 from services.conductor.build_path.types import HostBuilds
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.reschedule import handle_failed_builds
@@ -155,20 +164,20 @@ def apply_events(
         actions.finish_events(
             connection,
             [
-                actions.EventRecord(e.instance_uuid, actions.DELETE, actions.COMPUTE_TERMINATE,
-                                    e.host, actions.SUCCESS)
+                EventRecord(e.instance_uuid, ActionName.DELETE, ActionEventName.COMPUTE_TERMINATE,
+                                    e.host, ActionResult.SUCCESS)
                 for e in by_kind[Kind.DELETED]
             ],
             now,
         )  # fmt: skip
-        actions.finish_actions(connection, deleted, actions.DELETE, now)
+        actions.finish_actions(connection, deleted, ActionName.DELETE, now)
     return moved
 
 
 _POWER_TASKS = {
-    Kind.STOPPED: (VmState.STOPPED, PowerState.SHUTDOWN, actions.STOP),
-    Kind.STARTED: (VmState.ACTIVE, PowerState.RUNNING, actions.START),
-    Kind.REBOOTED: (VmState.ACTIVE, PowerState.RUNNING, actions.REBOOT),
+    Kind.STOPPED: (VmState.STOPPED, PowerState.SHUTDOWN, ActionName.STOP),
+    Kind.STARTED: (VmState.ACTIVE, PowerState.RUNNING, ActionName.START),
+    Kind.REBOOTED: (VmState.ACTIVE, PowerState.RUNNING, ActionName.REBOOT),
 }
 
 
@@ -192,9 +201,7 @@ def _power_results(
             # A compute too old to name the action: the instance's one open power action
             # (its task state lets only one run at a time) is the one that failed.
             names = (
-                [actions.ACTION_OF[event.power_action]]
-                if event.power_action is not None
-                else actions.POWER_ACTIONS
+                [ACTION_OF[event.power_action]] if event.power_action is not None else POWER_ACTIONS
             )
             for action in names:
                 actions.finish_actions(
@@ -235,13 +242,13 @@ def _activate(connection: Connection, events: Sequence[InstanceEvent]) -> None:
     actions.finish_events(
         connection,
         [
-            actions.EventRecord(e.instance_uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
-                                e.host, actions.SUCCESS)
+            EventRecord(e.instance_uuid, ActionName.CREATE, ActionEventName.COMPUTE_BUILD_AND_RUN,
+                                e.host, ActionResult.SUCCESS)
             for e in events
         ],
         stamp,
     )  # fmt: skip
-    actions.finish_actions(connection, [e.instance_uuid for e in events], actions.CREATE, stamp)
+    actions.finish_actions(connection, [e.instance_uuid for e in events], ActionName.CREATE, stamp)
 
 
 def _mark_lost(connection: Connection, events: Sequence[InstanceEvent]) -> None:
@@ -261,7 +268,7 @@ def _mark_lost(connection: Connection, events: Sequence[InstanceEvent]) -> None:
     instance_repo.mark_error(
         connection,
         [
-            instance_repo.FaultRecord(
+            FaultRecord(
                 e.instance_uuid, 500, f"Instance's domain is gone from {e.host}: {e.reason}",
                 host=e.host,
             )

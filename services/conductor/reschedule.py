@@ -26,7 +26,10 @@ from services.common.domain import (
     TaskState,
     VmState,
 )
+from services.common.instance_actions import ActionEventName, ActionName, ActionResult
+from services.common.records import EventRecord
 from services.common.request_spec import StoredSpec
+from services.common.stores import FaultRecord
 from services.conductor.build_path.factory import build_spec
 from services.conductor.build_path.types import NO_VALID_HOST, HostBuilds
 
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RescheduleOutcome:
     moved: dict[str, HostBuilds] = field(default_factory=dict)
-    failed: list[instance_repo.FaultRecord] = field(default_factory=list)
+    failed: list[FaultRecord] = field(default_factory=list)
 
 
 def _still_building_on(instance: Instance | None, host: str) -> bool:
@@ -71,8 +74,8 @@ def handle_failed_builds(
     actions.finish_events(
         connection,
         [
-            actions.EventRecord(e.instance_uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
-                                e.host, actions.ERROR, e.reason)
+            EventRecord(e.instance_uuid, ActionName.CREATE, ActionEventName.COMPUTE_BUILD_AND_RUN,
+                                e.host, ActionResult.ERROR, e.reason)
             for e in relevant
         ],
         now,
@@ -97,14 +100,16 @@ def handle_failed_builds(
                 f"{len(stored.tried_hosts)} attempt(s)"
             )
         outcome.failed.append(
-            instance_repo.FaultRecord(
+            FaultRecord(
                 instance.uuid, 500, f"{why}; last error on {event.host}: {event.reason}",
                 details=f"tried hosts: {', '.join(stored.tried_hosts)}", host=event.host,
             )
         )  # fmt: skip
     instance_repo.mark_error(connection, outcome.failed, now)
     for fault in outcome.failed:
-        actions.finish_actions(connection, [fault.uuid], actions.CREATE, now, message=fault.message)
+        actions.finish_actions(
+            connection, [fault.uuid], ActionName.CREATE, now, message=fault.message
+        )
     return outcome
 
 
@@ -151,7 +156,7 @@ def _move_to_alternate(
         )  # fmt: skip
         actions.add_events(
             connection,
-            [actions.EventRecord(instance.uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
+            [EventRecord(instance.uuid, ActionName.CREATE, ActionEventName.COMPUTE_BUILD_AND_RUN,
                                  host.host, finish=False,
                                  details=f"attempt {len(spec.tried_hosts) + 1}")],
             now,

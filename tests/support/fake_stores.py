@@ -18,14 +18,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 from uuid import uuid4
 
-from services.common.db.actions import NewAction
-from services.common.db.groups import ServerGroup
-from services.common.db.idempotency import KeyedCreate
-from services.common.db.keypairs import Keypair, parse_public_key
-from services.common.db.networks import NewNetwork, NewPort
-from services.common.db.placement import NodeView
-from services.common.db.quotas import DEFAULTS, Usage
-from services.common.db.security_groups import DEFAULT_DESCRIPTION, DEFAULT_NAME, SecurityGroup
+from services.common.db.keypairs import parse_public_key
 from services.common.domain import (
     ComputeNodeReport,
     Flavor,
@@ -42,6 +35,22 @@ from services.common.domain import (
 )
 from services.common.errors import InvalidArgument
 from services.common.networking import Network
+from services.common.records import (
+    DEFAULT_SECURITY_GROUP_DESCRIPTION as DEFAULT_DESCRIPTION,
+)
+from services.common.records import DEFAULT_SECURITY_GROUP_NAME as DEFAULT_NAME
+from services.common.records import QUOTA_DEFAULTS as DEFAULTS
+from services.common.records import (
+    KeyedCreate,
+    Keypair,
+    NewAction,
+    NewNetwork,
+    NewPort,
+    NodeView,
+    SecurityGroup,
+    ServerGroup,
+    Usage,
+)
 from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
 
 T = TypeVar("T")

@@ -12,6 +12,8 @@ from sqlalchemy import Connection, and_, bindparam, func, select, update
 from services.common import instance_actions
 from services.common.db.models import ACTION_EVENTS, ACTIONS
 from services.common.instance_actions import ActionEventName, ActionName, ActionResult
+from services.common.records import EventRecord as EventRecord  # noqa: PLC0414
+from services.common.records import NewAction as NewAction  # noqa: PLC0414
 
 # The names as this module's callers have always spelt them (the Enums' members).
 CREATE = ActionName.CREATE
@@ -27,27 +29,6 @@ ERROR = ActionResult.ERROR
 POWER_ACTIONS = instance_actions.POWER_ACTIONS
 ACTION_OF = instance_actions.ACTION_OF
 DETAILS_MAX = 4000
-
-
-@dataclass(frozen=True, slots=True)
-class NewAction:
-    instance_uuid: str
-    action: ActionName
-    request_id: str
-    project_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """An event to add, or (``finish_only``) the open event of that name and host to close."""
-
-    instance_uuid: str
-    action: ActionName
-    event: ActionEventName
-    host: str | None
-    result: ActionResult | None = None
-    details: str = ""
-    finish: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,12 @@ import base64
 import binascii
 import hashlib
 import struct
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, RowMapping, delete, select
 
 from services.common.db.models import KEYPAIRS
+from services.common.records import Keypair as Keypair  # noqa: PLC0414
 
 KEY_TYPES = (
     "ssh-ed25519",
@@ -23,16 +23,6 @@ KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 MAX_PUBLIC_KEY = 16 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Keypair:
-    name: str
-    project_id: str
-    public_key: str
-    fingerprint: str
-    type: str
-    created_at: datetime
 
 
 class InvalidPublicKey(ValueError):

@@ -8,10 +8,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from services.common.db.actions import EventRecord
-from services.common.db.instances import FaultRecord, Placement
 from services.common.domain import GroupPolicy, HostState, Image, Instance, Resources
 from services.common.instance_actions import ActionName
+from services.common.records import EventRecord, Placement
+from services.common.stores import FaultRecord
 
 T = TypeVar("T")
 
