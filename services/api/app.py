@@ -198,7 +198,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ),
         Registration(
             networks_pb2_grpc.add_NetworksServicer_to_server,
-            NetworksServicer(NetworkUseCases(db), identify),
+            NetworksServicer(NetworkUseCases(uow), identify),
             _name(networks_pb2, "Networks"),
         ),
         Registration(

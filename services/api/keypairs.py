@@ -6,7 +6,7 @@ import re
 from typing import Protocol
 
 from services.api.context import RequestContext
-from services.common.db import keypairs
+from services.common import public_keys
 from services.common.domain import utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.records import Keypair
@@ -34,8 +34,8 @@ class KeypairUseCases:
     async def import_keypair(self, context: RequestContext, name: str, public_key: str) -> Keypair:
         name = check_key_name("name", name)
         try:
-            keypairs.parse_public_key(public_key)
-        except keypairs.InvalidPublicKey as exc:
+            public_keys.parse_public_key(public_key)
+        except public_keys.InvalidPublicKey as exc:
             raise InvalidArgument("public_key", str(exc)) from exc
 
         def work(tx: KeypairTx) -> Keypair:

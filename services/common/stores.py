@@ -369,6 +369,17 @@ class NetworkStore(Protocol):
 
     def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]: ...
 
+    def list_networks(self, *, project_id: str | None) -> list[Network]:
+        """Those the project may use (its own and shared ones), oldest first; every one for
+        ``None``."""
+        ...
+
+    def ports_on(self, network_id: str) -> int:
+        """How many ports (so addresses) the network has in use."""
+        ...
+
+    def delete(self, network_id: str) -> bool: ...
+
     def create(self, new: NewNetwork, now: datetime) -> Network | None:
         """None when the project has a network of that name already."""
         ...

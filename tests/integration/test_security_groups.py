@@ -250,7 +250,7 @@ def by_rule(rules: Sequence[SecurityGroupRule]) -> dict[str, SecurityGroupRule]:
 async def test_rules_for_instances_resolve_remote_groups_to_member_addresses(
     db: Database, creates: CreateServers
 ) -> None:
-    await NetworkUseCases(db).create(P1, CreateNetworkCommand("lan", "10.70.0.0/24"))
+    await NetworkUseCases(SqlUnitOfWork(db)).create(P1, CreateNetworkCommand("lan", "10.70.0.0/24"))
     groups = SecurityGroupUseCases(db, RecordedChanges())
     web = await groups.create(P1, CreateGroupCommand("web"))
     lonely = await groups.create(P1, CreateGroupCommand("lonely"))

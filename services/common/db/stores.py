@@ -444,6 +444,15 @@ class SqlNetworks:
     def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]:
         return network_repo.project_cidrs(self._c, project_id)
 
+    def list_networks(self, *, project_id: str | None) -> list[Network]:
+        return network_repo.list_networks(self._c, project_id=project_id)
+
+    def ports_on(self, network_id: str) -> int:
+        return network_repo.ports_on(self._c, network_id)
+
+    def delete(self, network_id: str) -> bool:
+        return network_repo.delete_network(self._c, network_id)
+
     def create(self, new: network_repo.NewNetwork, now: datetime) -> Network | None:
         return network_repo.create_network(self._c, new, now)
 
