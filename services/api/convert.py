@@ -112,6 +112,7 @@ def network_to_proto(usage: NetworkUsage, *, admin: bool) -> networks_pb2.Networ
         created_at=to_timestamp(network.created_at),
         ports_in_use=usage.ports_in_use,
         pool_size=usage.pool_size,
+        external_network_id=network.external_network_id or "",
     )
 
 

@@ -23,6 +23,7 @@ from services.api.networks import (
 )
 from services.common import ipam
 from services.common.db import external as external_repo
+from services.common.db import networks as network_repo
 from services.common.db.engine import Database
 from services.common.db.stores import SqlNetworks
 from services.common.domain import utcnow
@@ -34,6 +35,7 @@ from services.common.errors import (
     WrongState,
 )
 from services.common.external import ExternalNetwork
+from services.common.networking import Network
 
 # A Linux interface name: at most 15 bytes, no '/', whitespace or ':'.
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -183,7 +185,7 @@ class ExternalNetworkUseCases:
                                  "external network; disconnect it first",
                                  field="network_id")  # fmt: skip
             external_repo.set_connection(connection, network.id, external.id)
-            return _usage(SqlNetworks(connection), network)
+            return _usage(SqlNetworks(connection), _reread(connection, network.id))
 
         found = await self._db.write(work)
         self._changes.host_networks_changed()
@@ -203,7 +205,7 @@ class ExternalNetworkUseCases:
                                  f"are associated with ports on {network.name!r}; disassociate "
                                  "them first", field="network_id")  # fmt: skip
             external_repo.set_connection(connection, network.id, None)
-            return _usage(SqlNetworks(connection), network)
+            return _usage(SqlNetworks(connection), _reread(connection, network.id))
 
         found = await self._db.write(work)
         self._changes.host_networks_changed()
@@ -215,3 +217,9 @@ def _check_owner(context: RequestContext, project_id: str, name: str) -> None:
         raise PermissionDenied(
             f"network_id: network {name!r} belongs to another project", field="network_id"
         )
+
+
+def _reread(connection: Connection, network_id: str) -> Network:
+    found = network_repo.get_network(connection, network_id)
+    assert found is not None  # updated in this transaction
+    return found

@@ -70,6 +70,7 @@ class Network:
     segmentation_id: int
     mtu: int
     created_at: datetime
+    external_network_id: str | None = None
 
     def spec(self) -> NetworkSpec:
         return NetworkSpec(

@@ -11,6 +11,7 @@ outside namespace, over bridges without an address in the machine's namespace.""
 from __future__ import annotations
 
 import base64
+import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -84,15 +85,13 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
         ip.link("set", index=ip.link_lookup(ifname=bridge)[0], state="up")
     services = ServiceSet(tmp_path)
     prefix = f"e2efip-{tag}"
-    api, _conductor, _computes = services.start_all_in_one(
-        url,
-        compute_args=[
-            "--libvirt-uri", libvirtd, "--virt-type", "qemu",
-            "--instance-name-template", prefix + "-%08x",
-            "--network-state-path", str(tmp_path / "network"),
-            "--dhcp-namespace-prefix", f"e2e{tag}-dhcp-",
-        ],
-    )  # fmt: skip
+    compute_args = [
+        "--libvirt-uri", libvirtd, "--virt-type", "qemu",
+        "--instance-name-template", prefix + "-%08x",
+        "--network-state-path", str(tmp_path / "network"),
+        "--dhcp-namespace-prefix", f"e2e{tag}-dhcp-",
+    ]  # fmt: skip
+    api, conductor, _computes = services.start_all_in_one(url, compute_args=compute_args)
     instances = tmp_path / "instances1"
     _, token = issue_token(url, "demo")
     _, admin_token = issue_token(url, "ops", admin=True)
@@ -162,6 +161,30 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
                     port_range_min=8080, port_range_max=8080, remote_ip_prefix="0.0.0.0/0"),
                 timeout=10)  # fmt: skip
             wait_until(reaches, 30, "the floating address with the rule")
+
+            # kill -9 the compute: the kernel keeps the datapath, so the address still works;
+            # the restarted process converges to the database and duplicates nothing
+            killed = services.service_named("compute1")
+            killed.process.send_signal(signal.SIGKILL)
+            killed.process.wait(10)
+            services.services.remove(killed)
+            assert reaches()
+            again = services.start("compute1-again", "services.compute",
+                                   services._compute_args(1, conductor, compute_args))  # fmt: skip
+            wait_until(lambda: "host network state applied" in again.log(), 60, "the sync")
+            assert reaches()
+            vni = (
+                Authed(networks_pb2_grpc.NetworksStub(channel), admin_token)
+                .GetNetwork(networks_pb2.GetNetworkRequest(id="e2e-fip-net"), timeout=10)
+                .segmentation_id
+            )
+            gateway_ns = f"e2e{tag}-dhcp-{vni}"
+            held = run_in(gateway_ns, "ip", "-4", "-o", "addr", "show", "dev", "ext0").stdout
+            assert sorted(line.split()[3] for line in held.splitlines()) == sorted(
+                [f"{seen_gateway(held)}/24", f"{address}/32"]
+            ), held
+            tables = run_in(gateway_ns, "nft", "list", "tables").stdout
+            assert tables.count("nova_grpc_nat") == 1, tables
             floating.DisassociateFloatingIP(
                 floating_ips_pb2.DisassociateFloatingIPRequest(id=fip.id), timeout=10
             )
@@ -183,6 +206,11 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
                 ip.link("del", index=index)
         codes = services.stop()
     assert set(codes.values()) == {0}, codes
+
+
+def seen_gateway(held: str) -> str:
+    """The host's gateway address among ext0's (the one with the /24)."""
+    return next(line.split()[3].split("/")[0] for line in held.splitlines() if "/24" in line)
 
 
 def run_in_host(*command: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address as A
 
 import pytest
+from sqlalchemy import select
 
 from services.api.convert import server_to_proto
 from services.api.create import CreateServers
@@ -16,7 +17,9 @@ from services.api.networks import NetworkUseCases
 from services.common.db import instances as instance_repo
 from services.common.db import networks as network_repo
 from services.common.db.engine import Database
+from services.common.db.models import EXTERNAL_ADDRESSES
 from services.common.db.stores import SqlUnitOfWork
+from services.common.domain import utcnow
 from services.common.errors import (
     AlreadyExists,
     DomainError,
@@ -99,8 +102,10 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
         await externals.connect(P1, network.id, "nope")
     refused(NotFound, "external_network_id", caught)
     assert told.times == 0
-    await externals.connect(P1, network.id, public.id)
-    await externals.connect(P1, network.id, public.id)  # again: no-op
+    connected = await externals.connect(P1, network.id, public.id)
+    assert connected.network.external_network_id == public.id
+    again = await externals.connect(P1, network.id, public.id)  # again: no-op
+    assert again.network.external_network_id == public.id
     second = (await externals.create(ADMIN, CreateExternalNetworkCommand(
         "second", "198.51.100.0/24", "br-ex3", allocation_pools=[("198.51.100.5", "198.51.100.9")]
     ))).network  # fmt: skip
@@ -168,6 +173,21 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
     assert str(uplink.address) == "203.0.113.12/24" and uplink.gateway == A("203.0.113.1")
     (binding,) = state.floating
     assert (binding.floating, binding.fixed) == (A("203.0.113.10"), bound.fixed_ip)
+    # two conductors that raced to add host-a's gateway address: the next round keeps one
+    with db.begin() as connection:
+        connection.execute(EXTERNAL_ADDRESSES.insert().values(
+            id="raced", external_network_id=public.id, address="203.0.113.13", kind="gateway",
+            network_id=network.id, host="host-a", created_at=utcnow()))  # fmt: skip
+    await HostNetworkFanOut(db, pusher).push()
+    with db.begin_read() as connection:
+        gateways = (
+            connection.execute(
+                select(EXTERNAL_ADDRESSES.c.address).where(EXTERNAL_ADDRESSES.c.kind == "gateway")
+            )
+            .scalars()
+            .all()
+        )
+    assert gateways == ["203.0.113.12"]
 
     # the server goes: its address stays the project's, unassociated; then released
     with db.begin() as connection:
@@ -179,7 +199,7 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
         await externals.delete(ADMIN, public.id)  # still connected (and P2's address)
     refused(WrongState, "id", caught)
     await floating.release(P2, other.id)
-    await externals.disconnect(P1, network.id)
+    assert (await externals.disconnect(P1, network.id)).network.external_network_id is None
     await HostNetworkFanOut(db, pusher).push()
     assert pusher.pushed["host-a:1"].uplinks == ()  # the gateway address went back
     await externals.delete(ADMIN, public.id)

@@ -282,8 +282,14 @@ def ensure_gateways(
                EXTERNAL_ADDRESSES.c.network_id, EXTERNAL_ADDRESSES.c.address)
         .where(EXTERNAL_ADDRESSES.c.kind == GATEWAY)
     ).all()  # fmt: skip
-    have = {(host, network): (row_id, IPv4Address(a)) for row_id, host, network, a in rows}
-    stale = [row_id for pair, (row_id, _) in have.items() if pair not in needed]
+    have: dict[tuple[str, str], tuple[str, IPv4Address]] = {}
+    stale = []
+    for row_id, host, network, address in sorted(rows, key=lambda r: (r[1], r[2], r[3])):
+        if (host, network) in have:  # two conductors raced to add one: keep the first
+            stale.append(row_id)
+        else:
+            have[(host, network)] = (row_id, IPv4Address(address))
+    stale += [row_id for pair, (row_id, _) in have.items() if pair not in needed]
     if stale:
         connection.execute(delete(EXTERNAL_ADDRESSES).where(EXTERNAL_ADDRESSES.c.id.in_(stale)))
     result = {pair: address for pair, (_, address) in have.items() if pair in needed}
@@ -297,11 +303,24 @@ def ensure_gateways(
             )
         ).all()
     )
+    for external_id in sorted({e for e in externals.values() if e is not None}):
+        lock_external(connection, external_id)  # in id order: no deadlock between conductors
+    # another conductor may have added some while this one waited for the locks
+    added = {
+        (host, network): IPv4Address(address)
+        for host, network, address in connection.execute(
+            select(EXTERNAL_ADDRESSES.c.host, EXTERNAL_ADDRESSES.c.network_id,
+                   EXTERNAL_ADDRESSES.c.address)
+            .where(EXTERNAL_ADDRESSES.c.kind == GATEWAY)
+        )
+    }  # fmt: skip
     for host, network_id in missing:
         external_id = externals.get(network_id)
         if external_id is None:
             continue
-        lock_external(connection, external_id)
+        if (host, network_id) in added:
+            result[(host, network_id)] = added[(host, network_id)]
+            continue
         (external,) = find_external_networks(connection, external_id)
         try:
             address = take_address(connection, external)

@@ -37,6 +37,7 @@ def network_from_row(m: RowMapping) -> Network:
         segmentation_id=m["segmentation_id"],
         mtu=m["mtu"],
         created_at=m["created_at"],
+        external_network_id=m.get("external_network_id"),
     )
 
 

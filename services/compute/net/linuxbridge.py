@@ -121,12 +121,16 @@ class LinuxBridgeDriver:
 
     def set_host_state(self, state: HostNetworkState) -> None:
         with self._lock:
-            self._state = state
-            self._state_known = True
-            for network in {p.network.segmentation_id: p.network
-                            for p in self._ports.values()}.values():  # fmt: skip
-                self._ensure_overlay(network)
-                self._ensure_uplink(network)
+            old, known = self._state, self._state_known
+            self._state, self._state_known = state, True
+            # Only the networks whose part changed are touched (a host with many networks
+            # gets a push for every server that comes or goes anywhere on them).
+            for vni, network in {p.network.segmentation_id: p.network
+                                 for p in self._ports.values()}.items():  # fmt: skip
+                if not known or old.peers(vni) != state.peers(vni):
+                    self._ensure_overlay(network)
+                if not known or _nat_part(old, vni) != _nat_part(state, vni):
+                    self._ensure_uplink(network)
 
     def converge(self, ports: Sequence[PortSpec]) -> None:
         with self._lock:
@@ -368,6 +372,10 @@ class LinuxBridgeDriver:
             (directory / leftover).unlink(missing_ok=True)
         if directory.exists():
             directory.rmdir()
+
+
+def _nat_part(state: HostNetworkState, vni: int) -> tuple[object, ...]:
+    return (state.uplink(vni), sorted(str(f) for f in state.floating if f.segmentation_id == vni))
 
 
 def _uplink_name(segmentation_id: int) -> str:

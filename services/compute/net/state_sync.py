@@ -48,7 +48,11 @@ class HostNetworkSync:
         delay = 0.2
         while True:
             try:
-                await self.sync_once()
+                state = await self.sync_once()
+                if not self.synced.is_set():
+                    log.info("host network state applied: %d networks, %d uplinks, %d floating "
+                             "addresses", len(state.overlay), len(state.uplinks),
+                             len(state.floating))  # fmt: skip
                 self.synced.set()
                 delay = self._interval
             except Exception as exc:  # the conductor may not answer yet: try again
