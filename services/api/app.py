@@ -153,7 +153,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ServerUseCases(
             FairCreates(create, CreateBudget(settings.create_servers_per_project)),
             ServerQueries(
-                db,
+                uow,
                 others_busy=admission.others_in_flight,
                 expensive_share=settings.expensive_call_share,
             ),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 
-from services.common.domain import GroupPolicy, HostState
+from services.common.domain import GroupPolicy, HostState, VmState
 from services.common.instance_actions import ActionEventName, ActionName, ActionResult
 from services.common.networking import Direction, IpProtocol
 from services.common.request_spec import StoredSpec
@@ -157,3 +157,48 @@ class NodeView:
     state: HostState
     disabled_reason: str | None
     last_heartbeat: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEvent:
+    event: str
+    host: str | None
+    start_time: datetime
+    finish_time: datetime | None
+    result: str | None
+    details: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    instance_uuid: str
+    action: str
+    request_id: str
+    project_id: str
+    start_time: datetime
+    finish_time: datetime | None
+    message: str | None
+    events: tuple[ActionEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFilter:
+    project_id: str | None
+    reservation_id: str | None = None
+    name_regex: str | None = None
+    vm_states: tuple[VmState, ...] = ()
+    flavor_ids: tuple[str, ...] = ()
+    image_id: str | None = None
+    tags: tuple[str, ...] = ()
+    changes_since: datetime | None = None
+    host: str | None = None
+    include_deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The last row of a page: the next page starts strictly after it. The server's uuid, not
+    its row id, breaks ties: page tokens carry the cursor and show no internal ids."""
+
+    created_at: datetime
+    uuid: str

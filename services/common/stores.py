@@ -36,6 +36,8 @@ from services.common.domain import (
 from services.common.instance_actions import ActionName
 from services.common.networking import Network
 from services.common.records import (
+    Action,
+    Cursor,
     KeyedCreate,
     Keypair,
     NewAction,
@@ -43,6 +45,7 @@ from services.common.records import (
     NewPort,
     NodeView,
     SecurityGroup,
+    ServerFilter,
     ServerGroup,
     Usage,
 )
@@ -254,6 +257,24 @@ class ActionStore(Protocol):
         self, uuids: Sequence[str], action: ActionName, now: datetime, *, message: str | None = None
     ) -> None:
         """End the latest ``action`` of each instance (``message``: why it failed)."""
+        ...
+
+    def list_actions(self, instance_uuid: str) -> list[Action]:
+        """A server's actions with their events, oldest first."""
+        ...
+
+
+class ServerSearchStore(Protocol):
+    def search(
+        self,
+        filters: ServerFilter,
+        *,
+        limit: int,
+        after: Cursor | None = None,
+        checkpoint: Callable[[], None],
+    ) -> tuple[list[Instance], Cursor | None]:
+        """One page of servers (keyset pagination, stable under concurrent inserts) and the
+        cursor of the next one; ``checkpoint`` is called every few dozen rows."""
         ...
 
 

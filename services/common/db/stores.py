@@ -23,6 +23,7 @@ from services.common.db import (
     keypairs,
     placement,
     quotas,
+    server_search,
     watch_resume,
 )
 from services.common.db import instances as instance_repo
@@ -307,6 +308,26 @@ class SqlActions:
     ) -> None:
         action_repo.finish_actions(self._c, uuids, action, now, message=message)
 
+    def list_actions(self, instance_uuid: str) -> list[action_repo.Action]:
+        return action_repo.list_actions(self._c, instance_uuid)
+
+
+class SqlServerSearch:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def search(
+        self,
+        filters: server_search.ServerFilter,
+        *,
+        limit: int,
+        after: server_search.Cursor | None = None,
+        checkpoint: Callable[[], None],
+    ) -> tuple[list[Instance], server_search.Cursor | None]:
+        return server_search.search(
+            self._c, filters, limit=limit, after=after, checkpoint=checkpoint
+        )
+
 
 class SqlCatalog:
     def __init__(self, connection: Connection) -> None:
@@ -500,6 +521,7 @@ class SqlTransaction:
         self.nodes = SqlNodes(connection)
         self.allocations = SqlAllocations(connection)
         self.actions = SqlActions(connection)
+        self.server_search = SqlServerSearch(connection)
         self.catalog = SqlCatalog(connection)
         self.server_groups = SqlServerGroups(connection)
         self.keypairs = SqlKeypairs(connection)
