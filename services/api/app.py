@@ -205,7 +205,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
             security_groups_pb2_grpc.add_SecurityGroupsServicer_to_server,
             # The conductor fan-out lands with the datapath: until then rule changes reach
             # no host (the explicit no-op).
-            SecurityGroupsServicer(SecurityGroupUseCases(db, rules_fan_out), identify),
+            SecurityGroupsServicer(SecurityGroupUseCases(uow, rules_fan_out), identify),
             _name(security_groups_pb2, "SecurityGroups"),
         ),
         Registration(

@@ -38,11 +38,13 @@ from services.common.networking import Network
 from services.common.records import (
     Action,
     Cursor,
+    GroupRule,
     KeyedCreate,
     Keypair,
     NewAction,
     NewNetwork,
     NewPort,
+    NewRule,
     NodeView,
     SecurityGroup,
     ServerFilter,
@@ -432,6 +434,53 @@ class SecurityGroupStore(Protocol):
 
     def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
         """(instance uuid, group id) pairs."""
+        ...
+
+    def create(
+        self, *, project_id: str, name: str, description: str, now: datetime
+    ) -> SecurityGroup | None:
+        """None when the project has a group of that name already."""
+        ...
+
+    def get_group(self, group_id: str) -> SecurityGroup | None: ...
+
+    def list_groups(self, *, project_id: str | None) -> list[SecurityGroup]: ...
+
+    def lock_for_delete(self, group_id: str) -> bool:
+        """Lock the group's row for its delete; False when it is gone."""
+        ...
+
+    def servers_using(self, group_id: str) -> int:
+        """How many live servers have the group."""
+        ...
+
+    def groups_referring_to(self, group_id: str) -> list[str]:
+        """Names of the other groups with rules whose remote group this is."""
+        ...
+
+    def delete(self, group_id: str) -> None:
+        """The group with its rules."""
+        ...
+
+    def same_rule(self, new: NewRule) -> GroupRule | None: ...
+
+    def insert_rule(self, new: NewRule, now: datetime) -> GroupRule: ...
+
+    def get_rule(self, rule_id: str) -> GroupRule | None: ...
+
+    def delete_rule(self, rule_id: str) -> bool: ...
+
+    def lock_server(self, server_id: str, *, project_id: str | None) -> str | None:
+        """The live server's project (None: no such server in ``project_id``), its row
+        locked until commit so that a concurrent delete runs wholly before or after."""
+        ...
+
+    def group_ids_of(self, instance_uuid: str) -> list[str]: ...
+
+    def remove_membership(self, instance_uuid: str, group_id: str) -> bool: ...
+
+    def set_shown_names(self, instance_uuid: str, now: datetime) -> None:
+        """Refresh the group names the server shows."""
         ...
 
     def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:
