@@ -14,6 +14,7 @@ from typing import Any
 
 from services.common.db import actions, placement
 from services.common.db import instances as instance_repo
+from services.common.db.build_store import SqlBuildTransactions
 from services.common.db.engine import Database
 from services.common.db.migrate import upgrade
 from services.common.domain import (
@@ -91,7 +92,7 @@ async def _measure(url: str, hosts: int, instances: int, batch: int) -> dict[str
         scheduler = Scheduler(
             build_filters(DEFAULT_FILTERS), build_weighers(parse_weights(DEFAULT_WEIGHTS))
         )
-        task = BuildTask(db, _NoCompute(), scheduler,  # type: ignore[arg-type]
+        task = BuildTask(SqlBuildTransactions(db), _NoCompute(), scheduler,  # type: ignore[arg-type]
                          service_down_time=timedelta(seconds=60))  # fmt: skip
         placed = 0
         started = time.perf_counter()

@@ -153,7 +153,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ServerUseCases(
             FairCreates(create, CreateBudget(settings.create_servers_per_project)),
             ServerQueries(
-                db,
+                uow,
                 others_busy=admission.others_in_flight,
                 expensive_share=settings.expensive_call_share,
             ),
@@ -198,14 +198,14 @@ async def start_api(settings: ApiSettings) -> RunningService:
         ),
         Registration(
             networks_pb2_grpc.add_NetworksServicer_to_server,
-            NetworksServicer(NetworkUseCases(db), identify),
+            NetworksServicer(NetworkUseCases(uow), identify),
             _name(networks_pb2, "Networks"),
         ),
         Registration(
             security_groups_pb2_grpc.add_SecurityGroupsServicer_to_server,
             # The conductor fan-out lands with the datapath: until then rule changes reach
             # no host (the explicit no-op).
-            SecurityGroupsServicer(SecurityGroupUseCases(db, rules_fan_out), identify),
+            SecurityGroupsServicer(SecurityGroupUseCases(uow, rules_fan_out), identify),
             _name(security_groups_pb2, "SecurityGroups"),
         ),
         Registration(

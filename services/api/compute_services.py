@@ -7,9 +7,9 @@ from typing import Protocol
 
 from services.api.context import RequestContext, require_admin
 from services.api.validation import check_name
-from services.common.db import placement
 from services.common.domain import utcnow
 from services.common.errors import InvalidArgument, NotFound
+from services.common.records import NodeView
 from services.common.stores import NodeStore, UnitOfWork
 
 
@@ -23,14 +23,14 @@ class ComputeServiceUseCases:
         self._uow = uow
         self._down = service_down_time
 
-    async def list_services(self, context: RequestContext) -> list[placement.NodeView]:
+    async def list_services(self, context: RequestContext) -> list[NodeView]:
         require_admin(context, "listing compute services")
         down = self._down
         return await self._uow.read(lambda tx: tx.nodes.views(now=utcnow(), service_down_time=down))
 
     async def set_status(
         self, context: RequestContext, host: str, *, enabled: bool, reason: str
-    ) -> placement.NodeView:
+    ) -> NodeView:
         require_admin(context, "enabling or disabling compute services")
         host = check_name("host", host)
         if not enabled:

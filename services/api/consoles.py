@@ -10,6 +10,7 @@ from typing import Protocol
 
 from services.api import validation
 from services.api.context import RequestContext
+from services.common.consoles import ConsoleText
 from services.common.domain import VmState
 from services.common.errors import (
     InvalidArgument,
@@ -18,7 +19,6 @@ from services.common.errors import (
     Unavailable,
     WrongState,
 )
-from services.common.rpc.console_client import ConsoleText
 from services.common.stores import InstanceStore, NodeStore, UnitOfWork
 
 MAX_LINES = 10_000

@@ -23,7 +23,6 @@ from services.api.ports import NicRequest, PortAllocator, check_nics
 from services.api.quotas import QuotaTracker
 from services.api.security_groups import SecurityGroupResolver
 from services.common.batching import Batcher
-from services.common.db import actions, quotas
 from services.common.domain import (
     Flavor,
     Image,
@@ -39,6 +38,8 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.instance_actions import ActionName
+from services.common.records import QUOTA_DEFAULTS, NewAction
 from services.common.request_spec import StoredSpec
 from services.common.stores import (
     ActionStore,
@@ -228,7 +229,7 @@ class CreateServers:
     ) -> None:
         self._uow = uow
         self._caster = caster
-        self._quota_defaults = dict(quotas.DEFAULTS if quota_defaults is None else quota_defaults)
+        self._quota_defaults = dict(QUOTA_DEFAULTS if quota_defaults is None else quota_defaults)
         self._batcher: Batcher[_ValidCreate, CreateServerResult] = Batcher(
             self._record_batch, max_batch=max_batch, name="create-servers"
         )
@@ -333,7 +334,7 @@ class CreateServers:
         for group_uuid, uuids in members:
             tx.server_groups.add_members(group_uuid, uuids, now)
         tx.actions.start(
-            [actions.NewAction(i.uuid, actions.CREATE, i.request_id, i.project_id) for i in rows],
+            [NewAction(i.uuid, ActionName.CREATE, i.request_id, i.project_id) for i in rows],
             now,
         )
         return results, accepted

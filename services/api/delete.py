@@ -8,9 +8,10 @@ from typing import Protocol
 
 from services.api import validation
 from services.api.context import RequestContext
-from services.common.db import actions
 from services.common.domain import Instance, utcnow
 from services.common.errors import NotFound, PeerFailed
+from services.common.instance_actions import ActionName
+from services.common.records import NewAction
 from services.common.stores import ActionStore, InstanceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class DeleteServer:
             found = tx.instances.mark_deleting(server_id, project_id=context.scope, now=now)
             if found is not None:
                 tx.actions.start(
-                    [actions.NewAction(server_id, actions.DELETE, context.request_id,
+                    [NewAction(server_id, ActionName.DELETE, context.request_id,
                                        found.project_id)],
                     now,
                 )  # fmt: skip

@@ -179,13 +179,13 @@ class ExternalNetworkUseCases:
                                       "to route through")  # fmt: skip
             current = external_repo.network_connection(connection, network.id)
             if current == external.id:
-                return _usage(connection, network)
+                return _usage(SqlNetworks(connection), network)
             if current is not None:
                 raise WrongState(f"network_id: network {network.name!r} is connected to another "
                                  "external network; disconnect it first",
                                  field="network_id")  # fmt: skip
             external_repo.set_connection(connection, network.id, external.id)
-            return _usage(connection, _reread(connection, network.id))
+            return _usage(SqlNetworks(connection), _reread(connection, network.id))
 
         found = await self._db.write(work)
         self._changes.host_networks_changed()
@@ -205,7 +205,7 @@ class ExternalNetworkUseCases:
                                  f"are associated with ports on {network.name!r}; disassociate "
                                  "them first", field="network_id")  # fmt: skip
             external_repo.set_connection(connection, network.id, None)
-            return _usage(connection, _reread(connection, network.id))
+            return _usage(SqlNetworks(connection), _reread(connection, network.id))
 
         found = await self._db.write(work)
         self._changes.host_networks_changed()

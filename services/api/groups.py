@@ -6,9 +6,9 @@ from typing import Protocol
 
 from services.api import validation
 from services.api.context import RequestContext
-from services.common.db import groups
 from services.common.domain import GroupPolicy, utcnow
 from services.common.errors import NotFound
+from services.common.records import ServerGroup
 from services.common.stores import ServerGroupStore, UnitOfWork
 
 
@@ -21,9 +21,7 @@ class ServerGroupUseCases:
     def __init__(self, uow: UnitOfWork[GroupsTx]) -> None:
         self._uow = uow
 
-    async def create(
-        self, name: str, policy: GroupPolicy, context: RequestContext
-    ) -> groups.ServerGroup:
+    async def create(self, name: str, policy: GroupPolicy, context: RequestContext) -> ServerGroup:
         name = validation.check_name("name", name)
         return await self._uow.write(
             lambda tx: tx.server_groups.create(
@@ -31,7 +29,7 @@ class ServerGroupUseCases:
             )
         )
 
-    async def get(self, group_id: str, context: RequestContext) -> groups.ServerGroup:
+    async def get(self, group_id: str, context: RequestContext) -> ServerGroup:
         group_id = validation.check_uuid_ref("id", group_id)
         found = await self._uow.read(
             lambda tx: tx.server_groups.get([group_id], project_id=context.scope)
@@ -40,7 +38,7 @@ class ServerGroupUseCases:
             raise NotFound("server group", group_id, field="id")
         return found[group_id]
 
-    async def list_groups(self, context: RequestContext) -> list[groups.ServerGroup]:
+    async def list_groups(self, context: RequestContext) -> list[ServerGroup]:
         return await self._uow.read(
             lambda tx: tx.server_groups.list_groups(project_id=context.scope)
         )

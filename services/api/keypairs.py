@@ -6,9 +6,10 @@ import re
 from typing import Protocol
 
 from services.api.context import RequestContext
-from services.common.db import keypairs
+from services.common import public_keys
 from services.common.domain import utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.records import Keypair
 from services.common.stores import KeypairStore, UnitOfWork
 
 # Nova's rule: letters, digits, spaces, '_', '-', '.', '@'; 1 to 255 characters.
@@ -30,16 +31,14 @@ class KeypairUseCases:
     def __init__(self, uow: UnitOfWork[KeypairTx]) -> None:
         self._uow = uow
 
-    async def import_keypair(
-        self, context: RequestContext, name: str, public_key: str
-    ) -> keypairs.Keypair:
+    async def import_keypair(self, context: RequestContext, name: str, public_key: str) -> Keypair:
         name = check_key_name("name", name)
         try:
-            keypairs.parse_public_key(public_key)
-        except keypairs.InvalidPublicKey as exc:
+            public_keys.parse_public_key(public_key)
+        except public_keys.InvalidPublicKey as exc:
             raise InvalidArgument("public_key", str(exc)) from exc
 
-        def work(tx: KeypairTx) -> keypairs.Keypair:
+        def work(tx: KeypairTx) -> Keypair:
             if tx.keypairs.get(project_id=context.project_id, name=name) is not None:
                 raise AlreadyExists(f"name: a keypair {name!r} exists already", field="name")
             return tx.keypairs.add(
@@ -48,7 +47,7 @@ class KeypairUseCases:
 
         return await self._uow.write(work)
 
-    async def get(self, context: RequestContext, name: str) -> keypairs.Keypair:
+    async def get(self, context: RequestContext, name: str) -> Keypair:
         name = check_key_name("name", name)
         found = await self._uow.read(
             lambda tx: tx.keypairs.get(project_id=context.project_id, name=name)
@@ -57,7 +56,7 @@ class KeypairUseCases:
             raise NotFound("keypair", name, field="name")
         return found
 
-    async def list_keypairs(self, context: RequestContext) -> list[keypairs.Keypair]:
+    async def list_keypairs(self, context: RequestContext) -> list[Keypair]:
         return await self._uow.read(
             lambda tx: tx.keypairs.list_keypairs(project_id=context.project_id)
         )

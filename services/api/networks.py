@@ -6,15 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
-
-from sqlalchemy import Connection
+from typing import Protocol
 
 from services.api import validation
 from services.api.context import RequestContext, require_admin
 from services.common import ipam
-from services.common.db import networks as network_repo
-from services.common.db.engine import Database
-from services.common.db.stores import SqlNetworks
 from services.common.domain import utcnow
 from services.common.errors import (
     AlreadyExists,
@@ -24,7 +20,8 @@ from services.common.errors import (
     WrongState,
 )
 from services.common.networking import Network
-from services.common.stores import NetworkStore
+from services.common.records import NewNetwork
+from services.common.stores import NetworkStore, UnitOfWork
 
 MIN_PREFIX, MAX_PREFIX = 8, 29
 DNS_SERVERS_MAX = 5
@@ -73,9 +70,7 @@ def check_cidr(field: str, text: str) -> IPv4Network:
     return cidr
 
 
-def new_network_from(
-    command: CreateNetworkCommand, context: RequestContext
-) -> network_repo.NewNetwork:
+def new_network_from(command: CreateNetworkCommand, context: RequestContext) -> NewNetwork:
     """Everything about a new network that needs no database, each rejection naming its
     field."""
     name = validation.check_name("name", command.name)
@@ -96,7 +91,7 @@ def new_network_from(
         raise InvalidArgument("dns_nameservers", f"at most {DNS_SERVERS_MAX}")
     dns = tuple(parse_address("dns_nameservers", a) for a in command.dns_nameservers)
     pools = _check_pools(command.allocation_pools, cidr, gateway)
-    return network_repo.NewNetwork(
+    return NewNetwork(
         project_id=context.project_id, name=name, cidr=cidr, gateway=gateway,
         dns_servers=dns, allocation_pools=pools, shared=command.shared,
     )  # fmt: skip
@@ -126,8 +121,8 @@ def _check_pools(
     return tuple(sorted(pools))
 
 
-def check_no_overlap(connection: Connection, new: network_repo.NewNetwork) -> None:
-    for name, cidr in network_repo.project_cidrs(connection, new.project_id):
+def check_no_overlap(store: NetworkStore, new: NewNetwork) -> None:
+    for name, cidr in store.project_cidrs(new.project_id):
         if cidr.overlaps(new.cidr):
             raise InvalidArgument(
                 "cidr", f"{new.cidr} overlaps {cidr} of the project's network {name!r}"
@@ -147,7 +142,7 @@ def default_network(store: NetworkStore, project_id: str) -> Network:
     else:
         raise WrongState("networks: no free 10.x.0.0/16 for the project's default network")
     gateway = cidr.network_address + 1
-    new = network_repo.NewNetwork(
+    new = NewNetwork(
         project_id=project_id, name=AUTO_NAME, cidr=cidr, gateway=gateway, dns_servers=(),
         allocation_pools=ipam.default_pools(cidr, gateway), is_default=True,
     )  # fmt: skip
@@ -174,61 +169,66 @@ def resolve_network(
     return found[0]
 
 
+class NetworksTx(Protocol):
+    @property
+    def networks(self) -> NetworkStore: ...
+
+
 class NetworkUseCases:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[NetworksTx]) -> None:
+        self._uow = uow
 
     async def create(self, context: RequestContext, command: CreateNetworkCommand) -> NetworkUsage:
         new = new_network_from(command, context)
 
-        def work(connection: Connection) -> NetworkUsage:
-            check_no_overlap(connection, new)
-            made = network_repo.create_network(connection, new, utcnow())
+        def work(tx: NetworksTx) -> NetworkUsage:
+            check_no_overlap(tx.networks, new)
+            made = tx.networks.create(new, utcnow())
             if made is None:
                 raise AlreadyExists(f"name: a network {new.name!r} exists already", field="name")
             return NetworkUsage(made, 0, ipam.pool_size(made.allocation_pools))
 
-        return await self._db.write(work)
+        return await self._uow.write(work)
 
     async def get(self, context: RequestContext, ref: str) -> NetworkUsage:
         ref = validation.check_ref("id", ref)
 
-        def work(connection: Connection) -> NetworkUsage:
-            network = resolve_network(SqlNetworks(connection), ref, context, field="id")
-            return _usage(connection, network)
+        def work(tx: NetworksTx) -> NetworkUsage:
+            network = resolve_network(tx.networks, ref, context, field="id")
+            return _usage(tx.networks, network)
 
-        return await self._db.read(work)
+        return await self._uow.read(work)
 
     async def list_networks(self, context: RequestContext) -> list[NetworkUsage]:
-        def work(connection: Connection) -> list[NetworkUsage]:
-            found = network_repo.list_networks(connection, project_id=context.scope)
-            return [_usage(connection, n) for n in found]
+        def work(tx: NetworksTx) -> list[NetworkUsage]:
+            found = tx.networks.list_networks(project_id=context.scope)
+            return [_usage(tx.networks, n) for n in found]
 
-        return await self._db.read(work)
+        return await self._uow.read(work)
 
     async def delete(self, context: RequestContext, ref: str) -> None:
         ref = validation.check_ref("id", ref)
 
-        def work(connection: Connection) -> None:
-            network = resolve_network(SqlNetworks(connection), ref, context, field="id")
+        def work(tx: NetworksTx) -> None:
+            network = resolve_network(tx.networks, ref, context, field="id")
             if network.project_id != context.project_id and not context.is_admin:
                 raise PermissionDenied(f"id: network {network.name!r} belongs to another project")
-            network_repo.lock_networks(connection, [network.id])
-            in_use = network_repo.ports_on(connection, network.id)
+            tx.networks.lock([network.id])
+            in_use = tx.networks.ports_on(network.id)
             if in_use:
                 raise WrongState(
                     f"id: network {network.name!r} has {in_use} port(s) in use; "
                     "delete its servers first",
                     field="id",
                 )
-            network_repo.delete_network(connection, network.id)
+            tx.networks.delete(network.id)
 
-        await self._db.write(work)
+        await self._uow.write(work)
 
 
-def _usage(connection: Connection, network: Network) -> NetworkUsage:
+def _usage(store: NetworkStore, network: Network) -> NetworkUsage:
     return NetworkUsage(
         network,
-        network_repo.ports_on(connection, network.id),
+        store.ports_on(network.id),
         ipam.pool_size(network.allocation_pools),
     )

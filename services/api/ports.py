@@ -12,9 +12,9 @@ from services.api import validation
 from services.api.context import RequestContext
 from services.api.networks import default_network, parse_address, resolve_network
 from services.common import ipam
-from services.common.db import networks as network_repo
 from services.common.errors import InvalidArgument
 from services.common.networking import Network
+from services.common.records import NewPort
 from services.common.stores import NetworkStore
 
 AUTO, NONE = "auto", "none"
@@ -60,7 +60,7 @@ class PortAllocator:
         self._store = store
         self._networks: dict[tuple[str, str], Network] = {}
         self._pools: dict[str, ipam.AddressPool] = {}
-        self._ports: list[network_repo.NewPort] = []
+        self._ports: list[NewPort] = []
         self._macs: set[str] = set()
 
     def resolve(self, nics: Sequence[NicRequest], context: RequestContext) -> list[Network]:
@@ -73,16 +73,16 @@ class PortAllocator:
         instance_uuids: Sequence[str],
         nics: Sequence[NicRequest],
         networks: Sequence[Network],
-    ) -> list[network_repo.NewPort]:
+    ) -> list[NewPort]:
         """A port with an address on each NIC's network for every instance. Nothing is
         stored until ``keep``: a create that fails (or loses its idempotency key) after this
         keeps none (its addresses are only skipped for the rest of this batch)."""
-        made: list[network_repo.NewPort] = []
+        made: list[NewPort] = []
         for uuid in instance_uuids:
             for index, (nic, network) in enumerate(zip(nics, networks, strict=True)):
                 field = "nics.fixed_ip" if nic.fixed_ip else "networks"
                 address = self._pool(network).take(nic.fixed_ip, field=field)
-                made.append(network_repo.NewPort(uuid, network.id, index, self._mac(), address))
+                made.append(NewPort(uuid, network.id, index, self._mac(), address))
         return made
 
     def _mac(self) -> str:
@@ -95,7 +95,7 @@ class PortAllocator:
                 self._macs.add(mac)
                 return mac
 
-    def keep(self, ports: Sequence[network_repo.NewPort]) -> None:
+    def keep(self, ports: Sequence[NewPort]) -> None:
         self._ports.extend(ports)
 
     def insert(self, now: datetime) -> None:

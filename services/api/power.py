@@ -8,10 +8,10 @@ from typing import Protocol
 from services.api import validation
 from services.api.context import RequestContext
 from services.api.delete import RecordTx
-from services.common.db import actions
 from services.common.domain import Instance, PowerAction, TaskState, VmState, utcnow
 from services.common.errors import NotFound, WrongState
 from services.common.instance_actions import ActionName
+from services.common.records import NewAction
 from services.common.stores import UnitOfWork
 
 # action -> (states it may start from, the task it sets, the instance action it records)
@@ -49,7 +49,7 @@ class PowerActions:
             )
             if started is not None:
                 tx.actions.start(
-                    [actions.NewAction(server_id, name, context.request_id, started.project_id)],
+                    [NewAction(server_id, name, context.request_id, started.project_id)],
                     now,
                 )
                 return started

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TypeVar
-
-from sqlalchemy import Connection
+from typing import Protocol, TypeVar
 
 from services.api import validation
 from services.api.context import RequestContext, require_admin
@@ -21,13 +19,17 @@ from services.api.paging import (
     sortable,
 )
 from services.common import name_patterns
-from services.common.db import actions, catalog
-from services.common.db import instances as instance_repo
-from services.common.db.engine import Database
-from services.common.db.server_search import Cursor, ServerFilter, search
 from services.common.domain import Instance, VmState
 from services.common.errors import InvalidArgument, NotFound
 from services.common.pacing import Pacer, unpaced
+from services.common.records import Action, Cursor, ServerFilter
+from services.common.stores import (
+    ActionStore,
+    CatalogStore,
+    InstanceStore,
+    ServerSearchStore,
+    UnitOfWork,
+)
 
 T = TypeVar("T")
 
@@ -96,17 +98,30 @@ def _check_bounds(query: ListQuery) -> None:
         raise InvalidArgument("tags", f"each at most {FILTER_MAX} characters")
 
 
+class QueriesTx(Protocol):
+    """The stores the api's reads use, in one read transaction."""
+
+    @property
+    def instances(self) -> InstanceStore: ...
+    @property
+    def catalog(self) -> CatalogStore: ...
+    @property
+    def actions(self) -> ActionStore: ...
+    @property
+    def server_search(self) -> ServerSearchStore: ...
+
+
 class ServerQueries:
     def __init__(
         self,
-        db: Database,
+        uow: UnitOfWork[QueriesTx],
         *,
         others_busy: Callable[[str], bool] | None = None,
         expensive_share: float = 1.0,
     ) -> None:
         """``others_busy(project)``: whether other projects' calls are in flight; a large
         page then takes at most ``expensive_share`` of the interpreter (1: unpaced)."""
-        self._db = db
+        self._uow = uow
         self._others_busy = others_busy
         self._share = expensive_share
 
@@ -118,8 +133,8 @@ class ServerQueries:
 
     async def get(self, server_id: str, context: RequestContext, *, field: str = "id") -> Instance:
         server_id = validation.check_uuid_ref(field, server_id)
-        found = await self._db.read(
-            lambda c: instance_repo.get_instance(c, server_id, project_id=context.scope)
+        found = await self._uow.read(
+            lambda tx: tx.instances.get(server_id, project_id=context.scope)
         )
         if found is None:
             raise NotFound("server", server_id, field=field)
@@ -154,10 +169,10 @@ class ServerQueries:
 
         pace = self._pacer(context.project_id)
 
-        def run(connection: Connection) -> tuple[list[T], Cursor | None]:
+        def run(tx: QueriesTx) -> tuple[list[T], Cursor | None]:
             flavor_ids: tuple[str, ...] = ()
             if query.flavor:
-                found = catalog.find_flavor(connection, query.flavor)
+                found = tx.catalog.find_flavor(query.flavor)
                 flavor_ids = (found.id,) if found is not None else ("\x00none",)
             filters = ServerFilter(
                 project_id=project,
@@ -170,22 +185,24 @@ class ServerQueries:
                 changes_since=query.changes_since,
                 host=query.host or None,
             )
-            servers, cursor = search(connection, filters, limit=limit, after=after, checkpoint=pace)
+            servers, cursor = tx.server_search.search(
+                filters, limit=limit, after=after, checkpoint=pace
+            )
             presented: list[T] = []
             for start in range(0, len(servers), PRESENT_SLICE):
                 presented += map(present, servers[start : start + PRESENT_SLICE])
                 pace()
             return presented, cursor
 
-        page, cursor = await self._db.read(run)
+        page, cursor = await self._uow.read(run)
         return page, encode_page_token(cursor, bound_to=bound_to) if cursor is not None else ""
 
     async def actions(
         self, server_id: str, context: RequestContext, paging: PageRequest | None = None
-    ) -> tuple[list[actions.Action], str]:
+    ) -> tuple[list[Action], str]:
         """One page of a server's actions, oldest first, and the next page's token."""
         server = await self.get(server_id, context, field="server_id")
-        found = await self._db.read(lambda c: actions.list_actions(c, server.uuid))
+        found = await self._uow.read(lambda tx: tx.actions.list_actions(server.uuid))
         return page_of(
             found,
             paging or PageRequest(),

@@ -7,8 +7,8 @@ from typing import Protocol
 
 from services.api.context import RequestContext, require_admin
 from services.api.validation import check_name
-from services.common.db import quotas
 from services.common.errors import InvalidArgument, QuotaExceeded
+from services.common.records import QUOTA_RESOURCES, QUOTA_UNLIMITED, Usage
 from services.common.stores import QuotaStore, UnitOfWork
 
 
@@ -16,7 +16,7 @@ from services.common.stores import QuotaStore, UnitOfWork
 class QuotaView:
     project_id: str
     limits: dict[str, int]
-    usage: quotas.Usage
+    usage: Usage
 
 
 class QuotaTracker:
@@ -33,25 +33,25 @@ class QuotaTracker:
         if project_id not in self._state:
             limits = self._store.limits(project_id, self._defaults)
             # Counting usage scans the project's instances; a project without limits skips it.
-            counted = any(limit != quotas.UNLIMITED for limit in limits.values())
+            counted = any(limit != QUOTA_UNLIMITED for limit in limits.values())
             current = self._store.usage(project_id) if counted else None
             self._state[project_id] = (
                 limits,
-                {r: current.get(r) if current else 0 for r in quotas.RESOURCES},
+                {r: current.get(r) if current else 0 for r in QUOTA_RESOURCES},
             )
         limits, used = self._state[project_id]
         per_server = {"instances": 1, "cores": vcpus, "ram": ram}
         fits = count
         for resource, each in per_server.items():
             limit = limits[resource]
-            if limit == quotas.UNLIMITED or each == 0:
+            if limit == QUOTA_UNLIMITED or each == 0:
                 continue
             fits = min(fits, max(0, (limit - used[resource]) // each))
         if fits < minimum:
             resource = next(
                 r
                 for r, each in per_server.items()
-                if limits[r] != quotas.UNLIMITED and used[r] + each * minimum > limits[r]
+                if limits[r] != QUOTA_UNLIMITED and used[r] + each * minimum > limits[r]
             )
             raise QuotaExceeded(
                 resource,
@@ -97,7 +97,7 @@ class QuotaUseCases:
         require_admin(context, "setting quotas")
         project = check_name("project_id", project_id)
         for resource, limit in new.items():
-            if limit < quotas.UNLIMITED:
+            if limit < QUOTA_UNLIMITED:
                 raise InvalidArgument(resource, f"must be -1 (unlimited) or more, got {limit}")
         await self._uow.write(lambda tx: tx.quotas.set_limits(project, new))
         return await self.get(context, project)

@@ -9,24 +9,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Connection, select
-
 from services.api import validation
 from services.api.context import RequestContext
 from services.api.security_group_rules import CreateRuleCommand, check_rule
-from services.common.db import security_groups as repo
-from services.common.db.engine import Database
-from services.common.db.models import INSTANCES
-from services.common.domain import VmState, utcnow
+from services.common.domain import utcnow
 from services.common.errors import AlreadyExists, NotFound, WrongState
-from services.common.stores import SecurityGroupStore
+from services.common.records import DEFAULT_SECURITY_GROUP_NAME, GroupRule, NewRule, SecurityGroup
+from services.common.stores import SecurityGroupStore, UnitOfWork
 
 DESCRIPTION_MAX = 255
 
 
 class RulesChanged(Protocol):
     """Told, after the commit, which groups changed (rules or members), so that the rules of
-    every affected port can be rendered again (``repo.instances_affected_by_groups``).
+    every affected port can be rendered again (``SecurityGroupStore.instances_affected_by_groups``).
     ``instance_uuids`` names servers affected beyond the groups' members now (a server just
     taken out of a group). Must neither block nor raise: the change is committed already."""
 
@@ -42,22 +38,27 @@ class CreateGroupCommand:
 
 
 def resolve_group(
-    connection: Connection, ref: str, context: RequestContext, *, field: str, lock: bool = False
-) -> repo.SecurityGroup:
+    store: SecurityGroupStore, ref: str, context: RequestContext, *, field: str, lock: bool = False
+) -> SecurityGroup:
     """A group of the caller's project by id or name; admins may also name any project's
     group by id. Another project's group is NOT_FOUND (its existence is not revealed)."""
-    found = repo.find_groups(connection, ref, project_id=context.project_id, lock=lock)
+    found = store.find(ref, project_id=context.project_id, lock=lock)
     if not found and context.is_admin:
-        found = [g for g in repo.find_groups(connection, ref, project_id=None, lock=lock)
+        found = [g for g in store.find(ref, project_id=None, lock=lock)
                  if g.id == ref]  # fmt: skip
     if not found:
         raise NotFound("security group", ref, field=field)
     return found[0]
 
 
+class SecurityGroupsTx(Protocol):
+    @property
+    def security_groups(self) -> SecurityGroupStore: ...
+
+
 class SecurityGroupUseCases:
-    def __init__(self, db: Database, notifier: RulesChanged) -> None:
-        self._db = db
+    def __init__(self, uow: UnitOfWork[SecurityGroupsTx], notifier: RulesChanged) -> None:
+        self._uow = uow
         self._notifier = notifier
         # Projects known to have their default group (it can never be deleted).
         self._with_default: set[str] = set()
@@ -66,16 +67,16 @@ class SecurityGroupUseCases:
         """Neutron makes a project's default group on its first security-group call."""
         if project_id in self._with_default:
             return
-        found = await self._db.read(
-            lambda c: repo.find_groups(c, repo.DEFAULT_NAME, project_id=project_id)
+        found = await self._uow.read(
+            lambda tx: tx.security_groups.find(DEFAULT_SECURITY_GROUP_NAME, project_id=project_id)
         )
         if not found:
-            await self._db.write(lambda c: repo.ensure_default(c, project_id, utcnow()))
+            await self._uow.write(
+                lambda tx: tx.security_groups.ensure_default(project_id, utcnow())
+            )
         self._with_default.add(project_id)
 
-    async def create(
-        self, context: RequestContext, command: CreateGroupCommand
-    ) -> repo.SecurityGroup:
+    async def create(self, context: RequestContext, command: CreateGroupCommand) -> SecurityGroup:
         name = validation.check_name("name", command.name)
         description = (
             validation.check_name("description", command.description, max_length=DESCRIPTION_MAX)
@@ -84,96 +85,97 @@ class SecurityGroupUseCases:
         )
         await self._ensure_default(context.project_id)
 
-        def work(connection: Connection) -> repo.SecurityGroup:
-            made = repo.create_group(
-                connection, project_id=context.project_id, name=name, description=description,
-                now=utcnow(),
-            )  # fmt: skip
+        def work(tx: SecurityGroupsTx) -> SecurityGroup:
+            made = tx.security_groups.create(
+                project_id=context.project_id, name=name, description=description, now=utcnow()
+            )
             if made is None:
                 raise AlreadyExists(f"name: a security group {name!r} exists already", field="name")
             return made
 
-        return await self._db.write(work)
+        return await self._uow.write(work)
 
-    async def get(self, context: RequestContext, ref: str) -> repo.SecurityGroup:
+    async def get(self, context: RequestContext, ref: str) -> SecurityGroup:
         ref = validation.check_ref("id", ref)
         await self._ensure_default(context.project_id)
-        return await self._db.read(lambda c: resolve_group(c, ref, context, field="id"))
+        return await self._uow.read(
+            lambda tx: resolve_group(tx.security_groups, ref, context, field="id")
+        )
 
-    async def list_groups(self, context: RequestContext) -> list[repo.SecurityGroup]:
+    async def list_groups(self, context: RequestContext) -> list[SecurityGroup]:
         await self._ensure_default(context.project_id)
-        return await self._db.read(lambda c: repo.list_groups(c, project_id=context.scope))
+        return await self._uow.read(
+            lambda tx: tx.security_groups.list_groups(project_id=context.scope)
+        )
 
     async def delete(self, context: RequestContext, ref: str) -> None:
         ref = validation.check_ref("id", ref)
 
-        def work(connection: Connection) -> None:
-            group = resolve_group(connection, ref, context, field="id")
-            if group.name == repo.DEFAULT_NAME:
+        def work(tx: SecurityGroupsTx) -> None:
+            group = resolve_group(tx.security_groups, ref, context, field="id")
+            if group.name == DEFAULT_SECURITY_GROUP_NAME:
                 raise WrongState("id: the default security group cannot be deleted", field="id")
-            if not repo.lock_for_delete(connection, group.id):
+            if not tx.security_groups.lock_for_delete(group.id):
                 raise NotFound("security group", ref, field="id")
-            in_use = repo.servers_using(connection, group.id)
+            in_use = tx.security_groups.servers_using(group.id)
             if in_use:
                 raise WrongState(
                     f"id: security group {group.name!r} is used by {in_use} server(s)", field="id"
                 )
-            referring = repo.groups_referring_to(connection, group.id)
+            referring = tx.security_groups.groups_referring_to(group.id)
             if referring:
                 raise WrongState(
                     f"id: security group {group.name!r} is the remote group of rules of "
                     f"{', '.join(map(repr, referring))}; delete those rules first",
                     field="id",
                 )
-            repo.delete_group(connection, group.id)
+            tx.security_groups.delete(group.id)
 
-        await self._db.write(work)
+        await self._uow.write(work)
 
-    async def create_rule(
-        self, context: RequestContext, command: CreateRuleCommand
-    ) -> repo.GroupRule:
+    async def create_rule(self, context: RequestContext, command: CreateRuleCommand) -> GroupRule:
         group_ref = validation.check_ref("security_group_id", command.security_group)
         valid = check_rule(command)
         await self._ensure_default(context.project_id)
 
-        def work(connection: Connection) -> repo.GroupRule:
-            group = resolve_group(connection, group_ref, context, field="security_group_id",
+        def work(tx: SecurityGroupsTx) -> GroupRule:
+            group = resolve_group(tx.security_groups, group_ref, context, field="security_group_id",
                                   lock=True)  # fmt: skip
             remote_group_id = None
             if valid.remote_group is not None:
                 # Same project as the rule's group, whoever asks.
                 owner = RequestContext(group.project_id, context.request_id)
-                remote = resolve_group(connection, valid.remote_group, owner,
+                remote = resolve_group(tx.security_groups, valid.remote_group, owner,
                                        field="remote_group_id", lock=True)  # fmt: skip
                 remote_group_id = remote.id
-            new = repo.NewRule(
+            new = NewRule(
                 group_id=group.id, direction=valid.direction, protocol=valid.protocol,
                 port_min=valid.port_min, port_max=valid.port_max, remote_cidr=valid.remote_cidr,
                 remote_group_id=remote_group_id,
             )  # fmt: skip
-            existing = repo.same_rule(connection, new)
+            existing = tx.security_groups.same_rule(new)
             if existing is not None:
                 raise AlreadyExists(
                     f"security group {group.name!r} has this rule already: {existing.id}"
                 )
-            return repo.insert_rule(connection, new, utcnow())
+            return tx.security_groups.insert_rule(new, utcnow())
 
-        rule = await self._db.write(work)
+        rule = await self._uow.write(work)
         self._notifier.groups_changed([rule.group_id])
         return rule
 
     async def delete_rule(self, context: RequestContext, rule_id: str) -> None:
         rule_id = validation.check_ref("id", rule_id)
 
-        def work(connection: Connection) -> str:
-            rule = repo.get_rule(connection, rule_id)
-            group = None if rule is None else repo.get_group(connection, rule.group_id)
+        def work(tx: SecurityGroupsTx) -> str:
+            rule = tx.security_groups.get_rule(rule_id)
+            group = None if rule is None else tx.security_groups.get_group(rule.group_id)
             if rule is None or group is None or not _visible(group, context):
                 raise NotFound("security group rule", rule_id, field="id")
-            repo.delete_rule(connection, rule_id)
+            tx.security_groups.delete_rule(rule_id)
             return rule.group_id
 
-        group_id = await self._db.write(work)
+        group_id = await self._uow.write(work)
         self._notifier.groups_changed([group_id])
 
     async def add_to_server(self, context: RequestContext, server_id: str, ref: str) -> None:
@@ -182,22 +184,22 @@ class SecurityGroupUseCases:
         server_id = validation.check_uuid_ref("server_id", server_id)
         ref = validation.check_ref("security_group", ref)
 
-        def work(connection: Connection) -> str:
-            project_id = _lock_server(connection, server_id, context)
-            if ref == repo.DEFAULT_NAME:
-                repo.ensure_default(connection, project_id, utcnow())
+        def work(tx: SecurityGroupsTx) -> str:
+            project_id = _lock_server(tx.security_groups, server_id, context)
+            if ref == DEFAULT_SECURITY_GROUP_NAME:
+                tx.security_groups.ensure_default(project_id, utcnow())
             owner = RequestContext(project_id, context.request_id)
-            group = resolve_group(connection, ref, owner, field="security_group", lock=True)
-            if group.id in repo.group_ids_of(connection, server_id):
+            group = resolve_group(tx.security_groups, ref, owner, field="security_group", lock=True)
+            if group.id in tx.security_groups.group_ids_of(server_id):
                 raise AlreadyExists(
                     f"security_group: server {server_id} has security group {group.name!r} already",
                     field="security_group",
                 )
-            repo.add_memberships(connection, [(server_id, group.id)])
-            repo.set_shown_names(connection, server_id, utcnow())
+            tx.security_groups.add_memberships([(server_id, group.id)])
+            tx.security_groups.set_shown_names(server_id, utcnow())
             return group.id
 
-        group_id = await self._db.write(work)
+        group_id = await self._uow.write(work)
         self._notifier.groups_changed([group_id])
 
     async def remove_from_server(self, context: RequestContext, server_id: str, ref: str) -> None:
@@ -206,39 +208,34 @@ class SecurityGroupUseCases:
         server_id = validation.check_uuid_ref("server_id", server_id)
         ref = validation.check_ref("security_group", ref)
 
-        def work(connection: Connection) -> str:
-            project_id = _lock_server(connection, server_id, context)
+        def work(tx: SecurityGroupsTx) -> str:
+            project_id = _lock_server(tx.security_groups, server_id, context)
             owner = RequestContext(project_id, context.request_id)
-            group = resolve_group(connection, ref, owner, field="security_group")
-            if not repo.remove_membership(connection, server_id, group.id):
+            group = resolve_group(tx.security_groups, ref, owner, field="security_group")
+            if not tx.security_groups.remove_membership(server_id, group.id):
                 raise WrongState(
                     f"security_group: server {server_id} does not have security group "
                     f"{group.name!r}",
                     field="security_group",
                 )
-            repo.set_shown_names(connection, server_id, utcnow())
+            tx.security_groups.set_shown_names(server_id, utcnow())
             return group.id
 
-        group_id = await self._db.write(work)
+        group_id = await self._uow.write(work)
         self._notifier.groups_changed([group_id], instance_uuids=[server_id])
 
 
-def _visible(group: repo.SecurityGroup, context: RequestContext) -> bool:
+def _visible(group: SecurityGroup, context: RequestContext) -> bool:
     return context.is_admin or group.project_id == context.project_id
 
 
-def _lock_server(connection: Connection, server_id: str, context: RequestContext) -> str:
+def _lock_server(store: SecurityGroupStore, server_id: str, context: RequestContext) -> str:
     """The live server's project; its row stays locked (PostgreSQL) until commit so that a
     concurrent delete, which releases its memberships, runs wholly before or after."""
-    query = select(INSTANCES.c.project_id).where(
-        INSTANCES.c.uuid == server_id, INSTANCES.c.vm_state != VmState.DELETED.value
-    )
-    if context.scope is not None:
-        query = query.where(INSTANCES.c.project_id == context.scope)
-    row = connection.execute(query.with_for_update()).first()
-    if row is None:
+    project_id = store.lock_server(server_id, project_id=context.scope)
+    if project_id is None:
         raise NotFound("server", server_id, field="server_id")
-    return str(row.project_id)
+    return project_id
 
 
 class SecurityGroupResolver:
@@ -247,22 +244,22 @@ class SecurityGroupResolver:
 
     def __init__(self, store: SecurityGroupStore) -> None:
         self._store = store
-        self._groups: dict[tuple[str, str], repo.SecurityGroup] = {}
+        self._groups: dict[tuple[str, str], SecurityGroup] = {}
         self._memberships: list[tuple[str, str]] = []
 
-    def resolve(self, refs: Sequence[str], context: RequestContext) -> list[repo.SecurityGroup]:
+    def resolve(self, refs: Sequence[str], context: RequestContext) -> list[SecurityGroup]:
         """The groups (each once) a new server of the caller's project gets; NOT_FOUND names
         the field ``security_groups``."""
-        found: dict[str, repo.SecurityGroup] = {}
+        found: dict[str, SecurityGroup] = {}
         for ref in refs:
             group = self._group(ref, context.project_id)
             found.setdefault(group.id, group)
         return list(found.values())
 
-    def _group(self, ref: str, project_id: str) -> repo.SecurityGroup:
+    def _group(self, ref: str, project_id: str) -> SecurityGroup:
         key = (project_id, ref)
         if key not in self._groups:
-            if ref == repo.DEFAULT_NAME:
+            if ref == DEFAULT_SECURITY_GROUP_NAME:
                 group = self._store.ensure_default(project_id, utcnow())
             else:
                 matches = self._store.find(ref, project_id=project_id, lock=True)
@@ -272,7 +269,7 @@ class SecurityGroupResolver:
             self._groups[key] = group
         return self._groups[key]
 
-    def keep(self, instance_uuids: Sequence[str], groups: Sequence[repo.SecurityGroup]) -> None:
+    def keep(self, instance_uuids: Sequence[str], groups: Sequence[SecurityGroup]) -> None:
         """These accepted servers get these groups (stored by ``insert``)."""
         self._memberships.extend((u, g.id) for u in instance_uuids for g in groups)
 

@@ -72,3 +72,12 @@ def hostname_for(display_name: str, uuid: str) -> str:
     lower-case letters, digits and '-', at most 63 characters."""
     name = re.sub(r"[^a-z0-9-]+", "-", display_name.lower()).strip("-")[:63].strip("-")
     return name or f"server-{uuid[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildAck:
+    """What a host answered to one BuildAndRunInstance: how many builds it queued, and those it
+    had already (a resend)."""
+
+    queued: int
+    duplicates: list[str]

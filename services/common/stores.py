@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from services.common.domain import (
     ComputeNodeReport,
@@ -35,18 +35,22 @@ from services.common.domain import (
 )
 from services.common.instance_actions import ActionName
 from services.common.networking import Network
-
-# The records these ports pass are still defined in the SQL modules beside their queries; they
-# are imported for type checking only, so that this module imports no SQLAlchemy.
-if TYPE_CHECKING:
-    from services.common.db.actions import NewAction
-    from services.common.db.groups import ServerGroup
-    from services.common.db.idempotency import KeyedCreate
-    from services.common.db.keypairs import Keypair
-    from services.common.db.networks import NewNetwork, NewPort
-    from services.common.db.placement import NodeView
-    from services.common.db.quotas import Usage
-    from services.common.db.security_groups import SecurityGroup
+from services.common.records import (
+    Action,
+    Cursor,
+    GroupRule,
+    KeyedCreate,
+    Keypair,
+    NewAction,
+    NewNetwork,
+    NewPort,
+    NewRule,
+    NodeView,
+    SecurityGroup,
+    ServerFilter,
+    ServerGroup,
+    Usage,
+)
 
 T = TypeVar("T")
 Tx_co = TypeVar("Tx_co", covariant=True)
@@ -257,6 +261,24 @@ class ActionStore(Protocol):
         """End the latest ``action`` of each instance (``message``: why it failed)."""
         ...
 
+    def list_actions(self, instance_uuid: str) -> list[Action]:
+        """A server's actions with their events, oldest first."""
+        ...
+
+
+class ServerSearchStore(Protocol):
+    def search(
+        self,
+        filters: ServerFilter,
+        *,
+        limit: int,
+        after: Cursor | None = None,
+        checkpoint: Callable[[], None],
+    ) -> tuple[list[Instance], Cursor | None]:
+        """One page of servers (keyset pagination, stable under concurrent inserts) and the
+        cursor of the next one; ``checkpoint`` is called every few dozen rows."""
+        ...
+
 
 class CatalogStore(Protocol):
     def find_flavor(self, ref: str) -> Flavor | None:
@@ -370,6 +392,17 @@ class NetworkStore(Protocol):
 
     def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]: ...
 
+    def list_networks(self, *, project_id: str | None) -> list[Network]:
+        """Those the project may use (its own and shared ones), oldest first; every one for
+        ``None``."""
+        ...
+
+    def ports_on(self, network_id: str) -> int:
+        """How many ports (so addresses) the network has in use."""
+        ...
+
+    def delete(self, network_id: str) -> bool: ...
+
     def create(self, new: NewNetwork, now: datetime) -> Network | None:
         """None when the project has a network of that name already."""
         ...
@@ -401,6 +434,53 @@ class SecurityGroupStore(Protocol):
 
     def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
         """(instance uuid, group id) pairs."""
+        ...
+
+    def create(
+        self, *, project_id: str, name: str, description: str, now: datetime
+    ) -> SecurityGroup | None:
+        """None when the project has a group of that name already."""
+        ...
+
+    def get_group(self, group_id: str) -> SecurityGroup | None: ...
+
+    def list_groups(self, *, project_id: str | None) -> list[SecurityGroup]: ...
+
+    def lock_for_delete(self, group_id: str) -> bool:
+        """Lock the group's row for its delete; False when it is gone."""
+        ...
+
+    def servers_using(self, group_id: str) -> int:
+        """How many live servers have the group."""
+        ...
+
+    def groups_referring_to(self, group_id: str) -> list[str]:
+        """Names of the other groups with rules whose remote group this is."""
+        ...
+
+    def delete(self, group_id: str) -> None:
+        """The group with its rules."""
+        ...
+
+    def same_rule(self, new: NewRule) -> GroupRule | None: ...
+
+    def insert_rule(self, new: NewRule, now: datetime) -> GroupRule: ...
+
+    def get_rule(self, rule_id: str) -> GroupRule | None: ...
+
+    def delete_rule(self, rule_id: str) -> bool: ...
+
+    def lock_server(self, server_id: str, *, project_id: str | None) -> str | None:
+        """The live server's project (None: no such server in ``project_id``), its row
+        locked until commit so that a concurrent delete runs wholly before or after."""
+        ...
+
+    def group_ids_of(self, instance_uuid: str) -> list[str]: ...
+
+    def remove_membership(self, instance_uuid: str, group_id: str) -> bool: ...
+
+    def set_shown_names(self, instance_uuid: str, now: datetime) -> None:
+        """Refresh the group names the server shows."""
         ...
 
     def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from services.common.app import RunningService
+from services.common.db.build_store import SqlBuildTransactions, SqlEventTransactions
 from services.common.db.engine import Database
 from services.common.db.stores import SqlUnitOfWork
 from services.common.generated.novagrpc.internal.v1 import (
@@ -71,7 +72,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     # Compute's reports and dispatch's unsendable builds are written by one recorder; the
     # builds it moves go back to dispatch: recorder -> build path -> batched reports.
     recorder = EventRecorder(
-        db,
+        SqlEventTransactions(db),
         EventPolicy(
             max_attempts=settings.max_attempts,
             service_down_time=settings.service_down_time,
@@ -80,7 +81,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
         servers_came_or_went=servers_came_or_went,
     )
     builds = BuildTask(
-        db,
+        SqlBuildTransactions(db),
         computes,
         scheduler,
         service_down_time=settings.service_down_time,

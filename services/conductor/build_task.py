@@ -16,18 +16,15 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection
-
-from services.common.db.build_store import SqlBuildStore, SqlBuildTransactions
-from services.common.db.engine import Database
 from services.common.domain import InstanceEvent, VmState, utcnow
+from services.common.instance_actions import ActionName
+from services.common.stores import FaultRecord
 from services.conductor.build_path.dispatch import ComputeBuilder, Dispatcher, Reschedule
 from services.conductor.build_path.factory import RecentPasswords, build_spec
 from services.conductor.build_path.intake import Intake
 from services.conductor.build_path.placement import Draft, PlacementPass
 from services.conductor.build_path.ports import BuildStore, BuildTransactions
 from services.conductor.build_path.types import NO_VALID_HOST, BatchPlan, Cast, HostBuilds
-from services.conductor.failures import fail_builds
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.scheduler.scheduler import Scheduler
 
@@ -43,25 +40,23 @@ SCHEDULE_LINGER = timedelta(milliseconds=10)
 class BuildTask:
     def __init__(
         self,
-        db: Database,
+        stores: BuildTransactions,
         computes: ComputeBuilder,
         scheduler: Scheduler,
         *,
         service_down_time: timedelta,
         reschedule: Reschedule | None = None,
-        stores: BuildTransactions | None = None,
         batch_size: int = 500,
         linger: timedelta = SCHEDULE_LINGER,
         metrics: ConductorMetrics | None = None,
     ) -> None:
         """``reschedule``: where builds go that could not be handed to their host (the
         conductor's EventRecorder.record); without it they fail for good. ``stores``: the
-        database as the build path sees it (by default, SQL on ``db``)."""
-        self._db = db
+        database as the build path sees it (the service's app gives it SQL)."""
         self._metrics = metrics
         self._down_time = service_down_time
         self._passwords = RecentPasswords()
-        self._stores: BuildTransactions = stores or SqlBuildTransactions(db)
+        self._stores = stores
         self.placement = PlacementPass(
             self._stores,
             scheduler,
@@ -110,17 +105,17 @@ class BuildTask:
     async def place(self, request_ids: dict[str, str]) -> BatchPlan:
         return await self.placement.place(request_ids)
 
-    def draft(self, connection: Connection, uuids: Sequence[str], now: datetime) -> Draft | None:
-        return self.placement.draft(SqlBuildStore(connection), uuids, now)
+    def draft(self, store: BuildStore, uuids: Sequence[str], now: datetime) -> Draft | None:
+        return self.placement.draft(store, uuids, now)
 
     def plan(
         self,
-        connection: Connection,
+        store: BuildStore,
         request_ids: dict[str, str],
         now: datetime,
         draft: Draft | None = None,
     ) -> BatchPlan:
-        return self.placement.plan(SqlBuildStore(connection), request_ids, now, draft)
+        return self.placement.plan(store, request_ids, now, draft)
 
     def _observe(self, plan: BatchPlan, seconds: float) -> None:
         """Metrics, and one log line per request (with its request id) saying where its
@@ -169,7 +164,7 @@ class BuildTask:
         if failures:
             uuids = [e.instance_uuid for e in failures]
             reason, host = failures[0].reason, failures[0].host
-            await self._db.write(lambda c: fail_builds(c, uuids, reason, utcnow(), host=host))
+            await self._stores.write(lambda s: _end_builds(s, uuids, reason, host=host))
         return []
 
     def _count_error(self, where: str) -> None:
@@ -224,3 +219,12 @@ def placed_builds(
         build = build_spec(instance, image)
         work.setdefault(host.host, HostBuilds(host)).builds.append(build)
     return list(work.values())
+
+
+def _end_builds(store: BuildStore, uuids: Sequence[str], reason: str, *, host: str | None) -> None:
+    """What failures.end_builds does, on the build path's store: free the claims, ERROR with
+    the reason as the fault, the create action finished."""
+    now = utcnow()
+    store.free_allocations(uuids)
+    store.mark_error([FaultRecord(u, 500, reason, host=host) for u in uuids], now)
+    store.finish_actions(uuids, ActionName.CREATE, now, message=reason)

@@ -14,12 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection
-
 from services.common.batching import Batcher
-from services.common.db import actions, guest_ready, placement
-from services.common.db import instances as instance_repo
-from services.common.db.engine import Database
 from services.common.domain import (
     InstanceEvent,
     InstanceEventKind,
@@ -28,6 +23,16 @@ from services.common.domain import (
     VmState,
     utcnow,
 )
+from services.common.instance_actions import (
+    ACTION_OF,
+    POWER_ACTIONS,
+    ActionEventName,
+    ActionName,
+    ActionResult,
+)
+from services.common.records import EventRecord
+from services.common.stores import FaultRecord
+from services.conductor.build_path.ports import EventStore, EventTransactions
 from services.conductor.build_path.types import HostBuilds
 from services.conductor.metrics import ConductorMetrics
 from services.conductor.reschedule import handle_failed_builds
@@ -50,23 +55,24 @@ class EventRecorder:
 
     def __init__(
         self,
-        db: Database,
+        stores: EventTransactions,
         policy: EventPolicy,
         *,
         metrics: ConductorMetrics | None = None,
         servers_came_or_went: Callable[[Sequence[str]], None] = lambda uuids: None,
     ) -> None:
         """``servers_came_or_went``: told of servers that became ACTIVE or were deleted
-        (their addresses join or leave their groups' member rules)."""
-        self._db = db
+        (their addresses join or leave their groups' member rules). ``stores``: the database
+        as applying events sees it (the service's app gives it SQL)."""
+        self._stores = stores
         self._policy = policy
         self._metrics = metrics
         self._servers_came_or_went = servers_came_or_went
         self.applied = 0
 
     async def record(self, events: Sequence[InstanceEvent]) -> list[HostBuilds]:
-        moved: list[HostBuilds] = await self._db.write(
-            lambda c: apply_events(c, events, self._policy)
+        moved: list[HostBuilds] = await self._stores.write(
+            lambda s: apply_events(s, events, self._policy)
         )
         self.applied += len(events)
         if self._metrics is not None:
@@ -115,7 +121,7 @@ class InstanceEvents:
 
 
 def apply_events(
-    connection: Connection, events: Sequence[InstanceEvent], policy: EventPolicy
+    store: EventStore, events: Sequence[InstanceEvent], policy: EventPolicy
 ) -> list[HostBuilds]:
     """Kinds are applied in the order a build produces them; each update is guarded by the
     state it expects, so the order of kinds inside one batch cannot matter. Returns the builds
@@ -128,52 +134,56 @@ def apply_events(
     # the task state under the same guard, so the spawning update would be overwritten here.
     active = {e.instance_uuid for e in by_kind[Kind.ACTIVE]}
     spawning = [e.instance_uuid for e in by_kind[Kind.SPAWNING] if e.instance_uuid not in active]
-    instance_repo.set_task_state(connection, spawning, TaskState.SPAWNING, now)
-    _activate(connection, by_kind[Kind.ACTIVE])
+    store.set_task_state(spawning, TaskState.SPAWNING, now)
+    _activate(store, by_kind[Kind.ACTIVE])
     moved: list[HostBuilds] = []
     failures = by_kind[Kind.RESCHEDULE] + by_kind[Kind.FAILED]
     if failures:
         outcome = handle_failed_builds(
-            connection,
+            store,
             failures,
             max_attempts=policy.max_attempts,
             service_down_time=policy.service_down_time,
             now=now,
         )
         moved = list(outcome.moved.values())
-    instance_repo.set_power_states(
-        connection, [(e.instance_uuid, e.power_state) for e in by_kind[Kind.POWER_STATE]], now
+    store.set_power_states(
+        [(e.instance_uuid, e.power_state) for e in by_kind[Kind.POWER_STATE]], now
     )
     if by_kind[Kind.LOST]:
-        _mark_lost(connection, by_kind[Kind.LOST])
-    _power_results(connection, by_kind, now)
-    _guest_readiness(connection, events, now)
+        _mark_lost(store, by_kind[Kind.LOST])
+    _power_results(store, by_kind, now)
+    _guest_readiness(store, events, now)
     deleted = [e.instance_uuid for e in by_kind[Kind.DELETED]]
     if deleted:
-        placement.free_allocations(connection, deleted)
-        instance_repo.mark_deleted(connection, deleted, now)
-        actions.finish_events(
-            connection,
+        store.free_allocations(deleted)
+        store.mark_deleted(deleted, now)
+        store.finish_events(
             [
-                actions.EventRecord(e.instance_uuid, actions.DELETE, actions.COMPUTE_TERMINATE,
-                                    e.host, actions.SUCCESS)
+                EventRecord(
+                    e.instance_uuid,
+                    ActionName.DELETE,
+                    ActionEventName.COMPUTE_TERMINATE,
+                    e.host,
+                    ActionResult.SUCCESS,
+                )
                 for e in by_kind[Kind.DELETED]
             ],
             now,
-        )  # fmt: skip
-        actions.finish_actions(connection, deleted, actions.DELETE, now)
+        )
+        store.finish_actions(deleted, ActionName.DELETE, now)
     return moved
 
 
 _POWER_TASKS = {
-    Kind.STOPPED: (VmState.STOPPED, PowerState.SHUTDOWN, actions.STOP),
-    Kind.STARTED: (VmState.ACTIVE, PowerState.RUNNING, actions.START),
-    Kind.REBOOTED: (VmState.ACTIVE, PowerState.RUNNING, actions.REBOOT),
+    Kind.STOPPED: (VmState.STOPPED, PowerState.SHUTDOWN, ActionName.STOP),
+    Kind.STARTED: (VmState.ACTIVE, PowerState.RUNNING, ActionName.START),
+    Kind.REBOOTED: (VmState.ACTIVE, PowerState.RUNNING, ActionName.REBOOT),
 }
 
 
 def _power_results(
-    connection: Connection, by_kind: dict[Kind, list[InstanceEvent]], now: datetime
+    store: EventStore, by_kind: dict[Kind, list[InstanceEvent]], now: datetime
 ) -> None:
     """A finished start/stop/reboot settles vm_state and power_state and clears the task; a
     failed one clears the task and keeps the error in the action (as Nova)."""
@@ -181,76 +191,64 @@ def _power_results(
         uuids = [e.instance_uuid for e in by_kind[kind]]
         if not uuids:
             continue
-        instance_repo.settle_power_action(connection, uuids, vm_state, power, now)
-        actions.finish_actions(connection, uuids, action, now)
+        store.settle_power_action(uuids, vm_state, power, now)
+        store.finish_actions(uuids, action, now)
     failed = by_kind[Kind.ACTION_FAILED]
     if failed:
-        instance_repo.settle_power_action(
-            connection, [e.instance_uuid for e in failed], None, None, now
-        )
+        store.settle_power_action([e.instance_uuid for e in failed], None, None, now)
         for event in failed:
             # A compute too old to name the action: the instance's one open power action
             # (its task state lets only one run at a time) is the one that failed.
             names = (
-                [actions.ACTION_OF[event.power_action]]
-                if event.power_action is not None
-                else actions.POWER_ACTIONS
+                [ACTION_OF[event.power_action]] if event.power_action is not None else POWER_ACTIONS
             )
             for action in names:
-                actions.finish_actions(
-                    connection, [event.instance_uuid], action, now, message=event.reason
-                )
+                store.finish_actions([event.instance_uuid], action, now, message=event.reason)
 
 
 _CLEARS_READINESS = (Kind.STOPPED, Kind.REBOOTED)
 
 
-def _guest_readiness(
-    connection: Connection, events: Sequence[InstanceEvent], now: datetime
-) -> None:
+def _guest_readiness(store: EventStore, events: Sequence[InstanceEvent], now: datetime) -> None:
     """A stop or reboot clears guest_ready; the guest's own report sets it. Per server the
     last of these in the batch wins (they come in order from its one compute)."""
     last: dict[str, InstanceEvent] = {}
     for event in events:
         if event.kind is Kind.GUEST_READY or event.kind in _CLEARS_READINESS:
             last[event.instance_uuid] = event
-    guest_ready.clear_ready(
-        connection, [u for u, e in last.items() if e.kind is not Kind.GUEST_READY], now
-    )
-    guest_ready.mark_ready(
-        connection,
+    store.clear_ready([u for u, e in last.items() if e.kind is not Kind.GUEST_READY], now)
+    store.mark_ready(
         [(u, e.host, e.occurred_at) for u, e in last.items() if e.kind is Kind.GUEST_READY],
         now,
     )
 
 
-def _activate(connection: Connection, events: Sequence[InstanceEvent]) -> None:
+def _activate(store: EventStore, events: Sequence[InstanceEvent]) -> None:
     if not events:
         return
     stamp = utcnow()
-    instance_repo.mark_active(
-        connection, [(e.instance_uuid, e.host, e.occurred_at) for e in events], stamp
-    )
-    placement.note_build_results(connection, failed_on=[], succeeded_on=[e.host for e in events])
-    actions.finish_events(
-        connection,
+    store.mark_active([(e.instance_uuid, e.host, e.occurred_at) for e in events], stamp)
+    store.note_build_results(failed_on=[], succeeded_on=[e.host for e in events])
+    store.finish_events(
         [
-            actions.EventRecord(e.instance_uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
-                                e.host, actions.SUCCESS)
+            EventRecord(
+                e.instance_uuid,
+                ActionName.CREATE,
+                ActionEventName.COMPUTE_BUILD_AND_RUN,
+                e.host,
+                ActionResult.SUCCESS,
+            )
             for e in events
         ],
         stamp,
-    )  # fmt: skip
-    actions.finish_actions(connection, [e.instance_uuid for e in events], actions.CREATE, stamp)
+    )
+    store.finish_actions([e.instance_uuid for e in events], ActionName.CREATE, stamp)
 
 
-def _mark_lost(connection: Connection, events: Sequence[InstanceEvent]) -> None:
+def _mark_lost(store: EventStore, events: Sequence[InstanceEvent]) -> None:
     """The domain of a built instance is gone: ERROR with a fault (its claim stays until the
     user deletes it, as Nova keeps the allocations of an ERROR instance)."""
-    current = {
-        i.uuid: i
-        for i in instance_repo.load_instances(connection, [e.instance_uuid for e in events])
-    }
+    current = {i.uuid: i for i in store.load_instances([e.instance_uuid for e in events])}
     lost = [
         e
         for e in events
@@ -258,14 +256,15 @@ def _mark_lost(connection: Connection, events: Sequence[InstanceEvent]) -> None:
         and i.vm_state in (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)
         and i.host == e.host
     ]
-    instance_repo.mark_error(
-        connection,
+    store.mark_error(
         [
-            instance_repo.FaultRecord(
-                e.instance_uuid, 500, f"Instance's domain is gone from {e.host}: {e.reason}",
+            FaultRecord(
+                e.instance_uuid,
+                500,
+                f"Instance's domain is gone from {e.host}: {e.reason}",
                 host=e.host,
             )
             for e in lost
         ],
         utcnow(),
-    )  # fmt: skip
+    )

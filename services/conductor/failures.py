@@ -1,5 +1,5 @@
-"""Ending builds that cannot go on: one unit of work shared by the build task (alternates
-exhausted, host refused) and the reconciler (build timeout)."""
+"""Ending builds that cannot go on: the reconciler's unit of work (build timeout). The build
+task does the same on its own store when a build cannot be sent (build_task._end_builds)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Connection
-
-from services.common.db import actions
-from services.common.db.stores import SqlTransaction
+from services.common.instance_actions import ActionName
 from services.common.stores import ActionStore, AllocationStore, FaultRecord, InstanceStore
 
 
@@ -34,17 +31,4 @@ def end_builds(
     """Free the claims and put the instances in ERROR with the reason as their fault."""
     tx.allocations.free(uuids)
     tx.instances.mark_error([FaultRecord(u, 500, reason, host=host) for u in uuids], now)
-    tx.actions.finish(uuids, actions.CREATE, now, message=reason)
-
-
-def fail_builds(
-    connection: Connection,
-    uuids: Sequence[str],
-    reason: str,
-    now: datetime,
-    *,
-    host: str | None = None,
-) -> None:
-    """``end_builds`` on a connection: for the build task, which still runs its own
-    transactions (#12: it moves to the unit of work with its split)."""
-    end_builds(SqlTransaction(connection), uuids, reason, now, host=host)
+    tx.actions.finish(uuids, ActionName.CREATE, now, message=reason)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from services.common.db import actions
 from services.common.domain import PowerAction, utcnow
 from services.common.errors import NotFound, PeerFailed, Unavailable
+from services.common.instance_actions import ACTION_OF
 from services.common.stores import ActionStore, InstanceStore, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -50,4 +50,4 @@ def _give_back(tx: PowerTx, uuid: str, action: PowerAction, reason: str) -> None
     now = utcnow()
     # Only the power task is given back: a delete that came in meanwhile keeps its task.
     tx.instances.settle_power_action([uuid], None, None, now)
-    tx.actions.finish([uuid], actions.ACTION_OF[action], now, message=f"not started: {reason}")
+    tx.actions.finish([uuid], ACTION_OF[action], now, message=f"not started: {reason}")

@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from services.common.background import BackgroundTask
-from services.common.db import actions
 from services.common.domain import InstanceEvent, InstanceEventKind, VmState, utcnow
+from services.common.instance_actions import POWER_ACTIONS
 from services.common.ipam import pool_size
 from services.common.stores import (
     ActionStore,
@@ -89,7 +89,7 @@ def fail_timed_out(tx: ReconcileTx, uuids: Sequence[str], policy: ReconcilePolic
 def give_back_power(tx: ReconcileTx, uuids: Sequence[str]) -> None:
     now = utcnow()
     tx.instances.settle_power_action(uuids, None, None, now)
-    for name in actions.POWER_ACTIONS:
+    for name in POWER_ACTIONS:
         tx.actions.finish(uuids, name, now, message="timed out")
 
 

@@ -14,10 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection
-
-from services.common.db import actions, catalog, placement
-from services.common.db import instances as instance_repo
 from services.common.domain import (
     Image,
     Instance,
@@ -26,8 +22,12 @@ from services.common.domain import (
     TaskState,
     VmState,
 )
+from services.common.instance_actions import ActionEventName, ActionName, ActionResult
+from services.common.records import EventRecord
 from services.common.request_spec import StoredSpec
+from services.common.stores import FaultRecord
 from services.conductor.build_path.factory import build_spec
+from services.conductor.build_path.ports import EventStore
 from services.conductor.build_path.types import NO_VALID_HOST, HostBuilds
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RescheduleOutcome:
     moved: dict[str, HostBuilds] = field(default_factory=dict)
-    failed: list[instance_repo.FaultRecord] = field(default_factory=list)
+    failed: list[FaultRecord] = field(default_factory=list)
 
 
 def _still_building_on(instance: Instance | None, host: str) -> bool:
@@ -49,7 +49,7 @@ def _still_building_on(instance: Instance | None, host: str) -> bool:
 
 
 def handle_failed_builds(
-    connection: Connection,
+    store: EventStore,
     failures: Sequence[InstanceEvent],
     *,
     max_attempts: int,
@@ -59,35 +59,43 @@ def handle_failed_builds(
     outcome = RescheduleOutcome()
     current = {
         i.uuid: i
-        for i in instance_repo.load_instances(
-            connection, [e.instance_uuid for e in failures], for_update=True
-        )
+        for i in store.load_instances([e.instance_uuid for e in failures], for_update=True)
     }
     relevant = [e for e in failures if _still_building_on(current.get(e.instance_uuid), e.host)]
     if not relevant:
         return outcome
-    placement.free_allocations(connection, [e.instance_uuid for e in relevant])
-    placement.note_build_results(connection, failed_on=[e.host for e in relevant], succeeded_on=[])
-    actions.finish_events(
-        connection,
+    store.free_allocations([e.instance_uuid for e in relevant])
+    store.note_build_results(failed_on=[e.host for e in relevant], succeeded_on=[])
+    store.finish_events(
         [
-            actions.EventRecord(e.instance_uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
-                                e.host, actions.ERROR, e.reason)
+            EventRecord(
+                e.instance_uuid,
+                ActionName.CREATE,
+                ActionEventName.COMPUTE_BUILD_AND_RUN,
+                e.host,
+                ActionResult.ERROR,
+                e.reason,
+            )
             for e in relevant
         ],
         now,
-    )  # fmt: skip
-    images = catalog.images_by_id(connection, {current[e.instance_uuid].image_id for e in relevant})
+    )
+    images = store.images({current[e.instance_uuid].image_id for e in relevant})
     for event in relevant:
         instance = current[event.instance_uuid]
         stored = instance.request_spec.with_attempt_on(event.host)
         why = _no_retry_reason(event, stored, max_attempts)
         if why is None:
             moved = _move_to_alternate(
-                connection, instance, stored, image=images.get(instance.image_id),
-                service_down_time=service_down_time, now=now, request_id=event.request_id,
+                store,
+                instance,
+                stored,
+                image=images.get(instance.image_id),
+                service_down_time=service_down_time,
+                now=now,
+                request_id=event.request_id,
                 admin_password=event.admin_password,
-            )  # fmt: skip
+            )
             if moved is not None:
                 outcome.moved.setdefault(moved.host.host, HostBuilds(moved.host)).builds.extend(
                     moved.builds
@@ -98,14 +106,17 @@ def handle_failed_builds(
                 f"{len(stored.tried_hosts)} attempt(s)"
             )
         outcome.failed.append(
-            instance_repo.FaultRecord(
-                instance.uuid, 500, f"{why}; last error on {event.host}: {event.reason}",
-                details=f"tried hosts: {', '.join(stored.tried_hosts)}", host=event.host,
+            FaultRecord(
+                instance.uuid,
+                500,
+                f"{why}; last error on {event.host}: {event.reason}",
+                details=f"tried hosts: {', '.join(stored.tried_hosts)}",
+                host=event.host,
             )
-        )  # fmt: skip
-    instance_repo.mark_error(connection, outcome.failed, now)
+        )
+    store.mark_error(outcome.failed, now)
     for fault in outcome.failed:
-        actions.finish_actions(connection, [fault.uuid], actions.CREATE, now, message=fault.message)
+        store.finish_actions([fault.uuid], ActionName.CREATE, now, message=fault.message)
     return outcome
 
 
@@ -120,7 +131,7 @@ def _no_retry_reason(event: InstanceEvent, stored: StoredSpec, max_attempts: int
 
 
 def _move_to_alternate(
-    connection: Connection,
+    store: EventStore,
     instance: Instance,
     stored: StoredSpec,
     *,
@@ -136,28 +147,35 @@ def _move_to_alternate(
     resources = instance.resources
     remaining = [h for h in stored.alternates if h not in stored.tried_hosts]
     for position, name in enumerate(remaining):
-        found = placement.load_host_states(
-            connection, now=now, service_down_time=service_down_time, hosts=[name]
-        )
+        found = store.host_states(now=now, service_down_time=service_down_time, hosts=[name])
         if not found:
             continue
         host = found[0]
         if not (host.enabled and host.is_up and host.fits(resources)):
             continue
-        if not placement.claim(connection, host, [(instance.uuid, resources)], now):
+        if not store.claim(host, [(instance.uuid, resources)], now):
             continue  # taken meanwhile: try the next one
         spec = replace(stored, alternates=tuple(remaining[position + 1 :]))
-        instance_repo.move_build(
-            connection, instance.uuid, host=host.host, node=host.hypervisor_hostname,
-            spec=spec, now=now,
-        )  # fmt: skip
-        actions.add_events(
-            connection,
-            [actions.EventRecord(instance.uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN,
-                                 host.host, finish=False,
-                                 details=f"attempt {len(spec.tried_hosts) + 1}")],
+        store.move_build(
+            instance.uuid,
+            host=host.host,
+            node=host.hypervisor_hostname,
+            spec=spec,
+            now=now,
+        )
+        store.add_events(
+            [
+                EventRecord(
+                    instance.uuid,
+                    ActionName.CREATE,
+                    ActionEventName.COMPUTE_BUILD_AND_RUN,
+                    host.host,
+                    finish=False,
+                    details=f"attempt {len(spec.tried_hosts) + 1}",
+                )
+            ],
             now,
-        )  # fmt: skip
+        )
         log.info(
             "rescheduling %s from %s to %s (attempt %d)",
             instance.uuid,

@@ -18,6 +18,7 @@ from services.common.db import instances as instance_repo
 from services.common.db import networks as network_repo
 from services.common.db.engine import Database
 from services.common.db.models import EXTERNAL_ADDRESSES
+from services.common.db.stores import SqlUnitOfWork
 from services.common.domain import utcnow
 from services.common.errors import (
     AlreadyExists,
@@ -90,7 +91,7 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
     ))).network  # fmt: skip
 
     # connecting: not overlapping, one's own network only
-    (network,) = [u.network for u in await NetworkUseCases(db).list_networks(P1)]
+    (network,) = [u.network for u in await NetworkUseCases(SqlUnitOfWork(db)).list_networks(P1)]
     with pytest.raises(InvalidArgument) as caught:
         await externals.connect(P1, network.id, clash.id)
     refused(InvalidArgument, "network_id", caught)

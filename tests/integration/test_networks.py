@@ -55,7 +55,7 @@ def addresses(db: Database, uuids: Sequence[str]) -> list[str]:
 
 
 async def test_network_lifecycle_and_bad_input(db: Database) -> None:
-    networks = NetworkUseCases(db)
+    networks = NetworkUseCases(SqlUnitOfWork(db))
     made = await networks.create(
         P1,
         CreateNetworkCommand(
@@ -113,7 +113,7 @@ async def test_network_lifecycle_and_bad_input(db: Database) -> None:
 async def test_addresses_are_allocated_with_the_create_and_released_with_the_delete(
     db: Database,
 ) -> None:
-    networks = NetworkUseCases(db)
+    networks = NetworkUseCases(SqlUnitOfWork(db))
     await networks.create(P1, CreateNetworkCommand(
         "small", "10.50.0.0/28", allocation_pools=[("10.50.0.2", "10.50.0.5")]))  # fmt: skip
     creates = CreateServers(SqlUnitOfWork(db), NoCasts(), quota_defaults=UNLIMITED)
@@ -181,7 +181,9 @@ async def test_two_api_processes_allocate_500_addresses_in_one_23_without_a_dupl
     """Two api-side allocators, each with its own engine (as two processes), race on one /23
     network; the network row lock serialises them and the unique key backs it up."""
     setup = Database(postgres_url)
-    await NetworkUseCases(setup).create(P1, CreateNetworkCommand("big", "10.60.0.0/23"))
+    await NetworkUseCases(SqlUnitOfWork(setup)).create(
+        P1, CreateNetworkCommand("big", "10.60.0.0/23")
+    )
     dbs = [Database(postgres_url), Database(postgres_url)]
     creators = [
         CreateServers(SqlUnitOfWork(d), NoCasts(), quota_defaults=UNLIMITED, max_batch=8)

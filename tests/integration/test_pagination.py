@@ -21,6 +21,7 @@ from services.api.queries import ListQuery, ServerQueries
 from services.common.db.engine import Database
 from services.common.db.instances import insert_instances
 from services.common.db.migrate import upgrade
+from services.common.db.stores import SqlUnitOfWork
 from services.common.domain import Flavor, Instance, PowerState, VmState
 from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.v1 import (
@@ -101,7 +102,7 @@ def test_every_server_once_across_pages_under_concurrent_inserts(
     caller = RequestContext(project_id=project, request_id="req")
     before = [server(project, t) for t in initial]
     add(db, before)
-    queries = ServerQueries(db)
+    queries = ServerQueries(SqlUnitOfWork(db))
 
     async def listing() -> list[str]:
         seen: list[str] = []
@@ -128,7 +129,7 @@ def test_a_page_token_is_bound_to_its_filters_and_caller(db: Database) -> None:
     project = f"p-{uuid.uuid4()}"
     add(db, [server(project, T0 + timedelta(seconds=i), name=f"web-{i}") for i in range(5)])
     caller = RequestContext(project_id=project, request_id="req")
-    queries = ServerQueries(db)
+    queries = ServerQueries(SqlUnitOfWork(db))
 
     async def run() -> None:
         query = ListQuery(name="^web-", page_size=2)

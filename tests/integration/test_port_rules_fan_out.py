@@ -74,7 +74,7 @@ async def test_a_rule_change_and_a_new_member_reach_every_port_of_the_group(
     assert len(ingress) == 1 and set(ingress[0].remote_cidrs) == members
 
     # a rule added to the default group reaches its members, and nothing else is pushed
-    groups = SecurityGroupUseCases(db, RecordedChanges())
+    groups = SecurityGroupUseCases(SqlUnitOfWork(db), RecordedChanges())
     rule = await groups.create_rule(P1, CreateRuleCommand(
         "default", "ingress", "tcp", 8080, 8080, remote_ip_prefix="0.0.0.0/0"))  # fmt: skip
     pusher.pushed.clear()

@@ -9,6 +9,7 @@ import pytest
 
 from services.common.db import actions
 from services.common.db import instances as instance_repo
+from services.common.db.build_store import SqlEventStore
 from services.common.db.engine import Database
 from services.common.domain import (
     Flavor,
@@ -61,5 +62,7 @@ async def test_a_failed_power_action_finishes_its_action_with_the_reason(
     server = active_instance(db, actions.CREATE, actions.REBOOT)
     with db.begin() as connection:
         actions.finish_actions(connection, [server], actions.CREATE, utcnow())
-    await db.write(lambda c: apply_events(c, [failed(server, action)], EventPolicy()))
+    await db.write(
+        lambda c: apply_events(SqlEventStore(c), [failed(server, action)], EventPolicy())
+    )
     assert finished(db, server) == {"create": None, "reboot": "reboot_hard: domain is locked"}

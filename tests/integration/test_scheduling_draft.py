@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select, update
 
 from services.common.db import instances as instance_repo
 from services.common.db import placement
+from services.common.db.build_store import SqlBuildStore, SqlBuildTransactions
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
 from services.common.domain import (
@@ -71,7 +72,9 @@ def task_on(db: Any, compute: Any = None) -> BuildTask:
     scheduler = Scheduler(
         build_filters(DEFAULT_FILTERS), build_weighers(parse_weights(DEFAULT_WEIGHTS))
     )
-    return BuildTask(db, compute or NoCompute(), scheduler, service_down_time=DOWN)
+    return BuildTask(
+        SqlBuildTransactions(db), compute or NoCompute(), scheduler, service_down_time=DOWN
+    )
 
 
 def seed(db: Database, *, hosts: int, instances: int, memory_mb: int = 65536) -> list[str]:
@@ -103,11 +106,11 @@ def request_ids(uuids: list[str]) -> dict[str, str]:
 async def test_an_instance_deleted_after_the_draft_is_not_placed(db: Database) -> None:
     uuids = seed(db, hosts=2, instances=2)
     task, now = task_on(db), utcnow()
-    draft = await db.read(lambda c: task.draft(c, uuids, now))
+    draft = await db.read(lambda c: task.draft(SqlBuildStore(c), uuids, now))
     assert draft is not None and set(draft.instances) == set(uuids)
     # The user deletes the first server between the draft and the write transaction.
     await db.write(lambda c: instance_repo.set_task_state(c, [uuids[0]], TaskState.DELETING, now))
-    plan = await db.write(lambda c: task.plan(c, request_ids(uuids), now, draft))
+    plan = await db.write(lambda c: task.plan(SqlBuildStore(c), request_ids(uuids), now, draft))
     assert [p.uuid for p in plan.placements] == [uuids[1]]
     assert plan.skipped == 1
     assert plan.claim_conflicts == 0  # a delete is no lost claim
@@ -119,7 +122,7 @@ async def test_a_host_filled_after_the_draft_is_not_overbooked(db: Database) -> 
     # One host with room for exactly one m1.tiny (512 MiB, ratio 1).
     uuids = seed(db, hosts=1, instances=2, memory_mb=512)
     task, now = task_on(db), utcnow()
-    draft = await db.read(lambda c: task.draft(c, [uuids[0]], now))
+    draft = await db.read(lambda c: task.draft(SqlBuildStore(c), [uuids[0]], now))
     assert draft is not None and draft.decisions[0].host is not None
 
     def another_conductor_claims(connection: Connection) -> None:
@@ -127,7 +130,9 @@ async def test_a_host_filled_after_the_draft_is_not_overbooked(db: Database) -> 
         assert placement.claim(connection, host, [(uuids[1], Resources(1, 512, 1))], now)
 
     await db.write(another_conductor_claims)
-    plan = await db.write(lambda c: task.plan(c, request_ids([uuids[0]]), now, draft))
+    plan = await db.write(
+        lambda c: task.plan(SqlBuildStore(c), request_ids([uuids[0]]), now, draft)
+    )
     # The draft chose the host when it was empty; the claim saw it full and placed again.
     assert plan.placements == []
     assert plan.claim_conflicts == 1  # the draft's claim, lost; the second draw finds no room
@@ -140,7 +145,7 @@ async def test_a_host_filled_after_the_draft_is_not_overbooked(db: Database) -> 
 async def test_a_draft_lost_to_a_generation_change_is_placed_again(db: Database) -> None:
     uuids = seed(db, hosts=1, instances=2)
     task, now = task_on(db), utcnow()
-    draft = await db.read(lambda c: task.draft(c, [uuids[0]], now))
+    draft = await db.read(lambda c: task.draft(SqlBuildStore(c), [uuids[0]], now))
     assert draft is not None
 
     def another_conductor_claims(connection: Connection) -> None:
@@ -148,7 +153,9 @@ async def test_a_draft_lost_to_a_generation_change_is_placed_again(db: Database)
         assert placement.claim(connection, host, [(uuids[1], Resources(1, 512, 1))], now)
 
     await db.write(another_conductor_claims)
-    plan = await db.write(lambda c: task.plan(c, request_ids([uuids[0]]), now, draft))
+    plan = await db.write(
+        lambda c: task.plan(SqlBuildStore(c), request_ids([uuids[0]]), now, draft)
+    )
     assert [p.uuid for p in plan.placements] == [uuids[0]]
     assert plan.claim_conflicts == 1
     generation = await db.read(lambda c: c.execute(select(NODES.c.generation)).scalar_one())
@@ -162,7 +169,7 @@ async def test_server_groups_are_placed_wholly_inside_the_write_transaction(
     spec = StoredSpec(group=str(uuid.uuid4())).to_json()
     await db.write(lambda c: c.execute(update(INSTANCES).values(request_spec=spec)).rowcount)
     task, now = task_on(db), utcnow()
-    assert await db.read(lambda c: task.draft(c, uuids, now)) is None
+    assert await db.read(lambda c: task.draft(SqlBuildStore(c), uuids, now)) is None
 
 
 async def test_a_pass_with_nothing_waiting_does_not_write(db: Database) -> None:

@@ -87,7 +87,7 @@ def count(db: Database, table: object) -> int:
 
 async def test_groups_and_the_default_group(db: Database) -> None:
     changes = RecordedChanges()
-    groups = SecurityGroupUseCases(db, changes)
+    groups = SecurityGroupUseCases(SqlUnitOfWork(db), changes)
     # the default group is made on first use, with Neutron's rules
     (default,) = await groups.list_groups(P1)
     assert (default.name, default.project_id) == ("default", "p1")
@@ -116,7 +116,7 @@ async def test_groups_and_the_default_group(db: Database) -> None:
 
 async def test_rules_and_deletes_in_use(db: Database) -> None:
     changes = RecordedChanges()
-    groups = SecurityGroupUseCases(db, changes)
+    groups = SecurityGroupUseCases(SqlUnitOfWork(db), changes)
     default = await groups.get(P1, "default")
     web = await groups.create(P1, CreateGroupCommand("web"))
     http = await groups.create_rule(P1, CreateRuleCommand(
@@ -173,7 +173,7 @@ async def test_rules_and_deletes_in_use(db: Database) -> None:
 async def test_a_create_gets_its_groups_and_a_delete_releases_them(
     db: Database, creates: CreateServers
 ) -> None:
-    groups = SecurityGroupUseCases(db, RecordedChanges())
+    groups = SecurityGroupUseCases(SqlUnitOfWork(db), RecordedChanges())
     web = await groups.create(P1, CreateGroupCommand("web"))
     plain = await server(creates, "plain")  # no groups asked: default
     both = await server(creates, "both", security_groups=["default", web.id, "web"])
@@ -197,7 +197,7 @@ async def test_a_create_gets_its_groups_and_a_delete_releases_them(
 
 async def test_add_and_remove_a_servers_group(db: Database, creates: CreateServers) -> None:
     changes = RecordedChanges()
-    groups = SecurityGroupUseCases(db, changes)
+    groups = SecurityGroupUseCases(SqlUnitOfWork(db), changes)
     web = await groups.create(P1, CreateGroupCommand("web"))
     uuid = await server(creates, "s")
     mine_elsewhere = await server(creates, "t", P2)
@@ -250,8 +250,8 @@ def by_rule(rules: Sequence[SecurityGroupRule]) -> dict[str, SecurityGroupRule]:
 async def test_rules_for_instances_resolve_remote_groups_to_member_addresses(
     db: Database, creates: CreateServers
 ) -> None:
-    await NetworkUseCases(db).create(P1, CreateNetworkCommand("lan", "10.70.0.0/24"))
-    groups = SecurityGroupUseCases(db, RecordedChanges())
+    await NetworkUseCases(SqlUnitOfWork(db)).create(P1, CreateNetworkCommand("lan", "10.70.0.0/24"))
+    groups = SecurityGroupUseCases(SqlUnitOfWork(db), RecordedChanges())
     web = await groups.create(P1, CreateGroupCommand("web"))
     lonely = await groups.create(P1, CreateGroupCommand("lonely"))
     a = await server(creates, "a", networks=["lan", "lan"])  # two ports
@@ -311,7 +311,7 @@ async def test_a_group_deleted_while_servers_join_it_leaves_no_orphan(postgres_u
     dbs = [Database(postgres_url), Database(postgres_url)]
     creator = CreateServers(SqlUnitOfWork(dbs[0]), NoCasts(), quota_defaults=UNLIMITED, max_batch=4)
     creator.start()
-    deleter = SecurityGroupUseCases(dbs[1], RecordedChanges())
+    deleter = SecurityGroupUseCases(SqlUnitOfWork(dbs[1]), RecordedChanges())
     try:
         for round_ in range(6):
             name = f"racy-{round_}"

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from services.common.db.actions import EventRecord
-from services.common.db.instances import FaultRecord, Placement
 from services.common.domain import (
     HostState,
     Image,
@@ -19,7 +17,9 @@ from services.common.domain import (
     TaskState,
     VmState,
 )
+from services.common.records import EventRecord, Placement
 from services.common.request_spec import StoredSpec
+from services.common.stores import FaultRecord
 
 T = TypeVar("T")
 

@@ -18,14 +18,6 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 from uuid import uuid4
 
-from services.common.db.actions import NewAction
-from services.common.db.groups import ServerGroup
-from services.common.db.idempotency import KeyedCreate
-from services.common.db.keypairs import Keypair, parse_public_key
-from services.common.db.networks import NewNetwork, NewPort
-from services.common.db.placement import NodeView
-from services.common.db.quotas import DEFAULTS, Usage
-from services.common.db.security_groups import DEFAULT_DESCRIPTION, DEFAULT_NAME, SecurityGroup
 from services.common.domain import (
     ComputeNodeReport,
     Flavor,
@@ -42,6 +34,23 @@ from services.common.domain import (
 )
 from services.common.errors import InvalidArgument
 from services.common.networking import Network
+from services.common.public_keys import parse_public_key
+from services.common.records import (
+    DEFAULT_SECURITY_GROUP_DESCRIPTION as DEFAULT_DESCRIPTION,
+)
+from services.common.records import DEFAULT_SECURITY_GROUP_NAME as DEFAULT_NAME
+from services.common.records import QUOTA_DEFAULTS as DEFAULTS
+from services.common.records import (
+    KeyedCreate,
+    Keypair,
+    NewAction,
+    NewNetwork,
+    NewPort,
+    NodeView,
+    SecurityGroup,
+    ServerGroup,
+    Usage,
+)
 from services.common.stores import FaultRecord, Findings, UnfinishedCutoffs, WatchScope
 
 T = TypeVar("T")
@@ -634,6 +643,22 @@ class FakeNetworks:
 
     def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]:
         return [(n.name, n.cidr) for n in self._db.networks.values() if n.project_id == project_id]
+
+    def list_networks(self, *, project_id: str | None) -> list[Network]:
+        return sorted(
+            (
+                n
+                for n in self._db.networks.values()
+                if project_id is None or n.project_id == project_id or n.shared
+            ),
+            key=lambda n: (n.created_at, n.id),
+        )
+
+    def ports_on(self, network_id: str) -> int:
+        return sum(1 for p in self._db.ports if p.network_id == network_id)
+
+    def delete(self, network_id: str) -> bool:
+        return self._db.networks.pop(network_id, None) is not None
 
     def create(self, new: NewNetwork, now: datetime) -> Network | None:
         if any(

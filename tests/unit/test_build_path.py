@@ -7,13 +7,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from services.common.batching import Batcher
 from services.common.builds import BuildSpec
-from services.common.db.engine import Database
 from services.common.domain import (
     Flavor,
     HostState,
@@ -311,8 +310,8 @@ async def test_linger_lets_items_cast_close_behind_the_first_join_its_batch() ->
 
 def build_task(store: FakeBuildStore, computes: Computes, **kwargs: Any) -> BuildTask:
     return BuildTask(
-        cast(Database, None), computes, scheduler(), service_down_time=DOWN,
-        stores=FakeTransactions(store, **kwargs), reschedule=Rescheduler(),
+        FakeTransactions(store, **kwargs), computes, scheduler(), service_down_time=DOWN,
+        reschedule=Rescheduler(),
     )  # fmt: skip
 
 

@@ -14,8 +14,6 @@ import pytest
 
 from services.api.context import RequestContext
 from services.api.create import CreateServerCommand, CreateServerResult, CreateServers, validate
-from services.common.db.groups import ServerGroup
-from services.common.db.keypairs import Keypair
 from services.common.domain import Flavor, Image, TaskState, VmState, utcnow
 from services.common.errors import (
     DomainError,
@@ -26,6 +24,7 @@ from services.common.errors import (
 )
 from services.common.ipam import NetworkFull
 from services.common.networking import Network
+from services.common.records import Keypair, ServerGroup
 from tests.support.fake_stores import FakeNode, FakeTransaction, FakeUnitOfWork
 from tests.support.keys import ed25519_public_key
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, and_, bindparam, func, select, update
@@ -12,6 +11,10 @@ from sqlalchemy import Connection, and_, bindparam, func, select, update
 from services.common import instance_actions
 from services.common.db.models import ACTION_EVENTS, ACTIONS
 from services.common.instance_actions import ActionEventName, ActionName, ActionResult
+from services.common.records import Action as Action  # noqa: PLC0414
+from services.common.records import ActionEvent as ActionEvent  # noqa: PLC0414
+from services.common.records import EventRecord as EventRecord  # noqa: PLC0414
+from services.common.records import NewAction as NewAction  # noqa: PLC0414
 
 # The names as this module's callers have always spelt them (the Enums' members).
 CREATE = ActionName.CREATE
@@ -27,49 +30,6 @@ ERROR = ActionResult.ERROR
 POWER_ACTIONS = instance_actions.POWER_ACTIONS
 ACTION_OF = instance_actions.ACTION_OF
 DETAILS_MAX = 4000
-
-
-@dataclass(frozen=True, slots=True)
-class NewAction:
-    instance_uuid: str
-    action: ActionName
-    request_id: str
-    project_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """An event to add, or (``finish_only``) the open event of that name and host to close."""
-
-    instance_uuid: str
-    action: ActionName
-    event: ActionEventName
-    host: str | None
-    result: ActionResult | None = None
-    details: str = ""
-    finish: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ActionEvent:
-    event: str
-    host: str | None
-    start_time: datetime
-    finish_time: datetime | None
-    result: str | None
-    details: str
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    instance_uuid: str
-    action: str
-    request_id: str
-    project_id: str
-    start_time: datetime
-    finish_time: datetime | None
-    message: str | None
-    events: tuple[ActionEvent, ...]
 
 
 def start_actions(connection: Connection, actions: Sequence[NewAction], now: datetime) -> None:

@@ -9,10 +9,20 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection
 
-from services.common.db import actions, catalog, groups, placement
+from services.common.db import actions, catalog, groups, guest_ready, placement
 from services.common.db import instances as instance_repo
-from services.common.domain import GroupPolicy, HostState, Image, Instance, Resources
+from services.common.domain import (
+    GroupPolicy,
+    HostState,
+    Image,
+    Instance,
+    PowerState,
+    Resources,
+    TaskState,
+    VmState,
+)
 from services.common.instance_actions import ActionName
+from services.common.request_spec import StoredSpec
 
 T = TypeVar("T")
 
@@ -74,6 +84,55 @@ class SqlBuildStore:
         actions.finish_actions(self._c, uuids, action, now, message=message)
 
 
+class SqlEventStore(SqlBuildStore):
+    """``EventStore`` (services/conductor/build_path/ports.py) on one connection."""
+
+    def set_task_state(
+        self, uuids: Sequence[str], task_state: TaskState | None, now: datetime
+    ) -> None:
+        instance_repo.set_task_state(self._c, uuids, task_state, now)
+
+    def mark_active(self, launched: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
+        instance_repo.mark_active(self._c, launched, now)
+
+    def set_power_states(self, states: Sequence[tuple[str, PowerState]], now: datetime) -> None:
+        instance_repo.set_power_states(self._c, states, now)
+
+    def mark_deleted(self, uuids: Sequence[str], now: datetime) -> None:
+        instance_repo.mark_deleted(self._c, uuids, now)
+
+    def settle_power_action(
+        self,
+        uuids: Sequence[str],
+        vm_state: VmState | None,
+        power: PowerState | None,
+        now: datetime,
+    ) -> None:
+        instance_repo.settle_power_action(self._c, uuids, vm_state, power, now)
+
+    def move_build(
+        self, uuid: str, *, host: str, node: str, spec: StoredSpec, now: datetime
+    ) -> None:
+        instance_repo.move_build(self._c, uuid, host=host, node=node, spec=spec, now=now)
+
+    def note_build_results(self, *, failed_on: Sequence[str], succeeded_on: Sequence[str]) -> None:
+        placement.note_build_results(self._c, failed_on=failed_on, succeeded_on=succeeded_on)
+
+    def claim(
+        self, host: HostState, requests: Sequence[tuple[str, Resources]], now: datetime
+    ) -> bool:
+        return placement.claim(self._c, host, requests, now)
+
+    def finish_events(self, events: Sequence[actions.EventRecord], now: datetime) -> None:
+        actions.finish_events(self._c, events, now)
+
+    def clear_ready(self, uuids: Sequence[str], now: datetime) -> None:
+        guest_ready.clear_ready(self._c, uuids, now)
+
+    def mark_ready(self, reports: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
+        guest_ready.mark_ready(self._c, reports, now)
+
+
 class _Database(Protocol):
     async def read(self, work: Callable[[Connection], Any]) -> Any: ...
 
@@ -92,4 +151,15 @@ class SqlBuildTransactions:
 
     async def write(self, work: Callable[[SqlBuildStore], T]) -> T:
         result: T = await self._db.write(lambda c: work(SqlBuildStore(c)))
+        return result
+
+
+class SqlEventTransactions:
+    """Opens a SqlEventStore per write transaction of the Database (its retries included)."""
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+
+    async def write(self, work: Callable[[SqlEventStore], T]) -> T:
+        result: T = await self._db.write(lambda c: work(SqlEventStore(c)))
         return result

@@ -5,23 +5,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, func, select
 
 from services.common.db.models import GROUP_MEMBERS, INSTANCES, SERVER_GROUPS
 from services.common.domain import GroupPolicy, VmState
-
-
-@dataclass(frozen=True, slots=True)
-class ServerGroup:
-    uuid: str
-    name: str
-    project_id: str
-    policy: GroupPolicy
-    created_at: datetime
-    members: tuple[str, ...] = ()
+from services.common.records import ServerGroup as ServerGroup  # noqa: PLC0414
 
 
 def create_group(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, select
@@ -11,12 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.common.db.models import CREATE_REQUESTS
-
-
-@dataclass(frozen=True, slots=True)
-class KeyedCreate:
-    reservation_id: str
-    server_ids: tuple[str, ...]
+from services.common.records import KeyedCreate as KeyedCreate  # noqa: PLC0414
 
 
 def find(

@@ -7,7 +7,6 @@ change, whatever the number of instances.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +26,7 @@ from services.common.domain import (
     VmState,
 )
 from services.common.networking import PortSpec
+from services.common.records import Placement as Placement  # noqa: PLC0414
 from services.common.request_spec import StoredSpec
 
 # Re-exported (the build path names it here); it is defined with the ports use cases see.
@@ -262,14 +262,6 @@ def still_scheduling(connection: Connection, uuids: Sequence[str]) -> set[str]:
     if not uuids:
         return set()
     return {uuid for (uuid,) in connection.execute(_STILL_SCHEDULING, {"uuids": list(uuids)})}
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    uuid: str
-    host: str
-    node: str
-    request_spec: StoredSpec | None = None
 
 
 def mark_placed(connection: Connection, placements: Sequence[Placement], now: datetime) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -14,32 +13,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.db.models import EXTERNAL_ADDRESSES, NETWORKS, PORTS
 from services.common.networking import Network, NetworkSpec, PortSpec, SubnetSpec
+from services.common.records import NewNetwork as NewNetwork  # noqa: PLC0414
+from services.common.records import NewPort as NewPort  # noqa: PLC0414
 
 # VNIs are 24 bits; 0 is reserved.
 MAX_SEGMENTATION_ID = 2**24 - 1
 _VNI_ATTEMPTS = 20
-
-
-@dataclass(frozen=True, slots=True)
-class NewNetwork:
-    project_id: str
-    name: str
-    cidr: IPv4Network
-    gateway: IPv4Address | None
-    dns_servers: tuple[IPv4Address, ...]
-    allocation_pools: tuple[tuple[IPv4Address, IPv4Address], ...]
-    shared: bool = False
-    is_default: bool = False
-    mtu: int = 1500
-
-
-@dataclass(frozen=True, slots=True)
-class NewPort:
-    instance_uuid: str
-    network_id: str
-    device_index: int
-    mac: str
-    fixed_ip: IPv4Address
 
 
 def network_from_row(m: RowMapping) -> Network:

@@ -12,13 +12,13 @@ against the older, fuller picture is still safe.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 
 from services.common.db.models import ALLOCATIONS, NODES
 from services.common.domain import ZERO, ComputeNodeReport, HostState, Resources
+from services.common.records import NodeView as NodeView  # noqa: PLC0414
 
 
 def upsert_compute_node(
@@ -309,15 +309,6 @@ _RESET_FAILED_BUILDS = (
     .where(NODES.c.host.in_(bindparam("hosts", expanding=True)), NODES.c.failed_builds > 0)
     .values(failed_builds=0)
 )
-
-
-@dataclass(frozen=True, slots=True)
-class NodeView:
-    """A compute node as an operator sees it (os-services + os-hypervisors)."""
-
-    state: HostState
-    disabled_reason: str | None
-    last_heartbeat: datetime
 
 
 def list_nodes(

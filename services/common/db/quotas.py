@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import Connection, bindparam, func, select
 
 from services.common.db.models import INSTANCES, QUOTAS
 from services.common.domain import VmState
+from services.common.records import QUOTA_DEFAULTS, QUOTA_RESOURCES, QUOTA_UNLIMITED
+from services.common.records import Usage as Usage  # noqa: PLC0414
 
-RESOURCES = ("instances", "cores", "ram")
-# Nova's defaults: 10 instances, 20 cores, 50 GiB of RAM.
-DEFAULTS = {"instances": 10, "cores": 20, "ram": 51200}
-UNLIMITED = -1
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    instances: int
-    cores: int
-    ram: int
-
-    def get(self, resource: str) -> int:
-        value: int = getattr(self, resource)
-        return value
+RESOURCES = QUOTA_RESOURCES
+DEFAULTS = QUOTA_DEFAULTS
+UNLIMITED = QUOTA_UNLIMITED
 
 
 # Built once: every create reads its project's limits (and usage, when it has any).

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -22,45 +21,16 @@ from services.common.db.models import (
 )
 from services.common.domain import VmState
 from services.common.networking import Direction, IpProtocol, SecurityGroupRule
+from services.common.records import (
+    DEFAULT_SECURITY_GROUP_DESCRIPTION,
+    DEFAULT_SECURITY_GROUP_NAME,
+)
+from services.common.records import GroupRule as GroupRule  # noqa: PLC0414
+from services.common.records import NewRule as NewRule  # noqa: PLC0414
+from services.common.records import SecurityGroup as SecurityGroup  # noqa: PLC0414
 
-DEFAULT_NAME = "default"
-DEFAULT_DESCRIPTION = "Default security group"
-
-
-@dataclass(frozen=True, slots=True)
-class GroupRule:
-    """A rule as stored and shown: its remote is a CIDR, a group, or neither (any)."""
-
-    id: str
-    group_id: str
-    direction: Direction
-    protocol: IpProtocol
-    port_min: int | None
-    port_max: int | None
-    remote_cidr: IPv4Network | None
-    remote_group_id: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SecurityGroup:
-    id: str
-    project_id: str
-    name: str
-    description: str
-    created_at: datetime
-    rules: tuple[GroupRule, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class NewRule:
-    group_id: str
-    direction: Direction
-    protocol: IpProtocol = IpProtocol.ANY
-    port_min: int | None = None
-    port_max: int | None = None
-    remote_cidr: IPv4Network | None = None
-    remote_group_id: str | None = None
+DEFAULT_NAME = DEFAULT_SECURITY_GROUP_NAME
+DEFAULT_DESCRIPTION = DEFAULT_SECURITY_GROUP_DESCRIPTION
 
 
 def _rule_from_row(m: RowMapping) -> GroupRule:

@@ -4,8 +4,6 @@ and tags for it), whatever the filters, stable under concurrent inserts."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, Select, and_, exists, or_, select
@@ -14,33 +12,12 @@ from services.common.db.instances import with_details
 from services.common.db.models import INSTANCE_TAGS, INSTANCES
 from services.common.domain import Instance, VmState
 from services.common.pacing import unpaced
+from services.common.records import Cursor as Cursor  # noqa: PLC0414
+from services.common.records import ServerFilter as ServerFilter  # noqa: PLC0414
 
 # Rows fetched (each decoded: JSON columns, timestamps) between two pacing checkpoints.
 PACE_ROWS = 50
 DETAIL_ROWS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class ServerFilter:
-    project_id: str | None
-    reservation_id: str | None = None
-    name_regex: str | None = None
-    vm_states: tuple[VmState, ...] = ()
-    flavor_ids: tuple[str, ...] = ()
-    image_id: str | None = None
-    tags: tuple[str, ...] = ()
-    changes_since: datetime | None = None
-    host: str | None = None
-    include_deleted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """The last row of a page: the next page starts strictly after it. The server's uuid, not
-    its row id, breaks ties: page tokens carry the cursor and show no internal ids."""
-
-    created_at: datetime
-    uuid: str
 
 
 def search(

@@ -23,6 +23,7 @@ from services.common.db import (
     keypairs,
     placement,
     quotas,
+    server_search,
     watch_resume,
 )
 from services.common.db import instances as instance_repo
@@ -307,6 +308,26 @@ class SqlActions:
     ) -> None:
         action_repo.finish_actions(self._c, uuids, action, now, message=message)
 
+    def list_actions(self, instance_uuid: str) -> list[action_repo.Action]:
+        return action_repo.list_actions(self._c, instance_uuid)
+
+
+class SqlServerSearch:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def search(
+        self,
+        filters: server_search.ServerFilter,
+        *,
+        limit: int,
+        after: server_search.Cursor | None = None,
+        checkpoint: Callable[[], None],
+    ) -> tuple[list[Instance], server_search.Cursor | None]:
+        return server_search.search(
+            self._c, filters, limit=limit, after=after, checkpoint=checkpoint
+        )
+
 
 class SqlCatalog:
     def __init__(self, connection: Connection) -> None:
@@ -444,6 +465,15 @@ class SqlNetworks:
     def project_cidrs(self, project_id: str) -> list[tuple[str, IPv4Network]]:
         return network_repo.project_cidrs(self._c, project_id)
 
+    def list_networks(self, *, project_id: str | None) -> list[Network]:
+        return network_repo.list_networks(self._c, project_id=project_id)
+
+    def ports_on(self, network_id: str) -> int:
+        return network_repo.ports_on(self._c, network_id)
+
+    def delete(self, network_id: str) -> bool:
+        return network_repo.delete_network(self._c, network_id)
+
     def create(self, new: network_repo.NewNetwork, now: datetime) -> Network | None:
         return network_repo.create_network(self._c, new, now)
 
@@ -478,6 +508,63 @@ class SqlSecurityGroups:
     def add_memberships(self, pairs: Iterable[tuple[str, str]]) -> None:
         security_group_repo.add_memberships(self._c, pairs)
 
+    def create(
+        self, *, project_id: str, name: str, description: str, now: datetime
+    ) -> security_group_repo.SecurityGroup | None:
+        return security_group_repo.create_group(
+            self._c, project_id=project_id, name=name, description=description, now=now
+        )
+
+    def get_group(self, group_id: str) -> security_group_repo.SecurityGroup | None:
+        return security_group_repo.get_group(self._c, group_id)
+
+    def list_groups(self, *, project_id: str | None) -> list[security_group_repo.SecurityGroup]:
+        return security_group_repo.list_groups(self._c, project_id=project_id)
+
+    def lock_for_delete(self, group_id: str) -> bool:
+        return security_group_repo.lock_for_delete(self._c, group_id)
+
+    def servers_using(self, group_id: str) -> int:
+        return security_group_repo.servers_using(self._c, group_id)
+
+    def groups_referring_to(self, group_id: str) -> list[str]:
+        return security_group_repo.groups_referring_to(self._c, group_id)
+
+    def delete(self, group_id: str) -> None:
+        security_group_repo.delete_group(self._c, group_id)
+
+    def same_rule(self, new: security_group_repo.NewRule) -> security_group_repo.GroupRule | None:
+        return security_group_repo.same_rule(self._c, new)
+
+    def insert_rule(
+        self, new: security_group_repo.NewRule, now: datetime
+    ) -> security_group_repo.GroupRule:
+        return security_group_repo.insert_rule(self._c, new, now)
+
+    def get_rule(self, rule_id: str) -> security_group_repo.GroupRule | None:
+        return security_group_repo.get_rule(self._c, rule_id)
+
+    def delete_rule(self, rule_id: str) -> bool:
+        return security_group_repo.delete_rule(self._c, rule_id)
+
+    def lock_server(self, server_id: str, *, project_id: str | None) -> str | None:
+        query = select(INSTANCES.c.project_id).where(
+            INSTANCES.c.uuid == server_id, INSTANCES.c.vm_state != VmState.DELETED.value
+        )
+        if project_id is not None:
+            query = query.where(INSTANCES.c.project_id == project_id)
+        row = self._c.execute(query.with_for_update()).first()
+        return None if row is None else str(row.project_id)
+
+    def group_ids_of(self, instance_uuid: str) -> list[str]:
+        return security_group_repo.group_ids_of(self._c, instance_uuid)
+
+    def remove_membership(self, instance_uuid: str, group_id: str) -> bool:
+        return security_group_repo.remove_membership(self._c, instance_uuid, group_id)
+
+    def set_shown_names(self, instance_uuid: str, now: datetime) -> None:
+        security_group_repo.set_shown_names(self._c, instance_uuid, now)
+
     def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:
         return security_group_repo.instances_affected_by_groups(self._c, group_ids)
 
@@ -491,6 +578,7 @@ class SqlTransaction:
         self.nodes = SqlNodes(connection)
         self.allocations = SqlAllocations(connection)
         self.actions = SqlActions(connection)
+        self.server_search = SqlServerSearch(connection)
         self.catalog = SqlCatalog(connection)
         self.server_groups = SqlServerGroups(connection)
         self.keypairs = SqlKeypairs(connection)

@@ -4,8 +4,8 @@ leaves it as a PeerFailed (HostUnreachable, PeerRefused): callers see no status 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from services.common.builds import BuildAck as BuildAck  # noqa: PLC0414
 from services.common.builds import BuildSpec
 from services.common.context import request_metadata
 from services.common.domain import PowerAction
@@ -55,12 +55,6 @@ def build_to_proto(build: BuildSpec) -> compute_pb2.InstanceBuild:
         ephemeral_disks_gb=list(build.ephemeral_gb),
         ports=[port_to_proto(p) for p in build.ports],
     )
-
-
-@dataclass(frozen=True, slots=True)
-class BuildAck:
-    queued: int
-    duplicates: list[str]
 
 
 class ComputeClient:

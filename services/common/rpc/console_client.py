@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 
+from services.common.consoles import ConsoleText as ConsoleText  # noqa: PLC0414
 from services.common.context import request_metadata
 from services.common.errors import Aborted, DomainError, InvalidArgument, Unavailable, WrongState
 from services.common.generated.novagrpc.internal.v1 import (
@@ -19,12 +19,6 @@ from services.common.generated.novagrpc.internal.v1 import (
     compute_console_pb2_grpc as pb_grpc,
 )
 from services.common.rpc.channels import ChannelPool
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleText:
-    output: bytes
-    truncated: bool
 
 
 def domain_error(exc: grpc.aio.AioRpcError) -> DomainError:

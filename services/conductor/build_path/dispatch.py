@@ -14,10 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from services.common.builds import BuildSpec
+from services.common.builds import BuildAck, BuildSpec
 from services.common.domain import InstanceEvent, InstanceEventKind, utcnow
 from services.common.errors import PeerFailed
-from services.common.rpc.compute_client import BuildAck
 from services.conductor.build_path.factory import RecentPasswords
 from services.conductor.build_path.types import HostBuilds
 

@@ -20,8 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from services.common.db import actions
-from services.common.db import instances as instance_repo
 from services.common.domain import (
     GroupPolicy,
     HostState,
@@ -32,7 +30,10 @@ from services.common.domain import (
     VmState,
     utcnow,
 )
+from services.common.instance_actions import ActionEventName, ActionName, ActionResult
+from services.common.records import EventRecord, Placement
 from services.common.request_spec import StoredSpec
+from services.common.stores import FaultRecord
 from services.conductor.build_path.factory import RecentPasswords, build_spec
 from services.conductor.build_path.ports import BuildStore, BuildTransactions
 from services.conductor.build_path.types import (
@@ -273,9 +274,7 @@ class PlacementPass:
         image = batch.images.get(instance.image_id)
         if image is None:
             batch.plan.failed.append(
-                instance_repo.FaultRecord(
-                    instance.uuid, 400, f"image {instance.image_id} no longer exists"
-                )
+                FaultRecord(instance.uuid, 400, f"image {instance.image_id} no longer exists")
             )
             return False
         stored = replace(
@@ -283,7 +282,7 @@ class PlacementPass:
         )
         batch.stored[instance.uuid] = stored
         batch.plan.placements.append(
-            instance_repo.Placement(instance.uuid, host.host, host.hypervisor_hostname, stored)
+            Placement(instance.uuid, host.host, host.hypervisor_hostname, stored)
         )
         entry = batch.plan.by_host.setdefault(host.host, HostBuilds(host))
         entry.builds.append(
@@ -299,7 +298,7 @@ class PlacementPass:
 
 def _fail(batch: _Batch, uuid: str, rejected: dict[str, int], host_count: int) -> None:
     message, details = no_valid_host_message(rejected, host_count)
-    batch.plan.failed.append(instance_repo.FaultRecord(uuid, 500, message, details))
+    batch.plan.failed.append(FaultRecord(uuid, 500, message, details))
 
 
 def _enforce_min_count(batch: _Batch) -> None:
@@ -324,23 +323,23 @@ def _enforce_min_count(batch: _Batch) -> None:
             f"{NO_VALID_HOST}: only {fitted} of the {wanted} servers required "
             f"(min_count) fit, so none of reservation {reservation} is built"
         )
-        plan.failed.extend(instance_repo.FaultRecord(u, 500, message) for u in uuids)
+        plan.failed.extend(FaultRecord(u, 500, message) for u in uuids)
 
 
 def _record_actions(batch: _Batch) -> None:
     events = [
-        actions.EventRecord(p.uuid, actions.CREATE, actions.CONDUCTOR_SCHEDULE, None,
-                            actions.SUCCESS, f"host {p.host}")
+        EventRecord(p.uuid, ActionName.CREATE, ActionEventName.CONDUCTOR_SCHEDULE, None,
+                            ActionResult.SUCCESS, f"host {p.host}")
         for p in batch.plan.placements
     ] + [
-        actions.EventRecord(f.uuid, actions.CREATE, actions.CONDUCTOR_SCHEDULE, None,
-                            actions.ERROR, f"{f.message} ({f.details})")
+        EventRecord(f.uuid, ActionName.CREATE, ActionEventName.CONDUCTOR_SCHEDULE, None,
+                            ActionResult.ERROR, f"{f.message} ({f.details})")
         for f in batch.plan.failed
     ] + [
-        actions.EventRecord(p.uuid, actions.CREATE, actions.COMPUTE_BUILD_AND_RUN, p.host,
+        EventRecord(p.uuid, ActionName.CREATE, ActionEventName.COMPUTE_BUILD_AND_RUN, p.host,
                             finish=False)
         for p in batch.plan.placements
     ]  # fmt: skip
     batch.store.add_events(events, batch.now)
     failed = [f.uuid for f in batch.plan.failed]
-    batch.store.finish_actions(failed, actions.CREATE, batch.now, message=NO_VALID_HOST)
+    batch.store.finish_actions(failed, ActionName.CREATE, batch.now, message=NO_VALID_HOST)

@@ -8,10 +8,20 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from services.common.db.actions import EventRecord
-from services.common.db.instances import FaultRecord, Placement
-from services.common.domain import GroupPolicy, HostState, Image, Instance, Resources
+from services.common.domain import (
+    GroupPolicy,
+    HostState,
+    Image,
+    Instance,
+    PowerState,
+    Resources,
+    TaskState,
+    VmState,
+)
 from services.common.instance_actions import ActionName
+from services.common.records import EventRecord, Placement
+from services.common.request_spec import StoredSpec
+from services.common.stores import FaultRecord
 
 T = TypeVar("T")
 
@@ -66,4 +76,58 @@ class BuildTransactions(Protocol):
         """``work`` on a read snapshot (no write lock held)."""
 
     async def write(self, work: Callable[[BuildStore], T]) -> T:
+        """``work`` in one write transaction, retried whole on a transient failure."""
+
+
+class EventStore(BuildStore, Protocol):
+    """What applying compute's reports needs beyond the build path (conductor/events.py and
+    conductor/reschedule.py), bound to one transaction. Each guarded as its SQL twin in
+    services/common/db says."""
+
+    def set_task_state(
+        self, uuids: Sequence[str], task_state: TaskState | None, now: datetime
+    ) -> None:
+        """Only instances still BUILDING change."""
+
+    def mark_active(self, launched: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
+        """(uuid, host, launched_at) for each instance whose domain runs."""
+
+    def set_power_states(self, states: Sequence[tuple[str, PowerState]], now: datetime) -> None: ...
+
+    def mark_deleted(self, uuids: Sequence[str], now: datetime) -> None:
+        """DELETED, with the ports and security-group memberships released."""
+
+    def settle_power_action(
+        self,
+        uuids: Sequence[str],
+        vm_state: VmState | None,
+        power: PowerState | None,
+        now: datetime,
+    ) -> None:
+        """End a power task: the new states when it succeeded (None: leave them)."""
+
+    def move_build(
+        self, uuid: str, *, host: str, node: str, spec: StoredSpec, now: datetime
+    ) -> None:
+        """A rescheduled build: same instance, next host (still building)."""
+
+    def note_build_results(self, *, failed_on: Sequence[str], succeeded_on: Sequence[str]) -> None:
+        """Count failed builds per host; a success resets the count."""
+
+    def claim(
+        self, host: HostState, requests: Sequence[tuple[str, Resources]], now: datetime
+    ) -> bool:
+        """Allocate on ``host`` if its generation is still the one seen (False: taken)."""
+
+    def finish_events(self, events: Sequence[EventRecord], now: datetime) -> None:
+        """Close the open event of each (instance, event, host) with its result."""
+
+    def clear_ready(self, uuids: Sequence[str], now: datetime) -> None: ...
+
+    def mark_ready(self, reports: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
+        """(uuid, host, when) for each guest that said it is up."""
+
+
+class EventTransactions(Protocol):
+    async def write(self, work: Callable[[EventStore], T]) -> T:
         """``work`` in one write transaction, retried whole on a transient failure."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.common.builds import BuildSpec
-from services.common.db import instances as instance_repo
 from services.common.domain import HostState
+from services.common.records import Placement
+from services.common.stores import FaultRecord
 
 NO_VALID_HOST = "No valid host was found"
 
@@ -34,8 +35,8 @@ class BatchPlan:
     """What one placement pass decided and recorded."""
 
     by_host: dict[str, HostBuilds] = field(default_factory=dict)
-    failed: list[instance_repo.FaultRecord] = field(default_factory=list)
-    placements: list[instance_repo.Placement] = field(default_factory=list)
+    failed: list[FaultRecord] = field(default_factory=list)
+    placements: list[Placement] = field(default_factory=list)
     skipped: int = 0
     # claims whose host's generation moved under them (another conductor claimed there first;
     # placed again on fresh host states): what scale-out costs, counted (make bench)
