@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Protocol
 
 from sqlalchemy import Connection
@@ -15,10 +14,10 @@ from services.api import validation
 from services.api.context import RequestContext, require_admin
 from services.api.networks import (
     NetworkUsage,
-    _check_pools,
     _usage,
     check_cidr,
-    parse_address,
+    check_gateway,
+    check_pools,
     resolve_network,
 )
 from services.common import ipam
@@ -66,19 +65,12 @@ class CreateExternalNetworkCommand:
 def new_external_from(command: CreateExternalNetworkCommand) -> external_repo.NewExternalNetwork:
     name = validation.check_name("name", command.name)
     cidr = check_cidr("cidr", command.cidr)
-    gateway: IPv4Address | None
-    if command.gateway_ip.strip().lower() == "none":
-        gateway = None
-    elif command.gateway_ip:
-        gateway = parse_address("gateway_ip", command.gateway_ip)
-        ipam.check_fixed_ip("gateway_ip", gateway, cidr=cidr, gateway=None)
-    else:
-        gateway = cidr.network_address + 1
+    gateway = check_gateway("gateway_ip", command.gateway_ip, cidr)
     if not command.allocation_pools:
         # floating and host gateway addresses come from the pool; the rest of the subnet
         # belongs to whatever else lives on the external network
         raise InvalidArgument("allocation_pools", "an external network needs at least one pool")
-    pools = _check_pools(command.allocation_pools, cidr, gateway)
+    pools = check_pools(command.allocation_pools, cidr, gateway)
     if not _IFNAME.match(command.bridge or ""):
         raise InvalidArgument(
             "bridge", "must be an interface name: 1 to 15 letters, digits, '-', '_' or '.'"

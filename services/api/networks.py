@@ -70,6 +70,18 @@ def check_cidr(field: str, text: str) -> IPv4Network:
     return cidr
 
 
+def check_gateway(field: str, text: str, cidr: IPv4Network) -> IPv4Address | None:
+    """The subnet's gateway: "none" for none, empty for the first host address (as
+    Neutron), else that host address of the subnet."""
+    if text.strip().lower() == "none":
+        return None
+    if not text:
+        return cidr.network_address + 1
+    gateway = parse_address(field, text)
+    ipam.check_fixed_ip(field, gateway, cidr=cidr, gateway=None)
+    return gateway
+
+
 def new_network_from(command: CreateNetworkCommand, context: RequestContext) -> NewNetwork:
     """Everything about a new network that needs no database, each rejection naming its
     field."""
@@ -79,25 +91,18 @@ def new_network_from(command: CreateNetworkCommand, context: RequestContext) -> 
     if command.shared:
         require_admin(context, "shared: sharing a network")
     cidr = check_cidr("cidr", command.cidr)
-    gateway: IPv4Address | None
-    if command.gateway_ip.strip().lower() == "none":
-        gateway = None
-    elif command.gateway_ip:
-        gateway = parse_address("gateway_ip", command.gateway_ip)
-        ipam.check_fixed_ip("gateway_ip", gateway, cidr=cidr, gateway=None)
-    else:
-        gateway = cidr.network_address + 1
+    gateway = check_gateway("gateway_ip", command.gateway_ip, cidr)
     if len(command.dns_nameservers) > DNS_SERVERS_MAX:
         raise InvalidArgument("dns_nameservers", f"at most {DNS_SERVERS_MAX}")
     dns = tuple(parse_address("dns_nameservers", a) for a in command.dns_nameservers)
-    pools = _check_pools(command.allocation_pools, cidr, gateway)
+    pools = check_pools(command.allocation_pools, cidr, gateway)
     return NewNetwork(
         project_id=context.project_id, name=name, cidr=cidr, gateway=gateway,
         dns_servers=dns, allocation_pools=pools, shared=command.shared,
     )  # fmt: skip
 
 
-def _check_pools(
+def check_pools(
     given: Sequence[tuple[str, str]], cidr: IPv4Network, gateway: IPv4Address | None
 ) -> tuple[ipam.Pool, ...]:
     if not given:
