@@ -3,12 +3,14 @@ other (never to the machine's own interfaces)."""
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 
 def run_in(namespace: str, *command: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -54,10 +56,16 @@ def attach(host: str | None, bridge: str, host_end: str, guest: str, *, mac: str
 
 
 def detach(host_end: str) -> None:
-    """Remove a veth of the machine's own namespace (its peer goes with it)."""
+    """Remove a veth of the machine's own namespace (its peer goes with it). Gone already is
+    fine: deleting the peer's namespace removes the pair, and the kernel does that after
+    ``ip netns del`` returns, so the link may vanish between the lookup and the delete."""
     with IPRoute() as ip:
         for index in ip.link_lookup(ifname=host_end):
-            ip.link("del", index=index)
+            try:
+                ip.link("del", index=index)
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
 
 
 def set_address(guest: str, old: str, new: str) -> None:
