@@ -62,7 +62,7 @@ class FloatingIPUseCases:
                 field="floating_ip_address" if requested else "external_network_id",
             )  # fmt: skip
             floating_id = external_repo.insert_floating(
-                connection, external.id, taken, context.project_id, utcnow()
+                connection, external.id, taken, project_id=context.project_id, now=utcnow()
             )
             return _reload(connection, floating_id)
 

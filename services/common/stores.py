@@ -166,6 +166,7 @@ class InstanceStore(Protocol):
     def settle_power_action(
         self,
         uuids: Sequence[str],
+        *,
         vm_state: VmState | None,
         power: PowerState | None,
         now: datetime,

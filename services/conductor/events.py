@@ -191,11 +191,13 @@ def _power_results(
         uuids = [e.instance_uuid for e in by_kind[kind]]
         if not uuids:
             continue
-        store.settle_power_action(uuids, vm_state, power, now)
+        store.settle_power_action(uuids, vm_state=vm_state, power=power, now=now)
         store.finish_actions(uuids, action, now)
     failed = by_kind[Kind.ACTION_FAILED]
     if failed:
-        store.settle_power_action([e.instance_uuid for e in failed], None, None, now)
+        store.settle_power_action(
+            [e.instance_uuid for e in failed], vm_state=None, power=None, now=now
+        )
         for event in failed:
             # A compute too old to name the action: the instance's one open power action
             # (its task state lets only one run at a time) is the one that failed.

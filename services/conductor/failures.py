@@ -24,8 +24,8 @@ def end_builds(
     tx: FailureTx,
     uuids: Sequence[str],
     reason: str,
-    now: datetime,
     *,
+    now: datetime,
     host: str | None = None,
 ) -> None:
     """Free the claims and put the instances in ERROR with the reason as their fault."""

@@ -36,18 +36,18 @@ class PowerActions:
     async def __call__(self, uuid: str, action: PowerAction, request_id: str = "") -> None:
         address = await self._uow.read(lambda tx: tx.instances.host_address(uuid))
         if address is None:
-            await self._uow.write(lambda tx: _give_back(tx, uuid, action, "it has no host"))
+            await self._uow.write(lambda tx: _give_back(tx, uuid, action, reason="it has no host"))
             raise NotFound("server", uuid, field="instance_uuid")
         try:
             await self._computes.power_action(address, uuid, action, request_id=request_id)
         except PeerFailed as exc:
             reason = f"compute host unreachable: {exc.status}"
-            await self._uow.write(lambda tx: _give_back(tx, uuid, action, reason))
+            await self._uow.write(lambda tx: _give_back(tx, uuid, action, reason=reason))
             raise Unavailable(f"{action} of {uuid} not started: {reason}") from exc
 
 
-def _give_back(tx: PowerTx, uuid: str, action: PowerAction, reason: str) -> None:
+def _give_back(tx: PowerTx, uuid: str, action: PowerAction, *, reason: str) -> None:
     now = utcnow()
     # Only the power task is given back: a delete that came in meanwhile keeps its task.
-    tx.instances.settle_power_action([uuid], None, None, now)
+    tx.instances.settle_power_action([uuid], vm_state=None, power=None, now=now)
     tx.actions.finish([uuid], ACTION_OF[action], now, message=f"not started: {reason}")

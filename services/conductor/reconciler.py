@@ -83,12 +83,12 @@ def find(tx: ReconcileTx, policy: ReconcilePolicy, now: datetime) -> Findings:
 
 def fail_timed_out(tx: ReconcileTx, uuids: Sequence[str], policy: ReconcilePolicy) -> None:
     seconds = int(policy.instance_build_timeout.total_seconds())
-    end_builds(tx, uuids, f"Build of instance timed out after {seconds} s", utcnow())
+    end_builds(tx, uuids, f"Build of instance timed out after {seconds} s", now=utcnow())
 
 
 def give_back_power(tx: ReconcileTx, uuids: Sequence[str]) -> None:
     now = utcnow()
-    tx.instances.settle_power_action(uuids, None, None, now)
+    tx.instances.settle_power_action(uuids, vm_state=None, power=None, now=now)
     for name in POWER_ACTIONS:
         tx.actions.finish(uuids, name, now, message="timed out")
 

@@ -59,10 +59,10 @@ def test_a_claim_against_a_stale_generation_loses(database_url: str) -> None:
         racer = copy.deepcopy(seen)
         tiny = Resources(1, 512, 1)
         with db.begin() as connection:
-            assert placement.claim(connection, seen, [("a", tiny)], utcnow())
+            assert placement.claim(connection, seen, [("a", tiny)], now=utcnow())
         with db.begin() as connection:
             # Another conductor computed its choice from the same picture: it must lose.
-            assert not placement.claim(connection, racer, [("b", tiny)], utcnow())
+            assert not placement.claim(connection, racer, [("b", tiny)], now=utcnow())
         with db.begin_read() as connection:
             count = connection.execute(select(func.count()).select_from(ALLOCATIONS)).scalar()
             (fresh,) = placement.load_host_states(

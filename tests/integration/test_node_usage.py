@@ -74,7 +74,7 @@ def test_claims_and_frees_keep_each_nodes_usage(db: Database) -> None:
                 wanted = [(f"i{step}-{n}", Resources(rng.randint(1, 8), rng.choice([512, 2048]),
                                                      rng.randint(1, 20)))
                           for n in range(rng.randint(1, 4))]  # fmt: skip
-                assert placement.claim(connection, host, wanted, utcnow())
+                assert placement.claim(connection, host, wanted, now=utcnow())
                 held += [u for u, _ in wanted]
         with db.begin_read() as connection:
             assert recorded(connection) == summed(connection), f"after step {step}"

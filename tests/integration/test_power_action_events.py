@@ -61,7 +61,7 @@ async def test_a_failed_power_action_finishes_its_action_with_the_reason(
 ) -> None:
     server = active_instance(db, actions.CREATE, actions.REBOOT)
     with db.begin() as connection:
-        actions.finish_actions(connection, [server], actions.CREATE, utcnow())
+        actions.finish_actions(connection, [server], actions.CREATE, now=utcnow())
     await db.write(
         lambda c: apply_events(SqlEventStore(c), [failed(server, action)], EventPolicy())
     )

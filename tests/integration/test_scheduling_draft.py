@@ -109,7 +109,9 @@ async def test_an_instance_deleted_after_the_draft_is_not_placed(db: Database) -
     draft = await db.read(lambda c: task.draft(SqlBuildStore(c), uuids, now))
     assert draft is not None and set(draft.instances) == set(uuids)
     # The user deletes the first server between the draft and the write transaction.
-    await db.write(lambda c: instance_repo.set_task_state(c, [uuids[0]], TaskState.DELETING, now))
+    await db.write(
+        lambda c: instance_repo.set_task_state(c, [uuids[0]], TaskState.DELETING, now=now)
+    )
     plan = await db.write(lambda c: task.plan(SqlBuildStore(c), request_ids(uuids), now, draft))
     assert [p.uuid for p in plan.placements] == [uuids[1]]
     assert plan.skipped == 1
@@ -127,7 +129,7 @@ async def test_a_host_filled_after_the_draft_is_not_overbooked(db: Database) -> 
 
     def another_conductor_claims(connection: Connection) -> None:
         (host,) = placement.load_host_states(connection, now=now, service_down_time=DOWN)
-        assert placement.claim(connection, host, [(uuids[1], Resources(1, 512, 1))], now)
+        assert placement.claim(connection, host, [(uuids[1], Resources(1, 512, 1))], now=now)
 
     await db.write(another_conductor_claims)
     plan = await db.write(
@@ -150,7 +152,7 @@ async def test_a_draft_lost_to_a_generation_change_is_placed_again(db: Database)
 
     def another_conductor_claims(connection: Connection) -> None:
         (host,) = placement.load_host_states(connection, now=now, service_down_time=DOWN)
-        assert placement.claim(connection, host, [(uuids[1], Resources(1, 512, 1))], now)
+        assert placement.claim(connection, host, [(uuids[1], Resources(1, 512, 1))], now=now)
 
     await db.write(another_conductor_claims)
     plan = await db.write(

@@ -236,6 +236,7 @@ class FakeInstances:
     def settle_power_action(
         self,
         uuids: Sequence[str],
+        *,
         vm_state: VmState | None,
         power: PowerState | None,
         now: datetime,

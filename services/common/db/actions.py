@@ -162,8 +162,8 @@ def finish_actions(
     connection: Connection,
     uuids: Sequence[str],
     action: ActionName,
-    now: datetime,
     *,
+    now: datetime,
     message: str | None = None,
 ) -> None:
     if uuids:

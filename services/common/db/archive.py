@@ -91,7 +91,7 @@ def _held_back(connection: Connection) -> set[str]:
 
 
 def _deleted_before(
-    connection: Connection, before: datetime, limit: int, held_back: set[str]
+    connection: Connection, before: datetime, *, limit: int, held_back: set[str]
 ) -> list[str]:
     query = (
         select(INSTANCES.c.uuid)
@@ -109,7 +109,9 @@ def archive_batch(
     """Move (``purge``: delete) up to ``batch_size`` servers deleted before ``before`` and
     everything they own, in the caller's transaction. Rows moved per table; empty when
     nothing is left to archive."""
-    uuids = _deleted_before(connection, before, batch_size, _held_back(connection))
+    uuids = _deleted_before(
+        connection, before, limit=batch_size, held_back=_held_back(connection)
+    )
     if not uuids:
         return {}
     counts: ArchiveCounts = {}

@@ -81,7 +81,7 @@ class SqlBuildStore:
     def finish_actions(
         self, uuids: Sequence[str], action: ActionName, now: datetime, *, message: str | None = None
     ) -> None:
-        actions.finish_actions(self._c, uuids, action, now, message=message)
+        actions.finish_actions(self._c, uuids, action, now=now, message=message)
 
 
 class SqlEventStore(SqlBuildStore):
@@ -90,7 +90,7 @@ class SqlEventStore(SqlBuildStore):
     def set_task_state(
         self, uuids: Sequence[str], task_state: TaskState | None, now: datetime
     ) -> None:
-        instance_repo.set_task_state(self._c, uuids, task_state, now)
+        instance_repo.set_task_state(self._c, uuids, task_state, now=now)
 
     def mark_active(self, launched: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
         instance_repo.mark_active(self._c, launched, now)
@@ -104,11 +104,12 @@ class SqlEventStore(SqlBuildStore):
     def settle_power_action(
         self,
         uuids: Sequence[str],
+        *,
         vm_state: VmState | None,
         power: PowerState | None,
         now: datetime,
     ) -> None:
-        instance_repo.settle_power_action(self._c, uuids, vm_state, power, now)
+        instance_repo.settle_power_action(self._c, uuids, vm_state=vm_state, power=power, now=now)
 
     def move_build(
         self, uuid: str, *, host: str, node: str, spec: StoredSpec, now: datetime
@@ -121,7 +122,7 @@ class SqlEventStore(SqlBuildStore):
     def claim(
         self, host: HostState, requests: Sequence[tuple[str, Resources]], now: datetime
     ) -> bool:
-        return placement.claim(self._c, host, requests, now)
+        return placement.claim(self._c, host, requests, now=now)
 
     def finish_events(self, events: Sequence[actions.EventRecord], now: datetime) -> None:
         actions.finish_events(self._c, events, now)

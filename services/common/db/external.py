@@ -190,7 +190,12 @@ def _floating_from_row(m: RowMapping) -> FloatingIP:
 
 
 def insert_floating(
-    connection: Connection, external_id: str, address: IPv4Address, project_id: str, now: datetime
+    connection: Connection,
+    external_id: str,
+    address: IPv4Address,
+    *,
+    project_id: str,
+    now: datetime,
 ) -> str:
     floating_id = str(uuid_module.uuid4())
     connection.execute(

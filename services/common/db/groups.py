@@ -80,7 +80,7 @@ def delete_group(connection: Connection, group_uuid: str) -> None:
 
 
 def add_members(
-    connection: Connection, group_uuid: str, instance_uuids: Sequence[str], now: datetime
+    connection: Connection, group_uuid: str, instance_uuids: Sequence[str], *, now: datetime
 ) -> None:
     if instance_uuids:
         connection.execute(

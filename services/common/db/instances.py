@@ -53,6 +53,7 @@ def ephemeral_to_json(ephemeral_gb: Sequence[int]) -> list[dict[str, int]]:
 def instance_from_row(
     m: RowMapping,
     fault: Fault | None = None,
+    *,
     tags: tuple[str, ...] = (),
     ports: tuple[PortSpec, ...] = (),
 ) -> Instance:
@@ -182,7 +183,7 @@ def with_details(connection: Connection, rows: Sequence[RowMapping]) -> list[Ins
     ports = network_repo.ports_of(connection, uuids)
     return [
         instance_from_row(
-            m, faults.get(m["uuid"]), tags.get(m["uuid"], ()), ports.get(m["uuid"], ())
+            m, faults.get(m["uuid"]), tags=tags.get(m["uuid"], ()), ports=ports.get(m["uuid"], ())
         )
         for m in rows
     ]
@@ -305,8 +306,8 @@ def set_task_state(
     connection: Connection,
     uuids: Sequence[str],
     task_state: TaskState | None,
-    now: datetime,
     *,
+    now: datetime,
     expected_vm_state: VmState = VmState.BUILDING,
 ) -> None:
     if not uuids:
@@ -528,6 +529,7 @@ def start_power_action(
 def settle_power_action(
     connection: Connection,
     uuids: Sequence[str],
+    *,
     vm_state: VmState | None,
     power: PowerState | None,
     now: datetime,

@@ -231,6 +231,7 @@ def claim(
     connection: Connection,
     host: HostState,
     requests: Sequence[tuple[str, Resources]],
+    *,
     now: datetime,
 ) -> bool:
     """Allocate ``requests`` (instance uuid, resources) on ``host`` if its generation is still

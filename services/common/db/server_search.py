@@ -67,11 +67,11 @@ def search(
             )
         )
     query = query.order_by(INSTANCES.c.created_at.desc(), INSTANCES.c.uuid.desc()).limit(limit + 1)
-    return _page(connection, query, limit, checkpoint)
+    return _page(connection, query, limit=limit, checkpoint=checkpoint)
 
 
 def _page(
-    connection: Connection, query: Select[Any], limit: int, checkpoint: Callable[[], None]
+    connection: Connection, query: Select[Any], *, limit: int, checkpoint: Callable[[], None]
 ) -> tuple[list[Instance], Cursor | None]:
     rows: list[RowMapping] = []
     for part in connection.execute(query).partitions(PACE_ROWS):

@@ -168,11 +168,12 @@ class SqlInstances:
     def settle_power_action(
         self,
         uuids: Sequence[str],
+        *,
         vm_state: VmState | None,
         power: PowerState | None,
         now: datetime,
     ) -> None:
-        instance_repo.settle_power_action(self._c, uuids, vm_state, power, now)
+        instance_repo.settle_power_action(self._c, uuids, vm_state=vm_state, power=power, now=now)
 
     def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
         """One query for every scope."""
@@ -306,7 +307,7 @@ class SqlActions:
     def finish(
         self, uuids: Sequence[str], action: ActionName, now: datetime, *, message: str | None = None
     ) -> None:
-        action_repo.finish_actions(self._c, uuids, action, now, message=message)
+        action_repo.finish_actions(self._c, uuids, action, now=now, message=message)
 
     def list_actions(self, instance_uuid: str) -> list[action_repo.Action]:
         return action_repo.list_actions(self._c, instance_uuid)
@@ -369,7 +370,7 @@ class SqlServerGroups:
         return bool(groups.get_groups(self._c, [group_uuid], project_id=project_id))
 
     def add_members(self, group_uuid: str, instance_uuids: Sequence[str], now: datetime) -> None:
-        groups.add_members(self._c, group_uuid, instance_uuids, now)
+        groups.add_members(self._c, group_uuid, instance_uuids, now=now)
 
     def create(
         self, *, name: str, project_id: str, policy: GroupPolicy, now: datetime

@@ -100,6 +100,7 @@ class EventStore(BuildStore, Protocol):
     def settle_power_action(
         self,
         uuids: Sequence[str],
+        *,
         vm_state: VmState | None,
         power: PowerState | None,
         now: datetime,
