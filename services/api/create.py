@@ -299,7 +299,7 @@ class CreateServers:
             except DomainError as exc:
                 results.append(exc)
                 continue
-            new = _new_instances(create, flavor, image, now, count=count, key_data=key_data,
+            new = _new_instances(create, flavor, image, now=now, count=count, key_data=key_data,
                                  security_groups=tuple(g.name for g in sg))  # fmt: skip
             try:
                 new_ports = ports.allocate([i.uuid for i in new], create.nics, networks)
@@ -462,8 +462,8 @@ def _new_instances(
     create: _ValidCreate,
     flavor: Flavor,
     image: Image,
-    now: datetime,
     *,
+    now: datetime,
     count: int,
     key_data: str | None,
     security_groups: tuple[str, ...],

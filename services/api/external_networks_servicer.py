@@ -163,7 +163,7 @@ class FloatingIPsServicer(floating_ips_pb2_grpc.FloatingIPsServicer):  # type: i
     ) -> floating_ips_pb2.FloatingIP:
         caller = await self._identify(context)
         found = await self._floating.associate(
-            caller, request.id, request.server_id, request.port_id
+            caller, request.id, request.server_id, port_id=request.port_id
         )
         return floating_to_proto(found)
 

@@ -91,7 +91,7 @@ class FloatingIPUseCases:
         await self._db.write(work)
 
     async def associate(
-        self, context: RequestContext, ref: str, server_id: str, port_id: str = ""
+        self, context: RequestContext, ref: str, server_id: str, *, port_id: str = ""
     ) -> FloatingIP:
         ref = validation.check_ref("id", ref)
         server_id = validation.check_ref("server_id", server_id)

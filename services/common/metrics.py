@@ -82,7 +82,7 @@ class RpcMetrics:
         service, method = _split(path)
         self.started.labels(kind.value, service, method).inc()
 
-    def observe(self, path: str, kind: RpcType, code_name: str, seconds: float) -> None:
+    def observe(self, path: str, kind: RpcType, *, code_name: str, seconds: float) -> None:
         """A call of ``path`` ended with the status named ``code_name`` (``grpc.StatusCode``
         names: ``OK``, ``INVALID_ARGUMENT``) after ``seconds``."""
         service, method = _split(path)

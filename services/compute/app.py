@@ -242,7 +242,7 @@ async def start_compute(
         driver,
         events,
         executor,
-        tracker,
+        tracker=tracker,
         network=network_driver(settings),
         host=settings.host,
         max_concurrent_builds=settings.max_concurrent_builds,

@@ -93,7 +93,7 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
     deletes = DeleteInstances(uow, computes, servers_went=servers_came_or_went)
     streams = BuildStreams(max_age=settings.build_stream_max_age.total_seconds() or None)
     servicer = ConductorServicer(
-        builds, events, ComputeNodes(uow), deletes, PowerActions(uow, computes),
+        builds, events, ComputeNodes(uow), deletes=deletes, power=PowerActions(uow, computes),
         port_rules=port_rules, streams=streams, scope=HostScope(uow),
     )  # fmt: skip
     reconciler = Reconciler(

@@ -113,9 +113,10 @@ class BuildTask:
         store: BuildStore,
         request_ids: dict[str, str],
         now: datetime,
+        *,
         draft: Draft | None = None,
     ) -> BatchPlan:
-        return self.placement.plan(store, request_ids, now, draft)
+        return self.placement.plan(store, request_ids, now, draft=draft)
 
     def _observe(self, plan: BatchPlan, seconds: float) -> None:
         """Metrics, and one log line per request (with its request id) saying where its

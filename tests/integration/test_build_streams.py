@@ -53,7 +53,8 @@ async def conductor(
     recorder = Recorder(changed or asyncio.Event())
     streams = BuildStreams(max_age=max_age)
     servicer = ConductorServicer(
-        recorder, None, None, None, None, streams=streams, port_rules=None, scope=None
+        recorder, None, None, deletes=None, power=None, streams=streams, port_rules=None,
+        scope=None,
     )  # type: ignore[arg-type]
     name = "novagrpc.internal.v1.Conductor"
     server = await start_server(

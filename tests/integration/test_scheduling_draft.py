@@ -112,7 +112,9 @@ async def test_an_instance_deleted_after_the_draft_is_not_placed(db: Database) -
     await db.write(
         lambda c: instance_repo.set_task_state(c, [uuids[0]], TaskState.DELETING, now=now)
     )
-    plan = await db.write(lambda c: task.plan(SqlBuildStore(c), request_ids(uuids), now, draft))
+    plan = await db.write(
+        lambda c: task.plan(SqlBuildStore(c), request_ids(uuids), now, draft=draft)
+    )
     assert [p.uuid for p in plan.placements] == [uuids[1]]
     assert plan.skipped == 1
     assert plan.claim_conflicts == 0  # a delete is no lost claim
@@ -133,7 +135,7 @@ async def test_a_host_filled_after_the_draft_is_not_overbooked(db: Database) -> 
 
     await db.write(another_conductor_claims)
     plan = await db.write(
-        lambda c: task.plan(SqlBuildStore(c), request_ids([uuids[0]]), now, draft)
+        lambda c: task.plan(SqlBuildStore(c), request_ids([uuids[0]]), now, draft=draft)
     )
     # The draft chose the host when it was empty; the claim saw it full and placed again.
     assert plan.placements == []
@@ -156,7 +158,7 @@ async def test_a_draft_lost_to_a_generation_change_is_placed_again(db: Database)
 
     await db.write(another_conductor_claims)
     plan = await db.write(
-        lambda c: task.plan(SqlBuildStore(c), request_ids([uuids[0]]), now, draft)
+        lambda c: task.plan(SqlBuildStore(c), request_ids([uuids[0]]), now, draft=draft)
     )
     assert [p.uuid for p in plan.placements] == [uuids[0]]
     assert plan.claim_conflicts == 1

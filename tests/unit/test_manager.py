@@ -151,7 +151,7 @@ def manager(
         driver,
         sink,
         ThreadPoolExecutor(16),
-        ResourceTracker(Ratios(1.0, 1.0, 1.0)) if tracker is None else tracker,
+        tracker=ResourceTracker(Ratios(1.0, 1.0, 1.0)) if tracker is None else tracker,
         network=FakeNetwork(driver) if network is None else network,
         host="h1",
         max_concurrent_builds=limit,

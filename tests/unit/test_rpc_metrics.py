@@ -36,7 +36,7 @@ async def test_a_cancelled_unary_call_is_counted_as_cancelled() -> None:
     async def cancelled(request: Any, context: Any) -> None:
         raise asyncio.CancelledError
 
-    handler = _wrap_unary(cancelled, "/x.Y/Z", RpcType.UNARY, RpcMetrics.create(registry))
+    handler = _wrap_unary(cancelled, "/x.Y/Z", RpcType.UNARY, metrics=RpcMetrics.create(registry))
     with pytest.raises(asyncio.CancelledError):
         await handler(None, _Context())
     assert _count(registry, "Canceled") == 1  # Go's spelling, as go-grpc-prometheus
@@ -49,7 +49,7 @@ async def test_a_domain_error_is_counted_with_its_status() -> None:
     async def missing(request: Any, context: Any) -> None:
         raise NotFound("server", "abc", field="server_id")
 
-    handler = _wrap_unary(missing, "/x.Y/Z", RpcType.UNARY, RpcMetrics.create(registry))
+    handler = _wrap_unary(missing, "/x.Y/Z", RpcType.UNARY, metrics=RpcMetrics.create(registry))
     with pytest.raises(RuntimeError, match="aborted NOT_FOUND"):
         await handler(None, _Context())
     assert _count(registry, "NotFound") == 1

@@ -222,6 +222,7 @@ def _wrap_unary(
     behavior: Callable[..., Awaitable[Any]],
     method: str,
     kind: RpcType,
+    *,
     metrics: RpcMetrics | None,
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -244,7 +245,9 @@ def _wrap_unary(
             await _abort_for(exc, context)
         finally:
             if metrics is not None:
-                metrics.observe(method, kind, code, time.perf_counter() - started)
+                metrics.observe(
+                    method, kind, code_name=code, seconds=time.perf_counter() - started
+                )
 
     return handler
 
@@ -253,6 +256,7 @@ def _wrap_stream(
     behavior: Callable[..., AsyncIterator[Any]],
     method: str,
     kind: RpcType,
+    *,
     metrics: RpcMetrics | None,
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -276,7 +280,9 @@ def _wrap_stream(
             await _abort_for(exc, context)
         finally:
             if metrics is not None:
-                metrics.observe(method, kind, code, time.perf_counter() - started)
+                metrics.observe(
+                    method, kind, code_name=code, seconds=time.perf_counter() - started
+                )
 
     return handler
 
@@ -312,24 +318,24 @@ def _wrap_handler(
     serialize = handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(handler.unary_unary, method, RpcType.UNARY, metrics),
+            _wrap_unary(handler.unary_unary, method, RpcType.UNARY, metrics=metrics),
             _tolerant(deserialize),
             serialize,
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(handler.stream_unary, method, RpcType.CLIENT_STREAM, metrics),
+            _wrap_unary(handler.stream_unary, method, RpcType.CLIENT_STREAM, metrics=metrics),
             deserialize,
             serialize,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(handler.unary_stream, method, RpcType.SERVER_STREAM, metrics),
+            _wrap_stream(handler.unary_stream, method, RpcType.SERVER_STREAM, metrics=metrics),
             _tolerant(deserialize),
             serialize,
         )
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream(handler.stream_stream, method, RpcType.BIDI_STREAM, metrics),
+        _wrap_stream(handler.stream_stream, method, RpcType.BIDI_STREAM, metrics=metrics),
         deserialize,
         serialize,
     )

@@ -58,6 +58,7 @@ class ServiceServer:
         server: grpc.aio.Server,
         health: HealthServicer,
         port: int,
+        *,
         service_names: Sequence[str],
         health_server: grpc.aio.Server | None = None,
     ) -> None:
@@ -149,7 +150,9 @@ async def start_server(
         if health_server.add_insecure_port(health_listen) == 0:
             raise OSError(f"cannot listen on {health_listen}")
         await health_server.start()
-    service_server = ServiceServer(server, health, port, names, health_server)
+    service_server = ServiceServer(
+        server, health, port, service_names=names, health_server=health_server
+    )
     await service_server.set_serving(False)
     await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     return service_server

@@ -146,7 +146,9 @@ class PlacementPass:
         draft = await self._db.read(lambda c: self.draft(c, list(request_ids), now))
         if draft is not None and not draft.instances:
             return BatchPlan(skipped=len(request_ids))  # nothing waits: nothing to write
-        plan: BatchPlan = await self._db.write(lambda c: self.plan(c, request_ids, now, draft))
+        plan: BatchPlan = await self._db.write(
+            lambda c: self.plan(c, request_ids, now, draft=draft)
+        )
         return plan
 
     def draft(self, store: BuildStore, uuids: Sequence[str], now: datetime) -> Draft | None:
@@ -174,6 +176,7 @@ class PlacementPass:
         store: BuildStore,
         request_ids: Mapping[str, str],
         now: datetime,
+        *,
         draft: Draft | None = None,
     ) -> BatchPlan:
         """The write transaction of a pass: claim the draft's choices (or choose here when
@@ -212,7 +215,7 @@ class PlacementPass:
             if not pending:
                 break
         for uuid in pending:  # still losing races after every round: give up honestly
-            _fail(batch, uuid, {}, host_count)
+            _fail(batch, uuid, {}, host_count=host_count)
         _enforce_min_count(batch)
         store.mark_placed(plan.placements, now)
         store.mark_error(plan.failed, now)
@@ -244,7 +247,7 @@ class PlacementPass:
         for decision in decisions:
             if decision.host is None:
                 uuid = decision.spec.instance_uuid
-                _fail(batch, uuid, decision.rejected_by, decision.host_count)
+                _fail(batch, uuid, decision.rejected_by, host_count=decision.host_count)
             else:
                 per_host[decision.host.node_id].append(decision)
         lost: list[str] = []
@@ -296,7 +299,7 @@ class PlacementPass:
         return True
 
 
-def _fail(batch: _Batch, uuid: str, rejected: dict[str, int], host_count: int) -> None:
+def _fail(batch: _Batch, uuid: str, rejected: dict[str, int], *, host_count: int) -> None:
     message, details = no_valid_host_message(rejected, host_count)
     batch.plan.failed.append(FaultRecord(uuid, 500, message, details))
 
