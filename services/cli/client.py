@@ -89,18 +89,18 @@ def load_config(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CliError(f"config file {path}: {exc}") from exc
-    _check_keys(path, "", data, TOP_LEVEL_KEYS)
+    _check_keys(path, "", data, allowed=TOP_LEVEL_KEYS)
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise CliError(f"config file {path}: profiles must be a table of [profiles.NAME]")
     for name, profile in profiles.items():
         if not isinstance(profile, dict):
             raise CliError(f"config file {path}: profiles.{name} must be a table")
-        _check_keys(path, f"profiles.{name}: ", profile, PROFILE_KEYS)
+        _check_keys(path, f"profiles.{name}: ", profile, allowed=PROFILE_KEYS)
     return data
 
 
-def _check_keys(path: Path, where: str, data: dict[str, Any], allowed: frozenset[str]) -> None:
+def _check_keys(path: Path, where: str, data: dict[str, Any], *, allowed: frozenset[str]) -> None:
     unknown = set(data) - allowed
     if unknown:
         raise CliError(f"config file {path}: {where}unknown keys {sorted(unknown)}")

@@ -39,28 +39,31 @@ def _servers(client: Client) -> Iterable[str]:
 
 
 def _flavors(client: Client) -> Iterable[str]:
-    found = every(client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), "flavors")
+    found = every(
+        client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), items="flavors"
+    )
     return (f.name for f in found)
 
 
 def _images(client: Client) -> Iterable[str]:
-    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), "images")
+    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), items="images")
     return (i.name for i in found)
 
 
 def _groups(client: Client) -> Iterable[str]:
     request = server_groups_pb2.ListServerGroupsRequest()
-    return (g.name for g in every(client, client.groups.ListServerGroups, request, "server_groups"))
+    found = every(client, client.groups.ListServerGroups, request, items="server_groups")
+    return (g.name for g in found)
 
 
 def _networks(client: Client) -> Iterable[str]:
     request = networks_pb2.ListNetworksRequest()
-    return (n.name for n in every(client, client.networks.ListNetworks, request, "networks"))
+    return (n.name for n in every(client, client.networks.ListNetworks, request, items="networks"))
 
 
 def _keypairs(client: Client) -> Iterable[str]:
     request = keypairs_pb2.ListKeypairsRequest()
-    return (k.name for k in every(client, client.keypairs.ListKeypairs, request, "keypairs"))
+    return (k.name for k in every(client, client.keypairs.ListKeypairs, request, items="keypairs"))
 
 
 LISTERS: dict[str, Callable[[Client], Iterable[str]]] = {

@@ -51,29 +51,31 @@ def server_id(client: Client, ref: str) -> str:
         else:
             return str(server.id)
     request = servers_pb2.ListServersRequest(name=f"^{re.escape(ref)}$")
-    found = every(client, client.servers.ListServers, request, "servers")
+    found = every(client, client.servers.ListServers, request, items="servers")
     return pick("server", ref, [(s.id, s.name) for s in found])
 
 
 def flavor_id(client: Client, ref: str) -> str:
-    found = every(client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), "flavors")
+    found = every(
+        client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), items="flavors"
+    )
     return pick("flavor", ref, ((f.id, f.name) for f in found))
 
 
 def image_id(client: Client, ref: str) -> str:
-    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), "images")
+    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), items="images")
     return pick("image", ref, ((i.id, i.name) for i in found))
 
 
 def network_id(client: Client, ref: str) -> str:
     request = networks_pb2.ListNetworksRequest()
-    found = every(client, client.networks.ListNetworks, request, "networks")
+    found = every(client, client.networks.ListNetworks, request, items="networks")
     return pick("network", ref, ((n.id, n.name) for n in found))
 
 
 def group_id(client: Client, ref: str) -> str:
     request = server_groups_pb2.ListServerGroupsRequest()
-    found = every(client, client.groups.ListServerGroups, request, "server_groups")
+    found = every(client, client.groups.ListServerGroups, request, items="server_groups")
     return pick("server group", ref, ((g.id, g.name) for g in found))
 
 

@@ -133,7 +133,7 @@ def emit(record: Mapping[str, Any], view: View, out: TextIO) -> None:
 
 
 def show_many(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], view: View, out: TextIO
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], view: View, *, out: TextIO
 ) -> None:
     """Show a list: a table of ``columns`` (or of every field with ``-o wide``), bare values,
     or every field of every row in JSON or YAML."""

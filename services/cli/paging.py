@@ -11,7 +11,7 @@ from services.cli.client import Client
 MAX_PAGES = 100_000
 
 
-def every(client: Client, method: Any, request: Any, items: str) -> list[Any]:
+def every(client: Client, method: Any, request: Any, *, items: str) -> list[Any]:
     """The ``items`` of every page of ``method`` for ``request`` (whose filters stay as they
     are: the api binds each token to them). ``client.page_size`` asks for pages of that
     size (0: the api's default)."""

@@ -38,7 +38,7 @@ def test_every_page_once_with_the_same_filters(count: int, page_size: int, calls
     items = [f"s{i}" for i in range(count)]
     client = PagingClient(items, page_size)
     request = servers_pb2.ListServersRequest(name="^web", tags=["a"])
-    found = every(client, None, request, "servers")  # type: ignore[arg-type]
+    found = every(client, None, request, items="servers")  # type: ignore[arg-type]
     assert [s.id for s in found] == items
     assert len(client.sent) == calls
     assert all((r.name, list(r.tags), r.page_size) == ("^web", ["a"], page_size)

@@ -141,7 +141,7 @@ ROWS = [
 
 def render(view: View, rows: list[dict[str, object]] = ROWS) -> str:
     out = io.StringIO()
-    show_many(rows, ("id", "name"), view, out)
+    show_many(rows, ("id", "name"), view, out=out)
     return out.getvalue()
 
 

@@ -36,8 +36,8 @@ def _keypair_create(client: Client, args: argparse.Namespace, out: TextIO) -> in
 
 def _keypair_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     request = keypairs_pb2.ListKeypairsRequest()
-    found = every(client, client.keypairs.ListKeypairs, request, "keypairs")
-    show_many([to_dict(k) for k in found], KEYPAIR_COLUMNS, args.view, out)
+    found = every(client, client.keypairs.ListKeypairs, request, items="keypairs")
+    show_many([to_dict(k) for k in found], KEYPAIR_COLUMNS, args.view, out=out)
     return 0
 
 
@@ -77,14 +77,14 @@ def _quota(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         for name in QUOTA_RESOURCES
     ]  # fmt: skip
     out.write(f"project {reply.project_id}\n")
-    show_many(rows, ("resource", "limit", "in_use"), args.view, out)
+    show_many(rows, ("resource", "limit", "in_use"), args.view, out=out)
     return 0
 
 
 def _compute_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     request = compute_services_pb2.ListComputeServicesRequest()
-    found = every(client, client.computes.ListComputeServices, request, "services")
-    show_many([to_dict(s) for s in found], COMPUTE_COLUMNS, args.view, out)
+    found = every(client, client.computes.ListComputeServices, request, items="services")
+    show_many([to_dict(s) for s in found], COMPUTE_COLUMNS, args.view, out=out)
     return 0
 
 

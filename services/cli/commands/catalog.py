@@ -42,8 +42,10 @@ def _flavor_create(client: Client, args: argparse.Namespace, out: TextIO) -> int
 
 
 def _flavor_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    found = every(client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), "flavors")
-    show_many([to_dict(f) for f in found], FLAVOR_COLUMNS, args.view, out)
+    found = every(
+        client, client.flavors.ListFlavors, catalog_pb2.ListFlavorsRequest(), items="flavors"
+    )
+    show_many([to_dict(f) for f in found], FLAVOR_COLUMNS, args.view, out=out)
     return 0
 
 
@@ -77,8 +79,8 @@ def _image_register(client: Client, args: argparse.Namespace, out: TextIO) -> in
 
 
 def _image_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), "images")
-    show_many([to_dict(i) for i in found], IMAGE_COLUMNS, args.view, out)
+    found = every(client, client.images.ListImages, catalog_pb2.ListImagesRequest(), items="images")
+    show_many([to_dict(i) for i in found], IMAGE_COLUMNS, args.view, out=out)
     return 0
 
 

@@ -67,7 +67,7 @@ def _requests(server_id: str, inputs: queue.Queue[bytes | None]) -> Iterator[Any
         yield consoles_pb2.AttachConsoleRequest(data=data)
 
 
-def _read_keys(fd: int, inputs: queue.Queue[bytes | None], leave: threading.Event,
+def _read_keys(fd: int, inputs: queue.Queue[bytes | None], leave: threading.Event, *,
                on_eof: Any) -> None:  # fmt: skip
     """stdin -> the guest, until Ctrl-] (leave) or end of input (then ``on_eof``)."""
     while True:
@@ -112,7 +112,9 @@ def _console(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         sys.stderr.write(f"Connected to server {server_id}. Escape character is ^]\r\n")
         sys.stderr.flush()
         tty.setraw(fd)
-    threading.Thread(target=_read_keys, args=(fd, inputs, leave, on_eof), daemon=True).start()
+    threading.Thread(
+        target=_read_keys, args=(fd, inputs, leave), kwargs={"on_eof": on_eof}, daemon=True
+    ).start()
     threading.Thread(target=on_escape, daemon=True).start()
     try:
         for chunk in call:

@@ -35,8 +35,8 @@ def _floating(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         emit(to_dict(client.call(stub.AllocateFloatingIP, request)), args.view, out)
     elif action == "list":
         request = floating_ips_pb2.ListFloatingIPsRequest()
-        found = every(client, stub.ListFloatingIPs, request, "floating_ips")
-        show_many([to_dict(f) for f in found], FLOATING_COLUMNS, args.view, out)
+        found = every(client, stub.ListFloatingIPs, request, items="floating_ips")
+        show_many([to_dict(f) for f in found], FLOATING_COLUMNS, args.view, out=out)
     elif action == "show":
         reply = client.call(stub.GetFloatingIP, floating_ips_pb2.GetFloatingIPRequest(id=args.id))
         emit(to_dict(reply), args.view, out)
@@ -66,8 +66,8 @@ def _external(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         emit(to_dict(client.call(stub.CreateExternalNetwork, request)), args.view, out)
     elif action == "list":
         request = external_networks_pb2.ListExternalNetworksRequest()
-        found = every(client, stub.ListExternalNetworks, request, "external_networks")
-        show_many([to_dict(e) for e in found], EXTERNAL_COLUMNS, args.view, out)
+        found = every(client, stub.ListExternalNetworks, request, items="external_networks")
+        show_many([to_dict(e) for e in found], EXTERNAL_COLUMNS, args.view, out=out)
     elif action == "show":
         request = external_networks_pb2.GetExternalNetworkRequest(id=args.external)
         emit(to_dict(client.call(stub.GetExternalNetwork, request)), args.view, out)

@@ -34,11 +34,11 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     request = server_groups_pb2.ListServerGroupsRequest()
-    found = every(client, client.groups.ListServerGroups, request, "server_groups")
+    found = every(client, client.groups.ListServerGroups, request, items="server_groups")
     rows = [to_dict(g) for g in found]
     if not args.view.structured:  # a table shows how many; JSON and YAML carry the ids
         rows = [{**r, "members": len(r["members"])} for r in rows]
-    show_many(rows, COLUMNS, args.view, out)
+    show_many(rows, COLUMNS, args.view, out=out)
     return 0
 
 

@@ -37,8 +37,9 @@ def _network(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         emit(to_dict(client.call(stub.CreateNetwork, request)), args.view, out)
         return 0
     if args.network_action == "list":
-        found = every(client, stub.ListNetworks, networks_pb2.ListNetworksRequest(), "networks")
-        show_many([to_dict(n) for n in found], COLUMNS, args.view, out)
+        listing = networks_pb2.ListNetworksRequest()
+        found = every(client, stub.ListNetworks, listing, items="networks")
+        show_many([to_dict(n) for n in found], COLUMNS, args.view, out=out)
         return 0
     network_id = lookup.network_id(client, args.network)
     if args.network_action == "show":

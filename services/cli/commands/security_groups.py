@@ -62,8 +62,8 @@ def _group(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     if args.action == "list":
         listing = security_groups_pb2.ListSecurityGroupsRequest()
-        found = every(client, stub.ListSecurityGroups, listing, "security_groups")
-        show_many([_group_row(g) for g in found], COLUMNS, args.view, out)
+        found = every(client, stub.ListSecurityGroups, listing, items="security_groups")
+        show_many([_group_row(g) for g in found], COLUMNS, args.view, out=out)
         return 0
     if args.action == "show":
         get = security_groups_pb2.GetSecurityGroupRequest(id=args.group)
@@ -95,7 +95,7 @@ def _rule(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         group = client.call(
             stub.GetSecurityGroup, security_groups_pb2.GetSecurityGroupRequest(id=args.group)
         )
-        show_many([_rule_row(r) for r in group.rules], RULE_COLUMNS, args.view, out)
+        show_many([_rule_row(r) for r in group.rules], RULE_COLUMNS, args.view, out=out)
         return 0
     client.call(
         stub.DeleteSecurityGroupRule,

@@ -87,18 +87,18 @@ def _create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     reply = client.call(client.servers.CreateServer, request)
     view = args.view
     if args.wait_ready:
-        return _created_ready(client, reply, args, out)
+        return _created_ready(client, reply, args, out=out)
     if not args.wait:
         emit(to_dict(reply), view, out)
         return 0
     progress = Progress.to_stderr(enabled=not view.structured)
-    servers = wait_settled(client, reply, args.wait_timeout, progress)
+    servers = wait_settled(client, reply, timeout=args.wait_timeout, progress=progress)
     rows = [row(s, structured=view.structured) for s in servers]
     if view.structured:
         emit({"reservation_id": reply.reservation_id, "admin_password": reply.admin_password,
               "servers": rows}, view, out)  # fmt: skip
     else:
-        show_many(rows, COLUMNS, view, out)
+        show_many(rows, COLUMNS, view, out=out)
         for server in servers:
             if server.fault.message:
                 out.write(f"{server.id}: {server.fault.message}\n")
@@ -117,7 +117,7 @@ def _hints(client: Client, request: servers_pb2.CreateServerRequest, hints: dict
 
 
 def _created_ready(
-    client: Client, reply: servers_pb2.CreateServerResponse, args: argparse.Namespace,
+    client: Client, reply: servers_pb2.CreateServerResponse, args: argparse.Namespace, *,
     out: TextIO,
 ) -> int:  # fmt: skip
     view = args.view
@@ -129,7 +129,7 @@ def _created_ready(
         emit({"reservation_id": reply.reservation_id, "admin_password": reply.admin_password,
               "servers": rows}, view, out)  # fmt: skip
     else:
-        show_many(rows, (*COLUMNS, "guest_ready"), view, out)
+        show_many(rows, (*COLUMNS, "guest_ready"), view, out=out)
         out.write(f"admin password (shown once): {reply.admin_password}\n")
     ready = len(servers) == len(reply.server_ids) and all(
         s.HasField("guest_ready") for s in servers
@@ -151,9 +151,9 @@ def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         request.page_size = args.limit
         found = list(client.call(client.servers.ListServers, request).servers)
     else:
-        found = every(client, client.servers.ListServers, request, "servers")
+        found = every(client, client.servers.ListServers, request, items="servers")
     rows = [row(s, structured=args.view.structured) for s in found]
-    show_many(rows, COLUMNS, args.view, out)
+    show_many(rows, COLUMNS, args.view, out=out)
     return 0
 
 
@@ -171,7 +171,7 @@ def _delete(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"delete of {server_id} accepted\n")
     if args.wait:
         for server_id in ids:
-            watch_one(client, server_id, {"DELETED"}, args.wait_timeout)
+            watch_one(client, server_id, {"DELETED"}, timeout=args.wait_timeout)
             out.write(f"{server_id} DELETED\n")
     return 0
 
@@ -194,7 +194,7 @@ def _power(action: str) -> Any:
         out.write(f"{action} of {server_id} accepted\n")
         if args.wait:
             settled = watch_one(
-                client, server_id, {"ACTIVE", "SHUTOFF", "ERROR"}, args.wait_timeout
+                client, server_id, {"ACTIVE", "SHUTOFF", "ERROR"}, timeout=args.wait_timeout
             )
             out.write(f"{server_id} {settled}\n")
         return 0
@@ -205,9 +205,9 @@ def _power(action: str) -> Any:
 def _actions(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     server_id = lookup.server_id(client, args.server)
     request = servers_pb2.ListServerActionsRequest(server_id=server_id)
-    found = every(client, client.servers.ListServerActions, request, "actions")
+    found = every(client, client.servers.ListServerActions, request, items="actions")
     if args.view.structured:
-        show_many([to_dict(a) for a in found], (), args.view, out)
+        show_many([to_dict(a) for a in found], (), args.view, out=out)
         return 0
     rows = []
     for action in found:
@@ -216,7 +216,7 @@ def _actions(client: Client, args: argparse.Namespace, out: TextIO) -> int:
                 "action": action.action, "event": event.event, "host": event.host,
                 "result": event.result, "details": event.details, "message": action.message,
             })  # fmt: skip
-    show_many(rows, ("action", "event", "host", "result", "details", "message"), args.view, out)
+    show_many(rows, ("action", "event", "host", "result", "details", "message"), args.view, out=out)
     return 0
 
 
@@ -225,7 +225,7 @@ def _watch(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     request = servers_pb2.WatchServersRequest(
         server_id=server_id, reservation_id=args.reservation_id or ""
     )
-    return follow(client, request, args.view, out)
+    return follow(client, request, args.view, out=out)
 
 
 def register(commands: Any) -> None:

@@ -143,7 +143,7 @@ def _dropped(
 
 
 def wait_settled(
-    client: Client, reply: servers_pb2.CreateServerResponse, timeout: float, progress: Progress
+    client: Client, reply: servers_pb2.CreateServerResponse, *, timeout: float, progress: Progress
 ) -> list[servers_pb2.Server]:
     """Follow the reservation until every server settles, counting BUILD / ACTIVE / ERROR."""
     wanted = set(reply.server_ids)
@@ -162,7 +162,7 @@ def wait_settled(
     return [latest[i] for i in reply.server_ids]
 
 
-def watch_one(client: Client, server_id: str, until: set[str], timeout: float) -> str:
+def watch_one(client: Client, server_id: str, until: set[str], *, timeout: float) -> str:
     request = servers_pb2.WatchServersRequest(server_id=server_id)
     for event in events(client, request, timeout=timeout):
         status = _status(event.server)
@@ -172,7 +172,7 @@ def watch_one(client: Client, server_id: str, until: set[str], timeout: float) -
 
 
 def follow(
-    client: Client, request: servers_pb2.WatchServersRequest, view: View, out: TextIO
+    client: Client, request: servers_pb2.WatchServersRequest, view: View, *, out: TextIO
 ) -> int:
     """``server watch``: print each change until interrupted."""
     for event in events(client, request, timeout=None):
