@@ -49,7 +49,7 @@ from services.conductor.scheduler.scheduler import Decision, Scheduler
 MAX_CLAIM_ROUNDS = 5
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Draft:
     """A pass's reads and choices, made on a read snapshot before the write transaction."""
 
@@ -60,7 +60,7 @@ class Draft:
     host_count: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Batch:
     """What one scheduling pass works on, inside its transaction."""
 
@@ -160,7 +160,7 @@ class PlacementPass:
             return None
         instances = {i.uuid: i for i in waiting}
         if not instances:
-            return Draft({}, {}, {}, [], 0)
+            return Draft(instances={}, stored={}, images={}, decisions=[], host_count=0)
         hosts = store.host_states(now=now, service_down_time=self._down_time)
         specs = [_plain_spec(instances[u], stored[u]) for u in instances]
         return Draft(
@@ -202,7 +202,10 @@ class PlacementPass:
         plan.skipped = len(request_ids) - len(instances)
         if not instances:
             return plan
-        batch = _Batch(store, plan, instances, stored, images, request_ids, now)
+        batch = _Batch(
+            store=store, plan=plan, instances=instances, stored=stored, images=images,
+            request_ids=request_ids, now=now,
+        )  # fmt: skip
         pending = list(instances)
         for _ in range(MAX_CLAIM_ROUNDS):
             if decisions is None:
