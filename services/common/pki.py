@@ -81,6 +81,9 @@ def create_pki(
             ),
             critical=True,
         )
+        # Key identifiers (RFC 5280): every CA this makes has the same name, so while a
+        # rotation trusts the old and the new CA together, verifiers tell them apart by these.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     _write(directory / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -138,6 +141,10 @@ def issue_certificate(
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     stem = stem or certificate_stem(identity)
