@@ -57,7 +57,9 @@ def create_pki(
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("nova-grpc internal CA")
+    # a name of its own (its creation time), so that a verifier trusting an old and a new CA
+    # during a rotation never takes one for the other, even an old one without key identifiers
+    ca_name = _name(f"nova-grpc internal CA {now:%Y-%m-%dT%H:%M:%S.%fZ}")
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)

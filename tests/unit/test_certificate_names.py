@@ -197,3 +197,19 @@ def test_a_compute_host_must_be_a_name_a_certificate_can_carry() -> None:
     )
     # no certificates, nothing to name it
     assert ComputeSettings(host="node:a", insecure_internal=True).host == "node:a"
+
+
+def test_pki_cas_can_be_trusted_side_by_side(tmp_path: Path) -> None:
+    """During a rotation old and new CA are trusted together: verifiers must not take one for
+    the other, so each CA has a name of its own and certificates point at their CA's key."""
+    cas, certificates = [], []
+    for name in ("one", "two"):
+        pki = create_pki(tmp_path / name, compute_hosts=["node-a"])
+        cas.append(x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes()))
+        certificates.append(x509.load_pem_x509_certificate((pki / "api.pem").read_bytes()))
+    assert cas[0].subject != cas[1].subject
+    for ca, cert in zip(cas, certificates, strict=True):
+        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        assert aki.key_identifier == ski.digest
+        assert cert.issuer == ca.subject
