@@ -70,6 +70,7 @@ from services.common.generated.novagrpc.v1 import (
     servers_pb2,
     servers_pb2_grpc,
 )
+from services.common.identity import ServiceIdentity, ServiceRole
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
@@ -116,6 +117,8 @@ def oidc_verifier(settings: ApiSettings) -> OidcVerifier | None:
 async def start_api(settings: ApiSettings) -> RunningService:
     # The event loop shares the interpreter with the database threads: see switch_interval_ms.
     sys.setswitchinterval(settings.switch_interval_ms / 1000)
+    # first: its own certificate must name the api (a misdeployment stops the start)
+    tls = settings.internal_client_tls(identity=ServiceIdentity(ServiceRole.API))
     # a read is stopped when its call's deadline passes (or its client goes away)
     db = Database(
         settings.database_url,
@@ -125,7 +128,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
     )
     uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()
-    channels = ChannelPool(settings.internal_client_tls())
+    channels = ChannelPool(tls)
     caster = BuildCaster(
         channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
     )

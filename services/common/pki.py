@@ -57,7 +57,9 @@ def create_pki(
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("nova-grpc internal CA")
+    # a name of its own (its creation time), so that a verifier trusting an old and a new CA
+    # during a rotation never takes one for the other, even an old one without key identifiers
+    ca_name = _name(f"nova-grpc internal CA {now:%Y-%m-%dT%H:%M:%S.%fZ}")
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -81,6 +83,9 @@ def create_pki(
             ),
             critical=True,
         )
+        # Key identifiers (RFC 5280): every CA this makes has the same name, so while a
+        # rotation trusts the old and the new CA together, verifiers tell them apart by these.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     _write(directory / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -138,6 +143,10 @@ def issue_certificate(
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     stem = stem or certificate_stem(identity)

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 
 from services.common.config import require, setting
+from services.common.identity import ServiceIdentity
 from services.common.tls import InternalTls
 from services.common.tls_reload import (
     KeyPairFiles,
@@ -35,23 +36,34 @@ class InternalTlsSettings:
                 "required for mutual TLS between the services (or set insecure_internal)",
             )
 
-    def internal_server_credentials(self) -> grpc.ServerCredentials | None:
-        """Mutual-TLS server credentials that follow the files (rotation without restart)."""
+    def internal_server_credentials(
+        self, *, identity: ServiceIdentity | None = None
+    ) -> grpc.ServerCredentials | None:
+        """Mutual-TLS server credentials that follow the files (rotation without restart).
+        With ``identity``, the certificate must name it (WrongIdentity otherwise, at start;
+        a rotation to one naming another identity is not taken)."""
         if self.insecure_internal:
             return None
         files = KeyPairFiles(
             Path(self.internal_tls_cert),
             Path(self.internal_tls_key),
             client_ca=Path(self.internal_tls_ca),
+            identity=identity,
         )
         return ReloadingServerCredentials(files).credentials()
 
-    def internal_client_tls(self) -> ReloadingClientTls | None:
-        """The identity this service presents to its peers, following its files."""
+    def internal_client_tls(
+        self, *, identity: ServiceIdentity | None = None
+    ) -> ReloadingClientTls | None:
+        """The identity this service presents to its peers, following its files (checked
+        against ``identity`` as internal_server_credentials does)."""
         if self.insecure_internal:
             return None
         return ReloadingClientTls(
-            Path(self.internal_tls_ca), Path(self.internal_tls_cert), Path(self.internal_tls_key)
+            Path(self.internal_tls_ca),
+            Path(self.internal_tls_cert),
+            Path(self.internal_tls_key),
+            identity=identity,
         )
 
     def internal_tls(self) -> InternalTls | None:

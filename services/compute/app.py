@@ -11,6 +11,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import grpc
 from prometheus_client import CollectorRegistry
 
 from services.common.app import RunningService
@@ -29,6 +30,7 @@ from services.common.rpc.channels import ChannelPool
 from services.common.rpc.conductor_client import ConductorClient, EventReporter, NodeReporter
 from services.common.rpc.datapath import HostStateSource
 from services.common.rpc.server import Registration, bound_address, start_server
+from services.common.tls_reload import ReloadingClientTls
 from services.compute.console.output import ConsoleOutput
 from services.compute.console.ports import ConsoleHypervisor
 from services.compute.console.sessions import ConsoleSessions
@@ -198,6 +200,18 @@ def network_driver(settings: ComputeSettings) -> NetworkDriver:
     )
 
 
+def internal_tls(
+    settings: ComputeSettings,
+) -> tuple[ReloadingClientTls | None, grpc.ServerCredentials | None]:
+    """Both ends of this compute's mutual TLS, loaded first: a certificate that names another
+    host (a node given another node's certificate) stops the start with WrongIdentity, before
+    anything else is touched, instead of every report being refused later."""
+    return (
+        settings.internal_client_tls(identity=settings.identity),
+        settings.internal_server_credentials(identity=settings.identity),
+    )
+
+
 async def start_compute(
     settings: ComputeSettings,
     *,
@@ -206,6 +220,7 @@ async def start_compute(
 ) -> RunningService:
     """``wrap_driver`` lets a test put a gate or a fault in front of the real driver;
     ``wrap_consoles`` the same for consoles (libvirt's test driver has none to test with)."""
+    tls, server_credentials = internal_tls(settings)
     if settings.chosen_network_driver != "noop":
         underlay = choose_underlay(
             settings.underlay_address,
@@ -219,7 +234,6 @@ async def start_compute(
     await asyncio.get_running_loop().run_in_executor(executor, libvirt_host.connect)
     real = libvirt_driver(settings, libvirt_host)
     driver: VirtDriver = real if wrap_driver is None else wrap_driver(real)
-    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     events = EventReporter(channels, settings.conductor_addresses)
     tracker = ResourceTracker(
@@ -269,7 +283,7 @@ async def start_compute(
                 DATAPATH_SERVICE,
             ),
         ],
-        credentials=settings.internal_server_credentials(),
+        credentials=server_credentials,
         callers={**CALLERS, **DATAPATH_CALLERS} if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,

@@ -8,6 +8,7 @@ from datetime import timedelta
 from ipaddress import IPv4Address
 
 from services.common.config import require, setting
+from services.common.identity import ServiceIdentity, ServiceRole, valid_host
 from services.common.service_settings import ServiceSettings
 from services.compute.virt.libvirt.driver import parse_interface
 
@@ -102,6 +103,12 @@ class ComputeSettings(ServiceSettings):
     )
 
     @property
+    def identity(self) -> ServiceIdentity:
+        """Who this service is inside: its certificate must name urn:nova-grpc:compute:HOST
+        (the conductor takes reports only for the host a certificate names)."""
+        return ServiceIdentity(ServiceRole.COMPUTE, self.host)
+
+    @property
     def chosen_network_driver(self) -> str:
         if self.network_driver:
             return self.network_driver
@@ -114,6 +121,12 @@ class ComputeSettings(ServiceSettings):
     def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.host), "host", "must not be empty")
+        require(
+            self.insecure_internal or valid_host(self.host),
+            "host",
+            "must be a plain host name (letters, digits, '.', '_', '-'): the internal "
+            "certificate names it",
+        )
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
         require(self.virt_type in VIRT_TYPES, "virt_type", f"must be one of {VIRT_TYPES}")
         require(self.max_concurrent_builds >= 1, "max_concurrent_builds", "must be >= 1")

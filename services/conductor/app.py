@@ -16,6 +16,7 @@ from services.common.generated.novagrpc.internal.v1 import (
     conductor_pb2_grpc,
     datapath_pb2_grpc,
 )
+from services.common.identity import ServiceIdentity, ServiceRole
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.readiness import Readiness
 from services.common.rpc.channels import ChannelPool
@@ -47,11 +48,12 @@ SERVICE_NAME = conductor_pb2.DESCRIPTOR.services_by_name["Conductor"].full_name
 
 
 async def start_conductor(settings: ConductorSettings) -> RunningService:
+    # first: its own certificate must name the conductor (a misdeployment stops the start)
+    tls = settings.internal_client_tls(identity=ServiceIdentity(ServiceRole.CONDUCTOR))
     db = Database(settings.database_url)
     uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()
     metrics = ConductorMetrics.create(registry)
-    tls = settings.internal_client_tls()
     channels = ChannelPool(tls)
     scheduler = Scheduler(
         build_filters(settings.enabled_filters),
@@ -123,7 +125,9 @@ async def start_conductor(settings: ConductorSettings) -> RunningService:
                 DATAPATH_SERVICE,
             ),
         ],
-        credentials=settings.internal_server_credentials(),
+        credentials=settings.internal_server_credentials(
+            identity=ServiceIdentity(ServiceRole.CONDUCTOR)
+        ),
         callers={**CALLERS, **DATAPATH_CALLERS} if tls is not None else None,
         metrics=RpcMetrics.create(registry),
         health_listen=settings.health_listen,

