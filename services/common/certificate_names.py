@@ -57,7 +57,7 @@ def _children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int
         yield tag, content, pos
 
 
-def _only(data: bytes, start: int, end: int, tag: int) -> tuple[int, int]:
+def _only(data: bytes, start: int, end: int, *, tag: int) -> tuple[int, int]:
     """The content of the single element of ``tag`` that [start, end) holds."""
     found, content, content_end = _element(data, start, end)
     if found != tag or content_end != end:
@@ -68,7 +68,7 @@ def _only(data: bytes, start: int, end: int, tag: int) -> tuple[int, int]:
 def certificate_uris(pem: bytes) -> list[str]:
     """Every URI in the subjectAltName of the first certificate in ``pem``."""
     der = first_certificate_der(pem)
-    certificate = _only(der, 0, len(der), _SEQUENCE)
+    certificate = _only(der, 0, len(der), tag=_SEQUENCE)
     tbs_tag, tbs_start, tbs_end = next(_children(der, *certificate), (None, 0, 0))
     if tbs_tag != _SEQUENCE:
         raise ValueError("not an X.509 certificate")
@@ -76,7 +76,7 @@ def certificate_uris(pem: bytes) -> list[str]:
     for tag, start, end in _children(der, tbs_start, tbs_end):
         if tag != _EXTENSIONS:
             continue
-        for ext_tag, ext_start, ext_end in _children(der, *_only(der, start, end, _SEQUENCE)):
+        for ext_tag, ext_start, ext_end in _children(der, *_only(der, start, end, tag=_SEQUENCE)):
             if ext_tag != _SEQUENCE:
                 raise ValueError("malformed extension")
             parts = list(_children(der, ext_start, ext_end))
@@ -87,7 +87,7 @@ def certificate_uris(pem: bytes) -> list[str]:
                 continue
             if value[0] != _OCTET_STRING:
                 raise ValueError("malformed subjectAltName")
-            names = _only(der, value[1], value[2], _SEQUENCE)
+            names = _only(der, value[1], value[2], tag=_SEQUENCE)
             for name_tag, name_start, name_end in _children(der, *names):
                 if name_tag == _URI:
                     uris.append(der[name_start:name_end].decode("ascii"))
