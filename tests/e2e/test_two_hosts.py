@@ -1,14 +1,14 @@
 """Two compute hosts with real guests (QEMU TCG), one network across them over VXLAN, and
 another project's network on the same subnet kept apart.
 
-Each host is a network namespace of this test with everything a compute host has: its own
-libvirtd (``tests/support/private_libvirtd.py``: the daemon in the host's namespace, so the
-guests' taps are made there), its compute process (started in the namespace, so its
-datapath — bridges, VXLAN devices, nftables, the DHCP/gateway namespaces' veths — is made
-there too) and an underlay address on ``phys0``, a veth pair joining the two hosts: the
-physical wire, carrying only VXLAN between 192.168.79.1 and .2. The api and the conductor
-run in the machine's own namespace; the computes and the conductor talk over unix-domain
-sockets in the test's directory (socket files cross network namespaces).
+Each host is a network namespace of this test with everything a compute host has
+(``tests/support/compute_hosts.py``): its own libvirtd (``private_libvirtd.py``: the daemon
+in the host's namespace, so the guests' taps are made there), its compute process (started
+in the namespace, so its datapath — bridges, VXLAN devices, nftables, the veths of the
+DHCP/gateway namespaces — is made there too) and an underlay address on ``phys0``, a veth
+pair joining the two hosts: the physical wire, carrying only VXLAN between 192.168.79.1 and
+.2. The api and the conductor run in the machine's own namespace; the computes and the
+conductor talk over unix-domain sockets in the test's directory.
 
 Guests A (host a) and B (host b) are on project blue's network, C (host a, beside A) on
 project green's network with the same subnet; both projects' default groups let ICMP in
@@ -46,10 +46,11 @@ from services.common.generated.novagrpc.v1 import (
     servers_pb2_grpc,
 )
 from tests.support.auth import Authed
+from tests.support.compute_hosts import start_host_compute, wire
 from tests.support.netns import namespaces, run_in
 from tests.support.polling import wait_until
-from tests.support.private_libvirtd import PrivateLibvirtd, private_libvirtd, qemu_in
-from tests.support.processes import Service, ServiceSet
+from tests.support.private_libvirtd import private_libvirtd, qemu_in
+from tests.support.processes import ServiceSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -60,17 +61,6 @@ UNDERLAY = {"a": "192.168.79.1", "b": "192.168.79.2"}
 CIDR, GATEWAY = "10.71.0.0/24", "10.71.0.1"
 POOLS = {"blue": ("10.71.0.10", "10.71.0.19"), "green": ("10.71.0.20", "10.71.0.29")}
 DATAPATH_LINKS = ("nbr-", "nvx-", "ndh-", "nxg-", "tap", "vnet")
-
-
-def wire(a: str, b: str) -> None:
-    """The physical link between the hosts, with room for VXLAN's 50 bytes."""
-    with IPRoute(netns=a) as ip:
-        ip.link("add", ifname="phys0", kind="veth", peer={"ifname": "phys0", "net_ns_fd": b})
-    for name, host in ((a, "a"), (b, "b")):
-        with IPRoute(netns=name) as ip:
-            (index,) = ip.link_lookup(ifname="phys0")
-            ip.link("set", index=index, mtu=1600, state="up")
-            ip.addr("add", index=index, address=UNDERLAY[host], prefixlen=24)
 
 
 def datapath_links(namespace: str) -> set[str]:
@@ -120,22 +110,6 @@ def results(printed: str) -> dict[str, bool]:
     return found
 
 
-def start_compute(services: ServiceSet, host: str, *, namespace: str, conductor: Service,
-                  libvirtd: PrivateLibvirtd, tag: str) -> Service:  # fmt: skip
-    work = services.workdir
-    return services.start(f"compute-{host}", "services.compute", [
-        "--listen", services.socket(f"compute-{host}"),
-        "--conductor-addresses", conductor.address,
-        "--host", f"host-{host}", "--availability-zone", f"zone-{host}",
-        "--instances-path", str(work / f"instances-{host}"),
-        "--libvirt-uri", libvirtd.uri, "--virt-type", "qemu",
-        "--instance-name-template", f"e2e2h{tag}{host}-%08x",
-        "--network-state-path", str(work / f"network-{host}"),
-        "--dhcp-namespace-prefix", f"e2e{tag}{host}-dhcp-",
-        "--underlay-address", UNDERLAY[host],
-    ], wrapper=["nsenter", f"--net=/run/netns/{namespace}"])  # fmt: skip
-
-
 def dnsmasq_of(workdir: Path) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -164,7 +138,7 @@ def test_one_network_spans_two_hosts_and_another_projects_stays_apart(  # noqa: 
     with ExitStack() as stack:
         ns = stack.enter_context(namespaces("ha", "hb"))
         hosts = {h: ns[f"h{h}"] for h in HOSTS}
-        wire(hosts["a"], hosts["b"])
+        wire(hosts["a"], hosts["b"], (UNDERLAY["a"], UNDERLAY["b"]))
         daemons = {h: stack.enter_context(private_libvirtd(hosts[h], tmp_path / f"libvirt-{h}"))
                    for h in HOSTS}  # fmt: skip
         codes: dict[str, int] = {}
@@ -172,8 +146,9 @@ def test_one_network_spans_two_hosts_and_another_projects_stays_apart(  # noqa: 
         conductor = services.start("conductor", "services.conductor",
                                    ["--listen", services.socket("conductor")])  # fmt: skip
         for h in HOSTS:
-            start_compute(services, h, namespace=hosts[h], conductor=conductor,
-                          libvirtd=daemons[h], tag=tag)  # fmt: skip
+            start_host_compute(services, h, namespace=hosts[h], conductor=conductor,
+                               libvirtd=daemons[h], tag=f"e2e{tag}", underlay=UNDERLAY[h],
+                               zone=f"zone-{h}")  # fmt: skip
         api = services.start("api", "services.api", [
             "--listen", "127.0.0.1:0", "--conductor-addresses", conductor.address])  # fmt: skip
         channel = stack.enter_context(grpc.insecure_channel(api.address))
