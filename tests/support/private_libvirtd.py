@@ -25,6 +25,7 @@ the host's namespace is killed and reported.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -97,12 +98,13 @@ def _prepare(root: Path) -> None:
 
 
 def _command(namespace: str, root: Path) -> list[str]:
-    binds = " && ".join(f"mount --bind {root / name} {target}"
+    binds = " && ".join(f"mount --bind {shlex.quote(str(root / name))} {target}"
                         for name, target in PRIVATE_DIRS.items())  # fmt: skip
+    pidfile = shlex.quote(str(root / "libvirtd.pid"))
     # nsenter, unshare and sh each exec the next: the Popen's pid is libvirtd's own.
     return ["nsenter", f"--net=/run/netns/{namespace}", "unshare", "--mount", "--propagation",
             "private", "sh", "-c",
-            f"{binds} && exec libvirtd --pid-file {root / 'libvirtd.pid'}"]  # fmt: skip
+            f"{binds} && exec libvirtd --pid-file {pidfile}"]  # fmt: skip
 
 
 def _namespace_inode(namespace: str) -> int:
@@ -110,8 +112,12 @@ def _namespace_inode(namespace: str) -> int:
 
 
 def qemu_in(namespace: str) -> list[int]:
-    """QEMU processes whose network namespace is ``namespace``."""
-    inode, found = _namespace_inode(namespace), []
+    """QEMU processes whose network namespace is ``namespace`` (none once it is gone)."""
+    try:
+        inode = _namespace_inode(namespace)
+    except FileNotFoundError:
+        return []
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
