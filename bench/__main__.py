@@ -16,6 +16,7 @@ from bench.compute_builds import run_compute_builds
 from bench.console import run_console
 from bench.e2e import run_e2e
 from bench.fairness import run_fairness
+from bench.floating import run_floating
 from bench.host_networks import run_host_networks
 from bench.networking import run_networking
 from bench.real_guest import run_real_guest
@@ -34,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append",
         choices=("e2e", "compute", "guest", "console", "scheduler", "net", "fairness", "tls",
-                 "scaleout"),
-        help="run only these parts (default: all)",
+                 "scaleout", "floating"),
+        help="run only these parts (default: all but floating, which needs root, libvirt and "
+             "QEMU and boots a guest: ask for it)",
     )  # fmt: skip
     parser.add_argument(
         "--profile", choices=("api", "conductor", "compute"),
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         results += run_real_guest(Path(args.workdir) / "guest")
     if "console" in parts:
         results += run_console(Path(args.workdir) / "console")
+    if "floating" in parts:
+        results += run_floating(Path(args.workdir) / "floating")
     if "e2e" not in parts:
         return _report(results)
     results += run_e2e(

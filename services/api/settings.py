@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common.addresses import require_targets
 from services.common.config import require, setting
 from services.common.service_settings import ServiceSettings
 from services.common.tls_reload import KeyPairFiles, ReloadingServerCredentials
@@ -32,7 +33,7 @@ class ApiSettings(ServiceSettings):
     conductor_addresses: tuple[str, ...] = setting(
         ("127.0.0.1:8780",),
         "Conductor addresses (comma-separated; dns:///name:port spreads over every address of "
-        "a name).",
+        "a name; unix:/absolute/path is a conductor's unix-domain socket).",
     )
     conductor_streams: int = setting(
         1, "Build streams opened per conductor address (one per conductor behind a DNS name)."
@@ -123,6 +124,7 @@ class ApiSettings(ServiceSettings):
     def _check(self) -> None:
         require(":" in self.listen, "listen", "must be host:port")
         require(bool(self.conductor_addresses), "conductor_addresses", "must name a conductor")
+        require_targets("conductor_addresses", self.conductor_addresses)
         require(self.auth_cache_seconds >= timedelta(0), "auth_cache_seconds", "must be >= 0")
         require(self.conductor_streams >= 1, "conductor_streams", "must be >= 1")
         require(self.rate_limit_per_second >= 0, "rate_limit_per_second", "must be >= 0")

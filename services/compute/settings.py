@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from ipaddress import IPv4Address
 
+from services.common.addresses import require_listen, require_targets
 from services.common.config import require, setting
 from services.common.identity import ServiceIdentity, ServiceRole, valid_host
 from services.common.service_settings import ServiceSettings
@@ -19,17 +20,23 @@ NETWORK_DRIVERS = frozenset({"", "linuxbridge", "noop"})
 @dataclass(frozen=True)
 class ComputeSettings(ServiceSettings):
     listen: str = setting(
-        "127.0.0.1:8790", "Address the internal Compute service listens on (host:port)."
+        "127.0.0.1:8790",
+        "Address the internal Compute service listens on: host:port, or unix:/absolute/path "
+        "for a unix-domain socket (peers on this machine in another network namespace).",
     )
     advertise_address: str = setting(
-        "", "host:port the conductor uses to reach this service (default: the bound address)."
+        "",
+        "host:port (or unix:/path) the conductor and api use to reach this service "
+        "(default: the bound address).",
     )
     host: str = field(
         default_factory=socket.gethostname,
         metadata={"help": "This compute host's name, unique in the deployment (default: hostname)"},
     )
     conductor_addresses: tuple[str, ...] = setting(
-        ("127.0.0.1:8780",), "Conductor addresses (comma-separated) for reports and heartbeats."
+        ("127.0.0.1:8780",),
+        "Conductor addresses (comma-separated; unix:/absolute/path for a unix-domain socket) "
+        "for reports and heartbeats.",
     )
     libvirt_uri: str = setting(
         "test:///default", "libvirt connection URI (test:///default, qemu:///system, ...)."
@@ -119,7 +126,10 @@ class ComputeSettings(ServiceSettings):
         self.check_service()
 
     def _check(self) -> None:
-        require(":" in self.listen, "listen", "must be host:port")
+        require_listen("listen", self.listen)
+        if self.advertise_address:
+            require_listen("advertise_address", self.advertise_address)
+        require_targets("conductor_addresses", self.conductor_addresses)
         require(bool(self.host), "host", "must not be empty")
         require(
             self.insecure_internal or valid_host(self.host),

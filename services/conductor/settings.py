@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from services.common.addresses import require_listen
 from services.common.config import require, setting
 from services.common.connection_settings import ConnectionAgeSettings
 from services.common.service_settings import ServiceSettings
@@ -21,7 +22,9 @@ DEFAULT_DATABASE_URL = "sqlite:///var/nova.sqlite"
 @dataclass(frozen=True)
 class ConductorSettings(ServiceSettings, ConnectionAgeSettings):
     listen: str = setting(
-        "127.0.0.1:8780", "Address the internal Conductor service listens on (host:port)."
+        "127.0.0.1:8780",
+        "Address the internal Conductor service listens on: host:port, or unix:/absolute/path "
+        "for a unix-domain socket (computes on this machine in another network namespace).",
     )
     database_url: str = setting(
         DEFAULT_DATABASE_URL, "SQLAlchemy URL of the database (sqlite:///path or postgresql://...)."
@@ -96,7 +99,7 @@ class ConductorSettings(ServiceSettings, ConnectionAgeSettings):
         )
 
     def _check(self) -> None:
-        require(":" in self.listen, "listen", "must be host:port")
+        require_listen("listen", self.listen)
         require(self.service_down_time > timedelta(0), "service_down_time", "must be > 0")
         require(self.schedule_batch_size >= 1, "schedule_batch_size", "must be >= 1")
         require(self.host_subset_size >= 1, "host_subset_size", "must be >= 1")

@@ -113,7 +113,8 @@ def _log_tail(lines: int = 8) -> str:
     return "\n  " + "\n  ".join(tail) if tail else ""
 
 
-def _ensure_accounts() -> None:
+def ensure_accounts() -> None:
+    """The users and groups libvirtd refuses to start without (see the module's docstring)."""
     def group_exists(name: str) -> bool:
         try:
             grp.getgrnam(name)
@@ -250,7 +251,7 @@ def ensure_libvirtd(timeout: float = 30) -> None:
             f"--no-install-recommends {' '.join(DEBIAN_PACKAGES)}"
         )
 
-    _ensure_accounts()
+    ensure_accounts()
     for d in (LOG_DIR, RUN_DIR):
         os.makedirs(d, exist_ok=True)
     conf_changed = _ensure_qemu_conf()

@@ -47,8 +47,11 @@ class ServiceSet:
 
     def start(
         self, name: str, module: str, args: Sequence[str], timeout: float = 30, *,
-        role: str | None = None,
+        role: str | None = None, wrapper: Sequence[str] = (),
     ) -> Service:  # fmt: skip
+        """``wrapper``: a command that execs the service (``nsenter --net=...``: a compute
+        whose datapath lives in a namespace); it must exec, so that signals reach the
+        service itself."""
         ready = self.workdir / f"{name}.addr"
         ready.unlink(missing_ok=True)
         log_path = self.workdir / f"{name}.log"
@@ -58,7 +61,7 @@ class ServiceSet:
         host = args[list(args).index("--host") + 1] if "--host" in args else ""
         env = {**os.environ, **self.env, **role_settings_env(self.pki, role, host=host)}
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--ready-file", str(ready)],
+            [*wrapper, sys.executable, "-m", module, *args, "--ready-file", str(ready)],
             cwd=REPO,
             env=env,
             stdout=log_file,
@@ -111,9 +114,15 @@ class ServiceSet:
         self.services.clear()
         return codes
 
-    def _compute_args(self, i: int, conductor: Service, extra: Sequence[str]) -> list[str]:
+    def socket(self, name: str) -> str:
+        """A unix-domain socket address in the work directory."""
+        return f"unix:{self.workdir / name}.sock"
+
+    def _compute_args(
+        self, i: int, conductor: Service, extra: Sequence[str], *, unix: bool = False
+    ) -> list[str]:
         return [
-            *("--listen", "127.0.0.1:0"),
+            *("--listen", self.socket(f"compute{i}") if unix else "127.0.0.1:0"),
             *("--conductor-addresses", conductor.address),
             *("--host", f"compute{i}"),
             *("--instances-path", str(self.workdir / f"instances{i}")),
@@ -121,17 +130,22 @@ class ServiceSet:
         ]
 
     def start_all_in_one(
-        self, database_url: str, *, computes: int = 1, compute_args: Sequence[str] = ()
-    ) -> tuple[Service, Service, list[Service]]:
+        self, database_url: str, *, computes: int = 1, compute_args: Sequence[str] = (),
+        unix: bool = False,
+    ) -> tuple[Service, Service, list[Service]]:  # fmt: skip
         """Conductor, ``computes`` compute services (test:///default) and the api (with
-        unlimited quotas unless the environment sets them)."""
+        unlimited quotas unless the environment sets them); ``unix``: the conductor and the
+        computes listen on unix-domain sockets in the work directory."""
         self.env["NOVA_GRPC_DATABASE_URL"] = database_url
         for name in ("INSTANCES", "CORES", "RAM"):
             self.env.setdefault(f"NOVA_GRPC_QUOTA_{name}", "-1")
-        conductor = self.start("conductor", "services.conductor", ["--listen", "127.0.0.1:0"])
+        conductor = self.start("conductor", "services.conductor",
+                               ["--listen", self.socket("conductor") if unix else "127.0.0.1:0"])
         compute_services = [
             self.start(
-                f"compute{i}", "services.compute", self._compute_args(i, conductor, compute_args)
+                f"compute{i}",
+                "services.compute",
+                self._compute_args(i, conductor, compute_args, unix=unix),
             )
             for i in range(1, computes + 1)
         ]

@@ -30,6 +30,14 @@ def test_loopback_and_wildcard_give_no_overlay() -> None:
     assert choose_underlay("", advertised="compute-1:8790", conductors=[]) is None
 
 
+def test_unix_sockets_say_nothing_about_the_network() -> None:
+    # no name lookup of "unix" either: the only conductor is a socket file
+    assert choose_underlay("", advertised="unix:/run/c.sock", conductors=["unix:/run/k"]) is None
+    assert choose_underlay("192.0.2.7", advertised="unix:/run/c.sock", conductors=[]) == A(
+        "192.0.2.7"
+    )
+
+
 def test_the_state_survives_the_wire() -> None:
     state = HostNetworkState(
         host="h",

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.addresses import is_unix
 from services.common.metrics import RpcMetrics
 from services.common.rpc.deadlines import DeadlineInterceptor
 from services.common.rpc.errors import ErrorInterceptor
@@ -97,8 +98,9 @@ async def start_server(
     callers: CallerPolicy | None = None,
     unary_deadline: timedelta | None = None,
 ) -> ServiceServer:
-    """Bind ``listen`` (port 0 picks a free port), mount the servicers and start; with
-    ``credentials`` the port speaks TLS (mutual, for the internal services).
+    """Bind ``listen`` (port 0 picks a free port; ``unix:/path`` a socket file), mount the
+    servicers and start; with ``credentials`` the port speaks TLS (mutual, for the internal
+    services).
 
     Readiness starts NOT_SERVING; the service flips it once its dependencies answer.
     Liveness (``LIVENESS_SERVICE``) is SERVING as soon as the server runs.
@@ -163,6 +165,10 @@ def _ms(duration: timedelta) -> int:
 
 
 def bound_address(listen: str, port: int) -> str:
+    """The address peers reach ``listen`` at once bound: a socket file is its own address
+    (gRPC reports port 1 for it), a host:port gets the port actually bound (port 0)."""
+    if is_unix(listen):
+        return listen
     host = listen.rsplit(":", 1)[0]
     return f"{host}:{port}"
 

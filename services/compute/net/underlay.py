@@ -3,7 +3,8 @@
 Chosen at start-up, in the composition root: the advertised address when it is a routable
 IPv4 literal (the address the conductor already reaches this host at), else the source
 address the kernel picks for the route towards the first conductor (a UDP ``connect`` sends
-nothing). Loopback and wildcard addresses are no use to another host: then there is none,
+nothing). A unix-domain socket (``unix:/path``) says nothing about the network: it is
+skipped. Loopback and wildcard addresses are no use to another host: then there is none,
 and the host takes part in no overlay (a single-host deployment needs none).
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 from ipaddress import IPv4Address
+
+from services.common.addresses import is_unix
 
 
 def _routable(text: str) -> IPv4Address | None:
@@ -33,10 +36,12 @@ def choose_underlay(
 ) -> IPv4Address | None:
     if configured:
         return IPv4Address(configured)
-    found = _routable(_host_of(advertised))
+    found = None if is_unix(advertised) else _routable(_host_of(advertised))
     if found is not None:
         return found
     for conductor in conductors:
+        if is_unix(conductor):
+            continue
         host, _, port = conductor.rpartition(":")
         try:
             target = socket.gethostbyname(host.strip("[]"))
