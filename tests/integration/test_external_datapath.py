@@ -7,6 +7,7 @@ security-group rule allows it and only while the address is associated."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from ipaddress import IPv4Address as A
@@ -141,3 +142,53 @@ def test_snat_out_and_floating_in_through_the_security_groups(tmp_path: Path) ->
         assert namespace not in netns.listnetns()
         links = run_in(ns["host"], "ip", "-o", "link").stdout
         assert "nbr-5201" not in links and "nxg-" not in links
+
+
+def neighbour(outside: str, address: str) -> str:
+    """The MAC the outside holds for ``address`` ("" when none)."""
+    shown = run_in(outside, "ip", "-j", "neigh", "show", address, "dev", "eth0").stdout
+    entries = json.loads(shown or "[]")
+    return str(entries[0].get("lladdr", "")) if entries else ""
+
+
+def test_a_taken_floating_address_is_announced_to_the_external_network(tmp_path: Path) -> None:
+    """The floating address moves here from elsewhere (another host, or a release and a new
+    association): the outside's router still holds the old MAC for it and would keep sending
+    there until its entry aged out. The host's gratuitous ARP moves it at once, without the
+    outside sending a single packet to the address."""
+    tag = uuid.uuid4().hex[:4]
+    old_mac = "02:00:00:00:00:99"
+    with namespaces("host", "outside") as ns:
+        with IPRoute(netns=ns["host"]) as ip:
+            ip.link("add", ifname="br-ex", kind="bridge")
+            ip.link("set", index=ip.link_lookup(ifname="br-ex")[0], state="up")
+        attach(ns["host"], "br-ex", "outside0", ns["outside"], address="203.0.113.1/24")
+        for address in ("203.0.113.5", "203.0.113.50"):
+            run_in(ns["outside"], "ip", "neigh", "replace", address, "lladdr", old_mac,
+                   "dev", "eth0", "nud", "stale")  # fmt: skip
+        driver = LinuxBridgeDriver(state_dir=tmp_path, namespace_prefix=f"t{tag}-dhcp-")
+        port = PortSpec(port_id="00000001-0000-4000-8000-000000000000", instance_uuid="vm1",
+                        network=NET, mac="fa:16:3e:00:02:01", fixed_ip=A("10.42.0.11"),
+                        security_rules=(EGRESS,))  # fmt: skip
+        namespace = f"t{tag}-dhcp-5201"
+        try:
+            with inside(ns["host"]):
+                driver.plug(port)
+                driver.set_host_state(HostNetworkState("host", uplinks=(UPLINK,)))
+            ext0 = json.loads(run_in(namespace, "ip", "-j", "link", "show", "ext0").stdout)
+            mac = ext0[0]["address"]
+            # the gateway address was taken first: announced; the floating one not yet
+            wait_until(lambda: neighbour(ns["outside"], "203.0.113.5") == mac, 10,
+                       "the gateway address announced")  # fmt: skip
+            assert neighbour(ns["outside"], "203.0.113.50") == old_mac
+            with inside(ns["host"]):
+                driver.set_host_state(
+                    HostNetworkState("host", uplinks=(UPLINK,), floating=(FLOATING,))
+                )
+            wait_until(lambda: neighbour(ns["outside"], "203.0.113.50") == mac, 10,
+                       "the floating address announced")  # fmt: skip
+        finally:
+            with inside(ns["host"]):
+                driver.set_host_state(HostNetworkState("host"))
+                driver.unplug(port)
+        assert namespace not in netns.listnetns()

@@ -109,9 +109,7 @@ def archive_batch(
     """Move (``purge``: delete) up to ``batch_size`` servers deleted before ``before`` and
     everything they own, in the caller's transaction. Rows moved per table; empty when
     nothing is left to archive."""
-    uuids = _deleted_before(
-        connection, before, limit=batch_size, held_back=_held_back(connection)
-    )
+    uuids = _deleted_before(connection, before, limit=batch_size, held_back=_held_back(connection))
     if not uuids:
         return {}
     counts: ArchiveCounts = {}

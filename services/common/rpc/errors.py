@@ -245,9 +245,7 @@ def _wrap_unary(
             await _abort_for(exc, context)
         finally:
             if metrics is not None:
-                metrics.observe(
-                    method, kind, code_name=code, seconds=time.perf_counter() - started
-                )
+                metrics.observe(method, kind, code_name=code, seconds=time.perf_counter() - started)
 
     return handler
 
@@ -280,9 +278,7 @@ def _wrap_stream(
             await _abort_for(exc, context)
         finally:
             if metrics is not None:
-                metrics.observe(
-                    method, kind, code_name=code, seconds=time.perf_counter() - started
-                )
+                metrics.observe(method, kind, code_name=code, seconds=time.perf_counter() - started)
 
     return handler
 

@@ -34,7 +34,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -42,7 +42,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from services.common.networking import NetworkSpec, PortSpec, bridge_name
 from services.common.overlay import HostNetworkState, vxlan_name
-from services.compute.net import nat, overlay
+from services.compute.net import garp, nat, overlay
 from services.compute.net.driver import DatapathError
 from services.compute.net.ruleset import render
 
@@ -228,6 +228,10 @@ class LinuxBridgeDriver:
                        "dev", nat.EXTERNAL_IFNAME])  # fmt: skip
         self._run(["ip", "netns", "exec", namespace, "nft", "-f", "-"],
                   stdin=nat.render(uplink, floating))  # fmt: skip
+        # Only now, with the NAT in place: the neighbours that learn the new MAC send to it
+        # at once, so the address must already lead somewhere.
+        taken = (IPv4Interface(a).ip for a in wanted - present)
+        garp.announce(namespace, nat.EXTERNAL_IFNAME, taken)
 
     def _ensure_overlay(self, network: NetworkSpec) -> None:
         if self._underlay is None:
