@@ -62,6 +62,9 @@ class ComputeConsoleServicer(pb_grpc.ComputeConsoleServicer):  # type: ignore[mi
         if first is None:
             raise InvalidArgument("instance_uuid", "the first message must name the instance")
         session = await self._sessions.attach(_uuid(first.instance_uuid))
+        # Headers now tell the api the console is open, so it types only into an open
+        # session (see ComputeConsoleClient.attach); a refusal above ends the call instead.
+        await context.send_initial_metadata(())
         pump = asyncio.create_task(self._pump(session, first.data, request_iterator))
         try:
             while True:

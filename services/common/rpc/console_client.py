@@ -82,6 +82,13 @@ class ComputeConsoleClient:
 
         async def pump() -> None:
             await call.write(pb.AttachConsoleRequest(instance_uuid=uuid))
+            # Wait for the host's answer to the attach before typing or closing our side: its
+            # headers once the console is open, or the end of the call when it refuses. A
+            # write that races a refusal makes grpc report INTERNAL ("Internal error from
+            # Core") in place of the refusal's own status.
+            await call.initial_metadata()
+            if call.done():
+                return
             async for data in inputs:
                 await call.write(pb.AttachConsoleRequest(data=data))
             # Input ended: say so, but keep reading (output goes on until cancelled).
