@@ -62,7 +62,9 @@ def check_fixed_ip(
 
 class AddressPool:
     """Free addresses of one network during one transaction: ``used`` is what the database
-    holds (read under the network's row lock), and every address taken here is added to it."""
+    holds (read under the network's row lock), and every address taken here is added to it.
+    Kept as integers: an IPv4Address hashes through ``hex()``, which a create of 100 servers
+    on a network with thousands of ports paid thousands of times (profiled)."""
 
     def __init__(
         self,
@@ -77,33 +79,32 @@ class AddressPool:
         self._cidr = cidr
         self._gateway = gateway
         self._pools = tuple(pools)
-        self._used = set(used)
+        self._used = {int(a) for a in used}
         self._cursor = self._scan()
 
     def take(self, requested: IPv4Address | None = None, *, field: str = "networks") -> IPv4Address:
         """The requested address if free, else the lowest free one of the pools."""
         if requested is not None:
             check_fixed_ip(field, requested, cidr=self._cidr, gateway=self._gateway)
-            if requested in self._used:
+            if int(requested) in self._used:
                 raise AlreadyExists(
                     f"{field}: address {requested} is in use on network {self._name!r}",
                     field=field,
                 )
-            self._used.add(requested)
+            self._used.add(int(requested))
             return requested
-        for address in self._cursor:
-            if address not in self._used:
-                self._used.add(address)
-                return address
+        for value in self._cursor:
+            if value not in self._used:
+                self._used.add(value)
+                return IPv4Address(value)
         raise NetworkFull(self._name, size=pool_size(self._pools), field=field)
 
-    def _scan(self) -> Iterator[IPv4Address]:
+    def _scan(self) -> Iterator[int]:
         # One pass over the pools for the whole transaction: addresses below the cursor were
         # either used or handed out already (a requested address is marked used, so the scan
         # skips it when it gets there).
         for first, last in self._pools:
-            for value in range(int(first), int(last) + 1):
-                yield IPv4Address(value)
+            yield from range(int(first), int(last) + 1)
 
 
 def new_mac() -> str:

@@ -682,8 +682,8 @@ class FakeNetworks:
     def used_addresses(self, network_id: str) -> set[IPv4Address]:
         return {p.fixed_ip for p in self._db.ports if p.network_id == network_id}
 
-    def mac_in_use(self, mac: str) -> bool:
-        return any(p.mac == mac for p in self._db.ports)
+    def macs_in_use(self, macs: Sequence[str]) -> set[str]:
+        return {p.mac for p in self._db.ports} & set(macs)
 
     def usage_per_network(self) -> list[tuple[Network, int]]:
         return [

@@ -483,8 +483,8 @@ class SqlNetworks:
     def used_addresses(self, network_id: str) -> set[IPv4Address]:
         return network_repo.used_addresses(self._c, network_id)
 
-    def mac_in_use(self, mac: str) -> bool:
-        return network_repo.mac_in_use(self._c, mac)
+    def macs_in_use(self, macs: Sequence[str]) -> set[str]:
+        return network_repo.macs_in_use(self._c, macs)
 
     def insert_ports(self, ports: Sequence[network_repo.NewPort], now: datetime) -> None:
         network_repo.insert_ports(self._c, ports, now)
