@@ -129,7 +129,12 @@ async def start_api(settings: ApiSettings) -> RunningService:
     caster = BuildCaster(
         channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
     )
-    create = CreateServers(uow, caster, quota_defaults=settings.default_quotas)
+    create = CreateServers(
+        uow,
+        caster,
+        quota_defaults=settings.default_quotas,
+        batch_servers=settings.create_batch_servers,
+    )
     conductor = ConductorClient(channels, settings.conductor_addresses)
     admission = Admission(
         calls_per_project=settings.max_calls_per_project,

@@ -191,7 +191,7 @@ async def test_two_api_processes_allocate_500_addresses_in_one_23_without_a_dupl
     )
     dbs = [Database(postgres_url), Database(postgres_url)]
     creators = [
-        CreateServers(SqlUnitOfWork(d), NoCasts(), quota_defaults=UNLIMITED, max_batch=8)
+        CreateServers(SqlUnitOfWork(d), NoCasts(), quota_defaults=UNLIMITED, batch_servers=40)
         for d in dbs
     ]
     for c in creators:
