@@ -64,8 +64,9 @@ class PortSlot:
 
 class PortAllocator:
     """Ports for one batch of creates, in its transaction. Each network is locked (on
-    PostgreSQL) and its used addresses read once per batch; the unique (network, address)
-    key backs it all up."""
+    PostgreSQL) once per batch, and only the addresses about to be handed out are looked up
+    (a few queries per batch, whatever the network holds); the unique (network, address) key
+    backs it all up."""
 
     def __init__(self, store: NetworkStore) -> None:
         self._store = store
@@ -136,11 +137,18 @@ class PortAllocator:
     def _pool(self, network: Network) -> ipam.AddressPool:
         if network.id not in self._pools:
             self._store.lock([network.id])
+            network_id = network.id
+
+            def probe(candidates: Sequence[IPv4Address]) -> set[IPv4Address]:
+                return self._store.addresses_in_use(network_id, candidates)
+
+            # next fit from the network's count of ports (see AddressPool)
             self._pools[network.id] = ipam.AddressPool(
                 name=network.name,
                 cidr=network.cidr,
                 gateway=network.gateway,
                 pools=network.allocation_pools,
-                used=self._store.used_addresses(network.id),
+                probe=probe,
+                start=self._store.ports_on(network.id),
             )
         return self._pools[network.id]

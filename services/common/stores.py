@@ -411,7 +411,11 @@ class NetworkStore(Protocol):
         """Serialise address allocation on these networks until the transaction ends."""
         ...
 
-    def used_addresses(self, network_id: str) -> set[IPv4Address]: ...
+    def addresses_in_use(
+        self, network_id: str, addresses: Sequence[IPv4Address]
+    ) -> set[IPv4Address]:
+        """Those of ``addresses`` some port of the network has (one query however many)."""
+        ...
 
     def macs_in_use(self, macs: Sequence[str]) -> set[str]:
         """Those of ``macs`` some port has (one query however many)."""

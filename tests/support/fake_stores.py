@@ -679,8 +679,11 @@ class FakeNetworks:
     def lock(self, network_ids: Sequence[str]) -> None:
         self.locked.extend(network_ids)  # one thread of fake work: nothing to wait for
 
-    def used_addresses(self, network_id: str) -> set[IPv4Address]:
-        return {p.fixed_ip for p in self._db.ports if p.network_id == network_id}
+    def addresses_in_use(
+        self, network_id: str, addresses: Sequence[IPv4Address]
+    ) -> set[IPv4Address]:
+        used = {p.fixed_ip for p in self._db.ports if p.network_id == network_id}
+        return used & set(addresses)
 
     def macs_in_use(self, macs: Sequence[str]) -> set[str]:
         return {p.mac for p in self._db.ports} & set(macs)

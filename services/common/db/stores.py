@@ -480,8 +480,10 @@ class SqlNetworks:
     def lock(self, network_ids: Sequence[str]) -> None:
         network_repo.lock_networks(self._c, network_ids)
 
-    def used_addresses(self, network_id: str) -> set[IPv4Address]:
-        return network_repo.used_addresses(self._c, network_id)
+    def addresses_in_use(
+        self, network_id: str, addresses: Sequence[IPv4Address]
+    ) -> set[IPv4Address]:
+        return network_repo.addresses_in_use(self._c, network_id, addresses)
 
     def macs_in_use(self, macs: Sequence[str]) -> set[str]:
         return network_repo.macs_in_use(self._c, macs)
