@@ -161,6 +161,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
                 uow,
                 others_busy=admission.others_in_flight,
                 expensive_share=settings.expensive_call_share,
+                writer_held=lambda: db.writing,
             ),
             DeleteServer(uow, conductor), PowerActions(uow, conductor),
             watch,

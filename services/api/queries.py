@@ -118,10 +118,13 @@ class ServerQueries:
         *,
         others_busy: Callable[[str], bool] | None = None,
         expensive_share: float = 1.0,
+        writer_held: Callable[[], bool] | None = None,
     ) -> None:
         """``others_busy(project)``: whether other projects' calls are in flight; a large
-        page then takes at most ``expensive_share`` of the interpreter (1: unpaced)."""
+        page then takes at most ``expensive_share`` of the interpreter (1: unpaced), and steps
+        aside while ``writer_held()`` (a write transaction every create waits for)."""
         self._uow = uow
+        self._writer_held = writer_held
         self._others_busy = others_busy
         self._share = expensive_share
 
@@ -129,7 +132,9 @@ class ServerQueries:
         busy = self._others_busy
         if busy is None or self._share >= 1:
             return unpaced
-        return Pacer(lambda: busy(project_id), share=self._share)
+        if self._writer_held is None:
+            return Pacer(lambda: busy(project_id), share=self._share)
+        return Pacer(lambda: busy(project_id), share=self._share, held=self._writer_held)
 
     async def get(self, server_id: str, context: RequestContext, *, field: str = "id") -> Instance:
         server_id = validation.check_uuid_ref(field, server_id)
