@@ -156,7 +156,14 @@ async def start_api(settings: ApiSettings) -> RunningService:
     )
     servers = ServersServicer(
         ServerUseCases(
-            FairCreates(create, CreateBudget(settings.create_servers_per_project)),
+            FairCreates(
+                create,
+                CreateBudget(
+                    settings.create_servers_per_project,
+                    others_busy=admission.others_in_flight,
+                    share=settings.create_share,
+                ),
+            ),
             ServerQueries(
                 uow,
                 others_busy=admission.others_in_flight,
