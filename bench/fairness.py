@@ -246,11 +246,16 @@ def measure_rounds(
 
 
 def measure(
-    workdir: Path, *, calls: int = 200, concurrency: int = 64, api_args: list[str] | None = None
+    workdir: Path,
+    *,
+    calls: int = 200,
+    concurrency: int = 64,
+    mix: bool = False,
+    api_args: list[str] | None = None,
 ) -> tuple[Latencies, Latencies, dict[str, int]]:
     """(unloaded, under flood, flood outcomes), one round."""
     pairs, outcomes = measure_rounds(
-        workdir, calls=calls, concurrency=concurrency, api_args=api_args
+        workdir, calls=calls, concurrency=concurrency, mix=mix, api_args=api_args
     )
     return pairs[0][0], pairs[0][1], outcomes
 
