@@ -149,7 +149,13 @@ async def start_api(settings: ApiSettings) -> RunningService:
         RateLimiter(settings.rate_limit_per_second),
         admission,
     )
-    watch = ServerWatch(uow)
+    queries = ServerQueries(
+        uow,
+        others_busy=admission.others_in_flight,
+        expensive_share=settings.expensive_call_share,
+        writer_held=lambda: db.writing,
+    )
+    watch = ServerWatch(uow, pacer=queries.pacer)
     rules_fan_out = ConductorRulesFanOut(conductor)
     host_networks = ConductorHostNetworks(
         HostNetworksRefresher(channels, settings.conductor_addresses)
@@ -164,12 +170,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
                     share=settings.create_share,
                 ),
             ),
-            ServerQueries(
-                uow,
-                others_busy=admission.others_in_flight,
-                expensive_share=settings.expensive_call_share,
-                writer_held=lambda: db.writing,
-            ),
+            queries,
             DeleteServer(uow, conductor), PowerActions(uow, conductor),
             watch,
         ),

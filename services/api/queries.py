@@ -128,7 +128,8 @@ class ServerQueries:
         self._others_busy = others_busy
         self._share = expensive_share
 
-    def _pacer(self, project_id: str) -> Callable[[], None]:
+    def pacer(self, project_id: str) -> Callable[[], None]:
+        """The checkpoint of one large read for ``project_id`` (a page, a watch snapshot)."""
         busy = self._others_busy
         if busy is None or self._share >= 1:
             return unpaced
@@ -172,7 +173,7 @@ class ServerQueries:
         across = context.is_admin and (query.all_projects or bool(query.host))
         project = None if across else context.project_id
 
-        pace = self._pacer(context.project_id)
+        pace = self.pacer(context.project_id)
 
         def run(tx: QueriesTx) -> tuple[list[T], Cursor | None]:
             flavor_ids: tuple[str, ...] = ()

@@ -173,10 +173,16 @@ class InstanceStore(Protocol):
         """End a power task (only a power task: a delete keeps its ``deleting``)."""
         ...
 
-    def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
+    def watched(
+        self,
+        scopes: Sequence[WatchScope],
+        *,
+        since: datetime | None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> list[Instance]:
         """The instances any scope covers, oldest first, at most the adapter's limit (1000);
         ``since`` None: a snapshot (a project's live servers); else what changed since,
-        deletes included."""
+        deletes included. ``checkpoint`` is called every few dozen rows (pacing)."""
         ...
 
     def archived_since(self, scope: WatchScope, *, since: datetime) -> bool:

@@ -252,7 +252,15 @@ class FakeInstances:
                 power_state=instance.power_state if power is None else power,
             )
 
-    def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
+    def watched(
+        self,
+        scopes: Sequence[WatchScope],
+        *,
+        since: datetime | None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> list[Instance]:
+        if checkpoint is not None:
+            checkpoint()
         found = []
         for i in sorted(self._db.instances.values(), key=lambda i: i.created_at):
             if since is not None and (i.updated_at or i.created_at) < since:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, Connection, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, or_, select
 
 from services.common.db import actions as action_repo
 from services.common.db import (
@@ -45,6 +45,7 @@ from services.common.domain import (
 )
 from services.common.instance_actions import ActionName
 from services.common.networking import Network
+from services.common.pacing import unpaced
 from services.common.stores import (
     WATCH_MAX,
     FaultRecord,
@@ -174,8 +175,16 @@ class SqlInstances:
     ) -> None:
         instance_repo.settle_power_action(self._c, uuids, vm_state, power, now)
 
-    def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
-        """One query for every scope."""
+    def watched(
+        self,
+        scopes: Sequence[WatchScope],
+        *,
+        since: datetime | None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> list[Instance]:
+        """One query for every scope; read and decoded a slice at a time, ``checkpoint``
+        between slices (a snapshot of 1,000 servers is as large a read as a page of
+        ListServers, and is paced the same way)."""
         conditions = []
         for scope in scopes:
             if scope.server_id:
@@ -200,8 +209,18 @@ class SqlInstances:
                 )
             )
         query = query.order_by(INSTANCES.c.created_at).limit(WATCH_MAX)
-        rows = [r._mapping for r in self._c.execute(query)]
-        return instance_repo.with_details(self._c, rows)
+        pace = checkpoint or unpaced
+        rows: list[RowMapping] = []
+        for part in self._c.execute(query).partitions(server_search.PACE_ROWS):
+            rows.extend(r._mapping for r in part)
+            pace()
+        found: list[Instance] = []
+        for start in range(0, len(rows), server_search.DETAIL_ROWS):
+            found += instance_repo.with_details(
+                self._c, rows[start : start + server_search.DETAIL_ROWS]
+            )
+            pace()
+        return found
 
     def archived_since(self, scope: WatchScope, *, since: datetime) -> bool:
         return watch_resume.archived_since(
