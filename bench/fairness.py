@@ -28,6 +28,7 @@ from services.cli.manage import issue_token
 from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import servers_pb2, servers_pb2_grpc
 from services.common.pki import create_pki, role_settings_env
+from tests.support import postgres
 
 QUIET = ["--log-level", "WARNING"]
 ATTACKER_SERVERS = 1000
@@ -168,10 +169,11 @@ async def seed(address: str, token: str) -> None:
             )  # fmt: skip
 
 
-def start_api(workdir: Path, api_args: list[str]) -> tuple[Launcher, str, str]:
+def start_api(workdir: Path, api_args: list[str], *, url: str = "") -> tuple[Launcher, str, str]:
+    """``url``: the database (default: a SQLite file in ``workdir``)."""
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "run").mkdir(parents=True)
-    url = f"sqlite:///{workdir / 'nova.sqlite'}"
+    url = url or f"sqlite:///{workdir / 'nova.sqlite'}"
     upgrade(url)
     pki = create_pki(workdir / "pki")
     launcher = Launcher(workdir)
@@ -220,11 +222,12 @@ def measure_rounds(
     mix: bool = False,
     tolerate: bool = False,
     api_args: list[str] | None = None,
+    url: str = "",
 ) -> tuple[list[tuple[Latencies, Latencies]], dict[str, int]]:
     """``rounds`` of (unloaded, under flood) pairs, one after the other, so that each flood
     figure has an unloaded one taken moments before on the same shared machine (its other
     load moves both); and the flood's outcomes over every round."""
-    launcher, api, url = start_api(workdir, api_args or [])
+    launcher, api, url = start_api(workdir, api_args or [], url=url)
     try:
         _, attacker = issue_token(url, "attacker")
         _, victim_token = issue_token(url, "victim")
@@ -246,11 +249,16 @@ def measure_rounds(
 
 
 def measure(
-    workdir: Path, *, calls: int = 200, concurrency: int = 64, api_args: list[str] | None = None
+    workdir: Path,
+    *,
+    calls: int = 200,
+    concurrency: int = 64,
+    mix: bool = False,
+    api_args: list[str] | None = None,
 ) -> tuple[Latencies, Latencies, dict[str, int]]:
     """(unloaded, under flood, flood outcomes), one round."""
     pairs, outcomes = measure_rounds(
-        workdir, calls=calls, concurrency=concurrency, api_args=api_args
+        workdir, calls=calls, concurrency=concurrency, mix=mix, api_args=api_args
     )
     return pairs[0][0], pairs[0][1], outcomes
 
@@ -266,10 +274,13 @@ def run_fairness(
     rounds: int = 3,
     mix: bool = False,
     api_args: list[str] | None = None,
+    url: str = "",
 ) -> list[dict[str, Any]]:
+    """``url``: a PostgreSQL database (its rows say so); default: a SQLite file."""
     pairs, outcomes = measure_rounds(
-        workdir, calls=calls, rounds=rounds, mix=mix, tolerate=True, api_args=api_args
-    )
+        workdir, calls=calls, rounds=rounds, mix=mix, tolerate=True, api_args=api_args,
+        url=url,
+    )  # fmt: skip
     failed = sum(b.failed for _, b in pairs), sum(u.failed for u, _ in pairs)
     flood_summary = ", ".join(f"{n} {code}" for code, n in sorted(outcomes.items()))
     attack = (
@@ -281,10 +292,11 @@ def run_fairness(
     conditions = (
         f"{rounds} rounds of victim: {calls} sequential CreateServer+GetServer unloaded, then "
         f"the same under flood; attacker: {attack} ({flood_summary}); api+conductor "
-        "processes, SQLite; 2 vCPUs shared with other work (the range is the lowest and "
+        f"processes, {'PostgreSQL 15 (local)' if url else 'SQLite'}; 2 vCPUs shared with other "
+        "work (the range is the lowest and "
         f"highest round); victim calls failed under flood / unloaded: {failed[0]} / {failed[1]}"
     )
-    label = " (mixed flood)" if mix else ""
+    label = (" (mixed flood)" if mix else "") + (" on PostgreSQL" if url else "")
     rows = []
     for name, index in (("CreateServer", 0), ("GetServer", 1)):
         for pct in (50, 99):
@@ -316,6 +328,9 @@ def main() -> int:
     measure_cmd.add_argument("--rounds", type=int, default=3)
     measure_cmd.add_argument("--mix", action="store_true", help="watches and big creates too")
     measure_cmd.add_argument("--api-arg", action="append", default=[])
+    measure_cmd.add_argument(
+        "--postgres", action="store_true", help="on a new database of the local PostgreSQL"
+    )
     args = parser.parse_args()
     if args.command == "flood":
         outcomes = asyncio.run(
@@ -324,13 +339,19 @@ def main() -> int:
         )  # fmt: skip
         print(json.dumps(outcomes))
         return 0
-    rows = run_fairness(
-        Path(args.workdir),
-        calls=args.calls,
-        rounds=args.rounds,
-        mix=args.mix,
-        api_args=args.api_arg,
-    )
+    url = postgres.create_database() if args.postgres else ""
+    try:
+        rows = run_fairness(
+            Path(args.workdir),
+            calls=args.calls,
+            rounds=args.rounds,
+            mix=args.mix,
+            api_args=args.api_arg,
+            url=url,
+        )
+    finally:
+        if url:
+            postgres.drop_database(url)
     for row in rows:
         print(f"{row['figure']:<40} {row['range']:>14} {row['unit']}")
     print(rows[0]["conditions"])

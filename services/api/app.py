@@ -132,7 +132,12 @@ async def start_api(settings: ApiSettings) -> RunningService:
     caster = BuildCaster(
         channels, settings.conductor_addresses, streams_per_address=settings.conductor_streams
     )
-    create = CreateServers(uow, caster, quota_defaults=settings.default_quotas)
+    create = CreateServers(
+        uow,
+        caster,
+        quota_defaults=settings.default_quotas,
+        batch_servers=settings.create_batch_servers,
+    )
     conductor = ConductorClient(channels, settings.conductor_addresses)
     admission = Admission(
         calls_per_project=settings.max_calls_per_project,
@@ -147,19 +152,28 @@ async def start_api(settings: ApiSettings) -> RunningService:
         RateLimiter(settings.rate_limit_per_second),
         admission,
     )
-    watch = ServerWatch(uow)
+    queries = ServerQueries(
+        uow,
+        others_busy=admission.others_in_flight,
+        expensive_share=settings.expensive_call_share,
+        writer_held=lambda: db.writing,
+    )
+    watch = ServerWatch(uow, pacer=queries.pacer)
     rules_fan_out = ConductorRulesFanOut(conductor)
     host_networks = ConductorHostNetworks(
         HostNetworksRefresher(channels, settings.conductor_addresses)
     )
     servers = ServersServicer(
         ServerUseCases(
-            FairCreates(create, CreateBudget(settings.create_servers_per_project)),
-            ServerQueries(
-                uow,
-                others_busy=admission.others_in_flight,
-                expensive_share=settings.expensive_call_share,
+            FairCreates(
+                create,
+                CreateBudget(
+                    settings.create_servers_per_project,
+                    others_busy=admission.others_in_flight,
+                    share=settings.create_share,
+                ),
             ),
+            queries,
             DeleteServer(uow, conductor), PowerActions(uow, conductor),
             watch,
         ),

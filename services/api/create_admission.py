@@ -7,13 +7,23 @@ for them. Here one project's creates in flight may add up to at most ``per_proje
 servers; beyond, its next create waits (first come, first served within the project) until
 one of its own ends. Other projects are not held: each has its own budget. Many small
 creates of one project still run together (and batch), as before.
+
+A budget alone bounds how much a project has in flight, not how much of the time: a project
+that sends its next create of 100 the moment the last returns keeps the writer busy most of
+the time (its transactions, and the conductor's for its servers), and another project's
+create mostly arrives while one is under way. So while other projects' calls are in flight,
+a create's servers go back to its project's budget only after a rest in proportion to the
+time the create took, so that a project kept at its budget holds it at most ``share`` of the
+time. A project below its budget (a few small creates) never waits for it; alone, nothing
+rests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -27,10 +37,33 @@ class CreateUseCase(Protocol):
     ) -> CreateServerResult: ...
 
 
+# The longest a create's servers rest before they go back to the budget.
+REST_MAX_S = 2.0
+
+
+def _alone(_: str) -> bool:
+    return False
+
+
 class CreateBudget:
-    def __init__(self, per_project: int) -> None:
+    def __init__(
+        self,
+        per_project: int,
+        *,
+        others_busy: Callable[[str], bool] = _alone,
+        share: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``others_busy(project)``: whether other projects' calls are in flight; a create's
+        servers then rest (see the module) so that the project holds its budget at most
+        ``share`` of the time (1: never rest)."""
         if per_project < 1:
             raise ValueError("per_project must be >= 1")
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        self._others_busy = others_busy
+        self._rest = (1 - share) / share
+        self._clock = clock
         self._cap = per_project
         self._used: Counter[str] = Counter()
         self._waiting: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
@@ -42,10 +75,17 @@ class CreateBudget:
     async def hold(self, project_id: str, servers: int) -> AsyncIterator[None]:
         weight = max(1, min(servers, self._cap))
         await self._acquire(project_id, weight)
+        started = self._clock()
         try:
             yield
         finally:
-            self._release(project_id, weight)
+            rest = 0.0
+            if self._rest > 0 and self._others_busy(project_id):
+                rest = min((self._clock() - started) * self._rest, REST_MAX_S)
+            if rest > 0:
+                asyncio.get_running_loop().call_later(rest, self._release, project_id, weight)
+            else:
+                self._release(project_id, weight)
 
     async def _acquire(self, project_id: str, weight: int) -> None:
         queue = self._waiting.get(project_id)

@@ -51,17 +51,28 @@ def check_nics(
     return tuple(requests)
 
 
+@dataclass(frozen=True, slots=True)
+class PortSlot:
+    """An address taken for one NIC of a new server; its port (with a MAC) is made when the
+    batch is stored."""
+
+    instance_uuid: str
+    network_id: str
+    device_index: int
+    fixed_ip: IPv4Address
+
+
 class PortAllocator:
     """Ports for one batch of creates, in its transaction. Each network is locked (on
-    PostgreSQL) and its used addresses read once per batch; the unique (network, address)
-    key backs it all up."""
+    PostgreSQL) once per batch, and only the addresses about to be handed out are looked up
+    (a few queries per batch, whatever the network holds); the unique (network, address) key
+    backs it all up."""
 
     def __init__(self, store: NetworkStore) -> None:
         self._store = store
         self._networks: dict[tuple[str, str], Network] = {}
         self._pools: dict[str, ipam.AddressPool] = {}
-        self._ports: list[NewPort] = []
-        self._macs: set[str] = set()
+        self._kept: list[PortSlot] = []
 
     def resolve(self, nics: Sequence[NicRequest], context: RequestContext) -> list[Network]:
         """The network of each NIC (NOT_FOUND names the field)."""
@@ -73,33 +84,45 @@ class PortAllocator:
         instance_uuids: Sequence[str],
         nics: Sequence[NicRequest],
         networks: Sequence[Network],
-    ) -> list[NewPort]:
-        """A port with an address on each NIC's network for every instance. Nothing is
-        stored until ``keep``: a create that fails (or loses its idempotency key) after this
-        keeps none (its addresses are only skipped for the rest of this batch)."""
-        made: list[NewPort] = []
+    ) -> list[PortSlot]:
+        """An address on each NIC's network for every instance. Nothing is stored until
+        ``keep``: a create that fails (or loses its idempotency key) after this keeps none
+        (its addresses are only skipped for the rest of this batch)."""
+        slots: list[PortSlot] = []
         for uuid in instance_uuids:
             for index, (nic, network) in enumerate(zip(nics, networks, strict=True)):
                 field = "nics.fixed_ip" if nic.fixed_ip else "networks"
                 address = self._pool(network).take(nic.fixed_ip, field=field)
-                made.append(NewPort(uuid, network.id, index, self._mac(), address))
-        return made
+                slots.append(PortSlot(uuid, network.id, index, address))
+        return slots
 
-    def _mac(self) -> str:
-        """A MAC no port has. 24 random bits collide by the birthday bound once a deployment
-        has thousands of ports (seen in make bench: the whole batch failed on the unique
-        key), so each candidate is checked against this batch and the database."""
-        while True:
-            mac = ipam.new_mac()
-            if mac not in self._macs and not self._store.mac_in_use(mac):
-                self._macs.add(mac)
-                return mac
-
-    def keep(self, ports: Sequence[NewPort]) -> None:
-        self._ports.extend(ports)
+    def keep(self, slots: Sequence[PortSlot]) -> None:
+        self._kept.extend(slots)
 
     def insert(self, now: datetime) -> None:
-        self._store.insert_ports(self._ports, now)
+        """The kept ports, each with a MAC of its own: drawn here, for the whole batch at
+        once, so that a batch checks its MACs in one query however many ports it makes."""
+        macs = self._new_macs(len(self._kept))
+        self._store.insert_ports(
+            [
+                NewPort(s.instance_uuid, s.network_id, s.device_index, mac, s.fixed_ip)
+                for s, mac in zip(self._kept, macs, strict=True)
+            ],
+            now,
+        )
+
+    def _new_macs(self, count: int) -> list[str]:
+        """``count`` MACs no port has. 24 random bits collide by the birthday bound once a
+        deployment has thousands of ports (seen in make bench: the whole batch failed on the
+        unique key), so the candidates are checked against each other and the database: all
+        of them in one query (one per MAC made a create of 100 servers 100 round trips),
+        drawing again only for those taken."""
+        made: list[str] = []
+        while len(made) < count:
+            candidates = {ipam.new_mac() for _ in range(count - len(made))} - set(made)
+            if candidates:
+                made.extend(candidates - self._store.macs_in_use(sorted(candidates)))
+        return made
 
     def _network(self, ref: str, context: RequestContext, field: str) -> Network:
         key = (context.project_id if ref == AUTO else str(context.scope), ref)
@@ -114,11 +137,18 @@ class PortAllocator:
     def _pool(self, network: Network) -> ipam.AddressPool:
         if network.id not in self._pools:
             self._store.lock([network.id])
+            network_id = network.id
+
+            def probe(candidates: Sequence[IPv4Address]) -> set[IPv4Address]:
+                return self._store.addresses_in_use(network_id, candidates)
+
+            # next fit from the network's count of ports (see AddressPool)
             self._pools[network.id] = ipam.AddressPool(
                 name=network.name,
                 cidr=network.cidr,
                 gateway=network.gateway,
                 pools=network.allocation_pools,
-                used=self._store.used_addresses(network.id),
+                probe=probe,
+                start=self._store.ports_on(network.id),
             )
         return self._pools[network.id]

@@ -118,18 +118,24 @@ class ServerQueries:
         *,
         others_busy: Callable[[str], bool] | None = None,
         expensive_share: float = 1.0,
+        writer_held: Callable[[], bool] | None = None,
     ) -> None:
         """``others_busy(project)``: whether other projects' calls are in flight; a large
-        page then takes at most ``expensive_share`` of the interpreter (1: unpaced)."""
+        page then takes at most ``expensive_share`` of the interpreter (1: unpaced), and steps
+        aside while ``writer_held()`` (a write transaction every create waits for)."""
         self._uow = uow
+        self._writer_held = writer_held
         self._others_busy = others_busy
         self._share = expensive_share
 
-    def _pacer(self, project_id: str) -> Callable[[], None]:
+    def pacer(self, project_id: str) -> Callable[[], None]:
+        """The checkpoint of one large read for ``project_id`` (a page, a watch snapshot)."""
         busy = self._others_busy
         if busy is None or self._share >= 1:
             return unpaced
-        return Pacer(lambda: busy(project_id), share=self._share)
+        if self._writer_held is None:
+            return Pacer(lambda: busy(project_id), share=self._share)
+        return Pacer(lambda: busy(project_id), share=self._share, held=self._writer_held)
 
     async def get(self, server_id: str, context: RequestContext, *, field: str = "id") -> Instance:
         server_id = validation.check_uuid_ref(field, server_id)
@@ -167,7 +173,7 @@ class ServerQueries:
         across = context.is_admin and (query.all_projects or bool(query.host))
         project = None if across else context.project_id
 
-        pace = self._pacer(context.project_id)
+        pace = self.pacer(context.project_id)
 
         def run(tx: QueriesTx) -> tuple[list[T], Cursor | None]:
             flavor_ids: tuple[str, ...] = ()

@@ -73,6 +73,18 @@ class ApiSettings(ServiceSettings):
         "waits for one of them to end (creates share transactions: a project's big creates "
         "must not fill every other project's).",
     )
+    create_batch_servers: int = setting(
+        64,
+        "Servers one create transaction makes at most. Concurrent creates share a transaction "
+        "(and SQLite's one writer), projects taking turns in it; a larger create goes alone, "
+        "so another project's create never queues behind more than the one in hand.",
+    )
+    create_share: float = setting(
+        0.25,
+        "While other projects' calls are in flight, the part of the time one project may keep "
+        "its create_servers_per_project budget full: a create's servers go back to it after a "
+        "rest in proportion to the time it took (1: at once).",
+    )
     expensive_call_share: float = setting(
         0.25,
         "While other projects' calls are in flight, the part of the interpreter's time one "
@@ -159,6 +171,8 @@ class ApiSettings(ServiceSettings):
         require(self.rpc_deadline_seconds > timedelta(0), "rpc_deadline_seconds", "must be > 0")
         require(1 <= self.read_threads_per_project <= 4, "read_threads_per_project", "1 to 4")
         require(self.create_servers_per_project >= 1, "create_servers_per_project", "must be >= 1")
+        require(self.create_batch_servers >= 1, "create_batch_servers", "must be >= 1")
+        require(0 < self.create_share <= 1, "create_share", "must be in (0, 1]")
         require(0 < self.expensive_call_share <= 1, "expensive_call_share", "must be in (0, 1]")
         require(0 < self.switch_interval_ms <= 100, "switch_interval_ms", "must be in (0, 100]")
         for name in ("max_calls_per_project", "max_streams_per_project"):

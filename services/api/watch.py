@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -108,8 +108,12 @@ class ServerWatch:
         poll_interval: float = 0.1,
         lookback: timedelta = timedelta(seconds=5),
         resume_window: timedelta = timedelta(hours=1),
+        pacer: Callable[[str], Callable[[], None]] | None = None,
     ) -> None:
+        """``pacer(project)``: the checkpoint of a snapshot read for that project (a read of
+        up to 1,000 servers, paced as a page of ListServers); None: unpaced."""
         self._uow = uow
+        self._pacer = pacer
         self._interval = poll_interval
         self._lookback = lookback
         self._resume_window = resume_window
@@ -142,7 +146,10 @@ class ServerWatch:
             if resume_from is None:
                 # Whatever changes from now on is newer than this (less the lookback).
                 watcher.watermark = utcnow()
-                snapshot = await self._uow.read(partial(_matching, watchers=[watcher], since=None))
+                pace = None if self._pacer is None else self._pacer(context.project_id)
+                snapshot = await self._uow.read(
+                    partial(_matching, watchers=[watcher], since=None, checkpoint=pace)
+                )
                 if server_id and not snapshot:
                     raise NotFound("server", server_id, field="server_id")
                 for instance in snapshot:
@@ -230,6 +237,12 @@ def _take_a_snapshot(why: str) -> WrongState:
     )
 
 
-def _matching(tx: WatchTx, *, watchers: list[_Watcher], since: datetime | None) -> list[Instance]:
+def _matching(
+    tx: WatchTx,
+    *,
+    watchers: list[_Watcher],
+    since: datetime | None,
+    checkpoint: Callable[[], None] | None = None,
+) -> list[Instance]:
     """The rows any watcher covers (changed since ``since``, if given), in one query."""
-    return tx.instances.watched([w.scope() for w in watchers], since=since)
+    return tx.instances.watched([w.scope() for w in watchers], since=since, checkpoint=checkpoint)

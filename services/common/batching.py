@@ -6,6 +6,12 @@ one database transaction or one RPC serves many items.
 milliseconds apart: after an idle spell the first item waits that long for company.
 ``weigh`` bounds a batch by what its items hold (the uuids of a cast) rather than by their
 count; an item heavier than the bound still goes, alone.
+
+``key`` makes a batch fair between the items' owners (the projects of creates): instead of
+first come, first served, a batch goes round the owners that wait, one item each per turn
+(each owner's own items in their order), starting with the owner served longest ago, until
+the bound is reached. One owner's heavy items then fill at most their turns: another owner's
+item waits for the batch in hand and at most the next, not for a queue of heavy items.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +38,10 @@ def _one(_: object) -> int:
     return 1
 
 
+# Owners remembered for the order of turns; one not seen for this many batches starts afresh.
+_OWNERS_REMEMBERED = 10_000
+
+
 class Batcher(Generic[T, R]):
     def __init__(
         self,
@@ -40,12 +51,17 @@ class Batcher(Generic[T, R]):
         name: str,
         linger: timedelta = timedelta(0),
         weigh: Callable[[T], int] = _one,
+        key: Callable[[T], Hashable] | None = None,
     ) -> None:
         self._handler = handler
         self._max_batch = max_batch
         self._name = name
         self._linger = linger.total_seconds()
         self._weigh = weigh
+        self._key = key
+        # owner -> number of the last batch it had an item in (oldest first)
+        self._served: OrderedDict[Hashable, int] = OrderedDict()
+        self._batches = 0
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._weight = 0
         self._wakeup = asyncio.Event()
@@ -89,6 +105,8 @@ class Batcher(Generic[T, R]):
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         """Whole items from the front, up to ``max_batch`` in weight (at least one)."""
+        if self._key is not None:
+            return self._take_fairly(self._key)
         taken, weight = 0, 0
         for item, _ in self._pending:
             cost = self._weigh(item)
@@ -97,6 +115,41 @@ class Batcher(Generic[T, R]):
             taken, weight = taken + 1, weight + cost
         batch = self._pending[:taken]
         del self._pending[:taken]
+        self._weight -= weight
+        return batch
+
+    def _take_fairly(self, key: Callable[[T], Hashable]) -> list[tuple[T, asyncio.Future[R]]]:
+        """Round the owners that wait, longest unserved first, one item of each per turn, up to
+        ``max_batch`` in weight (the first item always goes). An owner whose next item does
+        not fit is done for this batch, so its items keep their order."""
+        queues: dict[Hashable, deque[int]] = {}
+        for index, (item, _) in enumerate(self._pending):
+            queues.setdefault(key(item), deque()).append(index)
+        never = -1
+        turns = deque(sorted(queues, key=lambda owner: self._served.get(owner, never)))
+        chosen: list[int] = []
+        weight = 0
+        while turns:
+            owner = turns.popleft()
+            index = queues[owner][0]
+            cost = self._weigh(self._pending[index][0])
+            if chosen and weight + cost > self._max_batch:
+                continue  # done for this batch
+            chosen.append(index)
+            weight += cost
+            queues[owner].popleft()
+            if queues[owner]:
+                turns.append(owner)
+        self._batches += 1
+        for index in chosen:
+            owner = key(self._pending[index][0])
+            self._served[owner] = self._batches
+            self._served.move_to_end(owner)
+        while len(self._served) > _OWNERS_REMEMBERED:
+            self._served.popitem(last=False)
+        picked = set(chosen)
+        batch = [self._pending[i] for i in sorted(chosen)]
+        self._pending = [entry for i, entry in enumerate(self._pending) if i not in picked]
         self._weight -= weight
         return batch
 

@@ -7,6 +7,11 @@ serving other projects wait their turn at each hand-over. Fair queueing decides 
 calls run; pacing bounds *how much* of the interpreter a running expensive call takes while
 other projects' calls are in flight: after each quantum of its own CPU time it sleeps (the
 lock free) long enough that it used at most ``share`` of the time. Alone, it runs flat out.
+
+Meanwhile it also steps aside while ``held`` says a shared resource is taken (the database's
+one writer): a write transaction waits for the interpreter at every statement, and every
+other create waits for that transaction; measured under a flood, transactions that take
+14 ms alone held the writer 100-300 ms at p90-p99. The pause is bounded (``HELD_MAX_S``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ from collections.abc import Callable
 
 # Below this much CPU since the last pause, a checkpoint costs one clock read.
 QUANTUM_S = 0.002
+# The longest a checkpoint steps aside for a held writer, and how often it looks again.
+HELD_MAX_S = 0.05
+HELD_STEP_S = 0.001
+
+
+def _never() -> bool:
+    return False
 
 
 class Pacer:
@@ -26,15 +38,18 @@ class Pacer:
         share: float,
         clock: Callable[[], float] = time.thread_time,
         sleep: Callable[[float], None] = time.sleep,
+        held: Callable[[], bool] = _never,
     ) -> None:
         """``others_busy``: whether other projects' calls are being served now.
-        ``share``: the part of the time (0 < share <= 1) this work may use meanwhile."""
+        ``share``: the part of the time (0 < share <= 1) this work may use meanwhile.
+        ``held``: whether a resource every call waits for (the writer) is taken now."""
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self._others_busy = others_busy
         self._rest = (1 - share) / share
         self._clock = clock
         self._sleep = sleep
+        self._held = held
         self._mark = clock()
 
     def __call__(self) -> None:
@@ -42,8 +57,13 @@ class Pacer:
         spent = self._clock() - self._mark
         if spent < QUANTUM_S:
             return
-        if self._rest > 0 and self._others_busy():
-            self._sleep(spent * self._rest)
+        if self._others_busy():
+            if self._rest > 0:
+                self._sleep(spent * self._rest)
+            waited = 0.0
+            while waited < HELD_MAX_S and self._held():
+                self._sleep(HELD_STEP_S)
+                waited += HELD_STEP_S
         self._mark = self._clock()
 
 

@@ -174,10 +174,16 @@ class InstanceStore(Protocol):
         """End a power task (only a power task: a delete keeps its ``deleting``)."""
         ...
 
-    def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
+    def watched(
+        self,
+        scopes: Sequence[WatchScope],
+        *,
+        since: datetime | None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> list[Instance]:
         """The instances any scope covers, oldest first, at most the adapter's limit (1000);
         ``since`` None: a snapshot (a project's live servers); else what changed since,
-        deletes included."""
+        deletes included. ``checkpoint`` is called every few dozen rows (pacing)."""
         ...
 
     def archived_since(self, scope: WatchScope, *, since: datetime) -> bool:
@@ -412,9 +418,15 @@ class NetworkStore(Protocol):
         """Serialise address allocation on these networks until the transaction ends."""
         ...
 
-    def used_addresses(self, network_id: str) -> set[IPv4Address]: ...
+    def addresses_in_use(
+        self, network_id: str, addresses: Sequence[IPv4Address]
+    ) -> set[IPv4Address]:
+        """Those of ``addresses`` some port of the network has (one query however many)."""
+        ...
 
-    def mac_in_use(self, mac: str) -> bool: ...
+    def macs_in_use(self, macs: Sequence[str]) -> set[str]:
+        """Those of ``macs`` some port has (one query however many)."""
+        ...
 
     def insert_ports(self, ports: Sequence[NewPort], now: datetime) -> None: ...
 

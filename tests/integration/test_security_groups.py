@@ -309,7 +309,9 @@ async def test_a_group_deleted_while_servers_join_it_leaves_no_orphan(postgres_u
     a create takes on its groups and the delete's exclusive one order them, so either the
     delete waits and is refused (the servers use the group) or the creates find no group."""
     dbs = [Database(postgres_url), Database(postgres_url)]
-    creator = CreateServers(SqlUnitOfWork(dbs[0]), NoCasts(), quota_defaults=UNLIMITED, max_batch=4)
+    creator = CreateServers(
+        SqlUnitOfWork(dbs[0]), NoCasts(), quota_defaults=UNLIMITED, batch_servers=4
+    )
     creator.start()
     deleter = SecurityGroupUseCases(SqlUnitOfWork(dbs[1]), RecordedChanges())
     try:

@@ -253,7 +253,15 @@ class FakeInstances:
                 power_state=instance.power_state if power is None else power,
             )
 
-    def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
+    def watched(
+        self,
+        scopes: Sequence[WatchScope],
+        *,
+        since: datetime | None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> list[Instance]:
+        if checkpoint is not None:
+            checkpoint()
         found = []
         for i in sorted(self._db.instances.values(), key=lambda i: i.created_at):
             if since is not None and (i.updated_at or i.created_at) < since:
@@ -680,11 +688,14 @@ class FakeNetworks:
     def lock(self, network_ids: Sequence[str]) -> None:
         self.locked.extend(network_ids)  # one thread of fake work: nothing to wait for
 
-    def used_addresses(self, network_id: str) -> set[IPv4Address]:
-        return {p.fixed_ip for p in self._db.ports if p.network_id == network_id}
+    def addresses_in_use(
+        self, network_id: str, addresses: Sequence[IPv4Address]
+    ) -> set[IPv4Address]:
+        used = {p.fixed_ip for p in self._db.ports if p.network_id == network_id}
+        return used & set(addresses)
 
-    def mac_in_use(self, mac: str) -> bool:
-        return any(p.mac == mac for p in self._db.ports)
+    def macs_in_use(self, macs: Sequence[str]) -> set[str]:
+        return {p.mac for p in self._db.ports} & set(macs)
 
     def usage_per_network(self) -> list[tuple[Network, int]]:
         return [

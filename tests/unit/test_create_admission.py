@@ -80,3 +80,38 @@ async def test_a_cancelled_waiter_lets_the_next_one_in() -> None:
     with pytest.raises(asyncio.CancelledError):
         await big
     assert budget.in_flight("p") == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_project_at_its_budget_rests_while_others_are_busy_and_never_alone() -> None:
+    """A create of 100 that took 20 ms (the fake clock) with a share of a half: the project's
+    next create of 100 waits ~20 ms for the servers to come back; alone, it goes at once.
+    Another project, and the same project's creates below the budget, never wait."""
+    clock, busy = Clock(), [True]
+    budget = CreateBudget(100, others_busy=lambda _: busy[0], share=0.5, clock=clock)
+    async with budget.hold("flood", 100):
+        clock.now += 0.02
+    assert budget.in_flight("flood") == 100  # resting
+    async with budget.hold("victim", 100):  # another project's budget is its own
+        pass
+    nxt = asyncio.ensure_future(_enter(budget, "flood", 100))
+    await asyncio.sleep(0)
+    assert not nxt.done()
+    await asyncio.wait_for(nxt, 2)  # the rest ends (call_later, ~20 ms)
+    assert budget.in_flight("flood") == 0  # that one took no time: no rest
+    busy[0] = False
+    async with budget.hold("flood", 100):
+        clock.now += 1.0
+    assert budget.in_flight("flood") == 0  # alone: given back at once
+
+
+async def _enter(budget: CreateBudget, project: str, servers: int) -> None:
+    async with budget.hold(project, servers):
+        pass

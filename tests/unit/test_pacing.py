@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.api.admission import Admission
+from services.common import pacing
 from services.common.pacing import Pacer
 
 pytestmark = pytest.mark.timeout(5)
@@ -68,3 +69,30 @@ def test_admission_says_whether_other_projects_are_served() -> None:
     assert admission.others_in_flight("victim")
     for release in flood:
         release()
+
+
+def test_while_others_are_busy_work_steps_aside_for_a_held_writer_for_a_bounded_time() -> None:
+    work, held = Work(), [3]
+
+    def writer_held() -> bool:  # held for three looks, then free
+        held[0] -= 1
+        return held[0] >= 0
+
+    pace = Pacer(lambda: True, share=1.0, clock=work.clock, sleep=work.sleep, held=writer_held)
+    work.cpu += 0.004
+    pace()
+    assert work.pauses == [pacing.HELD_STEP_S] * 3
+    # a writer that stays held is waited for at most HELD_MAX_S per checkpoint
+    work.pauses.clear()
+    forever = Pacer(lambda: True, share=1.0, clock=work.clock, sleep=work.sleep,
+                    held=lambda: True)  # fmt: skip
+    work.cpu += 0.004
+    forever()
+    assert sum(work.pauses) == pytest.approx(pacing.HELD_MAX_S)
+    # alone, nothing is waited for
+    work.pauses.clear()
+    alone = Pacer(lambda: False, share=0.25, clock=work.clock, sleep=work.sleep,
+                  held=lambda: True)  # fmt: skip
+    work.cpu += 0.004
+    alone()
+    assert work.pauses == []

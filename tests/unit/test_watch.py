@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -80,6 +80,27 @@ async def test_watching_a_server_of_another_project_is_not_found() -> None:
     try:
         with pytest.raises(NotFound):
             await next_event(stream)
+    finally:
+        await stream.aclose()
+        await watch.close()
+
+
+async def test_a_snapshot_is_read_with_the_watching_projects_pacer() -> None:
+    """A snapshot is as large a read as a page of ListServers: it is paced as one, for the
+    project that watches (the poller's reads of changes are not)."""
+    uow = FakeUnitOfWork()
+    uow.db.add(make_instance(created_at=utcnow() - timedelta(seconds=1)))
+    paced: list[str] = []
+
+    def pacer(project_id: str) -> Callable[[], None]:
+        return lambda: paced.append(project_id)
+
+    watch = ServerWatch(uow, poll_interval=0.01, pacer=pacer)
+    stream = watch.watch(DEMO)
+    try:
+        _, change = await next_event(stream)
+        assert change == "snapshot"
+        assert paced and set(paced) == {"demo"}
     finally:
         await stream.aclose()
         await watch.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -126,13 +127,30 @@ class Database:
         event.listen(self.reader, "before_cursor_execute", check_before_statement)
         self._write_queue = _write_queue(self.url)
         self._write_pool = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
+        self._writing = 0
+        self._writing_lock = threading.Lock()
         self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
         """A write unit of work in the calling thread: commit on success, roll back on error."""
-        with self._queued(), _translate_errors(), self.writer.begin() as connection:
+        with self._queued(), self._open(), _translate_errors(), self.writer.begin() as connection:
             yield connection
+
+    @property
+    def writing(self) -> bool:
+        """A write transaction of this process holds the writer (on SQLite, the one there is)."""
+        return self._writing > 0
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[None]:
+        with self._writing_lock:
+            self._writing += 1
+        try:
+            yield
+        finally:
+            with self._writing_lock:
+                self._writing -= 1
 
     def _queued(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext() if self._write_queue is None else self._write_queue.held()

@@ -134,7 +134,7 @@ def take_address(
     """A free address of the pools (the caller holds ``lock_external``)."""
     pool = ipam.AddressPool(
         name=external.name, cidr=external.cidr, gateway=external.gateway,
-        pools=external.allocation_pools, used=_used(connection, external.id),
+        pools=external.allocation_pools, probe=ipam.known(_used(connection, external.id)),
     )  # fmt: skip
     return pool.take(requested, field=field)
 

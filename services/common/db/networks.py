@@ -156,9 +156,24 @@ def lock_networks(connection: Connection, network_ids: Sequence[str]) -> None:
     ).all()
 
 
-def used_addresses(connection: Connection, network_id: str) -> set[IPv4Address]:
-    rows = connection.execute(select(PORTS.c.fixed_ip).where(PORTS.c.network_id == network_id))
-    return {IPv4Address(a) for (a,) in rows}
+_ADDRESSES_IN_USE = select(PORTS.c.fixed_ip).where(
+    PORTS.c.network_id == bindparam("network"),
+    PORTS.c.fixed_ip.in_(bindparam("addresses", expanding=True)),
+)
+
+
+def addresses_in_use(
+    connection: Connection, network_id: str, addresses: Sequence[IPv4Address]
+) -> set[IPv4Address]:
+    """Those of ``addresses`` that a port of the network holds: one query on the unique
+    (network, address) key, whatever the network holds besides (IPAM asks about the
+    candidates it would hand out, not for every used address)."""
+    if not addresses:
+        return set()
+    rows = connection.execute(
+        _ADDRESSES_IN_USE, {"network": network_id, "addresses": [str(a) for a in addresses]}
+    ).scalars()
+    return {IPv4Address(a) for a in rows}
 
 
 def insert_ports(connection: Connection, ports: Sequence[NewPort], now: datetime) -> None:
@@ -263,8 +278,11 @@ def usage_per_network(connection: Connection) -> list[tuple[Network, int]]:
     return [(n, int(counts.get(n.id, 0))) for n in list_networks(connection, project_id=None)]
 
 
-_MAC_IN_USE = select(PORTS.c.id).where(PORTS.c.mac == bindparam("mac")).limit(1)
+_MACS_IN_USE = select(PORTS.c.mac).where(PORTS.c.mac.in_(bindparam("macs", expanding=True)))
 
 
-def mac_in_use(connection: Connection, mac: str) -> bool:
-    return connection.execute(_MAC_IN_USE, {"mac": mac}).first() is not None
+def macs_in_use(connection: Connection, macs: Sequence[str]) -> set[str]:
+    """Those of ``macs`` that some port has: one indexed query (the unique key on mac)."""
+    if not macs:
+        return set()
+    return set(connection.execute(_MACS_IN_USE, {"macs": list(macs)}).scalars())

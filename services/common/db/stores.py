@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, Connection, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, or_, select
 
 from services.common.db import actions as action_repo
 from services.common.db import (
@@ -45,6 +45,7 @@ from services.common.domain import (
 )
 from services.common.instance_actions import ActionName
 from services.common.networking import Network
+from services.common.pacing import unpaced
 from services.common.stores import (
     WATCH_MAX,
     FaultRecord,
@@ -175,8 +176,16 @@ class SqlInstances:
     ) -> None:
         instance_repo.settle_power_action(self._c, uuids, vm_state=vm_state, power=power, now=now)
 
-    def watched(self, scopes: Sequence[WatchScope], *, since: datetime | None) -> list[Instance]:
-        """One query for every scope."""
+    def watched(
+        self,
+        scopes: Sequence[WatchScope],
+        *,
+        since: datetime | None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> list[Instance]:
+        """One query for every scope; read and decoded a slice at a time, ``checkpoint``
+        between slices (a snapshot of 1,000 servers is as large a read as a page of
+        ListServers, and is paced the same way)."""
         conditions = []
         for scope in scopes:
             if scope.server_id:
@@ -201,8 +210,18 @@ class SqlInstances:
                 )
             )
         query = query.order_by(INSTANCES.c.created_at).limit(WATCH_MAX)
-        rows = [r._mapping for r in self._c.execute(query)]
-        return instance_repo.with_details(self._c, rows)
+        pace = checkpoint or unpaced
+        rows: list[RowMapping] = []
+        for part in self._c.execute(query).partitions(server_search.PACE_ROWS):
+            rows.extend(r._mapping for r in part)
+            pace()
+        found: list[Instance] = []
+        for start in range(0, len(rows), server_search.DETAIL_ROWS):
+            found += instance_repo.with_details(
+                self._c, rows[start : start + server_search.DETAIL_ROWS]
+            )
+            pace()
+        return found
 
     def archived_since(self, scope: WatchScope, *, since: datetime) -> bool:
         return watch_resume.archived_since(
@@ -481,11 +500,13 @@ class SqlNetworks:
     def lock(self, network_ids: Sequence[str]) -> None:
         network_repo.lock_networks(self._c, network_ids)
 
-    def used_addresses(self, network_id: str) -> set[IPv4Address]:
-        return network_repo.used_addresses(self._c, network_id)
+    def addresses_in_use(
+        self, network_id: str, addresses: Sequence[IPv4Address]
+    ) -> set[IPv4Address]:
+        return network_repo.addresses_in_use(self._c, network_id, addresses)
 
-    def mac_in_use(self, mac: str) -> bool:
-        return network_repo.mac_in_use(self._c, mac)
+    def macs_in_use(self, macs: Sequence[str]) -> set[str]:
+        return network_repo.macs_in_use(self._c, macs)
 
     def insert_ports(self, ports: Sequence[network_repo.NewPort], now: datetime) -> None:
         network_repo.insert_ports(self._c, ports, now)
