@@ -35,6 +35,7 @@ from services.common.generated.novagrpc.v1 import (
     servers_pb2_grpc,
 )
 from tests.support.auth import Authed
+from tests.support.libvirtd import sweep
 from tests.support.netns import attach, detach, namespaces, run_in
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceSet
@@ -122,10 +123,12 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
             script = base64.b64encode(PING_OUT.encode()).decode()
             reply = servers.CreateServer(servers_pb2.CreateServerRequest(
                 name="a", flavor_ref="m1.tiny", image_ref="tiny-guest", networks=["e2e-fip-net"],
-                user_data=script), timeout=10)  # fmt: skip
-            a = get(reply.server_ids[0])
-            wait_until(lambda: get(a.id).status != BUILD, 120, "build")
-            assert get(a.id).status == ACTIVE, get(a.id).fault.message
+                user_data=script, min_count=2), timeout=10)  # fmt: skip
+            # two servers, so that the kill -9 below finds more than one association to keep
+            a, b = (get(server_id) for server_id in reply.server_ids)
+            for server in (a, b):
+                wait_until(lambda s=server: get(s.id).status != BUILD, 120, "build")
+                assert get(server.id).status == ACTIVE, get(server.id).fault.message
 
             def console() -> str:
                 path = instances / a.id / "console.log"
@@ -137,18 +140,24 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
             assert seen["203.0.113.0/24"] >= 1 and seen["10.68.0.0/24"] == 0, seen
 
             # in: the guest's httpd on 8080 through its floating address
-            fip = floating.AllocateFloatingIP(floating_ips_pb2.AllocateFloatingIPRequest(
-                external_network_id="e2e-ext"), timeout=10)  # fmt: skip
-            address = fip.floating_ip_address
+            fip, fip_b = (floating.AllocateFloatingIP(floating_ips_pb2.AllocateFloatingIPRequest(
+                external_network_id="e2e-ext"), timeout=10) for _ in range(2))  # fmt: skip
+            address, address_b = fip.floating_ip_address, fip_b.floating_ip_address
 
-            def reaches() -> bool:
-                return run_in(ns["outside"], "nc", "-z", "-w", "1", address,
+            def reaches(to: str = address) -> bool:
+                return run_in(ns["outside"], "nc", "-z", "-w", "1", to,
                               "8080").returncode == 0  # fmt: skip
+
+            def both_reach() -> bool:
+                return reaches(address) and reaches(address_b)
 
             assert not reaches()
             floating.AssociateFloatingIP(floating_ips_pb2.AssociateFloatingIPRequest(
                 id=fip.id, server_id=a.id), timeout=10)  # fmt: skip
+            floating.AssociateFloatingIP(floating_ips_pb2.AssociateFloatingIPRequest(
+                id=fip_b.id, server_id=b.id), timeout=10)  # fmt: skip
             assert [(x.addr, x.type) for x in get(a.id).addresses][-1] == (address, "floating")
+            assert [(x.addr, x.type) for x in get(b.id).addresses][-1] == (address_b, "floating")
             # associated (the address answers ARP once the host has it), but the default
             # group lets in only its members
             wait_until(lambda: reaches() or "lladdr" in run_in(
@@ -160,7 +169,7 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
                     security_group_id="default", direction="ingress", protocol="tcp",
                     port_range_min=8080, port_range_max=8080, remote_ip_prefix="0.0.0.0/0"),
                 timeout=10)  # fmt: skip
-            wait_until(reaches, 30, "the floating address with the rule")
+            wait_until(both_reach, 30, "the floating addresses with the rule")
 
             # kill -9 the compute: the kernel keeps the datapath, so the address still works;
             # the restarted process converges to the database and duplicates nothing
@@ -168,11 +177,11 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
             killed.process.send_signal(signal.SIGKILL)
             killed.process.wait(10)
             services.services.remove(killed)
-            assert reaches()
+            assert both_reach()
             again = services.start("compute1-again", "services.compute",
                                    services._compute_args(1, conductor, compute_args))  # fmt: skip
             wait_until(lambda: "host network state applied" in again.log(), 60, "the sync")
-            assert reaches()
+            assert both_reach()
             vni = (
                 Authed(networks_pb2_grpc.NetworksStub(channel), admin_token)
                 .GetNetwork(networks_pb2.GetNetworkRequest(id="e2e-fip-net"), timeout=10)
@@ -181,10 +190,20 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
             gateway_ns = f"e2e{tag}-dhcp-{vni}"
             held = run_in(gateway_ns, "ip", "-4", "-o", "addr", "show", "dev", "ext0").stdout
             assert sorted(line.split()[3] for line in held.splitlines()) == sorted(
-                [f"{seen_gateway(held)}/24", f"{address}/32"]
+                [f"{seen_gateway(held)}/24", f"{address}/32", f"{address_b}/32"]
             ), held
             tables = run_in(gateway_ns, "nft", "list", "tables").stdout
             assert tables.count("nova_grpc_nat") == 1, tables
+            nat = run_in(gateway_ns, "nft", "list", "table", "ip", "nova_grpc_nat").stdout
+            assert nat.count("dnat to") == 2 and nat.count(f"daddr {address_b} ") == 1, nat
+            floating.DisassociateFloatingIP(
+                floating_ips_pb2.DisassociateFloatingIPRequest(id=fip_b.id), timeout=10
+            )
+            wait_until(lambda: not reaches(address_b), 30, "the second disassociation")
+            assert reaches()  # the other association is untouched
+            floating.ReleaseFloatingIP(
+                floating_ips_pb2.ReleaseFloatingIPRequest(id=fip_b.id), timeout=10
+            )
             floating.DisassociateFloatingIP(
                 floating_ips_pb2.DisassociateFloatingIPRequest(id=fip.id), timeout=10
             )
@@ -195,8 +214,10 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
             floating.ReleaseFloatingIP(
                 floating_ips_pb2.ReleaseFloatingIPRequest(id=fip.id), timeout=10
             )
-            servers.DeleteServer(servers_pb2.DeleteServerRequest(id=a.id), timeout=10)
-            wait_until(lambda: get(a.id).status == DELETED, 90, "the delete")
+            for server in (a, b):
+                servers.DeleteServer(servers_pb2.DeleteServerRequest(id=server.id), timeout=10)
+            for server in (a, b):
+                wait_until(lambda s=server: get(s.id).status == DELETED, 90, "the delete")
             wait_until(lambda: "nxg-" not in run_in_host("ip", "-o", "link"), 30, "the uplink")
             assert f"e2e{tag}-dhcp-" not in run_in_host("ip", "netns", "list")
     finally:
@@ -205,7 +226,9 @@ def test_snat_out_and_a_floating_address_in_through_the_groups(  # noqa: PLR0915
             for index in ip.link_lookup(ifname=bridge):
                 ip.link("del", index=index)
         codes = services.stop()
+        left = sweep(libvirtd, domain_prefix=prefix, namespace_prefix=f"e2e{tag}-dhcp-")
     assert set(codes.values()) == {0}, codes
+    assert left == [], left
 
 
 def seen_gateway(held: str) -> str:

@@ -33,6 +33,7 @@ from services.common.generated.novagrpc.v1 import (
     servers_pb2_grpc,
 )
 from tests.support.auth import Authed
+from tests.support.libvirtd import sweep
 from tests.support.netns import attach, detach, namespaces, run_in
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceSet
@@ -179,4 +180,6 @@ def test_guests_get_their_addresses_reach_each_other_and_only_what_rules_allow( 
     finally:
         detach(client_end)
         codes = services.stop()
+        left = sweep(libvirtd, domain_prefix=prefix)
     assert set(codes.values()) == {0}, codes
+    assert left == [], left

@@ -192,6 +192,7 @@ def test_one_network_spans_two_hosts_and_another_projects_stays_apart(  # noqa: 
         # each guest on its own host: its domain in that host's libvirtd, its tap in that
         # host's namespace, on the network's bridge there
         assert len(daemons["a"].domains()) == 2 and len(daemons["b"].domains()) == 1
+
         def says(name: str, line: str) -> bool:
             console = tmp_path / f"instances-{placed[name][1]}" / ids[name] / "console.log"
             return console.exists() and line in console.read_text(errors="replace")

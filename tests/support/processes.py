@@ -139,8 +139,11 @@ class ServiceSet:
         self.env["NOVA_GRPC_DATABASE_URL"] = database_url
         for name in ("INSTANCES", "CORES", "RAM"):
             self.env.setdefault(f"NOVA_GRPC_QUOTA_{name}", "-1")
-        conductor = self.start("conductor", "services.conductor",
-                               ["--listen", self.socket("conductor") if unix else "127.0.0.1:0"])
+        conductor = self.start(
+            "conductor",
+            "services.conductor",
+            ["--listen", self.socket("conductor") if unix else "127.0.0.1:0"],
+        )
         compute_services = [
             self.start(
                 f"compute{i}",
