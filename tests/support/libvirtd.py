@@ -17,6 +17,7 @@ hangs under nested KVM here.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -309,6 +310,10 @@ def sweep(uri: str, *, domain_prefix: str, namespace_prefix: str = "") -> list[s
     if namespace_prefix:
         for name in _run("ip", "netns", "list").stdout.split():
             if name.startswith(namespace_prefix):
+                # its dnsmasq first: deleting a namespace does not end what runs in it
+                for pid in _run("ip", "netns", "pids", name).stdout.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
                 _run("ip", "netns", "del", name)
                 removed.append(name)
     return removed
