@@ -97,6 +97,9 @@ def _scheduler_on_postgres(workdir: Path) -> list[dict[str, Any]]:
 
 def _report(results: list[dict[str, Any]]) -> int:
     results = [judge(r) for r in results]
+    if not results:  # every part asked for was skipped, each saying why above
+        print("\nno figures")
+        return 0
     width = max(len(r["figure"]) for r in results)
     print(f"\n{'figure'.ljust(width)}  {'value':>12}  {'target':<20}  conditions")
     for r in results:
