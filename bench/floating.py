@@ -20,12 +20,9 @@ saying why where they are missing. Traffic stays in the namespaces it makes.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from contextlib import ExitStack
@@ -35,6 +32,7 @@ from typing import Any
 import grpc
 from pyroute2 import IPRoute
 
+from bench.real_guest import tiny_guest
 from services.cli.manage import image_from_files, issue_token, register_image
 from services.common.db.migrate import upgrade
 from services.common.generated.novagrpc.v1 import (
@@ -56,23 +54,9 @@ from tests.support.polling import wait_until
 from tests.support.private_libvirtd import private_libvirtd
 from tests.support.processes import ServiceSet
 
-REPO = Path(__file__).resolve().parents[1]
-GUEST_DIR = REPO / "var" / "images" / "tiny-guest"
 CYCLES = 7
 OUTSIDE, BRIDGE, PORT = "203.0.113.1", "brext", 8080
 CONNECT_TIMEOUT_S, POLL_S = 0.2, 0.005
-
-
-def _guest() -> dict[str, str] | str:
-    """The tiny guest's manifest, or why there is none."""
-    built = subprocess.run(
-        [sys.executable, str(REPO / "deploy/guest/build_guest_image.py"), "--out", str(GUEST_DIR)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if built.returncode != 0:
-        return f"the tiny guest could not be built: {built.stderr.strip()[-200:]}"
-    manifest: dict[str, str] = json.loads((GUEST_DIR / "manifest.json").read_text())
-    return manifest
 
 
 def _connects(outside: str, address: str) -> bool:
@@ -92,7 +76,7 @@ def run_floating(
     workdir: Path, *, cycles: int = CYCLES, arp_retrans_ms: int | None = None
 ) -> list[dict[str, Any]]:
     """``arp_retrans_ms``: the outside client's ARP retransmit (None: the kernel's, 1 s)."""
-    guest = _guest()
+    guest = tiny_guest()
     if isinstance(guest, str):
         print(f"floating address: skipped ({guest})")
         return []

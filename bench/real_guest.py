@@ -28,31 +28,37 @@ GUEST_DIR = REPO / "var" / "images" / "tiny-guest"
 MARKER = "NOVA-GRPC-GUEST-UP"
 
 
-def _prepare() -> str | None:
-    """None when ready, else why the real-guest figures are skipped."""
-    try:
-        ensure_libvirtd()
-    except Exception as exc:
-        return f"libvirtd cannot run here: {exc}"
+def tiny_guest() -> dict[str, str] | str:
+    """The tiny guest's manifest (kernel, initrd, cmdline), built when missing, or why there
+    is none."""
     built = subprocess.run(
         [sys.executable, str(REPO / "deploy/guest/build_guest_image.py"), "--out", str(GUEST_DIR)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if built.returncode != 0:
         return f"the tiny guest could not be built: {built.stderr.strip()[-200:]}"
-    return None
+    manifest: dict[str, str] = json.loads((GUEST_DIR / "manifest.json").read_text())
+    return manifest
+
+
+def _prepare() -> dict[str, str] | str:
+    """The guest's manifest when ready, else why the real-guest figures are skipped."""
+    try:
+        ensure_libvirtd()
+    except Exception as exc:
+        return f"libvirtd cannot run here: {exc}"
+    return tiny_guest()
 
 
 def run_real_guest(workdir: Path) -> list[dict[str, Any]]:
-    why = _prepare()
-    if why is not None:
-        print(f"real guest: skipped ({why})")
+    manifest = _prepare()
+    if isinstance(manifest, str):
+        print(f"real guest: skipped ({manifest})")
         return []
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "run").mkdir(parents=True)
     url = f"sqlite:///{workdir / 'nova.sqlite'}"
     upgrade(url)
-    manifest = json.loads((GUEST_DIR / "manifest.json").read_text())
     register_image(url, image_from_files(
         "tiny-guest", Path(manifest["kernel"]), disk_format="kernel",
         initrd=Path(manifest["initrd"]), cmdline=manifest["cmdline"],
