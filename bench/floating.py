@@ -49,6 +49,7 @@ from services.common.generated.novagrpc.v1 import (
 )
 from tests.support.auth import Authed
 from tests.support.compute_hosts import start_host_compute
+from tests.support.libvirtd import sweep_namespaces
 from tests.support.netns import attach, inside, namespaces, run_in
 from tests.support.polling import wait_until
 from tests.support.private_libvirtd import private_libvirtd
@@ -137,6 +138,8 @@ def _measure(
         attach(host, BRIDGE, "outv", outside, address=f"{OUTSIDE}/24")
         if arp_retrans_ms is not None:
             _set_arp_retransmit(outside, arp_retrans_ms)
+        # last out: the gateway namespace compute made for the network (and its dnsmasq)
+        stack.callback(sweep_namespaces, f"{tag}a-dhcp-")
         stack.callback(services.stop)
         conductor = services.start("conductor", "services.conductor",
                                    ["--listen", services.socket("conductor")])  # fmt: skip

@@ -308,12 +308,19 @@ def sweep(uri: str, *, domain_prefix: str, namespace_prefix: str = "") -> list[s
     finally:
         conn.close()
     if namespace_prefix:
-        for name in _run("ip", "netns", "list").stdout.split():
-            if name.startswith(namespace_prefix):
-                # its dnsmasq first: deleting a namespace does not end what runs in it
-                for pid in _run("ip", "netns", "pids", name).stdout.split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-                _run("ip", "netns", "del", name)
-                removed.append(name)
+        removed += sweep_namespaces(namespace_prefix)
+    return removed
+
+
+def sweep_namespaces(prefix: str) -> list[str]:
+    """Remove the network namespaces named ``prefix``… and end what still runs in them
+    (deleting a namespace does not end its dnsmasq). Returns the names removed."""
+    removed: list[str] = []
+    for name in _run("ip", "netns", "list").stdout.split():
+        if name.startswith(prefix):
+            for pid in _run("ip", "netns", "pids", name).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _run("ip", "netns", "del", name)
+            removed.append(name)
     return removed
