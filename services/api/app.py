@@ -78,6 +78,7 @@ from services.common.rpc.conductor_client import BuildCaster, ConductorClient
 from services.common.rpc.console_client import ComputeConsoleClient
 from services.common.rpc.datapath import HostNetworksRefresher
 from services.common.rpc.server import Registration, start_server
+from services.common.stream_turns import StreamTurns
 
 if TYPE_CHECKING:
     from services.api.oidc import OidcVerifier
@@ -158,7 +159,11 @@ async def start_api(settings: ApiSettings) -> RunningService:
         expensive_share=settings.expensive_call_share,
         writer_held=lambda: db.writing,
     )
-    watch = ServerWatch(uow, pacer=queries.pacer)
+    watch = ServerWatch(
+        uow,
+        pacer=queries.pacer,
+        turns=StreamTurns(admission.others_in_flight, share=settings.expensive_call_share),
+    )
     rules_fan_out = ConductorRulesFanOut(conductor)
     host_networks = ConductorHostNetworks(
         HostNetworksRefresher(channels, settings.conductor_addresses)

@@ -37,6 +37,7 @@ from services.api.paging import bound, decode_token, encode_token
 from services.common.domain import Instance, VmState, utcnow
 from services.common.errors import InvalidArgument, NotFound, WrongState
 from services.common.stores import WATCH_MAX, InstanceStore, UnitOfWork, WatchScope
+from services.common.stream_turns import StreamTurns
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,14 @@ class ServerWatch:
         lookback: timedelta = timedelta(seconds=5),
         resume_window: timedelta = timedelta(hours=1),
         pacer: Callable[[str], Callable[[], None]] | None = None,
+        turns: StreamTurns | None = None,
     ) -> None:
         """``pacer(project)``: the checkpoint of a snapshot read for that project (a read of
-        up to 1,000 servers, paced as a page of ListServers); None: unpaced."""
+        up to 1,000 servers, paced as a page of ListServers); None: unpaced. ``turns``: one
+        project's streams send one at a time, at a share of the loop (None: unpaced)."""
         self._uow = uow
         self._pacer = pacer
+        self._turns = turns
         self._interval = poll_interval
         self._lookback = lookback
         self._resume_window = resume_window
@@ -165,7 +169,11 @@ class ServerWatch:
                 # Mid-snapshot there is nothing to resume from: the client must start over.
                 mid_snapshot = change == "snapshot" and not watcher.queue.empty()
                 token = "" if mid_snapshot else _resume_token(watermark, bound_to)
-                yield instance, change, token
+                if self._turns is None:
+                    yield instance, change, token
+                else:
+                    async with self._turns.turn(context.project_id):
+                        yield instance, change, token
                 if server_id and instance.vm_state is VmState.DELETED:
                     return
         finally:

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from services.common.app import RunningService
 from services.common.config import ConfigError, load_settings
+from services.common.gc_tuning import tune_collector
 from services.common.logging_setup import configure_logging
 from services.common.rpc.server import stop_event_on_signals
 from services.common.service_settings import ServiceSettings
@@ -56,6 +57,7 @@ def main_for(
         except Exception as exc:  # a dependency refused us at start: say which, plainly
             log.error("%s cannot start: %s", prog, exc)
             return 1
+        tune_collector(young_objects=settings.gc_young_objects)
         write_ready_file(settings.ready_file, service.address)
         await stop.wait()
         await service.stop()

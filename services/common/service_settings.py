@@ -23,6 +23,12 @@ class ServiceSettings(InternalTlsSettings):
         "Seconds between readiness checks of the service's dependencies (database, libvirt): "
         "how soon health follows an outage and a recovery.",
     )
+    gc_young_objects: int = setting(
+        20_000,
+        "Allocations between two collections of Python's youngest generation (Python's "
+        "default: 700); older generations are collected more rarely still. Fewer, later "
+        "collections keep long pauses out of every call's latency (services.common.gc_tuning).",
+    )
     ready_file: str = setting(
         "", "When set, the bound address is written here once the service is serving."
     )
@@ -31,6 +37,7 @@ class ServiceSettings(InternalTlsSettings):
         """Each service's ``__post_init__`` calls this along with its own checks."""
         require(self.log_format in ("text", "json"), "log_format", "must be text or json")
         require(self.readiness_interval > timedelta(0), "readiness_interval", "must be > 0")
+        require(self.gc_young_objects >= 700, "gc_young_objects", "must be >= 700")
         require(
             not self.metrics_listen or ":" in self.metrics_listen,
             "metrics_listen",

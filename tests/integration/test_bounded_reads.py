@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from services.common.db.engine import Database
+from services.common.db.read_guard import guarded
 from services.common.errors import DeadlineExceeded
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,5 +93,37 @@ async def test_a_read_whose_time_ran_out_before_a_statement_is_a_deadline(
         with pytest.raises(DeadlineExceeded):
             await db.read(late, timeout=0.1)
         assert await db.read(one, timeout=5) == 1
+    finally:
+        db.close()
+
+
+async def test_a_cancelled_read_stops_at_its_next_checkpoint_while_decoding(
+    database_url: str,
+) -> None:
+    """Decoding rows in Python runs no statement, so only the checkpoints a large read calls
+    between slices (services.common.db.read_guard.guarded) can stop it: a read whose caller
+    went away used to decode every row it had fetched, holding its thread meanwhile."""
+    db = Database(database_url, readers=1)
+    try:
+        started, slices = threading.Event(), []
+
+        def decoding(connection: Connection) -> object:
+            checkpoint = guarded(connection, lambda: None)
+            for n in range(1_000_000):  # each slice of rows a few milliseconds of Python
+                if n == 1:
+                    started.set()
+                time.sleep(0.002)
+                slices.append(n)
+                checkpoint()
+            return len(slices)
+
+        task = asyncio.create_task(db.read(decoding))
+        assert await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # with one read thread, this waits behind the decoding unless it stopped
+        assert await asyncio.wait_for(db.read(one), 10) == 1
+        assert len(slices) < 1000
     finally:
         db.close()

@@ -13,6 +13,7 @@ from services.api.context import RequestContext
 from services.api.watch import ServerWatch
 from services.common.domain import Instance, VmState, utcnow
 from services.common.errors import NotFound
+from services.common.stream_turns import StreamTurns
 from tests.support.fake_stores import FakeUnitOfWork, make_instance
 
 pytestmark = pytest.mark.timeout(10)
@@ -103,4 +104,38 @@ async def test_a_snapshot_is_read_with_the_watching_projects_pacer() -> None:
         assert paced and set(paced) == {"demo"}
     finally:
         await stream.aclose()
+        await watch.close()
+
+
+async def test_a_projects_watches_send_one_at_a_time_at_its_share() -> None:
+    """Two watches of one project: while one holds its turn (its message being sent), the
+    other's next message waits, and the project's sending rests while others are busy."""
+    uow = FakeUnitOfWork()
+    then = utcnow() - timedelta(seconds=1)
+    uow.db.add(*(make_instance(created_at=then) for _ in range(3)))
+    rests: list[float] = []
+    clock = [0.0]
+
+    async def rest(seconds: float) -> None:
+        rests.append(seconds)
+
+    turns = StreamTurns(lambda _p: True, share=0.5, clock=lambda: clock[0], sleep=rest)
+    watch = ServerWatch(uow, poll_interval=0.01, turns=turns)
+    first, second = watch.watch(DEMO), watch.watch(DEMO)
+    try:
+        await next_event(first)  # first now holds demo's turn until it asks for more
+        assert turns.waiting("demo") == 1
+        waiting = asyncio.create_task(next_event(second))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # the project's other stream waits for the turn
+        clock[0] += 0.003  # the first message took 3 ms to make and send
+        again = asyncio.create_task(next_event(first))  # gives the turn up, resting first
+        await asyncio.wait_for(waiting, timeout=5)  # the other stream had waited longest
+        assert rests == [pytest.approx(0.003)]
+        assert not again.done()
+        await second.aclose()  # a client going away frees the turn it held
+        await asyncio.wait_for(again, timeout=5)
+    finally:
+        await first.aclose()
+        await second.aclose()
         await watch.close()

@@ -12,6 +12,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -93,3 +94,19 @@ class ReadGuard:
         """Before each statement: a tripped guard starts none."""
         if self.tripped:
             raise TimeoutError("read stopped")
+
+
+def guarded(connection: Connection, checkpoint: Callable[[], None]) -> Callable[[], None]:
+    """``checkpoint`` that first stops a read whose guard tripped: decoding a large result in
+    Python runs no statement, so neither the progress handler nor ``check_before_statement``
+    would stop it, and a read whose caller had gone kept its thread (and the interpreter)
+    until it had decoded every row."""
+    guard = connection.info.get(GUARD_KEY)
+    if guard is None:
+        return checkpoint
+
+    def check_then(checkpoint: Callable[[], None] = checkpoint) -> None:
+        guard.check()
+        checkpoint()
+
+    return check_then

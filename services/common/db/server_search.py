@@ -10,6 +10,7 @@ from sqlalchemy import Connection, RowMapping, Select, and_, exists, or_, select
 
 from services.common.db.instances import with_details
 from services.common.db.models import INSTANCE_TAGS, INSTANCES
+from services.common.db.read_guard import guarded
 from services.common.domain import Instance, VmState
 from services.common.pacing import unpaced
 from services.common.records import Cursor as Cursor  # noqa: PLC0414
@@ -73,6 +74,7 @@ def search(
 def _page(
     connection: Connection, query: Select[Any], *, limit: int, checkpoint: Callable[[], None]
 ) -> tuple[list[Instance], Cursor | None]:
+    checkpoint = guarded(connection, checkpoint)
     rows: list[RowMapping] = []
     for part in connection.execute(query).partitions(PACE_ROWS):
         rows.extend(r._mapping for r in part)

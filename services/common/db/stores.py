@@ -31,6 +31,7 @@ from services.common.db import networks as network_repo
 from services.common.db import security_groups as security_group_repo
 from services.common.db.engine import Database
 from services.common.db.models import INSTANCES, NODES
+from services.common.db.read_guard import guarded
 from services.common.domain import (
     ComputeNodeReport,
     Flavor,
@@ -210,7 +211,7 @@ class SqlInstances:
                 )
             )
         query = query.order_by(INSTANCES.c.created_at).limit(WATCH_MAX)
-        pace = checkpoint or unpaced
+        pace = guarded(self._c, checkpoint or unpaced)
         rows: list[RowMapping] = []
         for part in self._c.execute(query).partitions(server_search.PACE_ROWS):
             rows.extend(r._mapping for r in part)
