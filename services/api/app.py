@@ -126,6 +126,7 @@ async def start_api(settings: ApiSettings) -> RunningService:
         read_timeout=settings.rpc_deadline_seconds.total_seconds(),
         fair_reads=True,
         reads_per_tenant=settings.read_threads_per_project,
+        wal_checkpoints=settings.sqlite_checkpoint_interval,
     )
     uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()

@@ -30,6 +30,12 @@ class ApiSettings(ServiceSettings):
     database_url: str = setting(
         DEFAULT_DATABASE_URL, "SQLAlchemy URL of the database (sqlite:///path or postgresql://...)."
     )
+    sqlite_checkpoint_interval: timedelta = setting(
+        timedelta(seconds=1),
+        "On SQLite, seconds between checkpoints of its write-ahead log, taken on a thread of "
+        "their own instead of inside whichever commit finds the log long (which held the one "
+        "writer up to 100 ms).",
+    )
     conductor_addresses: tuple[str, ...] = setting(
         ("127.0.0.1:8780",),
         "Conductor addresses (comma-separated; dns:///name:port spreads over every address of "
@@ -169,6 +175,11 @@ class ApiSettings(ServiceSettings):
             "must be 0 to 300",
         )
         require(self.rpc_deadline_seconds > timedelta(0), "rpc_deadline_seconds", "must be > 0")
+        require(
+            self.sqlite_checkpoint_interval > timedelta(0),
+            "sqlite_checkpoint_interval",
+            "must be > 0",
+        )
         require(1 <= self.read_threads_per_project <= 4, "read_threads_per_project", "1 to 4")
         require(self.create_servers_per_project >= 1, "create_servers_per_project", "must be >= 1")
         require(self.create_batch_servers >= 1, "create_batch_servers", "must be >= 1")

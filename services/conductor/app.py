@@ -50,7 +50,7 @@ SERVICE_NAME = conductor_pb2.DESCRIPTOR.services_by_name["Conductor"].full_name
 async def start_conductor(settings: ConductorSettings) -> RunningService:
     # first: its own certificate must name the conductor (a misdeployment stops the start)
     tls = settings.internal_client_tls(identity=ServiceIdentity(ServiceRole.CONDUCTOR))
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, wal_checkpoints=settings.sqlite_checkpoint_interval)
     uow = SqlUnitOfWork(db)
     registry = CollectorRegistry()
     metrics = ConductorMetrics.create(registry)

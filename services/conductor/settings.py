@@ -29,6 +29,12 @@ class ConductorSettings(ServiceSettings, ConnectionAgeSettings):
     database_url: str = setting(
         DEFAULT_DATABASE_URL, "SQLAlchemy URL of the database (sqlite:///path or postgresql://...)."
     )
+    sqlite_checkpoint_interval: timedelta = setting(
+        timedelta(seconds=1),
+        "On SQLite, seconds between checkpoints of its write-ahead log, taken on a thread of "
+        "their own instead of inside whichever commit finds the log long (which held the one "
+        "writer up to 100 ms).",
+    )
     service_down_time: timedelta = setting(
         timedelta(seconds=60),
         "Seconds without a heartbeat after which a compute node counts as down (Nova: 60).",
@@ -101,6 +107,11 @@ class ConductorSettings(ServiceSettings, ConnectionAgeSettings):
     def _check(self) -> None:
         require_listen("listen", self.listen)
         require(self.service_down_time > timedelta(0), "service_down_time", "must be > 0")
+        require(
+            self.sqlite_checkpoint_interval > timedelta(0),
+            "sqlite_checkpoint_interval",
+            "must be > 0",
+        )
         require(self.schedule_batch_size >= 1, "schedule_batch_size", "must be >= 1")
         require(self.host_subset_size >= 1, "host_subset_size", "must be >= 1")
         require(self.max_attempts >= 1, "max_attempts", "must be >= 1")

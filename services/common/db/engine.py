@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from services.common import name_patterns
 from services.common.context import tenant_var
 from services.common.db.read_guard import RECANCEL_S, ReadGuard, check_before_statement
+from services.common.db.wal_checkpoints import WalCheckpointer
 from services.common.db.write_lock import WriteQueue
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.fair_queue import FairQueue
@@ -53,7 +55,7 @@ def _regexp(pattern: str, value: str | None) -> bool:
     return name_patterns.search(pattern, value)
 
 
-def _sqlite_engine(url: str, *, begin: str) -> Engine:
+def _sqlite_engine(url: str, *, begin: str, autocheckpoint: bool) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,8 @@ def _sqlite_engine(url: str, *, begin: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if not autocheckpoint:  # a WalCheckpointer thread takes them (wal_checkpoints.py)
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
         # REGEXP in linear time (SQLAlchemy's default is Python's backtracking re).
         dbapi_connection.create_function("regexp", 2, _regexp, deterministic=True)
@@ -79,23 +83,35 @@ def _sqlite_engine(url: str, *, begin: str) -> Engine:
     return engine
 
 
-def make_engines(url: str, *, pool_size: int = 5) -> tuple[Engine, Engine]:
-    """(writer, reader) engines for ``url``; the same engine twice outside SQLite."""
+def make_engines(
+    url: str, *, pool_size: int = 5, autocheckpoint: bool = True
+) -> tuple[Engine, Engine]:
+    """(writer, reader) engines for ``url``; the same engine twice outside SQLite.
+    ``autocheckpoint``: whether SQLite's commits checkpoint its log (see wal_checkpoints)."""
     url = normalise_url(url)
     if is_sqlite(url):
-        return _sqlite_engine(url, begin="BEGIN IMMEDIATE"), _sqlite_engine(url, begin="BEGIN")
+        return (
+            _sqlite_engine(url, begin="BEGIN IMMEDIATE", autocheckpoint=autocheckpoint),
+            _sqlite_engine(url, begin="BEGIN", autocheckpoint=autocheckpoint),
+        )
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     return engine, engine
 
 
-def _write_queue(url: str) -> WriteQueue | None:
-    """The cross-process writer queue of a SQLite file (none in memory or elsewhere)."""
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database (none in memory or elsewhere)."""
     if not is_sqlite(url):
         return None
     database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return WriteQueue(Path(database).resolve())
+    return Path(database).resolve()
+
+
+def _write_queue(url: str) -> WriteQueue | None:
+    """The cross-process writer queue of a SQLite file (none in memory or elsewhere)."""
+    database = _sqlite_file(url)
+    return None if database is None else WriteQueue(database)
 
 
 class Database:
@@ -110,11 +126,14 @@ class Database:
         read_timeout: float | None = None,
         fair_reads: bool = False,
         reads_per_tenant: int | None = None,
+        wal_checkpoints: timedelta | None = None,
     ) -> None:
         """``read_timeout``: seconds after which a read is stopped (None: no limit).
         ``fair_reads``: the read threads go round the projects that wait for one
         (services.common.context.tenant_var), instead of first come, first served, and one
-        project holds at most ``reads_per_tenant`` of them (default: half)."""
+        project holds at most ``reads_per_tenant`` of them (default: half).
+        ``wal_checkpoints``: on a SQLite file, checkpoint its log this often on a thread of
+        this Database's, never in a commit (None: SQLite's own, at commit time)."""
         self.read_timeout = read_timeout
         # the threads a project may not hold stay free for the next project
         share = reads_per_tenant or max(1, readers // 2)
@@ -123,7 +142,19 @@ class Database:
         self.is_sqlite = is_sqlite(self.url)
         # SQLite has one writer at a time whatever we do: more writer threads only contend.
         writers = writers if writers is not None else (1 if self.is_sqlite else 4)
-        self.writer, self.reader = make_engines(self.url, pool_size=max(writers, readers))
+        database_file = _sqlite_file(self.url)
+        self._checkpointer = (
+            WalCheckpointer(database_file, every=wal_checkpoints)
+            if database_file is not None and wal_checkpoints is not None
+            else None
+        )
+        self.writer, self.reader = make_engines(
+            self.url,
+            pool_size=max(writers, readers),
+            autocheckpoint=self._checkpointer is None,
+        )
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         event.listen(self.reader, "before_cursor_execute", check_before_statement)
         self._write_queue = _write_queue(self.url)
         self._write_pool = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
@@ -225,6 +256,8 @@ class Database:
         return True
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._write_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
         self.writer.dispose()
