@@ -163,7 +163,11 @@ async def start_api(settings: ApiSettings) -> RunningService:
     watch = ServerWatch(
         uow,
         pacer=queries.pacer,
-        turns=StreamTurns(admission.others_in_flight, share=settings.expensive_call_share),
+        turns=StreamTurns(
+            admission.others_in_flight,
+            share=settings.expensive_call_share,
+            held=lambda: db.writing,
+        ),
     )
     rules_fan_out = ConductorRulesFanOut(conductor)
     host_networks = ConductorHostNetworks(

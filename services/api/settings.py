@@ -86,10 +86,12 @@ class ApiSettings(ServiceSettings):
         "so another project's create never queues behind more than the one in hand.",
     )
     create_share: float = setting(
-        0.25,
+        0.05,
         "While other projects' calls are in flight, the part of the time one project may keep "
         "its create_servers_per_project budget full: a create's servers go back to it after a "
-        "rest in proportion to the time it took (1: at once).",
+        "rest in proportion to the time it took (1: at once). A project below its budget (a "
+        "few small creates) never waits; one creating 100 servers at a time does, since every "
+        "other project's create waits for each of its transactions (SQLite has one writer).",
     )
     expensive_call_share: float = setting(
         0.25,

@@ -62,16 +62,22 @@ class Pacer:
     def __call__(self) -> None:
         """A checkpoint: call it often (every few dozen rows) from the worker thread."""
         spent = self._clock() - self._mark
-        if spent < QUANTUM_S:
-            return
-        if self._others_busy():
-            if self._rest > 0:
+        busy: bool | None = None
+        if spent >= QUANTUM_S:
+            busy = self._others_busy()
+            if busy and self._rest > 0:
                 self._sleep(spent * self._rest)
+            self._mark = self._clock()
+        # At every checkpoint, not once a quantum: a write transaction that starts while
+        # this read runs waits for the interpreter at each of its statements until then.
+        if self._held() and (busy if busy is not None else self._others_busy()):
             waited = 0.0
-            while waited < HELD_MAX_S and self._held():
+            while True:
                 self._sleep(HELD_STEP_S)
                 waited += HELD_STEP_S
-        self._mark = self._clock()
+                if waited >= HELD_MAX_S or not self._held():
+                    break
+            self._mark = self._clock()
 
 
 def unpaced() -> None:

@@ -26,6 +26,14 @@ from dataclasses import dataclass, field
 
 # A project sends for this long (summed over its turns) before it may be told to rest.
 QUANTUM_S = 0.002
+# While the one writer is held (a write transaction every create waits for), a turn waits
+# for it in steps of this, for at most HELD_MAX_S (as services.common.pacing).
+HELD_STEP_S = 0.001
+HELD_MAX_S = 0.05
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(eq=False)
@@ -47,16 +55,19 @@ class StreamTurns:
         share: float,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = _sleep,
+        held: Callable[[], bool] = _never,
     ) -> None:
         """``others_busy(project)``: whether other projects' calls are in flight.
         ``share``: the part of the time (0 < share <= 1) one project's sending may take
-        meanwhile (1: no rests, but still one stream of a project at a time)."""
+        meanwhile (1: no rests, but still one stream of a project at a time).
+        ``held``: whether the writer is held; meanwhile a project's next turn waits."""
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self._others_busy = others_busy
         self._rest = (1 - share) / share
         self._clock = clock
         self._sleep = sleep
+        self._held = held
         self._projects: dict[str, _ProjectTurns] = {}
 
     def waiting(self, project_id: str) -> int:
@@ -83,6 +94,10 @@ class StreamTurns:
                     if self._rest > 0 and self._others_busy(project_id):
                         await self._sleep(turns.spent * self._rest)
                     turns.spent = 0.0
+                waited = 0.0
+                while waited < HELD_MAX_S and self._held() and self._others_busy(project_id):
+                    await self._sleep(HELD_STEP_S)
+                    waited += HELD_STEP_S
         finally:
             turns.users -= 1
             # A stream comes back for its next turn after the last one ended: what it spent

@@ -89,6 +89,24 @@ async def test_a_stream_that_ends_mid_turn_does_not_rest_and_frees_the_turn() ->
     await send(turns, clock, "a", cost=0.0)  # the turn is free
 
 
+async def test_while_the_writer_is_held_a_projects_next_turn_waits_a_bounded_time() -> None:
+    clock, held = Clock(), [True]
+
+    async def step(seconds: float) -> None:  # the writer commits during the third step
+        clock.rests.append(seconds)
+        held[0] = len(clock.rests) < 3
+
+    turns = StreamTurns(lambda _p: True, share=1.0, clock=clock, sleep=step,
+                        held=lambda: held[0])  # fmt: skip
+    await send(turns, clock, "a", cost=0.0001)
+    assert clock.rests == [stream_turns.HELD_STEP_S] * 3
+    clock.rests.clear()
+    forever = StreamTurns(lambda _p: True, share=1.0, clock=clock, sleep=clock.sleep,
+                          held=lambda: True)  # fmt: skip
+    await send(forever, clock, "a", cost=0.0001)
+    assert sum(clock.rests) == pytest.approx(stream_turns.HELD_MAX_S)
+
+
 def test_share_is_checked() -> None:
     with pytest.raises(ValueError, match="share"):
         StreamTurns(lambda _p: True, share=0)

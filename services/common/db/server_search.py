@@ -16,9 +16,11 @@ from services.common.pacing import unpaced
 from services.common.records import Cursor as Cursor  # noqa: PLC0414
 from services.common.records import ServerFilter as ServerFilter  # noqa: PLC0414
 
-# Rows fetched (each decoded: JSON columns, timestamps) between two pacing checkpoints.
+# Rows fetched (each decoded: JSON columns, timestamps) between two pacing checkpoints, and
+# rows whose details (ports, faults, tags) are read between two: a few milliseconds each, the
+# longest a write transaction that starts meanwhile waits for the reader to step aside.
 PACE_ROWS = 50
-DETAIL_ROWS = 100
+DETAIL_ROWS = 25
 
 
 def search(
