@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 
 from services.api.context import RequestContext
-from services.api.watch import ServerWatch
+from services.api.watch import POLLER_TENANT, ServerWatch
+from services.common.context import tenant_var
 from services.common.domain import Instance, VmState, utcnow
 from services.common.errors import NotFound
 from services.common.stream_turns import StreamTurns
@@ -88,7 +89,8 @@ async def test_watching_a_server_of_another_project_is_not_found() -> None:
 
 async def test_a_snapshot_is_read_with_the_watching_projects_pacer() -> None:
     """A snapshot is as large a read as a page of ListServers: it is paced as one, for the
-    project that watches (the poller's reads of changes are not)."""
+    project that watches; the poller's reads of changes (a page's worth every poll under a
+    flood of creates) are paced too, in a turn of their own."""
     uow = FakeUnitOfWork()
     uow.db.add(make_instance(created_at=utcnow() - timedelta(seconds=1)))
     paced: list[str] = []
@@ -101,7 +103,12 @@ async def test_a_snapshot_is_read_with_the_watching_projects_pacer() -> None:
     try:
         _, change = await next_event(stream)
         assert change == "snapshot"
-        assert paced and set(paced) == {"demo"}
+        assert paced[0] == "demo"
+        for _ in range(500):
+            if POLLER_TENANT in paced:
+                break
+            await asyncio.sleep(0.01)
+        assert set(paced) == {"demo", POLLER_TENANT}
     finally:
         await stream.aclose()
         await watch.close()
@@ -138,4 +145,33 @@ async def test_a_projects_watches_send_one_at_a_time_at_its_share() -> None:
     finally:
         await first.aclose()
         await second.aclose()
+        await watch.close()
+
+
+async def test_the_poller_reads_in_a_turn_of_its_own_not_the_first_watchers() -> None:
+    """Started from a watcher's call, the shared poller read as that caller's project and
+    queued behind that project's reads (its snapshot flood), and every watch waited."""
+    uow = FakeUnitOfWork()
+    uow.db.add(make_instance(created_at=utcnow() - timedelta(seconds=1)))
+    tenants: list[str] = []
+    read = uow.read
+
+    async def recording_read(work: Callable[..., object], **kw: object) -> object:
+        tenants.append(tenant_var.get())
+        return await read(work, **kw)  # type: ignore[arg-type]
+
+    uow.read = recording_read  # type: ignore[method-assign]
+    watch = ServerWatch(uow, poll_interval=0.01)
+    tenant_var.set("demo")  # as Identify sets it for the watcher's call
+    stream = watch.watch(DEMO)
+    try:
+        await next_event(stream)
+        for _ in range(500):
+            if len(tenants) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert tenants[0] == "demo"  # the snapshot: the watcher's own read
+        assert set(tenants[1:]) == {POLLER_TENANT}
+    finally:
+        await stream.aclose()
         await watch.close()
