@@ -29,6 +29,7 @@ from typing import Protocol
 
 from services.api.context import RequestContext
 from services.api.create import CreateServerCommand, CreateServerResult
+from services.common.pacing import rest_ratio
 
 
 class CreateUseCase(Protocol):
@@ -59,10 +60,8 @@ class CreateBudget:
         ``share`` of the time (1: never rest)."""
         if per_project < 1:
             raise ValueError("per_project must be >= 1")
-        if not 0 < share <= 1:
-            raise ValueError("share must be in (0, 1]")
         self._others_busy = others_busy
-        self._rest = (1 - share) / share
+        self._rest = rest_ratio(share)
         self._clock = clock
         self._cap = per_project
         self._used: Counter[str] = Counter()

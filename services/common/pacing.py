@@ -33,8 +33,16 @@ HELD_MAX_S = 0.05
 HELD_STEP_S = 0.001
 
 
-def _never() -> bool:
+def never() -> bool:
+    """A resource nobody holds (the default ``held``)."""
     return False
+
+
+def rest_ratio(share: float) -> float:
+    """Seconds of rest per second of work that keep the work to ``share`` of the time."""
+    if not 0 < share <= 1:
+        raise ValueError("share must be in (0, 1]")
+    return (1 - share) / share
 
 
 class Pacer:
@@ -45,15 +53,13 @@ class Pacer:
         share: float,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
-        held: Callable[[], bool] = _never,
+        held: Callable[[], bool] = never,
     ) -> None:
         """``others_busy``: whether other projects' calls are being served now.
         ``share``: the part of the time (0 < share <= 1) this work may use meanwhile.
         ``held``: whether a resource every call waits for (the writer) is taken now."""
-        if not 0 < share <= 1:
-            raise ValueError("share must be in (0, 1]")
         self._others_busy = others_busy
-        self._rest = (1 - share) / share
+        self._rest = rest_ratio(share)
         self._clock = clock
         self._sleep = sleep
         self._held = held

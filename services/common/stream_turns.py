@@ -24,16 +24,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from services.common.pacing import HELD_MAX_S, HELD_STEP_S, never, rest_ratio
+
 # A project sends for this long (summed over its turns) before it may be told to rest.
 QUANTUM_S = 0.002
-# While the one writer is held (a write transaction every create waits for), a turn waits
-# for it in steps of this, for at most HELD_MAX_S (as services.common.pacing).
-HELD_STEP_S = 0.001
-HELD_MAX_S = 0.05
-
-
-def _never() -> bool:
-    return False
 
 
 @dataclass(eq=False)
@@ -55,16 +49,15 @@ class StreamTurns:
         share: float,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = _sleep,
-        held: Callable[[], bool] = _never,
+        held: Callable[[], bool] = never,
     ) -> None:
         """``others_busy(project)``: whether other projects' calls are in flight.
         ``share``: the part of the time (0 < share <= 1) one project's sending may take
         meanwhile (1: no rests, but still one stream of a project at a time).
-        ``held``: whether the writer is held; meanwhile a project's next turn waits."""
-        if not 0 < share <= 1:
-            raise ValueError("share must be in (0, 1]")
+        ``held``: whether the writer is held; meanwhile a project's next turn waits, in
+        steps and for at most as long as a paced read would (services.common.pacing)."""
         self._others_busy = others_busy
-        self._rest = (1 - share) / share
+        self._rest = rest_ratio(share)
         self._clock = clock
         self._sleep = sleep
         self._held = held

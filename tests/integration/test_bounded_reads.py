@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Connection, text
@@ -32,6 +33,19 @@ def one(connection: Connection) -> object:
     return connection.execute(text("SELECT 1")).scalar()
 
 
+async def cancel_once_started(
+    db: Database, work: Callable[[Connection], object], started: threading.Event
+) -> None:
+    """Cancel a read of ``work`` once it has started; then the database's one read thread
+    must be free for the next read."""
+    task = asyncio.create_task(db.read(work))
+    assert await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.wait_for(db.read(one), 10) == 1
+
+
 async def test_a_read_past_its_time_is_stopped(database_url: str) -> None:
     db = Database(database_url, readers=1)
     try:
@@ -54,13 +68,8 @@ async def test_a_cancelled_read_frees_its_thread(database_url: str) -> None:
             started.set()
             return endless(connection)
 
-        task = asyncio.create_task(db.read(flagged))
-        assert await asyncio.to_thread(started.wait, 10)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        # with one read thread, this waits behind the endless query unless it was stopped
-        assert await asyncio.wait_for(db.read(one), 10) == 1
+        # with one read thread, the next read waits behind the endless query unless stopped
+        await cancel_once_started(db, flagged, started)
     finally:
         db.close()
 
@@ -117,13 +126,7 @@ async def test_a_cancelled_read_stops_at_its_next_checkpoint_while_decoding(
                 checkpoint()
             return len(slices)
 
-        task = asyncio.create_task(db.read(decoding))
-        assert await asyncio.to_thread(started.wait, 10)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        # with one read thread, this waits behind the decoding unless it stopped
-        assert await asyncio.wait_for(db.read(one), 10) == 1
+        await cancel_once_started(db, decoding, started)
         assert len(slices) < 1000
     finally:
         db.close()

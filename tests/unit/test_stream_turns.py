@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from services.common import stream_turns
+from services.common import pacing, stream_turns
 from services.common.stream_turns import StreamTurns
 
 pytestmark = pytest.mark.timeout(5)
@@ -99,12 +99,12 @@ async def test_while_the_writer_is_held_a_projects_next_turn_waits_a_bounded_tim
     turns = StreamTurns(lambda _p: True, share=1.0, clock=clock, sleep=step,
                         held=lambda: held[0])  # fmt: skip
     await send(turns, clock, "a", cost=0.0001)
-    assert clock.rests == [stream_turns.HELD_STEP_S] * 3
+    assert clock.rests == [pacing.HELD_STEP_S] * 3
     clock.rests.clear()
     forever = StreamTurns(lambda _p: True, share=1.0, clock=clock, sleep=clock.sleep,
                           held=lambda: True)  # fmt: skip
     await send(forever, clock, "a", cost=0.0001)
-    assert sum(clock.rests) == pytest.approx(stream_turns.HELD_MAX_S)
+    assert sum(clock.rests) == pytest.approx(pacing.HELD_MAX_S)
 
 
 def test_share_is_checked() -> None:
