@@ -174,11 +174,13 @@ class ServerWatch:
                 # Mid-snapshot there is nothing to resume from: the client must start over.
                 mid_snapshot = change == "snapshot" and not watcher.queue.empty()
                 token = "" if mid_snapshot else _resume_token(watermark, bound_to)
-                if self._turns is None:
+                turn = (
+                    contextlib.nullcontext()
+                    if self._turns is None
+                    else self._turns.turn(context.project_id)
+                )
+                async with turn:
                     yield instance, change, token
-                else:
-                    async with self._turns.turn(context.project_id):
-                        yield instance, change, token
                 if server_id and instance.vm_state is VmState.DELETED:
                     return
         finally:

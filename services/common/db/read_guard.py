@@ -105,7 +105,7 @@ def guarded(connection: Connection, checkpoint: Callable[[], None]) -> Callable[
     if guard is None:
         return checkpoint
 
-    def check_then(checkpoint: Callable[[], None] = checkpoint) -> None:
+    def check_then() -> None:
         guard.check()
         checkpoint()
 
