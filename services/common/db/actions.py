@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from services.common import instance_actions
+from services.common.db.bulk import insert_rows
 from services.common.db.models import ACTION_EVENTS, ACTIONS
 from services.common.instance_actions import ActionEventName, ActionName, ActionResult
 from services.common.records import Action as Action  # noqa: PLC0414
@@ -34,8 +35,9 @@ DETAILS_MAX = 4000
 
 def start_actions(connection: Connection, actions: Sequence[NewAction], now: datetime) -> None:
     if actions:
-        connection.execute(
-            ACTIONS.insert(),
+        insert_rows(
+            connection,
+            ACTIONS,
             [
                 {
                     "instance_uuid": a.instance_uuid,

@@ -6,14 +6,16 @@ change, whatever the number of instances.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, bindparam, func, or_, select, update
 
 from services.common.db import networks as network_repo
 from services.common.db import security_groups as security_group_repo
+from services.common.db.bulk import insert_rows
 from services.common.db.models import FAULTS, INSTANCE_TAGS, INSTANCES
 from services.common.domain import (
     Fault,
@@ -93,11 +95,15 @@ def instance_from_row(
 
 
 def insert_instances(connection: Connection, instances: Sequence[Instance]) -> None:
-    """One multi-row INSERT for a whole batch of creates."""
+    """One multi-row INSERT for a whole batch of creates. The servers of one create share
+    their spec, metadata, groups and timestamp objects; ``insert_rows`` encodes each once."""
     if not instances:
         return
-    connection.execute(
-        INSTANCES.insert(),
+    specs: dict[int, dict[str, Any]] = {}
+    devices: dict[int, Any] = {}
+    insert_rows(
+        connection,
+        INSTANCES,
         [
             {
                 "uuid": i.uuid,
@@ -118,14 +124,16 @@ def insert_instances(connection: Connection, instances: Sequence[Instance]) -> N
                 "server_metadata": i.metadata,
                 "request_id": i.request_id,
                 "availability_zone": i.availability_zone,
-                "request_spec": i.request_spec.to_json(),
+                "request_spec": _once(specs, i.request_spec, i.request_spec.to_json),
                 "description": i.description,
                 "key_name": i.key_name,
                 "key_data": i.key_data,
                 "user_data": i.user_data,
-                "security_groups": list(i.security_groups),
-                "networks": list(i.networks),
-                "block_devices": ephemeral_to_json(i.ephemeral_gb),
+                "security_groups": i.security_groups,
+                "networks": i.networks,
+                "block_devices": _once(
+                    devices, i.ephemeral_gb, partial(ephemeral_to_json, i.ephemeral_gb)
+                ),
                 "config_drive": i.config_drive,
                 "created_at": i.created_at,
                 "updated_at": None,
@@ -136,8 +144,16 @@ def insert_instances(connection: Connection, instances: Sequence[Instance]) -> N
         ],
     )
     tags = [{"instance_uuid": i.uuid, "tag": t} for i in instances for t in i.tags]
-    if tags:
-        connection.execute(INSTANCE_TAGS.insert(), tags)
+    insert_rows(connection, INSTANCE_TAGS, tags)
+
+
+def _once(cache: dict[int, Any], shared: object, convert: Callable[[], Any]) -> Any:
+    """``convert()`` once per shared object (keyed by identity: the objects outlive the
+    call), so that rows of one create carry one encoded value."""
+    key = id(shared)
+    if key not in cache:
+        cache[key] = convert()
+    return cache[key]
 
 
 def _tags(connection: Connection, uuids: Sequence[str]) -> dict[str, tuple[str, ...]]:

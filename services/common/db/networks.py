@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, bindparam, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from services.common.db.bulk import insert_rows
 from services.common.db.models import EXTERNAL_ADDRESSES, NETWORKS, PORTS
 from services.common.networking import Network, NetworkSpec, PortSpec, SubnetSpec
 from services.common.records import NewNetwork as NewNetwork  # noqa: PLC0414
@@ -179,8 +180,9 @@ def addresses_in_use(
 def insert_ports(connection: Connection, ports: Sequence[NewPort], now: datetime) -> None:
     if not ports:
         return
-    connection.execute(
-        PORTS.insert(),
+    insert_rows(
+        connection,
+        PORTS,
         [
             {
                 "id": str(uuid_module.uuid4()),

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from services.common.db.bulk import insert_rows
 from services.common.db.models import (
     INSTANCE_SECURITY_GROUPS,
     INSTANCES,
@@ -274,9 +275,11 @@ def groups_referring_to(connection: Connection, group_id: str) -> list[str]:
 
 def add_memberships(connection: Connection, pairs: Iterable[tuple[str, str]]) -> None:
     """(instance uuid, group id) rows."""
-    values = [{"instance_uuid": u, "group_id": g} for u, g in pairs]
-    if values:
-        connection.execute(INSTANCE_SECURITY_GROUPS.insert(), values)
+    insert_rows(
+        connection,
+        INSTANCE_SECURITY_GROUPS,
+        [{"instance_uuid": u, "group_id": g} for u, g in pairs],
+    )
 
 
 def remove_membership(connection: Connection, instance_uuid: str, group_id: str) -> bool:
