@@ -101,8 +101,7 @@ def add_events(connection: Connection, events: Sequence[EventRecord], now: datet
         for e in events
         if (e.instance_uuid, e.action) in ids
     ]
-    if rows:
-        connection.execute(ACTION_EVENTS.insert(), rows)
+    insert_rows(connection, ACTION_EVENTS, rows)
 
 
 # The open event of an instance's latest action of a kind, found inside the UPDATE itself:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 
+from services.common.db.bulk import insert_rows
 from services.common.db.models import ALLOCATIONS, NODES
 from services.common.domain import ZERO, ComputeNodeReport, HostState, Resources
 from services.common.records import NodeView as NodeView  # noqa: PLC0414
@@ -210,8 +211,9 @@ def insert_allocations(
     grows by as much."""
     if not rows:
         return
-    connection.execute(
-        ALLOCATIONS.insert(),
+    insert_rows(
+        connection,
+        ALLOCATIONS,
         [
             {
                 "instance_uuid": uuid,
