@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from wsgiref.simple_server import WSGIServer
 
@@ -42,6 +42,10 @@ def go_code_name(code_name: str) -> str:
     return "".join(part.capitalize() for part in code_name.split("_"))
 
 
+# Children kept per cache; past it (only odd method paths would get there) labels() as before.
+CHILDREN_CACHED = 512
+
+
 @dataclass
 class RpcMetrics:
     """What every gRPC server records, under the names and labels of go-grpc-prometheus (the
@@ -51,6 +55,12 @@ class RpcMetrics:
     started: Counter
     handled: Counter
     handling: Histogram
+    # The labelled children, looked up once per method: ``labels()`` takes a lock and
+    # builds its key on every call, a few percent of a flooded event loop (py-spy).
+    _children: dict[tuple[str, ...], tuple[Counter, Histogram]] = field(
+        default_factory=dict, repr=False
+    )
+    _handled: dict[tuple[str, ...], Counter] = field(default_factory=dict, repr=False)
 
     @staticmethod
     def create(registry: CollectorRegistry) -> RpcMetrics:
@@ -79,15 +89,31 @@ class RpcMetrics:
 
     def start(self, path: str, kind: RpcType) -> None:
         """A call of ``path`` (``/package.Service/Method``) began."""
-        service, method = _split(path)
-        self.started.labels(kind.value, service, method).inc()
+        self._of(path, kind)[0].inc()
 
     def observe(self, path: str, kind: RpcType, *, code_name: str, seconds: float) -> None:
         """A call of ``path`` ended with the status named ``code_name`` (``grpc.StatusCode``
         names: ``OK``, ``INVALID_ARGUMENT``) after ``seconds``."""
-        service, method = _split(path)
-        self.handled.labels(kind.value, service, method, go_code_name(code_name)).inc()
-        self.handling.labels(kind.value, service, method).observe(seconds)
+        self._of(path, kind)[1].observe(seconds)
+        key = (path, kind.value, code_name)
+        handled = self._handled.get(key)
+        if handled is None:
+            service, method = _split(path)
+            handled = self.handled.labels(kind.value, service, method, go_code_name(code_name))
+            if len(self._handled) < CHILDREN_CACHED:
+                self._handled[key] = handled
+        handled.inc()
+
+    def _of(self, path: str, kind: RpcType) -> tuple[Counter, Histogram]:
+        key = (path, kind.value)
+        children = self._children.get(key)
+        if children is None:
+            service, method = _split(path)
+            labels = (kind.value, service, method)
+            children = (self.started.labels(*labels), self.handling.labels(*labels))
+            if len(self._children) < CHILDREN_CACHED:  # the methods served are few
+                self._children[key] = children
+        return children
 
 
 def _split(path: str) -> tuple[str, str]:

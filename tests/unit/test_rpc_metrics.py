@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.common.errors import NotFound
-from services.common.metrics import RpcMetrics, RpcType, go_code_name
+from services.common.metrics import CHILDREN_CACHED, RpcMetrics, RpcType, go_code_name
 from services.common.rpc.errors import _wrap_unary
 
 
@@ -65,3 +65,20 @@ def test_code_names_are_go_grpc_prometheus_names() -> None:
         "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
         "Unauthenticated",
     ]  # fmt: skip
+
+
+def test_each_method_and_code_counted_apart_past_the_cached_children() -> None:
+    registry = CollectorRegistry()
+    metrics = RpcMetrics.create(registry)
+    calls = [("/x.Y/Z", "OK"), ("/x.Y/Z", "OK"), ("/x.Y/Z", "NOT_FOUND")]
+    calls += [(f"/x.Y/M{n}", "OK") for n in range(CHILDREN_CACHED + 10)]  # past the cache
+    calls += [("/x.Y/M3", "OK"), (f"/x.Y/M{CHILDREN_CACHED + 5}", "OK")]
+    for path, code in calls:
+        metrics.start(path, RpcType.UNARY)
+        metrics.observe(path, RpcType.UNARY, code_name=code, seconds=0.01)
+    assert _count(registry, "OK") == 2
+    assert _count(registry, "NotFound") == 1
+    for method, expected in (("M3", 2), (f"M{CHILDREN_CACHED + 5}", 2), ("M7", 1)):
+        labels = {"grpc_type": "unary", "grpc_service": "x.Y", "grpc_method": method}
+        assert registry.get_sample_value("grpc_server_started_total", labels) == expected
+        assert registry.get_sample_value("grpc_server_handling_seconds_count", labels) == expected
