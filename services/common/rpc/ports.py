@@ -1,15 +1,18 @@
-"""PortSpec <-> PortBinding, for every internal RPC that carries ports (builds, rule
-updates, a host's inventory). Input from the wire is checked: bad values are the caller's
-InvalidArgument, never a crash in the datapath."""
+"""PortSpec <-> PortBinding and AddressSet <-> AddressSet, for every internal RPC that
+carries ports (builds, rule updates, a host's inventory): the ports with their rules, and
+beside them, once per message, the address sets those rules name. Input from the wire is
+checked: bad values are the caller's InvalidArgument, never a crash in the datapath."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.internal.v1 import network_pb2
 from services.common.networking import (
+    AddressSet,
     Direction,
     IpProtocol,
     NetworkSpec,
@@ -43,7 +46,8 @@ def port_to_proto(port: PortSpec) -> network_pb2.PortBinding:
                 protocol=r.protocol.value,
                 port_min=r.port_min or 0,
                 port_max=r.port_max or 0,
-                remote_cidrs=[str(c) for c in r.remote_cidrs],
+                remote_cidr=str(r.remote_cidr) if r.remote_cidr is not None else "",
+                remote_group_id=r.remote_group_id or "",
             )
             for r in port.security_rules
         ],
@@ -60,7 +64,8 @@ def _rule_from_proto(rule: network_pb2.SecurityRule) -> SecurityGroupRule:
         protocol=IpProtocol(rule.protocol),
         port_min=low,
         port_max=high,
-        remote_cidrs=tuple(IPv4Network(c) for c in rule.remote_cidrs),
+        remote_cidr=IPv4Network(rule.remote_cidr) if rule.remote_cidr else None,
+        remote_group_id=rule.remote_group_id or None,
     )
 
 
@@ -90,3 +95,28 @@ def port_from_proto(port: network_pb2.PortBinding, *, instance_uuid: str = "") -
         security_rules=rules,
         device_index=port.device_index,
     )
+
+
+def address_sets_to_proto(sets: Iterable[AddressSet]) -> list[network_pb2.AddressSet]:
+    """One message per group, however many ports of the message name it."""
+    unique = {s.group_id: s for s in sets}
+    return [
+        network_pb2.AddressSet(group_id=g, addresses=[str(a) for a in unique[g].addresses])
+        for g in sorted(unique)
+    ]
+
+
+def address_sets_from_proto(
+    sets: Iterable[network_pb2.AddressSet], *, field: str = "address_sets"
+) -> dict[str, AddressSet]:
+    """By group id, each set made once (the builds or instances of one message share it)."""
+    found: dict[str, AddressSet] = {}
+    for message in sets:
+        if not message.group_id:
+            raise InvalidArgument(f"{field}.group_id", "must not be empty")
+        try:
+            addresses = tuple(sorted({IPv4Address(a) for a in message.addresses}))
+        except ValueError as exc:
+            raise InvalidArgument(f"{field}.addresses", str(exc)) from exc
+        found[message.group_id] = AddressSet(message.group_id, addresses)
+    return found
