@@ -116,3 +116,25 @@ def test_a_rule_with_both_a_cidr_and_a_group_is_refused() -> None:
     message.rules[2].remote_cidr = "10.0.0.0/8"
     with pytest.raises(InvalidArgument):
         port_from_proto(message)
+
+
+def test_an_older_compute_never_reads_a_rule_with_a_remote_as_any_address() -> None:
+    """It knows only remote_cidrs (empty: any): a CIDR rule keeps its CIDR there, a
+    remote-group rule gets 0.0.0.0/32 (no guest), never its members."""
+    by_id = {r.rule_id: r for r in port_to_proto(port(1)).rules}
+    assert list(by_id["web"].remote_cidrs) == ["192.0.2.0/24"]
+    assert list(by_id["members"].remote_cidrs) == list(by_id["db"].remote_cidrs) == ["0.0.0.0/32"]
+    assert list(by_id["any-out"].remote_cidrs) == []
+
+
+def test_an_older_conductors_rule_is_read_or_refused_never_opened() -> None:
+    message = port_to_proto(port(1))
+    del message.rules[:]
+    message.rules.add(rule_id="cidr", direction="ingress", protocol="any",
+                      remote_cidrs=["10.0.0.0/8"])  # fmt: skip
+    (rule,) = port_from_proto(message).security_rules
+    assert (rule.remote_cidr, rule.remote_group_id) == (N("10.0.0.0/8"), None)
+    # a group's members as /32s: no shape for them here, refused (not "any")
+    message.rules[0].remote_cidrs.append("10.0.0.9/32")
+    with pytest.raises(InvalidArgument, match="older release"):
+        port_from_proto(message)

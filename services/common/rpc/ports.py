@@ -48,23 +48,48 @@ def port_to_proto(port: PortSpec) -> network_pb2.PortBinding:
                 port_max=r.port_max or 0,
                 remote_cidr=str(r.remote_cidr) if r.remote_cidr is not None else "",
                 remote_group_id=r.remote_group_id or "",
+                remote_cidrs=_legacy_remote(r),
             )
             for r in port.security_rules
         ],
     )
 
 
+# What a compute of the release before address sets matches for a remote-group rule: no
+# guest sends from 0.0.0.0 past anti-spoofing but DHCP, which never reaches a port's rules.
+LEGACY_NOBODY = "0.0.0.0/32"
+
+
+def _legacy_remote(rule: SecurityGroupRule) -> list[str]:
+    """``remote_cidrs`` for an older compute: never empty where the rule has a remote (an
+    empty one would read as any address), and never the members (what made it grow)."""
+    if rule.remote_cidr is not None:
+        return [str(rule.remote_cidr)]
+    return [LEGACY_NOBODY] if rule.remote_group_id is not None else []
+
+
 def _rule_from_proto(rule: network_pb2.SecurityRule) -> SecurityGroupRule:
     low, high = rule.port_min or None, rule.port_max or None
     if low is not None and not (1 <= low <= (high or low) <= 65535):
         raise ValueError(f"rule {rule.rule_id}: port range {low}-{high}")
+    remote_cidr = rule.remote_cidr
+    if not remote_cidr and not rule.remote_group_id and rule.remote_cidrs:
+        # An older conductor: one CIDR is a CIDR rule (or a group of one member, the same
+        # match); a group's members as several /32s have no shape here and are refused,
+        # which fails the build or push instead of opening the port.
+        if len(rule.remote_cidrs) > 1:
+            raise ValueError(
+                f"rule {rule.rule_id}: remote_cidrs with {len(rule.remote_cidrs)} entries "
+                "(a conductor of an older release); give remote_group_id and address sets"
+            )
+        remote_cidr = rule.remote_cidrs[0]
     return SecurityGroupRule(
         rule_id=rule.rule_id,
         direction=Direction(rule.direction),
         protocol=IpProtocol(rule.protocol),
         port_min=low,
         port_max=high,
-        remote_cidr=IPv4Network(rule.remote_cidr) if rule.remote_cidr else None,
+        remote_cidr=IPv4Network(remote_cidr) if remote_cidr else None,
         remote_group_id=rule.remote_group_id or None,
     )
 
