@@ -176,14 +176,22 @@ def _affected(tx: RulesTx, pending: _Pending) -> dict[str, _HostPush]:
             sorted(tx.instances.projects_of(sorted(pending.churned)))
         )
         naming = tx.security_groups.hosts_naming_groups(groups)
+        # Reading a set costs O(members): only for hosts with a datapath to push to.
+        naming = {h: naming[h] for h in _with_datapath(tx, sorted(naming))}
         known = tx.security_groups.address_sets(sorted({g for gs in naming.values() for g in gs}))
         for host, named in naming.items():
             sets[host].update((g, known[g]) for g in named)
-    # libvirt's test hypervisor has no guest and its datapath is the no-op: nothing to push.
     return {
         host: _HostPush(address, ports.get(host, []), sets.get(host, {}))
-        for host, (address, hypervisor) in tx.nodes.hypervisors(
-            sorted(set(ports) | set(sets))
-        ).items()
+        for host, address in _with_datapath(tx, sorted(set(ports) | set(sets))).items()
+    }
+
+
+def _with_datapath(tx: RulesTx, hosts: Sequence[str]) -> dict[str, str]:
+    """host -> rpc address, for those of ``hosts`` whose datapath is not libvirt's test
+    hypervisor's (no guest; the no-op datapath: nothing to push)."""
+    return {
+        host: address
+        for host, (address, hypervisor) in tx.nodes.hypervisors(hosts).items()
         if hypervisor != TEST_HYPERVISOR
     }
