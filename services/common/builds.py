@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.common.domain import Flavor, Resources
-from services.common.networking import PortSpec
+from services.common.networking import AddressSet, PortSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,8 @@ class BuildSpec:
     networks: tuple[str, ...] = ()
     # The NICs in device order, with their networks' subnets.
     ports: tuple[PortSpec, ...] = ()
+    # The address sets the ports' rules name (the members of their remote groups).
+    address_sets: tuple[AddressSet, ...] = ()
     # Extra blank local disks, GiB each (the one shape block devices take past the api).
     ephemeral_gb: tuple[int, ...] = ()
     # What the guest finds on its config drive, made when config_drive is set.

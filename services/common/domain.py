@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.common.networking import PortSpec
+from services.common.networking import AddressSet, PortSpec
 from services.common.request_spec import StoredSpec
 
 
@@ -158,6 +158,9 @@ class Instance:
     tags: tuple[str, ...] = ()
     # Its NICs, in device order (loaded with the instance; empty for networks=["none"]).
     ports: tuple[PortSpec, ...] = ()
+    # The address sets its ports' rules name (loaded with the ports; one object per group
+    # shared by every instance of a load, so a big group is held once, not per member).
+    address_sets: tuple[AddressSet, ...] = ()
     # Set only from inside the guest (its guest-agent channel), through compute's report.
     guest_ready_at: datetime | None = None
 
@@ -313,3 +316,5 @@ class HostInstance:
     resources: Resources
     # With their security rules: what the host's datapath converges to.
     ports: tuple[PortSpec, ...] = ()
+    # The address sets those rules name.
+    address_sets: tuple[AddressSet, ...] = ()

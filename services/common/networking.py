@@ -8,6 +8,7 @@ rules and DHCP entries. Shapes follow Neutron's port / subnet / security-group-r
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
@@ -84,15 +85,44 @@ class Network:
 
 @dataclass(frozen=True, slots=True)
 class SecurityGroupRule:
-    """One allow rule. ``remote_cidrs`` is already resolved: a remote-group rule arrives as the
-    member addresses of that group, so the renderer never needs the database."""
+    """One allow rule. Its remote is a CIDR, or a group: a remote-group rule names the group,
+    whose member addresses travel beside the ports once per message as an ``AddressSet``
+    (Neutron's ipset, OVN's address set), so a rule's size never grows with the group's.
+    Neither: any address."""
 
     rule_id: str
     direction: Direction
     protocol: IpProtocol = IpProtocol.ANY
     port_min: int | None = None
     port_max: int | None = None
-    remote_cidrs: tuple[IPv4Network, ...] = ()  # empty means any address
+    remote_cidr: IPv4Network | None = None
+    remote_group_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.remote_cidr is not None and self.remote_group_id is not None:
+            raise ValueError(f"rule {self.rule_id}: a remote CIDR or a remote group, not both")
+
+
+@dataclass(frozen=True, slots=True)
+class AddressSet:
+    """The addresses of every port of every live member of one security group: what a
+    remote-group rule naming ``group_id`` matches. Empty matches nothing (a group without
+    members lets no one in), never "any"."""
+
+    group_id: str
+    addresses: tuple[IPv4Address, ...] = ()
+
+
+def referenced_groups(ports: Iterable[PortSpec]) -> set[str]:
+    """The remote groups these ports' rules name: the address sets a host needs for them."""
+    return {
+        r.remote_group_id for p in ports for r in p.security_rules if r.remote_group_id is not None
+    }
+
+
+def sets_for(ports: Iterable[PortSpec], known: Mapping[str, AddressSet]) -> tuple[AddressSet, ...]:
+    """The address sets these ports' rules name, from ``known`` (one per group, by id)."""
+    return tuple(known[g] for g in sorted(referenced_groups(ports)) if g in known)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from services.common.domain import (
     VmState,
 )
 from services.common.instance_actions import ActionName
-from services.common.networking import Network
+from services.common.networking import AddressSet, Network
 from services.common.records import (
     Action,
     Cursor,
@@ -498,4 +498,17 @@ class SecurityGroupStore(Protocol):
 
     def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:
         """The servers whose port rules these groups' rules or members shape."""
+        ...
+
+    def address_sets(self, group_ids: Sequence[str]) -> dict[str, AddressSet]:
+        """Each group's members' port addresses (every group asked for; none: empty)."""
+        ...
+
+    def remote_groups_of_projects(self, project_ids: Sequence[str]) -> list[str]:
+        """The groups of these projects some rule names as remote group: the address sets
+        a server of the projects changes by coming or going."""
+        ...
+
+    def hosts_naming_groups(self, group_ids: Sequence[str]) -> dict[str, set[str]]:
+        """host -> which of these groups its live instances' rules name as remote group."""
         ...

@@ -319,7 +319,7 @@ class ComputeManager:
 
     def _plug(self, build: BuildSpec) -> None:
         for port in build.ports:
-            self.network.plug(port)
+            self.network.plug(port, build.address_sets)
 
     async def _undo_build(self, uuid: str) -> None:
         """A failed build leaves nothing on the host: no claim and no datapath (the driver

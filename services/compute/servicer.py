@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import grpc
@@ -15,9 +17,10 @@ from services.common.generated.novagrpc.internal.v1 import (
     compute_pb2_grpc,
 )
 from services.common.identity import ServiceRole
+from services.common.networking import AddressSet, sets_for
 from services.common.rpc.convert import from_timestamp
 from services.common.rpc.peers import CallerPolicy
-from services.common.rpc.ports import port_from_proto
+from services.common.rpc.ports import address_sets_from_proto, port_from_proto
 from services.common.rpc.power_actions import POWER_ACTIONS
 from services.compute.manager import ComputeManager
 from services.compute.net.driver import DatapathError
@@ -45,7 +48,15 @@ CALLERS: CallerPolicy = {
 }
 
 
-def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildSpec:
+def builds_from_proto(request: compute_pb2.BuildAndRunInstanceRequest) -> list[BuildSpec]:
+    known = address_sets_from_proto(request.address_sets)
+    return [build_from_proto(b, known) for b in request.builds]
+
+
+def build_from_proto(
+    message: compute_pb2.InstanceBuild, address_sets: Mapping[str, AddressSet] | None = None
+) -> BuildSpec:
+    """``address_sets``: the request's, by group id (each build takes those its rules name)."""
     if not message.instance_uuid:
         raise InvalidArgument("builds.instance_uuid", "must not be empty")
     flavor, image = message.flavor, message.image
@@ -53,6 +64,7 @@ def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildSpec:
         raise InvalidArgument("builds.flavor", "vcpus and memory_mb must be positive")
     if any(gb < 1 for gb in message.ephemeral_disks_gb):
         raise InvalidArgument("builds.ephemeral_disks_gb", "sizes must be positive")
+    ports = tuple(port_from_proto(p, instance_uuid=message.instance_uuid) for p in message.ports)
     return BuildSpec(
         uuid=message.instance_uuid,
         instance_id=message.instance_id,
@@ -72,7 +84,8 @@ def build_from_proto(message: compute_pb2.InstanceBuild) -> BuildSpec:
         request_id=message.request_id,
         metadata=dict(message.metadata),
         networks=tuple(message.networks),
-        ports=tuple(port_from_proto(p, instance_uuid=message.instance_uuid) for p in message.ports),
+        ports=ports,
+        address_sets=sets_for(ports, address_sets or {}),
         ephemeral_gb=tuple(message.ephemeral_disks_gb),
         config_drive=message.config_drive,
         availability_zone=message.availability_zone,
@@ -92,7 +105,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
         request: compute_pb2.BuildAndRunInstanceRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> compute_pb2.BuildAndRunInstanceResponse:
-        builds = [build_from_proto(b) for b in request.builds]
+        builds = builds_from_proto(request)
         try:
             queued, duplicates = self._manager.accept(builds)
         except HypervisorError as exc:
@@ -150,9 +163,16 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):  # type: ignore[misc]
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> compute_pb2.UpdatePortRulesResponse:
         ports = [port_from_proto(p) for p in request.ports]
-        manager = self._manager
+        sets = list(address_sets_from_proto(request.address_sets).values())
+        network = self._manager.network
+        # No port: a server came or went, only set members change (no chain is rendered).
+        change = (
+            partial(network.update_rules, ports, sets)
+            if ports
+            else partial(network.update_address_sets, sets)
+        )
         try:
-            updated = await manager.run_blocking(manager.network.update_rules, ports)
+            updated = await self._manager.run_blocking(change)
         except DatapathError as exc:
             raise Unavailable(f"the datapath could not apply the rules: {exc}") from exc
         return compute_pb2.UpdatePortRulesResponse(updated=updated)

@@ -116,7 +116,9 @@ class HostSync:
         # servers and rules go, missing ones come back (e.g. after a host reboot).
         manager = self._manager
         await manager.run_blocking(
-            manager.network.converge, [p for i in instances for p in i.ports]
+            manager.network.converge,
+            [p for i in instances for p in i.ports],
+            list({s.group_id: s for i in instances for s in i.address_sets}.values()),
         )
         log.info(
             "start-up sync: %d instances restored, %d builds to check again, %d lost, "

@@ -19,8 +19,8 @@ from services.common.errors import InvalidArgument
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.identity import ServiceRole
 from services.common.rpc.convert import from_timestamp
+from services.common.rpc.host_inventory import host_instances_to_proto
 from services.common.rpc.peers import CallerPolicy, deny, peer_identity
-from services.common.rpc.ports import port_to_proto
 from services.common.rpc.power_actions import POWER_ACTIONS
 from services.conductor.build_task import BuildTask
 from services.conductor.deletes import DeleteInstances
@@ -226,21 +226,7 @@ class ConductorServicer(conductor_pb2_grpc.ConductorServicer):  # type: ignore[m
             raise InvalidArgument("host", "must not be empty")
         _check_host(context, request.host, "ListHostInstances")
         found = await self._nodes.host_instances(request.host)
-        return conductor_pb2.ListHostInstancesResponse(
-            instances=[
-                conductor_pb2.HostInstance(
-                    instance_uuid=i.uuid,
-                    vm_state=i.vm_state.value,
-                    task_state=i.task_state.value if i.task_state else "",
-                    power_state=int(i.power_state),
-                    vcpus=i.resources.vcpus,
-                    memory_mb=i.resources.memory_mb,
-                    root_gb=i.resources.disk_gb,
-                    ports=[port_to_proto(p) for p in i.ports],
-                )
-                for i in found
-            ]
-        )
+        return host_instances_to_proto(found)
 
     async def DeleteInstances(
         self,

@@ -12,6 +12,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from services.common.networking import (
+    AddressSet,
     Direction,
     IpProtocol,
     NetworkSpec,
@@ -30,10 +31,22 @@ NET = NetworkSpec("net-1", "web", 4242, SubnetSpec(N("10.42.0.0/24"), A("10.42.0
 ALL_EGRESS = SecurityGroupRule("r-egress", Direction.EGRESS)
 
 
-def member_rules(*members: str) -> tuple[SecurityGroupRule, ...]:
-    """The default group: all egress, ingress from the group's members."""
-    remote = tuple(N(f"{m}/32") for m in members)
-    return (ALL_EGRESS, SecurityGroupRule("r-members", Direction.INGRESS, remote_cidrs=remote))
+FROM_MEMBERS = SecurityGroupRule("r-members", Direction.INGRESS, remote_group_id="g-default")
+
+
+def member_rules() -> tuple[SecurityGroupRule, ...]:
+    """The default group: all egress, ingress from the group's members (its address set)."""
+    return (ALL_EGRESS, FROM_MEMBERS)
+
+
+def members(*addresses: str) -> AddressSet:
+    return AddressSet("g-default", tuple(A(a) for a in addresses))
+
+
+def table_handle(namespace: str) -> str:
+    """The inet table's handle: a table made again (a full render) gets a new one."""
+    listed = run_in(namespace, "nft", "-a", "list", "table", "inet", "nova_grpc").stdout
+    return listed.splitlines()[0].split("# handle")[1].strip()
 
 
 def port(n: int, ip: str, rules: tuple[SecurityGroupRule, ...]) -> PortSpec:
@@ -62,13 +75,35 @@ def tcp_connects(source: str, target: str, port_number: int) -> bool:
     return run_in(source, "nc", "-z", "-w", "1", target, str(port_number)).returncode == 0
 
 
+def membership_changes_take_effect(driver: LinuxBridgeDriver, ns: dict[str, str]) -> None:
+    """g1 and g2 in the group, the client (10.42.0.200) not: members come and go by the
+    set's elements alone."""
+    # the client joins the group: only the set's elements change, and it gets in
+    assert not pings(ns["client"], "10.42.0.12")
+    before = table_handle(ns["host"])
+    assert driver.update_address_sets([members("10.42.0.11", "10.42.0.12", "10.42.0.200")]) == 1
+    assert pings(ns["client"], "10.42.0.12")
+    assert table_handle(ns["host"]) == before  # no port's chains were rendered again
+    # and leaves it (a server that went): out again
+    driver.update_rules([], [members("10.42.0.11", "10.42.0.12")])
+    assert not pings(ns["client"], "10.42.0.12")
+    # a group without members lets no one in (an empty set is not "any")
+    driver.update_address_sets([members()])
+    assert not pings(ns["g1"], "10.42.0.12") and not pings(ns["client"], "10.42.0.12")
+    driver.update_address_sets([members("10.42.0.11", "10.42.0.12")])
+    assert pings(ns["g1"], "10.42.0.12")
+    # a set no port here names changes nothing
+    assert driver.update_address_sets([AddressSet("g-elsewhere", (A("10.42.0.200"),))]) == 0
+    assert table_handle(ns["host"]) == before
+
+
 def test_dhcp_security_groups_and_anti_spoofing_then_nothing_left(tmp_path: Path) -> None:
     with namespaces("host", "g1", "g2", "client") as ns, inside(ns["host"]):
         driver = LinuxBridgeDriver(state_dir=tmp_path / "state")
-        one = port(1, "10.42.0.11", member_rules("10.42.0.11", "10.42.0.12"))
-        two = port(2, "10.42.0.12", member_rules("10.42.0.11", "10.42.0.12"))
+        one = port(1, "10.42.0.11", member_rules())
+        two = port(2, "10.42.0.12", member_rules())
         for p, guest in ((one, "g1"), (two, "g2")):
-            driver.plug(p)
+            driver.plug(p, [members("10.42.0.11", "10.42.0.12")])
             attach(ns["host"], "nbr-4242", p.tap_name, ns[guest], mac=p.mac)
         # DHCP answers each port's MAC with its address, router and DNS server
         assert dhcp_address(ns["g1"], tmp_path) == "10.42.0.11/24 10.42.0.1 10.42.0.53"
@@ -105,6 +140,7 @@ def test_dhcp_security_groups_and_anti_spoofing_then_nothing_left(tmp_path: Path
         finally:
             server.kill()
             server.wait(5)
+        membership_changes_take_effect(driver, ns)
         # a guest that takes another address gets nothing through
         set_address(ns["g1"], "10.42.0.11/24", "10.42.0.99/24")
         assert not pings(ns["g1"], "10.42.0.12") and not pings(ns["g1"], "10.42.0.200")

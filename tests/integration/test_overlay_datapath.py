@@ -15,6 +15,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from services.common.networking import (
+    AddressSet,
     Direction,
     NetworkSpec,
     PortSpec,
@@ -34,16 +35,16 @@ WEB = NetworkSpec("net-web", "web", 5101, SubnetSpec(N("10.42.0.0/24"), A("10.42
 OTHER = NetworkSpec("net-other", "other", 5102, SubnetSpec(N("10.42.0.0/24"), A("10.42.0.1")))
 
 
-def rules(*members: str) -> tuple[SecurityGroupRule, ...]:
-    remote = tuple(N(f"{m}/32") for m in members)
-    return (SecurityGroupRule("e", Direction.EGRESS),
-            SecurityGroupRule("i", Direction.INGRESS, remote_cidrs=remote))  # fmt: skip
+def rules(group_id: str) -> tuple[SecurityGroupRule, ...]:
+    """All egress; ingress from the members of ``group_id`` (its address set)."""
+    from_members = SecurityGroupRule(f"i-{group_id}", Direction.INGRESS, remote_group_id=group_id)
+    return (SecurityGroupRule("e", Direction.EGRESS), from_members)
 
 
-def port(n: int, network: NetworkSpec, ip: str, members: tuple[str, ...]) -> PortSpec:
+def port(n: int, network: NetworkSpec, ip: str, group_id: str) -> PortSpec:
     return PortSpec(port_id=f"{n:08d}-0000-4000-8000-000000000000", instance_uuid=f"vm{n}",
                     network=network, mac=f"fa:16:3e:00:01:{n:02x}", fixed_ip=A(ip),
-                    security_rules=rules(*members))  # fmt: skip
+                    security_rules=rules(group_id))  # fmt: skip
 
 
 def wire(a: str, b: str) -> None:
@@ -82,15 +83,17 @@ def test_one_network_spans_two_hosts_and_another_network_stays_apart(tmp_path: P
         }
         web = ("10.42.0.11", "10.42.0.12")
         placed = {  # guest -> (host, port)
-            "g1": ("ha", port(1, WEB, web[0], web)),
-            "g2": ("hb", port(2, WEB, web[1], web)),
-            # the other network: one guest on each host, with web's addresses
-            "g3": ("ha", port(3, OTHER, "10.42.0.12", ("10.42.0.11", "10.42.0.12"))),
-            "g4": ("hb", port(4, OTHER, "10.42.0.11", ("10.42.0.11", "10.42.0.12"))),
+            "g1": ("ha", port(1, WEB, web[0], "g-web")),
+            "g2": ("hb", port(2, WEB, web[1], "g-web")),
+            # the other network: one guest on each host, with web's addresses, in a group
+            # of its own project (one set per group on each host, both with these members)
+            "g3": ("ha", port(3, OTHER, "10.42.0.12", "g-other")),
+            "g4": ("hb", port(4, OTHER, "10.42.0.11", "g-other")),
         }
+        sets = [AddressSet(g, (A(web[0]), A(web[1]))) for g in ("g-web", "g-other")]
         for guest, (host, p) in placed.items():
             with inside(ns[host]):
-                drivers[host].plug(p)
+                drivers[host].plug(p, sets)
             attach(ns[host], p.network.bridge, p.tap_name, ns[guest], mac=p.mac)
 
         def converge(peers: dict[str, dict[int, frozenset[A]]]) -> None:

@@ -33,7 +33,7 @@ from services.common.errors import (
     NotFound,
     WrongState,
 )
-from services.common.networking import Direction, IpProtocol, SecurityGroupRule
+from services.common.networking import AddressSet, Direction, IpProtocol, SecurityGroupRule
 from tests.support.casts import NoCasts
 
 pytestmark = pytest.mark.timeout(120)
@@ -247,7 +247,7 @@ def by_rule(rules: Sequence[SecurityGroupRule]) -> dict[str, SecurityGroupRule]:
     return {r.rule_id: r for r in rules}
 
 
-async def test_rules_for_instances_resolve_remote_groups_to_member_addresses(
+async def test_rules_name_remote_groups_whose_sets_hold_the_member_addresses(
     db: Database, creates: CreateServers
 ) -> None:
     await NetworkUseCases(SqlUnitOfWork(db)).create(P1, CreateNetworkCommand("lan", "10.70.0.0/24"))
@@ -262,7 +262,9 @@ async def test_rules_for_instances_resolve_remote_groups_to_member_addresses(
         "web", "ingress", "tcp", 80, remote_ip_prefix="192.0.2.0/24"))  # fmt: skip
     from_default = await groups.create_rule(P1, CreateRuleCommand(
         "web", "ingress", "tcp", 22, remote_group="default"))  # fmt: skip
-    await groups.create_rule(P1, CreateRuleCommand("web", "ingress", remote_group="lonely"))
+    from_lonely = await groups.create_rule(
+        P1, CreateRuleCommand("web", "ingress", remote_group="lonely")
+    )
     default = await groups.get(P1, "default")
     egress_all, from_members = (
         next(r for r in default.rules if r.direction is Direction.EGRESS),
@@ -275,6 +277,8 @@ async def test_rules_for_instances_resolve_remote_groups_to_member_addresses(
     members = sorted(addresses_of(db, a) + addresses_of(db, b))
     with db.begin_read() as connection:
         rules = repo.rules_for_instances(connection, [a, b, c, bare, "missing"])
+        sets = repo.address_sets(connection, [default.id, lonely.id, web.id])
+        loaded = {i.uuid: i for i in instance_repo.load_instances(connection, [a, b, c])}
         affected_by_default = repo.instances_affected_by_groups(connection, [default.id])
         affected_by_web = repo.instances_affected_by_groups(connection, [web.id])
         affected_by_lonely = repo.instances_affected_by_groups(connection, [lonely.id])
@@ -283,20 +287,36 @@ async def test_rules_for_instances_resolve_remote_groups_to_member_addresses(
     expected_default = {
         egress_all.id: SecurityGroupRule(egress_all.id, Direction.EGRESS),
         from_members.id: SecurityGroupRule(
-            from_members.id, Direction.INGRESS, remote_cidrs=tuple(members)
+            from_members.id, Direction.INGRESS, remote_group_id=default.id
         ),
     }
     expected_web = {
         http.id: SecurityGroupRule(http.id, Direction.INGRESS, IpProtocol.TCP, 80, 80,
-                                   (IPv4Network("192.0.2.0/24"),)),
+                                   remote_cidr=IPv4Network("192.0.2.0/24")),
         from_default.id: SecurityGroupRule(from_default.id, Direction.INGRESS,
-                                           IpProtocol.TCP, 22, 22, tuple(members)),
-        # the rule from "lonely", a group without members, allows nothing: left out
+                                           IpProtocol.TCP, 22, 22, remote_group_id=default.id),
+        # the rule from "lonely", a group without members, names its empty set
+        from_lonely.id: SecurityGroupRule(from_lonely.id, Direction.INGRESS,
+                                          remote_group_id=lonely.id),
     }  # fmt: skip
     assert by_rule(rules[a]) == expected_default
-    assert len(rules[b]) == 4 and by_rule(rules[b]) == expected_default | expected_web
+    assert len(rules[b]) == 5 and by_rule(rules[b]) == expected_default | expected_web
     assert by_rule(rules[c]) == expected_web
     assert len(members) == 3 and all(m.prefixlen == 32 for m in members)
+    # a set per group: the address of every port of every live member (a's two, b's one; not
+    # the deleted one's, nor of c, which is not in default), and lonely's empty
+    assert sets == {
+        default.id: AddressSet(default.id, tuple(m.network_address for m in members)),
+        lonely.id: AddressSet(lonely.id, ()),
+        web.id: AddressSet(web.id, tuple(sorted(m.network_address for m in
+                                                addresses_of(db, b) + addresses_of(db, c)))),
+    }  # fmt: skip
+    # an instance loads with the sets its ports' rules name, each group's set one object
+    assert {s.group_id for s in loaded[a].address_sets} == {default.id}
+    assert {s.group_id for s in loaded[c].address_sets} == {default.id, lonely.id}
+    assert loaded[a].address_sets[0] is next(
+        s for s in loaded[c].address_sets if s.group_id == default.id
+    )
     # default changes: its members, and web's members (web names default as remote)
     assert affected_by_default == sorted([a, b, c])
     assert affected_by_web == sorted([b, c])

@@ -33,7 +33,7 @@ from services.common.domain import (
     utcnow,
 )
 from services.common.errors import InvalidArgument
-from services.common.networking import Network
+from services.common.networking import AddressSet, Network, referenced_groups, sets_for
 from services.common.public_keys import parse_public_key
 from services.common.records import (
     DEFAULT_SECURITY_GROUP_DESCRIPTION as DEFAULT_DESCRIPTION,
@@ -151,7 +151,11 @@ class FakeInstances:
 
     def load(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
         # for_update: a lock in the database; one thread of fake work needs none.
-        return [self._db.instances[u] for u in uuids if u in self._db.instances]
+        found = [self._db.instances[u] for u in uuids if u in self._db.instances]
+        # As the database's load: with the address sets the ports' rules name.
+        named = referenced_groups(p for i in found for p in i.ports)
+        known = member_addresses(self._db, sorted(named))
+        return [replace(i, address_sets=sets_for(i.ports, known)) if i.ports else i for i in found]
 
     def unfinished(self, cutoffs: UnfinishedCutoffs) -> Findings:
         now = cutoffs.now
@@ -756,6 +760,43 @@ class FakeSecurityGroups:
                 and self._db.instances[u].vm_state is not VmState.DELETED
             }
         )
+
+    def address_sets(self, group_ids: Sequence[str]) -> dict[str, AddressSet]:
+        return member_addresses(self._db, group_ids)
+
+    def remote_groups_of_projects(self, project_ids: Sequence[str]) -> list[str]:
+        groups = self._db.security_groups
+        named = {r.remote_group_id for g in groups.values() for r in g.rules if r.remote_group_id}
+        return sorted(g for g in named if g in groups and groups[g].project_id in project_ids)
+
+    def hosts_naming_groups(self, group_ids: Sequence[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = defaultdict(set)
+        for uuid, member_of in _live_members(self._db):
+            host, group = self._db.instances[uuid].host, self._db.security_groups.get(member_of)
+            if host is None or group is None:
+                continue
+            found[host].update(
+                r.remote_group_id
+                for r in group.rules
+                if r.remote_group_id is not None and r.remote_group_id in group_ids
+            )
+        return {h: gs for h, gs in found.items() if gs}
+
+
+def _live_members(db: FakeDatabase) -> list[tuple[str, str]]:
+    return [
+        (u, g)
+        for u, g in db.memberships
+        if u in db.instances and db.instances[u].vm_state is not VmState.DELETED
+    ]
+
+
+def member_addresses(db: FakeDatabase, group_ids: Sequence[str]) -> dict[str, AddressSet]:
+    found: dict[str, set[IPv4Address]] = {g: set() for g in group_ids}
+    for u, g in _live_members(db):
+        if g in found:
+            found[g].update(p.fixed_ip for p in db.instances[u].ports)
+    return {g: AddressSet(g, tuple(sorted(a))) for g, a in found.items()}
 
 
 class FakeTransaction:

@@ -18,7 +18,14 @@ from services.common.domain import (
     PowerState,
     Resources,
 )
-from services.common.networking import NetworkSpec, PortSpec, SubnetSpec
+from services.common.networking import (
+    AddressSet,
+    Direction,
+    NetworkSpec,
+    PortSpec,
+    SecurityGroupRule,
+    SubnetSpec,
+)
 from services.compute.manager import ComputeManager, InstanceLocks, instance_name
 from services.compute.net.driver import DatapathError
 from services.compute.resource_tracker import Ratios, ResourceTracker
@@ -119,12 +126,14 @@ class FakeNetwork:
         self.fail = fail
         self.plugged: dict[str, PortSpec] = {}
         self.plugged_before_spawn: list[bool] = []
+        self.address_sets: dict[str, AddressSet] = {}
 
-    def plug(self, port: PortSpec) -> None:
+    def plug(self, port: PortSpec, address_sets: Sequence[AddressSet] = ()) -> None:
         if self.fail:
             raise DatapathError("nft: Operation not permitted")
         self.plugged_before_spawn.append(port.instance_uuid not in self.driver.running)
         self.plugged[port.port_id] = port
+        self.address_sets.update((s.group_id, s) for s in address_sets)
 
     def unplug(self, port: PortSpec) -> None:
         self.plugged.pop(port.port_id, None)
@@ -133,10 +142,15 @@ class FakeNetwork:
         for port_id in [k for k, p in self.plugged.items() if p.instance_uuid == instance_uuid]:
             del self.plugged[port_id]
 
-    def update_rules(self, ports: Sequence[PortSpec]) -> int:
+    def update_rules(
+        self, ports: Sequence[PortSpec], address_sets: Sequence[AddressSet] = ()
+    ) -> int:
         return sum(1 for p in ports if p.port_id in self.plugged)
 
-    def converge(self, ports: Sequence[PortSpec]) -> None:
+    def update_address_sets(self, address_sets: Sequence[AddressSet]) -> int:
+        return len(address_sets)
+
+    def converge(self, ports: Sequence[PortSpec], address_sets: Sequence[AddressSet] = ()) -> None:
         self.plugged = {p.port_id: p for p in ports}
 
 
@@ -214,11 +228,15 @@ async def wait_for_event(sink: RecordingSink, uuid: str, kind: InstanceEventKind
             await sink.changed.wait()
 
 
+MEMBERS = AddressSet("g-members", (IPv4Address("10.0.0.5"),))
+
+
 def with_port(request: BuildSpec) -> BuildSpec:
     subnet = SubnetSpec(IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))
+    from_members = SecurityGroupRule("r", Direction.INGRESS, remote_group_id=MEMBERS.group_id)
     port = PortSpec("p-" + request.uuid, request.uuid, NetworkSpec("n", "net", 7, subnet),
-                    "fa:16:3e:00:00:01", IPv4Address("10.0.0.5"))  # fmt: skip
-    return replace(request, ports=(port,))
+                    "fa:16:3e:00:00:01", IPv4Address("10.0.0.5"), (from_members,))  # fmt: skip
+    return replace(request, ports=(port,), address_sets=(MEMBERS,))
 
 
 async def test_ports_are_plugged_before_the_spawn_and_unplugged_when_it_fails_or_goes() -> None:
@@ -229,6 +247,7 @@ async def test_ports_are_plugged_before_the_spawn_and_unplugged_when_it_fails_or
     compute.accept([good, bad])
     await compute.wait_idle(5)
     assert network.plugged_before_spawn == [True, True]
+    assert network.address_sets == {MEMBERS.group_id: MEMBERS}  # the build's sets reach plug
     assert list(network.plugged) == ["p-" + good.uuid]  # the failed build left nothing
     compute.terminate([good.uuid])
     await compute.wait_idle(5)

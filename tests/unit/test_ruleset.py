@@ -9,6 +9,7 @@ from ipaddress import IPv4Network as N
 import pytest
 
 from services.common.networking import (
+    AddressSet,
     Direction,
     IpProtocol,
     NetworkSpec,
@@ -16,7 +17,7 @@ from services.common.networking import (
     SecurityGroupRule,
     SubnetSpec,
 )
-from services.compute.net.ruleset import render
+from services.compute.net.ruleset import render, render_set_elements, set_name
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -37,6 +38,14 @@ def chain(script: str, name: str) -> list[str]:
     lines = script.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == f"chain {name} {{")
     end = next(i for i in range(start, len(lines)) if lines[i].strip() == "}")
+    return [line.strip() for line in lines[start + 1 : end]]
+
+
+def named_set(script: str, group_id: str) -> list[str]:
+    """The declaration of a group's set in the inet table, one stripped line each."""
+    lines = script.splitlines()
+    start = lines.index(f"  set {set_name(group_id)} {{")
+    end = lines.index("  }", start)
     return [line.strip() for line in lines[start + 1 : end]]
 
 
@@ -62,25 +71,25 @@ def test_anti_spoofing_pins_the_ports_mac_and_address_at_its_tap() -> None:
 
 def test_rules_render_in_their_direction_with_default_deny() -> None:
     rules = (
-        SecurityGroupRule("1", Direction.INGRESS, IpProtocol.TCP, 22, 22, (N("192.0.2.0/24"),)),
+        SecurityGroupRule(
+            "1", Direction.INGRESS, IpProtocol.TCP, 22, 22, remote_cidr=N("192.0.2.0/24")
+        ),
         SecurityGroupRule("2", Direction.INGRESS, IpProtocol.UDP, 5000, 5010),
         SecurityGroupRule("3", Direction.INGRESS, IpProtocol.ICMP),
-        SecurityGroupRule(
-            "4", Direction.EGRESS, IpProtocol.ANY, None, None, (N("10.7.0.2/32"), N("10.7.0.3/32"))
-        ),
+        SecurityGroupRule("4", Direction.EGRESS, remote_group_id="g-db"),
         SecurityGroupRule("5", Direction.INGRESS, IpProtocol.TCP),
     )
     script = render([port(rules)])
     assert chain(script, "ingress_abcdef0123456789") == [
         "udp sport 67 udp dport 68 accept",
-        "ip saddr { 192.0.2.0/24 } tcp dport 22 accept",
+        "ip saddr 192.0.2.0/24 tcp dport 22 accept",
         "udp dport 5000-5010 accept",
         "meta l4proto icmp accept",
         "meta l4proto tcp accept",
         "drop",
     ]
     assert chain(script, "egress_abcdef0123456789") == [
-        "ip daddr { 10.7.0.2/32, 10.7.0.3/32 } return", "drop"
+        f"ip daddr @{set_name('g-db')} return", "drop"
     ]  # fmt: skip
 
 
@@ -120,3 +129,69 @@ def test_each_hosts_gateway_and_dhcp_stay_off_the_vxlan_port() -> None:
     no_gateway = NetworkSpec("n", "flat", 79, SubnetSpec(N("10.9.0.0/24"), None))
     lines = chain(render([port(network=no_gateway)]), "overlay")
     assert not [line for line in lines if "arp" in line]
+
+
+FROM_WEB = SecurityGroupRule("r-web", Direction.INGRESS, IpProtocol.TCP, 80, 80,
+                             remote_group_id="g-web")  # fmt: skip
+WEB = AddressSet("g-web", (A("10.7.0.20"), A("10.7.0.21")))
+
+
+def test_a_remote_group_rule_matches_the_groups_named_set_declared_once_per_host() -> None:
+    other = port(port_id="00000000-1111-2222-3333-444444444444", mac="fa:16:3e:00:00:01",
+                 fixed_ip=A("10.7.0.10"), security_rules=(FROM_WEB,))  # fmt: skip
+    script = render([port((FROM_WEB,)), other], {"g-web": WEB})
+    name = set_name("g-web")
+    assert script.count(f"set {name} {{") == 1  # two ports name it: one set
+    assert named_set(script, "g-web") == [
+        "type ipv4_addr", "elements = { 10.7.0.20, 10.7.0.21 }"
+    ]  # fmt: skip
+    # in the stateful inet table, where the rules that use it are
+    assert script.index(f"set {name}") > script.index("table inet nova_grpc {")
+    assert chain(script, "ingress_abcdef0123456789")[1] == f"ip saddr @{name} tcp dport 80 accept"
+    assert chain(script, "ingress_0000000011112222")[1] == f"ip saddr @{name} tcp dport 80 accept"
+    assert "10.7.0.20" not in "\n".join(chain(script, "ingress_abcdef0123456789"))
+
+
+@pytest.mark.parametrize("sets", [{}, {"g-web": AddressSet("g-web")}])
+def test_a_group_without_members_gets_an_empty_set_which_matches_nothing(
+    sets: dict[str, AddressSet],
+) -> None:
+    """Not "any": the rule stays and names a set with no element (before sets, such a rule
+    was left out; rendering it without a remote would have let everyone in)."""
+    script = render([port((FROM_WEB,))], sets)
+    assert named_set(script, "g-web") == ["type ipv4_addr"]
+    assert chain(script, "ingress_abcdef0123456789") == [
+        "udp sport 67 udp dport 68 accept",
+        f"ip saddr @{set_name('g-web')} tcp dport 80 accept",
+        "drop",
+    ]
+
+
+def test_only_sets_a_port_names_are_declared() -> None:
+    script = render([port()], {"g-web": WEB})
+    assert "set sg_" not in script
+    assert "set sg_" not in render([port((FROM_WEB,), port_security_enabled=False)], {"g-web": WEB})
+
+
+def test_a_members_only_change_rewrites_the_sets_elements_and_nothing_else() -> None:
+    script = render_set_elements([WEB, AddressSet("g-empty")])
+    name, empty = set_name("g-web"), set_name("g-empty")
+    assert script.splitlines() == [
+        f"flush set inet nova_grpc {empty}",
+        f"flush set inet nova_grpc {name}",
+        f"add element inet nova_grpc {name} {{ 10.7.0.20, 10.7.0.21 }}",
+    ]
+    assert render_set_elements([]) == ""
+
+
+def test_set_names_are_valid_nft_identifiers_whatever_the_group_id() -> None:
+    ids = ["0b0e3a4c-7a62-4a36-9d8e-3f0f2b8c9a11", "g web;drop", "x" * 200, ""]
+    names = [set_name(g) for g in ids]
+    assert len(set(names)) == len(ids)
+    assert all(n.startswith("sg_") and n[3:].isalnum() and len(n) <= 31 for n in names)
+
+
+def test_a_rule_has_a_remote_cidr_or_a_remote_group_not_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        SecurityGroupRule("r", Direction.INGRESS, remote_cidr=N("10.0.0.0/8"),
+                          remote_group_id="g")  # fmt: skip

@@ -27,7 +27,7 @@ from services.common.domain import (
     TaskState,
     VmState,
 )
-from services.common.networking import PortSpec
+from services.common.networking import AddressSet, PortSpec, referenced_groups, sets_for
 from services.common.records import Placement as Placement  # noqa: PLC0414
 from services.common.request_spec import StoredSpec
 
@@ -58,6 +58,7 @@ def instance_from_row(
     *,
     tags: tuple[str, ...] = (),
     ports: tuple[PortSpec, ...] = (),
+    address_sets: tuple[AddressSet, ...] = (),
 ) -> Instance:
     return Instance(
         uuid=m["uuid"],
@@ -90,6 +91,7 @@ def instance_from_row(
         config_drive=bool(m["config_drive"]),
         tags=tags,
         ports=ports,
+        address_sets=address_sets,
         guest_ready_at=m.get("guest_ready_at"),
     )
 
@@ -256,21 +258,28 @@ def load_instances(
         return []
     query = _BY_UUIDS_FOR_UPDATE if for_update else _BY_UUIDS
     rows = [r._mapping for r in connection.execute(query, {"uuids": list(uuids)})]
-    ports = ports_with_rules(connection, [m["uuid"] for m in rows])
-    return [instance_from_row(m, ports=ports.get(m["uuid"], ())) for m in rows]
+    ports, sets = ports_with_rules(connection, [m["uuid"] for m in rows])
+    return [
+        instance_from_row(m, ports=ports.get(m["uuid"], ()), address_sets=sets.get(m["uuid"], ()))
+        for m in rows
+    ]
 
 
 def ports_with_rules(
     connection: Connection, uuids: Sequence[str]
-) -> dict[str, tuple[PortSpec, ...]]:
+) -> tuple[dict[str, tuple[PortSpec, ...]], dict[str, tuple[AddressSet, ...]]]:
     """The instances' ports, each carrying its security groups' rules (what a host's
-    datapath enforces); instances without ports cost no rule query."""
+    datapath enforces), and per instance the address sets those rules name; instances
+    without ports cost no rule query. A group's set is read once and shared."""
     ports = network_repo.ports_of(connection, uuids)
     rules = security_group_repo.rules_for_instances(connection, list(ports))
-    return {
+    with_rules = {
         uuid: tuple(p.with_rules(rules.get(uuid, ())) for p in instance_ports)
         for uuid, instance_ports in ports.items()
     }
+    named = {g for instance_ports in with_rules.values() for g in referenced_groups(instance_ports)}
+    known = security_group_repo.address_sets(connection, sorted(named))
+    return with_rules, {uuid: sets_for(p, known) for uuid, p in with_rules.items()}
 
 
 def still_scheduling(connection: Connection, uuids: Sequence[str]) -> set[str]:
@@ -479,7 +488,7 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
         ).where(INSTANCES.c.host == host, INSTANCES.c.vm_state != VmState.DELETED.value)
     )
     rows = list(result)
-    ports = ports_with_rules(connection, [r.uuid for r in rows])
+    ports, sets = ports_with_rules(connection, [r.uuid for r in rows])
     return [
         HostInstance(
             uuid=r.uuid,
@@ -490,6 +499,7 @@ def host_instances(connection: Connection, host: str) -> list[HostInstance]:
                 r.vcpus, r.memory_mb, r.root_gb + sum(ephemeral_from_json(r.block_devices))
             ),
             ports=ports.get(r.uuid, ()),
+            address_sets=sets.get(r.uuid, ()),
         )
         for r in rows
     ]

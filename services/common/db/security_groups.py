@@ -1,5 +1,6 @@
 """Security groups, their rules and which servers they apply to; and the rules each server's
-ports get on its host (``rules_for_instances``), remote groups resolved to addresses."""
+ports get on its host (``rules_for_instances``) with the address sets of the remote groups
+they name (``address_sets``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from services.common.db.models import (
     SECURITY_GROUPS,
 )
 from services.common.domain import VmState
-from services.common.networking import Direction, IpProtocol, SecurityGroupRule
+from services.common.networking import AddressSet, Direction, IpProtocol, SecurityGroupRule
 from services.common.records import (
     DEFAULT_SECURITY_GROUP_DESCRIPTION,
     DEFAULT_SECURITY_GROUP_NAME,
@@ -332,10 +333,9 @@ def rules_for_instances(
     connection: Connection, instance_uuids: Sequence[str]
 ) -> dict[str, tuple[SecurityGroupRule, ...]]:
     """The rules each instance's ports get: the union of its groups' rules, a remote-group
-    rule resolved to the /32 of every port of every live member of that group, a CIDR rule
-    to its CIDR, neither to any address. Every instance asked for is in the answer; one with
-    no group gets no rule (everything is denied). A remote-group rule whose group has no
-    address allows nothing, so it is left out (an empty ``remote_cidrs`` would mean any)."""
+    rule naming its group (whose addresses ``address_sets`` gives, once per group however
+    many ports name it), a CIDR rule its CIDR, neither any address. Every instance asked
+    for is in the answer; one with no group gets no rule (everything is denied)."""
     uuids = list(dict.fromkeys(instance_uuids))
     answer: dict[str, tuple[SecurityGroupRule, ...]] = {u: () for u in uuids}
     if not uuids:
@@ -346,47 +346,82 @@ def rules_for_instances(
         ).where(INSTANCE_SECURITY_GROUPS.c.instance_uuid.in_(uuids))
     ).all()
     rules = rules_of(connection, [g for _, g in memberships])
-    remote_ids = {r.remote_group_id for rs in rules.values() for r in rs if r.remote_group_id}
-    addresses = _member_addresses(connection, sorted(remote_ids))
-    resolved: dict[str, list[SecurityGroupRule]] = {}
-    for group_id, group_rules in rules.items():
-        resolved[group_id] = []
-        for rule in group_rules:
-            if rule.remote_group_id is not None:
-                cidrs = tuple(IPv4Network(a) for a in addresses.get(rule.remote_group_id, []))
-                if not cidrs:
-                    continue
-            else:
-                cidrs = (rule.remote_cidr,) if rule.remote_cidr is not None else ()
-            resolved[group_id].append(
-                SecurityGroupRule(
-                    rule_id=rule.id,
-                    direction=rule.direction,
-                    protocol=rule.protocol,
-                    port_min=rule.port_min,
-                    port_max=rule.port_max,
-                    remote_cidrs=cidrs,
-                )
+    resolved = {
+        group_id: tuple(
+            SecurityGroupRule(
+                rule_id=rule.id,
+                direction=rule.direction,
+                protocol=rule.protocol,
+                port_min=rule.port_min,
+                port_max=rule.port_max,
+                remote_cidr=rule.remote_cidr,
+                remote_group_id=rule.remote_group_id,
             )
+            for rule in group_rules
+        )
+        for group_id, group_rules in rules.items()
+    }
     for instance_uuid, group_id in sorted(memberships):
-        answer[instance_uuid] += tuple(resolved.get(group_id, ()))
+        answer[instance_uuid] += resolved.get(group_id, ())
     return answer
 
 
-def _member_addresses(
-    connection: Connection, group_ids: Sequence[str]
-) -> dict[str, list[IPv4Address]]:
+def address_sets(connection: Connection, group_ids: Sequence[str]) -> dict[str, AddressSet]:
+    """Each group's address set: the address of every port of every live member. Every
+    group asked for is in the answer (a group without members: an empty set, which matches
+    nothing)."""
     if not group_ids:
         return {}
     rows = connection.execute(
         _live(select(INSTANCE_SECURITY_GROUPS.c.group_id, PORTS.c.fixed_ip))
         .join(PORTS, PORTS.c.instance_uuid == INSTANCE_SECURITY_GROUPS.c.instance_uuid)
-        .where(INSTANCE_SECURITY_GROUPS.c.group_id.in_(list(group_ids)))
+        .where(INSTANCE_SECURITY_GROUPS.c.group_id.in_(sorted(set(group_ids))))
     )
-    found: dict[str, set[IPv4Address]] = {}
+    found: dict[str, set[IPv4Address]] = {g: set() for g in group_ids}
     for group_id, address in rows:
-        found.setdefault(group_id, set()).add(IPv4Address(address))
-    return {g: sorted(a) for g, a in found.items()}
+        found[group_id].add(IPv4Address(address))
+    return {g: AddressSet(g, tuple(sorted(a))) for g, a in found.items()}
+
+
+def remote_groups_of_projects(connection: Connection, project_ids: Sequence[str]) -> list[str]:
+    """The groups of these projects that some rule names as its remote group: the address
+    sets that change when a server of the projects comes or goes (a remote group is always
+    of the rule's own project)."""
+    if not project_ids:
+        return []
+    rows = connection.execute(
+        select(SECURITY_GROUP_RULES.c.remote_group_id)
+        .distinct()
+        .join(SECURITY_GROUPS, SECURITY_GROUPS.c.id == SECURITY_GROUP_RULES.c.remote_group_id)
+        .where(SECURITY_GROUPS.c.project_id.in_(sorted(set(project_ids))))
+    )
+    return sorted(g for (g,) in rows)
+
+
+def hosts_naming_groups(connection: Connection, group_ids: Sequence[str]) -> dict[str, set[str]]:
+    """host -> which of these groups the rules of its live instances' ports name as remote
+    group: where each group's address set must go when its members change."""
+    if not group_ids:
+        return {}
+    rows = connection.execute(
+        _live(
+            select(INSTANCES.c.host, SECURITY_GROUP_RULES.c.remote_group_id)
+            .distinct()
+            .select_from(INSTANCE_SECURITY_GROUPS)
+        )
+        .join(
+            SECURITY_GROUP_RULES,
+            SECURITY_GROUP_RULES.c.group_id == INSTANCE_SECURITY_GROUPS.c.group_id,
+        )
+        .where(
+            SECURITY_GROUP_RULES.c.remote_group_id.in_(sorted(set(group_ids))),
+            INSTANCES.c.host.is_not(None),
+        )
+    )
+    found: dict[str, set[str]] = {}
+    for host, group_id in rows:
+        found.setdefault(host, set()).add(group_id)
+    return found
 
 
 def instances_affected_by_groups(connection: Connection, group_ids: Sequence[str]) -> list[str]:

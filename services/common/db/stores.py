@@ -45,7 +45,7 @@ from services.common.domain import (
     VmState,
 )
 from services.common.instance_actions import ActionName
-from services.common.networking import Network
+from services.common.networking import AddressSet, Network
 from services.common.pacing import unpaced
 from services.common.stores import (
     WATCH_MAX,
@@ -590,6 +590,15 @@ class SqlSecurityGroups:
 
     def instances_affected_by_groups(self, group_ids: Sequence[str]) -> list[str]:
         return security_group_repo.instances_affected_by_groups(self._c, group_ids)
+
+    def address_sets(self, group_ids: Sequence[str]) -> dict[str, AddressSet]:
+        return security_group_repo.address_sets(self._c, group_ids)
+
+    def remote_groups_of_projects(self, project_ids: Sequence[str]) -> list[str]:
+        return security_group_repo.remote_groups_of_projects(self._c, project_ids)
+
+    def hosts_naming_groups(self, group_ids: Sequence[str]) -> dict[str, set[str]]:
+        return security_group_repo.hosts_naming_groups(self._c, group_ids)
 
 
 class SqlTransaction:

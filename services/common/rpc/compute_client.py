@@ -10,11 +10,11 @@ from services.common.builds import BuildSpec
 from services.common.context import request_metadata
 from services.common.domain import PowerAction
 from services.common.generated.novagrpc.internal.v1 import compute_pb2, compute_pb2_grpc
-from services.common.networking import PortSpec
+from services.common.networking import AddressSet, PortSpec
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.client_errors import wrap_errors
 from services.common.rpc.convert import to_timestamp
-from services.common.rpc.ports import port_to_proto
+from services.common.rpc.ports import address_sets_to_proto, port_to_proto
 from services.common.rpc.power_actions import POWER_ACTION_KINDS
 from services.common.rpc.retry import with_retries
 
@@ -57,6 +57,14 @@ def build_to_proto(build: BuildSpec) -> compute_pb2.InstanceBuild:
     )
 
 
+def build_request(builds: Sequence[BuildSpec]) -> compute_pb2.BuildAndRunInstanceRequest:
+    """One batch for one host; each address set its builds' rules name is sent once."""
+    return compute_pb2.BuildAndRunInstanceRequest(
+        builds=[build_to_proto(b) for b in builds],
+        address_sets=address_sets_to_proto(s for b in builds for s in b.address_sets),
+    )
+
+
 class ComputeClient:
     def __init__(self, channels: ChannelPool, *, timeout: float) -> None:
         self._channels = channels
@@ -67,7 +75,7 @@ class ComputeClient:
     ) -> BuildAck:
         """Idempotent on the compute side (by instance uuid), so retrying is safe."""
         stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
-        request = compute_pb2.BuildAndRunInstanceRequest(builds=[build_to_proto(b) for b in builds])
+        request = build_request(builds)
         metadata = request_metadata(request_id)
 
         async def call() -> BuildAck:
@@ -93,10 +101,16 @@ class ComputeClient:
         with wrap_errors(f"compute host at {address}"):
             return await with_retries(call, attempts=3)
 
-    async def update_port_rules(self, address: str, ports: Sequence[PortSpec]) -> int:
-        """Replaces the rules of these ports on the host; idempotent, so retried."""
+    async def update_port_rules(
+        self, address: str, ports: Sequence[PortSpec], *, address_sets: Sequence[AddressSet] = ()
+    ) -> int:
+        """Replaces the rules of these ports and the members of these address sets on the
+        host (no port: the sets alone); idempotent, so retried."""
         stub = compute_pb2_grpc.ComputeStub(self._channels.get(address))
-        request = compute_pb2.UpdatePortRulesRequest(ports=[port_to_proto(p) for p in ports])
+        request = compute_pb2.UpdatePortRulesRequest(
+            ports=[port_to_proto(p) for p in ports],
+            address_sets=address_sets_to_proto(address_sets),
+        )
 
         async def call() -> int:
             reply = await stub.UpdatePortRules(request, timeout=self._timeout)

@@ -21,15 +21,11 @@ from services.common.domain import (
     InstanceEvent,
     InstanceEventKind,
     PowerAction,
-    PowerState,
-    Resources,
-    TaskState,
-    VmState,
 )
 from services.common.generated.novagrpc.internal.v1 import conductor_pb2, conductor_pb2_grpc
 from services.common.rpc.channels import ChannelPool
 from services.common.rpc.client_errors import wrap_errors
-from services.common.rpc.ports import port_from_proto
+from services.common.rpc.host_inventory import host_instances_from_proto
 from services.common.rpc.power_actions import POWER_ACTION_KINDS
 from services.common.rpc.retry import with_retries
 
@@ -416,17 +412,7 @@ class ConductorClient:
 
         with wrap_errors("conductor"):
             reply = await with_retries(call)
-        return [
-            HostInstance(
-                uuid=i.instance_uuid,
-                vm_state=VmState(i.vm_state),
-                task_state=TaskState(i.task_state) if i.task_state else None,
-                power_state=PowerState(i.power_state),
-                resources=Resources(i.vcpus, i.memory_mb, i.root_gb),
-                ports=tuple(port_from_proto(p, instance_uuid=i.instance_uuid) for p in i.ports),
-            )
-            for i in reply.instances
-        ]
+        return host_instances_from_proto(reply)
 
     async def delete_instances(self, uuids: Sequence[str], *, request_id: str = "") -> int:
         request = conductor_pb2.DeleteInstancesRequest(

@@ -40,11 +40,12 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from services.common.networking import NetworkSpec, PortSpec, bridge_name
+from services.common.networking import AddressSet, NetworkSpec, PortSpec, bridge_name
 from services.common.overlay import HostNetworkState, vxlan_name
 from services.compute.net import garp, nat, overlay
+from services.compute.net.address_sets import HostAddressSets
 from services.compute.net.driver import DatapathError
-from services.compute.net.ruleset import render
+from services.compute.net.ruleset import render, render_set_elements
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class LinuxBridgeDriver:
         self._underlay = underlay  # None: no overlay (a single host)
         self._lock = threading.Lock()
         self._ports: dict[str, PortSpec] = {}
+        self._sets = HostAddressSets()
         self._state = HostNetworkState(host=host)
         # Until the conductor's state first arrives (a restarted compute asks at start-up),
         # flood lists, uplinks and floating addresses already on the host are left as they
@@ -90,9 +92,10 @@ class LinuxBridgeDriver:
 
     # -- the NetworkDriver port ------------------------------------------------------------
 
-    def plug(self, port: PortSpec) -> None:
+    def plug(self, port: PortSpec, address_sets: Sequence[AddressSet] = ()) -> None:
         with self._lock:
             self._ports[port.port_id] = port
+            self._sets.take(address_sets)
             self._ensure_network(port.network)
             self._write_dhcp_hosts(port.network)
             self._apply_rules()
@@ -111,13 +114,22 @@ class LinuxBridgeDriver:
         for port in [p for p in list(self._ports.values()) if p.instance_uuid == instance_uuid]:
             self.unplug(port)
 
-    def update_rules(self, ports: Sequence[PortSpec]) -> int:
+    def update_rules(
+        self, ports: Sequence[PortSpec], address_sets: Sequence[AddressSet] = ()
+    ) -> int:
         with self._lock:
             known = [p for p in ports if p.port_id in self._ports]
             self._ports.update((p.port_id, p) for p in known)
             if known:
+                self._sets.take(address_sets)
                 self._apply_rules()
+            else:
+                self._apply_sets(address_sets)
             return len(known)
+
+    def update_address_sets(self, address_sets: Sequence[AddressSet]) -> int:
+        with self._lock:
+            return self._apply_sets(address_sets)
 
     def set_host_state(self, state: HostNetworkState) -> None:
         with self._lock:
@@ -132,8 +144,9 @@ class LinuxBridgeDriver:
                 if not known or _nat_part(old, vni) != _nat_part(state, vni):
                     self._ensure_uplink(network)
 
-    def converge(self, ports: Sequence[PortSpec]) -> None:
+    def converge(self, ports: Sequence[PortSpec], address_sets: Sequence[AddressSet] = ()) -> None:
         with self._lock:
+            self._sets.take(address_sets)
             # Ports plugged since this process started stay: their builds may have arrived
             # after the inventory that ``ports`` comes from was read.
             self._ports = {**{p.port_id: p for p in ports}, **self._ports}
@@ -160,7 +173,16 @@ class LinuxBridgeDriver:
             raise DatapathError(f"{command[:4]} failed: {result.stderr.strip()[:500]}")
 
     def _apply_rules(self) -> None:
-        self._run(["nft", "-f", "-"], stdin=render(list(self._ports.values())))
+        ports = list(self._ports.values())
+        self._run(["nft", "-f", "-"], stdin=render(ports, self._sets.for_render(ports)))
+
+    def _apply_sets(self, address_sets: Sequence[AddressSet]) -> int:
+        """Rewrite only the elements of the sets whose members changed (every set a port
+        here names is declared by the last ``render``); the chains stay as they are."""
+        changed, named = self._sets.changed_members(address_sets, list(self._ports.values()))
+        if changed:
+            self._run(["nft", "-f", "-"], stdin=render_set_elements(changed))
+        return named
 
     def _ensure_network(self, network: NetworkSpec) -> None:
         vni = network.segmentation_id

@@ -19,18 +19,26 @@ Two tables, because this kernel has no connection tracking in nftables' bridge f
   Egress rules ``return`` (the packet then meets the receiver's ingress rules); ingress
   rules ``accept``; both end in ``drop`` (default deny). Replies of allowed connections
   pass by ``ct state established,related``, which is what "stateful" means.
+  A remote-group rule matches a named set of the table (``ip saddr @sg_…``), one per group
+  the host's ports name, holding that group's member addresses (Neutron's ipsets): a
+  group's members are written once per host, not once per port, and when only members
+  change, ``render_set_elements`` rewrites those sets' elements alone, in one transaction,
+  while the chains stay as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 
 from services.common.networking import (
+    AddressSet,
     Direction,
     IpProtocol,
     PortSpec,
     SecurityGroupRule,
     bridge_name,
+    referenced_groups,
 )
 from services.common.overlay import vxlan_name
 
@@ -41,10 +49,15 @@ def _chain_id(port: PortSpec) -> str:
     return port.port_id.replace("-", "")[:16]
 
 
-def _match(rule: SecurityGroupRule, peer: str) -> list[str]:
-    """nft match expressions for one rule; ``peer`` is 'saddr' or 'daddr' (the remote end).
-    More than one entry when the remote is a set of CIDRs (one line per set keeps each line
-    simple; nft folds them in its own set lookups anyway)."""
+def set_name(group_id: str) -> str:
+    """The nft set of a remote group. A group id comes from the wire and may be any string;
+    a digest makes every id a valid identifier of fixed length (``sg_`` + 24 hex digits,
+    under the 32 bytes older kernels allow for a set name)."""
+    return "sg_" + hashlib.sha256(group_id.encode()).hexdigest()[:24]
+
+
+def _match(rule: SecurityGroupRule, peer: str) -> str:
+    """The nft match expression of one rule; ``peer`` is 'saddr' or 'daddr' (the remote end)."""
     proto = ""
     if rule.protocol in (IpProtocol.TCP, IpProtocol.UDP):
         name = rule.protocol.value
@@ -56,23 +69,53 @@ def _match(rule: SecurityGroupRule, peer: str) -> list[str]:
             proto = f"meta l4proto {name}"
     elif rule.protocol is IpProtocol.ICMP:
         proto = "meta l4proto icmp"
-    if rule.remote_cidrs:
-        remote = "{ " + ", ".join(str(c) for c in rule.remote_cidrs) + " }"
-        return [" ".join(p for p in (f"ip {peer} {remote}", proto) if p)]
-    return [proto] if proto else [""]
+    remote = ""
+    if rule.remote_group_id is not None:
+        remote = f"ip {peer} @{set_name(rule.remote_group_id)}"
+    elif rule.remote_cidr is not None:
+        remote = f"ip {peer} {rule.remote_cidr}"
+    return " ".join(p for p in (remote, proto) if p)
 
 
 def _rule_lines(
     rules: Iterable[SecurityGroupRule], direction: Direction, verdict: str
 ) -> list[str]:
     peer = "saddr" if direction is Direction.INGRESS else "daddr"
-    lines: list[str] = []
-    for rule in sorted(rules, key=lambda r: r.rule_id):
-        if rule.direction is not direction:
-            continue
-        for match in _match(rule, peer):
-            lines.append(f"{match} {verdict}".strip())
-    return lines
+    return [
+        f"{_match(rule, peer)} {verdict}".strip()
+        for rule in sorted(rules, key=lambda r: r.rule_id)
+        if rule.direction is direction
+    ]
+
+
+def _elements(addresses: Sequence[object]) -> list[str]:
+    """The members in lines of 16 (nft takes newlines inside braces; a group of thousands
+    stays readable in ``nft list``)."""
+    chunks = [addresses[i : i + 16] for i in range(0, len(addresses), 16)]
+    return [", ".join(str(a) for a in chunk) for chunk in chunks]
+
+
+def _set_lines(group_id: str, address_set: AddressSet | None) -> list[str]:
+    """A group without a set here (or an empty one) gets an empty set: it matches nothing,
+    as a group without members lets no one in."""
+    addresses = address_set.addresses if address_set is not None else ()
+    lines = [f"  set {set_name(group_id)} {{", "    type ipv4_addr"]
+    if addresses:
+        lines.append("    elements = { " + ",\n      ".join(_elements(addresses)) + " }")
+    return [*lines, "  }"]
+
+
+def render_set_elements(address_sets: Sequence[AddressSet]) -> str:
+    """Replace the members of sets the table already declares, and touch nothing else: one
+    ``nft -f`` transaction, so a set is never seen half-written."""
+    out: list[str] = []
+    for address_set in sorted(address_sets, key=lambda s: s.group_id):
+        name = set_name(address_set.group_id)
+        out.append(f"flush set inet {TABLE} {name}")
+        if address_set.addresses:
+            elements = ",\n  ".join(_elements(address_set.addresses))
+            out.append(f"add element inet {TABLE} {name} {{ {elements} }}")
+    return "\n".join(out) + "\n" if out else ""
 
 
 def _overlay_lines(ports: Sequence[PortSpec]) -> list[str]:
@@ -96,8 +139,11 @@ def _overlay_lines(ports: Sequence[PortSpec]) -> list[str]:
     return lines
 
 
-def render(ports: Sequence[PortSpec]) -> str:
-    """The whole nftables script for these ports (a host without ports gets none)."""
+def render(ports: Sequence[PortSpec], address_sets: Mapping[str, AddressSet] | None = None) -> str:
+    """The whole nftables script for these ports (a host without ports gets none), with a
+    set for every remote group their rules name, filled from ``address_sets`` (by group id;
+    a group missing there gets an empty set)."""
+    address_sets = address_sets or {}
     ports = sorted(ports, key=lambda p: p.port_id)
     out: list[str] = [
         # Declaring before deleting makes the delete valid when the table is new.
@@ -144,8 +190,10 @@ def render(ports: Sequence[PortSpec]) -> str:
         "    type filter hook prerouting priority raw; policy accept;",
     ]
     out += [f'    iifname "{b}" ct zone set {b.removeprefix("nbr-")}' for b in bridges]
+    out.append("  }")
+    for group_id in sorted(referenced_groups(secured)):
+        out += _set_lines(group_id, address_sets.get(group_id))
     out += [
-        "  }",
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
     ]

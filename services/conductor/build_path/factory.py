@@ -63,6 +63,7 @@ def build_spec(
         metadata=dict(instance.metadata),
         networks=instance.networks,
         ports=instance.ports,
+        address_sets=instance.address_sets,
         ephemeral_gb=instance.ephemeral_gb,
         config_drive=instance.config_drive,
         availability_zone=instance.availability_zone or "",
