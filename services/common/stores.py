@@ -133,6 +133,11 @@ class InstanceStore(Protocol):
         """``for_update``: the rows stay locked (PostgreSQL) until the transaction ends."""
         ...
 
+    def host_history(self, uuids: Sequence[str]) -> dict[str, frozenset[str]]:
+        """Per known instance, the hosts it is or was placed on (its host and the hosts its
+        builds were tried on); unknown uuids are absent."""
+        ...
+
     def unfinished(self, cutoffs: UnfinishedCutoffs) -> Findings: ...
 
     def host_address(self, uuid: str) -> str | None:

@@ -18,18 +18,8 @@ class ScopeTx(Protocol):
 
 def instances_not_on(tx: ScopeTx, host: str, uuids: Sequence[str]) -> list[str]:
     """Those of ``uuids`` never placed on ``host`` (unknown ones included)."""
-    known = {i.uuid: i for i in tx.instances.load(list(set(uuids)))}
-    foreign = []
-    for uuid in dict.fromkeys(uuids):
-        instance = known.get(uuid)
-        if instance is None:
-            foreign.append(uuid)
-            continue
-        if instance.host == host:
-            continue
-        if host not in instance.request_spec.tried_hosts:
-            foreign.append(uuid)
-    return foreign
+    placed_on = tx.instances.host_history(list(set(uuids)))
+    return [u for u in dict.fromkeys(uuids) if host not in placed_on.get(u, ())]
 
 
 class HostScope:

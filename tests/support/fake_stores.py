@@ -157,6 +157,13 @@ class FakeInstances:
         known = member_addresses(self._db, sorted(named))
         return [replace(i, address_sets=sets_for(i.ports, known)) if i.ports else i for i in found]
 
+    def host_history(self, uuids: Sequence[str]) -> dict[str, frozenset[str]]:
+        return {
+            u: frozenset((i.host,) if i.host else ()) | set(i.request_spec.tried_hosts)
+            for u in uuids
+            if (i := self._db.instances.get(u)) is not None
+        }
+
     def unfinished(self, cutoffs: UnfinishedCutoffs) -> Findings:
         now = cutoffs.now
         grace = now - cutoffs.scheduling_grace

@@ -265,6 +265,23 @@ def load_instances(
     ]
 
 
+_HOST_HISTORY = select(INSTANCES.c.uuid, INSTANCES.c.host, INSTANCES.c.request_spec).where(
+    INSTANCES.c.uuid.in_(bindparam("uuids", expanding=True))
+)
+
+
+def host_history(connection: Connection, uuids: Sequence[str]) -> dict[str, frozenset[str]]:
+    """Per known instance, the hosts it is or was placed on (its host and the hosts its
+    builds were tried on): two columns, no ports or rules (a compute's every report is
+    checked against this)."""
+    if not uuids:
+        return {}
+    return {
+        uuid: frozenset((host,) if host else ()) | set(StoredSpec.from_json(spec).tried_hosts)
+        for uuid, host, spec in connection.execute(_HOST_HISTORY, {"uuids": list(uuids)})
+    }
+
+
 def ports_with_rules(
     connection: Connection, uuids: Sequence[str]
 ) -> tuple[dict[str, tuple[PortSpec, ...]], dict[str, tuple[AddressSet, ...]]]:

@@ -77,6 +77,9 @@ class SqlInstances:
     def load(self, uuids: Sequence[str], *, for_update: bool = False) -> list[Instance]:
         return instance_repo.load_instances(self._c, uuids, for_update=for_update)
 
+    def host_history(self, uuids: Sequence[str]) -> dict[str, frozenset[str]]:
+        return instance_repo.host_history(self._c, uuids)
+
     def unfinished(self, cutoffs: UnfinishedCutoffs) -> Findings:
         """Six indexed queries, one per kind of stuck work (the reconciler's pass)."""
         c = self._c
