@@ -85,6 +85,9 @@ class HostNetworkFanOut:
         self._wake.set()
 
     async def state_of(self, host: str) -> HostNetworkState:
+        settled = await self._db.read(lambda c: overlay_repo.settled_host_state(c, host))
+        if settled is not None:
+            return settled
         return await self._db.write(lambda c: overlay_repo.host_state(c, host))
 
     async def _run(self) -> None:
@@ -101,7 +104,10 @@ class HostNetworkFanOut:
         """Push every host whose state differs from what this process pushed last; returns
         the hosts pushed to."""
         started = time.perf_counter()
-        states = await self._db.write(overlay_repo.host_states)
+        # Read first: the writer is taken only when a gateway address must change hands.
+        states = await self._db.read(overlay_repo.settled_host_states)
+        if states is None:
+            states = await self._db.write(overlay_repo.host_states)
         # a host that lost its last port gets an empty state (its flood lists go)
         for host in set(self._pushed) - set(states):
             states[host] = HostNetworkState(host=host)

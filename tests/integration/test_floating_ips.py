@@ -16,6 +16,7 @@ from services.api.floating_ips import FloatingIPUseCases
 from services.api.networks import NetworkUseCases
 from services.common.db import instances as instance_repo
 from services.common.db import networks as network_repo
+from services.common.db import overlay as overlay_repo
 from services.common.db.engine import Database
 from services.common.db.models import EXTERNAL_ADDRESSES
 from services.common.db.stores import SqlUnitOfWork
@@ -165,9 +166,14 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
 
     # the hosts' state: uplink with a gateway address of the pool, the 1:1 binding
     place(db, [one, two], "host-a", "192.0.2.1")
+    with db.begin_read() as connection:  # a gateway address to allocate: the write's work
+        assert overlay_repo.settled_host_states(connection) is None
     pusher = RecordingPusher()
     await HostNetworkFanOut(db, pusher).push()
     state = pusher.pushed["host-a:1"]
+    with db.begin_read() as connection:  # allocated: the read alone gives the same state
+        assert overlay_repo.settled_host_states(connection) == {"host-a": state}
+        assert overlay_repo.settled_host_state(connection, "host-a") == state
     (uplink,) = state.uplinks
     assert uplink.bridge == "br-ex" and uplink.cidr == network.cidr
     assert str(uplink.address) == "203.0.113.12/24" and uplink.gateway == A("203.0.113.1")
@@ -178,6 +184,8 @@ async def test_external_networks_connections_and_floating_addresses(  # noqa: PL
         connection.execute(EXTERNAL_ADDRESSES.insert().values(
             id="raced", external_network_id=public.id, address="203.0.113.13", kind="gateway",
             network_id=network.id, host="host-a", created_at=utcnow()))  # fmt: skip
+    with db.begin_read() as connection:  # one to give back: the write's work again
+        assert overlay_repo.settled_host_states(connection) is None
     await HostNetworkFanOut(db, pusher).push()
     with db.begin_read() as connection:
         gateways = (

@@ -275,6 +275,25 @@ def live_ports_of(connection: Connection, server_id: str) -> list[RowMapping]:
 # -- hosts' gateway addresses ---------------------------------------------------------------
 
 
+def settled_gateways(
+    connection: Connection, needed: set[tuple[str, str]]
+) -> dict[tuple[str, str], IPv4Address] | None:
+    """Read only: each needed (host, network) pair's gateway address when every one has
+    exactly one and no other pair holds one; None when ``ensure_gateways`` has work to do
+    (an address to allocate or to give back), which takes a write transaction."""
+    have: dict[tuple[str, str], IPv4Address] = {}
+    for host, network, address in connection.execute(_GATEWAYS):
+        if (host, network) in have or (host, network) not in needed:
+            return None
+        have[(host, network)] = IPv4Address(address)
+    return have if len(have) == len(needed) else None
+
+
+_GATEWAYS = select(
+    EXTERNAL_ADDRESSES.c.host, EXTERNAL_ADDRESSES.c.network_id, EXTERNAL_ADDRESSES.c.address
+).where(EXTERNAL_ADDRESSES.c.kind == GATEWAY)
+
+
 def ensure_gateways(
     connection: Connection, needed: set[tuple[str, str]], now: datetime
 ) -> dict[tuple[str, str], IPv4Address]:

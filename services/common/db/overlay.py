@@ -1,13 +1,17 @@
 """Each host's network state as the database gives it: which hosts share which networks
 (the overlay), each connected network's uplink on each host (with the host's gateway
 address, allocated here on first need and given back when no longer needed) and the
-floating addresses of the host's ports. One query over the live ports, so this is a write
-(it may allocate or free gateway addresses)."""
+floating addresses of the host's ports. One query over the live ports. ``host_states`` is a
+write (it may allocate or free gateway addresses); ``settled_host_states`` reads the same
+when there is nothing to allocate or free, which is nearly always, so that deriving every
+host's state after each server that comes or goes does not hold the one writer."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -49,17 +53,45 @@ _PLACEMENTS = (
 
 
 def host_states(connection: Connection) -> dict[str, HostNetworkState]:
-    """Every host with ports (on a real hypervisor) and its state."""
+    """Every host with ports (on a real hypervisor) and its state (a write transaction)."""
     rows = connection.execute(_PLACEMENTS).all()
+    connected = _connected(rows)
+    gateways = external_repo.ensure_gateways(connection, set(connected), utcnow())
+    return _states(connection, rows, connected, gateways)
+
+
+def settled_host_states(connection: Connection) -> dict[str, HostNetworkState] | None:
+    """As ``host_states``, in a read transaction; None when a gateway address must be
+    allocated or given back first (then ``host_states`` in a write transaction)."""
+    rows = connection.execute(_PLACEMENTS).all()
+    connected = _connected(rows)
+    gateways = external_repo.settled_gateways(connection, set(connected))
+    if gateways is None:
+        return None
+    return _states(connection, rows, connected, gateways)
+
+
+_Connected = dict[tuple[str, str], tuple[int, str, str]]
+
+
+def _connected(rows: Sequence[Sequence[Any]]) -> _Connected:
+    """(host, network) -> (vni, cidr, external network) of each connected network's ports;
+    a network without a gateway has no gateway namespace to route through."""
+    return {(host, network_id): (vni, cidr, external_id)
+            for host, vni, _, network_id, cidr, gateway, external_id in rows
+            if external_id is not None and gateway is not None}  # fmt: skip
+
+
+def _states(
+    connection: Connection,
+    rows: Sequence[Sequence[Any]],
+    connected: _Connected,
+    gateways: dict[tuple[str, str], IPv4Address],
+) -> dict[str, HostNetworkState]:
     overlay = overlay_of(
         PortPlacement(host, vni, IPv4Address(underlay) if underlay else None)
         for host, vni, underlay, *_ in rows
     )
-    # a network without a gateway has no gateway namespace to route through
-    connected = {(host, network_id): (vni, cidr, external_id)
-                 for host, vni, _, network_id, cidr, gateway, external_id in rows
-                 if external_id is not None and gateway is not None}  # fmt: skip
-    gateways = external_repo.ensure_gateways(connection, set(connected), utcnow())
     externals = {e.id: e for e in external_repo.list_external_networks(connection)}
     uplinks: dict[str, list[Uplink]] = defaultdict(list)
     for (host, network_id), address in sorted(gateways.items()):
@@ -87,6 +119,11 @@ def host_states(connection: Connection) -> dict[str, HostNetworkState]:
 
 def host_state(connection: Connection, host: str) -> HostNetworkState:
     return host_states(connection).get(host, HostNetworkState(host=host))
+
+
+def settled_host_state(connection: Connection, host: str) -> HostNetworkState | None:
+    states = settled_host_states(connection)
+    return None if states is None else states.get(host, HostNetworkState(host=host))
 
 
 def rpc_addresses(connection: Connection, hosts: list[str]) -> dict[str, str]:
