@@ -57,7 +57,7 @@ def host_states(connection: Connection) -> dict[str, HostNetworkState]:
     rows = connection.execute(_PLACEMENTS).all()
     connected = _connected(rows)
     gateways = external_repo.ensure_gateways(connection, set(connected), utcnow())
-    return _states(connection, rows, connected, gateways)
+    return _states(connection, rows, connected, gateways=gateways)
 
 
 def settled_host_states(connection: Connection) -> dict[str, HostNetworkState] | None:
@@ -68,7 +68,7 @@ def settled_host_states(connection: Connection) -> dict[str, HostNetworkState] |
     gateways = external_repo.settled_gateways(connection, set(connected))
     if gateways is None:
         return None
-    return _states(connection, rows, connected, gateways)
+    return _states(connection, rows, connected, gateways=gateways)
 
 
 _Connected = dict[tuple[str, str], tuple[int, str, str]]
@@ -86,6 +86,7 @@ def _states(
     connection: Connection,
     rows: Sequence[Sequence[Any]],
     connected: _Connected,
+    *,
     gateways: dict[tuple[str, str], IPv4Address],
 ) -> dict[str, HostNetworkState]:
     overlay = overlay_of(
