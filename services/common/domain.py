@@ -20,6 +20,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The hypervisor type libvirt's test:/// driver reports: no guest, and the no-op datapath
+# (so no overlay peer, no rules or address sets to push).
+TEST_HYPERVISOR = "TEST"
+
+
 class VmState(enum.StrEnum):
     BUILDING = "building"
     ACTIVE = "active"

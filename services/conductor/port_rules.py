@@ -27,15 +27,12 @@ from datetime import timedelta
 from typing import Protocol
 
 from services.common.background import BackgroundTask
-from services.common.domain import VmState
+from services.common.domain import TEST_HYPERVISOR, VmState
 from services.common.networking import AddressSet, PortSpec
 from services.common.stores import InstanceStore, NodeStore, SecurityGroupStore, UnitOfWork
 from services.conductor.metrics import ConductorMetrics
 
 log = logging.getLogger(__name__)
-
-
-TEST_HYPERVISOR = "TEST"  # what libvirt's test:/// driver reports as its type
 
 
 class PortRulesPusher(Protocol):

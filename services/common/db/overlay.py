@@ -17,7 +17,7 @@ from sqlalchemy import Connection, select
 
 from services.common.db import external as external_repo
 from services.common.db.models import INSTANCES, NETWORKS, NODES, PORTS
-from services.common.domain import VmState, utcnow
+from services.common.domain import TEST_HYPERVISOR, VmState, utcnow
 from services.common.overlay import (
     FloatingBinding,
     HostNetworkState,
@@ -25,9 +25,6 @@ from services.common.overlay import (
     Uplink,
     overlay_of,
 )
-
-# libvirt's test hypervisor has no guest and a no-op datapath: never an overlay peer.
-TEST_HYPERVISOR = "TEST"
 
 _PLACEMENTS = (
     select(
